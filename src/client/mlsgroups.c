@@ -337,22 +337,34 @@ static msv_err state_load(struct msv_client *c, const uint8_t gid[16], struct ms
     return err;
 }
 
+/* The roster's next entry read from r: a device and its handle; 0 at its end. */
+static int roster_next(struct msv_reader *r, uint64_t *device, char handle[MSV_HANDLE_MAX + 1])
+{
+    const uint8_t *d, *h;
+    uint16_t hl;
+
+    if (msv_reader_bytes(r, 8, &d) != MSV_OK || msv_reader_u16be(r, &hl) != MSV_OK ||
+        hl > MSV_HANDLE_MAX || msv_reader_bytes(r, hl, &h) != MSV_OK)
+        return 0;
+    *device = msv_get_u64be(d);
+    memcpy(handle, h, hl);
+    handle[hl] = '\0';
+    return 1;
+}
+
 /* The handle the roster gives device (MSV_ERR_NOT_FOUND if none). */
 static msv_err roster_handle(const uint8_t *roster, size_t len, uint64_t device, char out[257])
 {
     struct msv_reader r;
-    const uint8_t *d, *h;
-    uint16_t hl;
+    char handle[MSV_HANDLE_MAX + 1];
+    uint64_t d;
 
     msv_reader_init(&r, roster, len);
-    while (msv_reader_bytes(&r, 8, &d) == MSV_OK && msv_reader_u16be(&r, &hl) == MSV_OK &&
-           hl <= MSV_HANDLE_MAX && msv_reader_bytes(&r, hl, &h) == MSV_OK) {
-        if (msv_get_u64be(d) == device) {
-            memcpy(out, h, hl);
-            out[hl] = '\0';
+    while (roster_next(&r, &d, handle))
+        if (d == device) {
+            memcpy(out, handle, strlen(handle) + 1);
             return MSV_OK;
         }
-    }
     return MSV_ERR_NOT_FOUND;
 }
 
@@ -1574,20 +1586,15 @@ static int stale_leaf(struct msv_client *c, const uint8_t gid[16], const struct 
 static int roster_renewed(struct msv_client *c, const uint8_t *roster, size_t len)
 {
     struct msv_reader r;
-    const uint8_t *d, *h;
-    uint16_t hl;
     char handle[MSV_HANDLE_MAX + 1];
+    uint64_t device;
 
     if (c->written_ms == 0 || !client_renewed_any(c))
         return 0; /* the common case: no handle ever was */
     msv_reader_init(&r, roster, len);
-    while (msv_reader_bytes(&r, 8, &d) == MSV_OK && msv_reader_u16be(&r, &hl) == MSV_OK &&
-           hl <= MSV_HANDLE_MAX && msv_reader_bytes(&r, hl, &h) == MSV_OK) {
-        memcpy(handle, h, hl);
-        handle[hl] = '\0';
+    while (roster_next(&r, &device, handle))
         if (!client_is_own_handle(c, handle) && client_renewed_since(c, handle, c->written_ms))
             return 1;
-    }
     return 0;
 }
 
@@ -1881,13 +1888,12 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
 static int roster_has(const uint8_t *roster, size_t len, const char *handle)
 {
     struct msv_reader r;
-    const uint8_t *d, *h;
-    uint16_t hl;
+    char listed[MSV_HANDLE_MAX + 1];
+    uint64_t device;
 
     msv_reader_init(&r, roster, len);
-    while (msv_reader_bytes(&r, 8, &d) == MSV_OK && msv_reader_u16be(&r, &hl) == MSV_OK &&
-           msv_reader_bytes(&r, hl, &h) == MSV_OK)
-        if (hl == strlen(handle) && memcmp(h, handle, hl) == 0)
+    while (roster_next(&r, &device, listed))
+        if (strcmp(listed, handle) == 0)
             return 1;
     return 0;
 }
