@@ -445,8 +445,11 @@ static int64_t written_at(struct msv_client *c, const struct msv_payload *p, int
                 p->kind == MSV_KIND_EDIT || p->kind == MSV_KIND_UNSEND ||
                 p->kind == MSV_KIND_REACTION;
 
-    if (about && p->has_target && msv_client_db_message_get(c->db, p->target_id, &m) == MSV_OK &&
-        m->stored_at_ms > 0 && m->stored_at_ms < at)
+    /* the message read only on a device that ever learnt of a new account (a receipt goes with
+     * every message read; a telling later than now is later than that message too) */
+    if (about && p->has_target && client_renewed_any(c) &&
+        msv_client_db_message_get(c->db, p->target_id, &m) == MSV_OK && m->stored_at_ms > 0 &&
+        m->stored_at_ms < at)
         at = m->stored_at_ms;
     msv_messages_free(m, m != NULL ? 1 : 0);
     return at;
