@@ -98,6 +98,19 @@ def until(fn, timeout=15, step=0.1):
         time.sleep(step)
 
 
+def text_at(d, css, timeout=15, want=""):
+    """The text of the first element matching css once it holds want; else the last text seen
+    (None when nothing matched). The page may draw an element again while it is read, so the
+    element is found afresh on every try."""
+    seen = [None]
+
+    def read():
+        seen[0] = d.find_element(By.CSS_SELECTOR, css).text
+        return want in seen[0]
+    until(read, timeout)
+    return seen[0]
+
+
 def missive(who, *args, check=True, timeout=60):
     r = subprocess.run([M, "--data-dir", "dev-" + who, "--account", handle(who)] + list(args),
                        env=env, capture_output=True, text=True, timeout=timeout)

@@ -308,14 +308,14 @@ def main():
     ok(dev is not None, "link a laptop for alice: %s %s" % (out, err))
     if dev:
         dev = dev.group(1)
-        b_ = until(lambda: a.find_element(By.CSS_SELECTOR, ".banner.device-join"), 30)
-        ok(b_ is not None and dev in b_.text and "fingerprint" in b_.text,
-           "alice's page shows the device asking to join with its fingerprint")
-        ok(b_ is not None and "with the account password" in b_.text,
-           "the page says the device asks to join with the account password: %r" % (b_.text if b_ else None))
+        t = text_at(a, ".banner.device-join", 30, "Approve")
+        ok(t is not None and dev in t and "fingerprint" in t,
+           "alice's page shows the device asking to join with its fingerprint: %r" % t)
+        ok(t is not None and "with the account password" in t,
+           "the page says the device asks to join with the account password: %r" % t)
         fp = missive("alice-laptop", "fingerprint", check=False).stdout
-        if b_:
-            shown = re.sub(r"\s", "", b_.text.split("fingerprint")[-1].split("Approve")[0])
+        if t:
+            shown = re.sub(r"\s", "", t.split("fingerprint")[-1].split("Approve")[0])
             ok(shown and shown in re.sub(r"\s", "", fp), "the fingerprint shown is the new device's")
             js(a, "[...document.querySelectorAll('.banner.device-join button')].find(x=>x.textContent==='Approve').click()")
         ok(until(lambda: missive("alice-laptop", "receive", "--wait", "0.5", check=False).returncode == 0, 30),
@@ -340,9 +340,9 @@ def main():
     if dev:
         missive("bob", "devices", "approve", dev.group(1))
     type_and_send(a, "are you still you?")
-    banner = until(lambda: a.find_element(By.CSS_SELECTOR, ".banner.alarm.key-change"), 30)
-    ok(banner is not None and "changed" in banner.text,
-       "alice's page shows an alarm banner when the verified bob's keys change")
+    t = text_at(a, ".banner.alarm.key-change", 30, "changed")
+    ok(t is not None and "changed" in t,
+       "alice's page shows an alarm banner when the verified bob's keys change: %r" % t)
     shot(a, "key-change")
 
     # ---- what others write is text: messages, names, group names, file names ---------------
@@ -409,9 +409,9 @@ def main():
     db.commit()
     db.close()
     start_missived(port)
-    note = until(lambda: a.find_element(By.CSS_SELECTOR, ".banner.alarm.handle-taken"), 60)
-    ok(note is not None and taken + " is no longer this account's" in note.text,
-       "alice's page notes that the server took %s away: %s" % (taken, note.text if note else None))
+    want = taken + " is no longer this account's"
+    t = text_at(a, ".banner.alarm.handle-taken", 60, want)
+    ok(t is not None and want in t, "alice's page notes that the server took %s away: %s" % (taken, t))
     ok(until(lambda: js(a, "return [...document.querySelectorAll('.toast[role=status]')]"
                            ".some(t=>t.textContent.includes('took '+arguments[0]+' away'))", taken), 10),
        "alice's page's status says the server took %s away" % taken)
