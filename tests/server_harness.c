@@ -558,6 +558,8 @@ struct msv_client *test_client_of_suites(struct test_server *s, const char *name
     assert_int_equal(
         msv_client_create(dir, handle, "127.0.0.1", s->port, suite, also, NULL, fp, &c), MSV_OK);
     assert_memory_equal(fp, s->fingerprint, 32); /* trust on first use pinned this server */
+    c->send_backoff_ms = 20;     /* a send while the server is stopped gives up within 0.14 s */
+    c->receive_until_synced = 1; /* a receive ends once all that was queued was pushed */
     assert_int_equal(msv_client_register_start(c), MSV_OK);
     test_server_code(s, handle, code);
     assert_int_equal(msv_client_register_finish(c, code, TEST_PASSWORD), MSV_OK);

@@ -126,6 +126,9 @@ struct msv_client {
     /* msv_client_receive() also returns as soon as the server says it pushed all that was
        queued (QueueSync), not only after timeout_ms without a delivery */
     int receive_until_synced;
+    /* a send that finds the server out of reach, or is asked to slow down, tries again
+     * RETRIES times, after this long and doubling (milliseconds; 0: 500) */
+    int send_backoff_ms;
 };
 
 #define MSV_CLIENT_RECEIVE_MAX_MS 30000

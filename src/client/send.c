@@ -949,7 +949,7 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
 
     for (int i = 0; try_later(c, err) && i < RETRIES; i++) {
         struct timespec pause = {0, 0};
-        long ms = (long)BACKOFF_MS << i;
+        long ms = (long)(c->send_backoff_ms > 0 ? c->send_backoff_ms : BACKOFF_MS) << i;
 
         msv_conn_close(c->conn);
         c->conn = NULL;
