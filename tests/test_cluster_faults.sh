@@ -22,6 +22,7 @@ declare -A pids ports
 pg_pids() { echo "$MSV_SERVICES_PG_PID" $(ps -o pid= --ppid "$MSV_SERVICES_PG_PID"); }
 cleanup() {
     kill -CONT "$MSV_SERVICES_REDIS_PID" $(pg_pids) 2>/dev/null
+    rm -f "$work/relay.cut"
     for n in "${!pids[@]}"; do kill -CONT "${pids[$n]}" 2>/dev/null; kill -TERM "${pids[$n]}" 2>/dev/null; done
     wait 2>/dev/null
     rm -rf "$work"
@@ -197,8 +198,13 @@ wait "$carol" 2>/dev/null
 # the HTTP port: one endless header is refused early; a trickling client is cut off at
 # [http] request_timeout_s (4 s here: node A starts again with it) although every byte
 # restarts evhttp's own timeout
+# (node A reaches Redis through a relay from now on, which the section after this one cuts)
+python3 "$here/cut_relay.py" relay.port "$MSV_TEST_REDIS" relay.cut 120 &
+relay=$!
+for _ in $(seq 100); do [ -s relay.port ] && break; sleep 0.1; done
 kill -TERM "${pids[A]}" && wait "${pids[A]}"
-cluster_node A "${ports[A]}" "$(printf '[store]\ntimeout_ms = 1500\n[http]\nrequest_timeout_s = 4')" &&
+MSV_TEST_REDIS=127.0.0.1:$(cat relay.port) \
+    cluster_node A "${ports[A]}" "$(printf '[store]\ntimeout_ms = 1500\n[http]\nrequest_timeout_s = 4')" &&
     ok || bad "node A started again ($(tail -3 node-A.log))"
 http_port=$(awk '/^http/{print $2}' node-A/missived.ports)
 why=$(python3 "$here/http_abuse.py" "$http_port" "${pids[A]}" header) && ok || bad "endless header: $why"
@@ -206,5 +212,30 @@ why=$(python3 "$here/http_abuse.py" "$http_port" "${pids[A]}" slow 4) && ok || b
 http_get A /health | grep -q '"status":"ok"' && ok || bad "the HTTP port no longer answers"
 [ "$(metric A http_requests_refused_total)" -ge 1 ] && ok || bad "http_requests_refused_total: $(metric A http_requests_refused_total)"
 [ "$(metric A http_timeouts_total)" -ge 1 ] && ok || bad "http_timeouts_total: $(metric A http_timeouts_total)"
+
+# node A alone loses Redis (the relay loses its traffic, as a network that stops carrying one
+# node's packets): what alice sends through A meanwhile is stored, but A cannot publish the
+# wake-up, and node B, whose Redis answers, reads queues on wake-ups alone. Back on Redis, A
+# asks every node to read its devices' queues once (msv:sweep): carol, on B, gets it then, not
+# at her next connection
+(exec "$M" --data-dir dev-carol --account carol@example.org receive --wait 30 >carol2.out 2>&1) &
+carol=$!
+sleep 1.5
+unresponsive=$(grep -c "event=redis_unresponsive" node-A.log)
+connected=$(grep -c "event=redis_connected" node-A.log)
+touch relay.cut
+for _ in $(seq 100); do [ "$(grep -c "event=redis_unresponsive" node-A.log)" -gt "$unresponsive" ] && break; sleep 0.1; done
+[ "$(grep -c "event=redis_unresponsive" node-A.log)" -gt "$unresponsive" ] && ok || bad "node A did not give up the Redis it was cut off from"
+expect 0 "alice writes to carol while node A is away from Redis" -- as alice send carol@example.org --text "node A was away"
+rm -f relay.cut
+for _ in $(seq 100); do [ "$(grep -c "event=redis_connected" node-A.log)" -gt "$connected" ] && break; sleep 0.1; done
+[ "$(grep -c "event=redis_connected" node-A.log)" -gt "$connected" ] && ok || bad "node A did not come back to Redis"
+wait_for carol2.out "node A was away" 100 && ok ||
+    bad "carol did not get what was sent while node A was away from Redis once it was back: $(cat carol2.out)"
+grep -q "event=cluster_sweep_asked node=A" node-A.log && [ "$(metric A cluster_sweeps_asked_total)" -ge 1 ] &&
+    [ "$(metric B cluster_sweeps_done_total)" -ge 1 ] && ok ||
+    bad "the sweep: asked $(metric A cluster_sweeps_asked_total), done on B $(metric B cluster_sweeps_done_total)"
+kill "$carol" "$relay" 2>/dev/null
+wait "$carol" "$relay" 2>/dev/null
 
 finish

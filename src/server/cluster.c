@@ -29,6 +29,9 @@
 #define DIRECTORY_CHANNEL "msv:directory"
 #define PROBE_PREFIX "msv:probe:"
 #define SUSPENDED_CHANNEL "msv:suspended"
+/* a node back on Redis after it could not publish, or may have lost what it published: every
+ * other node reads its devices' queues and checks their connections and caches once */
+#define SWEEP_CHANNEL "msv:sweep"
 #define DISCONNECT_ORDER "disconnect "
 
 /* Deletes the presence only if it still names this node (a newer connection elsewhere wins). */
@@ -69,6 +72,9 @@ struct msv_cluster {
     int64_t probe_sent_ms; /* monotonic; 0: no probe unanswered */
     int64_t connect_ms;    /* monotonic: connections begun, not yet answering; 0: none */
     int answered;          /* a probe came back on these connections: Redis really answers */
+    /* a wake-up, close order or device change was not published, or may have been lost in a
+     * connection given up: the other nodes are asked to sweep once Redis answers again */
+    int unpublished;
 };
 
 /* ---- requests from the workers ---------------------------------------------------------- */
@@ -187,6 +193,23 @@ static void probe_answered(struct msv_cluster *c)
     c->connect_ms = 0;
     c->was_up = 1;
     msv_log(MSV_LOG_INFO, "redis_connected", "redis=%s:%d node=%s", c->host, c->port, c->node);
+    if (c->unpublished && c->cmd_up) {
+        /* what this node did not tell while away: the others look for themselves */
+        redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " SWEEP_CHANNEL " %s", c->node);
+        c->unpublished = 0;
+        atomic_fetch_add(&c->srv->m.cluster_sweeps_out, 1);
+        msv_log(MSV_LOG_INFO, "cluster_sweep_asked", "node=%s", c->node);
+    }
+}
+
+/* Another node, back on Redis, may have stored what it could not tell: every connected
+ * device's queue is read, every connection checked against the store, the caches dropped. */
+static void sweep(struct msv_cluster *c)
+{
+    msv_dircache_drop_all(&c->srv->dir);
+    msv_kt_log_grown(&c->srv->kt);
+    msv_server_recheck_all(c->srv);
+    wake_all_online(c);
 }
 
 static void on_message(redisAsyncContext *ac, void *reply, void *arg)
@@ -219,6 +242,14 @@ static void on_message(redisAsyncContext *ac, void *reply, void *arg)
         } else if (strcmp(kind->str, "message") == 0 && payload->type == REDIS_REPLY_STRING) {
             msv_dircache_drop(&c->srv->dir, payload->str);
             msv_kt_log_grown(&c->srv->kt);
+        }
+        return;
+    }
+    if (strcmp(channel->str, SWEEP_CHANNEL) == 0) {
+        if (strcmp(kind->str, "message") == 0 && payload->type == REDIS_REPLY_STRING &&
+            strcmp(payload->str, c->node) != 0) {
+            atomic_fetch_add(&c->srv->m.cluster_sweeps_in, 1);
+            sweep(c);
         }
         return;
     }
@@ -290,6 +321,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         /* last, so that its confirmation follows every device's */
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " DIRECTORY_CHANNEL);
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " SUSPENDED_CHANNEL);
+        redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " SWEEP_CHANNEL);
     } else {
         c->cmd_up = 1;
         send_heartbeat(c); /* at once: the node is seen as alive as soon as it is connected */
@@ -312,6 +344,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     } else if (ac == c->cmd) {
         c->cmd = NULL;
         c->cmd_up = 0;
+        c->unpublished |= c->answered; /* what it held unsent is lost */
     }
     c->probe_sent_ms = 0;
     c->answered = 0;
@@ -353,7 +386,8 @@ static void run_op(struct msv_cluster *c, const struct op *o)
             msv_u64map_put(&c->online, o->device, (void *)1) == MSV_OK) {
             subscribe_device(c, o->device);
             set_presence(c, o->device);
-            /* a connection of the device that another node still holds is an old one: closed */
+            /* a connection of the device that another node still holds is an old one: closed
+             * (not told while Redis is away, it stays until it ends by itself) */
             if (c->cmd_up)
                 redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " WAKE_PREFIX "%" PRIu64 " n%s",
                                   o->device, c->node);
@@ -376,11 +410,14 @@ static void run_op(struct msv_cluster *c, const struct op *o)
                               o->device, o->kind == OP_CLOSE ? "c" : "w");
             atomic_fetch_add(&c->srv->m.cluster_wakes_out, 1);
         }
+        /* not sent, or sent on connections not yet known to answer: a sweep makes up for it */
+        c->unpublished |= !c->answered;
         break;
     case OP_DIRECTORY:
         if (c->cmd_up)
             redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " DIRECTORY_CHANNEL " %s",
                               o->handle);
+        c->unpublished |= !c->answered;
         break;
     }
 }
@@ -422,6 +459,7 @@ static void drop_both(struct msv_cluster *c)
     redisAsyncContext *sub = c->sub, *cmd = c->cmd;
 
     c->sub = c->cmd = NULL; /* forgotten first: on_disconnect only logs the loss */
+    c->unpublished |= c->answered && cmd != NULL;
     c->sub_up = c->cmd_up = c->subscribed = c->answered = 0;
     c->connect_ms = 0;
     if (sub != NULL)

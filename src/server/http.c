@@ -259,6 +259,12 @@ static const struct {
       "Connections to the cluster's Redis begun (two per node when all is well)."),
     M(cluster_timeouts, "cluster_redis_timeouts_total", "counter",
       "Times the cluster's Redis did not answer within redis_timeout_ms and was given up on."),
+    M(cluster_sweeps_out, "cluster_sweeps_asked_total", "counter",
+      "Times this node, back on Redis after it could not publish wake-ups, asked the other "
+      "nodes to read their devices' queues."),
+    M(cluster_sweeps_in, "cluster_sweeps_done_total", "counter",
+      "Times another node's request made this node read its devices' queues and check their "
+      "connections."),
     M(http_refused, "http_requests_refused_total", "counter",
       "HTTP requests answered 4xx: malformed, an unknown path or method, headers over "
       "max_header_bytes."),

@@ -176,6 +176,7 @@ struct msv_metrics {
     _Atomic uint64_t connections_refused, auth_timeouts, accept_paused, answers_too_big;
     _Atomic uint64_t connections_revoked, suspensions_in, stale_partial;
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
+    _Atomic uint64_t cluster_sweeps_out, cluster_sweeps_in;
     _Atomic uint64_t store_unavailable, queue_fetch_failures, sends_device_gone;
     _Atomic uint64_t log_reads_again; /* an account's LogRead read again: its handles changed */
     _Atomic uint64_t lookups_again;   /* an owner's Lookup read again: its handles changed */
