@@ -61,6 +61,7 @@ struct msv_cluster {
     struct op *ops;
     size_t n_ops, cap_ops;
     int stopping;
+    _Atomic int lost_op; /* an op that memory could not hold: made good by a sweep */
 
     /* the cluster thread's alone */
     redisAsyncContext *cmd, *sub; /* NULL while not connected */
@@ -73,8 +74,11 @@ struct msv_cluster {
     int64_t connect_ms;    /* monotonic: connections begun, not yet answering; 0: none */
     int answered;          /* a probe came back on these connections: Redis really answers */
     /* a wake-up, close order or device change was not published, or may have been lost in a
-     * connection given up: the other nodes are asked to sweep once Redis answers again */
+     * connection given up (and at start: a node stopped before may have left some): the
+     * other nodes are asked to sweep once Redis answers again */
     int unpublished;
+    int64_t last_sweep_ms; /* monotonic: when another node's sweep was last done here */
+    int sweep_pending;     /* one asked for within a second of the last: done at the tick */
 };
 
 /* ---- requests from the workers ---------------------------------------------------------- */
@@ -85,8 +89,10 @@ static void push_op(struct msv_cluster *c, enum op_kind kind, uint64_t device, c
 
     if (c == NULL)
         return;
-    if (handle != NULL && (o.handle = strdup(handle)) == NULL)
+    if (handle != NULL && (o.handle = strdup(handle)) == NULL) {
+        atomic_store(&c->lost_op, 1);
         return;
+    }
     pthread_mutex_lock(&c->lock);
     if (c->n_ops == c->cap_ops) {
         size_t cap = c->cap_ops ? c->cap_ops * 2 : 64;
@@ -94,7 +100,9 @@ static void push_op(struct msv_cluster *c, enum op_kind kind, uint64_t device, c
 
         if (bigger == NULL) {
             pthread_mutex_unlock(&c->lock);
-            free(o.handle); /* the tick's resynchronisation makes up for it */
+            free(o.handle);
+            atomic_store(&c->lost_op, 1); /* a sweep makes up for it */
+            event_active(c->ops_ev, EV_READ, 0);
             return;
         }
         c->ops = bigger;
@@ -145,6 +153,18 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *arg)
         msv_log(MSV_LOG_WARN, "redis_error", "reply=\"%.*s\"", (int)r->len, r->str);
 }
 
+/* The answer to a PUBLISH another node needed: none (the connection failed or was given up
+ * before Redis answered) means it may not have gone, and a sweep makes up for it (a refusal
+ * is logged, and not asked again and again). */
+static void on_published(redisAsyncContext *ac, void *reply, void *arg)
+{
+    struct msv_cluster *c = ac->data;
+
+    on_reply(ac, reply, arg);
+    if (reply == NULL)
+        c->unpublished = 1;
+}
+
 static void set_presence(struct msv_cluster *c, uint64_t device)
 {
     if (c->cmd_up)
@@ -183,9 +203,26 @@ static void send_probe(struct msv_cluster *c)
     }
 }
 
-/* The probe came back: Redis answers both ways (the first time, it is up again). */
+/* What this node did not tell, or may not have: the other nodes look for themselves (once
+ * Redis answers; the request lost is asked again). */
+static void ask_sweep(struct msv_cluster *c)
+{
+    if (atomic_exchange(&c->lost_op, 0))
+        c->unpublished = 1;
+    if (!c->unpublished || !c->answered || !c->cmd_up)
+        return;
+    c->unpublished = 0;
+    redisAsyncCommand(c->cmd, on_published, NULL, "PUBLISH " SWEEP_CHANNEL " %s", c->node);
+    atomic_fetch_add(&c->srv->m.cluster_sweeps_out, 1);
+    msv_log(MSV_LOG_INFO, "cluster_sweep_asked", "node=%s", c->node);
+}
+
+/* The probe came back: Redis answers both ways (the first time, it is up again). One that
+ * comes back after its command connection went, or that was given up on, proves nothing. */
 static void probe_answered(struct msv_cluster *c)
 {
+    if (c->probe_sent_ms == 0 || !c->cmd_up)
+        return;
     c->probe_sent_ms = 0;
     if (c->answered)
         return;
@@ -193,19 +230,23 @@ static void probe_answered(struct msv_cluster *c)
     c->connect_ms = 0;
     c->was_up = 1;
     msv_log(MSV_LOG_INFO, "redis_connected", "redis=%s:%d node=%s", c->host, c->port, c->node);
-    if (c->unpublished && c->cmd_up) {
-        /* what this node did not tell while away: the others look for themselves */
-        redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " SWEEP_CHANNEL " %s", c->node);
-        c->unpublished = 0;
-        atomic_fetch_add(&c->srv->m.cluster_sweeps_out, 1);
-        msv_log(MSV_LOG_INFO, "cluster_sweep_asked", "node=%s", c->node);
-    }
+    ask_sweep(c);
 }
 
 /* Another node, back on Redis, may have stored what it could not tell: every connected
- * device's queue is read, every connection checked against the store, the caches dropped. */
+ * device's queue is read, every connection checked against the store, the caches dropped;
+ * at most once a second (asked again sooner, it waits for the tick). */
 static void sweep(struct msv_cluster *c)
 {
+    int64_t now = msv_mono_ms();
+
+    if (c->last_sweep_ms != 0 && now - c->last_sweep_ms < TICK_MS) {
+        c->sweep_pending = 1;
+        return;
+    }
+    c->last_sweep_ms = now;
+    c->sweep_pending = 0;
+    atomic_fetch_add(&c->srv->m.cluster_sweeps_in, 1);
     msv_dircache_drop_all(&c->srv->dir);
     msv_kt_log_grown(&c->srv->kt);
     msv_server_recheck_all(c->srv);
@@ -247,10 +288,8 @@ static void on_message(redisAsyncContext *ac, void *reply, void *arg)
     }
     if (strcmp(channel->str, SWEEP_CHANNEL) == 0) {
         if (strcmp(kind->str, "message") == 0 && payload->type == REDIS_REPLY_STRING &&
-            strcmp(payload->str, c->node) != 0) {
-            atomic_fetch_add(&c->srv->m.cluster_sweeps_in, 1);
+            strcmp(payload->str, c->node) != 0)
             sweep(c);
-        }
         return;
     }
     if (strcmp(channel->str, SUSPENDED_CHANNEL) == 0) {
@@ -318,10 +357,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
             if (c->online.keys[i] != 0)
                 subscribe_device(c, c->online.keys[i]);
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " PROBE_PREFIX "%s", c->node);
-        /* last, so that its confirmation follows every device's */
+        redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " SWEEP_CHANNEL);
+        /* last, so that its confirmation follows every device's and the sweeps' */
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " DIRECTORY_CHANNEL);
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " SUSPENDED_CHANNEL);
-        redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " SWEEP_CHANNEL);
     } else {
         c->cmd_up = 1;
         send_heartbeat(c); /* at once: the node is seen as alive as soon as it is connected */
@@ -344,7 +383,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     } else if (ac == c->cmd) {
         c->cmd = NULL;
         c->cmd_up = 0;
-        c->unpublished |= c->answered; /* what it held unsent is lost */
+        c->unpublished |= c->answered; /* what it held unsent is lost (on_published says so too) */
     }
     c->probe_sent_ms = 0;
     c->answered = 0;
@@ -406,7 +445,7 @@ static void run_op(struct msv_cluster *c, const struct op *o)
     case OP_WAKE:
     case OP_CLOSE:
         if (c->cmd_up) {
-            redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " WAKE_PREFIX "%" PRIu64 " %s",
+            redisAsyncCommand(c->cmd, on_published, NULL, "PUBLISH " WAKE_PREFIX "%" PRIu64 " %s",
                               o->device, o->kind == OP_CLOSE ? "c" : "w");
             atomic_fetch_add(&c->srv->m.cluster_wakes_out, 1);
         }
@@ -415,7 +454,7 @@ static void run_op(struct msv_cluster *c, const struct op *o)
         break;
     case OP_DIRECTORY:
         if (c->cmd_up)
-            redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " DIRECTORY_CHANNEL " %s",
+            redisAsyncCommand(c->cmd, on_published, NULL, "PUBLISH " DIRECTORY_CHANNEL " %s",
                               o->handle);
         c->unpublished |= !c->answered;
         break;
@@ -444,6 +483,8 @@ static void on_ops(evutil_socket_t fd, short what, void *arg)
         free(ops[i].handle);
     }
     free(ops);
+    if (!stopping)
+        ask_sweep(c); /* an op memory could not hold, or a publish that failed */
     if (stopping) {
         if (c->sub != NULL)
             redisAsyncFree(c->sub);
@@ -531,6 +572,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     /* wake-ups cannot be trusted to arrive until a probe came back: the queues are read */
     if (!c->answered)
         wake_all_online(c);
+    if (c->sweep_pending)
+        sweep(c);
+    ask_sweep(c);
 }
 
 static void *cluster_main(void *arg)
@@ -553,6 +597,7 @@ msv_err msv_cluster_start(struct msv_server *s, const char *redis, const char *n
 
     if (c == NULL)
         return MSV_ERR_NOMEM;
+    c->unpublished = 1; /* a node stopped before may have left some unpublished */
     if (msv_host_port(redis, strlen(redis), c->host, sizeof(c->host), &port) != MSV_OK) {
         snprintf(err, err_len, "[cluster] redis must be HOST:PORT, not \"%s\"", redis);
         free(c);

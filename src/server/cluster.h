@@ -21,6 +21,11 @@
  * publishes to itself, msv:probe:NAME, not back within [cluster]
  * redis_timeout_ms: the connections are then dropped), the node reads its
  * devices' queues once a second instead of waiting for wake-ups.
+ *  - Sweeps: a node that could not publish (or may have lost) a wake-up, a
+ *    close order or a directory change, and every node that starts, publishes
+ *    its name on msv:sweep once its probe comes back; every other node then
+ *    reads its devices' queues, checks its connections against the store and
+ *    drops its cache (at most once a second).
  *
  * A cluster runs its own thread and event loop; the functions below may be
  * called from any thread.
