@@ -165,6 +165,10 @@ as() {
     shift
     "$M" --data-dir "dev-$who" --account "$who@example.org" "$@"
 }
+# device_of WHO: the id of WHO's device (dev-WHO)
+device_of() { as "$1" -o json fingerprint 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["device_id"])' 2>/dev/null; }
+# presence_of DEVICE: the node a cluster's Redis (MSV_TEST_REDIS) names for the device
+presence_of() { redis-cli -h "${MSV_TEST_REDIS%:*}" -p "${MSV_TEST_REDIS##*:}" GET "msv:presence:$1"; }
 
 # link_laptop NAME: links a second device of NAME@example.org (data in dev-NAME2), approved by
 # the first; sets $laptop and $phone (their device ids). Then `laptop_m COMMAND...` runs missive

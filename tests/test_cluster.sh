@@ -58,14 +58,13 @@ register alice A && register bob B && register carol C && register dave B && ok 
 as() { local who=$1; shift; "$M" --data-dir "dev-$who" --account "$who@example.org" "$@"; }
 # listen WHO SECONDS: WHO's device waits connected, printing to WHO.out; $! is missive itself
 listen() { (exec "$M" --data-dir "dev-$1" --account "$1@example.org" receive --wait "$2" >"$1.out" 2>&1) & }
-device_of() { as "$1" -o json fingerprint 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["device_id"])' 2>/dev/null; }
 metric() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$(awk '/^http/{print $2}' "node-$1/missived.ports")/metrics" | awk -v m="missived_$2" '$1 == m {print $2}'; }
 
 # bob waits on B and carol on C while alice, on A, writes to both: Redis wakes them
 bob_dev=$(device_of bob)
 carol_dev=$(device_of carol)
 # connected: each one's presence names its node
-present() { [ "$(rcli GET "msv:presence:$1")" = "$2" ]; }
+present() { [ "$(presence_of "$1")" = "$2" ]; }
 listen bob 15
 bob=$!
 listen carol 15

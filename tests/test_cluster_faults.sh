@@ -219,13 +219,12 @@ http_get A /health | grep -q '"status":"ok"' && ok || bad "the HTTP port no long
 # wake-up, and node B, whose Redis answers, reads queues on wake-ups alone. Back on Redis, A
 # asks every node to read its devices' queues once (msv:sweep): carol, on B, gets it then, not
 # at her next connection
-carol_dev=$(as carol -o json fingerprint | python3 -c 'import json, sys; print(json.load(sys.stdin)["device_id"])')
+carol_dev=$(device_of carol)
 (exec "$M" --data-dir dev-carol --account carol@example.org receive --wait 30 >carol2.out 2>&1) &
 carol=$!
 # connected to node B, and known there (else she would read her queue on connecting)
-presence() { redis-cli -h "${MSV_TEST_REDIS%:*}" -p "${MSV_TEST_REDIS##*:}" GET "msv:presence:$carol_dev"; }
-for _ in $(seq 100); do [ "$(presence)" = B ] && break; sleep 0.1; done
-[ "$(presence)" = B ] && ok || bad "carol is not connected to node B: $(presence)"
+for _ in $(seq 100); do [ "$(presence_of "$carol_dev")" = B ] && break; sleep 0.1; done
+[ "$(presence_of "$carol_dev")" = B ] && ok || bad "carol is not connected to node B: $(presence_of "$carol_dev")"
 unresponsive=$(grep -c "event=redis_unresponsive" node-A.log)
 connected=$(grep -c "event=redis_connected" node-A.log)
 asked=$(grep -c "event=cluster_sweep_asked" node-A.log)
