@@ -143,6 +143,15 @@ static void wake_all_online(struct msv_cluster *c)
     }
 }
 
+/* What Redis may not have carried is read from the store: the caches dropped whole, every
+ * connected device's queue read. */
+static void read_all_again(struct msv_cluster *c)
+{
+    msv_dircache_drop_all(&c->srv->dir);
+    msv_kt_log_grown(&c->srv->kt);
+    wake_all_online(c);
+}
+
 static void on_reply(redisAsyncContext *ac, void *reply, void *arg)
 {
     const redisReply *r = reply;
@@ -247,10 +256,8 @@ static void sweep(struct msv_cluster *c)
     c->last_sweep_ms = now;
     c->sweep_pending = 0;
     atomic_fetch_add(&c->srv->m.cluster_sweeps_in, 1);
-    msv_dircache_drop_all(&c->srv->dir);
-    msv_kt_log_grown(&c->srv->kt);
     msv_server_recheck_all(c->srv);
-    wake_all_online(c);
+    read_all_again(c);
 }
 
 static void on_message(redisAsyncContext *ac, void *reply, void *arg)
@@ -277,9 +284,7 @@ static void on_message(redisAsyncContext *ac, void *reply, void *arg)
             /* (re)connected: whatever was published meanwhile is read from the store */
             c->subscribed = 1;
             send_probe(c); /* Redis is taken as up once it answers one */
-            msv_dircache_drop_all(&c->srv->dir);
-            msv_kt_log_grown(&c->srv->kt);
-            wake_all_online(c);
+            read_all_again(c);
         } else if (strcmp(kind->str, "message") == 0 && payload->type == REDIS_REPLY_STRING) {
             msv_dircache_drop(&c->srv->dir, payload->str);
             msv_kt_log_grown(&c->srv->kt);
