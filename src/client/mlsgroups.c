@@ -2329,19 +2329,40 @@ static msv_err take_application(struct msv_client *c, const uint8_t gid[16], uin
             roster_handle(roster, roster_len, in->device, in->sender) != MSV_OK)
             err = MSV_ERR_AUTH; /* every leaf was checked as it came in: not reached */
     }
-    /* its key is gone from the state before the payload is taken */
-    if (err == MSV_OK)
-        err = state_save(c, gid, m, NULL, roster, roster_len);
+    /* the state that read it is stored once the payload is (client_mls_taken), the lock held
+     * until then */
     if (err == MSV_OK) {
         in->pt = pt;
         in->pt_len = pt_len;
         pt = NULL;
+        in->read_by = m;
+        in->roster = roster;
+        in->roster_len = roster_len;
+        memcpy(in->group_id, gid, sizeof(in->group_id));
+        return MSV_OK;
     }
 out:
     mls_unlock(c);
     msv_secret_free(pt, pt_len);
     msv_mls_member_free(m);
     free(roster);
+    return err;
+}
+
+msv_err client_mls_taken(struct msv_client *c, struct client_mls_in *in, int keep)
+{
+    msv_err err = MSV_OK;
+
+    if (in->read_by == NULL)
+        return MSV_OK;
+    /* not kept: the key stays, and the delivery (unacknowledged) is read again */
+    if (keep)
+        err = state_save(c, in->group_id, in->read_by, NULL, in->roster, in->roster_len);
+    msv_mls_member_free(in->read_by);
+    free(in->roster);
+    in->read_by = NULL;
+    in->roster = NULL;
+    mls_unlock(c);
     return err;
 }
 

@@ -1201,28 +1201,29 @@ static msv_err record_unreadable(struct msv_client *c, const Msv__Wire__Deliver 
  * its leaf's verified credential; a Welcome or commit changes the group's state; anything that
  * cannot be taken is recorded and shown, never dropped unseen (its sender: the relay's word).
  */
-/* What an MLS delivery gave: a payload, taken as any message's, or a notice recorded. */
+/* What an MLS delivery gave: a payload, taken as any message's (in *taken: its receipt owed),
+ * or a notice recorded. */
 static msv_err take_mls_result(struct msv_client *c, const Msv__Wire__Deliver *d,
                                const struct client_mls_in *m,
                                void (*on_message)(void *, const struct msv_incoming *), void *ctx,
-                               size_t *count)
+                               size_t *count, struct incoming *taken)
 {
     struct incoming in;
     msv_err err;
 
     memset(&in, 0, sizeof(in));
     if (m->pt != NULL) {
-        snprintf(in.sender, sizeof(in.sender), "%s", m->sender);
-        in.device = m->device;
-        in.sender_proved = 1;
-        err = take_payload(c, m->pt, m->pt_len, on_message, ctx, &in);
+        snprintf(taken->sender, sizeof(taken->sender), "%s", m->sender);
+        taken->device = m->device;
+        taken->sender_proved = 1;
+        err = take_payload(c, m->pt, m->pt_len, on_message, ctx, taken);
         if (err == MSV_OK)
             (*count)++;
-        if (err == MSV_OK && in.owes_receipt)
-            err = send_receipt(c, in.message_id, in.stored_id, in.sender);
+        else
+            taken->owes_receipt = 0; /* owed for a message stored now only */
         if (err == MSV_ERR_AUTH || err == MSV_ERR_PARSE || err == MSV_ERR_UNSUPPORTED ||
             err == MSV_ERR_REPLAY)
-            err = record_unreadable(c, d, &in, 0, on_message, ctx);
+            err = record_unreadable(c, d, taken, 0, on_message, ctx);
         return err == MSV_ERR_EXISTS || err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
     }
     if (m->notice[0] == '\0')
@@ -1240,9 +1241,10 @@ static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
 {
     static const char domain[] = "missive: mls delivery";
     struct client_mls_in m;
+    struct incoming in;
     char sender[257];
     uint8_t digest[32];
-    msv_err err;
+    msv_err err, kept;
 
     /* one taken once is not taken again: a redelivery (its acknowledgement lost) changes
      * nothing and says nothing, as a per-device envelope's does */
@@ -1253,12 +1255,22 @@ static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
         return err;
     snprintf(sender, sizeof(sender), "%.*s", (int)d->sender_handle.len,
              (const char *)d->sender_handle.data);
+    memset(&in, 0, sizeof(in));
     err = client_mls_take(c, d->ciphertext.data, d->ciphertext.len, sender, d->sender_device, &m);
     if (err == MSV_OK)
-        err = take_mls_result(c, d, &m, on_message, ctx, count);
+        err = take_mls_result(c, d, &m, on_message, ctx, count, &in);
     msv_secret_free(m.pt, m.pt_len);
+    /* the message stored, then its delivery recorded as read, then the key that read it gone
+     * from the group's state: a crash between two of them leaves a delivery read again (its
+     * message known by its id) or one not read again (the key left in the state until the
+     * sender's chain passes it) */
     if (err == MSV_OK)
         err = msv_client_db_envelope_read(c->db, digest, msv_wall_ms());
+    kept = client_mls_taken(c, &m, err == MSV_OK);
+    err = err == MSV_OK ? kept : err;
+    /* the sender learns it arrived (should that fail, the outbox sends it later) */
+    if (err == MSV_OK && in.owes_receipt)
+        err = send_receipt(c, in.message_id, in.stored_id, in.sender);
     return err;
 }
 

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# A device killed at each write and sync while it takes a message of a group on MLS
+# (tests/faulty_io.c preloaded into `missive receive`, its data directory matched): the next
+# receive shows the message, once, and never a message "that could not be read"; the group
+# goes on after. The message's key leaves the group's state only once the message is stored.
+set -u
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+M=$(realpath "${1:?usage: test_mls_crash.sh MISSIVE MISSIVED FAULTY_IO}")
+D=$(realpath "${2:?usage: test_mls_crash.sh MISSIVE MISSIVED FAULTY_IO}")
+F=$(realpath "${3:?usage: test_mls_crash.sh MISSIVE MISSIVED FAULTY_IO}")
+in_scratch
+
+start_missived || bad "missived started"
+register_people alice bob
+expect 0 "alice makes a group with bob" -- as alice groups create crash bob@example.org
+gid=$(as alice groups | grep "^crash	" | cut -f3)
+expect 0 "bob takes its Welcome" -- as bob receive
+expect 0 "bob accepts" -- as bob groups accept "$gid"
+# on_mls: bob holds the group on MLS
+on_mls() {
+    as bob -o json groups >groups.txt &&
+        python3 -c 'import json, sys
+assert any(r["name"] == "crash" and r["mls"] for r in map(json.loads, open(sys.argv[1])))' groups.txt
+}
+on_mls && ok || bad "the group is on MLS for bob: $(cat groups.txt)"
+expect 0 "alice writes to the group" -- as alice send --group crash --text "through the crashes"
+
+# bob's receive killed at its write or sync number k, for k = 0, 1, 2 ... until one finishes
+crashes=0
+for k in $(seq 0 200); do
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+        MSV_FAULTY_IO_MATCH="$work/dev-bob/" MSV_FAULTY_IO_CRASH_AFTER=$k LD_PRELOAD="$F" \
+        "$M" --data-dir dev-bob --account bob@example.org receive >crash.out 2>&1
+    rc=$?
+    [ "$rc" = 0 ] && break
+    [ "$rc" = 137 ] || { bad "a receive exited $rc: $(cat crash.out)"; break; }
+    crashes=$((crashes + 1))
+done
+[ "$crashes" -ge 5 ] && ok || bad "the receive was crashed at $crashes points only"
+expect 0 "bob's history of the group" -- as bob history --group "$gid"
+[ "$(grep -c "through the crashes" out.txt)" = 1 ] && ok || bad "the message, once: $(cat out.txt)"
+grep -q "could not be read" out.txt && bad "a message left unreadable: $(cat out.txt)" || ok
+
+# the group goes on: a message each way, on MLS
+expect 0 "alice writes again" -- as alice send --group crash --text "after the crashes"
+expect 0 "bob receives it" -- as bob receive
+grep -q "after the crashes" out.txt && ok || bad "bob reads the next message: $(cat out.txt)"
+expect 0 "bob answers" -- as bob send --group "$gid" --text "bob was here"
+expect 0 "alice receives it" -- as alice receive
+grep -q "bob was here" out.txt && ok || bad "alice reads bob's: $(cat out.txt)"
+grep -q "could not be read" out.txt && bad "alice: unreadable: $(cat out.txt)" || ok
+on_mls && ok || bad "still on MLS: $(cat groups.txt)"
+finish
