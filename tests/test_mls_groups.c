@@ -24,6 +24,7 @@
 #include "client/client.h"
 #include "client/conn.h"
 #include "client/internal.h"
+#include "client/safety.h"
 #include "client/requests.h"
 #include "missive/util.h"
 #include "mls/member.h"
@@ -1666,6 +1667,91 @@ static void test_stale_devices_not_a_fallback(void **state)
     club_free(&k);
 }
 
+/* carol marks bob's devices as now listed verified */
+static void verify_bob(struct club *k)
+{
+    char number[MSV_SAFETY_DIGITS + 1];
+    uint8_t digest[32];
+
+    assert_int_equal(msv_client_safety_number(k->carol, "bob@example.org", 1, number, digest),
+                     MSV_OK);
+    assert_int_equal(msv_client_mark_verified(k->carol, "bob@example.org", digest), MSV_OK);
+}
+
+/*
+ * A member's verified mark holds on MLS as on per-device copies: carol verified bob; his new
+ * laptop joins the group, and carol's message is refused (nothing goes) until she accepts his
+ * devices again. Once he removed it, its leaf stays in the tree until an admin's commit: carol's
+ * messages then go as per-device copies to the devices she verified, told once.
+ */
+static void test_verified_member_held_on_mls(void **state)
+{
+    struct club k;
+    struct msv_client *laptop;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    verify_bob(&k);
+    assert_int_equal(msv_client_group_send(k.carol, "club", "bob verified", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        1);
+    receive_now(k.bob);
+    assert_sent_by(k.bob, k.conversation, "bob verified", "carol@example.org", k.carol->device_id);
+    laptop = linked_device(&k.s, k.bob, "bob-laptop");
+    receive_now(k.bob); /* his commit adds the laptop */
+    receive_now(k.carol);
+    receive_now(laptop);
+    assert_true(client_mls_is_on(laptop, k.gid));
+    assert_int_not_equal(msv_client_group_send(k.carol, "club", "held back", NULL, 0, NULL, id),
+                         MSV_OK);
+    assert_int_equal(k.carol->why.code, MSV_REFUSAL_KEY_CHANGE);
+    assert_non_null(strstr(k.carol->why.message, "changed since you verified them"));
+    receive_now(laptop);
+    receive_now(k.bob);
+    assert_int_equal(history_count(laptop, k.conversation, "held back"), 0);
+    assert_int_equal(history_count(k.bob, k.conversation, "held back"), 0);
+    assert_int_equal(history_count(k.carol, k.conversation, "removed member"), 0);
+    verify_bob(&k); /* accepted */
+    assert_int_equal(msv_client_group_send(k.carol, "club", "laptop too", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(laptop);
+    receive_now(k.bob);
+    assert_sent_by(laptop, k.conversation, "laptop too", "carol@example.org", k.carol->device_id);
+    /* the laptop removed: refused again, then accepted; its leaf stays in the tree until an
+     * admin's commit (or the server withholds that from carol) */
+    assert_int_equal(msv_client_remove_device(k.bob, laptop->device_id), MSV_OK);
+    assert_int_not_equal(msv_client_group_send(k.carol, "club", "after removal", NULL, 0, NULL, id),
+                         MSV_OK);
+    assert_int_equal(k.carol->why.code, MSV_REFUSAL_KEY_CHANGE);
+    verify_bob(&k);
+    for (int i = 0; i < 2; i++) {
+        char text[32];
+
+        snprintf(text, sizeof(text), "copies %d", i);
+        assert_int_equal(msv_client_group_send(k.carol, "club", text, NULL, 0, NULL, id), MSV_OK);
+        assert_int_equal(queued_mls(&k.s, k.bob->device_id,
+                                    MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+                         0);
+        receive_now(k.bob);
+        assert_sent_by(k.bob, k.conversation, text, "carol@example.org", k.carol->device_id);
+    }
+    assert_int_equal(
+        history_count(k.carol, k.conversation, "is not one of the devices you verified"), 1);
+    assert_int_equal(settings_count(k.carol, "mls-behind:"), 0);
+    /* alice verified nobody: hers still go on MLS */
+    assert_int_equal(msv_client_group_send(k.alice, "club", "alice on mls", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_true(queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL,
+                           NULL) >= 1);
+    receive_now(k.bob);
+    assert_sent_by(k.bob, k.conversation, "alice on mls", "alice@example.org", k.alice->device_id);
+    msv_client_close(laptop);
+    club_free(&k);
+}
+
 int main(void)
 {
     struct CMUnitTest tests[] = {
@@ -1696,6 +1782,7 @@ int main(void)
         cmocka_unit_test(test_follow_backs_off),
         cmocka_unit_test(test_failed_founding_again_counted),
         cmocka_unit_test(test_stale_devices_not_a_fallback),
+        cmocka_unit_test(test_verified_member_held_on_mls),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

@@ -460,6 +460,14 @@ void client_unlock_nested(int *fd, unsigned *depth);
  */
 #define MSV_MLS_UPDATE_S (7 * 86400)
 #define MSV_MLS_UPDATE_MESSAGES 1000
+/*
+ * Verified contacts (send.c): whether this device verified handle (missive verify); MSV_OK unless
+ * one of hds is a verified contact whose devices changed since: then nothing is to be sent
+ * (MSV_ERR_AUTH, why.code MSV_REFUSAL_KEY_CHANGE) until the user accepts the change.
+ */
+int client_has_verified_mark(struct msv_client *c, const char *handle);
+MSV_MUST_CHECK msv_err client_check_verified(struct msv_client *c,
+                                             Msv__Wire__HandleDevices *const *hds, size_t n_hds);
 int client_mls_is_on(struct msv_client *c, const uint8_t gid[16]);
 MSV_MUST_CHECK msv_err client_mls_sync(struct msv_client *c, const uint8_t gid[16], int start);
 /* *per_device: the payload did not go; it is to go as per-device copies to every member (this

@@ -371,25 +371,27 @@ static msv_err roster_handle(const uint8_t *roster, size_t len, uint64_t device,
 /* ---- the group's devices, from the verified directory -------------------------------------- */
 
 /* The devices of the group's members (its record), each with its identity. */
-static msv_err dir_load(struct msv_client *c, const uint8_t gid[16], struct dir *dir)
+/*
+ * The devices of handles (n of them), from verified lookups, into dir; with verified, each
+ * answer is first held to this device's verified marks (client_check_verified).
+ */
+static msv_err dir_lookup(struct msv_client *c, char *const *handles, size_t n, int verified,
+                          struct dir *dir)
 {
-    struct msv_group_rec g = {0};
-    char **members = NULL;
-    size_t n = 0;
-    msv_err err = msv_client_db_group_get(c->db, gid, NULL, &g);
+    msv_err err = MSV_OK;
 
     memset(dir, 0, sizeof(*dir));
-    if (err == MSV_OK)
-        err = client_members_of(g.members, &members, &n);
     for (size_t at = 0; err == MSV_OK && at < n; at += LOOKUP_BATCH) {
         size_t k = n - at < LOOKUP_BATCH ? n - at : LOOKUP_BATCH;
         msv_frame *f = NULL;
 
-        err = client_verified_lookup(c, (const char *const *)members + at, k, &f);
+        err = client_verified_lookup(c, (const char *const *)handles + at, k, &f);
         /* a lookup that failed (refused for now, rate limited, out of reach) is tried again
          * later: what needs it stays unacknowledged */
         if (err != MSV_OK && err != MSV_ERR_NOMEM)
             err = MSV_ERR_IO;
+        if (err == MSV_OK && verified)
+            err = client_check_verified(c, f->lookup_result->results, f->lookup_result->n_results);
         for (size_t i = 0; err == MSV_OK && i < f->lookup_result->n_results; i++) {
             const Msv__Wire__HandleDevices *hd = f->lookup_result->results[i];
             struct dir_device *grown;
@@ -422,10 +424,25 @@ static msv_err dir_load(struct msv_client *c, const uint8_t gid[16], struct dir 
         }
         msv_frame_free(f);
     }
-    free(members);
-    msv_group_clear(&g);
     if (err != MSV_OK)
         dir_free(dir);
+    return err;
+}
+
+static msv_err dir_load(struct msv_client *c, const uint8_t gid[16], struct dir *dir)
+{
+    struct msv_group_rec g = {0};
+    char **members = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_group_get(c->db, gid, NULL, &g);
+
+    memset(dir, 0, sizeof(*dir));
+    if (err == MSV_OK)
+        err = client_members_of(g.members, &members, &n);
+    if (err == MSV_OK)
+        err = dir_lookup(c, members, n, 0, dir);
+    free(members);
+    msv_group_clear(&g);
     return err;
 }
 
@@ -1598,11 +1615,99 @@ static int roster_renewed(struct msv_client *c, const uint8_t *roster, size_t le
     return 0;
 }
 
+#define UNVERIFIED_TOLD "mls-unverified:" /* + hex of the group id: the leaf device told of */
+
+/*
+ * The members this device verified (missive verify), held to the devices verified before a
+ * message goes on MLS, as a per-device send holds them: their devices changed since refuses
+ * it (MSV_ERR_AUTH, why.code MSV_REFUSAL_KEY_CHANGE). A leaf of theirs in the tree that is
+ * none of those devices (one removed since, which only an admin's commit takes out of the
+ * tree) sends it as per-device copies (*elsewhere), which reach the verified devices alone;
+ * told in the group once for each such device.
+ */
+static msv_err verified_check(struct msv_client *c, const uint8_t gid[16],
+                              const struct msv_mls_member *m, const uint8_t *roster,
+                              size_t roster_len, int *elsewhere)
+{
+    struct msv_reader r;
+    struct dir dir = {0};
+    char handle[MSV_HANDLE_MAX + 1], **verified = NULL, key[KEY_MAX], text[500];
+    size_t n = 0;
+    uint64_t device, odd = 0;
+    msv_err err = MSV_OK;
+
+    msv_reader_init(&r, roster, roster_len);
+    while (err == MSV_OK && roster_next(&r, &device, handle)) {
+        int listed = 0;
+        char **grown;
+
+        for (size_t i = 0; i < n && !listed; i++)
+            listed = strcmp(verified[i], handle) == 0;
+        if (listed || client_is_own_handle(c, handle) || !client_has_verified_mark(c, handle))
+            continue;
+        grown = realloc(verified, (n + 1) * sizeof(*grown));
+        if (grown == NULL || (grown[n] = strdup(handle)) == NULL)
+            err = MSV_ERR_NOMEM;
+        if (grown != NULL)
+            verified = grown;
+        if (err == MSV_OK)
+            n++;
+    }
+    if (err == MSV_OK && n > 0)
+        err = dir_lookup(c, verified, n, 1, &dir);
+    for (uint32_t i = 0; err == MSV_OK && n > 0 && odd == 0 && i < m->tree.n_leaves; i++) {
+        const struct msv_mls_node *x = &m->tree.nodes[2 * i];
+        const struct dir_device *d;
+        const uint8_t *identity;
+        size_t identity_len;
+        const char *reason = NULL;
+        int listed = 0;
+
+        if (x->type != 1 ||
+            msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity, &identity_len,
+                                        &device) != MSV_OK ||
+            roster_handle(roster, roster_len, device, handle) != MSV_OK)
+            continue; /* every leaf names a device of the roster (stale_leaf) */
+        for (size_t k = 0; k < n && !listed; k++)
+            listed = strcmp(verified[k], handle) == 0;
+        if (listed && ((d = dir_find(&dir, device)) == NULL ||
+                       msv_mlskeys_leaf_check(d->pub, device, &x->leaf, &reason) != MSV_OK))
+            odd = device;
+    }
+    if (err == MSV_OK && odd != 0) {
+        uint8_t *told = NULL, v[8];
+        size_t told_len = 0;
+
+        *elsewhere = 1;
+        msv_put_u64be(v, odd);
+        group_key(UNVERIFIED_TOLD, gid, key);
+        if (msv_client_db_get(c->db, key, &told, &told_len) != MSV_OK || told_len != 8 ||
+            memcmp(told, v, 8) != 0) {
+            snprintf(text, sizeof(text),
+                     "device %llu of %.256s is in the group's MLS tree but is not one of the "
+                     "devices you verified of them (removed since, until an admin's commit "
+                     "takes it out): messages go as per-device copies to the devices you "
+                     "verified",
+                     (unsigned long long)odd, handle);
+            err = notice(c, gid, text);
+            if (err == MSV_OK)
+                err = msv_client_db_set(c->db, key, v, sizeof(v));
+        }
+        free(told);
+    }
+    dir_free(&dir);
+    for (size_t i = 0; i < n; i++)
+        free(verified[i]);
+    free(verified);
+    return err;
+}
+
 /*
  * One application message of pt at this device's epoch, of the generation it holds (*gen);
  * *behind: the delivery service's epoch for that generation was past it (a commit this device
  * has not read yet crossed it). *renewed, and nothing sent, when the tree names a member that
- * is a new account since the message was written (roster_renewed): it goes as per-device copies
+ * is a new account since the message was written (roster_renewed), or a device of a verified
+ * member that is not one of those verified (verified_check): it goes as per-device copies
  * instead.
  */
 static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint8_t *pt,
@@ -1623,6 +1728,8 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
         stale_leaf(c, gid, m, roster, roster_len, c->why.message, sizeof(c->why.message)))
         err = MSV_ERR_AUTH;
     *renewed = err == MSV_OK && roster_renewed(c, roster, roster_len);
+    if (err == MSV_OK && !*renewed)
+        err = verified_check(c, gid, m, roster, roster_len, renewed);
     if (err == MSV_OK && !*renewed)
         err = msv_mls_member_protect(m, pt, pt_len, &msg, &msg_len);
     if (err == MSV_OK && msg_len > MLS_MESSAGE_MAX)
@@ -1836,7 +1943,8 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
     if (err == MSV_OK && behind != 0 && admin && !renewed)
         err = admin_catch_up(c, gid, pt, pt_len, &behind, &gen, &renewed);
     /* a member is a new account since the message was written: per-device copies, which leave
-     * it out and say so (send.c, refuse_renewed) */
+     * it out and say so (send.c, refuse_renewed); or a verified member's leaf is none of the
+     * devices verified: per-device copies, to those alone */
     if (err == MSV_OK && renewed) {
         *per_device = 1;
         return MSV_OK;
@@ -1872,7 +1980,7 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
         *per_device = err == MSV_OK;
         return err;
     }
-    if (err == MSV_ERR_AUTH) {
+    if (err == MSV_ERR_AUTH && c->why.code != MSV_REFUSAL_KEY_CHANGE) {
         snprintf(text, sizeof(text),
                  "a message was not sent: the MLS group still holds a removed member (%.300s); "
                  "it stays queued until an admin's commit removes that device",

@@ -180,12 +180,20 @@ static void verified_key(const char *handle, char *key, size_t len)
     snprintf(key, len, "verified-set:%s", handle);
 }
 
-/*
- * MSV_OK unless one of hds is a verified contact whose devices changed since:
- * then nothing is sent (MSV_ERR_AUTH, why.code MSV_REFUSAL_KEY_CHANGE) until
- * the user accepts the change.
- */
-static msv_err check_verified(struct msv_client *c, Msv__Wire__HandleDevices *const *hds,
+int client_has_verified_mark(struct msv_client *c, const char *handle)
+{
+    char key[320];
+    uint8_t *was = NULL;
+    size_t len = 0;
+    int has;
+
+    verified_key(handle, key, sizeof(key));
+    has = msv_client_db_get(c->db, key, &was, &len) == MSV_OK;
+    free(was);
+    return has;
+}
+
+msv_err client_check_verified(struct msv_client *c, Msv__Wire__HandleDevices *const *hds,
                               size_t n_hds)
 {
     for (size_t i = 0; i < n_hds; i++) {
@@ -332,7 +340,7 @@ static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char 
 {
     struct sealed_set s = {0};
     struct msv_send_as as = {0};
-    msv_err err = check_verified(c, hds, n_hds);
+    msv_err err = client_check_verified(c, hds, n_hds);
 
     if (err == MSV_OK)
         err = seal_for(c, hds, n_hds, pt, pt_len, token != NULL, &s);
