@@ -513,22 +513,22 @@ struct client_mls_in {
     size_t pt_len;
     char notice[400];      /* what to record and show instead, if not empty */
     char conversation[40]; /* the notice's: the group's if this device knows it, else empty */
-    /* with pt: the group's state that read it, not stored yet, under the MLS lock */
-    struct msv_mls_member *read_by;
-    uint8_t *roster, group_id[16];
-    size_t roster_len;
 };
 /*
- * MSV_OK unless storing failed (then the delivery stays unacknowledged). An application
- * message's payload comes with the state that read it, which client_mls_taken() stores (or
- * drops) once the payload is: a crash between the two never leaves a message whose key is gone
- * and which was never stored.
+ * MSV_OK unless storing failed (then the delivery stays unacknowledged). digest: the
+ * delivery's (receive.c, take_mls). An application message's payload is kept with the state
+ * that read it, in one transaction, until client_mls_forget() once it is stored and the
+ * delivery recorded: the same delivery taken again (redelivered, or by another process of the
+ * account at once) gives the payload kept, and one recorded already gives nothing. What a
+ * receive finds kept at its start ("mls-in:" settings, client_mls_gave_parse()) is taken then.
  */
 MSV_MUST_CHECK msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t len,
                                        const char *sender_handle, uint64_t sender_device,
-                                       struct client_mls_in *in);
-/* in's state stored if keep (the payload was), then the MLS lock let go; in->pt is kept. */
-MSV_MUST_CHECK msv_err client_mls_taken(struct msv_client *c, struct client_mls_in *in, int keep);
+                                       const uint8_t digest[32], struct client_mls_in *in);
+MSV_MUST_CHECK msv_err client_mls_forget(struct msv_client *c, const uint8_t digest[32]);
+MSV_MUST_CHECK msv_err client_mls_gave_parse(const uint8_t *v, size_t len,
+                                             struct client_mls_in *in);
+#define MSV_MLS_GAVE_PREFIX "mls-in:"
 
 /* The device id and basic credential identity of a LeafNode (MSV_ERR_PARSE if not one). */
 MSV_MUST_CHECK msv_err msv_mlskeys_leaf_credential(const uint8_t *leaf_raw, size_t leaf_len,

@@ -390,8 +390,11 @@ static msv_err dir_lookup(struct msv_client *c, char *const *handles, size_t n, 
          * later: what needs it stays unacknowledged */
         if (err != MSV_OK && err != MSV_ERR_NOMEM)
             err = MSV_ERR_IO;
-        if (err == MSV_OK && verified)
-            err = client_check_verified(c, f->lookup_result->results, f->lookup_result->n_results);
+        /* a handle listing no device (deleted, say) has no leaf to hold to its mark: its
+         * leaves, none of the devices verified, send per-device copies (verified_check) */
+        for (size_t i = 0; err == MSV_OK && verified && i < f->lookup_result->n_results; i++)
+            if (f->lookup_result->results[i]->n_devices > 0)
+                err = client_check_verified(c, &f->lookup_result->results[i], 1);
         for (size_t i = 0; err == MSV_OK && i < f->lookup_result->n_results; i++) {
             const Msv__Wire__HandleDevices *hd = f->lookup_result->results[i];
             struct dir_device *grown;
@@ -1670,7 +1673,8 @@ static msv_err verified_check(struct msv_client *c, const uint8_t gid[16],
             continue; /* every leaf names a device of the roster (stale_leaf) */
         for (size_t k = 0; k < n && !listed; k++)
             listed = strcmp(verified[k], handle) == 0;
-        if (listed && ((d = dir_find(&dir, device)) == NULL ||
+        /* the device listed under that very handle (a lookup may answer for others too) */
+        if (listed && ((d = dir_find(&dir, device)) == NULL || strcmp(d->handle, handle) != 0 ||
                        msv_mlskeys_leaf_check(d->pub, device, &x->leaf, &reason) != MSV_OK))
             odd = device;
     }
@@ -2404,18 +2408,87 @@ out:
 }
 
 /* An application message: its payload, its sender named by its leaf and the roster. */
+/*
+ * What an application message gave, kept from the moment its key leaves the state (in the same
+ * transaction) until the payload is stored and the delivery recorded (client_mls_forget):
+ * "mls-in:<hex of the delivery's digest>" = u64be sender's device || u16be length || sender's
+ * handle || the payload.
+ */
+#define GAVE MSV_MLS_GAVE_PREFIX
+#define GAVE_KEY_LEN (sizeof(GAVE) + 64)
+
+static void gave_key(const uint8_t digest[32], char key[GAVE_KEY_LEN])
+{
+    char hex[65];
+
+    if (msv_hex_encode(digest, 32, hex, sizeof(hex)) != MSV_OK)
+        hex[0] = '\0';
+    snprintf(key, GAVE_KEY_LEN, GAVE "%s", hex);
+}
+
+msv_err client_mls_gave_parse(const uint8_t *v, size_t len, struct client_mls_in *in)
+{
+    size_t n = len >= 10 ? (size_t)v[8] << 8 | v[9] : 0;
+
+    memset(in, 0, sizeof(*in));
+    if (len < 10 || n == 0 || n >= sizeof(in->sender) || len - 10 < n ||
+        memchr(v + 10, '\0', n) != NULL)
+        return MSV_ERR_PARSE;
+    in->device = msv_get_u64be(v);
+    memcpy(in->sender, v + 10, n);
+    in->sender[n] = '\0';
+    in->pt_len = len - 10 - n;
+    in->pt = malloc(in->pt_len + 1);
+    if (in->pt == NULL)
+        return MSV_ERR_NOMEM;
+    memcpy(in->pt, v + 10 + n, in->pt_len);
+    return MSV_OK;
+}
+
+static msv_err gave_load(struct msv_client *c, const uint8_t digest[32], struct client_mls_in *in)
+{
+    char key[GAVE_KEY_LEN];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    gave_key(digest, key);
+    err = msv_client_db_get(c->db, key, &v, &len);
+    if (err == MSV_OK)
+        err = client_mls_gave_parse(v, len, in);
+    msv_secret_free(v, len);
+    return err;
+}
+
+msv_err client_mls_forget(struct msv_client *c, const uint8_t digest[32])
+{
+    char key[GAVE_KEY_LEN];
+
+    gave_key(digest, key);
+    return msv_client_db_unset(c->db, key);
+}
+
 static msv_err take_application(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
                                 uint64_t epoch, const uint8_t *msg, size_t len,
-                                struct client_mls_in *in)
+                                const uint8_t digest[32], struct client_mls_in *in)
 {
     struct msv_mls_member *m = NULL;
-    uint8_t *roster = NULL, *pt = NULL;
-    size_t roster_len = 0, pt_len = 0;
+    uint8_t *roster = NULL, *pt = NULL, *gave = NULL;
+    size_t roster_len = 0, pt_len = 0, gave_len = 0, n;
     uint32_t leaf = 0;
+    char key[GAVE_KEY_LEN];
     msv_err err = mls_lock(c);
 
     if (err != MSV_OK)
         return err;
+    /* under the lock: another process of this account may have read it meanwhile (then it is
+     * taken there, or what it gave is kept here) */
+    err = msv_client_db_envelope_seen(c->db, digest);
+    if (err != MSV_ERR_NOT_FOUND)
+        goto out;
+    err = gave_load(c, digest, in);
+    if (err != MSV_ERR_NOT_FOUND)
+        goto out;
     err = held_state(c, gid, gen, "message", &m, &roster, &roster_len, in);
     if (err != MSV_OK || m == NULL)
         goto out;
@@ -2437,40 +2510,33 @@ static msv_err take_application(struct msv_client *c, const uint8_t gid[16], uin
             roster_handle(roster, roster_len, in->device, in->sender) != MSV_OK)
             err = MSV_ERR_AUTH; /* every leaf was checked as it came in: not reached */
     }
-    /* the state that read it is stored once the payload is (client_mls_taken), the lock held
-     * until then */
+    /* its key gone from the state and what it gave kept, in one transaction: a crash after it
+     * leaves the payload to take again (client_mls_take, at the redelivery or the next
+     * receive), never a message whose key is gone unstored */
+    n = strlen(in->sender);
+    gave_len = 10 + n + pt_len;
+    if (err == MSV_OK && (gave = malloc(gave_len)) == NULL)
+        err = MSV_ERR_NOMEM;
+    if (err == MSV_OK) {
+        msv_put_u64be(gave, in->device);
+        gave[8] = (uint8_t)(n >> 8);
+        gave[9] = (uint8_t)n;
+        memcpy(gave + 10, in->sender, n);
+        memcpy(gave + 10 + n, pt, pt_len);
+        gave_key(digest, key);
+        err = state_save_with(c, gid, m, NULL, roster, roster_len, key, gave, gave_len);
+    }
     if (err == MSV_OK) {
         in->pt = pt;
         in->pt_len = pt_len;
         pt = NULL;
-        in->read_by = m;
-        in->roster = roster;
-        in->roster_len = roster_len;
-        memcpy(in->group_id, gid, sizeof(in->group_id));
-        return MSV_OK;
     }
 out:
     mls_unlock(c);
+    msv_secret_free(gave, gave_len);
     msv_secret_free(pt, pt_len);
     msv_mls_member_free(m);
     free(roster);
-    return err;
-}
-
-msv_err client_mls_taken(struct msv_client *c, struct client_mls_in *in, int keep)
-{
-    msv_err err = MSV_OK;
-
-    if (in->read_by == NULL)
-        return MSV_OK;
-    /* not kept: the key stays, and the delivery (unacknowledged) is read again */
-    if (keep)
-        err = state_save(c, in->group_id, in->read_by, NULL, in->roster, in->roster_len);
-    msv_mls_member_free(in->read_by);
-    free(in->roster);
-    in->read_by = NULL;
-    in->roster = NULL;
-    mls_unlock(c);
     return err;
 }
 
@@ -2493,7 +2559,8 @@ static int worth_fetching(struct msv_client *c, const Msv__Wire__MlsDelivery *d,
 }
 
 msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t len,
-                        const char *sender_handle, uint64_t sender_device, struct client_mls_in *in)
+                        const char *sender_handle, uint64_t sender_device, const uint8_t digest[32],
+                        struct client_mls_in *in)
 {
     Msv__Wire__MlsDelivery *d = msv__wire__mls_delivery__unpack(NULL, len, delivery);
     msv_err err = MSV_OK;
@@ -2545,7 +2612,7 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
         break;
     case MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION:
         err = take_application(c, d->group_id.data, gen, d->epoch, d->message.data, d->message.len,
-                               in);
+                               digest, in);
         break;
     default:
         snprintf(in->notice, sizeof(in->notice),

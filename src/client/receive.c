@@ -1142,17 +1142,16 @@ static int session_broken(struct msv_client *c, const struct incoming *in,
  * the delivery's hash, so a redelivery is recorded once) and is shown,
  * unless shown already. Anything but MSV_OK: not acknowledged.
  */
-static msv_err record_unreadable_in(struct msv_client *c, const Msv__Wire__Deliver *d,
+/* Recorded as unreadable under an id made of h[0..15]: a delivery's once only. */
+static msv_err record_unreadable_at(struct msv_client *c, const uint8_t h[32],
                                     const struct incoming *in, const char *conversation,
                                     const char *text, int shown,
                                     void (*on_message)(void *, const struct msv_incoming *),
                                     void *ctx)
 {
     struct msv_message_rec rec = {.status = "unreadable", .kind = MSV_KIND_MESSAGE};
-    uint8_t h[32];
     msv_err err;
 
-    crypto_generichash(h, sizeof(h), d->ciphertext.data, d->ciphertext.len, NULL, 0);
     memcpy(rec.message_id, h, sizeof(rec.message_id));
     rec.conversation = (char *)(conversation != NULL ? conversation : in->sender);
     rec.sender = (char *)in->sender;
@@ -1173,6 +1172,18 @@ static msv_err record_unreadable_in(struct msv_client *c, const Msv__Wire__Deliv
     return err;
 }
 
+static msv_err record_unreadable_in(struct msv_client *c, const Msv__Wire__Deliver *d,
+                                    const struct incoming *in, const char *conversation,
+                                    const char *text, int shown,
+                                    void (*on_message)(void *, const struct msv_incoming *),
+                                    void *ctx)
+{
+    uint8_t h[32];
+
+    crypto_generichash(h, sizeof(h), d->ciphertext.data, d->ciphertext.len, NULL, 0);
+    return record_unreadable_at(c, h, in, conversation, text, shown, on_message, ctx);
+}
+
 static msv_err record_unreadable_as(struct msv_client *c, const Msv__Wire__Deliver *d,
                                     const struct incoming *in, const char *text, int shown,
                                     void (*on_message)(void *, const struct msv_incoming *),
@@ -1181,16 +1192,21 @@ static msv_err record_unreadable_as(struct msv_client *c, const Msv__Wire__Deliv
     return record_unreadable_in(c, d, in, NULL, text, shown, on_message, ctx);
 }
 
+static const char *unreadable_text(const struct incoming *in, char text[400])
+{
+    snprintf(text, 400,
+             "a message from %s (device %llu) could not be read; ask them to send it again",
+             in->sender, (unsigned long long)in->device);
+    return text;
+}
+
 static msv_err record_unreadable(struct msv_client *c, const Msv__Wire__Deliver *d,
                                  const struct incoming *in, int shown,
                                  void (*on_message)(void *, const struct msv_incoming *), void *ctx)
 {
     char text[400];
 
-    snprintf(text, sizeof(text),
-             "a message from %s (device %llu) could not be read; ask them to send it again",
-             in->sender, (unsigned long long)in->device);
-    return record_unreadable_as(c, d, in, text, shown, on_message, ctx);
+    return record_unreadable_as(c, d, in, unreadable_text(in, text), shown, on_message, ctx);
 }
 
 #define MSV_MLS_DELIVERY_SUITE 160 /* Deliver.suite of an MlsDelivery (docs/wire.md) */
@@ -1201,38 +1217,43 @@ static msv_err record_unreadable(struct msv_client *c, const Msv__Wire__Deliver 
  * its leaf's verified credential; a Welcome or commit changes the group's state; anything that
  * cannot be taken is recorded and shown, never dropped unseen (its sender: the relay's word).
  */
-/* What an MLS delivery gave: a payload, taken as any message's (in *taken: its receipt owed),
- * or a notice recorded. */
-static msv_err take_mls_result(struct msv_client *c, const Msv__Wire__Deliver *d,
-                               const struct client_mls_in *m,
-                               void (*on_message)(void *, const struct msv_incoming *), void *ctx,
-                               size_t *count, struct incoming *taken)
+/*
+ * The payload an MLS application message gave (m, kept under digest: client_mls_take), taken
+ * as any message's (one that does not read recorded as unreadable, once); then the delivery
+ * recorded and what was kept for it forgotten; then its receipt (should that fail, the outbox
+ * sends it later).
+ */
+static msv_err take_mls_gave(struct msv_client *c, const uint8_t digest[32],
+                             const struct client_mls_in *m,
+                             void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                             size_t *count)
 {
     struct incoming in;
+    char text[400];
     msv_err err;
 
     memset(&in, 0, sizeof(in));
-    if (m->pt != NULL) {
-        snprintf(taken->sender, sizeof(taken->sender), "%s", m->sender);
-        taken->device = m->device;
-        taken->sender_proved = 1;
-        err = take_payload(c, m->pt, m->pt_len, on_message, ctx, taken);
-        if (err == MSV_OK)
-            (*count)++;
-        else
-            taken->owes_receipt = 0; /* owed for a message stored now only */
-        if (err == MSV_ERR_AUTH || err == MSV_ERR_PARSE || err == MSV_ERR_UNSUPPORTED ||
-            err == MSV_ERR_REPLAY)
-            err = record_unreadable(c, d, taken, 0, on_message, ctx);
-        return err == MSV_ERR_EXISTS || err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
-    }
-    if (m->notice[0] == '\0')
-        return MSV_OK; /* a Welcome or commit taken */
-    snprintf(in.sender, sizeof(in.sender), "%.*s", (int)d->sender_handle.len,
-             (const char *)d->sender_handle.data);
-    in.device = d->sender_device;
-    return record_unreadable_in(c, d, &in, m->conversation[0] ? m->conversation : NULL, m->notice,
-                                0, on_message, ctx);
+    snprintf(in.sender, sizeof(in.sender), "%s", m->sender);
+    in.device = m->device;
+    in.sender_proved = 1;
+    err = take_payload(c, m->pt, m->pt_len, on_message, ctx, &in);
+    if (err == MSV_OK)
+        (*count)++;
+    else
+        in.owes_receipt = 0; /* owed for a message stored now only */
+    if (err == MSV_ERR_AUTH || err == MSV_ERR_PARSE || err == MSV_ERR_UNSUPPORTED ||
+        err == MSV_ERR_REPLAY)
+        err = record_unreadable_at(c, digest, &in, NULL, unreadable_text(&in, text), 0, on_message,
+                                   ctx);
+    if (err == MSV_ERR_EXISTS || err == MSV_ERR_NOT_FOUND)
+        err = MSV_OK;
+    if (err == MSV_OK)
+        err = msv_client_db_envelope_read(c->db, digest, msv_wall_ms());
+    if (err == MSV_OK)
+        err = client_mls_forget(c, digest);
+    if (err == MSV_OK && in.owes_receipt)
+        err = send_receipt(c, in.message_id, in.stored_id, in.sender);
+    return err;
 }
 
 static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
@@ -1244,7 +1265,7 @@ static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
     struct incoming in;
     char sender[257];
     uint8_t digest[32];
-    msv_err err, kept;
+    msv_err err;
 
     /* one taken once is not taken again: a redelivery (its acknowledgement lost) changes
      * nothing and says nothing, as a per-device envelope's does */
@@ -1255,22 +1276,55 @@ static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
         return err;
     snprintf(sender, sizeof(sender), "%.*s", (int)d->sender_handle.len,
              (const char *)d->sender_handle.data);
-    memset(&in, 0, sizeof(in));
-    err = client_mls_take(c, d->ciphertext.data, d->ciphertext.len, sender, d->sender_device, &m);
-    if (err == MSV_OK)
-        err = take_mls_result(c, d, &m, on_message, ctx, count, &in);
-    msv_secret_free(m.pt, m.pt_len);
-    /* the message stored, then its delivery recorded as read, then the key that read it gone
-     * from the group's state: a crash between two of them leaves a delivery read again (its
-     * message known by its id) or one not read again (the key left in the state until the
-     * sender's chain passes it) */
+    err = client_mls_take(c, d->ciphertext.data, d->ciphertext.len, sender, d->sender_device,
+                          digest, &m);
+    if (err == MSV_OK && m.pt != NULL) {
+        err = take_mls_gave(c, digest, &m, on_message, ctx, count);
+        msv_secret_free(m.pt, m.pt_len);
+        return err;
+    }
+    /* a Welcome or commit taken, or a notice: recorded and shown (its sender: the relay's
+     * word), then the delivery recorded */
+    if (err == MSV_OK && m.notice[0] != '\0') {
+        memset(&in, 0, sizeof(in));
+        snprintf(in.sender, sizeof(in.sender), "%s", sender);
+        in.device = d->sender_device;
+        err = record_unreadable_in(c, d, &in, m.conversation[0] ? m.conversation : NULL, m.notice,
+                                   0, on_message, ctx);
+    }
     if (err == MSV_OK)
         err = msv_client_db_envelope_read(c->db, digest, msv_wall_ms());
-    kept = client_mls_taken(c, &m, err == MSV_OK);
-    err = err == MSV_OK ? kept : err;
-    /* the sender learns it arrived (should that fail, the outbox sends it later) */
-    if (err == MSV_OK && in.owes_receipt)
-        err = send_receipt(c, in.message_id, in.stored_id, in.sender);
+    return err;
+}
+
+/*
+ * What MLS application messages gave that a process stopped before taking (client_mls_take
+ * keeps it with the state that read it): taken now, whether or not the server delivers them
+ * again.
+ */
+static msv_err resume_mls(struct msv_client *c,
+                          void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                          size_t *count)
+{
+    struct msv_setting *kept = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_settings(c->db, MSV_MLS_GAVE_PREFIX, 64, &kept, &n);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        struct client_mls_in m;
+        uint8_t digest[32];
+        size_t len = 0;
+        const char *hex = kept[i].key + strlen(MSV_MLS_GAVE_PREFIX);
+
+        if (strlen(hex) != 64 || msv_hex_decode(hex, digest, sizeof(digest), &len) != MSV_OK ||
+            len != 32 || client_mls_gave_parse(kept[i].value, kept[i].len, &m) != MSV_OK) {
+            err = msv_client_db_unset(c->db, kept[i].key); /* not of this version's making */
+            continue;
+        }
+        err = take_mls_gave(c, digest, &m, on_message, ctx, count);
+        msv_secret_free(m.pt, m.pt_len);
+    }
+    msv_settings_free(kept, n);
     return err;
 }
 
@@ -1309,6 +1363,8 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
     *count = 0;
     if (err == MSV_OK) /* what a process stopped before: shown, and its receipt owed */
         err = resume_pending(c, on_message, ctx, count);
+    if (err == MSV_OK)
+        err = resume_mls(c, on_message, ctx, count);
     if (err == MSV_OK && c->receive_until_synced) {
         Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
         Msv__Wire__QueueSync sync = MSV__WIRE__QUEUE_SYNC__INIT;
