@@ -37,8 +37,19 @@ for k in $(seq 0 200); do
     [ "$rc" = 0 ] && break
     [ "$rc" = 137 ] || { bad "a receive exited $rc: $(cat crash.out)"; break; }
     crashes=$((crashes + 1))
-    [ "$(sqlite3 -cmd ".timeout 5000" "$db" "SELECT count(*) FROM settings WHERE key LIKE 'mls-in:%'")" = 1 ] &&
-        kept=$((kept + 1))
+    [ "$(sqlite3 -cmd ".timeout 5000" "$db" "SELECT count(*) FROM settings WHERE key LIKE 'mls-in:%'")" = 1 ] ||
+        continue
+    kept=$((kept + 1))
+    # a backup made now holds the message once it is stored, never what was kept of it
+    if [ "$kept" = 1 ]; then
+        MISSIVE_BACKUP_PASSPHRASE="a long enough backup passphrase" expect 0 "bob's backup" -- \
+            as bob backup "$work/bob.backup" --kdf-memory 64 --kdf-passes 1
+        MISSIVE_BACKUP_PASSPHRASE="a long enough backup passphrase" expect 0 "restored" -- \
+            "$M" --data-dir restored restore "$work/bob.backup"
+        [ "$(sqlite3 restored/bob@example.org/state.db "SELECT count(*) FROM settings WHERE key LIKE 'mls-in:%'")" = 0 ] &&
+            ok || bad "the backup holds what was kept of the message"
+        rm -rf restored
+    fi
 done
 [ "$crashes" -ge 5 ] && ok || bad "the receive was crashed at $crashes points only"
 [ "$kept" -ge 1 ] && ok || bad "no crash fell between the key's going and the message's storing"

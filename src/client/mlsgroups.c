@@ -2481,12 +2481,13 @@ static msv_err take_application(struct msv_client *c, const uint8_t gid[16], uin
 
     if (err != MSV_OK)
         return err;
-    /* under the lock: another process of this account may have read it meanwhile (then it is
-     * taken there, or what it gave is kept here) */
-    err = msv_client_db_envelope_seen(c->db, digest);
+    /* under the lock: another process of this account may have read it meanwhile; what it
+     * gave is kept until the delivery is recorded (so looked for first: found neither kept
+     * nor recorded, it was not read) */
+    err = gave_load(c, digest, in);
     if (err != MSV_ERR_NOT_FOUND)
         goto out;
-    err = gave_load(c, digest, in);
+    err = msv_client_db_envelope_seen(c->db, digest);
     if (err != MSV_ERR_NOT_FOUND)
         goto out;
     err = held_state(c, gid, gen, "message", &m, &roster, &roster_len, in);

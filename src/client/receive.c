@@ -1313,6 +1313,11 @@ static msv_err resume_mls(struct msv_client *c,
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         struct client_mls_in m;
         uint8_t digest[32];
+
+        if (c->conn == NULL) { /* a receipt's retries gave it up */
+            err = MSV_ERR_IO;
+            break;
+        }
         size_t len = 0;
         const char *hex = kept[i].key + strlen(MSV_MLS_GAVE_PREFIX);
 
@@ -1365,6 +1370,8 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
         err = resume_pending(c, on_message, ctx, count);
     if (err == MSV_OK)
         err = resume_mls(c, on_message, ctx, count);
+    if (err == MSV_OK && c->conn == NULL) /* a receipt's retries gave it up */
+        err = MSV_ERR_IO;
     if (err == MSV_OK && c->receive_until_synced) {
         Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
         Msv__Wire__QueueSync sync = MSV__WIRE__QUEUE_SYNC__INIT;
