@@ -1670,6 +1670,36 @@ static void test_stale_devices_not_a_fallback(void **state)
     club_free(&k);
 }
 
+/*
+ * References to commits of 8 MiB each (the largest a reference may name) from one device: the
+ * first eight are fetched (the server has none of them: told so), the ninth is past the 64 MiB
+ * that device may have fetched in an hour: not fetched, told so, counted.
+ */
+static void test_by_reference_allowance(void **state)
+{
+    struct club k;
+    uint8_t ref[102];
+    char notice[400];
+
+    (void)state;
+    club_on_mls(&k);
+    for (int i = 0; i < 9; i++) {
+        ref[0] = 0xff;
+        ref[1] = 1;
+        ref[2] = 0;
+        ref[3] = 0x80; /* 8 MiB, big-endian */
+        ref[4] = 0;
+        ref[5] = 0;
+        randombytes_buf(ref + 6, sizeof(ref) - 6);
+        take_crafted(k.bob, k.gid, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, 1, ref, sizeof(ref),
+                     notice);
+        assert_non_null(strstr(notice, i < 8 ? "the server does not have it"
+                                             : "more than 64 MiB by reference within the hour"));
+    }
+    assert_int_equal(msv_client_mls_by_ref_held(k.bob), 1);
+    club_free(&k);
+}
+
 /* carol marks bob's devices as now listed verified */
 static void verify_bob(struct club *k)
 {
@@ -1793,6 +1823,7 @@ int main(void)
         cmocka_unit_test(test_failed_founding_again_counted),
         cmocka_unit_test(test_stale_devices_not_a_fallback),
         cmocka_unit_test(test_verified_member_held_on_mls),
+        cmocka_unit_test(test_by_reference_allowance),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

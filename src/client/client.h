@@ -830,6 +830,10 @@ uint64_t msv_client_mls_refoundings_held(struct msv_client *c);
 /* How many waits of a group on MLS were given up: a device of this account that never joined
  * (MSV_MLS_JOIN_DAYS, or MSV_MLS_JOINS_MAX waiting), a removal this device could not commit. */
 uint64_t msv_client_mls_waits_given_up(struct msv_client *c);
+/* How many commits and Welcomes sent by reference were not fetched: their sending device had
+ * sent more than MSV_MLS_BY_REF_HOURLY bytes by reference within the hour (told each time). */
+#define MSV_MLS_BY_REF_HOURLY ((uint64_t)64 << 20)
+uint64_t msv_client_mls_by_ref_held(struct msv_client *c);
 /*
  * Publishes this device's keys again on the open connection if publishing them failed and its
  * wait (keys_retry_at) has passed: for a process that stays connected (the daemon), which would

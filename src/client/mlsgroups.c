@@ -72,6 +72,49 @@ uint64_t msv_client_mls_waits_given_up(struct msv_client *c)
 {
     return client_counter(c, WAITS_GIVEN_UP);
 }
+
+/* "mls-by-ref:<device>" = u64be wall ms its hour began || u64be bytes fetched for it since;
+ * BY_REF_HELD counts what was not fetched past the limit */
+#define BY_REF_SPENT "mls-by-ref:"
+#define BY_REF_HELD "mls-by-ref-held"
+#define BY_REF_HOUR_MS (3600LL * 1000)
+
+uint64_t msv_client_mls_by_ref_held(struct msv_client *c)
+{
+    return client_counter(c, BY_REF_HELD);
+}
+
+/*
+ * Whether size more bytes by reference from device fit its hourly allowance (then counted):
+ * a member sending commit after commit by reference, each up to BY_REF_MAX, has them fetched
+ * up to MSV_MLS_BY_REF_HOURLY an hour, no more (MSV_ERR_TOO_BIG, counted).
+ */
+static msv_err by_ref_spend(struct msv_client *c, uint64_t device, uint32_t size)
+{
+    char key[sizeof(BY_REF_SPENT) + 24];
+    uint8_t *v = NULL, now_v[16];
+    size_t len = 0;
+    int64_t now = msv_wall_ms(), start = now;
+    uint64_t spent = 0;
+
+    snprintf(key, sizeof(key), BY_REF_SPENT "%llu", (unsigned long long)device);
+    if (msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len == 16) {
+        start = (int64_t)msv_get_u64be(v);
+        spent = msv_get_u64be(v + 8);
+    }
+    free(v);
+    if (now < start || now - start >= BY_REF_HOUR_MS) {
+        start = now;
+        spent = 0;
+    }
+    if (spent + size > MSV_MLS_BY_REF_HOURLY) {
+        (void)client_counter_bump(c, BY_REF_HELD); /* a count: the limit holds anyway */
+        return MSV_ERR_TOO_BIG;
+    }
+    msv_put_u64be(now_v, (uint64_t)start);
+    msv_put_u64be(now_v + 8, spent + size);
+    return msv_client_db_set(c->db, key, now_v, sizeof(now_v));
+}
 #define REFOUND_MIN_MS (3600LL * 1000)
 
 /* The MLS group id (and the delivery service's) of generation gen of group gid. */
@@ -847,8 +890,8 @@ msv_err msv_mls_ref_parse(const uint8_t *msg, size_t len, struct msv_mls_ref *re
     return MSV_OK;
 }
 
-static msv_err resolve(struct msv_client *c, const uint8_t *msg, size_t len, uint8_t **out,
-                       size_t *out_len)
+static msv_err resolve(struct msv_client *c, uint64_t sender_device, const uint8_t *msg, size_t len,
+                       uint8_t **out, size_t *out_len)
 {
     struct msv_attachment_ref a = {0};
     struct msv_mls_ref ref;
@@ -857,8 +900,12 @@ static msv_err resolve(struct msv_client *c, const uint8_t *msg, size_t len, uin
     *out = NULL;
     if (err == MSV_ERR_NOT_FOUND)
         return MSV_OK; /* the MLSMessage itself */
-    if (err != MSV_OK)
+    if (err == MSV_OK)
+        err = by_ref_spend(c, sender_device, ref.size);
+    if (err != MSV_OK) {
+        sodium_memzero(ref.key, sizeof(ref.key));
         return err;
+    }
     a.uri = ref.uri;
     memcpy(a.key, ref.key, MSV_ATTACHMENT_KEY_LEN);
     memcpy(a.sha256, ref.sha256, 32);
@@ -867,7 +914,8 @@ static msv_err resolve(struct msv_client *c, const uint8_t *msg, size_t len, uin
     if (err == MSV_OK)
         err = client_fetch_blob(c, &a, ref.size, out, out_len);
     sodium_memzero(a.key, sizeof(a.key));
-    if (err == MSV_OK && *out_len != ref.size)
+    /* one larger than it said is not it (MSV_ERR_TOO_BIG says the allowance alone) */
+    if ((err == MSV_OK && *out_len != ref.size) || err == MSV_ERR_TOO_BIG)
         err = MSV_ERR_AUTH;
     if (err != MSV_OK) {
         free(*out);
@@ -2585,7 +2633,7 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
     if ((d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME ||
          d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT) &&
         worth_fetching(c, d, gen)) {
-        err = resolve(c, d->message.data, d->message.len, &fetched, &fetched_len);
+        err = resolve(c, sender_device, d->message.data, d->message.len, &fetched, &fetched_len);
         if (err != MSV_OK && err != MSV_ERR_IO) {
             snprintf(in->notice, sizeof(in->notice),
                      "a%s MLS %s from device %llu, too large for one message, could not be "
@@ -2595,6 +2643,8 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
                      (unsigned long long)sender_device,
                      err == MSV_ERR_AUTH        ? "it failed its integrity check"
                      : err == MSV_ERR_NOT_FOUND ? "the server does not have it"
+                     : err == MSV_ERR_TOO_BIG   ? "that device sent more than 64 MiB by "
+                                                  "reference within the hour"
                                                 : msv_strerror(err));
             err = MSV_OK;
             goto told;
