@@ -128,21 +128,23 @@ sqlite3 "dev-carol/carol@example.org/state.db" "DELETE FROM settings WHERE key G
 # it could not open (missive devices, text and -o json; the daemon's status below) ----
 sqlite3 "dev-alice/alice@example.org/state.db" \
     "INSERT OR REPLACE INTO settings (key, value) VALUES ('prekeys-reclaimed', X'0000000000000007')"
-# and what its limits gave up or held back: owed messages, foundings again, waits on MLS
+# and what its limits gave up or held back: owed messages, foundings again, waits on MLS,
+# commits by reference not fetched
 sqlite3 "dev-alice/alice@example.org/state.db" \
     "INSERT OR REPLACE INTO settings (key, value) VALUES ('owed-given-up', X'0000000000000002'),
-     ('refoundings-held', X'0000000000000003'), ('waits-given-up', X'0000000000000001')"
+     ('refoundings-held', X'0000000000000003'), ('waits-given-up', X'0000000000000001'),
+     ('mls-by-ref-held', X'0000000000000004')"
 expect 0 "alice's devices" -- as alice -o json devices
 [ "$(field '[d for d in r if d["this_device"]][0]["prekeys_reclaimed"]')" = 7 ] && ok ||
     bad "devices -o json counts reclaimed prekeys: $(cat out.txt)"
-[ "$(field '[[d["owed_given_up"], d["mls_refoundings_held"], d["mls_waits_given_up"]] for d in r if d["this_device"]][0]')" = "[2, 3, 1]" ] &&
+[ "$(field '[[d["owed_given_up"], d["mls_refoundings_held"], d["mls_waits_given_up"], d["mls_by_ref_held"]] for d in r if d["this_device"]][0]')" = "[2, 3, 1, 4]" ] &&
     ok || bad "devices -o json counts what the limits gave up: $(cat out.txt)"
 [ "$(field '[d for d in r if not d["this_device"]] == [] or "prekeys_reclaimed" not in [d for d in r if not d["this_device"]][0]')" = True ] && ok ||
     bad "only this device's row has its counts: $(cat out.txt)"
 expect 0 "alice's devices, text" -- as alice devices
 grep -q "this device: 7 prekeys of lost uploads reclaimed" out.txt && ok ||
     bad "devices says it: $(cat out.txt)"
-grep -q "this device's limits: 2 owed messages given up, 3 foundings again of groups on MLS held back (at most hourly), 1 waits of groups on MLS given up" out.txt &&
+grep -q "this device's limits: 2 owed messages given up, 3 foundings again of groups on MLS held back (at most hourly), 1 waits of groups on MLS given up, 4 commits by reference not fetched" out.txt &&
     ok || bad "devices says what the limits gave up: $(cat out.txt)"
 
 # ---- the daemon (schema 2): the refusal is a pq_refused event, not in schema 1 ----

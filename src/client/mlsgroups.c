@@ -413,10 +413,10 @@ static msv_err roster_handle(const uint8_t *roster, size_t len, uint64_t device,
 
 /* ---- the group's devices, from the verified directory -------------------------------------- */
 
-/* The devices of the group's members (its record), each with its identity. */
 /*
- * The devices of handles (n of them), from verified lookups, into dir; with verified, each
- * answer is first held to this device's verified marks (client_check_verified).
+ * The devices of handles (n of them), from verified lookups, into dir, each with its identity;
+ * with verified, each answer is first held to this device's verified marks
+ * (client_check_verified).
  */
 static msv_err dir_lookup(struct msv_client *c, char *const *handles, size_t n, int verified,
                           struct dir *dir)
@@ -475,6 +475,7 @@ static msv_err dir_lookup(struct msv_client *c, char *const *handles, size_t n, 
     return err;
 }
 
+/* The devices of the group's members (its record), each with its identity. */
 static msv_err dir_load(struct msv_client *c, const uint8_t gid[16], struct dir *dir)
 {
     struct msv_group_rec g = {0};
@@ -2455,7 +2456,6 @@ out:
     return err;
 }
 
-/* An application message: its payload, its sender named by its leaf and the roster. */
 /*
  * What an application message gave, kept from the moment its key leaves the state (in the same
  * transaction) until the payload is stored and the delivery recorded (client_mls_forget):
@@ -2516,6 +2516,7 @@ msv_err client_mls_forget(struct msv_client *c, const uint8_t digest[32])
     return msv_client_db_unset(c->db, key);
 }
 
+/* An application message: its payload, its sender named by its leaf and the roster. */
 static msv_err take_application(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
                                 uint64_t epoch, const uint8_t *msg, size_t len,
                                 const uint8_t digest[32], struct client_mls_in *in)

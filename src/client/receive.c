@@ -1139,10 +1139,9 @@ static int session_broken(struct msv_client *c, const struct incoming *in,
  * session message whose key was used already, one no session reads, an
  * envelope that does not open or a payload that does not parse): before it
  * is acknowledged it goes into history as "unreadable" (its id: the start of
- * the delivery's hash, so a redelivery is recorded once) and is shown,
+ * the delivery's hash h, so a redelivery is recorded once) and is shown,
  * unless shown already. Anything but MSV_OK: not acknowledged.
  */
-/* Recorded as unreadable under an id made of h[0..15]: a delivery's once only. */
 static msv_err record_unreadable_at(struct msv_client *c, const uint8_t h[32],
                                     const struct incoming *in, const char *conversation,
                                     const char *text, int shown,
@@ -1313,21 +1312,26 @@ static msv_err resume_mls(struct msv_client *c,
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         struct client_mls_in m;
         uint8_t digest[32];
+        size_t len = 0;
+        const char *hex = kept[i].key + strlen(MSV_MLS_GAVE_PREFIX);
+        msv_err parsed;
 
         if (c->conn == NULL) { /* a receipt's retries gave it up */
             err = MSV_ERR_IO;
             break;
         }
-        size_t len = 0;
-        const char *hex = kept[i].key + strlen(MSV_MLS_GAVE_PREFIX);
-
-        if (strlen(hex) != 64 || msv_hex_decode(hex, digest, sizeof(digest), &len) != MSV_OK ||
-            len != 32 || client_mls_gave_parse(kept[i].value, kept[i].len, &m) != MSV_OK) {
-            err = msv_client_db_unset(c->db, kept[i].key); /* not of this version's making */
-            continue;
+        parsed = MSV_ERR_PARSE;
+        if (strlen(hex) == 64 && msv_hex_decode(hex, digest, sizeof(digest), &len) == MSV_OK &&
+            len == 32)
+            parsed = client_mls_gave_parse(kept[i].value, kept[i].len, &m);
+        if (parsed == MSV_ERR_PARSE) /* not of this version's making */
+            err = msv_client_db_unset(c->db, kept[i].key);
+        else if (parsed != MSV_OK)
+            err = parsed;
+        else {
+            err = take_mls_gave(c, digest, &m, on_message, ctx, count);
+            msv_secret_free(m.pt, m.pt_len);
         }
-        err = take_mls_gave(c, digest, &m, on_message, ctx, count);
-        msv_secret_free(m.pt, m.pt_len);
     }
     msv_settings_free(kept, n);
     return err;
