@@ -461,11 +461,12 @@ void client_unlock_nested(int *fd, unsigned *depth);
 #define MSV_MLS_UPDATE_S (7 * 86400)
 #define MSV_MLS_UPDATE_MESSAGES 1000
 /*
- * Verified contacts (send.c): whether this device verified handle (missive verify); MSV_OK unless
- * one of hds is a verified contact whose devices changed since: then nothing is to be sent
- * (MSV_ERR_AUTH, why.code MSV_REFUSAL_KEY_CHANGE) until the user accepts the change.
+ * Verified contacts (send.c): MSV_VERIFIED_PREFIX || handle holds the digest of the devices
+ * verified (missive verify); MSV_OK unless one of hds is a verified contact whose devices
+ * changed since: then nothing is to be sent (MSV_ERR_AUTH, why.code MSV_REFUSAL_KEY_CHANGE)
+ * until the user accepts the change.
  */
-int client_has_verified_mark(struct msv_client *c, const char *handle);
+#define MSV_VERIFIED_PREFIX "verified-set:"
 MSV_MUST_CHECK msv_err client_check_verified(struct msv_client *c,
                                              Msv__Wire__HandleDevices *const *hds, size_t n_hds);
 int client_mls_is_on(struct msv_client *c, const uint8_t gid[16]);

@@ -21,7 +21,6 @@
 
 #include "missive/payload.h"
 
-#define VERIFIED_PREFIX "verified-set:"
 #define SETTINGS_MAX 8192
 /* a setting's or group's framing in the packed Provision, above its fields */
 #define PART_OVERHEAD 16
@@ -62,7 +61,7 @@ static msv_err gather_settings(struct msv_client *c, Msv__Wire__Provision *p, si
     msv_err err = msv_client_db_sync_list(c->db, 0, SETTINGS_MAX, &e, &n_e);
 
     if (err == MSV_OK)
-        err = msv_client_db_settings(c->db, VERIFIED_PREFIX, SETTINGS_MAX - n_e, &v, &n_v);
+        err = msv_client_db_settings(c->db, MSV_VERIFIED_PREFIX, SETTINGS_MAX - n_e, &v, &n_v);
     if (err == MSV_OK && (p->settings = calloc(n_e + n_v + 1, sizeof(*p->settings))) == NULL)
         err = MSV_ERR_NOMEM;
     for (size_t i = 0; err == MSV_OK && i < n_e; i++) {
@@ -182,9 +181,9 @@ static struct msv_sync_entry entry_of(const Msv__Wire__ProvisionSetting *s)
 /* A verified mark: "verified-set:HANDLE" and the 32-byte digest of the devices verified. */
 static int verified_ok(const Msv__Wire__ProvisionSetting *s)
 {
-    size_t n = strlen(VERIFIED_PREFIX), len = strlen(s->key);
+    size_t n = strlen(MSV_VERIFIED_PREFIX), len = strlen(s->key);
 
-    return strncmp(s->key, VERIFIED_PREFIX, n) == 0 && len > n && len - n <= MSV_HANDLE_MAX &&
+    return strncmp(s->key, MSV_VERIFIED_PREFIX, n) == 0 && len > n && len - n <= MSV_HANDLE_MAX &&
            s->value.len == 32 && !s->deleted;
 }
 

@@ -1683,19 +1683,24 @@ static msv_err verified_check(struct msv_client *c, const uint8_t gid[16],
 {
     struct msv_reader r;
     struct dir dir = {0};
+    struct msv_setting *marks = NULL;
     char handle[MSV_HANDLE_MAX + 1], **verified = NULL, key[KEY_MAX], text[500];
-    size_t n = 0;
+    size_t n = 0, n_marks = 0;
     uint64_t device, odd = 0;
-    msv_err err = MSV_OK;
+    /* the marks read once (most devices have none: then nothing more is done), not once for
+     * each of the roster's devices */
+    msv_err err = msv_client_db_settings(c->db, MSV_VERIFIED_PREFIX, SIZE_MAX, &marks, &n_marks);
 
     msv_reader_init(&r, roster, roster_len);
-    while (err == MSV_OK && roster_next(&r, &device, handle)) {
-        int listed = 0;
+    while (err == MSV_OK && n_marks > 0 && roster_next(&r, &device, handle)) {
+        int listed = 0, marked = 0;
         char **grown;
 
         for (size_t i = 0; i < n && !listed; i++)
             listed = strcmp(verified[i], handle) == 0;
-        if (listed || client_is_own_handle(c, handle) || !client_has_verified_mark(c, handle))
+        for (size_t i = 0; i < n_marks && !listed && !marked; i++)
+            marked = strcmp(marks[i].key + strlen(MSV_VERIFIED_PREFIX), handle) == 0;
+        if (listed || !marked || client_is_own_handle(c, handle))
             continue;
         grown = realloc(verified, (n + 1) * sizeof(*grown));
         if (grown == NULL || (grown[n] = strdup(handle)) == NULL)
@@ -1752,6 +1757,7 @@ static msv_err verified_check(struct msv_client *c, const uint8_t gid[16],
     for (size_t i = 0; i < n; i++)
         free(verified[i]);
     free(verified);
+    msv_settings_free(marks, n_marks);
     return err;
 }
 

@@ -177,20 +177,7 @@ static msv_err seal_for(struct msv_client *c, Msv__Wire__HandleDevices *const *h
 
 static void verified_key(const char *handle, char *key, size_t len)
 {
-    snprintf(key, len, "verified-set:%s", handle);
-}
-
-int client_has_verified_mark(struct msv_client *c, const char *handle)
-{
-    char key[320];
-    uint8_t *was = NULL;
-    size_t len = 0;
-    int has;
-
-    verified_key(handle, key, sizeof(key));
-    has = msv_client_db_get(c->db, key, &was, &len) == MSV_OK;
-    free(was);
-    return has;
+    snprintf(key, len, MSV_VERIFIED_PREFIX "%s", handle);
 }
 
 msv_err client_check_verified(struct msv_client *c, Msv__Wire__HandleDevices *const *hds,
