@@ -65,8 +65,9 @@ int main(int argc, char **argv)
         return EXIT_ERR;
     }
     if (cli_account_command(command) && owner_running(dir, pid, sizeof(pid))) {
-        /* its socket does not answer here (or this is listen): two connections of one device
-         * would push each other off the server */
+        /* its socket does not answer here (or this is listen): a receive beside the owner
+         * would push the owner's connection off the server, and two processes would share
+         * the account's database and sessions */
         fprintf(stderr,
                 "missive: %s is owned by a missive daemon or chat%s%s%s whose socket does not "
                 "take this command; run it there, or stop the owner\n",

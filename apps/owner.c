@@ -1249,6 +1249,7 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     ow->o = o;
     ow->c = c;
     ow->lock_fd = ow->listen_fd = -1;
+    c->takes_deliveries = 1; /* it waits on the connection's socket for them */
     c->ctx = ow;
     c->on_key_change = on_key_change;
     c->on_account_new = on_account_new;

@@ -712,6 +712,9 @@ static void test_parallel_sends_share_sessions(void **state)
     pthread_t th[PARALLEL], one;
     struct held_send h;
     const char *to_bob[1] = {"bob@example.org"};
+    const struct msv_conn *listening;
+    unsigned long long revoked;
+    uint8_t id[16];
     char path[200];
     int fd;
 
@@ -735,6 +738,12 @@ static void test_parallel_sends_share_sessions(void **state)
     assert_true(h.done);
     assert_int_equal(h.err, MSV_OK);
 
+    /* alice's listener keeps its connection: the senders' connections are for requests
+     * alone, and replace neither it nor each other */
+    alice->takes_deliveries = 1;
+    assert_int_equal(msv_client_connect(alice), MSV_OK);
+    listening = alice->conn;
+    revoked = test_server_metric(&s, "connections_revoked_total");
     for (int i = 0; i < PARALLEL; i++) {
         snprintf(path, sizeof(path), "%s/alice", s.dir);
         assert_int_equal(msv_client_open(path, NULL, &others[i]), MSV_OK);
@@ -753,8 +762,16 @@ static void test_parallel_sends_share_sessions(void **state)
                      msv_strerror(t[i].last_err), t[i].last_why);
         msv_client_close(others[i]);
     }
+    assert_int_equal(test_server_metric(&s, "connections_revoked_total"), revoked);
     receive_all(bob);
     assert_true(received_text(bob, "while locked"));
+    /* and bob's answer reaches alice's listener on the connection it had all along */
+    assert_int_equal(
+        msv_client_send(bob, (const char *[]){"alice@example.org"}, 1, "heard", NULL, 0, NULL, id),
+        MSV_OK);
+    receive_all(alice);
+    assert_ptr_equal(alice->conn, listening);
+    assert_true(received_text(alice, "heard"));
     for (int i = 0; i < PARALLEL; i++) {
         for (int k = 0; k < PARALLEL_EACH; k++) {
             char text[TEXT_LEN];
@@ -763,6 +780,43 @@ static void test_parallel_sends_share_sessions(void **state)
             assert_true(received_text(bob, text));
         }
     }
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A device whose connections for requests alone are as many as the server allows (dead ones
+ * it has not noticed yet, say) is not locked out: the send connects with a connection that
+ * takes deliveries instead, and goes.
+ */
+static void test_request_connections_used_up(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    const char *to_bob[1] = {"bob@example.org"};
+    struct msv_conn *held;
+    uint8_t id[16];
+
+    (void)state;
+    test_server_init(&s, "[server]\nmax_request_connections = 1\n");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", to_bob[0]);
+    test_acquaint(alice, bob);
+    msv_conn_close(alice->conn);
+    alice->conn = NULL;
+    held = test_connect(&s);
+    assert_int_equal(msv_conn_auth_as(held, alice->handle, alice->device_id, alice->id, 1,
+                                      TEST_TIMEOUT_MS, NULL, 0),
+                     MSV_OK);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "past the bound", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_false(alice->conn_requests_only);
+    assert_int_equal(test_server_metric(&s, "connections_requests_only_refused_total"), 1);
+    receive_all(bob);
+    assert_true(received_text(bob, "past the bound"));
+    msv_conn_close(held);
     msv_client_close(alice);
     msv_client_close(bob);
     test_server_cleanup(&s);
@@ -3007,6 +3061,7 @@ static void test_stray_last_resort_opens_nothing(void **state)
     test_acquaint(alice, bob);
     assert_int_equal(msv_client_send(bob, to_alice, 1, "hello", NULL, 0, NULL, id), MSV_OK);
     receive_all(alice);
+    receive_all(bob); /* bob's connection takes deliveries now: his receive below keeps it */
     kem_was = prekey_setting(bob, "kem-last-resort");
     set_prekey_setting(bob, "signed-prekey", prekey_setting(bob, "signed-prekey"), 0);
     assert_int_equal(msv_sessions_publish(bob), MSV_OK);
@@ -7850,6 +7905,7 @@ int main(void)
         cmocka_unit_test(test_classical_envelope_between_pq_devices),
         cmocka_unit_test(test_sealed_sender_forged),
         cmocka_unit_test(test_parallel_sends_share_sessions),
+        cmocka_unit_test(test_request_connections_used_up),
         cmocka_unit_test(test_unreadable_message_recorded),
         cmocka_unit_test(test_replayed_and_reordered_controls),
         cmocka_unit_test(test_timer_changes_in_order),

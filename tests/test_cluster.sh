@@ -9,12 +9,13 @@
 # through the directory the nodes share. A suspension made through any node's
 # configuration cuts the account's devices off on every node at once. Rate limits (wrong
 # codes, envelopes, lookups of usernames nobody has) are the cluster's, not each node's.
-#   scripts/services.sh tests/test_cluster.sh MISSIVE MISSIVED [MISSIVE_ADMIN]
+#   scripts/services.sh tests/test_cluster.sh MISSIVE MISSIVED [MISSIVE_ADMIN [HOLD_CONN]]
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 M=$(realpath "${1:?usage: test_cluster.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_cluster.sh MISSIVE MISSIVED}")
 A=$(realpath "${3:-$(dirname "$D")/missive-admin}")
+HOLD=$(realpath "${4:-$(dirname "$D")/tests/hold_conn}")
 : "${MSV_TEST_POSTGRES:?run under scripts/services.sh}" "${MSV_TEST_REDIS:?}"
 redis_host=${MSV_TEST_REDIS%:*}
 redis_port=${MSV_TEST_REDIS##*:}
@@ -256,13 +257,22 @@ grep -q "input/output" err.txt && { echo "PostgreSQL's log:"; tail -20 "$MSV_SER
 expect 0 "missive-admin stats on PostgreSQL" -- "$A" --config node-A.ini -o json stats
 python3 -c "import json; s=json.load(open('out.txt')); assert s['accounts'] == 5 and s['devices'] == 7 and s['database_bytes'] > 0" && ok || bad "stats: $(cat out.txt)"
 
-# bob's second device waits on node A; removed through node B, it is told why
+# bob's second device holds a connection for requests alone on node C (as a plain command
+# does: it takes no deliveries, so node C holds no presence of it), then waits on node A;
+# removed through node B, it is told why on node A, and node C closes its connection too
+("$HOLD" dev-bob2/bob@example.org 30 "${ports[C]}" >hold.out 2>&1) &
+hold=$!
+for _ in $(seq 100); do [ "$(rcli PUBSUB NUMSUB "msv:wake:$new" | tail -1)" = 1 ] && break; sleep 0.1; done
+grep -q connected hold.out && [ "$(rcli PUBSUB NUMSUB "msv:wake:$new" | tail -1)" = 1 ] && ok || bad "node C does not listen for the removal of a device connected for requests alone: $(cat hold.out)"
 ("$M" --data-dir dev-bob2 --account bob@example.org receive --wait 20 >bob2.out 2>&1) &
 bob2=$!
 for _ in $(seq 50); do [ "$(rcli GET "msv:presence:$new")" = A ] && break; sleep 0.1; done
 expect 0 "bob removes his second device through node B" -- as bob devices remove "$new"
 for _ in $(seq 50); do grep -q "event=removed_closed.* device=$new" node-A.log && break; sleep 0.1; done
 grep -q "event=removed_closed.* device=$new" node-A.log && ok || bad "node A closed the removed device without saying why: $(grep "device=$new" node-A.log | tail -2)"
+wait "$hold"
+hold_rc=$?
+[ "$hold_rc" = 0 ] && grep -q "event=removed_closed.* device=$new" node-C.log && ok || bad "node C left the removed device's connection for requests open (status $hold_rc: $(cat hold.out))"
 wait "$bob2" 2>/dev/null
 
 # dave waits on node B; suspended through node A's configuration, node B cuts him off at

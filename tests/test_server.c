@@ -496,6 +496,120 @@ static void test_device_change_notices(void **state)
     test_server_cleanup(&s);
 }
 
+/* A connection of d authenticated for requests alone (Auth.requests_only); its result. */
+static msv_err connect_requests_only(struct test_server *s, const struct test_device *d,
+                                     struct msv_conn **out)
+{
+    msv_err err;
+
+    *out = test_connect(s);
+    err = msv_conn_auth_as(*out, d->handle, d->device_id, d->id, 1, TEST_TIMEOUT_MS, NULL, 0);
+    if (err != MSV_OK) {
+        msv_conn_close(*out);
+        *out = NULL;
+    }
+    return err;
+}
+
+/* Reads c until the server closes it (frames sent before are skipped); 0 if it stays open. */
+static int closed_by_server(struct msv_conn *c)
+{
+    msv_frame *f = NULL;
+    msv_err err;
+
+    while ((err = msv_conn_recv(c, TEST_TIMEOUT_MS, &f)) == MSV_OK)
+        msv_frame_free(f);
+    return err == MSV_ERR_IO;
+}
+
+/*
+ * Connections for requests alone: several processes of one device use them at once without
+ * taking each other's connection or the one that takes deliveries; nothing is pushed on them;
+ * a device has at most max_request_connections of them; removing the device closes them too.
+ */
+static void test_requests_only_connections(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, b2, ro;
+    struct test_device *to_bob[1] = {&b1}, *to_alice[1] = {&a1};
+    const char *bob[1] = {"bob@example.org"}, *alice[1] = {"alice@example.org"};
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__QueueSync sync = MSV__WIRE__QUEUE_SYNC__INIT;
+    Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+    struct msv_conn *ro1, *ro2, *ro3, *full;
+    msv_frame *f = NULL;
+    uint64_t q;
+    int again;
+
+    (void)state;
+    test_server_init(&s, "[server]\nmax_request_connections = 2\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    assert_int_equal(connect_requests_only(&s, &a1, &ro1), MSV_OK);
+    assert_int_equal(connect_requests_only(&s, &a1, &ro2), MSV_OK);
+    /* a third is one too many: refused as a rate, the device not refused */
+    assert_int_equal(connect_requests_only(&s, &a1, &ro3), MSV_ERR_AGAIN);
+    assert_int_equal(test_server_metric(&s, "connections_requests_only"), 2);
+    assert_int_equal(test_server_metric(&s, "connections_requests_only_refused_total"), 1);
+
+    /* a newer connection that takes deliveries replaces the older one, not these */
+    full = test_connect(&s);
+    assert_int_equal(msv_conn_auth(full, a1.handle, a1.device_id, a1.id, TEST_TIMEOUT_MS, NULL, 0),
+                     MSV_OK);
+    assert_true(closed_by_server(a1.conn));
+    msv_conn_close(a1.conn);
+    a1.conn = full;
+    ro = a1;
+    ro.conn = ro1;
+    expect_ok(test_send(&ro, bob, 1, to_bob, 1, "from a request connection"));
+    assert_int_not_equal(
+        test_expect_message(&b1, &a1, "from a request connection", TEST_TIMEOUT_MS), 0);
+    /* what comes for alice goes to the connection that takes it, nothing to the others */
+    expect_ok(test_send(&b1, alice, 1, to_alice, 1, "to alice"));
+    q = test_expect_message(&a1, &b1, "to alice", TEST_TIMEOUT_MS);
+    assert_int_not_equal(q, 0);
+    test_ack(&a1, q);
+    assert_int_equal(msv_conn_recv(ro1, 300, &f), MSV_ERR_AGAIN);
+    assert_int_equal(msv_conn_recv(ro2, 300, &f), MSV_ERR_AGAIN);
+    req.body_case = MSV__WIRE__FRAME__BODY_QUEUE_SYNC;
+    req.queue_sync = &sync;
+    expect_error(test_request(ro1, &req), MSV__WIRE__ERROR_CODE__ERROR_INVALID);
+
+    /* one closed makes room for another (once the server has seen it go) */
+    msv_conn_close(ro2);
+    again = 0;
+    while (connect_requests_only(&s, &a1, &ro2) == MSV_ERR_AGAIN && again++ < 50)
+        usleep(100 * 1000);
+    assert_non_null(ro2);
+    msv_conn_close(ro2);
+
+    /* a removed device's connections for requests close with the others */
+    test_add_device(&s, "bob@example.org", &b1, &b2);
+    while (msv_conn_recv(b1.conn, 300, &f) == MSV_OK) { /* the notices of b2's joining */
+        if (f->body_case == MSV__WIRE__FRAME__BODY_DELIVER)
+            test_ack(&b1, f->deliver->queue_id);
+        msv_frame_free(f);
+    }
+    assert_int_equal(connect_requests_only(&s, &b2, &ro3), MSV_OK);
+    rm.device_id = b2.device_id;
+    req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+    req.remove_device = &rm;
+    expect_ok(test_request(b1.conn, &req));
+    assert_true(closed_by_server(ro3));
+    msv_conn_close(ro3);
+    assert_int_equal(connect_requests_only(&s, &b2, &ro3), MSV_ERR_AUTH);
+    msv_conn_close(ro1);
+    /* each is counted out as it goes: none left open */
+    for (again = 0; test_server_metric(&s, "connections_requests_only") != 0 && again < 50; again++)
+        usleep(100 * 1000);
+    assert_int_equal(test_server_metric(&s, "connections_requests_only"), 0);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&b2);
+    test_server_cleanup(&s);
+}
+
 /* A new device of an account waits for approval from one of its devices. */
 static void test_device_approval(void **state)
 {
@@ -3141,6 +3255,7 @@ int main(void)
         cmocka_unit_test(test_queue_sync_under_inflow),
         cmocka_unit_test(test_stale_device_list_and_limits),
         cmocka_unit_test(test_device_change_notices),
+        cmocka_unit_test(test_requests_only_connections),
         cmocka_unit_test(test_device_approval),
         cmocka_unit_test(test_lookup_rate_limit),
         cmocka_unit_test(test_unauthenticated_and_malformed),

@@ -596,8 +596,16 @@ msv_err msv_client_password_change(struct msv_client *c, const char *password,
 
 msv_err msv_client_connect(struct msv_client *c)
 {
+    int requests_only = !c->takes_deliveries && c->receiving == 0, switched = 0;
     msv_err err;
 
+    /* one for requests alone serves requests; deliveries need one that takes them (the
+     * outbox was flushed on the first: a receive in a send would send that send again) */
+    if (c->conn != NULL && c->conn_requests_only && !requests_only) {
+        msv_conn_close(c->conn);
+        c->conn = NULL;
+        switched = 1;
+    }
     if (c->conn != NULL)
         return MSV_OK;
     if (c->device_id == 0)
@@ -605,8 +613,22 @@ msv_err msv_client_connect(struct msv_client *c)
     memset(&c->why, 0, sizeof(c->why));
     err = client_plain_conn(c, &c->conn);
     if (err == MSV_OK) {
-        err = msv_conn_auth(c->conn, c->handle, c->device_id, c->id, TIMEOUT_MS, c->why.message,
-                            sizeof(c->why.message));
+        err = msv_conn_auth_as(c->conn, c->handle, c->device_id, c->id, requests_only, TIMEOUT_MS,
+                               c->why.message, sizeof(c->why.message));
+        /* the device has as many connections for requests open as the server allows (dead
+         * ones it has not noticed, say): one that takes deliveries, which replaces the
+         * device's other such connection, rather than no connection */
+        if (err == MSV_ERR_AGAIN) {
+            msv_conn_close(c->conn);
+            c->conn = NULL;
+            memset(&c->why, 0, sizeof(c->why));
+            requests_only = 0;
+            err = client_plain_conn(c, &c->conn);
+            if (err == MSV_OK)
+                err = msv_conn_auth(c->conn, c->handle, c->device_id, c->id, TIMEOUT_MS,
+                                    c->why.message, sizeof(c->why.message));
+        }
+        c->conn_requests_only = requests_only;
         /* with its words the server answered that its storage failed (as a send it cannot
          * store); without, it did not answer at all */
         if (err == MSV_ERR_IO && c->why.message[0] != '\0')
@@ -632,7 +654,8 @@ msv_err msv_client_connect(struct msv_client *c)
     err = msv_client_db_envelopes_forget(c->db, msv_wall_ms() - SEEN_KEEP_MS);
     /* connected again: what an earlier lost connection left queued goes first; if it
      * cannot go now, it waits for the next time rather than failing this command */
-    (void)client_flush_outbox(c);
+    if (!switched)
+        (void)client_flush_outbox(c);
     return MSV_OK;
 }
 

@@ -33,7 +33,15 @@ struct msv_client {
     uint8_t pin[32];
     struct msv_conn *conn;
     struct msv_conn *sealed_conn; /* not authenticated: sealed sends go here */
-    struct msv_refusal why;       /* the server's words for the last refusal */
+    /* conn was authenticated for requests alone (docs/wire.md, "Connections for requests"):
+     * the server pushes nothing on it, so that processes of one device that send at once do
+     * not take each other's connection; msv_client_receive() connects again to take */
+    int conn_requests_only;
+    /* every connection takes deliveries, in a receive or not: set by a program that waits on
+     * the connection's socket for them (the account's owner: daemon, chat, listen, web) */
+    int takes_deliveries;
+    int receiving;          /* msv_client_receive() runs: its connections take deliveries */
+    struct msv_refusal why; /* the server's words for the last refusal */
     /* in a send: a post-quantum device the server gave no bundle for (a session's or a sealing
      * key's) was checked against the log once already (sessions.c, sealkeys.c) */
     int sealing_rechecked;

@@ -362,6 +362,13 @@ int msv_conn_has_dropped(const struct msv_conn *c)
 msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id,
                       const struct msv_identity *id, int timeout_ms, char *why, size_t why_len)
 {
+    return msv_conn_auth_as(c, handle, device_id, id, 0, timeout_ms, why, why_len);
+}
+
+msv_err msv_conn_auth_as(struct msv_conn *c, const char *handle, uint64_t device_id,
+                         const struct msv_identity *id, int requests_only, int timeout_ms,
+                         char *why, size_t why_len)
+{
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__Hello hello = MSV__WIRE__HELLO__INIT;
     Msv__Wire__Auth auth = MSV__WIRE__AUTH__INIT;
@@ -393,6 +400,7 @@ msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id
     auth.device_id = device_id;
     auth.signature.data = sig;
     auth.signature.len = sig_len;
+    auth.requests_only = requests_only != 0;
     req.body_case = MSV__WIRE__FRAME__BODY_AUTH;
     req.auth = &auth;
     err = msv_conn_request(c, &req, timeout_ms, &resp);
@@ -403,6 +411,10 @@ msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id
     if (resp->body_case == MSV__WIRE__FRAME__BODY_ERROR &&
         resp->error->code == MSV__WIRE__ERROR_CODE__ERROR_IO)
         err = MSV_ERR_IO;
+    /* too many connections of the device for requests alone: not a refusal of the device */
+    if (resp->body_case == MSV__WIRE__FRAME__BODY_ERROR &&
+        resp->error->code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
+        err = MSV_ERR_AGAIN;
     /* the account is gone (AccountDelete): no device of it will be let in again */
     if (resp->body_case == MSV__WIRE__FRAME__BODY_ERROR &&
         resp->error->code == MSV__WIRE__ERROR_CODE__ERROR_ACCOUNT_DELETED)

@@ -72,5 +72,12 @@ int msv_conn_has_dropped(const struct msv_conn *c);
 MSV_MUST_CHECK msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id,
                                      const struct msv_identity *id, int timeout_ms, char *why,
                                      size_t why_len);
+/* The same, for requests alone when requests_only is set (docs/wire.md, "Connections for
+ * requests"): the server pushes nothing on it, and it neither replaces the device's
+ * connection nor is replaced by a newer one. MSV_ERR_AGAIN: the device has as many of them
+ * open as the server allows (ERROR_RATE_LIMITED). */
+MSV_MUST_CHECK msv_err msv_conn_auth_as(struct msv_conn *c, const char *handle, uint64_t device_id,
+                                        const struct msv_identity *id, int requests_only,
+                                        int timeout_ms, char *why, size_t why_len);
 
 #endif

@@ -1357,9 +1357,9 @@ static msv_err receive_done(struct msv_client *c,
     return msv_client_expire(c, on_message, ctx, &expired);
 }
 
-msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
-                           void (*on_message)(void *ctx, const struct msv_incoming *in), void *ctx,
-                           size_t *count)
+static msv_err receive_on(struct msv_client *c, int timeout_ms,
+                          void (*on_message)(void *ctx, const struct msv_incoming *in), void *ctx,
+                          size_t *count)
 {
     msv_err err = msv_client_connect(c);
     /* a server that never stops sending must not keep the caller here for ever */
@@ -1479,5 +1479,18 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
         if (err == MSV_OK)
             last_acked = q;
     }
+    return err;
+}
+
+msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
+                           void (*on_message)(void *ctx, const struct msv_incoming *in), void *ctx,
+                           size_t *count)
+{
+    msv_err err;
+
+    /* its connections take deliveries (one for requests alone is replaced by one that does) */
+    c->receiving++;
+    err = receive_on(c, timeout_ms, on_message, ctx, count);
+    c->receiving--;
     return err;
 }

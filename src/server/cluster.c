@@ -39,7 +39,7 @@ static const char forget_presence[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
     "return 0";
 
-enum op_kind { OP_ONLINE, OP_OFFLINE, OP_WAKE, OP_CLOSE, OP_DIRECTORY };
+enum op_kind { OP_ONLINE, OP_OFFLINE, OP_WATCH, OP_UNWATCH, OP_WAKE, OP_CLOSE, OP_DIRECTORY };
 
 struct op {
     enum op_kind kind;
@@ -69,6 +69,9 @@ struct msv_cluster {
     int subscribed;               /* the directory channel is confirmed: wake-ups flow */
     int was_up;                   /* Redis was reachable once: its loss is worth a warning */
     struct msv_u64map online;     /* devices connected to this node */
+    /* devices with connections here for requests alone -> how many (as a pointer): their
+     * wake channel is listened to for removals, without presence (docs/wire.md) */
+    struct msv_u64map watched;
     int64_t last_heartbeat;
     int64_t probe_sent_ms; /* monotonic; 0: no probe unanswered */
     int64_t connect_ms;    /* monotonic: connections begun, not yet answering; 0: none */
@@ -121,6 +124,11 @@ void msv_cluster_online(struct msv_cluster *c, uint64_t device_id)
 void msv_cluster_offline(struct msv_cluster *c, uint64_t device_id)
 {
     push_op(c, OP_OFFLINE, device_id, NULL);
+}
+
+void msv_cluster_watch(struct msv_cluster *c, uint64_t device_id, int on)
+{
+    push_op(c, on ? OP_WATCH : OP_UNWATCH, device_id, NULL);
 }
 
 void msv_cluster_wake(struct msv_cluster *c, uint64_t device_id, int close)
@@ -308,7 +316,10 @@ static void on_message(redisAsyncContext *ac, void *reply, void *arg)
     if (strncmp(channel->str, WAKE_PREFIX, strlen(WAKE_PREFIX)) == 0) {
         uint64_t device = strtoull(channel->str + strlen(WAKE_PREFIX), NULL, 10);
 
-        if (device == 0 || msv_u64map_get(&c->online, device) == NULL)
+        /* a device only watched has connections for requests alone here: a removal closes
+         * them, a newer connection elsewhere does not (msv_server_close_conns with no why) */
+        if (device == 0 || (msv_u64map_get(&c->online, device) == NULL &&
+                            msv_u64map_get(&c->watched, device) == NULL))
             return;
         if (strcmp(kind->str, "subscribe") == 0) {
             /* a wake-up published before the subscription took hold would be lost: read now */
@@ -361,6 +372,9 @@ static void on_connect(const redisAsyncContext *ac, int status)
         for (size_t i = 0; i < c->online.cap; i++)
             if (c->online.keys[i] != 0)
                 subscribe_device(c, c->online.keys[i]);
+        for (size_t i = 0; i < c->watched.cap; i++)
+            if (c->watched.keys[i] != 0 && msv_u64map_get(&c->online, c->watched.keys[i]) == NULL)
+                subscribe_device(c, c->watched.keys[i]);
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " PROBE_PREFIX "%s", c->node);
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " SWEEP_CHANNEL);
         /* last, so that its confirmation follows every device's and the sweeps' */
@@ -428,7 +442,8 @@ static void run_op(struct msv_cluster *c, const struct op *o)
     case OP_ONLINE:
         if (msv_u64map_get(&c->online, o->device) == NULL &&
             msv_u64map_put(&c->online, o->device, (void *)1) == MSV_OK) {
-            subscribe_device(c, o->device);
+            if (msv_u64map_get(&c->watched, o->device) == NULL)
+                subscribe_device(c, o->device);
             set_presence(c, o->device);
             /* a connection of the device that another node still holds is an old one: closed
              * (not told while Redis is away, it stays until it ends by itself) */
@@ -440,13 +455,34 @@ static void run_op(struct msv_cluster *c, const struct op *o)
     case OP_OFFLINE:
         if (msv_u64map_del(&c->online, o->device) == NULL)
             break;
-        if (c->sub_up)
+        if (c->sub_up && msv_u64map_get(&c->watched, o->device) == NULL)
             redisAsyncCommand(c->sub, on_message, NULL, "UNSUBSCRIBE " WAKE_PREFIX "%" PRIu64,
                               o->device);
         if (c->cmd_up)
             redisAsyncCommand(c->cmd, on_reply, NULL, "EVAL %s 1 " PRESENCE_PREFIX "%" PRIu64 " %s",
                               forget_presence, o->device, c->node);
         break;
+    case OP_WATCH:
+    case OP_UNWATCH: {
+        uintptr_t n = (uintptr_t)msv_u64map_get(&c->watched, o->device);
+        int listened = n > 0 || msv_u64map_get(&c->online, o->device) != NULL;
+
+        if (o->kind == OP_WATCH &&
+            msv_u64map_put(&c->watched, o->device, (void *)(n + 1)) != MSV_OK)
+            atomic_store(&c->lost_op, 1); /* no memory: a sweep looks at every connection */
+        else if (o->kind == OP_UNWATCH && n <= 1)
+            msv_u64map_del(&c->watched, o->device);
+        else if (o->kind == OP_UNWATCH &&
+                 msv_u64map_put(&c->watched, o->device, (void *)(n - 1)) != MSV_OK)
+            atomic_store(&c->lost_op, 1); /* cannot happen: a present key takes no memory */
+        if (!listened && o->kind == OP_WATCH)
+            subscribe_device(c, o->device);
+        else if (o->kind == OP_UNWATCH && n == 1 && c->sub_up &&
+                 msv_u64map_get(&c->online, o->device) == NULL)
+            redisAsyncCommand(c->sub, on_message, NULL, "UNSUBSCRIBE " WAKE_PREFIX "%" PRIu64,
+                              o->device);
+        break;
+    }
     case OP_WAKE:
     case OP_CLOSE:
         if (c->cmd_up) {
@@ -613,6 +649,7 @@ msv_err msv_cluster_start(struct msv_server *s, const char *redis, const char *n
     c->srv = s;
     pthread_mutex_init(&c->lock, NULL);
     msv_u64map_init(&c->online);
+    msv_u64map_init(&c->watched);
     c->base = event_base_new();
     if (c->base != NULL) {
         c->ops_ev = event_new(c->base, -1, EV_PERSIST, on_ops, c);
@@ -665,6 +702,7 @@ void msv_cluster_stop(struct msv_cluster *c)
     if (c->base != NULL)
         event_base_free(c->base);
     msv_u64map_clear(&c->online);
+    msv_u64map_clear(&c->watched);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }

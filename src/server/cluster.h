@@ -53,6 +53,9 @@ void msv_cluster_stop(struct msv_cluster *c);
 /* A device's connection came to this node, or left it. */
 void msv_cluster_online(struct msv_cluster *c, uint64_t device_id);
 void msv_cluster_offline(struct msv_cluster *c, uint64_t device_id);
+/* A connection of device_id for requests alone opened (on) or closed on this node: while it
+ * has some, the device's removal on another node reaches them (no presence is set). */
+void msv_cluster_watch(struct msv_cluster *c, uint64_t device_id, int on);
 /* Tells the node holding device_id to push its queue (close: to close its connection). */
 void msv_cluster_wake(struct msv_cluster *c, uint64_t device_id, int close);
 /* handle's devices changed: every node forgets what it cached of them. */

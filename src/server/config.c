@@ -47,6 +47,7 @@ static const struct option_def options[] = {
     {"server", "workers", OPT_U32, F(workers), 1, 64},
     {"server", "idle_timeout_s", OPT_U32, F(idle_timeout_s), 5, 86400},
     {"server", "max_connections_per_address", OPT_U32, F(max_conns_per_address), 1, 10000000},
+    {"server", "max_request_connections", OPT_U32, F(max_request_conns), 1, 10000},
     {"server", "frame_max", OPT_U64, F(frame_max), 4096, 16777215},
     {"server", "auth_timeout_s", OPT_U32, F(auth_timeout_s), 1, 3600},
     {"server", "accept_pause_ms", OPT_U32, F(accept_pause_ms), 1, 60000},
@@ -175,6 +176,7 @@ void msv_config_defaults(struct msv_config *c)
     c->redis_timeout_ms = 1000;
     c->idle_timeout_s = 600;
     c->max_conns_per_address = 256;
+    c->max_request_conns = 16;
     c->frame_max = 1u << 20;
     c->auth_timeout_s = 15;
     c->accept_pause_ms = 200;

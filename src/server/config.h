@@ -84,6 +84,7 @@ struct msv_config {
     uint32_t min_expire_after_s; /* the shortest expiry a send may ask of queued copies */
     unsigned idle_timeout_s;
     unsigned max_conns_per_address; /* open connections from one address (IPv6: /64) */
+    unsigned max_request_conns;     /* one device's connections for requests alone, per node */
     unsigned auth_timeout_s;        /* from accept to authentication (TLS handshake included) */
     unsigned accept_pause_ms;       /* accepting rests this long when descriptors run out */
     char clock_file[1024];          /* tests only: the current time in ms is read from this file */

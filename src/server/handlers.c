@@ -440,6 +440,16 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
         msv_conn_close_soon(c);
         return;
     }
+    /* for requests alone: beside the device's other connections, up to a bound */
+    if (a->requests_only && !msv_server_count_requests_only(s, a->device_id, +1)) {
+        msv_conn_send_error(c, f->request_id, E_RATE,
+                            "this device has too many connections open here; close one of "
+                            "them, or try again when one of them is done");
+        msv_conn_close_soon(c);
+        return;
+    }
+    if (a->requests_only)
+        c->requests_only = a->device_id; /* counted out when the connection is freed */
     c->handle = strdup(handle);
     if (c->handle == NULL) {
         msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
@@ -453,6 +463,14 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
     atomic_fetch_add(&s->m.auth_ok, 1);
     msv_log(MSV_LOG_DEBUG, "auth_ok", "peer=%s device=%llu", c->peer,
             (unsigned long long)c->device_id);
+    if (c->requests_only != 0) {
+        /* no deliveries: it replaces nothing and is not where a wake-up looks */
+        struct timeval idle = {(time_t)s->cfg.idle_timeout_s, 0};
+
+        bufferevent_set_timeouts(c->bev, &idle, NULL);
+        msv_conn_send_ok(c, f->request_id);
+        return;
+    }
     register_connection(c);
     msv_conn_send_ok(c, f->request_id);
     c->more = 1; /* whatever waited while it was away */
@@ -2836,6 +2854,12 @@ static void handle_queue_sync(struct msv_conn_state *c, const msv_frame *f)
 
     if (f->request_id == 0)
         return; /* nothing to answer to */
+    if (c->requests_only != 0) {
+        msv_conn_send_error(c, f->request_id, E_INVALID,
+                            "this connection takes no deliveries (it authenticated for requests "
+                            "alone)");
+        return;
+    }
     if (c->sync_request != 0) {
         msv_conn_send_error(c, f->request_id, E_INVALID, "a queue sync is waiting already");
         return;

@@ -308,6 +308,11 @@ static const struct {
     M(connections_revoked, "connections_revoked_total", "counter",
       "Connections closed because their device was removed or replaced, or its account "
       "suspended."),
+    M(requests_only_open, "connections_requests_only", "gauge",
+      "Open connections authenticated for requests alone (they take no deliveries)."),
+    M(requests_only_refused, "connections_requests_only_refused_total", "counter",
+      "Authentications for requests alone refused: the device had max_request_connections "
+      "such connections open on this node."),
     M(stale_partial, "stale_answers_partial_total", "counter",
       "ERROR_STALE_DEVICES answers that listed only the handles that fit in a frame."),
     M(suspensions_in, "suspensions_told_total", "counter",

@@ -102,23 +102,46 @@ void msv_conn_send_ok(struct msv_conn_state *c, uint64_t request_id)
 
 /* ---- connections ---------------------------------------------------------------------- */
 
-/* Counts a connection from key in (+1) or out (-1); 0 if key is at its limit (not counted). */
-static int count_address(struct msv_server *s, uint64_t key, int delta)
+/* Counts a connection of key in map in (+1) or out (-1); 0 if key has limit (not counted). */
+static int count_in(struct msv_server *s, struct msv_u64map *map, uint64_t key, uintptr_t limit,
+                    int delta)
 {
     uintptr_t n;
     int ok = 1;
 
     pthread_mutex_lock(&s->limits_lock);
-    n = (uintptr_t)msv_u64map_get(&s->conns_per_address, key);
-    if (delta > 0 && n >= s->cfg.max_conns_per_address)
+    n = (uintptr_t)msv_u64map_get(map, key);
+    if (delta > 0 && n >= limit)
         ok = 0;
     else if (delta > 0)
-        ok = msv_u64map_put(&s->conns_per_address, key, (void *)(n + 1)) == MSV_OK;
+        ok = msv_u64map_put(map, key, (void *)(n + 1)) == MSV_OK;
     else if (n <= 1)
-        msv_u64map_del(&s->conns_per_address, key);
-    else if (msv_u64map_put(&s->conns_per_address, key, (void *)(n - 1)) != MSV_OK)
+        msv_u64map_del(map, key);
+    else if (msv_u64map_put(map, key, (void *)(n - 1)) != MSV_OK)
         ok = 0; /* cannot happen: replacing a present key allocates nothing */
     pthread_mutex_unlock(&s->limits_lock);
+    return ok;
+}
+
+/* Counts a connection from address key in (+1) or out (-1); 0 if key is at its limit. */
+static int count_address(struct msv_server *s, uint64_t key, int delta)
+{
+    return count_in(s, &s->conns_per_address, key, s->cfg.max_conns_per_address, delta);
+}
+
+int msv_server_count_requests_only(struct msv_server *s, uint64_t device_id, int delta)
+{
+    int ok = count_in(s, &s->requests_only_per_device, device_id, s->cfg.max_request_conns, delta);
+
+    if (ok && delta > 0)
+        atomic_fetch_add(&s->m.requests_only_open, 1);
+    else if (delta < 0)
+        atomic_fetch_sub(&s->m.requests_only_open, 1);
+    else
+        atomic_fetch_add(&s->m.requests_only_refused, 1);
+    /* the cluster tells this node of the device's removal on another */
+    if (ok || delta < 0)
+        msv_cluster_watch(s->cluster, device_id, delta > 0);
     return ok;
 }
 
@@ -133,6 +156,8 @@ static void conn_free(struct msv_conn_state *c)
     struct msv_server *s = w->srv;
 
     count_address(s, c->peer_key, -1);
+    if (c->requests_only != 0)
+        (void)msv_server_count_requests_only(s, c->requests_only, -1);
     msv_provision_shared_forget(s, c);
     msv_provision_forget(&s->provisions, c);
     if (c->device_id != 0) {
@@ -585,7 +610,8 @@ static void push_recs(struct msv_conn_state *c, struct msv_queue_rec *recs, size
 /* Whether c's queue is to be read now: it may hold more, and c has room for it. */
 static int wants_read(const struct msv_conn_state *c)
 {
-    return c->device_id != 0 && c->more && c->inflight < c->w->srv->cfg.delivery_window &&
+    return c->device_id != 0 && c->requests_only == 0 && c->more &&
+           c->inflight < c->w->srv->cfg.delivery_window &&
            evbuffer_get_length(bufferevent_get_output(c->bev)) <= OUTPUT_HIGH;
 }
 
@@ -825,6 +851,9 @@ static void run_close_order(struct msv_worker *w, const struct msv_close_order *
     for (struct msv_conn_state *c = w->conns, *next; c != NULL; c = next) {
         next = c->next;
         if (c->device_id == 0 || c == o->keep || (o->keep_seq != 0 && c->seq > o->keep_seq))
+            continue;
+        /* a newer connection replaces the one that takes deliveries, not those for requests */
+        if (why == NULL && c->requests_only != 0)
             continue;
         if ((o->device_id != 0 && c->device_id == o->device_id) ||
             (o->device_id == 0 && c->account_id == o->account_id))
@@ -2187,6 +2216,7 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     for (int l = 0; l < MSV_LIMIT_COUNT; l++)
         msv_u64map_init(&s->buckets[l]);
     msv_u64map_init(&s->conns_per_address);
+    msv_u64map_init(&s->requests_only_per_device);
     msv_u64map_init(&s->send_leases);
     msv_u64map_init(&s->quota_noticed);
     msv_log_set_level(cfg->log_level);
@@ -2420,6 +2450,7 @@ void msv_server_free(struct msv_server *s)
     msv_u64map_clear(&s->quota_noticed);
     msv_shared_limits_free(s->shared_limits);
     msv_u64map_clear(&s->conns_per_address);
+    msv_u64map_clear(&s->requests_only_per_device);
     msv_u64map_clear(&s->registry);
     SSL_CTX_free(s->tls);
     msv_blob_backend_close(s->blobs);

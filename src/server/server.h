@@ -44,6 +44,9 @@ struct msv_conn_state {
     int challenged;
     uint64_t device_id; /* 0 until authenticated */
     uint64_t seq;       /* order of registration among all connections (registry_lock) */
+    /* authenticated for requests alone (Auth.requests_only): the device it is counted for in
+     * requests_only_per_device (kept when a revocation zeroes device_id); 0 otherwise */
+    uint64_t requests_only;
     uint64_t account_id;
     char *handle;
     unsigned suites;             /* the authenticated device's suites (MSV_SUITE_BIT each) */
@@ -175,6 +178,7 @@ struct msv_metrics {
     _Atomic uint64_t blob_bytes_in, blob_bytes_out, blobs_expired, blobs_swept, reads_paused;
     _Atomic uint64_t connections_refused, auth_timeouts, accept_paused, answers_too_big;
     _Atomic uint64_t connections_revoked, suspensions_in, stale_partial;
+    _Atomic uint64_t requests_only_open, requests_only_refused; /* Auth.requests_only */
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
     _Atomic uint64_t cluster_sweeps_out, cluster_sweeps_in;
     _Atomic uint64_t store_unavailable, queue_fetch_failures, sends_device_gone;
@@ -251,6 +255,7 @@ struct msv_server {
     _Atomic int64_t shared_fallback_logged;     /* when a fallback was last logged (mono ms) */
     struct msv_u64map buckets[MSV_LIMIT_COUNT]; /* key -> struct msv_bucket * */
     struct msv_u64map conns_per_address;        /* address key -> open connections (as a pointer) */
+    struct msv_u64map requests_only_per_device; /* device -> its connections for requests alone */
     struct msv_u64map send_leases; /* account -> struct msv_bucket *: send tokens from Redis */
     /* device -> struct msv_bucket *: when its account was last told its queue is full */
     struct msv_u64map quota_noticed;
@@ -305,6 +310,9 @@ int64_t msv_server_now_ms(struct msv_server *s);
  * account_id) on every worker of this node but keep (may be NULL), after
  * sending why (a static text; NULL: nothing) as an Error.
  */
+/* Counts a connection of device_id for requests alone in (+1) or out (-1); 0 if the device
+ * has [server] max_request_connections of them on this node already (refused, counted). */
+int msv_server_count_requests_only(struct msv_server *s, uint64_t device_id, int delta);
 void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
                             const struct msv_conn_state *keep, const char *why);
 /*
