@@ -1,13 +1,17 @@
 /*
- * For the cluster test: connects as the device of account directory DIR the
+ * For the cluster tests: connects as the device of account directory DIR the
  * way the plain commands do (for requests alone, docs/wire.md), prints
  * "connected", then waits up to SECONDS for the server to close the
  * connection: "closed" and exit status 0 if it did, "open" and 1 if not.
- * With PORT, to that port of the device's server (another node of its cluster).
- * Usage: hold_conn DIR SECONDS [PORT] (the keys' passphrase in MISSIVE_PASSPHRASE, if any)
+ * With PORT, to that port of the device's server (another node of its cluster); with
+ * "deliveries" after it, a connection that takes deliveries (as a receive's; what is
+ * pushed on it is read and left unacknowledged, so it comes again).
+ * Usage: hold_conn DIR SECONDS [PORT [deliveries]] (the keys' passphrase in
+ * MISSIVE_PASSPHRASE, if any)
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "client/client.h"
 #include "client/conn.h"
@@ -19,23 +23,27 @@ int main(int argc, char **argv)
     msv_frame *f = NULL;
     char *end = NULL;
     long seconds = argc >= 3 ? strtol(argv[2], &end, 10) : 0, port = 0;
+    int deliveries = argc == 5 && strcmp(argv[4], "deliveries") == 0;
     int64_t until;
     msv_err err;
 
-    if ((argc != 3 && argc != 4) || end == NULL || *end != '\0' || seconds <= 0 ||
-        (argc == 4 && ((port = strtol(argv[3], &end, 10)) <= 0 || port > 65535 || *end != '\0'))) {
-        fprintf(stderr, "usage: hold_conn DIR SECONDS [PORT]\n");
+    if (argc < 3 || argc > 5 || (argc == 5 && !deliveries) || end == NULL || *end != '\0' ||
+        seconds <= 0 ||
+        (argc >= 4 && ((port = strtol(argv[3], &end, 10)) <= 0 || port > 65535 || *end != '\0'))) {
+        fprintf(stderr, "usage: hold_conn DIR SECONDS [PORT [deliveries]]\n");
         return 2;
     }
     if (msv_init() != MSV_OK)
         return 2;
-    if (msv_client_open(argv[1], getenv("MISSIVE_PASSPHRASE"), &c) == MSV_OK && argc == 4) {
+    if (msv_client_open(argv[1], getenv("MISSIVE_PASSPHRASE"), &c) == MSV_OK && argc >= 4) {
         c->port = (uint16_t)port;
         c->others[0] = '\0';
         c->preferred = 0;
     }
-    if (c == NULL || msv_client_connect(c) != MSV_OK || !c->conn_requests_only) {
-        fprintf(stderr, "hold_conn: cannot connect as %s for requests alone\n", argv[1]);
+    if (c != NULL)
+        c->takes_deliveries = deliveries;
+    if (c == NULL || msv_client_connect(c) != MSV_OK || c->conn_requests_only == deliveries) {
+        fprintf(stderr, "hold_conn: cannot connect as %s\n", argv[1]);
         msv_client_close(c);
         return 2;
     }

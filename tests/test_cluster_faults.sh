@@ -7,12 +7,13 @@
 # only for [store] timeout_ms, and a failed queue read is tried again; a
 # Redis that stops answering is given up on within a bound and the queues
 # polled; the HTTP port bounds a request's headers and time.
-#   scripts/services.sh tests/test_cluster_faults.sh MISSIVE MISSIVED
+#   scripts/services.sh tests/test_cluster_faults.sh MISSIVE MISSIVED [HOLD_CONN]
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 M=$(realpath "${1:?usage: test_cluster_faults.sh MISSIVE MISSIVED}")
 D=$(realpath "${2:?usage: test_cluster_faults.sh MISSIVE MISSIVED}")
+HOLD=$(realpath "${3:-$(dirname "$D")/tests/hold_conn}")
 : "${MSV_TEST_POSTGRES:?run under scripts/services.sh}" "${MSV_TEST_REDIS:?}"
 psql_do() { psql -q -X -v ON_ERROR_STOP=1 -d "$MSV_TEST_POSTGRES" -c "$1" >/dev/null; }
 
@@ -241,7 +242,32 @@ wait_for carol2.out "node A was away" 100 && ok ||
 [ "$(grep -c "event=cluster_sweep_asked node=A" node-A.log)" -gt "$asked" ] &&
     [ "$(metric B cluster_sweeps_done_total)" -gt "$done_b" ] && ok ||
     bad "the sweep: asked by A $(grep -c "event=cluster_sweep_asked" node-A.log) times ($asked before), done on B $(metric B cluster_sweeps_done_total) ($done_b before)"
-kill "$carol" "$relay" 2>/dev/null
-wait "$carol" "$relay" 2>/dev/null
+kill "$carol" 2>/dev/null
+wait "$carol" 2>/dev/null
+
+# carol waits on node B; her device connects again to node A while A is away from Redis (A
+# cannot say so, and B keeps the older connection); back on Redis, A says so, and B closes it
+(exec "$M" --data-dir dev-carol --account carol@example.org receive --wait 60 >carol3.out 2>&1) &
+carol=$!
+for _ in $(seq 100); do [ "$(presence_of "$carol_dev")" = B ] && break; sleep 0.1; done
+[ "$(presence_of "$carol_dev")" = B ] && ok || bad "carol is not connected to node B again: $(presence_of "$carol_dev")"
+unresponsive=$(grep -c "event=redis_unresponsive" node-A.log)
+connected=$(grep -c "event=redis_connected" node-A.log)
+touch relay.cut
+for _ in $(seq 100); do [ "$(grep -c "event=redis_unresponsive" node-A.log)" -gt "$unresponsive" ] && break; sleep 0.1; done
+revoked_b=$(metric B connections_revoked_total)
+("$HOLD" dev-carol/carol@example.org 60 "${ports[A]}" deliveries >hold.out 2>&1) &
+hold=$!
+for _ in $(seq 100); do grep -q connected hold.out && break; sleep 0.1; done
+sleep 1
+grep -q connected hold.out && [ "$(metric B connections_revoked_total)" = "$revoked_b" ] && ok ||
+    bad "while node A was away from Redis: $(cat hold.out), node B revoked $(metric B connections_revoked_total) ($revoked_b before)"
+rm -f relay.cut
+for _ in $(seq 100); do [ "$(grep -c "event=redis_connected" node-A.log)" -gt "$connected" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ "$(metric B connections_revoked_total)" -gt "$revoked_b" ] && break; sleep 0.1; done
+[ "$(metric B connections_revoked_total)" -gt "$revoked_b" ] && ok ||
+    bad "node B kept carol's older connection after node A came back to Redis (revoked $(metric B connections_revoked_total), $revoked_b before)"
+kill "$carol" "$hold" "$relay" 2>/dev/null
+wait "$carol" "$hold" "$relay" 2>/dev/null
 
 finish

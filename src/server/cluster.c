@@ -189,6 +189,18 @@ static void set_presence(struct msv_cluster *c, uint64_t device)
                           c->node);
 }
 
+/* Names this node as where device is connected now, and has the connection another node still
+ * holds of it closed there (an older one: a device keeps one connection that takes
+ * deliveries). Done again for every device connected here when Redis answers again: one that
+ * connected while this node was away from it was not announced, or perhaps not heard. */
+static void announce(struct msv_cluster *c, uint64_t device)
+{
+    set_presence(c, device);
+    if (c->cmd_up)
+        redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " WAKE_PREFIX "%" PRIu64 " n%s", device,
+                          c->node);
+}
+
 /* An account suspended through missive-admin anywhere in the cluster: its connections here close.
  */
 static void suspended_message(struct msv_cluster *c, const char *payload)
@@ -385,7 +397,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         send_heartbeat(c); /* at once: the node is seen as alive as soon as it is connected */
         for (size_t i = 0; i < c->online.cap; i++)
             if (c->online.keys[i] != 0)
-                set_presence(c, c->online.keys[i]);
+                announce(c, c->online.keys[i]);
     }
     send_probe(c);
 }
@@ -444,12 +456,8 @@ static void run_op(struct msv_cluster *c, const struct op *o)
             msv_u64map_put(&c->online, o->device, (void *)1) == MSV_OK) {
             if (msv_u64map_get(&c->watched, o->device) == NULL)
                 subscribe_device(c, o->device);
-            set_presence(c, o->device);
-            /* a connection of the device that another node still holds is an old one: closed
-             * (not told while Redis is away, it stays until it ends by itself) */
-            if (c->cmd_up)
-                redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " WAKE_PREFIX "%" PRIu64 " n%s",
-                                  o->device, c->node);
+            /* not told while Redis is away: told once it answers again (on_connect) */
+            announce(c, o->device);
         }
         break;
     case OP_OFFLINE:
