@@ -305,14 +305,15 @@ int64_t msv_server_now_ms(struct msv_server *s);
  */
 #define MSV_WAKE_CLOSE (1ull << 63)
 
-/*
- * Closes every connection of device_id (or, with device_id 0, of
- * account_id) on every worker of this node but keep (may be NULL), after
- * sending why (a static text; NULL: nothing) as an Error.
- */
 /* Counts a connection of device_id for requests alone in (+1) or out (-1); 0 if the device
  * has [server] max_request_connections of them on this node already (refused, counted). */
 int msv_server_count_requests_only(struct msv_server *s, uint64_t device_id, int delta);
+/*
+ * Closes every connection of device_id (or, with device_id 0, of
+ * account_id) on every worker of this node but keep (may be NULL), after
+ * sending why (a static text; NULL: nothing) as an Error; with no why (a
+ * newer connection replaces them), not those for requests alone.
+ */
 void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
                             const struct msv_conn_state *keep, const char *why);
 /*
