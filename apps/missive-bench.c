@@ -873,6 +873,8 @@ static void usage(FILE *f)
                "  --quick          tiny sizes and short windows: a smoke test, not a result\n"
                "  --runs N         medians over N runs (default 7 for crypto; servers: 3)\n"
                "  --window SEC     length of each server measurement (default 5)\n"
+               "  --connections N  relay and xmpp: N connections only (even; default:\n"
+               "                   1,000 then 10,000)\n"
                "  --bin DIR        where missived is (default: next to missive-bench)\n"
                "  --server-cpu N   core for the servers (default 1; -1: not pinned)\n"
                "  --loader-cpu N   core for this process (default 0; -1: not pinned)\n"
@@ -946,6 +948,7 @@ int main(int argc, char **argv)
         {"bin", required_argument, NULL, 'b'},
         {"server-cpu", required_argument, NULL, 's'},
         {"loader-cpu", required_argument, NULL, 'l'},
+        {"connections", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -968,6 +971,8 @@ int main(int argc, char **argv)
         } else if (ch == 'w' && (o.window = strtod(optarg, &end)) > 0 && *end == '\0' &&
                    o.window <= 600) {
             continue;
+        } else if (ch == 'c' && parse_int(optarg, 2, 1000000, &v) && v % 2 == 0) {
+            o.connections = (size_t)v;
         } else if (ch == 'b') {
             o.bin = optarg;
         } else if ((ch == 's' || ch == 'l') && parse_int(optarg, -1, 1023, &v)) {

@@ -13,15 +13,16 @@
 #include <sys/types.h>
 
 struct opts {
-    int runs;        /* medians over this many runs */
-    double slice;    /* seconds each crypto measurement runs for */
-    int quick;       /* a smoke run: small sizes, short windows */
-    double window;   /* seconds each server measurement runs for */
-    const char *bin; /* directory of missived */
-    char tmp[256];   /* scratch directory, removed at exit */
-    int server_cpu;  /* core the servers are pinned to; -1 for none */
-    int loader_cpu;  /* core this process is pinned to; -1 for none */
-    size_t idle_max; /* B4: the largest idle connection count to try */
+    int runs;           /* medians over this many runs */
+    double slice;       /* seconds each crypto measurement runs for */
+    int quick;          /* a smoke run: small sizes, short windows */
+    double window;      /* seconds each server measurement runs for */
+    const char *bin;    /* directory of missived */
+    char tmp[256];      /* scratch directory, removed at exit */
+    int server_cpu;     /* core the servers are pinned to; -1 for none */
+    int loader_cpu;     /* core this process is pinned to; -1 for none */
+    size_t idle_max;    /* B4: the largest idle connection count to try */
+    size_t connections; /* B2, B8: this many connections only (0: their own sizes) */
 };
 
 double now_s(void);

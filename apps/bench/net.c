@@ -254,8 +254,8 @@ static double med_field(const void *v, size_t size, int n, size_t off)
 int bench_relay(const struct opts *o, FILE *out)
 {
     const size_t full[] = {1000, 10000}, quick[] = {100};
-    const size_t *sizes = o->quick ? quick : full;
-    size_t n_sizes = o->quick ? 1 : 2;
+    const size_t *sizes = o->connections ? &o->connections : o->quick ? quick : full;
+    size_t n_sizes = o->connections || o->quick ? 1 : 2;
     int runs = net_runs(o);
 
     fprintf(out, "### B2: relay, one to one, 256 B messages\n\n"
@@ -885,8 +885,8 @@ static struct target *b8_idle(const struct opts *o, struct load *L, struct b8_sy
 int bench_xmpp(const struct opts *o, FILE *out)
 {
     const size_t full[] = {1000, 10000}, quick[] = {10};
-    const size_t *sizes = o->quick ? quick : full;
-    size_t n_sizes = o->quick ? 1 : 2;
+    const size_t *sizes = o->connections ? &o->connections : o->quick ? quick : full;
+    size_t n_sizes = o->connections || o->quick ? 1 : 2;
     int runs = net_runs(o);
     struct rlimit rl;
     size_t limit;
