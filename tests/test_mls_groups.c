@@ -1670,19 +1670,36 @@ static void test_stale_devices_not_a_fallback(void **state)
     club_free(&k);
 }
 
+/* Sets c's by-reference hour of device as begun ago_ms ago, with nothing fetched. */
+static void by_ref_hour(struct msv_client *c, uint64_t device, int64_t ago_ms)
+{
+    char key[64];
+    uint8_t v[16] = {0};
+
+    snprintf(key, sizeof(key), "mls-by-ref:%llu", (unsigned long long)device);
+    msv_put_u64be(v, (uint64_t)(msv_wall_ms() - ago_ms));
+    assert_int_equal(msv_client_db_set(c->db, key, v, sizeof(v)), MSV_OK);
+}
+
 /*
  * References to commits of 8 MiB each (the largest a reference may name) from one device: the
  * first eight are fetched (the server has none of them: told so), the ninth is past the 64 MiB
- * that device may have fetched in an hour: not fetched, told so, counted.
+ * that device may have fetched in an hour: not fetched, told so, counted. The hours of other
+ * devices that ended are forgotten when a device's hour begins; one still running is kept.
  */
 static void test_by_reference_allowance(void **state)
 {
     struct club k;
     uint8_t ref[102];
     char notice[400];
+    uint8_t *v = NULL;
+    size_t len = 0;
 
     (void)state;
     club_on_mls(&k);
+    by_ref_hour(k.bob, 90001, 2 * 3600 * 1000); /* ended an hour ago */
+    by_ref_hour(k.bob, 90002, 3600 * 1000 + 1); /* just ended */
+    by_ref_hour(k.bob, 90003, 10 * 60 * 1000);  /* 50 minutes left */
     for (int i = 0; i < 9; i++) {
         ref[0] = 0xff;
         ref[1] = 1;
@@ -1697,6 +1714,9 @@ static void test_by_reference_allowance(void **state)
                                              : "more than 64 MiB by reference within the hour"));
     }
     assert_int_equal(msv_client_mls_by_ref_held(k.bob), 1);
+    assert_int_equal(settings_count(k.bob, "mls-by-ref:"), 2); /* 90003's and alice's */
+    assert_int_equal(msv_client_db_get(k.bob->db, "mls-by-ref:90003", &v, &len), MSV_OK);
+    free(v);
     club_free(&k);
 }
 

@@ -84,6 +84,31 @@ uint64_t msv_client_mls_by_ref_held(struct msv_client *c)
     return client_counter(c, BY_REF_HELD);
 }
 
+/* How many devices' hours one pass of by_ref_prune reads: as many as a group has at most. */
+#define BY_REF_PRUNE_BATCH DEVICES_MAX
+
+/*
+ * Forgets the hours that ended (of up to BY_REF_PRUNE_BATCH devices): what is kept is the
+ * devices that sent by reference within the hour, not every device that ever did. Run when a
+ * device's hour starts, so at most once an hour per sending device.
+ */
+static void by_ref_prune(struct msv_client *c, int64_t now)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0;
+
+    if (msv_client_db_settings(c->db, BY_REF_SPENT, BY_REF_PRUNE_BATCH, &s, &n) != MSV_OK)
+        return; /* kept until the next pass: only space */
+    for (size_t i = 0; i < n; i++) {
+        int64_t start = s[i].len == 16 ? (int64_t)msv_get_u64be(s[i].value) : now;
+
+        if ((s[i].len != 16 || start <= 0 || now < start || now - start >= BY_REF_HOUR_MS) &&
+            msv_client_db_unset(c->db, s[i].key) != MSV_OK)
+            break; /* as above */
+    }
+    msv_settings_free(s, n);
+}
+
 /*
  * Whether size more bytes by reference from device fit its hourly allowance (then counted):
  * a member sending commit after commit by reference, each up to BY_REF_MAX, has them fetched
@@ -94,7 +119,7 @@ static msv_err by_ref_spend(struct msv_client *c, uint64_t device, uint32_t size
     char key[sizeof(BY_REF_SPENT) + 24];
     uint8_t *v = NULL, now_v[16];
     size_t len = 0;
-    int64_t now = msv_wall_ms(), start = now;
+    int64_t now = msv_wall_ms(), start = 0;
     uint64_t spent = 0;
 
     snprintf(key, sizeof(key), BY_REF_SPENT "%llu", (unsigned long long)device);
@@ -103,9 +128,10 @@ static msv_err by_ref_spend(struct msv_client *c, uint64_t device, uint32_t size
         spent = msv_get_u64be(v + 8);
     }
     free(v);
-    if (now < start || now - start >= BY_REF_HOUR_MS) {
+    if (start <= 0 || now < start || now - start >= BY_REF_HOUR_MS) { /* its hour begins */
         start = now;
         spent = 0;
+        by_ref_prune(c, now);
     }
     if (spent + size > MSV_MLS_BY_REF_HOURLY) {
         (void)client_counter_bump(c, BY_REF_HELD); /* a count: the limit holds anyway */
