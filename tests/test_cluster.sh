@@ -275,6 +275,28 @@ hold_rc=$?
 [ "$hold_rc" = 0 ] && grep -q "event=removed_closed.* device=$new" node-C.log && ok || bad "node C left the removed device's connection for requests open (status $hold_rc: $(cat hold.out))"
 wait "$bob2" 2>/dev/null
 
+# a removal published on Redis before a node listens to the device's channel reaches nobody
+# there: node C (started again to pause before each new subscription) asks the store once
+# Redis confirms it. bob's third device connects for requests alone to node C and is removed
+# through node B within the pause: node C closes it then, not at a sweep or its end
+kill -TERM "${pids[C]}" && wait "${pids[C]}"
+cluster_node C "${ports[C]}" "$(printf '[testing]\nsubscribe_pause_ms = 5000')" && ok ||
+    bad "node C started again ($(tail -3 node-C.log))"
+expect 0 "bob links a third device through node A" -- "$M" --data-dir dev-bob3 link bob@example.org --server "127.0.0.1:${ports[A]}"
+third=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
+expect 0 "bob approves it through node B" -- as bob devices approve "$third"
+("$HOLD" dev-bob3/bob@example.org 20 "${ports[C]}" >hold3.out 2>&1) &
+hold=$!
+for _ in $(seq 100); do grep -q connected hold3.out && break; sleep 0.1; done
+expect 0 "bob removes his third device through node B" -- as bob devices remove "$third"
+# the window was hit: node C was not listening yet when the removal was published
+[ "$(rcli PUBSUB NUMSUB "msv:wake:$third" | tail -1)" = 0 ] && grep -q connected hold3.out && ok ||
+    bad "node C listened to bob's third device before its removal: $(cat hold3.out)"
+wait "$hold"
+hold_rc=$?
+[ "$hold_rc" = 0 ] && grep -q "event=removed_closed.* device=$third" node-C.log && ok ||
+    bad "node C left the connection of a device removed before it listened open (status $hold_rc: $(cat hold3.out))"
+
 # dave waits on node B; suspended through node A's configuration, node B cuts him off at
 # once (missive-admin publishes on Redis), with no reload anywhere
 ("$M" --data-dir dev-dave --account dave@example.org receive --wait 20 >dave.out 2>&1) &

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <hiredis/async.h>
@@ -280,13 +281,15 @@ static void sweep(struct msv_cluster *c)
     read_all_again(c);
 }
 
+/* The mark of a device's subscription made by listen_device (its confirmation's arg). */
+static char listen_check;
+
 static void on_message(redisAsyncContext *ac, void *reply, void *arg)
 {
     struct msv_cluster *c = ac->data;
     const redisReply *r = reply;
     const redisReply *kind, *channel, *payload;
 
-    (void)arg;
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
         return;
     kind = r->element[0];
@@ -336,6 +339,8 @@ static void on_message(redisAsyncContext *ac, void *reply, void *arg)
         if (strcmp(kind->str, "subscribe") == 0) {
             /* a wake-up published before the subscription took hold would be lost: read now */
             msv_server_wake_local(c->srv, device);
+            if (arg == &listen_check) /* and so would a removal (listen_device) */
+                msv_server_recheck_device(c->srv, device);
         } else if (strcmp(kind->str, "message") == 0 && payload->type == REDIS_REPLY_STRING) {
             int close = payload->str[0] == 'c' ||
                         (payload->str[0] == 'n' && strcmp(payload->str + 1, c->node) != 0);
@@ -356,6 +361,21 @@ static void subscribe_device(struct msv_cluster *c, uint64_t device)
 {
     if (c->sub_up)
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " WAKE_PREFIX "%" PRIu64, device);
+}
+
+/*
+ * A device's channel listened to anew (a connection of it came): a removal another node
+ * published after the connection's authentication but before the subscription took hold
+ * reached no one here, so once Redis confirms it the store says whether the device is still
+ * there. (Listened to again after Redis came back, every connection is checked anyway.)
+ */
+static void listen_device(struct msv_cluster *c, uint64_t device)
+{
+    if (c->srv->cfg.subscribe_pause_ms != 0) /* tests: widen the window the check closes */
+        usleep((useconds_t)c->srv->cfg.subscribe_pause_ms * 1000);
+    if (c->sub_up)
+        redisAsyncCommand(c->sub, on_message, &listen_check, "SUBSCRIBE " WAKE_PREFIX "%" PRIu64,
+                          device);
 }
 
 /* Writes the node's heartbeat, which expires unless it is written again. */
@@ -455,7 +475,7 @@ static void run_op(struct msv_cluster *c, const struct op *o)
         if (msv_u64map_get(&c->online, o->device) == NULL &&
             msv_u64map_put(&c->online, o->device, (void *)1) == MSV_OK) {
             if (msv_u64map_get(&c->watched, o->device) == NULL)
-                subscribe_device(c, o->device);
+                listen_device(c, o->device);
             /* not told while Redis is away: told once it answers again (on_connect) */
             announce(c, o->device);
         }
@@ -484,7 +504,7 @@ static void run_op(struct msv_cluster *c, const struct op *o)
                  msv_u64map_put(&c->watched, o->device, (void *)(n - 1)) != MSV_OK)
             atomic_store(&c->lost_op, 1); /* cannot happen: a present key takes no memory */
         if (!listened && o->kind == OP_WATCH)
-            subscribe_device(c, o->device);
+            listen_device(c, o->device);
         else if (o->kind == OP_UNWATCH && n == 1 && c->sub_up &&
                  msv_u64map_get(&c->online, o->device) == NULL)
             redisAsyncCommand(c->sub, on_message, NULL, "UNSUBSCRIBE " WAKE_PREFIX "%" PRIu64,

@@ -759,7 +759,7 @@ void msv_server_recheck_all(struct msv_server *s)
 void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
                             const struct msv_conn_state *keep, const char *why)
 {
-    struct msv_close_order o = {device_id, account_id, keep, keep != NULL ? keep->seq : 0, why};
+    struct msv_close_order o = {device_id, account_id, keep, keep != NULL ? keep->seq : 0, why, 0};
     int lost = 0;
 
     for (unsigned i = 0; i < s->worker_count; i++) {
@@ -767,6 +767,19 @@ void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t a
         event_active(s->workers[i].wake_ev, EV_READ, 0);
     }
     if (lost) /* no memory for the order: every connection is checked against the store */
+        msv_server_recheck_all(s);
+}
+
+void msv_server_recheck_device(struct msv_server *s, uint64_t device_id)
+{
+    struct msv_close_order o = {device_id, 0, NULL, 0, NULL, 1};
+    int lost = 0;
+
+    for (unsigned i = 0; i < s->worker_count; i++) {
+        lost |= !post_close(&s->workers[i], &o);
+        event_active(s->workers[i].wake_ev, EV_READ, 0);
+    }
+    if (lost) /* no memory for the order: every connection is checked */
         msv_server_recheck_all(s);
 }
 
@@ -828,6 +841,21 @@ static void revoke_conn(struct msv_conn_state *c, const char *why)
     msv_conn_close_soon(c);
 }
 
+/* Closes c if its device was removed or its account suspended (the store's word). */
+static void recheck_conn(struct msv_worker *w, struct msv_conn_state *c)
+{
+    struct msv_store *st = w->srv->store;
+    struct msv_device_rec dev = {0};
+    int suspended = 0;
+    msv_err err = st->ops->device_get(st->impl, c->device_id, &dev);
+
+    if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && dev.account_id != c->account_id))
+        revoke_conn(c, msv_server_removed_text);
+    else if (st->ops->account_suspended(st->impl, c->account_id, &suspended) == MSV_OK && suspended)
+        revoke_conn(c, suspended_text);
+    msv_device_rec_clear(&dev);
+}
+
 static void run_close_order(struct msv_worker *w, const struct msv_close_order *o)
 {
     struct msv_store *st = w->srv->store;
@@ -850,6 +878,11 @@ static void run_close_order(struct msv_worker *w, const struct msv_close_order *
     /* revoking may free c: its successor is taken first */
     for (struct msv_conn_state *c = w->conns, *next; c != NULL; c = next) {
         next = c->next;
+        if (o->check) {
+            if (c->device_id == o->device_id && o->device_id != 0)
+                recheck_conn(w, c);
+            continue;
+        }
         if (c->device_id == 0 || c == o->keep || (o->keep_seq != 0 && c->seq > o->keep_seq))
             continue;
         /* a newer connection replaces the one that takes deliveries, not those for requests */
@@ -864,23 +897,10 @@ static void run_close_order(struct msv_worker *w, const struct msv_close_order *
 /* Closes the connections whose device was removed or whose account was suspended. */
 static void recheck_conns(struct msv_worker *w)
 {
-    struct msv_store *st = w->srv->store;
-
     for (struct msv_conn_state *c = w->conns, *next; c != NULL; c = next) {
-        struct msv_device_rec dev = {0};
-        int suspended = 0;
-        msv_err err;
-
         next = c->next; /* revoking may free c */
-        if (c->device_id == 0)
-            continue;
-        err = st->ops->device_get(st->impl, c->device_id, &dev);
-        if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && dev.account_id != c->account_id))
-            revoke_conn(c, msv_server_removed_text);
-        else if (st->ops->account_suspended(st->impl, c->account_id, &suspended) == MSV_OK &&
-                 suspended)
-            revoke_conn(c, suspended_text);
-        msv_device_rec_clear(&dev);
+        if (c->device_id != 0)
+            recheck_conn(w, c);
     }
 }
 

@@ -107,6 +107,7 @@ struct msv_close_order {
     const struct msv_conn_state *keep; /* compared, never followed */
     uint64_t keep_seq;                 /* keep's registration number; 0 without keep */
     const char *why;                   /* a static text sent before closing; NULL: none */
+    int check; /* device_id's connections are closed only if the store says it is gone */
 };
 struct msv_blob_job;
 
@@ -332,6 +333,9 @@ void msv_server_account_disconnect(struct msv_server *s, uint64_t account_id);
  * still there, account not suspended) and closes those that fail.
  */
 void msv_server_recheck_all(struct msv_server *s);
+/* Closes device_id's connections here if the store says it was removed (or its account
+ * suspended): for a removal told on Redis before this node listened to the device's channel. */
+void msv_server_recheck_device(struct msv_server *s, uint64_t device_id);
 /* The why of a removed device's connections (the log tells it by its address). */
 extern const char msv_server_removed_text[];
 
