@@ -1697,9 +1697,10 @@ static void test_by_reference_allowance(void **state)
 
     (void)state;
     club_on_mls(&k);
-    by_ref_hour(k.bob, 90001, 2 * 3600 * 1000); /* ended an hour ago */
-    by_ref_hour(k.bob, 90002, 3600 * 1000 + 1); /* just ended */
-    by_ref_hour(k.bob, 90003, 10 * 60 * 1000);  /* 50 minutes left */
+    by_ref_hour(k.bob, 90001, 2 * 3600 * 1000);  /* ended an hour ago */
+    by_ref_hour(k.bob, 90002, 3600 * 1000 + 1);  /* just ended */
+    by_ref_hour(k.bob, 90003, 10 * 60 * 1000);   /* 50 minutes left */
+    by_ref_hour(k.bob, 90004, -2 * 3600 * 1000); /* two hours ahead: the clock was set back */
     for (int i = 0; i < 9; i++) {
         ref[0] = 0xff;
         ref[1] = 1;

@@ -84,29 +84,18 @@ uint64_t msv_client_mls_by_ref_held(struct msv_client *c)
     return client_counter(c, BY_REF_HELD);
 }
 
-/* How many devices' hours one pass of by_ref_prune reads: as many as a group has at most. */
-#define BY_REF_PRUNE_BATCH DEVICES_MAX
-
 /*
- * Forgets the hours that ended (of up to BY_REF_PRUNE_BATCH devices): what is kept is the
- * devices that sent by reference within the hour, not every device that ever did. Run when a
- * device's hour starts, so at most once an hour per sending device.
+ * Forgets the hours that ended, in one statement (so a record another process of the account
+ * has just begun is not taken for an ended one): what is kept is the devices that sent by
+ * reference within the hour, not every device that ever did. Run when a device's hour begins.
  */
 static void by_ref_prune(struct msv_client *c, int64_t now)
 {
-    struct msv_setting *s = NULL;
-    size_t n = 0;
-
-    if (msv_client_db_settings(c->db, BY_REF_SPENT, BY_REF_PRUNE_BATCH, &s, &n) != MSV_OK)
+    /* one begun up to an hour ahead is another process's, on a clock a little ahead: kept */
+    if (msv_client_db_unset_prefix_outside(c->db, BY_REF_SPENT,
+                                           (uint64_t)(now - BY_REF_HOUR_MS) + 1,
+                                           (uint64_t)(now + BY_REF_HOUR_MS)) != MSV_OK)
         return; /* kept until the next pass: only space */
-    for (size_t i = 0; i < n; i++) {
-        int64_t start = s[i].len == 16 ? (int64_t)msv_get_u64be(s[i].value) : now;
-
-        if ((s[i].len != 16 || start <= 0 || now < start || now - start >= BY_REF_HOUR_MS) &&
-            msv_client_db_unset(c->db, s[i].key) != MSV_OK)
-            break; /* as above */
-    }
-    msv_settings_free(s, n);
 }
 
 /*

@@ -7,6 +7,7 @@
 
 #include "missive/util.h"
 #include "store/sql.h"
+#include "util/endian.h"
 
 struct msv_client_db {
     sqlite3 *db;
@@ -251,6 +252,32 @@ msv_err msv_client_db_unset_prefix(struct msv_client_db *db, const char *prefix)
     sqlite3_bind_text(st, 2, prefix, -1, SQLITE_TRANSIENT);
     err = msv_sql_run(st);
     if (err == MSV_OK)
+        drop_old_pages(db);
+    return err;
+}
+
+msv_err msv_client_db_unset_prefix_outside(struct msv_client_db *db, const char *prefix,
+                                           uint64_t lo, uint64_t hi)
+{
+    sqlite3_stmt *st = NULL;
+    uint8_t lo_be[8], hi_be[8];
+    /* blobs compare as bytes: big-endian numbers compare as numbers */
+    msv_err err = msv_sql_prepare(db->db,
+                                  "DELETE FROM settings WHERE substr(key, 1, ?1) = ?2 AND "
+                                  "(length(value) < 8 OR substr(value, 1, 8) < ?3 OR "
+                                  "substr(value, 1, 8) > ?4);",
+                                  &st);
+
+    if (err != MSV_OK)
+        return err;
+    msv_put_u64be(lo_be, lo);
+    msv_put_u64be(hi_be, hi);
+    sqlite3_bind_int(st, 1, (int)strlen(prefix));
+    sqlite3_bind_text(st, 2, prefix, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 3, lo_be, sizeof(lo_be), SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 4, hi_be, sizeof(hi_be), SQLITE_TRANSIENT);
+    err = msv_sql_run(st);
+    if (err == MSV_OK && sqlite3_changes(db->db) > 0)
         drop_old_pages(db);
     return err;
 }

@@ -32,6 +32,13 @@ MSV_MUST_CHECK msv_err msv_client_db_set2(struct msv_client_db *db, const char *
 MSV_MUST_CHECK msv_err msv_client_db_unset(struct msv_client_db *db, const char *key);
 /* Removes every setting whose key starts with prefix. */
 MSV_MUST_CHECK msv_err msv_client_db_unset_prefix(struct msv_client_db *db, const char *prefix);
+/*
+ * Removes, in one statement, every setting whose key starts with prefix and whose value does
+ * not begin with a big-endian u64 from lo to hi (one shorter than 8 bytes included).
+ */
+MSV_MUST_CHECK msv_err msv_client_db_unset_prefix_outside(struct msv_client_db *db,
+                                                          const char *prefix, uint64_t lo,
+                                                          uint64_t hi);
 
 struct msv_setting {
     char *key;
