@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <hiredis/async.h>
@@ -371,8 +371,13 @@ static void subscribe_device(struct msv_cluster *c, uint64_t device)
  */
 static void listen_device(struct msv_cluster *c, uint64_t device)
 {
-    if (c->srv->cfg.subscribe_pause_ms != 0) /* tests: widen the window the check closes */
-        usleep((useconds_t)c->srv->cfg.subscribe_pause_ms * 1000);
+    if (c->srv->cfg.subscribe_pause_ms != 0) { /* tests: widen the window the check closes */
+        struct timespec pause = {c->srv->cfg.subscribe_pause_ms / 1000,
+                                 (long)(c->srv->cfg.subscribe_pause_ms % 1000) * 1000000};
+
+        while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {
+        }
+    }
     if (c->sub_up)
         redisAsyncCommand(c->sub, on_message, &listen_check, "SUBSCRIBE " WAKE_PREFIX "%" PRIu64,
                           device);

@@ -841,19 +841,45 @@ static void revoke_conn(struct msv_conn_state *c, const char *why)
     msv_conn_close_soon(c);
 }
 
-/* Closes c if its device was removed or its account suspended (the store's word). */
-static void recheck_conn(struct msv_worker *w, struct msv_conn_state *c)
+/*
+ * Closes c if its device was removed or (with suspension) its account suspended, the store's
+ * word. A store that cannot answer has every connection of the worker checked again a moment
+ * later, not the question dropped.
+ */
+static void recheck_conn(struct msv_worker *w, struct msv_conn_state *c, int suspension)
 {
     struct msv_store *st = w->srv->store;
     struct msv_device_rec dev = {0};
     int suspended = 0;
-    msv_err err = st->ops->device_get(st->impl, c->device_id, &dev);
+    msv_err err = st->ops->device_get(st->impl, c->device_id, &dev), err2 = MSV_OK;
 
     if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && dev.account_id != c->account_id))
         revoke_conn(c, msv_server_removed_text);
-    else if (st->ops->account_suspended(st->impl, c->account_id, &suspended) == MSV_OK && suspended)
+    else if (err == MSV_OK && suspension &&
+             (err2 = st->ops->account_suspended(st->impl, c->account_id, &suspended)) == MSV_OK &&
+             suspended)
         revoke_conn(c, suspended_text);
     msv_device_rec_clear(&dev);
+    if (((err != MSV_OK && err != MSV_ERR_NOT_FOUND) || err2 != MSV_OK) &&
+        !evtimer_pending(w->recheck_retry_ev, NULL)) {
+        struct timeval later = {FETCH_RETRY_MS / 1000, (FETCH_RETRY_MS % 1000) * 1000};
+
+        msv_log(MSV_LOG_ERROR, "recheck_failed", "device=%llu retry_ms=%d",
+                (unsigned long long)c->device_id, FETCH_RETRY_MS);
+        evtimer_add(w->recheck_retry_ev, &later);
+    }
+}
+
+static void on_recheck_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct msv_worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&w->wake_lock);
+    w->recheck = 1;
+    pthread_mutex_unlock(&w->wake_lock);
+    event_active(w->wake_ev, EV_READ, 0);
 }
 
 static void run_close_order(struct msv_worker *w, const struct msv_close_order *o)
@@ -878,9 +904,9 @@ static void run_close_order(struct msv_worker *w, const struct msv_close_order *
     /* revoking may free c: its successor is taken first */
     for (struct msv_conn_state *c = w->conns, *next; c != NULL; c = next) {
         next = c->next;
-        if (o->check) {
+        if (o->check) { /* suspensions come on their own channel, always listened to */
             if (c->device_id == o->device_id && o->device_id != 0)
-                recheck_conn(w, c);
+                recheck_conn(w, c, 0);
             continue;
         }
         if (c->device_id == 0 || c == o->keep || (o->keep_seq != 0 && c->seq > o->keep_seq))
@@ -900,7 +926,7 @@ static void recheck_conns(struct msv_worker *w)
     for (struct msv_conn_state *c = w->conns, *next; c != NULL; c = next) {
         next = c->next; /* revoking may free c */
         if (c->device_id != 0)
-            recheck_conn(w, c);
+            recheck_conn(w, c, 1);
     }
 }
 
@@ -2135,10 +2161,11 @@ static msv_err worker_init(struct msv_server *s, struct msv_worker *w, unsigned 
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->accept_pause.resume = evtimer_new(w->base, on_accept_resume, w);
     w->fetch_retry_ev = evtimer_new(w->base, on_fetch_retry, w);
+    w->recheck_retry_ev = evtimer_new(w->base, on_recheck_retry, w);
     w->listener = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
     if (w->wake_ev == NULL || w->commit_ev == NULL || w->commit_done_ev == NULL ||
         w->stop_ev == NULL || w->listener == NULL || w->accept_pause.resume == NULL ||
-        w->fetch_retry_ev == NULL) {
+        w->fetch_retry_ev == NULL || w->recheck_retry_ev == NULL) {
         if (w->listener == NULL)
             close(fd);
         return MSV_ERR_NOMEM;
@@ -2432,6 +2459,8 @@ void msv_server_free(struct msv_server *s)
             event_free(w->accept_pause.resume);
         if (w->fetch_retry_ev != NULL)
             event_free(w->fetch_retry_ev);
+        if (w->recheck_retry_ev != NULL)
+            event_free(w->recheck_retry_ev);
         if (i == 0) {
             if (s->sig_term)
                 event_free(s->sig_term);

@@ -132,6 +132,8 @@ struct msv_worker {
     struct event *commit_ev;
     struct event *stop_ev;
     struct event *fetch_retry_ev; /* a failed queue read is tried again (FETCH_RETRY_MS) */
+    /* a connection the store could not be asked about: every one checked again (FETCH_RETRY_MS) */
+    struct event *recheck_retry_ev;
     pthread_mutex_t wake_lock;
     uint64_t *wake_devices;
     size_t wake_count, wake_cap;
