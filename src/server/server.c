@@ -658,6 +658,15 @@ static void pump_all(struct msv_conn_state **cs, size_t n)
         free(reads);
 }
 
+/* Sets one of w's flags read by on_wake (under wake_lock) and wakes it. */
+static void wake_flagged(struct msv_worker *w, int *flag)
+{
+    pthread_mutex_lock(&w->wake_lock);
+    *flag = 1;
+    pthread_mutex_unlock(&w->wake_lock);
+    event_active(w->wake_ev, EV_READ, 0);
+}
+
 /* A queue read failed a while ago: every connection of the worker reads its queue again. */
 static void on_fetch_retry(evutil_socket_t fd, short what, void *arg)
 {
@@ -665,10 +674,7 @@ static void on_fetch_retry(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    pthread_mutex_lock(&w->wake_lock);
-    w->wake_lost = 1;
-    pthread_mutex_unlock(&w->wake_lock);
-    event_active(w->wake_ev, EV_READ, 0);
+    wake_flagged(w, &w->wake_lost);
 }
 
 void msv_conn_pump(struct msv_conn_state *c)
@@ -742,14 +748,8 @@ static int post_close(struct msv_worker *w, const struct msv_close_order *o)
 /* Every worker checks each of its connections against the store (its next wake-up). */
 void msv_server_recheck_all(struct msv_server *s)
 {
-    for (unsigned i = 0; i < s->worker_count; i++) {
-        struct msv_worker *w = &s->workers[i];
-
-        pthread_mutex_lock(&w->wake_lock);
-        w->recheck = 1;
-        pthread_mutex_unlock(&w->wake_lock);
-        event_active(w->wake_ev, EV_READ, 0);
-    }
+    for (unsigned i = 0; i < s->worker_count; i++)
+        wake_flagged(&s->workers[i], &s->workers[i].recheck);
 }
 
 /*
@@ -870,16 +870,14 @@ static void recheck_conn(struct msv_worker *w, struct msv_conn_state *c, int sus
     }
 }
 
+/* A check the store could not answer a while ago: every connection of the worker again. */
 static void on_recheck_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct msv_worker *w = arg;
 
     (void)fd;
     (void)what;
-    pthread_mutex_lock(&w->wake_lock);
-    w->recheck = 1;
-    pthread_mutex_unlock(&w->wake_lock);
-    event_active(w->wake_ev, EV_READ, 0);
+    wake_flagged(w, &w->recheck);
 }
 
 static void run_close_order(struct msv_worker *w, const struct msv_close_order *o)
