@@ -220,6 +220,21 @@ EOF
     return 1
 }
 
+# gated_node NAME: starts cluster node NAME again on its port, holding its new subscriptions to
+# devices' channels back while $work/gate exists ([testing] subscribe_gate)
+gated_node() {
+    kill -TERM "${pids[$1]}" && wait "${pids[$1]}"
+    cluster_node "$1" "${ports[$1]}" "$(printf '[testing]\nsubscribe_gate = %s/gate' "$work")"
+}
+
+# link_approved WHO DIR NODE: a new device of WHO in DIR, linked through cluster node NODE and
+# approved by WHO's device in dev-WHO; its id in $linked
+link_approved() {
+    expect 0 "$1 links a device in $2" -- "$M" --data-dir "$2" link "$1@example.org" --server "127.0.0.1:${ports[$3]}"
+    linked=$(sed -n 's/.*this is device \([0-9]*\).*/\1/p' out.txt)
+    expect 0 "$1 approves it" -- "$M" --data-dir "dev-$1" --account "$1@example.org" devices approve "$linked"
+}
+
 # link_wait NAME DIR [ARGS...]: `missive link NAME@example.org --qr` in the background,
 # its output in DIR.out/DIR.err; waits until its code is shown, in $code (its pid in
 # $waiter; link_done waits for it and returns its exit status)

@@ -274,4 +274,29 @@ for _ in $(seq 100); do [ "$(metric B connections_revoked_total)" -gt "$revoked_
 kill "$carol" "$hold" "$relay" 2>/dev/null
 wait "$carol" "$hold" "$relay" 2>/dev/null
 
+# the check a node makes once it listens to a device's channel (a removal published before
+# reached nobody there), when the store cannot answer it, is made again until it can: node B
+# starts again holding its new subscriptions back while a gate file exists; alice's second
+# device connects to it for requests alone and is removed; the devices table goes away before
+# the gate opens, so the check fails (logged), and once the table is back the connection closes
+gated_node B && ok || bad "node B started again ($(tail -3 node-B.log))"
+link_approved alice dev-alice2 B
+second=$linked
+touch gate
+("$HOLD" dev-alice2/alice@example.org 40 "${ports[B]}" >hold4.out 2>&1) &
+hold=$!
+for _ in $(seq 100); do grep -q connected hold4.out && break; sleep 0.1; done
+expect 0 "alice removes her second device" -- as alice devices remove "$second"
+failed=$(grep -c "event=recheck_failed" node-B.log)
+psql_do "ALTER TABLE devices RENAME TO devices_away;"
+rm gate
+for _ in $(seq 100); do [ "$(grep -c "event=recheck_failed" node-B.log)" -gt "$failed" ] && break; sleep 0.1; done
+[ "$(grep -c "event=recheck_failed" node-B.log)" -gt "$failed" ] && kill -0 "$hold" 2>/dev/null && ok ||
+    bad "node B's check of the removed device did not fail with the devices table away: $(cat hold4.out)"
+psql_do "ALTER TABLE devices_away RENAME TO devices;"
+wait "$hold"
+hold_rc=$?
+[ "$hold_rc" = 0 ] && grep -q "event=removed_closed.* device=$second" node-B.log && ok ||
+    bad "node B did not check the removed device again once the store answered (status $hold_rc: $(cat hold4.out))"
+
 finish

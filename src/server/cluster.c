@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <hiredis/async.h>
@@ -83,6 +83,10 @@ struct msv_cluster {
     int unpublished;
     int64_t last_sweep_ms; /* monotonic: when another node's sweep was last done here */
     int sweep_pending;     /* one asked for within a second of the last: done at the tick */
+    /* tests only ([testing] subscribe_gate): devices whose channel is listened to at the first
+     * tick after the gate file is gone */
+    uint64_t *gated;
+    size_t n_gated, cap_gated;
 };
 
 /* ---- requests from the workers ---------------------------------------------------------- */
@@ -371,11 +375,20 @@ static void subscribe_device(struct msv_cluster *c, uint64_t device)
  */
 static void listen_device(struct msv_cluster *c, uint64_t device)
 {
-    if (c->srv->cfg.subscribe_pause_ms != 0) { /* tests: widen the window the check closes */
-        struct timespec pause = {c->srv->cfg.subscribe_pause_ms / 1000,
-                                 (long)(c->srv->cfg.subscribe_pause_ms % 1000) * 1000000};
+    /* tests: the window the check closes held open while the gate file exists */
+    if (c->srv->cfg.subscribe_gate[0] != '\0' && access(c->srv->cfg.subscribe_gate, F_OK) == 0) {
+        if (c->n_gated == c->cap_gated) {
+            size_t cap = c->cap_gated ? c->cap_gated * 2 : 16;
+            uint64_t *g = realloc(c->gated, cap * sizeof(*g));
 
-        while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {
+            if (g != NULL) {
+                c->gated = g;
+                c->cap_gated = cap;
+            }
+        }
+        if (c->n_gated < c->cap_gated) {
+            c->gated[c->n_gated++] = device;
+            return;
         }
     }
     if (c->sub_up)
@@ -649,6 +662,15 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (c->sweep_pending)
         sweep(c);
     ask_sweep(c);
+    if (c->n_gated > 0 && access(c->srv->cfg.subscribe_gate, F_OK) != 0) { /* tests */
+        size_t n = c->n_gated;
+
+        c->n_gated = 0;
+        for (size_t i = 0; i < n; i++)
+            if (msv_u64map_get(&c->online, c->gated[i]) != NULL ||
+                msv_u64map_get(&c->watched, c->gated[i]) != NULL)
+                listen_device(c, c->gated[i]);
+    }
 }
 
 static void *cluster_main(void *arg)
@@ -726,6 +748,7 @@ void msv_cluster_stop(struct msv_cluster *c)
     for (size_t i = 0; i < c->n_ops; i++)
         free(c->ops[i].handle);
     free(c->ops);
+    free(c->gated);
     if (c->ops_ev != NULL)
         event_free(c->ops_ev);
     if (c->tick_ev != NULL)

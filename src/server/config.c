@@ -122,7 +122,7 @@ static const struct option_def options[] = {
     {"testing", "keydir_skip", OPT_STR, F(keydir_skip), 0, 0},
     {"testing", "refuse_prekey_claims", OPT_BOOL, F(refuse_prekey_claims), 0, 1},
     {"testing", "mls_commit_pause_ms", OPT_U32, F(mls_commit_pause_ms), 0, 10000},
-    {"testing", "subscribe_pause_ms", OPT_U32, F(subscribe_pause_ms), 0, 10000},
+    {"testing", "subscribe_gate", OPT_STR, F(subscribe_gate), 0, 0},
     {"testing", "commit_delay_ms", OPT_U32, F(commit_delay_ms), 0, 60000},
     {"testing", "drop_prekey_answers", OPT_BOOL, F(drop_prekey_answers), 0, 1},
     {"testing", "limit_prekey_uploads", OPT_BOOL, F(limit_prekey_uploads), 0, 1},

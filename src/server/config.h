@@ -107,16 +107,16 @@ struct msv_config {
     uint64_t keydir_v4_mismatch;    /* tests only: log entry N's tree entry is not its leaf's (N
                                        appended while missived runs) */
     uint32_t mls_commit_pause_ms;   /* tests only: a pause between an MLS commit's read and write */
-    uint32_t subscribe_pause_ms; /* tests only: a pause before a device's channel is listened to */
-    uint32_t commit_delay_ms;    /* tests only: a pause before each group commit (its thread) */
-    int drop_prekey_answers;     /* tests only: an upload that carries prekeys (one-time ones, a
-                                  * rotation) is stored, then the connection closes unanswered
-                                  * (a lost answer) */
-    int limit_prekey_uploads;    /* tests only: every prekey upload is answered "slow down",
-                                  * nothing stored (a server keeping a device's keys out) */
-    int limit_key_package_uploads; /* tests only: the same for every KeyPackage upload */
-    int mls_stale_devices;         /* tests only: every MLS application message is answered
-                                    * "stale devices" (a dishonest server) */
+    char subscribe_gate[300];       /* tests only: devices' channels listened to once it is gone */
+    uint32_t commit_delay_ms;       /* tests only: a pause before each group commit (its thread) */
+    int drop_prekey_answers;        /* tests only: an upload that carries prekeys (one-time ones, a
+                                     * rotation) is stored, then the connection closes unanswered
+                                     * (a lost answer) */
+    int limit_prekey_uploads;       /* tests only: every prekey upload is answered "slow down",
+                                     * nothing stored (a server keeping a device's keys out) */
+    int limit_key_package_uploads;  /* tests only: the same for every KeyPackage upload */
+    int mls_stale_devices;          /* tests only: every MLS application message is answered
+                                     * "stale devices" (a dishonest server) */
 };
 
 /* Fills c with the defaults. */

@@ -30,6 +30,9 @@
 #define OUTPUT_MAX (1u << 20)      /* stop reading requests above this: answers must drain first */
 #define DIRCACHE_ENTRIES 100000    /* handles whose devices sends are checked against */
 #define FETCH_RETRY_MS 1000        /* a failed queue read is tried again this much later */
+#define RECHECK_WAIT_MS 1000       /* a device's check the store could not answer: asked again */
+#define RECHECK_WAIT_MAX_MS 30000  /* the wait doubling while the store keeps failing */
+#define RECHECK_IDS_MAX 4096       /* devices waiting for their check again, per worker */
 #define STOP_DRAIN_MS 2000         /* a stop waits this long at most for answers to be written */
 
 #define ACCEPT_LOG_INTERVAL_MS 10000  /* accept failures are logged at most this often */
@@ -843,41 +846,92 @@ static void revoke_conn(struct msv_conn_state *c, const char *why)
 
 /*
  * Closes c if its device was removed or (with suspension) its account suspended, the store's
- * word. A store that cannot answer has every connection of the worker checked again a moment
- * later, not the question dropped.
+ * word; MSV_OK once the store answered.
  */
-static void recheck_conn(struct msv_worker *w, struct msv_conn_state *c, int suspension)
+static msv_err recheck_conn(struct msv_conn_state *c, int suspension)
 {
-    struct msv_store *st = w->srv->store;
+    struct msv_store *st = c->w->srv->store;
     struct msv_device_rec dev = {0};
     int suspended = 0;
-    msv_err err = st->ops->device_get(st->impl, c->device_id, &dev), err2 = MSV_OK;
+    msv_err err = st->ops->device_get(st->impl, c->device_id, &dev);
 
-    if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && dev.account_id != c->account_id))
+    if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && dev.account_id != c->account_id)) {
         revoke_conn(c, msv_server_removed_text);
-    else if (err == MSV_OK && suspension &&
-             (err2 = st->ops->account_suspended(st->impl, c->account_id, &suspended)) == MSV_OK &&
-             suspended)
+        err = MSV_OK;
+    } else if (err == MSV_OK && suspension &&
+               (err = st->ops->account_suspended(st->impl, c->account_id, &suspended)) == MSV_OK &&
+               suspended) {
         revoke_conn(c, suspended_text);
+    }
     msv_device_rec_clear(&dev);
-    if (((err != MSV_OK && err != MSV_ERR_NOT_FOUND) || err2 != MSV_OK) &&
-        !evtimer_pending(w->recheck_retry_ev, NULL)) {
-        struct timeval later = {FETCH_RETRY_MS / 1000, (FETCH_RETRY_MS % 1000) * 1000};
+    return err == MSV_ERR_NOT_FOUND ? MSV_OK : err; /* an account gone: its devices went too */
+}
 
-        msv_log(MSV_LOG_ERROR, "recheck_failed", "device=%llu retry_ms=%d",
-                (unsigned long long)c->device_id, FETCH_RETRY_MS);
+/*
+ * A device's check the store could not answer is asked again (recheck_retry_ev), after
+ * RECHECK_WAIT_MS, the wait doubling while the store keeps failing up to RECHECK_WAIT_MAX_MS;
+ * at most RECHECK_IDS_MAX devices a worker (past that one is given up, logged: its connection
+ * waits for a sweep or its end).
+ */
+static void recheck_later(struct msv_worker *w, uint64_t device_id)
+{
+    size_t i = 0;
+
+    while (i < w->recheck_n && w->recheck_ids[i] != device_id)
+        i++;
+    if (i == w->recheck_n) {
+        uint64_t *ids = w->recheck_n < RECHECK_IDS_MAX
+                            ? realloc(w->recheck_ids, (w->recheck_n + 1) * sizeof(*ids))
+                            : NULL;
+
+        if (ids == NULL) {
+            msv_log(MSV_LOG_ERROR, "recheck_given_up", "device=%llu waiting=%zu",
+                    (unsigned long long)device_id, w->recheck_n);
+            return;
+        }
+        w->recheck_ids = ids;
+        w->recheck_ids[w->recheck_n++] = device_id;
+    }
+    if (!evtimer_pending(w->recheck_retry_ev, NULL)) {
+        struct timeval later;
+
+        if (w->recheck_wait_ms < RECHECK_WAIT_MS)
+            w->recheck_wait_ms = RECHECK_WAIT_MS;
+        later.tv_sec = w->recheck_wait_ms / 1000;
+        later.tv_usec = (w->recheck_wait_ms % 1000) * 1000;
+        msv_log(MSV_LOG_ERROR, "recheck_failed", "devices=%zu retry_ms=%d", w->recheck_n,
+                w->recheck_wait_ms);
         evtimer_add(w->recheck_retry_ev, &later);
     }
 }
 
-/* A check the store could not answer a while ago: every connection of the worker again. */
+/* The devices whose check failed, asked about again; the first failure stops the round. */
 static void on_recheck_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct msv_worker *w = arg;
+    uint64_t *ids = w->recheck_ids;
+    size_t n = w->recheck_n;
+    msv_err err = MSV_OK;
 
     (void)fd;
     (void)what;
-    wake_flagged(w, &w->recheck);
+    w->recheck_ids = NULL;
+    w->recheck_n = 0;
+    w->recheck_wait_ms =
+        w->recheck_wait_ms * 2 < RECHECK_WAIT_MAX_MS ? w->recheck_wait_ms * 2 : RECHECK_WAIT_MAX_MS;
+    for (size_t i = 0; i < n; i++) {
+        /* revoking may free c: its successor is taken first */
+        for (struct msv_conn_state *c = w->conns, *next; err == MSV_OK && c != NULL; c = next) {
+            next = c->next;
+            if (c->device_id == ids[i])
+                err = recheck_conn(c, 0);
+        }
+        if (err != MSV_OK)
+            recheck_later(w, ids[i]);
+    }
+    if (w->recheck_n == 0)
+        w->recheck_wait_ms = RECHECK_WAIT_MS;
+    free(ids);
 }
 
 static void run_close_order(struct msv_worker *w, const struct msv_close_order *o)
@@ -903,8 +957,8 @@ static void run_close_order(struct msv_worker *w, const struct msv_close_order *
     for (struct msv_conn_state *c = w->conns, *next; c != NULL; c = next) {
         next = c->next;
         if (o->check) { /* suspensions come on their own channel, always listened to */
-            if (c->device_id == o->device_id && o->device_id != 0)
-                recheck_conn(w, c, 0);
+            if (c->device_id == o->device_id && o->device_id != 0 && recheck_conn(c, 0) != MSV_OK)
+                recheck_later(w, o->device_id);
             continue;
         }
         if (c->device_id == 0 || c == o->keep || (o->keep_seq != 0 && c->seq > o->keep_seq))
@@ -924,7 +978,7 @@ static void recheck_conns(struct msv_worker *w)
     for (struct msv_conn_state *c = w->conns, *next; c != NULL; c = next) {
         next = c->next; /* revoking may free c */
         if (c->device_id != 0)
-            recheck_conn(w, c, 1);
+            (void)recheck_conn(c, 1); /* a sweep's, made again by the next one */
     }
 }
 
@@ -2459,6 +2513,7 @@ void msv_server_free(struct msv_server *s)
             event_free(w->fetch_retry_ev);
         if (w->recheck_retry_ev != NULL)
             event_free(w->recheck_retry_ev);
+        free(w->recheck_ids);
         if (i == 0) {
             if (s->sig_term)
                 event_free(s->sig_term);

@@ -132,8 +132,12 @@ struct msv_worker {
     struct event *commit_ev;
     struct event *stop_ev;
     struct event *fetch_retry_ev; /* a failed queue read is tried again (FETCH_RETRY_MS) */
-    /* a connection the store could not be asked about: every one checked again (FETCH_RETRY_MS) */
+    /* devices whose check after their channel was listened to (msv_server_recheck_device) the
+     * store could not answer: asked again later, the wait doubling (server.c); this thread's */
     struct event *recheck_retry_ev;
+    uint64_t *recheck_ids;
+    size_t recheck_n;
+    int recheck_wait_ms;
     pthread_mutex_t wake_lock;
     uint64_t *wake_devices;
     size_t wake_count, wake_cap;
