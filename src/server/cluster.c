@@ -361,10 +361,11 @@ static void on_message(redisAsyncContext *ac, void *reply, void *arg)
     }
 }
 
-static void subscribe_device(struct msv_cluster *c, uint64_t device)
+/* mark: the arg its confirmation comes with (&listen_check, or NULL) */
+static void subscribe_device(struct msv_cluster *c, uint64_t device, void *mark)
 {
     if (c->sub_up)
-        redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " WAKE_PREFIX "%" PRIu64, device);
+        redisAsyncCommand(c->sub, on_message, mark, "SUBSCRIBE " WAKE_PREFIX "%" PRIu64, device);
 }
 
 /*
@@ -391,9 +392,7 @@ static void listen_device(struct msv_cluster *c, uint64_t device)
             return;
         }
     }
-    if (c->sub_up)
-        redisAsyncCommand(c->sub, on_message, &listen_check, "SUBSCRIBE " WAKE_PREFIX "%" PRIu64,
-                          device);
+    subscribe_device(c, device, &listen_check);
 }
 
 /* Writes the node's heartbeat, which expires unless it is written again. */
@@ -421,10 +420,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
         c->sub_up = 1;
         for (size_t i = 0; i < c->online.cap; i++)
             if (c->online.keys[i] != 0)
-                subscribe_device(c, c->online.keys[i]);
+                subscribe_device(c, c->online.keys[i], NULL);
         for (size_t i = 0; i < c->watched.cap; i++)
             if (c->watched.keys[i] != 0 && msv_u64map_get(&c->online, c->watched.keys[i]) == NULL)
-                subscribe_device(c, c->watched.keys[i]);
+                subscribe_device(c, c->watched.keys[i], NULL);
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " PROBE_PREFIX "%s", c->node);
         redisAsyncCommand(c->sub, on_message, NULL, "SUBSCRIBE " SWEEP_CHANNEL);
         /* last, so that its confirmation follows every device's and the sweeps' */

@@ -759,31 +759,31 @@ void msv_server_recheck_all(struct msv_server *s)
  * Connections live on the worker that accepted them, and only its thread may
  * touch them: each worker gets the order and carries it out on its wake-up.
  */
-void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
-                            const struct msv_conn_state *keep, const char *why)
+static void post_close_all(struct msv_server *s, const struct msv_close_order *o)
 {
-    struct msv_close_order o = {device_id, account_id, keep, keep != NULL ? keep->seq : 0, why, 0};
     int lost = 0;
 
     for (unsigned i = 0; i < s->worker_count; i++) {
-        lost |= !post_close(&s->workers[i], &o);
+        lost |= !post_close(&s->workers[i], o);
         event_active(s->workers[i].wake_ev, EV_READ, 0);
     }
     if (lost) /* no memory for the order: every connection is checked against the store */
         msv_server_recheck_all(s);
 }
 
+void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
+                            const struct msv_conn_state *keep, const char *why)
+{
+    struct msv_close_order o = {device_id, account_id, keep, keep != NULL ? keep->seq : 0, why, 0};
+
+    post_close_all(s, &o);
+}
+
 void msv_server_recheck_device(struct msv_server *s, uint64_t device_id)
 {
     struct msv_close_order o = {device_id, 0, NULL, 0, NULL, 1};
-    int lost = 0;
 
-    for (unsigned i = 0; i < s->worker_count; i++) {
-        lost |= !post_close(&s->workers[i], &o);
-        event_active(s->workers[i].wake_ev, EV_READ, 0);
-    }
-    if (lost) /* no memory for the order: every connection is checked */
-        msv_server_recheck_all(s);
+    post_close_all(s, &o);
 }
 
 void msv_server_account_suspended(struct msv_server *s, uint64_t account_id)
@@ -905,6 +905,20 @@ static void recheck_later(struct msv_worker *w, uint64_t device_id)
     }
 }
 
+/* Checks device_id's connections on w against the store; MSV_OK once it answered for all. */
+static msv_err recheck_device_here(struct msv_worker *w, uint64_t device_id)
+{
+    msv_err err = MSV_OK;
+
+    /* revoking may free c: its successor is taken first */
+    for (struct msv_conn_state *c = w->conns, *next; err == MSV_OK && c != NULL; c = next) {
+        next = c->next;
+        if (c->device_id == device_id)
+            err = recheck_conn(c, 0); /* suspensions have their own channel, always listened to */
+    }
+    return err;
+}
+
 /* The devices whose check failed, asked about again; the first failure stops the round. */
 static void on_recheck_retry(evutil_socket_t fd, short what, void *arg)
 {
@@ -919,16 +933,9 @@ static void on_recheck_retry(evutil_socket_t fd, short what, void *arg)
     w->recheck_n = 0;
     w->recheck_wait_ms =
         w->recheck_wait_ms * 2 < RECHECK_WAIT_MAX_MS ? w->recheck_wait_ms * 2 : RECHECK_WAIT_MAX_MS;
-    for (size_t i = 0; i < n; i++) {
-        /* revoking may free c: its successor is taken first */
-        for (struct msv_conn_state *c = w->conns, *next; err == MSV_OK && c != NULL; c = next) {
-            next = c->next;
-            if (c->device_id == ids[i])
-                err = recheck_conn(c, 0);
-        }
-        if (err != MSV_OK)
+    for (size_t i = 0; i < n; i++)
+        if (err != MSV_OK || (err = recheck_device_here(w, ids[i])) != MSV_OK)
             recheck_later(w, ids[i]);
-    }
     if (w->recheck_n == 0)
         w->recheck_wait_ms = RECHECK_WAIT_MS;
     free(ids);
@@ -941,6 +948,11 @@ static void run_close_order(struct msv_worker *w, const struct msv_close_order *
     int suspended = 0;
     msv_err err;
 
+    if (o->check) { /* the store decides whether the device is gone */
+        if (o->device_id != 0 && recheck_device_here(w, o->device_id) != MSV_OK)
+            recheck_later(w, o->device_id);
+        return;
+    }
     /* an account's suspension is told by missive-admin or another node: the store decides */
     if (o->device_id == 0 && o->why == suspended_text) {
         err = st->ops->account_suspended(st->impl, o->account_id, &suspended);
@@ -956,11 +968,6 @@ static void run_close_order(struct msv_worker *w, const struct msv_close_order *
     /* revoking may free c: its successor is taken first */
     for (struct msv_conn_state *c = w->conns, *next; c != NULL; c = next) {
         next = c->next;
-        if (o->check) { /* suspensions come on their own channel, always listened to */
-            if (c->device_id == o->device_id && o->device_id != 0 && recheck_conn(c, 0) != MSV_OK)
-                recheck_later(w, o->device_id);
-            continue;
-        }
         if (c->device_id == 0 || c == o->keep || (o->keep_seq != 0 && c->seq > o->keep_seq))
             continue;
         /* a newer connection replaces the one that takes deliveries, not those for requests */

@@ -339,8 +339,8 @@ void msv_server_account_disconnect(struct msv_server *s, uint64_t account_id);
  * still there, account not suspended) and closes those that fail.
  */
 void msv_server_recheck_all(struct msv_server *s);
-/* Closes device_id's connections here if the store says it was removed (or its account
- * suspended): for a removal told on Redis before this node listened to the device's channel. */
+/* Closes device_id's connections here if the store says it was removed: for a removal told on
+ * Redis before this node listened to the device's channel (asked again while the store fails). */
 void msv_server_recheck_device(struct msv_server *s, uint64_t device_id);
 /* The why of a removed device's connections (the log tells it by its address). */
 extern const char msv_server_removed_text[];
