@@ -293,10 +293,13 @@ rm gate
 for _ in $(seq 100); do [ "$(grep -c "event=recheck_failed" node-B.log)" -gt "$failed" ] && break; sleep 0.1; done
 [ "$(grep -c "event=recheck_failed" node-B.log)" -gt "$failed" ] && kill -0 "$hold" 2>/dev/null && ok ||
     bad "node B's check of the removed device did not fail with the devices table away: $(cat hold4.out)"
+[ "$(metric B device_checks_failed_total)" -ge 1 ] && [ "$(metric B device_checks_waiting)" -ge 1 ] && ok ||
+    bad "device_checks_failed_total $(metric B device_checks_failed_total), device_checks_waiting $(metric B device_checks_waiting)"
 psql_do "ALTER TABLE devices_away RENAME TO devices;"
 wait "$hold"
 hold_rc=$?
 [ "$hold_rc" = 0 ] && grep -q "event=removed_closed.* device=$second" node-B.log && ok ||
     bad "node B did not check the removed device again once the store answered (status $hold_rc: $(cat hold4.out))"
+[ "$(metric B device_checks_waiting)" = 0 ] && ok || bad "device_checks_waiting $(metric B device_checks_waiting) once the check was made"
 
 finish

@@ -280,6 +280,14 @@ static const struct {
       "A Lookup asking for the account's history proofs or versions read again because the "
       "account's handles or their tombstones changed meanwhile (after three reads it is "
       "refused: 'try again')."),
+    M(device_checks_failed, "device_checks_failed_total", "counter",
+      "Checks of a device's connections (once its node listened to the device's channel) the "
+      "store could not answer; each is made again, the wait doubling from 1 s to 30 s."),
+    M(device_checks_given_up, "device_checks_given_up_total", "counter",
+      "Such checks given up because 4,096 devices already waited on the worker (the "
+      "connection waits for a sweep or its end)."),
+    M(device_checks_waiting, "device_checks_waiting", "gauge",
+      "Devices whose check waits to be made again."),
     M(queue_fetch_failures, "queue_fetch_failures_total", "counter",
       "Queue reads that failed (each worker reads every queue again a second later)."),
     M(db_faults[MSV_STORE_FAULT_BUSY], "database_faults_busy_total", "counter",

@@ -885,13 +885,16 @@ static void recheck_later(struct msv_worker *w, uint64_t device_id)
                             : NULL;
 
         if (ids == NULL) {
+            atomic_fetch_add(&w->srv->m.device_checks_given_up, 1);
             msv_log(MSV_LOG_ERROR, "recheck_given_up", "device=%llu waiting=%zu",
                     (unsigned long long)device_id, w->recheck_n);
             return;
         }
         w->recheck_ids = ids;
         w->recheck_ids[w->recheck_n++] = device_id;
+        atomic_fetch_add(&w->srv->m.device_checks_waiting, 1);
     }
+    atomic_fetch_add(&w->srv->m.device_checks_failed, 1);
     if (!evtimer_pending(w->recheck_retry_ev, NULL)) {
         struct timeval later;
 
@@ -931,6 +934,7 @@ static void on_recheck_retry(evutil_socket_t fd, short what, void *arg)
     (void)what;
     w->recheck_ids = NULL;
     w->recheck_n = 0;
+    atomic_fetch_sub(&w->srv->m.device_checks_waiting, n);
     w->recheck_wait_ms =
         w->recheck_wait_ms * 2 < RECHECK_WAIT_MAX_MS ? w->recheck_wait_ms * 2 : RECHECK_WAIT_MAX_MS;
     for (size_t i = 0; i < n; i++)

@@ -189,6 +189,8 @@ struct msv_metrics {
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
     _Atomic uint64_t cluster_sweeps_out, cluster_sweeps_in;
     _Atomic uint64_t store_unavailable, queue_fetch_failures, sends_device_gone;
+    /* a device's check the store could not answer: asked again, given up, waiting (gauge) */
+    _Atomic uint64_t device_checks_failed, device_checks_given_up, device_checks_waiting;
     _Atomic uint64_t log_reads_again; /* an account's LogRead read again: its handles changed */
     _Atomic uint64_t lookups_again;   /* an owner's Lookup read again: its handles changed */
     _Atomic uint64_t db_faults[MSV_STORE_FAULT_KINDS]; /* by enum msv_store_fault */
