@@ -902,6 +902,8 @@ void cli_own_counts_json(struct msv_client *c, json_t *j)
                         json_integer((json_int_t)msv_client_mls_waits_given_up(c)));
     json_object_set_new(j, "mls_by_ref_held",
                         json_integer((json_int_t)msv_client_mls_by_ref_held(c)));
+    json_object_set_new(j, "mls_rejoins_held",
+                        json_integer((json_int_t)msv_client_mls_rejoins_held(c)));
 }
 
 /*
@@ -910,11 +912,11 @@ void cli_own_counts_json(struct msv_client *c, json_t *j)
  * it could not open (sealed to a key it does not hold, or made classically to it), and the
  * connections whose publishing of its keys failed; then what its limits held back or gave up:
  * owed messages, foundings again of groups on MLS, waits of groups on MLS, commits by
- * reference not fetched.
+ * reference not fetched, members' asks to join a group on MLS again not kept.
  */
 static void own_counts(struct msv_client *c, json_t *j)
 {
-    uint64_t reclaimed, unopenable, downgrades, unpublished, owed, held, waits, by_ref;
+    uint64_t reclaimed, unopenable, downgrades, unpublished, owed, held, waits, by_ref, rejoins;
 
     if (j != NULL) {
         cli_own_counts_json(c, j);
@@ -928,6 +930,7 @@ static void own_counts(struct msv_client *c, json_t *j)
     held = msv_client_mls_refoundings_held(c);
     waits = msv_client_mls_waits_given_up(c);
     by_ref = msv_client_mls_by_ref_held(c);
+    rejoins = msv_client_mls_rejoins_held(c);
     if (reclaimed + unopenable + downgrades + unpublished > 0)
         fprintf(cli_out,
                 "        this device: %llu prekeys of lost uploads reclaimed, %llu sealed "
@@ -935,13 +938,14 @@ static void own_counts(struct msv_client *c, json_t *j)
                 "publishings of its keys failed\n",
                 (unsigned long long)reclaimed, (unsigned long long)unopenable,
                 (unsigned long long)downgrades, (unsigned long long)unpublished);
-    if (owed + held + waits + by_ref > 0)
+    if (owed + held + waits + by_ref + rejoins > 0)
         fprintf(cli_out,
                 "        this device's limits: %llu owed messages given up, %llu foundings "
                 "again of groups on MLS held back (at most hourly), %llu waits of groups on MLS "
-                "given up, %llu commits by reference not fetched (64 MiB a device an hour)\n",
+                "given up, %llu commits by reference not fetched (64 MiB a device an hour), "
+                "%llu asks to join a group on MLS again not kept (256 at once)\n",
                 (unsigned long long)owed, (unsigned long long)held, (unsigned long long)waits,
-                (unsigned long long)by_ref);
+                (unsigned long long)by_ref, (unsigned long long)rejoins);
 }
 
 static void print_device(const struct cli *o, struct msv_client *c, const char *handle,

@@ -1330,6 +1330,22 @@ static int64_t behind_marked_days_ago(struct club *k, struct msv_client *c, int 
     return was;
 }
 
+/* The club on MLS, alice updating at each message: two commits of hers never reach bob, whose
+ * message "bob behind" then finds him behind for good, told. */
+static void club_bob_behind(struct club *k)
+{
+    uint8_t id[16];
+
+    club_on_mls(k);
+    k->alice->mls_update_messages = 1;
+    assert_int_equal(msv_client_group_send(k->alice, "club", "a1", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_group_send(k->alice, "club", "a2", NULL, 0, NULL, id), MSV_OK);
+    drop_mls_queue(k, k->bob);
+    assert_int_equal(msv_client_group_send(k->bob, "club", "bob behind", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(history_count(k->bob, k->conversation, "behind its MLS group"), 1);
+}
+
 /*
  * A commit never reaches bob (no admin): his message is sent at an epoch the others are past,
  * so it is told, and it and his next ones go as per-device copies, which every member reads,
@@ -1344,13 +1360,7 @@ static void test_behind_for_good(void **state)
     size_t before;
 
     (void)state;
-    club_on_mls(&k);
-    k.alice->mls_update_messages = 1;
-    assert_int_equal(msv_client_group_send(k.alice, "club", "a1", NULL, 0, NULL, id), MSV_OK);
-    assert_int_equal(msv_client_group_send(k.alice, "club", "a2", NULL, 0, NULL, id), MSV_OK);
-    drop_mls_queue(&k, k.bob);
-    assert_int_equal(msv_client_group_send(k.bob, "club", "bob behind", NULL, 0, NULL, id), MSV_OK);
-    assert_int_equal(history_count(k.bob, k.conversation, "behind its MLS group"), 1);
+    club_bob_behind(&k);
     before =
         queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL);
     assert_int_equal(msv_client_group_send(k.bob, "club", "bob again", NULL, 0, NULL, id), MSV_OK);
@@ -1410,6 +1420,302 @@ static void test_behind_for_good(void **state)
     assert_int_equal(settings_count(k.bob, "mls-behind:"), 0);
     receive_now(k.alice);
     assert_sent_by(k.alice, k.conversation, "bob is back", "bob@example.org", k.bob->device_id);
+    club_free(&k);
+}
+
+/* c's MLS state of the club forgotten, as a restore from a backup (which holds none) leaves it. */
+static void state_lost(struct club *k, struct msv_client *c)
+{
+    char key[64], hex[33];
+
+    assert_int_equal(msv_hex_encode(k->gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, sizeof(key), "mls-group:%s", hex);
+    assert_int_equal(msv_client_db_unset(c->db, key), MSV_OK);
+    assert_false(client_mls_is_on(c, k->gid));
+}
+
+/* c's record of the replacement of device's leaf in the club (done, or waiting) moved back by
+ * ms: the time it was done or last tried. */
+static void rejoin_moved_back(struct club *k, struct msv_client *c, uint64_t device, int done,
+                              int64_t ms)
+{
+    char key[80], hex[33];
+    uint8_t *v = NULL;
+    size_t len = 0;
+
+    assert_int_equal(msv_hex_encode(k->gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, sizeof(key), "mls-rejoin:%s%016llx", hex, (unsigned long long)device);
+    assert_int_equal(msv_client_db_get(c->db, key, &v, &len), MSV_OK);
+    assert_int_equal(len, 49);
+    assert_int_equal(v[16], done);
+    assert_true(msv_get_u64be(v + 8) != 0);
+    msv_put_u64be(v + 8, msv_get_u64be(v + 8) - (uint64_t)ms);
+    assert_int_equal(msv_client_db_set(c->db, key, v, len), MSV_OK);
+    free(v);
+}
+
+/*
+ * bob's device loses the club's MLS state (as a restore from a backup does): his messages go as
+ * per-device copies that say so; alice, an admin, reading them replaces his leaf (a removal and
+ * an add in one commit, once for both), carol (no admin) takes that commit, and bob joins from
+ * its Welcome, reading and writing on MLS again. Asked again within the hour, nothing is
+ * replaced; an hour on, it is.
+ */
+static void test_lost_state_joins_again(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+    size_t before;
+
+    (void)state;
+    club_on_mls(&k);
+    state_lost(&k, k.bob);
+    before =
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob restored", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob again", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        before);
+    receive_now(k.carol);
+    assert_sent_by(k.carol, k.conversation, "bob restored", "bob@example.org", k.bob->device_id);
+    assert_int_equal(settings_count(k.carol, "mls-rejoin:"), 0); /* no admin */
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "bob again", "bob@example.org", k.bob->device_id);
+    assert_int_equal(settings_count(k.alice, "mls-rejoin:"), 1);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    receive_now(k.carol);
+    assert_int_equal(history_count(k.carol, k.conversation, "refused"), 0);
+    receive_now(k.bob);
+    assert_true(client_mls_is_on(k.bob, k.gid));
+    assert_int_equal(history_count(k.bob, k.conversation, "Welcome"), 0);
+
+    /* on MLS again both ways */
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob on MLS", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        before + 1);
+    receive_now(k.carol);
+    assert_sent_by(k.carol, k.conversation, "bob on MLS", "bob@example.org", k.bob->device_id);
+    assert_int_equal(history_count(k.carol, k.conversation, "could not be read"), 0);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "welcome back", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.bob);
+    assert_sent_by(k.bob, k.conversation, "welcome back", "alice@example.org", k.alice->device_id);
+
+    /* lost again within the hour: asked, not replaced */
+    receive_now(k.alice);
+    state_lost(&k, k.bob);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "lost twice", NULL, 0, NULL, id), MSV_OK);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "lost twice", "bob@example.org", k.bob->device_id);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 0);
+    /* an hour on, asked again: replaced */
+    rejoin_moved_back(&k, k.alice, k.bob->device_id, 1, 3601LL * 1000);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "an hour on", NULL, 0, NULL, id), MSV_OK);
+    receive_now(k.alice);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    receive_now(k.bob);
+    assert_true(client_mls_is_on(k.bob, k.gid));
+
+    /* 256 asks already kept on alice's device (of devices with no leaf): bob's is not, and
+     * that is counted */
+    receive_now(k.alice);
+    assert_int_equal(msv_client_mls_rejoins_held(k.alice), 0);
+    for (uint64_t d = 1; d <= 256; d++) {
+        char key[80], hex[33];
+        uint8_t v[49] = {0};
+
+        assert_int_equal(msv_hex_encode(k.gid, 16, hex, sizeof(hex)), MSV_OK);
+        snprintf(key, sizeof(key), "mls-rejoin:%s%016llx", hex, (unsigned long long)(d << 40));
+        msv_put_u64be(v, (uint64_t)msv_wall_ms());
+        assert_int_equal(msv_client_db_set(k.alice->db, key, v, sizeof(v)), MSV_OK);
+    }
+    rejoin_moved_back(&k, k.alice, k.bob->device_id, 1, 3601LL * 1000);
+    state_lost(&k, k.bob);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "one too many", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "one too many", "bob@example.org", k.bob->device_id);
+    assert_int_equal(msv_client_mls_rejoins_held(k.alice), 1);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 0);
+    club_free(&k);
+}
+
+/*
+ * The club on MLS with carol promoted to admin, bob and carol having read it; carol's setting
+ * what:<hex of the group id> (its key in key, 64 bytes) returned as she holds it then (caller
+ * frees).
+ */
+static uint8_t *club_carol_promoted(struct club *k, const char *what, char *key, size_t *len)
+{
+    char hex[33];
+    uint8_t *v = NULL;
+
+    club_on_mls(k);
+    assert_int_equal(msv_client_group_admin(k->alice, "club", "carol@example.org", 1), MSV_OK);
+    receive_now(k->carol);
+    receive_now(k->bob);
+    assert_int_equal(msv_hex_encode(k->gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, 64, "%s:%s", what, hex);
+    assert_int_equal(msv_client_db_get(k->carol->db, key, &v, len), MSV_OK);
+    return v;
+}
+
+/*
+ * bob's lost state asks while he has no KeyPackage on the server: alice's device cannot replace
+ * his leaf, keeps his ask, and does not try again at his next message within 15 minutes; once
+ * they passed, his next message has her replace it.
+ */
+static void test_rejoin_without_key_package(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    state_lost(&k, k.bob);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "no KeyPackage", NULL, 0, NULL, id),
+                     MSV_OK);
+    drop_key_packages(&k.s, k.bob);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "no KeyPackage", "bob@example.org", k.bob->device_id);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 0);
+    assert_int_equal(settings_count(k.alice, "mls-rejoin:"), 1);
+    /* asked again at once, his KeyPackages published again (his next connection does): not
+     * tried again yet */
+    msv_conn_close(k.bob->conn);
+    k.bob->conn = NULL;
+    assert_int_equal(msv_client_group_send(k.bob, "club", "still none", NULL, 0, NULL, id), MSV_OK);
+    receive_now(k.alice);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 0);
+    /* 15 minutes on */
+    rejoin_moved_back(&k, k.alice, k.bob->device_id, 0, 16LL * 60 * 1000);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "a while on", NULL, 0, NULL, id), MSV_OK);
+    receive_now(k.alice);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    receive_now(k.bob);
+    assert_true(client_mls_is_on(k.bob, k.gid));
+    club_free(&k);
+}
+
+/*
+ * carol, an admin too, is replaced while she still holds the club's state (her ask was sent
+ * before an earlier Welcome was read: here her state is put back after alice's commit): she
+ * refuses the commit that removes her leaf, an admin's, without marking the group to be
+ * founded again, joins from its Welcome, and her next message goes on MLS with no founding.
+ */
+static void test_replaced_admin_holding_state(void **state)
+{
+    struct club k;
+    char key[64];
+    uint8_t *held = NULL, id[16];
+    size_t held_len = 0;
+
+    (void)state;
+    held = club_carol_promoted(&k, "mls-group", key, &held_len);
+    state_lost(&k, k.carol);
+    assert_int_equal(msv_client_group_send(k.carol, "club", "carol asks", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.alice);
+    assert_int_equal(
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    assert_int_equal(msv_client_db_set(k.carol->db, key, held, held_len), MSV_OK);
+    free(held);
+    receive_now(k.carol);
+    assert_int_equal(history_count(k.carol, k.conversation, "removed this device's leaf"), 1);
+    assert_int_equal(history_count(k.carol, k.conversation, "did not verify"), 0);
+    assert_int_equal(settings_count(k.carol, "mls-refound:"), 0);
+    receive_now(k.bob);
+    assert_int_equal(msv_client_group_send(k.carol, "club", "carol on MLS", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 0);
+    receive_now(k.bob);
+    assert_sent_by(k.bob, k.conversation, "carol on MLS", "carol@example.org", k.carol->device_id);
+    club_free(&k);
+}
+
+/*
+ * bob (no admin) misses alice's commits for good: once marked behind, his per-device copies say
+ * so, and alice's device, reading one, replaces his leaf; its Welcome brings him to the group's
+ * epoch (the mark forgotten), and he writes on MLS again without the group being founded again.
+ */
+static void test_behind_member_joins_again(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+    size_t before;
+
+    (void)state;
+    club_bob_behind(&k);
+    k.alice->mls_update_messages = 0;
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob asks", NULL, 0, NULL, id), MSV_OK);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "bob asks", "bob@example.org", k.bob->device_id);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    receive_now(k.bob);
+    assert_int_equal(history_count(k.bob, k.conversation, "Welcome"), 0);
+    receive_now(k.carol);
+    before =
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob caught up", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        before + 1);
+    assert_int_equal(settings_count(k.bob, "mls-behind:"), 0); /* forgotten: caught up */
+    receive_now(k.carol);
+    assert_sent_by(k.carol, k.conversation, "bob caught up", "bob@example.org", k.bob->device_id);
+    assert_int_equal(history_count(k.carol, k.conversation, "refused"), 0);
+    assert_int_equal(settings_count(k.alice, "mls-founded:"), 0); /* not founded again */
+    club_free(&k);
+}
+
+/*
+ * carol, an admin demoted whose client still takes itself for one (its state from before the
+ * demotion), replaces bob's leaf when his lost state asks for it: alice refuses her commit (no
+ * admin's, and not only adds of her own account's devices) and bob her Welcome; alice, an
+ * admin, founds the group again with bob in it, and he writes on MLS again.
+ */
+static void test_replacement_by_no_admin_refused(void **state)
+{
+    struct club k;
+    char key[64];
+    uint8_t *promoted = NULL, id[16];
+    size_t promoted_len = 0;
+
+    (void)state;
+    promoted = club_carol_promoted(&k, "group-state", key, &promoted_len);
+    assert_int_equal(msv_client_group_admin(k.alice, "club", "carol@example.org", 0), MSV_OK);
+    receive_now(k.carol);
+    receive_now(k.bob);
+    assert_int_equal(msv_client_db_set(k.carol->db, key, promoted, promoted_len), MSV_OK);
+    free(promoted);
+
+    state_lost(&k, k.bob);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob restored", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.carol);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    receive_now(k.alice);
+    assert_int_equal(history_count(k.alice, k.conversation, "nor adds only its own account's"), 1);
+    receive_now(k.bob);
+    assert_int_equal(history_count(k.bob, k.conversation, "no admin's"), 1);
+    assert_true(client_mls_is_on(k.bob, k.gid));
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob on MLS", NULL, 0, NULL, id), MSV_OK);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "bob on MLS", "bob@example.org", k.bob->device_id);
     club_free(&k);
 }
 
@@ -1836,6 +2142,11 @@ int main(void)
         cmocka_unit_test(test_large_by_reference),
         cmocka_unit_test(test_welcome_kept_until_sent),
         cmocka_unit_test(test_behind_for_good),
+        cmocka_unit_test(test_lost_state_joins_again),
+        cmocka_unit_test(test_behind_member_joins_again),
+        cmocka_unit_test(test_rejoin_without_key_package),
+        cmocka_unit_test(test_replaced_admin_holding_state),
+        cmocka_unit_test(test_replacement_by_no_admin_refused),
         cmocka_unit_test(test_send_crossing_a_founding_again),
         cmocka_unit_test(test_founding_again_at_most_hourly),
         cmocka_unit_test(test_two_processes_found_once),

@@ -718,6 +718,51 @@ static void test_payload_group_join(void **state)
     assert_string_equal(msv_payload_kind_name(MSV_KIND_GROUP_JOIN), "group-join");
 }
 
+/* mls_outside: on a group's MESSAGE alone, kept through a round trip */
+static void test_payload_mls_outside(void **state)
+{
+    struct msv_payload p, *back;
+    Msv__Payload__Payload m = MSV__PAYLOAD__PAYLOAD__INIT;
+    uint8_t *enc = NULL, id[16], gid[16];
+    char text[] = "hi";
+    size_t len = 0;
+
+    (void)state;
+    fill_message(&p, text);
+    p.mls_outside = true;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID); /* no group */
+    p.has_group = true;
+    test_fill_pattern(p.group_id, 16, 2);
+    back = round_trip(&p);
+    assert_true(back->mls_outside);
+    msv_payload_free(back);
+    p.mls_outside = false;
+    back = round_trip(&p);
+    assert_false(back->mls_outside);
+    msv_payload_free(back);
+    p.mls_outside = true;
+    p.kind = MSV_KIND_TYPING;
+    p.text = NULL;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    assert_null(enc);
+    /* crafted: on a typing notice, on a message without a group */
+    test_fill_pattern(id, 16, 1);
+    test_fill_pattern(gid, 16, 2);
+    m.version = 1;
+    m.kind = MSV__PAYLOAD__KIND__MESSAGE;
+    m.message_id = (ProtobufCBinaryData){16, id};
+    m.group_id = (ProtobufCBinaryData){16, gid};
+    m.text = (ProtobufCBinaryData){2, (uint8_t *)"hi"};
+    m.mls_outside = 1;
+    assert_int_equal(parse_crafted(&m), MSV_OK);
+    m.group_id.len = 0;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.group_id.len = 16;
+    m.kind = MSV__PAYLOAD__KIND__TYPING;
+    m.text.len = 0;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+}
+
 /*
  * Disappearing-message timers: a TIMER carries its value and nothing else;
  * a message carries the timer in force; out-of-range values, and timers on
@@ -1094,6 +1139,7 @@ int main(void)
         cmocka_unit_test(test_payload_group_signing),
         cmocka_unit_test(test_payload_group_delta),
         cmocka_unit_test(test_payload_group_join),
+        cmocka_unit_test(test_payload_mls_outside),
         cmocka_unit_test(test_payload_timer),
         cmocka_unit_test(test_payload_link_history),
         cmocka_unit_test(test_payload_unknown_field),

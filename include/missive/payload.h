@@ -170,6 +170,9 @@ struct msv_payload {
     bool has_join_link_secret;
     uint8_t join_link_secret[MSV_JOIN_KEY_LEN];
     bool join_link_approval;
+    /* group MESSAGEs only: the sender holds no usable state of the group's MLS group, and asks
+     * to be added to it again */
+    bool mls_outside;
 };
 
 /*

@@ -842,6 +842,9 @@ uint64_t msv_client_mls_waits_given_up(struct msv_client *c);
  * sent more than MSV_MLS_BY_REF_HOURLY bytes by reference within the hour (told each time). */
 #define MSV_MLS_BY_REF_HOURLY ((uint64_t)64 << 20)
 uint64_t msv_client_mls_by_ref_held(struct msv_client *c);
+/* How many requests of a member's device to be added to a group's MLS group again were not
+ * kept: 256 already waited on this admin's device (docs/crypto.md, "Joining again"). */
+uint64_t msv_client_mls_rejoins_held(struct msv_client *c);
 /*
  * Publishes this device's keys again on the open connection if publishing them failed and its
  * wait (keys_retry_at) has passed: for a process that stays connected (the daemon), which would

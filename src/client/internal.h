@@ -492,6 +492,21 @@ MSV_MUST_CHECK msv_err client_mls_join_due(struct msv_client *c, uint64_t device
  * receive (client_mls_joins) it commits what the MLS group must follow (a removal). */
 MSV_MUST_CHECK msv_err client_mls_follow_due(struct msv_client *c, const uint8_t gid[16]);
 /*
+ * Whether a group message this device sends now goes as per-device copies for want of the
+ * group's MLS state (it holds none, or, no admin, is behind for good): the payload says so
+ * (mls_outside), asking the admins to add this device again.
+ */
+int client_mls_unusable(struct msv_client *c, const uint8_t gid[16]);
+/*
+ * A group message of device (of member sender), written at sent_at_ms, said it holds no usable
+ * state of the group's MLS group: on an admin's device holding the group, that device's leaf
+ * is recorded to be replaced at the end of the receive (client_mls_joins), at most once an
+ * hour; an ask written over an hour ago changes nothing.
+ */
+MSV_MUST_CHECK msv_err client_mls_rejoin_asked(struct msv_client *c, const uint8_t gid[16],
+                                               const char *sender, uint64_t device,
+                                               uint64_t sent_at_ms);
+/*
  * A commit or Welcome sent by reference (docs/crypto.md, "Large commits and Welcomes"): the
  * 102 bytes parsed; MSV_ERR_NOT_FOUND if msg is no reference (an MLSMessage), MSV_ERR_PARSE if
  * it is a malformed one (another length or version, a size of 0 or past 8 MiB).

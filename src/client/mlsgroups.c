@@ -981,18 +981,192 @@ static int64_t founded_lately(struct msv_client *c, const uint8_t gid[16])
     return now - at < REFOUND_MIN_MS ? (now - at) / 60000 : -1;
 }
 
+/*
+ * A member's device that holds no usable state of the group's MLS group (none, restored from a
+ * backup, or behind for good) says so on its per-device copies (mls_outside): an admin's device
+ * then replaces its leaf, removing it and adding the device again from a fresh KeyPackage in one
+ * commit, whose Welcome brings it to the group's epoch (docs/crypto.md, "Joining again").
+ * "mls-rejoin:<hex of the group id><hex of the device>" = u64be wall ms asked || u64be wall ms
+ * of the last try or of when it was done (0: none yet) || u8 done || the hash of the leaf the
+ * device said it cannot use (leaf_hash). Waiting while not done: tried again REJOIN_RETRY_MS
+ * after a try whose KeyPackage could not be claimed, and only when the device asks again;
+ * given up after MSV_MLS_JOIN_DAYS. Done once replaced, or once its leaf changed otherwise
+ * (another admin's device replaced it, or the device updated it itself): then no replacement of
+ * it within REJOIN_EVERY_MS. At most REJOIN_MAX records in all.
+ */
+#define REJOIN "mls-rejoin:"
+#define REJOIN_VALUE 49
+#define REJOIN_MAX 256
+#define REJOIN_EVERY_MS (3600LL * 1000)
+#define REJOIN_RETRY_MS (15LL * 60 * 1000)
+#define REJOINS_HELD "mls-rejoins-held"
+
+uint64_t msv_client_mls_rejoins_held(struct msv_client *c)
+{
+    return client_counter(c, REJOINS_HELD);
+}
+
+static const char *rejoin_key(const uint8_t gid[16], uint64_t device, char key[KEY_MAX])
+{
+    size_t at = strlen(group_key(REJOIN, gid, key));
+
+    snprintf(key + at, KEY_MAX - at, "%016llx", (unsigned long long)device);
+    return key;
+}
+
+static void leaf_hash(const struct msv_mls_member *m, uint32_t i, uint8_t hash[32])
+{
+    const struct msv_mls_node *x = &m->tree.nodes[2 * i];
+
+    crypto_generichash(hash, 32, x->leaf.raw, x->leaf.raw_len, NULL, 0);
+}
+
+/* The leaf of device in m's tree (UINT32_MAX: none). */
+static uint32_t leaf_of(const struct msv_mls_member *m, uint64_t device)
+{
+    for (uint32_t i = 0; i < m->tree.n_leaves; i++) {
+        uint64_t d;
+
+        if (leaf_device(m, i, &d) && d == device)
+            return i;
+    }
+    return UINT32_MAX;
+}
+
+/* Whether wall ms at is within span before now (a time ahead of the clock counts as long ago). */
+static int within(int64_t at, int64_t now, int64_t span)
+{
+    return at != 0 && at <= now && now - at < span;
+}
+
+/* Sets device's record: asked at asked, last at last, done or waiting for the leaf hash. */
+static msv_err rejoin_set(struct msv_client *c, const uint8_t gid[16], uint64_t device,
+                          int64_t asked, int64_t last, int done, const uint8_t hash[32])
+{
+    char key[KEY_MAX];
+    uint8_t v[REJOIN_VALUE] = {0};
+
+    msv_put_u64be(v, (uint64_t)asked);
+    msv_put_u64be(v + 8, (uint64_t)last);
+    v[16] = (uint8_t)done;
+    if (hash != NULL)
+        memcpy(v + 17, hash, 32);
+    return msv_client_db_set(c->db, rejoin_key(gid, device, key), v, sizeof(v));
+}
+
+/*
+ * The devices of dir whose leaf in m waits to be replaced and is due: want[k] set and leaf[k]
+ * its leaf, at most room of them (*more if others wait). A record whose leaf changed or went
+ * is done now; one of another generation's tree, too.
+ */
+static size_t rejoins_due(struct msv_client *c, const uint8_t gid[16],
+                          const struct msv_mls_member *m, const struct dir *dir, uint8_t *want,
+                          uint32_t *leaf, size_t room, int *more)
+{
+    struct msv_setting *s = NULL;
+    char prefix[KEY_MAX];
+    size_t n = 0, due = 0;
+    int64_t now = msv_wall_ms();
+
+    if (msv_client_db_settings(c->db, group_key(REJOIN, gid, prefix), REJOIN_MAX, &s, &n) != MSV_OK)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned long long device = 0;
+        const struct dir_device *d = NULL;
+        uint32_t at = UINT32_MAX;
+        uint8_t hash[32];
+
+        if (s[i].len != REJOIN_VALUE || s[i].value[16] != 0 ||
+            sscanf(s[i].key + strlen(prefix), "%16llx", &device) != 1)
+            continue;
+        if ((d = dir_find(dir, device)) != NULL && (at = leaf_of(m, device)) != UINT32_MAX)
+            leaf_hash(m, at, hash);
+        if (d == NULL || at == UINT32_MAX || at == m->me ||
+            memcmp(hash, s[i].value + 17, 32) != 0) {
+            /* its leaf changed (replaced by another, updated by the device itself) or went */
+            if (rejoin_set(c, gid, device, (int64_t)msv_get_u64be(s[i].value), now, 1, NULL) !=
+                MSV_OK)
+                c->why.message[0] = '\0'; /* looked at again at the next sync */
+            continue;
+        }
+        if (within((int64_t)msv_get_u64be(s[i].value + 8), now, REJOIN_RETRY_MS))
+            continue; /* its KeyPackage could not be claimed lately */
+        if (due == room) {
+            *more = 1;
+            continue;
+        }
+        want[d - dir->d] = 1;
+        leaf[d - dir->d] = at;
+        due++;
+    }
+    msv_settings_free(s, n);
+    return due;
+}
+
+/*
+ * The records of the devices of dir that want[] marks, once their KeyPackages were claimed (r
+ * holds those claimed): with done, those claimed are done now (their commit was taken);
+ * without, those not claimed were tried now (the time asked kept).
+ */
+static void rejoins_mark(struct msv_client *c, const uint8_t gid[16],
+                         const struct msv_mls_member *m, const struct dir *dir, const uint8_t *want,
+                         const struct adds *r, int done)
+{
+    int64_t now = msv_wall_ms();
+
+    for (size_t k = 0; k < dir->n; k++) {
+        uint64_t device = dir->d[k].device_id;
+        int claimed = 0;
+        int64_t asked = now;
+        uint8_t hash[32], *v = NULL;
+        size_t len = 0;
+        char key[KEY_MAX];
+
+        for (size_t j = 0; want[k] && j < r->n && !claimed; j++)
+            claimed = r->device[j] == device;
+        if (!want[k] || claimed != done)
+            continue;
+        if (msv_client_db_get(c->db, rejoin_key(gid, device, key), &v, &len) == MSV_OK &&
+            len == REJOIN_VALUE)
+            asked = (int64_t)msv_get_u64be(v);
+        free(v);
+        if (!done)
+            leaf_hash(m, leaf_of(m, device), hash);
+        /* a failure to record: a replaced leaf changed, so the next sync makes it done; one not
+         * claimed is tried again at once */
+        if (rejoin_set(c, gid, device, asked, now, done, done ? NULL : hash) != MSV_OK)
+            c->why.message[0] = '\0';
+    }
+}
+
+/* Whether a device waits for its leaf to be replaced in the group. */
+static int rejoin_waiting(struct msv_client *c, const uint8_t gid[16])
+{
+    struct msv_setting *s = NULL;
+    char prefix[KEY_MAX];
+    size_t n = 0;
+    int waiting = 0;
+
+    if (msv_client_db_settings(c->db, group_key(REJOIN, gid, prefix), REJOIN_MAX, &s, &n) != MSV_OK)
+        return 0;
+    for (size_t i = 0; i < n && !waiting; i++)
+        waiting = s[i].len == REJOIN_VALUE && s[i].value[16] == 0;
+    msv_settings_free(s, n);
+    return waiting;
+}
+
 static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start, int refound,
                          int update, int quiet, int *changed, int *more)
 {
     struct msv_mls_member *m = NULL;
     struct dir dir = {0};
-    struct adds a = {0};
+    struct adds a = {0}, r = {0};
     uint8_t *roster = NULL, *present = NULL, *want = NULL, *commit = NULL, *welcome = NULL,
-            *kept = NULL;
-    uint32_t *leaves = NULL;
+            *kept = NULL, *again = NULL;
+    uint32_t *leaves = NULL, *again_leaf = NULL;
     uint64_t *gone = NULL, epoch = 0;
     size_t roster_len = 0, n_gone = 0, missing = 0, commit_len = 0, welcome_len = 0, n_want = 0,
-           kept_len = 0;
+           kept_len = 0, n_again = 0, n_replaced = 0, again_missing = 0;
     char why[300] = "", text[600], kept_key[KEY_MAX];
     const char *made_why = NULL;
     msv_err err = state_load(c, gid, &m, &roster, &roster_len);
@@ -1041,7 +1215,9 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     if (err == MSV_OK &&
         ((present = calloc(dir.n + 1, 1)) == NULL || (want = calloc(dir.n + 1, 1)) == NULL ||
          (leaves = calloc(m->tree.n_leaves + 1, sizeof(*leaves))) == NULL ||
-         (gone = calloc(m->tree.n_leaves + 1, sizeof(*gone))) == NULL))
+         (gone = calloc(m->tree.n_leaves + 1, sizeof(*gone))) == NULL ||
+         (again = calloc(dir.n + 1, 1)) == NULL ||
+         (again_leaf = calloc(dir.n + 1, sizeof(*again_leaf))) == NULL))
         err = MSV_ERR_NOMEM;
     if (err == MSV_OK)
         n_gone = removals(m, &dir, leaves, gone, present);
@@ -1070,8 +1246,29 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         } else if (want[i]) {
             room--;
         }
+    /* an admin's device replaces the leaves their devices said they cannot use (each a removal
+     * and an add) in what room is left; one whose KeyPackage cannot be claimed keeps its leaf */
+    if (err == MSV_OK && admin && !creating)
+        n_again = rejoins_due(c, gid, m, &dir, again, again_leaf,
+                              (CHANGES_MAX - n_gone - n_want) / 2, more);
     if (err == MSV_OK)
         err = claim_adds(c, &dir, want, &a, &missing, why, sizeof(why));
+    if (err == MSV_OK && n_again > 0) {
+        char again_why[300];
+
+        err = claim_adds(c, &dir, again, &r, &again_missing, again_why, sizeof(again_why));
+    }
+    if (err == MSV_OK && n_again > 0)
+        rejoins_mark(c, gid, m, &dir, again, &r, 0);
+    for (size_t j = 0; err == MSV_OK && j < r.n; j++) {
+        const struct dir_device *d = dir_find(&dir, r.device[j]);
+
+        leaves[n_gone + n_replaced++] = again_leaf[d - dir.d];
+        a.device[a.n] = r.device[j];
+        a.kp[a.n] = r.kp[j];
+        a.kp_len[a.n++] = r.kp_len[j];
+        r.kp[j] = NULL;
+    }
     /* a founding again that cannot be made counts as one (each try claims every device's
      * KeyPackage): tried again at most hourly too */
     if (err == MSV_OK && creating && missing > 0 && refound)
@@ -1094,11 +1291,12 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     if (err != MSV_OK || (a.n == 0 && n_gone == 0 && !creating && !update))
         goto out;
     {
+        /* the DS keeps a replaced device a member: only the devices gone are removed there */
         struct msv_mls_commit_spec spec = {.key_packages = (const uint8_t *const *)a.kp,
                                            .key_package_lens = a.kp_len,
                                            .n_adds = a.n,
                                            .removes = leaves,
-                                           .n_removes = n_gone,
+                                           .n_removes = n_gone + n_replaced,
                                            .now = (uint64_t)(msv_wall_ms() / 1000)};
 
         err = msv_mls_member_commit_make(m, &spec, &commit, &commit_len, &welcome, &welcome_len,
@@ -1158,11 +1356,17 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
 
         err = welcome_flush(c, gid, m, &waiting);
     }
+    /* each replaced: not again within the hour */
+    if (err == MSV_OK && r.n > 0)
+        rejoins_mark(c, gid, m, &dir, again, &r, 1);
     *changed = err == MSV_OK;
 out:
     msv_mls_member_free(m);
     dir_free(&dir);
     adds_free(&a);
+    adds_free(&r);
+    free(again);
+    free(again_leaf);
     free(roster);
     free(present);
     free(want);
@@ -1530,7 +1734,7 @@ static void follows_flush(struct msv_client *c)
         }
         if (!retry_due(v, now))
             continue;
-        if (self_is_admin(c, gid) && stale_now(c, gid))
+        if (self_is_admin(c, gid) && (stale_now(c, gid) || rejoin_waiting(c, gid)))
             err = sync_with(c, gid, 0, 0, 0, 1);
         if (err != MSV_OK && retry_expired(v, now))
             (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: told below all the same */
@@ -1549,6 +1753,84 @@ static void follows_flush(struct msv_client *c)
         }
     }
     msv_settings_free(s, n);
+}
+
+msv_err client_mls_rejoin_asked(struct msv_client *c, const uint8_t gid[16], const char *sender,
+                                uint64_t device, uint64_t sent_at_ms)
+{
+    struct msv_mls_member *m = NULL;
+    struct msv_setting *s = NULL;
+    uint8_t *roster = NULL, *v = NULL, hash[32];
+    size_t roster_len = 0, len = 0, n = 0, kept = 0;
+    char key[KEY_MAX], handle[257];
+    int64_t now = msv_wall_ms();
+    uint32_t at = UINT32_MAX;
+    msv_err err;
+
+    /* an ask written over an hour ago (held back, or sent again from an outbox) is stale: the
+     * device may have joined again since */
+    if (device == c->device_id || (int64_t)sent_at_ms < now - REJOIN_EVERY_MS ||
+        !client_mls_is_on(c, gid) || !self_is_admin(c, gid))
+        return MSV_OK;
+    /* the device's leaf, if the roster names it as sender's */
+    err = mls_lock(c);
+    if (err != MSV_OK)
+        return err;
+    if (state_load(c, gid, &m, &roster, &roster_len) == MSV_OK &&
+        roster_handle(roster, roster_len, device, handle) == MSV_OK &&
+        strcmp(handle, sender) == 0 && (at = leaf_of(m, device)) != UINT32_MAX)
+        leaf_hash(m, at, hash);
+    mls_unlock(c);
+    msv_mls_member_free(m);
+    free(roster);
+    if (at == UINT32_MAX)
+        return MSV_OK; /* no leaf of it to replace (an admin's next change adds it) */
+    /* asked before: replaced (or its leaf changed) within the hour, or still waiting for that
+     * leaf (tried again at the end of this receive, unless its KeyPackage was missing lately) */
+    if (msv_client_db_get(c->db, rejoin_key(gid, device, key), &v, &len) == MSV_OK &&
+        len == REJOIN_VALUE) {
+        int64_t last = (int64_t)msv_get_u64be(v + 8);
+        int done = v[16] != 0, same = !done && memcmp(v + 17, hash, 32) == 0;
+
+        free(v);
+        if ((done && within(last, now, REJOIN_EVERY_MS)) ||
+            (same && within(last, now, REJOIN_RETRY_MS)))
+            return MSV_OK;
+        if (same)
+            return client_mls_follow_due(c, gid);
+    } else {
+        free(v);
+    }
+    /* bounded: those done over an hour ago and those waiting for days forgotten, then at most
+     * REJOIN_MAX kept */
+    err = msv_client_db_settings(c->db, REJOIN, SIZE_MAX, &s, &n);
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        int keep = s[i].len == REJOIN_VALUE &&
+                   (s[i].value[16] != 0
+                        ? within((int64_t)msv_get_u64be(s[i].value + 8), now, REJOIN_EVERY_MS)
+                        : within((int64_t)msv_get_u64be(s[i].value), now,
+                                 (int64_t)MSV_MLS_JOIN_DAYS * 86400 * 1000));
+
+        if (keep)
+            kept++;
+        else
+            err = msv_client_db_unset(c->db, s[i].key);
+    }
+    msv_settings_free(s, n);
+    if (err == MSV_OK && kept >= REJOIN_MAX)
+        return client_counter_bump(c, REJOINS_HELD);
+    if (err == MSV_OK)
+        err = rejoin_set(c, gid, device, now, 0, 0, hash);
+    return err == MSV_OK ? client_mls_follow_due(c, gid) : err;
+}
+
+static int behind_still(struct msv_client *c, const uint8_t gid[16], uint64_t *ahead);
+
+int client_mls_unusable(struct msv_client *c, const uint8_t gid[16])
+{
+    uint64_t ahead = 0;
+
+    return !client_mls_is_on(c, gid) || (!self_is_admin(c, gid) && behind_still(c, gid, &ahead));
 }
 
 void client_mls_joins(struct msv_client *c)
@@ -2309,7 +2591,7 @@ static msv_err leaves_before(const struct msv_mls_member *m, struct leaf_was **o
                                                         &identity_len, &w[i].device) != MSV_OK)
             continue;
         w[i].used = 1;
-        crypto_generichash(w[i].hash, 32, x->leaf.raw, x->leaf.raw_len, NULL, 0);
+        leaf_hash(m, i, w[i].hash);
     }
     *out = w;
     *n = m->tree.n_leaves;
@@ -2317,14 +2599,16 @@ static msv_err leaves_before(const struct msv_mls_member *m, struct leaf_was **o
 }
 
 /*
- * Who made a commit m has just applied, from the tree before it: the one leaf kept with a new
- * LeafNode (its UpdatePath's; a commit here carries no Update of others). *changed: whether the
- * commit added or removed any device. MSV_ERR_AUTH if no single leaf is the committer's.
+ * Who made a commit m has just applied, from the tree before it: the device of the commit's
+ * sender's leaf (m->committer), kept with a new LeafNode (its UpdatePath's). *changed: whether
+ * the commit added, removed or replaced any other device's leaf (a commit here carries no
+ * Update of others: another leaf with a new LeafNode was removed and added again). MSV_ERR_AUTH
+ * if the committer's leaf is not one kept so.
  */
 static msv_err committer(const struct msv_mls_member *m, const struct leaf_was *w, uint32_t n,
                          uint64_t *device, int *changed)
 {
-    size_t found = 0;
+    int found = 0;
 
     *changed = 0;
     for (uint32_t i = 0; i < m->tree.n_leaves || i < n; i++) {
@@ -2344,13 +2628,17 @@ static msv_err committer(const struct msv_mls_member *m, const struct leaf_was *
         }
         if (!now_used)
             continue;
-        crypto_generichash(hash, 32, x->leaf.raw, x->leaf.raw_len, NULL, 0);
-        if (memcmp(hash, w[i].hash, 32) != 0) {
+        leaf_hash(m, i, hash);
+        if (memcmp(hash, w[i].hash, 32) == 0)
+            continue;
+        if (i == m->committer) {
             *device = now_device;
-            found++;
+            found = 1;
+        } else {
+            *changed = 1;
         }
     }
-    return found == 1 ? MSV_OK : MSV_ERR_AUTH;
+    return found ? MSV_OK : MSV_ERR_AUTH;
 }
 
 /*
@@ -2370,8 +2658,15 @@ static int own_adds_only(const struct msv_mls_member *m, const struct leaf_was *
         int now_used = i < m->tree.n_leaves && leaf_device(m, i, &now_device);
         int was_used = i < n && w[i].used;
 
+        uint8_t hash[32];
+
         if (was_used && (!now_used || now_device != w[i].device))
             return 0; /* removed or replaced */
+        if (was_used && i != m->committer) {
+            leaf_hash(m, i, hash);
+            if (memcmp(hash, w[i].hash, 32) != 0)
+                return 0; /* removed and added again in its place */
+        }
         if (now_used && !was_used &&
             ((d = dir_find(dir, now_device)) == NULL ||
              strcmp(d->handle, committer_d->handle) != 0))
@@ -2433,11 +2728,28 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
     if (err == MSV_OK)
         err = leaves_before(m, &was, &n_was);
     if (err == MSV_OK && msv_mls_member_commit(m, NULL, NULL, 0, msg, len) != MSV_OK) {
-        snprintf(in->notice, sizeof(in->notice),
-                 "a commit of an MLS group (from device %llu) did not verify and was not applied; "
-                 "if it removed this device, the group's later messages cannot be read here",
-                 (unsigned long long)sender);
-        refused = 1;
+        uint64_t admin_device = 0;
+
+        /* this device's leaf removed by an admin's device (replaced, or the device taken out of
+         * the group): nothing to found again; a Welcome follows if it was replaced */
+        if (m->removed_us && m->committer < m->tree.n_leaves &&
+            leaf_device(m, m->committer, &admin_device) &&
+            (err = dir_load(c, gid, &dir)) == MSV_OK &&
+            is_admin_device(c, gid, &dir, admin_device)) {
+            snprintf(in->notice, sizeof(in->notice),
+                     "an admin's device (%llu) removed this device's leaf from the group's MLS "
+                     "group: its later messages cannot be read here unless a Welcome adds this "
+                     "device again",
+                     (unsigned long long)admin_device);
+            goto out;
+        }
+        if (err == MSV_OK)
+            snprintf(in->notice, sizeof(in->notice),
+                     "a commit of an MLS group (from device %llu) did not verify and was not "
+                     "applied; if it removed this device, the group's later messages cannot be "
+                     "read here",
+                     (unsigned long long)sender);
+        refused = err == MSV_OK;
         goto out;
     }
     if (err == MSV_OK)

@@ -829,6 +829,12 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
         msv_payload_free(p);
         return err == MSV_ERR_AUTH ? MSV_ERR_EXISTS : err;
     }
+    /* a member's device that cannot read the group's MLS group asks to be added again (an
+     * admin's device replaces its leaf at the end of the receive; failing to record it, its
+     * next message asks again) */
+    if (p->has_group && p->mls_outside &&
+        client_mls_rejoin_asked(c, p->group_id, sender, from->device, p->sent_at_ms) != MSV_OK)
+        c->why.message[0] = '\0';
     err = fetch_attachments(c, p, &text);
     if (err == MSV_OK && note[0] != '\0' && (err = append_note(&text, note)) != MSV_OK)
         msv_secret_free(text, strlen(text));

@@ -1573,6 +1573,9 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     p->has_profile = p->has_profile_key &&
                      (p->kind == MSV_KIND_MESSAGE || p->kind == MSV_KIND_PROFILE_KEY) &&
                      client_profile_ref(c, &p->profile, profile_uri) == MSV_OK;
+    /* a group message this device cannot send on MLS asks the admins to add it again */
+    p->mls_outside =
+        p->has_group && p->kind == MSV_KIND_MESSAGE && client_mls_unusable(c, p->group_id);
     err = msv_payload_encode(p, &pt, &pt_len);
     if (err == MSV_OK)
         err = client_join_members((char *const *)targets, t, &recipients);

@@ -613,8 +613,10 @@ static msv_err apply_one(struct msv_mls_member *m, const struct proposal *p,
     case 3: /* remove */
         if (msv_reader_u32be(&r, &index) != MSV_OK)
             return MSV_ERR_PARSE;
-        if (index == m->me)
+        if (index == m->me) {
+            cs->removes_us = 1;
             return MSV_ERR_INVALID; /* we were removed: nothing follows for us */
+        }
         return msv_mls_tree_remove(&m->tree, index);
     case 1: /* add */
         err = msv_mls_key_package_body_check(m->suite, p->body, p->body_len, 0, &leaf, NULL);
@@ -1041,6 +1043,8 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
     size_t n_held = m->n_held;
     msv_err err = cs == NULL || received == NULL ? MSV_ERR_NOMEM : MSV_OK;
 
+    m->committer = UINT32_MAX;
+    m->removed_us = 0;
     if (err == MSV_OK && n_proposals > PROPOSALS_MAX)
         err = MSV_ERR_TOO_BIG;
     if (err == MSV_OK)
@@ -1063,9 +1067,14 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
     }
     if (err == MSV_OK)
         err = msv_mls_member_commit_proposals(&list, received, n_proposals, c.leaf_index, cs);
-    if (err == MSV_OK)
+    if (err == MSV_OK) {
         err = change_state(m, cs, c.leaf_index, has_path ? r.data + r.off : NULL, r.len - r.off, ac,
                            ac_len, &c);
+        /* who committed (authenticated by now), and whether it removed us, also if it failed */
+        m->committer =
+            c.sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT ? UINT32_MAX : c.leaf_index;
+        m->removed_us = cs->removes_us;
+    }
     /* the next epoch stands; if compacting fails the member keeps its copies */
     if (err == MSV_OK) {
         (void)msv_mls_member_compact(m);

@@ -86,7 +86,12 @@ struct msv_mls_member {
     uint64_t epoch;
     uint32_t
         welcome_signer; /* of a member joined from a Welcome: its GroupInfo's signer (not saved) */
-    uint8_t *ext;       /* the GroupContext's extensions, encoded without their length */
+    /* of the last commit msv_mls_member_commit() read: its sender's leaf (UINT32_MAX for an
+     * external commit's, or one that did not authenticate), and whether it removed our leaf
+     * (it then failed); not saved */
+    uint32_t committer;
+    int removed_us;
+    uint8_t *ext; /* the GroupContext's extensions, encoded without their length */
     size_t ext_len;
     uint8_t cth[MSV_MLS_NH], interim[MSV_MLS_NH];
     size_t cth_len;                /* MSV_MLS_NH; 0 at epoch 0 of a group we created (11) */

@@ -30,6 +30,7 @@ struct commit_state {
     size_t n_joiners;
     struct msv_mls_psk psks[MSV_MLS_WELCOME_PSKS_MAX];
     size_t n_psks;
+    int removes_us; /* a Remove of our own leaf (the commit fails for us) */
 };
 
 /* Frees what m holds (secret tree, tree, copies, extensions), not m itself nor m->pending. */

@@ -263,6 +263,8 @@ static int payload_ok(const struct msv_payload *p)
         return 0;
     if (p->join_link_version == 0 && (p->has_join_link_secret || p->join_link_approval))
         return 0;
+    if (p->mls_outside && (p->kind != MSV_KIND_MESSAGE || !p->has_group))
+        return 0;
     if ((p->sync_count > 0 && p->kind != MSV_KIND_SYNC) || p->sync_count > MSV_SYNC_ENTRIES_MAX ||
         (p->sync_count > 0 && p->sync == NULL))
         return 0;
@@ -421,6 +423,7 @@ msv_err msv_payload_encode(const struct msv_payload *p, uint8_t **out, size_t *o
         m.join_link_secret = bytes_of(p->join_link_secret, MSV_JOIN_KEY_LEN);
     m.join_link_version = p->join_link_version;
     m.join_link_approval = p->join_link_approval;
+    m.mls_outside = p->mls_outside;
     for (size_t i = 0; i < p->attachment_count; i++) {
         encode_attachment(&p->attachments[i], &att[i]);
         att_ptrs[i] = &att[i];
@@ -739,6 +742,7 @@ static msv_err copy_join(const pb_payload *m, struct msv_payload *p)
 
     p->join_link_version = m->join_link_version;
     p->join_link_approval = m->join_link_approval;
+    p->mls_outside = m->mls_outside;
     p->has_join_proof = m->join_proof.len != 0;
     if (p->has_join_proof)
         err = copy_fixed(m->join_proof, p->join_proof, MSV_JOIN_KEY_LEN);
