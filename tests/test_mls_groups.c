@@ -1682,6 +1682,49 @@ static void test_behind_member_joins_again(void **state)
 }
 
 /*
+ * alice, the club's only admin, loses its MLS state (a restore): nobody else may add her
+ * device again, so at the first MLS delivery she cannot read her device founds the group
+ * again past that generation, every device added anew; bob and carol join the new generation
+ * and all three write on MLS again. The next such delivery within the hour founds nothing.
+ */
+static void test_sole_admin_lost_state_founds_again(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    state_lost(&k, k.alice);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "unread by alice", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.alice);
+    assert_int_equal(history_count(k.alice, k.conversation, "founds it again"), 1);
+    assert_true(client_mls_is_on(k.alice, k.gid));
+    assert_int_equal(settings_count(k.alice, "mls-lost:"), 0);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_int_equal(history_count(k.bob, k.conversation, "refused"), 0);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "all on MLS", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, k.alice->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        1);
+    receive_now(k.alice);
+    receive_now(k.carol);
+    assert_sent_by(k.alice, k.conversation, "all on MLS", "bob@example.org", k.bob->device_id);
+    assert_sent_by(k.carol, k.conversation, "all on MLS", "bob@example.org", k.bob->device_id);
+    /* lost again within the hour: held back, and counted */
+    state_lost(&k, k.alice);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "unread again", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.alice);
+    assert_false(client_mls_is_on(k.alice, k.gid));
+    assert_int_equal(msv_client_mls_refoundings_held(k.alice), 1);
+    club_free(&k);
+}
+
+/*
  * carol, an admin demoted whose client still takes itself for one (its state from before the
  * demotion), replaces bob's leaf when his lost state asks for it: alice refuses her commit (no
  * admin's, and not only adds of her own account's devices) and bob her Welcome; alice, an
@@ -2146,6 +2189,7 @@ int main(void)
         cmocka_unit_test(test_behind_member_joins_again),
         cmocka_unit_test(test_rejoin_without_key_package),
         cmocka_unit_test(test_replaced_admin_holding_state),
+        cmocka_unit_test(test_sole_admin_lost_state_founds_again),
         cmocka_unit_test(test_replacement_by_no_admin_refused),
         cmocka_unit_test(test_send_crossing_a_founding_again),
         cmocka_unit_test(test_founding_again_at_most_hourly),

@@ -1155,6 +1155,28 @@ static int rejoin_waiting(struct msv_client *c, const uint8_t gid[16])
     return waiting;
 }
 
+/*
+ * "mls-lost:<hex of the group id>" = u32be the highest generation of the group's MLS group that
+ * a delivery named while this device held none of it, on a device of the group's only admin
+ * account (restored from a backup, say): nobody else can add it again, so it founds the group
+ * again past that generation at the end of the receive (at most hourly), every device added
+ * anew (docs/crypto.md, "Joining again"). Forgotten once founded.
+ */
+#define LOST "mls-lost:"
+
+static int64_t lost_generation(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int64_t gen = -1;
+
+    if (msv_client_db_get(c->db, group_key(LOST, gid, key), &v, &len) == MSV_OK && len == 4)
+        gen = msv_get_u32be(v);
+    free(v);
+    return gen;
+}
+
 static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start, int refound,
                          int update, int quiet, int *changed, int *more)
 {
@@ -1178,6 +1200,9 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     *changed = *more = 0;
     if (creating && !start)
         return MSV_OK; /* a group of per-device copies stays so */
+    /* founded again by the only admin's device that lost its state: past the generation seen */
+    if (creating && lost_generation(c, gid) >= 0 && lost_generation(c, gid) < UINT32_MAX)
+        gen = (uint32_t)lost_generation(c, gid) + 1;
     /* only an admin founds the group's MLS group (its members refuse any other founder) */
     if (creating && !refound && !admin) {
         snprintf(c->why.message, sizeof(c->why.message),
@@ -1348,6 +1373,8 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = msv_client_db_unset(c->db, flag_key(gid, text));
     if (err == MSV_OK && refound)
         err = founded_now(c, gid);
+    if (err == MSV_OK && creating && gen > 0)
+        err = msv_client_db_unset(c->db, group_key(LOST, gid, text));
     if (err == MSV_OK) /* every commit of ours updates our leaf (its UpdatePath) */
         err = updated_now(c, gid);
     /* the Welcome kept: a send that fails is tried again (welcome_flush), the commit done */
@@ -1718,6 +1745,7 @@ static void follows_flush(struct msv_client *c)
     for (size_t i = 0; i < n; i++) {
         uint8_t gid[16], v[RETRY_VALUE];
         msv_err err = MSV_OK;
+        int lost;
         /* (an empty one, of an earlier version: wanted from now) */
         int valid = gid_of_key(s[i].key, FOLLOW, gid) && (s[i].len == RETRY_VALUE || s[i].len == 0);
 
@@ -1734,8 +1762,9 @@ static void follows_flush(struct msv_client *c)
         }
         if (!retry_due(v, now))
             continue;
-        if (self_is_admin(c, gid) && (stale_now(c, gid) || rejoin_waiting(c, gid)))
-            err = sync_with(c, gid, 0, 0, 0, 1);
+        lost = !client_mls_is_on(c, gid) && lost_generation(c, gid) >= 0;
+        if (self_is_admin(c, gid) && (lost || stale_now(c, gid) || rejoin_waiting(c, gid)))
+            err = sync_with(c, gid, lost, 0, 0, 1);
         if (err != MSV_OK && retry_expired(v, now))
             (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: told below all the same */
         if (err != MSV_OK && retry_expired(v, now) &&
@@ -2543,6 +2572,32 @@ out:
 }
 
 /*
+ * A delivery of generation gen of the group's MLS group, which this device holds none of: on a
+ * device of the group's only admin account, recorded (LOST), the group marked to be founded
+ * again, and its founding due at the end of the receive; said in the notice.
+ */
+static void lost_seen(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
+                      struct client_mls_in *in)
+{
+    char *admins = NULL, key[KEY_MAX];
+    uint8_t v[4];
+    int sole = msv_client_group_admins(c, gid, &admins) == MSV_OK &&
+               strncmp(admins, c->handle, strlen(c->handle)) == 0 &&
+               strcmp(admins + strlen(c->handle), "\n") == 0;
+
+    free(admins);
+    if (!sole || gen == UINT32_MAX || lost_generation(c, gid) >= (int64_t)gen)
+        return; /* (no generation past the last one) */
+    msv_put_u32be(v, gen);
+    if (msv_client_db_set(c->db, group_key(LOST, gid, key), v, sizeof(v)) != MSV_OK ||
+        msv_client_db_set(c->db, flag_key(gid, key), (const uint8_t *)"", 0) != MSV_OK ||
+        client_mls_follow_due(c, gid) != MSV_OK)
+        return; /* the next delivery of it tries again */
+    snprintf(in->notice + strlen(in->notice), sizeof(in->notice) - strlen(in->notice),
+             "; this device, of the group's only admin, founds it again");
+}
+
+/*
  * The state a delivery of generation gen (a "commit" or a "message") is for, under the lock;
  * *m stays NULL, with in->notice saying why, if this device holds none of that generation.
  */
@@ -2556,6 +2611,7 @@ static msv_err held_state(struct msv_client *c, const uint8_t gid[16], uint32_t 
     if (err == MSV_ERR_NOT_FOUND) {
         snprintf(in->notice, sizeof(in->notice),
                  "a %s of an MLS group this device is not in could not be read", what);
+        lost_seen(c, gid, gen, in);
         return MSV_OK;
     }
     if (err == MSV_OK && held != gen) {
