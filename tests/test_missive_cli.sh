@@ -444,6 +444,19 @@ grep -q "could not read a message from this device" out.txt && ok || bad "alice'
 expect 0 "alice writes again" -- as alice-phone send bob@example.org --text "welcome back"
 expect 0 "the restored device reads it" -- "$M" --data-dir newmachine receive
 grep -q "welcome back" out.txt && ok || bad "after restore: $(cat out.txt)"
+# the trip, on MLS: a backup holds no MLS state, so the restored device writes as per-device
+# copies, which ask alice's device (the admin's) to add it again; it then reads the group on MLS
+expect 0 "the restored device's groups" -- "$M" --data-dir newmachine -o json groups
+grep -q '"id":"'"$trip"'","invited":false,"mls":false' out.txt && ok || bad "restored groups: $(cat out.txt)"
+expect 0 "the restored device writes to the trip" -- "$M" --data-dir newmachine send --group "$trip" --text "back on the trip"
+expect 0 "alice reads it, and adds the device again" -- as alice-phone receive
+grep -q "back on the trip" out.txt && ok || bad "alice reads the restored device: $(cat out.txt)"
+expect 0 "the restored device joins the trip's MLS group" -- "$M" --data-dir newmachine receive
+expect 0 "the restored device's groups, joined" -- "$M" --data-dir newmachine -o json groups
+grep -q '"id":"'"$trip"'","invited":false,"mls":true' out.txt && ok || bad "rejoined groups: $(cat out.txt)"
+expect 0 "alice writes to the trip" -- as alice-phone send --group trip --text "read on MLS"
+expect 0 "the restored device reads it" -- "$M" --data-dir newmachine receive
+grep -q "read on MLS" out.txt && ok || bad "the restored device reads the trip: $(cat out.txt)"
 unset MISSIVE_BACKUP_PASSPHRASE
 
 # no device's secret key bytes in anything the client printed or the server logged: any
