@@ -958,6 +958,18 @@ static void test_commit_during_rate_limit(void **state)
     club_free(&k);
 }
 
+/* The club on MLS, and bob's laptop linked and approved by his phone, waiting to join it. */
+static struct msv_client *club_bob_laptop(struct club *k)
+{
+    struct msv_client *laptop;
+
+    club_on_mls(k);
+    laptop = linked_device(&k->s, k->bob, "bob-laptop");
+    assert_int_equal(joins_waiting(k->bob), 1);
+    assert_false(client_mls_is_on(laptop, k->gid));
+    return laptop;
+}
+
 /*
  * bob, no admin, links his laptop: his next receive adds it to the club's MLS group (his own
  * account's device), alice and carol take his commit, the laptop joins from his Welcome and
@@ -970,10 +982,7 @@ static void test_linked_device_joins(void **state)
     uint8_t id[16];
 
     (void)state;
-    club_on_mls(&k);
-    laptop = linked_device(&k.s, k.bob, "bob-laptop");
-    assert_int_equal(joins_waiting(k.bob), 1);
-    assert_false(client_mls_is_on(laptop, k.gid));
+    laptop = club_bob_laptop(&k);
     receive_now(k.bob);
     assert_int_equal(joins_waiting(k.bob), 0);
     assert_int_equal(
@@ -1725,6 +1734,42 @@ static void test_sole_admin_lost_state_founds_again(void **state)
 }
 
 /*
+ * bob's laptop, linked and approved, is not added by his phone (its wait given up, say): its
+ * message to the club goes as per-device copies (it holds no MLS state) that ask to be added,
+ * and alice's device adds it, as the verified directory lists it for bob; the laptop joins and
+ * reads the club on MLS.
+ */
+static void test_linked_device_asks_to_join(void **state)
+{
+    struct club k;
+    struct msv_client *laptop;
+    uint8_t id[16];
+
+    (void)state;
+    laptop = club_bob_laptop(&k);
+    assert_int_equal(msv_client_db_unset_prefix(k.bob->db, "mls-join:"), MSV_OK);
+    assert_int_equal(msv_client_group_send(laptop, "club", "laptop here", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.bob);
+    assert_int_equal(
+        queued_mls(&k.s, laptop->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 0);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "laptop here", "bob@example.org", laptop->device_id);
+    assert_int_equal(
+        queued_mls(&k.s, laptop->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    receive_now(laptop);
+    assert_true(client_mls_is_on(laptop, k.gid));
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_int_equal(msv_client_group_send(k.carol, "club", "hello laptop", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(laptop);
+    assert_sent_by(laptop, k.conversation, "hello laptop", "carol@example.org", k.carol->device_id);
+    msv_client_close(laptop);
+    club_free(&k);
+}
+
+/*
  * carol, an admin demoted whose client still takes itself for one (its state from before the
  * demotion), replaces bob's leaf when his lost state asks for it: alice refuses her commit (no
  * admin's, and not only adds of her own account's devices) and bob her Welcome; alice, an
@@ -2190,6 +2235,7 @@ int main(void)
         cmocka_unit_test(test_rejoin_without_key_package),
         cmocka_unit_test(test_replaced_admin_holding_state),
         cmocka_unit_test(test_sole_admin_lost_state_founds_again),
+        cmocka_unit_test(test_linked_device_asks_to_join),
         cmocka_unit_test(test_replacement_by_no_admin_refused),
         cmocka_unit_test(test_send_crossing_a_founding_again),
         cmocka_unit_test(test_founding_again_at_most_hourly),

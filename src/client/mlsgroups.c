@@ -1794,6 +1794,7 @@ msv_err client_mls_rejoin_asked(struct msv_client *c, const uint8_t gid[16], con
     char key[KEY_MAX], handle[257];
     int64_t now = msv_wall_ms();
     uint32_t at = UINT32_MAX;
+    int loaded = 0, named = 0;
     msv_err err;
 
     /* an ask written over an hour ago (held back, or sent again from an outbox) is stale: the
@@ -1801,19 +1802,26 @@ msv_err client_mls_rejoin_asked(struct msv_client *c, const uint8_t gid[16], con
     if (device == c->device_id || (int64_t)sent_at_ms < now - REJOIN_EVERY_MS ||
         !client_mls_is_on(c, gid) || !self_is_admin(c, gid))
         return MSV_OK;
-    /* the device's leaf, if the roster names it as sender's */
+    /* the device's leaf, which the roster must name as sender's; a device with none (linked,
+     * and not added by the device that approved it) asks to be added: the sync adds it if the
+     * verified directory lists it for a member (its record's hash is all zero) */
     err = mls_lock(c);
     if (err != MSV_OK)
         return err;
-    if (state_load(c, gid, &m, &roster, &roster_len) == MSV_OK &&
-        roster_handle(roster, roster_len, device, handle) == MSV_OK &&
-        strcmp(handle, sender) == 0 && (at = leaf_of(m, device)) != UINT32_MAX)
+    if (state_load(c, gid, &m, &roster, &roster_len) == MSV_OK) {
+        loaded = 1;
+        named = roster_handle(roster, roster_len, device, handle) == MSV_OK &&
+                strcmp(handle, sender) == 0;
+        at = leaf_of(m, device);
+    }
+    memset(hash, 0, sizeof(hash));
+    if (at != UINT32_MAX)
         leaf_hash(m, at, hash);
     mls_unlock(c);
     msv_mls_member_free(m);
     free(roster);
-    if (at == UINT32_MAX)
-        return MSV_OK; /* no leaf of it to replace (an admin's next change adds it) */
+    if (!loaded || (at != UINT32_MAX && !named))
+        return MSV_OK;
     /* asked before: replaced (or its leaf changed) within the hour, or still waiting for that
      * leaf (tried again at the end of this receive, unless its KeyPackage was missing lately) */
     if (msv_client_db_get(c->db, rejoin_key(gid, device, key), &v, &len) == MSV_OK &&
