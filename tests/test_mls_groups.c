@@ -1497,9 +1497,22 @@ static void test_lost_state_joins_again(void **state)
         queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
     receive_now(k.carol);
     assert_int_equal(history_count(k.carol, k.conversation, "refused"), 0);
+    /* marks to found the group again (as a device of its only admin would have made) are moot
+     * once a Welcome adds the device again */
+    {
+        char key[64], hex[33];
+
+        assert_int_equal(msv_hex_encode(k.gid, 16, hex, sizeof(hex)), MSV_OK);
+        snprintf(key, sizeof(key), "mls-lost:%s", hex);
+        assert_int_equal(msv_client_db_set(k.bob->db, key, (const uint8_t *)"\0\0\0\0", 4), MSV_OK);
+        snprintf(key, sizeof(key), "mls-refound:%s", hex);
+        assert_int_equal(msv_client_db_set(k.bob->db, key, (const uint8_t *)"", 0), MSV_OK);
+    }
     receive_now(k.bob);
     assert_true(client_mls_is_on(k.bob, k.gid));
     assert_int_equal(history_count(k.bob, k.conversation, "Welcome"), 0);
+    assert_int_equal(settings_count(k.bob, "mls-lost:"), 0);
+    assert_int_equal(settings_count(k.bob, "mls-refound:"), 0);
 
     /* on MLS again both ways */
     assert_int_equal(msv_client_group_send(k.bob, "club", "bob on MLS", NULL, 0, NULL, id), MSV_OK);
@@ -1690,6 +1703,28 @@ static void test_behind_member_joins_again(void **state)
     club_free(&k);
 }
 
+/* c's record of its last founding of the club again moved back by ms. */
+static void founded_moved_back(struct club *k, struct msv_client *c, int64_t ms)
+{
+    char key[64], hex[33];
+    uint8_t *v = NULL;
+    size_t len = 0;
+
+    assert_int_equal(msv_hex_encode(k->gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, sizeof(key), "mls-founded:%s", hex);
+    assert_int_equal(msv_client_db_get(c->db, key, &v, &len), MSV_OK);
+    assert_int_equal(len, 8);
+    msv_put_u64be(v, msv_get_u64be(v) - (uint64_t)ms);
+    assert_int_equal(msv_client_db_set(c->db, key, v, len), MSV_OK);
+    free(v);
+}
+
+/* c's next receive makes the club's MLS group follow at once (its wait after a failure over). */
+static void follow_due_now(struct club *k, struct msv_client *c)
+{
+    assert_int_equal(client_mls_follow_due(c, k->gid), MSV_OK);
+}
+
 /*
  * alice, the club's only admin, loses its MLS state (a restore): nobody else may add her
  * device again, so at the first MLS delivery she cannot read her device founds the group
@@ -1723,13 +1758,30 @@ static void test_sole_admin_lost_state_founds_again(void **state)
     receive_now(k.carol);
     assert_sent_by(k.alice, k.conversation, "all on MLS", "bob@example.org", k.bob->device_id);
     assert_sent_by(k.carol, k.conversation, "all on MLS", "bob@example.org", k.bob->device_id);
-    /* lost again within the hour: held back, and counted */
+    /* lost again within the hour: held back, and counted; the founding stays due */
     state_lost(&k, k.alice);
     assert_int_equal(msv_client_group_send(k.bob, "club", "unread again", NULL, 0, NULL, id),
                      MSV_OK);
     receive_now(k.alice);
     assert_false(client_mls_is_on(k.alice, k.gid));
     assert_int_equal(msv_client_mls_refoundings_held(k.alice), 1);
+    assert_int_equal(settings_count(k.alice, "mls-follow:"), 1);
+    /* an hour on, carol without a KeyPackage: not founded, and still due */
+    founded_moved_back(&k, k.alice, 3601LL * 1000);
+    drop_key_packages(&k.s, k.carol);
+    follow_due_now(&k, k.alice);
+    receive_now(k.alice);
+    assert_false(client_mls_is_on(k.alice, k.gid));
+    assert_int_equal(settings_count(k.alice, "mls-follow:"), 1);
+    /* an hour on again, carol's KeyPackages published again: founded */
+    founded_moved_back(&k, k.alice, 3601LL * 1000);
+    msv_conn_close(k.carol->conn);
+    k.carol->conn = NULL;
+    receive_now(k.carol);
+    follow_due_now(&k, k.alice);
+    receive_now(k.alice);
+    assert_true(client_mls_is_on(k.alice, k.gid));
+    assert_int_equal(settings_count(k.alice, "mls-lost:"), 0);
     club_free(&k);
 }
 

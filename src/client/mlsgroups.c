@@ -988,9 +988,10 @@ static int64_t founded_lately(struct msv_client *c, const uint8_t gid[16])
  * commit, whose Welcome brings it to the group's epoch (docs/crypto.md, "Joining again").
  * "mls-rejoin:<hex of the group id><hex of the device>" = u64be wall ms asked || u64be wall ms
  * of the last try or of when it was done (0: none yet) || u8 done || the hash of the leaf the
- * device said it cannot use (leaf_hash). Waiting while not done: tried again REJOIN_RETRY_MS
- * after a try whose KeyPackage could not be claimed, and only when the device asks again;
- * given up after MSV_MLS_JOIN_DAYS. Done once replaced, or once its leaf changed otherwise
+ * device said it cannot use (leaf_hash), all zero for a device with no leaf. Waiting while
+ * not done: after a try whose KeyPackage could not be claimed, tried again at a later sync of
+ * the group (the device's next ask brings one about) no sooner than REJOIN_RETRY_MS; given up
+ * after MSV_MLS_JOIN_DAYS. Done once replaced, or once its leaf changed otherwise
  * (another admin's device replaced it, or the device updated it itself): then no replacement of
  * it within REJOIN_EVERY_MS. At most REJOIN_MAX records in all.
  */
@@ -1079,6 +1080,13 @@ static size_t rejoins_due(struct msv_client *c, const uint8_t gid[16],
         if (s[i].len != REJOIN_VALUE || s[i].value[16] != 0 ||
             sscanf(s[i].key + strlen(prefix), "%16llx", &device) != 1)
             continue;
+        /* given up after days (the device asks again if it still needs to) */
+        if (!within((int64_t)msv_get_u64be(s[i].value), now,
+                    (int64_t)MSV_MLS_JOIN_DAYS * 86400 * 1000)) {
+            if (msv_client_db_unset(c->db, s[i].key) != MSV_OK)
+                c->why.message[0] = '\0';
+            continue;
+        }
         if ((d = dir_find(dir, device)) != NULL && (at = leaf_of(m, device)) != UINT32_MAX)
             leaf_hash(m, at, hash);
         if (d == NULL || at == UINT32_MAX || at == m->me ||
@@ -1163,6 +1171,7 @@ static int rejoin_waiting(struct msv_client *c, const uint8_t gid[16])
  * anew (docs/crypto.md, "Joining again"). Forgotten once founded.
  */
 #define LOST "mls-lost:"
+#define LOST_GEN_MAX 0x7fffffffu
 
 static int64_t lost_generation(struct msv_client *c, const uint8_t gid[16])
 {
@@ -1745,7 +1754,7 @@ static void follows_flush(struct msv_client *c)
     for (size_t i = 0; i < n; i++) {
         uint8_t gid[16], v[RETRY_VALUE];
         msv_err err = MSV_OK;
-        int lost;
+        int lost = 0;
         /* (an empty one, of an earlier version: wanted from now) */
         int valid = gid_of_key(s[i].key, FOLLOW, gid) && (s[i].len == RETRY_VALUE || s[i].len == 0);
 
@@ -1765,13 +1774,22 @@ static void follows_flush(struct msv_client *c)
         lost = !client_mls_is_on(c, gid) && lost_generation(c, gid) >= 0;
         if (self_is_admin(c, gid) && (lost || stale_now(c, gid) || rejoin_waiting(c, gid)))
             err = sync_with(c, gid, lost, 0, 0, 1);
+        /* a founding again that could not be made (a device without a KeyPackage) waits too */
+        if (err == MSV_OK && lost && !client_mls_is_on(c, gid))
+            err = MSV_ERR_AGAIN;
         if (err != MSV_OK && retry_expired(v, now))
             (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: told below all the same */
         if (err != MSV_OK && retry_expired(v, now) &&
             notice(c, gid,
-                   "this device could not commit the removal of a device that left the group "
-                   "for days; the group's members cannot send on MLS until an admin's next "
-                   "message or change commits it") != MSV_OK)
+                   lost ? "this device, of the group's only admin, could not found the group's "
+                          "MLS group again for days; it reads the group's messages on MLS once "
+                          "it does (at a later delivery of it, or the group's next change)"
+                   : stale_now(c, gid)
+                       ? "this device could not commit the removal of a device that left the "
+                         "group for days; the group's members cannot send on MLS until an "
+                         "admin's next message or change commits it"
+                       : "this device could not add a member's device to the group's MLS "
+                         "group again for days; it waits for its next message") != MSV_OK)
             c->why.message[0] = '\0'; /* shown all the same */
         if (err != MSV_OK && !retry_expired(v, now)) {
             retry_later(c, v, now);
@@ -2561,9 +2579,19 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
     if (err == MSV_OK)
         err = mls_lock(c);
     if (err == MSV_OK) {
+        char key[KEY_MAX];
+        int saving;
+
         held = held_generation(c, gid, &held_epoch);
-        if (held < (int64_t)gen || (held == (int64_t)gen && held_epoch < m->epoch))
+        saving = held < (int64_t)gen || (held == (int64_t)gen && held_epoch < m->epoch);
+        if (saving)
             err = state_save(c, gid, m, &dir, NULL, 0);
+        /* joined at the group's epoch: a founding again this device meant to make (it held no
+         * state, or a commit it refused left it behind) is moot */
+        if (err == MSV_OK && saving)
+            err = msv_client_db_unset(c->db, group_key(LOST, gid, key));
+        if (err == MSV_OK && saving)
+            err = msv_client_db_unset(c->db, flag_key(gid, key));
         if (err == MSV_OK)
             err = updated_now(c, gid); /* its leaf is new */
         mls_unlock(c);
@@ -2594,15 +2622,19 @@ static void lost_seen(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
                strcmp(admins + strlen(c->handle), "\n") == 0;
 
     free(admins);
-    if (!sole || gen == UINT32_MAX || lost_generation(c, gid) >= (int64_t)gen)
-        return; /* (no generation past the last one) */
+    /* a generation named past LOST_GEN_MAX (made up by a server) is founded past by nobody */
+    if (!sole || gen >= LOST_GEN_MAX)
+        return;
     msv_put_u32be(v, gen);
-    if (msv_client_db_set(c->db, group_key(LOST, gid, key), v, sizeof(v)) != MSV_OK ||
+    /* each delivery marks it again (a founding that could not be made, or a record lost, is
+     * tried again: at most hourly all the same) */
+    if ((lost_generation(c, gid) < (int64_t)gen &&
+         msv_client_db_set(c->db, group_key(LOST, gid, key), v, sizeof(v)) != MSV_OK) ||
         msv_client_db_set(c->db, flag_key(gid, key), (const uint8_t *)"", 0) != MSV_OK ||
         client_mls_follow_due(c, gid) != MSV_OK)
         return; /* the next delivery of it tries again */
     snprintf(in->notice + strlen(in->notice), sizeof(in->notice) - strlen(in->notice),
-             "; this device, of the group's only admin, founds it again");
+             "; this device, of the group's only admin, founds it again (at most hourly)");
 }
 
 /*
