@@ -58,6 +58,8 @@
 /* "mls-founded:<hex of the group id>" = u64be wall ms this device last founded the group again;
  * what a send or a receive brings about (not a change of the user's) does so at most hourly */
 #define FOUNDED "mls-founded:"
+/* "mls-behind:<hex of the group id>": this device behind the group for good (behind_still) */
+#define BEHIND "mls-behind:"
 /* u64be counters: foundings again held back by the hourly limit; waits given up (a device's
  * joining, a removal to commit) */
 #define REFOUNDINGS_HELD "refoundings-held"
@@ -1883,9 +1885,12 @@ static int behind_still(struct msv_client *c, const uint8_t gid[16], uint64_t *a
 
 int client_mls_unusable(struct msv_client *c, const uint8_t gid[16])
 {
+    char key[KEY_MAX];
     uint64_t ahead = 0;
 
-    return !client_mls_is_on(c, gid) || (!self_is_admin(c, gid) && behind_still(c, gid, &ahead));
+    /* the mark looked for first: behind_still reads the state */
+    return !client_mls_is_on(c, gid) || (is_set(c, group_key(BEHIND, gid, key)) &&
+                                         !self_is_admin(c, gid) && behind_still(c, gid, &ahead));
 }
 
 void client_mls_joins(struct msv_client *c)
@@ -2218,7 +2223,6 @@ static int64_t held_generation(struct msv_client *c, const uint8_t gid[16], uint
  * after BEHIND_RECHECK_MS (the next send tries MLS again: the commits may have come, or the
  * group moved on to a generation this device was not told of yet).
  */
-#define BEHIND "mls-behind:"
 #define BEHIND_VALUE 20
 #define BEHIND_RECHECK_MS (86400LL * 1000)
 
