@@ -243,6 +243,40 @@ struct club {
     char conversation[40];
 };
 
+/* The setting key prefix || hex of the club's group id, in key (80 bytes). */
+static const char *club_key(const struct club *k, const char *prefix, char *key)
+{
+    char hex[33];
+
+    assert_int_equal(msv_hex_encode(k->gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, 80, "%s%s", prefix, hex);
+    return key;
+}
+
+/* c's setting key (len bytes) with the u64be wall ms at offset at moved back by ms. */
+static void time_moved_back(struct msv_client *c, const char *key, size_t len, size_t at,
+                            int64_t ms)
+{
+    uint8_t *v = NULL;
+    size_t got = 0;
+
+    assert_int_equal(msv_client_db_get(c->db, key, &v, &got), MSV_OK);
+    assert_int_equal(got, len);
+    assert_true(msv_get_u64be(v + at) != 0);
+    msv_put_u64be(v + at, msv_get_u64be(v + at) - (uint64_t)ms);
+    assert_int_equal(msv_client_db_set(c->db, key, v, got), MSV_OK);
+    free(v);
+}
+
+/* c's next send founds the club's MLS group again (as after a member's commit it refused). */
+static void founding_again_due(struct club *k, struct msv_client *c)
+{
+    char key[80];
+
+    assert_int_equal(
+        msv_client_db_set(c->db, club_key(k, "mls-refound:", key), (const uint8_t *)"", 0), MSV_OK);
+}
+
 /* missived's configuration for the next club (NULL: the default one). */
 static const char *club_config = NULL;
 
@@ -605,7 +639,7 @@ static void test_self_updates(void **state)
 {
     struct club k;
     uint8_t id[16], old[8];
-    char text[64], key[64], hex[33];
+    char text[64], key[80];
 
     (void)state;
     club_on_mls(&k);
@@ -616,8 +650,7 @@ static void test_self_updates(void **state)
     }
     assert_int_equal(
         queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL), 1);
-    assert_int_equal(msv_hex_encode(k.gid, 16, hex, sizeof(hex)), MSV_OK);
-    snprintf(key, sizeof(key), "mls-updated:%s", hex);
+    club_key(&k, "mls-updated:", key);
     msv_put_u64be(old, (uint64_t)(msv_wall_ms() / 1000) - 8 * 86400);
     assert_int_equal(msv_client_db_set(k.alice->db, key, old, sizeof(old)), MSV_OK);
     receive_now(k.alice);
@@ -1323,14 +1356,12 @@ static void drop_mls_queue(struct club *k, struct msv_client *c)
  * the time it held is returned. */
 static int64_t behind_marked_days_ago(struct club *k, struct msv_client *c, int days)
 {
-    char key[64], hex[33];
+    char key[80];
     uint8_t *v = NULL;
     size_t len = 0;
     int64_t was;
 
-    assert_int_equal(msv_hex_encode(k->gid, 16, hex, sizeof(hex)), MSV_OK);
-    snprintf(key, sizeof(key), "mls-behind:%s", hex);
-    assert_int_equal(msv_client_db_get(c->db, key, &v, &len), MSV_OK);
+    assert_int_equal(msv_client_db_get(c->db, club_key(k, "mls-behind:", key), &v, &len), MSV_OK);
     assert_int_equal(len, 20);
     was = (int64_t)msv_get_u64be(v + 12);
     msv_put_u64be(v + 12, (uint64_t)(msv_wall_ms() - (int64_t)days * 86400 * 1000));
@@ -1435,11 +1466,9 @@ static void test_behind_for_good(void **state)
 /* c's MLS state of the club forgotten, as a restore from a backup (which holds none) leaves it. */
 static void state_lost(struct club *k, struct msv_client *c)
 {
-    char key[64], hex[33];
+    char key[80];
 
-    assert_int_equal(msv_hex_encode(k->gid, 16, hex, sizeof(hex)), MSV_OK);
-    snprintf(key, sizeof(key), "mls-group:%s", hex);
-    assert_int_equal(msv_client_db_unset(c->db, key), MSV_OK);
+    assert_int_equal(msv_client_db_unset(c->db, club_key(k, "mls-group:", key)), MSV_OK);
     assert_false(client_mls_is_on(c, k->gid));
 }
 
@@ -1448,19 +1477,17 @@ static void state_lost(struct club *k, struct msv_client *c)
 static void rejoin_moved_back(struct club *k, struct msv_client *c, uint64_t device, int done,
                               int64_t ms)
 {
-    char key[80], hex[33];
+    char key[80];
     uint8_t *v = NULL;
     size_t len = 0;
 
-    assert_int_equal(msv_hex_encode(k->gid, 16, hex, sizeof(hex)), MSV_OK);
-    snprintf(key, sizeof(key), "mls-rejoin:%s%016llx", hex, (unsigned long long)device);
+    snprintf(key + strlen(club_key(k, "mls-rejoin:", key)), 17, "%016llx",
+             (unsigned long long)device);
     assert_int_equal(msv_client_db_get(c->db, key, &v, &len), MSV_OK);
     assert_int_equal(len, 49);
     assert_int_equal(v[16], done);
-    assert_true(msv_get_u64be(v + 8) != 0);
-    msv_put_u64be(v + 8, msv_get_u64be(v + 8) - (uint64_t)ms);
-    assert_int_equal(msv_client_db_set(c->db, key, v, len), MSV_OK);
     free(v);
+    time_moved_back(c, key, 49, 8, ms);
 }
 
 /*
@@ -1500,13 +1527,12 @@ static void test_lost_state_joins_again(void **state)
     /* marks to found the group again (as a device of its only admin would have made) are moot
      * once a Welcome adds the device again */
     {
-        char key[64], hex[33];
+        char key[80];
 
-        assert_int_equal(msv_hex_encode(k.gid, 16, hex, sizeof(hex)), MSV_OK);
-        snprintf(key, sizeof(key), "mls-lost:%s", hex);
-        assert_int_equal(msv_client_db_set(k.bob->db, key, (const uint8_t *)"\0\0\0\0", 4), MSV_OK);
-        snprintf(key, sizeof(key), "mls-refound:%s", hex);
-        assert_int_equal(msv_client_db_set(k.bob->db, key, (const uint8_t *)"", 0), MSV_OK);
+        assert_int_equal(msv_client_db_set(k.bob->db, club_key(&k, "mls-lost:", key),
+                                           (const uint8_t *)"\0\0\0\0", 4),
+                         MSV_OK);
+        founding_again_due(&k, k.bob);
     }
     receive_now(k.bob);
     assert_true(client_mls_is_on(k.bob, k.gid));
@@ -1549,11 +1575,11 @@ static void test_lost_state_joins_again(void **state)
     receive_now(k.alice);
     assert_int_equal(msv_client_mls_rejoins_held(k.alice), 0);
     for (uint64_t d = 1; d <= 256; d++) {
-        char key[80], hex[33];
+        char key[80];
         uint8_t v[49] = {0};
 
-        assert_int_equal(msv_hex_encode(k.gid, 16, hex, sizeof(hex)), MSV_OK);
-        snprintf(key, sizeof(key), "mls-rejoin:%s%016llx", hex, (unsigned long long)(d << 40));
+        snprintf(key + strlen(club_key(&k, "mls-rejoin:", key)), 17, "%016llx",
+                 (unsigned long long)(d << 40));
         msv_put_u64be(v, (uint64_t)msv_wall_ms());
         assert_int_equal(msv_client_db_set(k.alice->db, key, v, sizeof(v)), MSV_OK);
     }
@@ -1571,21 +1597,18 @@ static void test_lost_state_joins_again(void **state)
 
 /*
  * The club on MLS with carol promoted to admin, bob and carol having read it; carol's setting
- * what:<hex of the group id> (its key in key, 64 bytes) returned as she holds it then (caller
+ * what || hex of the group id (its key in key, 80 bytes) returned as she holds it then (caller
  * frees).
  */
 static uint8_t *club_carol_promoted(struct club *k, const char *what, char *key, size_t *len)
 {
-    char hex[33];
     uint8_t *v = NULL;
 
     club_on_mls(k);
     assert_int_equal(msv_client_group_admin(k->alice, "club", "carol@example.org", 1), MSV_OK);
     receive_now(k->carol);
     receive_now(k->bob);
-    assert_int_equal(msv_hex_encode(k->gid, 16, hex, sizeof(hex)), MSV_OK);
-    snprintf(key, 64, "%s:%s", what, hex);
-    assert_int_equal(msv_client_db_get(k->carol->db, key, &v, len), MSV_OK);
+    assert_int_equal(msv_client_db_get(k->carol->db, club_key(k, what, key), &v, len), MSV_OK);
     return v;
 }
 
@@ -1638,12 +1661,12 @@ static void test_rejoin_without_key_package(void **state)
 static void test_replaced_admin_holding_state(void **state)
 {
     struct club k;
-    char key[64];
+    char key[80];
     uint8_t *held = NULL, id[16];
     size_t held_len = 0;
 
     (void)state;
-    held = club_carol_promoted(&k, "mls-group", key, &held_len);
+    held = club_carol_promoted(&k, "mls-group:", key, &held_len);
     state_lost(&k, k.carol);
     assert_int_equal(msv_client_group_send(k.carol, "club", "carol asks", NULL, 0, NULL, id),
                      MSV_OK);
@@ -1706,17 +1729,9 @@ static void test_behind_member_joins_again(void **state)
 /* c's record of its last founding of the club again moved back by ms. */
 static void founded_moved_back(struct club *k, struct msv_client *c, int64_t ms)
 {
-    char key[64], hex[33];
-    uint8_t *v = NULL;
-    size_t len = 0;
+    char key[80];
 
-    assert_int_equal(msv_hex_encode(k->gid, 16, hex, sizeof(hex)), MSV_OK);
-    snprintf(key, sizeof(key), "mls-founded:%s", hex);
-    assert_int_equal(msv_client_db_get(c->db, key, &v, &len), MSV_OK);
-    assert_int_equal(len, 8);
-    msv_put_u64be(v, msv_get_u64be(v) - (uint64_t)ms);
-    assert_int_equal(msv_client_db_set(c->db, key, v, len), MSV_OK);
-    free(v);
+    time_moved_back(c, club_key(k, "mls-founded:", key), 8, 0, ms);
 }
 
 /* c's next receive makes the club's MLS group follow at once (its wait after a failure over). */
@@ -1830,12 +1845,12 @@ static void test_linked_device_asks_to_join(void **state)
 static void test_replacement_by_no_admin_refused(void **state)
 {
     struct club k;
-    char key[64];
+    char key[80];
     uint8_t *promoted = NULL, id[16];
     size_t promoted_len = 0;
 
     (void)state;
-    promoted = club_carol_promoted(&k, "group-state", key, &promoted_len);
+    promoted = club_carol_promoted(&k, "group-state:", key, &promoted_len);
     assert_int_equal(msv_client_group_admin(k.alice, "club", "carol@example.org", 0), MSV_OK);
     receive_now(k.carol);
     receive_now(k.bob);
@@ -1857,16 +1872,6 @@ static void test_replacement_by_no_admin_refused(void **state)
     receive_now(k.alice);
     assert_sent_by(k.alice, k.conversation, "bob on MLS", "bob@example.org", k.bob->device_id);
     club_free(&k);
-}
-
-/* c's next send founds the club's MLS group again (as after a member's commit it refused). */
-static void founding_again_due(struct club *k, struct msv_client *c)
-{
-    char key[64], hex[33];
-
-    assert_int_equal(msv_hex_encode(k->gid, 16, hex, sizeof(hex)), MSV_OK);
-    snprintf(key, sizeof(key), "mls-refound:%s", hex);
-    assert_int_equal(msv_client_db_set(c->db, key, (const uint8_t *)"", 0), MSV_OK);
 }
 
 /*

@@ -275,16 +275,22 @@ static int leaf_device(const struct msv_mls_member *m, uint32_t i, uint64_t *dev
                                                        &identity_len, device) == MSV_OK;
 }
 
-/* Whether a leaf of m's tree names device. */
-static int has_device(const struct msv_mls_member *m, uint64_t device)
+/* The leaf of device in m's tree (UINT32_MAX: none). */
+static uint32_t leaf_of(const struct msv_mls_member *m, uint64_t device)
 {
     for (uint32_t i = 0; i < m->tree.n_leaves; i++) {
         uint64_t d;
 
         if (leaf_device(m, i, &d) && d == device)
-            return 1;
+            return i;
     }
-    return 0;
+    return UINT32_MAX;
+}
+
+/* Whether a leaf of m's tree names device. */
+static int has_device(const struct msv_mls_member *m, uint64_t device)
+{
+    return leaf_of(m, device) != UINT32_MAX;
 }
 
 /* The roster: the handle of each device of dir that has a leaf in m's tree. */
@@ -1024,18 +1030,6 @@ static void leaf_hash(const struct msv_mls_member *m, uint32_t i, uint8_t hash[3
     crypto_generichash(hash, 32, x->leaf.raw, x->leaf.raw_len, NULL, 0);
 }
 
-/* The leaf of device in m's tree (UINT32_MAX: none). */
-static uint32_t leaf_of(const struct msv_mls_member *m, uint64_t device)
-{
-    for (uint32_t i = 0; i < m->tree.n_leaves; i++) {
-        uint64_t d;
-
-        if (leaf_device(m, i, &d) && d == device)
-            return i;
-    }
-    return UINT32_MAX;
-}
-
 /* Whether wall ms at is within span before now (a time ahead of the clock counts as long ago). */
 static int within(int64_t at, int64_t now, int64_t span)
 {
@@ -1204,16 +1198,16 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     const char *made_why = NULL;
     msv_err err = state_load(c, gid, &m, &roster, &roster_len);
     int creating = err == MSV_ERR_NOT_FOUND;
-    uint32_t gen = 0;
+    /* founded again by the only admin's device that lost its state: past the generation seen
+     * (lost_seen records none past LOST_GEN_MAX) */
+    int64_t lost = creating ? lost_generation(c, gid) : -1;
+    uint32_t gen = lost >= 0 ? (uint32_t)lost + 1 : 0;
     int admin = self_is_admin(c, gid);
     const struct dir_device *own = NULL;
 
     *changed = *more = 0;
     if (creating && !start)
         return MSV_OK; /* a group of per-device copies stays so */
-    /* founded again by the only admin's device that lost its state: past the generation seen */
-    if (creating && lost_generation(c, gid) >= 0 && lost_generation(c, gid) < UINT32_MAX)
-        gen = (uint32_t)lost_generation(c, gid) + 1;
     /* only an admin founds the group's MLS group (its members refuse any other founder) */
     if (creating && !refound && !admin) {
         snprintf(c->why.message, sizeof(c->why.message),
@@ -1384,7 +1378,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = msv_client_db_unset(c->db, flag_key(gid, text));
     if (err == MSV_OK && refound)
         err = founded_now(c, gid);
-    if (err == MSV_OK && creating && gen > 0)
+    if (err == MSV_OK && lost >= 0)
         err = msv_client_db_unset(c->db, group_key(LOST, gid, text));
     if (err == MSV_OK) /* every commit of ours updates our leaf (its UpdatePath) */
         err = updated_now(c, gid);
@@ -1416,21 +1410,31 @@ out:
     return err;
 }
 
-/* Whether this account is an admin of the group (its signed state). */
-static int self_is_admin(struct msv_client *c, const uint8_t gid[16])
+/* Whether this account is an admin of the group (its signed state); *n_admins (unless NULL):
+ * how many admins it has. */
+static int self_is_admin_of(struct msv_client *c, const uint8_t gid[16], size_t *n_admins)
 {
     char *admins = NULL, **list = NULL;
     size_t n = 0;
     int admin = 0;
 
+    if (n_admins != NULL)
+        *n_admins = 0;
     if (msv_client_group_admins(c, gid, &admins) != MSV_OK)
         return 0;
     if (client_members_of(admins, &list, &n) == MSV_OK)
         for (size_t i = 0; i < n && !admin; i++)
             admin = strcmp(list[i], c->handle) == 0;
+    if (n_admins != NULL)
+        *n_admins = list != NULL ? n : 0;
     free(list);
     free(admins);
     return admin;
+}
+
+static int self_is_admin(struct msv_client *c, const uint8_t gid[16])
+{
+    return self_is_admin_of(c, gid, NULL);
 }
 
 /* Whether the setting key is there. */
@@ -1756,7 +1760,7 @@ static void follows_flush(struct msv_client *c)
     for (size_t i = 0; i < n; i++) {
         uint8_t gid[16], v[RETRY_VALUE];
         msv_err err = MSV_OK;
-        int lost = 0;
+        int lost = 0, admin;
         /* (an empty one, of an earlier version: wanted from now) */
         int valid = gid_of_key(s[i].key, FOLLOW, gid) && (s[i].len == RETRY_VALUE || s[i].len == 0);
 
@@ -1773,8 +1777,10 @@ static void follows_flush(struct msv_client *c)
         }
         if (!retry_due(v, now))
             continue;
-        lost = !client_mls_is_on(c, gid) && lost_generation(c, gid) >= 0;
-        if (self_is_admin(c, gid) && (lost || stale_now(c, gid) || rejoin_waiting(c, gid)))
+        admin = self_is_admin(c, gid);
+        /* (the small record first: client_mls_is_on reads the state) */
+        lost = admin && lost_generation(c, gid) >= 0 && !client_mls_is_on(c, gid);
+        if (admin && (lost || stale_now(c, gid) || rejoin_waiting(c, gid)))
             err = sync_with(c, gid, lost, 0, 0, 1);
         /* a founding again that could not be made (a device without a KeyPackage) waits too */
         if (err == MSV_OK && lost && !client_mls_is_on(c, gid))
@@ -1820,7 +1826,7 @@ msv_err client_mls_rejoin_asked(struct msv_client *c, const uint8_t gid[16], con
     /* an ask written over an hour ago (held back, or sent again from an outbox) is stale: the
      * device may have joined again since */
     if (device == c->device_id || (int64_t)sent_at_ms < now - REJOIN_EVERY_MS ||
-        !client_mls_is_on(c, gid) || !self_is_admin(c, gid))
+        !self_is_admin(c, gid) || !client_mls_is_on(c, gid))
         return MSV_OK;
     /* the device's leaf, which the roster must name as sender's; a device with none (linked,
      * and not added by the device that approved it) asks to be added: the sync adds it if the
@@ -2619,13 +2625,11 @@ out:
 static void lost_seen(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
                       struct client_mls_in *in)
 {
-    char *admins = NULL, key[KEY_MAX];
+    char key[KEY_MAX];
     uint8_t v[4];
-    int sole = msv_client_group_admins(c, gid, &admins) == MSV_OK &&
-               strncmp(admins, c->handle, strlen(c->handle)) == 0 &&
-               strcmp(admins + strlen(c->handle), "\n") == 0;
+    size_t n_admins = 0;
+    int sole = self_is_admin_of(c, gid, &n_admins) && n_admins == 1;
 
-    free(admins);
     /* a generation named past LOST_GEN_MAX (made up by a server) is founded past by nobody */
     if (!sole || gen >= LOST_GEN_MAX)
         return;

@@ -742,7 +742,6 @@ static msv_err copy_join(const pb_payload *m, struct msv_payload *p)
 
     p->join_link_version = m->join_link_version;
     p->join_link_approval = m->join_link_approval;
-    p->mls_outside = m->mls_outside;
     p->has_join_proof = m->join_proof.len != 0;
     if (p->has_join_proof)
         err = copy_fixed(m->join_proof, p->join_proof, MSV_JOIN_KEY_LEN);
@@ -764,6 +763,7 @@ static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
     p->sent_at_ms = m->sent_at_ms;
     p->edit_number = m->edit_number;
     p->timer_s = m->timer_s;
+    p->mls_outside = m->mls_outside;
     err = copy_id(m->message_id, NULL, p->message_id);
     if (err == MSV_OK)
         err = copy_id(m->group_id, &p->has_group, p->group_id);
