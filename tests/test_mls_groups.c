@@ -1123,15 +1123,17 @@ static void test_linked_device_waits_and_others_refused(void **state)
     club_free(&k);
 }
 
-/* A delivery of kind to c's group gid at epoch whose message is msg. */
-static void take_crafted(struct msv_client *c, const uint8_t gid[16], int kind, uint64_t epoch,
-                         const uint8_t *msg, size_t msg_len, char notice[400])
+/* A delivery of kind to c's group gid (its MLS group of generation gen) at epoch whose message
+ * is msg. */
+static void take_crafted_of(struct msv_client *c, const uint8_t gid[16], uint32_t gen, int kind,
+                            uint64_t epoch, const uint8_t *msg, size_t msg_len, char notice[400])
 {
     Msv__Wire__MlsDelivery d = MSV__WIRE__MLS_DELIVERY__INIT;
-    uint8_t id[20] = {0}, *wire;
+    uint8_t id[20], *wire;
     size_t len;
 
     memcpy(id, gid, 16);
+    msv_put_u32be(id + 16, gen);
     d.group_id = (ProtobufCBinaryData){sizeof(id), id};
     d.kind = kind;
     d.epoch = epoch;
@@ -1142,6 +1144,12 @@ static void take_crafted(struct msv_client *c, const uint8_t gid[16], int kind, 
     msv__wire__mls_delivery__pack(&d, wire);
     take(c, wire, len, notice);
     free(wire);
+}
+
+static void take_crafted(struct msv_client *c, const uint8_t gid[16], int kind, uint64_t epoch,
+                         const uint8_t *msg, size_t msg_len, char notice[400])
+{
+    take_crafted_of(c, gid, 0, kind, epoch, msg, msg_len, notice);
 }
 
 /*
@@ -1875,6 +1883,86 @@ static void test_replacement_by_no_admin_refused(void **state)
 }
 
 /*
+ * An ask to join again is taken only when written within the hour and from a device the roster
+ * names under its sender's handle: an older one (held back by the server, or sent again from an
+ * outbox) and one naming another account's device record nothing.
+ */
+static void test_stale_or_misnamed_ask_changes_nothing(void **state)
+{
+    struct club k;
+    int64_t now;
+
+    (void)state;
+    club_on_mls(&k);
+    now = msv_wall_ms();
+    assert_int_equal(client_mls_rejoin_asked(k.alice, k.gid, "bob@example.org", k.bob->device_id,
+                                             (uint64_t)(now - 3601LL * 1000)),
+                     MSV_OK);
+    assert_int_equal(settings_count(k.alice, "mls-rejoin:"), 0);
+    assert_int_equal(client_mls_rejoin_asked(k.alice, k.gid, "carol@example.org", k.bob->device_id,
+                                             (uint64_t)now),
+                     MSV_OK);
+    assert_int_equal(settings_count(k.alice, "mls-rejoin:"), 0);
+    assert_int_equal(client_mls_rejoin_asked(k.alice, k.gid, "bob@example.org", k.bob->device_id,
+                                             (uint64_t)(now - 3500LL * 1000)),
+                     MSV_OK);
+    assert_int_equal(settings_count(k.alice, "mls-rejoin:"), 1);
+    club_free(&k);
+}
+
+/* c takes an application delivery of the club's MLS group naming generation gen. */
+static void take_of_generation(struct club *k, struct msv_client *c, uint32_t gen, char notice[400])
+{
+    uint8_t msg[64];
+
+    memset(msg, 0x5a, sizeof(msg));
+    take_crafted_of(c, k->gid, gen, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, 1, msg, sizeof(msg),
+                    notice);
+}
+
+/*
+ * The only admin's device that lost its state founds the group again past the highest
+ * generation a delivery named, which the server chooses: one naming 2^31 - 1 or more is founded
+ * past by nobody; 2^31 - 2 is, at 2^31 - 1, and a lower one named later lowers nothing.
+ */
+static void test_lost_generation_at_the_top(void **state)
+{
+    struct club k;
+    char notice[400], key[80];
+    uint8_t *v = NULL;
+    size_t len = 0;
+
+    (void)state;
+    club_on_mls(&k);
+    state_lost(&k, k.alice);
+    take_of_generation(&k, k.alice, 0x7fffffffu, notice);
+    assert_non_null(strstr(notice, "not in could not be read"));
+    assert_null(strstr(notice, "founds it again"));
+    assert_int_equal(settings_count(k.alice, "mls-lost:"), 0);
+    assert_int_equal(settings_count(k.alice, "mls-refound:"), 0);
+    take_of_generation(&k, k.alice, 0xffffffffu, notice);
+    assert_int_equal(settings_count(k.alice, "mls-lost:"), 0);
+
+    take_of_generation(&k, k.alice, 0x7ffffffeu, notice);
+    assert_non_null(strstr(notice, "founds it again"));
+    take_of_generation(&k, k.alice, 5, notice);
+    assert_int_equal(msv_client_db_get(k.alice->db, club_key(&k, "mls-lost:", key), &v, &len),
+                     MSV_OK);
+    assert_int_equal(len, 4);
+    assert_int_equal(msv_get_u32be(v), 0x7ffffffeu);
+    free(v);
+    assert_int_equal(settings_count(k.alice, "mls-refound:"), 1);
+    receive_now(k.alice);
+    assert_true(client_mls_is_on(k.alice, k.gid));
+    assert_int_equal(settings_count(k.alice, "mls-lost:"), 0);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    receive_now(k.bob);
+    assert_true(client_mls_is_on(k.bob, k.gid));
+    club_free(&k);
+}
+
+/*
  * bob (no admin) sends while alice, having committed twice, founds the group again: the
  * delivery service answers his message with the old generation's epoch, past his; reading the
  * queue brings him into the new generation, where his message goes again and is read (he is
@@ -2294,6 +2382,8 @@ int main(void)
         cmocka_unit_test(test_sole_admin_lost_state_founds_again),
         cmocka_unit_test(test_linked_device_asks_to_join),
         cmocka_unit_test(test_replacement_by_no_admin_refused),
+        cmocka_unit_test(test_stale_or_misnamed_ask_changes_nothing),
+        cmocka_unit_test(test_lost_generation_at_the_top),
         cmocka_unit_test(test_send_crossing_a_founding_again),
         cmocka_unit_test(test_founding_again_at_most_hourly),
         cmocka_unit_test(test_two_processes_found_once),
