@@ -17,7 +17,7 @@ packages=(
     python3 python3-cryptography python3-jsonschema openssl valgrind groff-base
     libpq-dev libhiredis-dev postgresql redis-server libncurses-dev tmux
     libwebsockets-dev libuv1-dev chromium chromium-driver python3-selenium
-    ejabberd prosody prosody-modules
+    ejabberd prosody prosody-modules eatmydata
 )
 bench=0
 if [ "${1:-}" = "--bench" ]; then
