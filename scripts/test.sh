@@ -25,15 +25,13 @@ stage() {
 # the disk. What that gives up is a power failure's, which no test can cause: a process that a
 # test kills still leaves its writes to the kernel, and the tests that fail or count writes and
 # syncs preload their own shim in its place (tests/faulty_io.c).
-nosync=()
-if command -v eatmydata >/dev/null; then nosync=(eatmydata); fi
 build() { # build DIR CMAKE_ARGS...
     local dir=$1
     shift
     cmake -S . -B "$dir" "$@" >/dev/null && cmake --build "$dir" -j"$jobs" >/dev/null
 }
 # build_behind DIR CMAKE_ARGS...: builds DIR at the lowest priority while the tests of the
-# stage before run, which leave the processors idle about a fifth of the time; its output in
+# stage before run, which leave the processors idle about a fifth of the time; its errors in
 # DIR/build.log, its process in $behind
 build_behind() {
     local dir=$1
@@ -54,6 +52,12 @@ run_tests() { # run_tests DIR CTEST_JOBS
 }
 
 bash scripts/deps.sh || exit 1
+nosync=()
+if command -v eatmydata >/dev/null; then
+    nosync=(eatmydata)
+else
+    echo "eatmydata is not installed: the tests wait for every fsync"
+fi
 stage "banned calls" bash scripts/check-banned.sh
 stage "format" bash scripts/check-format.sh
 release_tests() {

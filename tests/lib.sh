@@ -2,16 +2,6 @@
 # Sourced, not run. Each test ends with `finish`.
 passed=0
 failed=0
-# Under the sanitizers, LeakSanitizer's check at every process's exit costs about 40 ms of
-# processor time (3,000 page faults) however small the process; the scenario tests start
-# thousands of one-shot commands, and the check was a fifth to a quarter of their time. They
-# run without it unless MSV_LEAK_CHECK is set: tests/CMakeLists.txt sets it for the tests of
-# the command-line tools themselves, and the C tests (the libraries in-process, missived as a
-# child) and tests/test_valgrind.sh check for leaks everywhere. A detect_leaks already in
-# ASAN_OPTIONS wins (later options override earlier ones).
-if [ -z "${MSV_LEAK_CHECK:-}" ]; then
-    export ASAN_OPTIONS="detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-fi
 # system_python: python3 is the system's own from here on, where there is one (through a link in
 # $work/.bin): a version manager's shim in front of it runs a shell and a dozen processes at
 # every call, about a second each in a loaded test run, and the tests call it often; what they

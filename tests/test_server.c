@@ -1969,11 +1969,13 @@ static void test_start_on_full_disk(void **state)
  */
 static void test_io_errors(void **state)
 {
-    const char *asan = getenv("ASAN_OPTIONS");
-    char trigger[64], options[1024];
+    const char *asan = getenv("ASAN_OPTIONS"), *was = getenv("LD_PRELOAD");
+    char trigger[64], options[1024], preload[1024];
     const struct storage_fault fault = {disk_fails, disk_recovers, trigger};
 
     (void)state;
+    /* what the test run preloads (scripts/test.sh: eatmydata), put back afterwards */
+    snprintf(preload, sizeof(preload), "%s", was != NULL ? was : "");
     snprintf(trigger, sizeof(trigger), "/tmp/msv-faulty-io-%ld", (long)getpid());
     /* the shim comes before the sanitizer runtime in sanitizer builds; that is fine here */
     snprintf(options, sizeof(options), "%s%sverify_asan_link_order=0", asan ? asan : "",
@@ -1983,7 +1985,10 @@ static void test_io_errors(void **state)
     assert_int_equal(setenv("MSV_FAULTY_IO_MATCH", "/missive.db", 1), 0);
     assert_int_equal(setenv("MSV_FAULTY_IO_TRIGGER", trigger, 1), 0);
     expect_storage_fault_handled(&fault);
-    unsetenv("LD_PRELOAD");
+    if (was != NULL)
+        setenv("LD_PRELOAD", preload, 1);
+    else
+        unsetenv("LD_PRELOAD");
     unsetenv("MSV_FAULTY_IO_TRIGGER");
     if (asan != NULL)
         setenv("ASAN_OPTIONS", asan, 1);
