@@ -1923,7 +1923,8 @@ static void take_of_generation(struct club *k, struct msv_client *c, uint32_t ge
 /*
  * The only admin's device that lost its state founds the group again past the highest
  * generation a delivery named, which the server chooses: one naming 2^31 - 1 or more is founded
- * past by nobody; 2^31 - 2 is, at 2^31 - 1, and a lower one named later lowers nothing.
+ * past by nobody; 2^31 - 2 is (its Welcome names 2^31 - 1), and a lower one named later lowers
+ * nothing.
  */
 static void test_lost_generation_at_the_top(void **state)
 {
@@ -1951,12 +1952,22 @@ static void test_lost_generation_at_the_top(void **state)
     assert_int_equal(len, 4);
     assert_int_equal(msv_get_u32be(v), 0x7ffffffeu);
     free(v);
+    v = NULL;
     assert_int_equal(settings_count(k.alice, "mls-refound:"), 1);
     receive_now(k.alice);
     assert_true(client_mls_is_on(k.alice, k.gid));
     assert_int_equal(settings_count(k.alice, "mls-lost:"), 0);
     assert_int_equal(
-        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, &v, &len), 1);
+    {
+        Msv__Wire__MlsDelivery *d = msv__wire__mls_delivery__unpack(NULL, len, v);
+
+        assert_non_null(d);
+        assert_int_equal(d->group_id.len, 20);
+        assert_int_equal(msv_get_u32be(d->group_id.data + 16), 0x7fffffffu); /* the generation */
+        msv__wire__mls_delivery__free_unpacked(d, NULL);
+    }
+    free(v);
     receive_now(k.bob);
     assert_true(client_mls_is_on(k.bob, k.gid));
     club_free(&k);
