@@ -832,6 +832,34 @@ static void test_blob_finish_checks_at_once(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A check's place is free once its answer is sent: with one check at a time,
+ * finishes sent each on the answer of the one before are all taken.
+ */
+static void test_blob_finish_answer_frees_its_check(void **state)
+{
+    enum { count = 64, size = 4096 };
+    struct test_server s;
+    struct test_device a1;
+    uint8_t ids[count][32], data[size], sha[32];
+
+    (void)state;
+    msv_random_bytes(data, sizeof(data));
+    SHA256(data, sizeof(data), sha);
+    test_server_init(&s, "[blobs]\nfinish_checks = 1\nopen_uploads_per_device = 100\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    for (int i = 0; i < count; i++) {
+        blob_open(&a1, size, ids[i]);
+        blob_upload_all(&a1, ids[i], data, size);
+    }
+    for (int i = 0; i < count; i++)
+        test_expect_ok(blob_finish(&a1, ids[i], sha));
+    assert_int_equal(test_server_metric(&s, "blob_finish_busy_total"), 0);
+    test_device_free(&a1);
+    test_server_cleanup(&s);
+}
+
 /* Sealed sends (no account to charge) are held to the recipient's queue cap all the same. */
 static void test_sealed_sends_hit_queue_cap(void **state)
 {
@@ -887,6 +915,7 @@ int main(void)
         cmocka_unit_test(test_attachment_quotas),
         cmocka_unit_test(test_blob_finish_off_loop_and_throttled),
         cmocka_unit_test(test_blob_finish_checks_at_once),
+        cmocka_unit_test(test_blob_finish_answer_frees_its_check),
     };
 
     if (getenv("MSV_TEST") != NULL)

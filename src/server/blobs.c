@@ -224,6 +224,10 @@ static void *digest_thread(void *arg)
     const struct timeval now = {0, 0};
 
     j->err = s->blobs->ops->digest(s->blobs->impl, j->r.id, j->actual);
+    /* the check's place is free before its answer can be sent: a finish sent on seeing it fits */
+    pthread_mutex_lock(&s->blob_jobs_lock);
+    s->blob_checks_busy--;
+    pthread_mutex_unlock(&s->blob_jobs_lock);
     /* if libevent cannot take it, the job waits in the list for msv_blob_jobs_drain */
     if (event_base_once(j->w->base, -1, EV_TIMEOUT, on_job_done, j, &now) != 0)
         msv_log(MSV_LOG_ERROR, "blob_finish_lost", "reason=\"out of memory\"");
@@ -243,7 +247,8 @@ static int start_job(struct msv_conn_state *c, struct msv_blob_job *j)
     int started = 0;
 
     pthread_mutex_lock(&s->blob_jobs_lock);
-    if (s->blob_jobs_running < s->cfg.blob_finish_checks) {
+    if (s->blob_checks_busy < s->cfg.blob_finish_checks) {
+        s->blob_checks_busy++;
         s->blob_jobs_running++;
         started = 1;
     }
@@ -266,6 +271,7 @@ static int start_job(struct msv_conn_state *c, struct msv_blob_job *j)
         return 1;
     job_unlink(j);
     pthread_mutex_lock(&s->blob_jobs_lock);
+    s->blob_checks_busy--;
     s->blob_jobs_running--;
     pthread_cond_broadcast(&s->blob_jobs_idle);
     pthread_mutex_unlock(&s->blob_jobs_lock);

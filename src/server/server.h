@@ -255,9 +255,10 @@ struct msv_server {
     uint64_t registered;        /* connections registered so far (registry_lock) */
 
     pthread_mutex_t limits_lock;
-    pthread_mutex_t blob_jobs_lock; /* blob_jobs_running, and its condition */
+    pthread_mutex_t blob_jobs_lock; /* the two counts below, and blob_jobs_idle */
     pthread_cond_t blob_jobs_idle;
-    unsigned blob_jobs_running;
+    unsigned blob_jobs_running; /* digest threads alive (msv_blob_jobs_drain waits for none) */
+    unsigned blob_checks_busy;  /* checks not yet done: held to [blobs] finish_checks */
     uint8_t
         limit_key[16]; /* what msv_server_key hashes with; from the log key: alike on all nodes */
     struct msv_shared_limits *shared_limits;    /* the cluster's buckets; NULL for a node alone */
