@@ -1117,6 +1117,11 @@ static int cmd_devices(const struct cli *o, struct msv_client *c)
         }
         if (err == MSV_OK)
             fprintf(cli_out, "approved device %llu; the account's other devices are told\n", id);
+        if (err == MSV_OK && c->why.message[0] != '\0') {
+            fputs("note: ", cli_err);
+            term_put(cli_err, c->why.message, TERM_ONE_LINE);
+            fputc('\n', cli_err);
+        }
         return err == MSV_OK ? 0 : fail(c, "approving the device (is it waiting?)", err);
     }
     if (id == c->device_id)

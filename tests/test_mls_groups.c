@@ -308,18 +308,13 @@ static void club_on_mls(struct club *k)
     assert_int_equal(msv_client_group_accept(k->carol, k->conversation), MSV_OK);
 }
 
-/*
- * A device of owner's account, linked and approved by owner, holding owner's groups as a QR
- * link's provisioning gives them, its keys published.
- */
-static struct msv_client *linked_device(struct test_server *s, struct msv_client *owner,
-                                        const char *name)
+/* A device of owner's account linked by password, owner having received its request. */
+static struct msv_client *link_waiting(struct test_server *s, struct msv_client *owner,
+                                       const char *name)
 {
     struct msv_client *d = NULL;
-    struct msv_group_rec *g = NULL;
     uint8_t fp[32];
     char dir[128];
-    size_t n = 0;
 
     snprintf(dir, sizeof(dir), "%s/%s", s->dir, name);
     assert_int_equal(msv_client_create(dir, owner->handle, "127.0.0.1", s->port, MSV_SUITE_MODERN,
@@ -327,24 +322,21 @@ static struct msv_client *linked_device(struct test_server *s, struct msv_client
                      MSV_OK);
     assert_int_equal(msv_client_link(d, TEST_PASSWORD), MSV_OK);
     receive_now(owner); /* the request to join, whose key the approval signs */
-    assert_int_equal(msv_client_approve_device(owner, d->device_id), MSV_OK);
-    assert_int_equal(msv_client_db_groups(owner->db, &g, &n), MSV_OK);
-    for (size_t i = 0; i < n; i++) {
-        uint8_t *st = NULL, *prev = NULL;
-        size_t st_len = 0, prev_len = 0;
-        int signed_state = 0;
+    return d;
+}
 
-        assert_int_equal(
-            client_group_export(owner, &g[i], &st, &st_len, &prev, &prev_len, &signed_state),
-            MSV_OK);
-        assert_int_equal(client_group_install(d, g[i].group_id, st, st_len, prev, prev_len,
-                                              signed_state, g[i].accepted),
-                         MSV_OK);
-        free(st);
-        free(prev);
-    }
-    msv_groups_free(g, n);
-    receive_now(d); /* its keys published, its KeyPackages too */
+/*
+ * A device of owner's account, linked by password and approved by owner, its keys published
+ * and owner's groups taken from the copies the approval sent.
+ */
+static struct msv_client *linked_device(struct test_server *s, struct msv_client *owner,
+                                        const char *name)
+{
+    struct msv_client *d = link_waiting(s, owner, name);
+
+    assert_int_equal(msv_client_approve_device(owner, d->device_id), MSV_OK);
+    assert_string_equal(owner->why.message, "");
+    receive_now(d); /* its groups, its keys published, its KeyPackages too */
     assert_true(kp_kept(d) > 0);
     return d;
 }
@@ -1039,6 +1031,266 @@ static void test_linked_device_joins(void **state)
     assert_sent_by(k.alice, k.conversation, "from bob's laptop", "bob@example.org",
                    laptop->device_id);
     msv_client_close(laptop);
+    club_free(&k);
+}
+
+/* A group state's encoding (docs/groups.md) of gid at epoch 1: name, members, admins. */
+static uint8_t *state_of(const uint8_t gid[16], const char *name, const char *const *members,
+                         size_t n_members, const char *const *admins, size_t n_admins, size_t *len)
+{
+    const char *magic = "MSV-group-state-v1";
+    size_t cap = 64 + strlen(name), at = 0;
+    uint8_t *v;
+
+    for (size_t i = 0; i < n_members; i++)
+        cap += 2 + strlen(members[i]);
+    for (size_t i = 0; i < n_admins; i++)
+        cap += 2 + strlen(admins[i]);
+    v = malloc(cap);
+    assert_non_null(v);
+    memcpy(v, magic, strlen(magic));
+    at = strlen(magic);
+    memcpy(v + at, gid, 16);
+    msv_put_u64be(v + at + 16, 1);
+    at += 24;
+    v[at] = (uint8_t)(strlen(name) >> 8);
+    v[at + 1] = (uint8_t)strlen(name);
+    memcpy(v + at + 2, name, strlen(name));
+    at += 2 + strlen(name);
+    for (int l = 0; l < 2; l++) {
+        const char *const *list = l == 0 ? members : admins;
+        size_t n = l == 0 ? n_members : n_admins;
+
+        msv_put_u32be(v + at, (uint32_t)n);
+        at += 4;
+        for (size_t i = 0; i < n; i++) {
+            v[at] = (uint8_t)(strlen(list[i]) >> 8);
+            v[at + 1] = (uint8_t)strlen(list[i]);
+            memcpy(v + at + 2, list[i], strlen(list[i]));
+            at += 2 + strlen(list[i]);
+        }
+    }
+    *len = at;
+    return v;
+}
+
+/* from sends to's devices (its own account's too) a GROUP_COPY of gid holding state. */
+static void send_copy(struct msv_client *from, const char *to, const uint8_t gid[16],
+                      uint8_t *state, size_t len)
+{
+    struct msv_payload p = {.kind = MSV_KIND_GROUP_COPY,
+                            .has_group = true,
+                            .group_state = state,
+                            .group_state_len = len,
+                            .group_accepted = true};
+    uint8_t id[16];
+
+    memcpy(p.group_id, gid, 16);
+    assert_int_equal(client_send_payload(from, &to, 1, &p, NULL, NULL, NULL, 0, NULL, id), MSV_OK);
+}
+
+/* c holds a group of a new id (in gid) as a signed state (its key in key) and a record. */
+static void hold_group(struct msv_client *c, uint8_t gid[16], const char *name,
+                       const char *const *members, size_t n_members, const char *const *admins,
+                       size_t n_admins, int accepted, char key[80])
+{
+    char hex[33];
+    size_t len = 0;
+    uint8_t *v;
+
+    msv_random_bytes(gid, 16);
+    v = state_of(gid, name, members, n_members, admins, n_admins, &len);
+    assert_int_equal(msv_hex_encode(gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, 80, "group-state:%s", hex);
+    assert_int_equal(msv_client_db_set(c->db, key, v, len), MSV_OK);
+    assert_int_equal(msv_client_db_group_put(c->db, gid, name, "", accepted, msv_wall_ms()),
+                     MSV_OK);
+    free(v);
+}
+
+static int holds_group(struct msv_client *c, const uint8_t gid[16], struct msv_group_rec *g)
+{
+    struct msv_group_rec none = {0};
+    msv_err err = msv_client_db_group_get(c->db, gid, NULL, g != NULL ? g : &none);
+
+    assert_true(err == MSV_OK || err == MSV_ERR_NOT_FOUND);
+    msv_group_clear(&none);
+    return err == MSV_OK;
+}
+
+/*
+ * A copy of a group is taken only from this account's own device, only by a device that holds
+ * no signed state of the group, and only if it names this account a member; a refusal is kept
+ * in the group's history. A state over 4 KiB goes by the attachment store, and a group not
+ * accepted stays a request on the new device.
+ */
+static void test_group_copies(void **state)
+{
+    const char *bob = "bob@example.org", *alice = "alice@example.org";
+    const char *bob_only[1] = {bob}, *alice_only[1] = {alice};
+    char **many = calloc(300, sizeof(*many)), key[80], left_key[80], conversation[40];
+    struct club k;
+    struct msv_client *laptop, *tablet;
+    struct msv_group_rec g = {0};
+    uint8_t other[16], mismatched[16], *v, *held = NULL, *copied = NULL;
+    size_t len = 0, held_len = 0, copied_len = 0;
+
+    (void)state;
+    assert_non_null(many);
+    laptop = club_bob_laptop(&k);
+    /* the club came to the laptop as bob's phone holds it, accepted */
+    assert_true(holds_group(laptop, k.gid, &g));
+    assert_string_equal(g.name, "club");
+    assert_true(g.accepted);
+    msv_group_clear(&g);
+    /* carol's copy of a group naming bob: another account's word, taken by none of his */
+    msv_random_bytes(other, 16);
+    v = state_of(other, "carols", bob_only, 1, bob_only, 1, &len);
+    send_copy(k.carol, bob, other, v, len);
+    free(v);
+    receive_now(k.bob);
+    receive_now(laptop);
+    assert_false(holds_group(k.bob, other, NULL));
+    assert_false(holds_group(laptop, other, NULL));
+    /* his phone's copy of the club under another name: the laptop holds the club already */
+    v = state_of(k.gid, "renamed", bob_only, 1, bob_only, 1, &len);
+    send_copy(k.bob, bob, k.gid, v, len);
+    free(v);
+    receive_now(laptop);
+    assert_true(holds_group(laptop, k.gid, &g));
+    assert_string_equal(g.name, "club");
+    msv_group_clear(&g);
+    /* a copy of a group that does not name bob, and one of another group's id: refused, told */
+    v = state_of(other, "not bob's", alice_only, 1, alice_only, 1, &len);
+    send_copy(k.bob, bob, other, v, len);
+    free(v);
+    v = state_of(k.gid, "mismatched", bob_only, 1, bob_only, 1, &len);
+    msv_random_bytes(mismatched, 16);
+    send_copy(k.bob, bob, mismatched, v, len);
+    free(v);
+    receive_now(laptop);
+    assert_false(holds_group(laptop, other, NULL));
+    msv_client_group_conversation(other, conversation);
+    assert_int_equal(history_count(laptop, conversation, "it does not name this account"), 1);
+    assert_false(holds_group(laptop, mismatched, NULL));
+    msv_client_group_conversation(mismatched, conversation);
+    assert_int_equal(history_count(laptop, conversation, "its state is malformed"), 1);
+    assert_int_equal(history_count(laptop, conversation, "was refused"), 1);
+    /* a group of 300 (its state past 4 KiB), not accepted, as the phone holds it */
+    for (int i = 0; i < 300; i++) {
+        many[i] = malloc(32);
+        assert_non_null(many[i]);
+        snprintf(many[i], 32, "member%03d@example.org", i);
+    }
+    snprintf(many[299], 32, "%s", bob);
+    hold_group(k.bob, other, "big", (const char *const *)many, 300, alice_only, 1, 0, key);
+    assert_int_equal(msv_client_db_get(k.bob->db, key, &held, &held_len), MSV_OK);
+    assert_true(held_len > MSV_GROUP_STATE_INLINE_MAX);
+    /* and a group bob left: nothing to copy */
+    hold_group(k.bob, mismatched, "left", alice_only, 1, alice_only, 1, 1, left_key);
+    tablet = linked_device(&k.s, k.bob, "bob-tablet");
+    assert_false(holds_group(tablet, mismatched, NULL));
+    receive_now(laptop);
+    msv_client_group_conversation(mismatched, conversation);
+    assert_int_equal(history_count(tablet, conversation, "refused"), 0);
+    assert_int_equal(history_count(laptop, conversation, "refused"), 0);
+    assert_true(holds_group(tablet, other, &g));
+    assert_string_equal(g.name, "big");
+    assert_false(g.accepted);
+    msv_group_clear(&g);
+    assert_int_equal(msv_client_db_get(tablet->db, key, &copied, &copied_len), MSV_OK);
+    assert_int_equal(copied_len, held_len);
+    assert_memory_equal(copied, held, held_len);
+    free(held);
+    free(copied);
+    assert_int_equal(settings_count(k.bob, "group-copy-owed:"), 0);
+    /* copies owed (the phone stopped after the approval, say) go after its next command */
+    hold_group(k.bob, other, "late", bob_only, 1, bob_only, 1, 1, key);
+    assert_int_equal(client_groups_copy_owe(k.bob, tablet->device_id, 1), MSV_OK);
+    assert_int_equal(msv_client_sync_flush(k.bob, NULL), MSV_OK);
+    assert_int_equal(settings_count(k.bob, "group-copy-owed:"), 0);
+    receive_now(tablet);
+    assert_true(holds_group(tablet, other, &g));
+    assert_string_equal(g.name, "late");
+    assert_true(g.accepted);
+    msv_group_clear(&g);
+    for (int i = 0; i < 300; i++)
+        free(many[i]);
+    free(many);
+    msv_client_close(tablet);
+    msv_client_close(laptop);
+    club_free(&k);
+}
+
+/*
+ * A copy behind the group: alice renames the club while bob's tablet waits for approval (so
+ * neither her change nor its Welcome reaches it) and his phone approves before it read the
+ * change. The tablet takes her next change whole, on her word as the club's admin.
+ */
+static void test_group_copy_behind(void **state)
+{
+    struct club k;
+    struct msv_client *tablet;
+    struct msv_group_rec g = {0};
+
+    (void)state;
+    club_on_mls(&k);
+    tablet = link_waiting(&k.s, k.bob, "bob-tablet");
+    assert_int_equal(msv_client_group_change(k.alice, "club", "club 2", NULL, 0, NULL, 0), MSV_OK);
+    assert_int_equal(msv_client_approve_device(k.bob, tablet->device_id), MSV_OK);
+    receive_now(tablet);
+    assert_true(holds_group(tablet, k.gid, &g));
+    assert_string_equal(g.name, "club"); /* as the phone held it */
+    msv_group_clear(&g);
+    receive_now(k.bob);
+    assert_int_equal(msv_client_group_change(k.alice, "club 2", "club 3", NULL, 0, NULL, 0),
+                     MSV_OK);
+    receive_now(tablet);
+    assert_true(holds_group(tablet, k.gid, &g));
+    assert_string_equal(g.name, "club 3");
+    msv_group_clear(&g);
+    assert_int_equal(history_count(tablet, k.conversation, "out of order"), 0);
+    msv_client_close(tablet);
+    club_free(&k);
+}
+
+/*
+ * A copy that cannot be made (the state's upload refused: uploads past 2,000 bytes here) is
+ * told by the approval and stays owed; a command within the hour does not try it again.
+ */
+static void test_group_copy_not_made_is_told(void **state)
+{
+    const char *bob_only[1] = {"bob@example.org"};
+    char **many = calloc(300, sizeof(*many)), key[80];
+    struct club k;
+    struct msv_client *tablet;
+    uint8_t other[16];
+
+    (void)state;
+    assert_non_null(many);
+    club_config = "[blobs]\nmax_size = 2000\n";
+    club_on_mls(&k);
+    club_config = NULL;
+    for (int i = 0; i < 300; i++) {
+        many[i] = malloc(32);
+        assert_non_null(many[i]);
+        snprintf(many[i], 32, i == 0 ? "bob@example.org" : "member%03d@example.org", i);
+    }
+    hold_group(k.bob, other, "big", (const char *const *)many, 300, bob_only, 1, 1, key);
+    tablet = link_waiting(&k.s, k.bob, "bob-tablet");
+    assert_int_equal(msv_client_approve_device(k.bob, tablet->device_id), MSV_OK);
+    assert_non_null(strstr(k.bob->why.message, "1 group could not be copied to device"));
+    assert_non_null(strstr(k.bob->why.message, "tried again hourly, after a command"));
+    assert_int_equal(settings_count(k.bob, "group-copy-owed:"), 1);
+    assert_int_equal(msv_client_sync_flush(k.bob, NULL), MSV_OK);
+    assert_int_equal(settings_count(k.bob, "group-copy-owed:"), 1);
+    receive_now(tablet);
+    assert_true(holds_group(tablet, k.gid, NULL)); /* the club's copy went */
+    assert_false(holds_group(tablet, other, NULL));
+    for (int i = 0; i < 300; i++)
+        free(many[i]);
+    free(many);
+    msv_client_close(tablet);
     club_free(&k);
 }
 
@@ -2382,6 +2634,9 @@ int main(void)
         cmocka_unit_test(test_readded_member_reads),
         cmocka_unit_test(test_commit_during_rate_limit),
         cmocka_unit_test(test_linked_device_joins),
+        cmocka_unit_test(test_group_copies),
+        cmocka_unit_test(test_group_copy_behind),
+        cmocka_unit_test(test_group_copy_not_made_is_told),
         cmocka_unit_test(test_linked_device_waits_and_others_refused),
         cmocka_unit_test(test_large_by_reference),
         cmocka_unit_test(test_welcome_kept_until_sent),

@@ -811,6 +811,102 @@ static void test_payload_link_history(void **state)
     assert_string_equal(msv_payload_kind_name(MSV_KIND_LINK_HISTORY), "link-history");
 }
 
+/*
+ * GROUP_COPY: a group id and its whole state, inline (at most 4 KiB) or as an attachment, and
+ * nothing else; group_accepted on no other kind.
+ */
+static void test_payload_group_copy(void **state)
+{
+    Msv__Payload__Payload m = MSV__PAYLOAD__PAYLOAD__INIT;
+    struct msv_payload p, *back;
+    uint8_t *enc = NULL, id[16], gid[16], *big = calloc(1, MSV_GROUP_STATE_INLINE_MAX + 1);
+    char *who[1] = {"bob@example.org"};
+    size_t len = 0;
+
+    (void)state;
+    assert_non_null(big);
+    fill_message(&p, NULL);
+    p.kind = MSV_KIND_GROUP_COPY;
+    p.has_group = true;
+    test_fill_pattern(p.group_id, 16, 4);
+    p.group_state = big;
+    p.group_state_len = 100;
+    p.group_accepted = true;
+    back = round_trip(&p);
+    assert_int_equal(back->kind, MSV_KIND_GROUP_COPY);
+    assert_memory_equal(back->group_id, p.group_id, 16);
+    assert_int_equal(back->group_state_len, 100);
+    assert_true(back->group_accepted);
+    assert_false(back->has_group_state_hash);
+    msv_payload_free(back);
+    p.has_group_state_ref = true; /* both */
+    p.group_state_ref.uri = "blob:00";
+    p.group_state_ref.size = 5000;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.group_state_len = 0; /* as an attachment */
+    back = round_trip(&p);
+    assert_true(back->has_group_state_ref);
+    assert_int_equal(back->group_state_ref.size, 5000);
+    msv_payload_free(back);
+    p.group_state_ref.size = MSV_GROUP_STATE_MAX + 1;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.has_group_state_ref = false; /* neither */
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.group_state_len = MSV_GROUP_STATE_INLINE_MAX + 1;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.group_state_len = 100;
+    p.has_group_state_hash = true; /* a change's fields */
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.has_group_state_hash = false;
+    p.group_delta[MSV_DELTA_ADDED] = who;
+    p.group_delta_count[MSV_DELTA_ADDED] = 1;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.group_delta_count[MSV_DELTA_ADDED] = 0;
+    p.participants = who;
+    p.participant_count = 1;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.participant_count = 0;
+    p.group_name = "club";
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.group_name = NULL;
+    p.text = "words";
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.text = NULL;
+    p.has_target = true;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.has_target = false;
+    p.has_reply_to = true;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    p.has_reply_to = false;
+    p.has_group = false;
+    assert_int_equal(msv_payload_encode(&p, &enc, &len), MSV_ERR_INVALID);
+    assert_null(enc);
+    /* crafted: a copy with a signature, group_accepted on a message, a state on a message */
+    test_fill_pattern(id, 16, 1);
+    test_fill_pattern(gid, 16, 2);
+    m.version = 1;
+    m.kind = MSV__PAYLOAD__KIND__GROUP_COPY;
+    m.message_id = (ProtobufCBinaryData){16, id};
+    m.group_id = (ProtobufCBinaryData){16, gid};
+    m.group_state = (ProtobufCBinaryData){10, big};
+    assert_int_equal(parse_crafted(&m), MSV_OK);
+    m.group_signature = (ProtobufCBinaryData){16, id};
+    m.group_epoch = 1;
+    m.group_prev_hash = (ProtobufCBinaryData){32, big};
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.group_signature.len = m.group_prev_hash.len = 0;
+    m.group_epoch = 0;
+    m.kind = MSV__PAYLOAD__KIND__MESSAGE;
+    m.text = (ProtobufCBinaryData){2, (uint8_t *)"hi"};
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    m.group_state.len = 0;
+    assert_int_equal(parse_crafted(&m), MSV_OK);
+    m.group_accepted = true;
+    assert_int_equal(parse_crafted(&m), MSV_ERR_PARSE);
+    assert_string_equal(msv_payload_kind_name(MSV_KIND_GROUP_COPY), "group-copy");
+    free(big);
+}
+
 static void test_payload_timer(void **state)
 {
     static const uint32_t bad[] = {1, 29, MSV_TIMER_MAX_S + 1, UINT32_MAX};
@@ -1142,6 +1238,7 @@ int main(void)
         cmocka_unit_test(test_payload_mls_outside),
         cmocka_unit_test(test_payload_timer),
         cmocka_unit_test(test_payload_link_history),
+        cmocka_unit_test(test_payload_group_copy),
         cmocka_unit_test(test_payload_unknown_field),
         cmocka_unit_test(test_payload_sync),
         cmocka_unit_test(test_payload_profile),

@@ -54,6 +54,7 @@ enum msv_payload_kind {
     MSV_KIND_GROUP_JOIN = 12,
     MSV_KIND_PROFILE_KEY = 13,
     MSV_KIND_LINK_HISTORY = 14,
+    MSV_KIND_GROUP_COPY = 15,
 };
 
 /* Synced state (kind MSV_KIND_SYNC): keys "sync:..." or "contact:NAME\nHANDLE". */
@@ -157,6 +158,10 @@ struct msv_payload {
     size_t group_state_len;
     bool has_group_state_ref;
     struct msv_attachment_ref group_state_ref;
+    /* GROUP_COPY (a group as the approving device holds it, for a new device of its account):
+     * the group's id, its whole state (group_state or group_state_ref) and whether the account
+     * took it; no hash, delta or signature */
+    bool group_accepted;
     struct msv_mention *mentions; /* messages: ranges of text, on characters */
     size_t mention_count;
     uint32_t timer_s; /* messages: the timer they were sent under; TIMER: the new one */

@@ -802,7 +802,11 @@ MSV_MUST_CHECK msv_err msv_client_wipe(struct msv_client *c);
 MSV_MUST_CHECK msv_err msv_client_delete_account(struct msv_client *c, const char *password);
 /* 1 if the server refused this device because its account was deleted (after a connect). */
 int msv_client_account_deleted(const struct msv_client *c);
-/* Approves a device waiting to join this account (see the notice its link causes). */
+/*
+ * Approves a device waiting to join this account (see the notice its link causes), and sends
+ * it the synced state and a copy of each group this device holds. On MSV_OK, a non-empty
+ * c->why.message tells of groups whose copy could not be made.
+ */
 MSV_MUST_CHECK msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id);
 
 /*

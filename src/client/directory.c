@@ -478,13 +478,13 @@ void client_pending_key(uint64_t device_id, char key[40])
     snprintf(key, 40, "pending:%llu", (unsigned long long)device_id);
 }
 
-msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id)
+msv_err client_approve_device(struct msv_client *c, uint64_t device_id, int copy_groups)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__ApproveDevice ap = MSV__WIRE__APPROVE_DEVICE__INIT;
     uint8_t *req_bytes = NULL, hash[32], msg[14 + 1 + 255 + 8 + 32], sig[MSV_SIGNATURE_MAX],
             chain[MSV_KT_APPROVAL_SIG_MAX];
-    size_t req_len = 0, sig_len = 0, chain_len = 0;
+    size_t req_len = 0, sig_len = 0, chain_len = 0, failed = 0;
     char key[40];
     msv_err err;
 
@@ -508,6 +508,9 @@ msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id)
     if (err == MSV_OK)
         err = msv_kt_approval_sign(c->id, MSV_KT_APPROVED, device_id, hash, c->device_id, chain,
                                    &chain_len);
+    /* owed before the approval goes: a process stopped after it sends them later */
+    if (err == MSV_OK && copy_groups)
+        err = client_groups_copy_owe(c, device_id, 1);
     if (err == MSV_OK) {
         ap.device_id = device_id;
         ap.approval = (ProtobufCBinaryData){sig_len, sig};
@@ -515,6 +518,11 @@ msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id)
         req.body_case = MSV__WIRE__FRAME__BODY_APPROVE_DEVICE;
         req.approve_device = &ap;
         err = device_request(c, &req);
+        /* refused: nothing owed (the network: it may have been approved, and copies to a
+         * device that was not are ignored by the account's devices, which hold the groups) */
+        if (err != MSV_OK && err != MSV_ERR_IO && copy_groups &&
+            client_groups_copy_owe(c, device_id, 0) != MSV_OK)
+            err = MSV_ERR_IO;
     }
     if (err == MSV_OK) /* approved here: this account's own, for this device's monitor */
         err = msv_client_db_own_device_put(c->db, device_id, hash, req_bytes[0], req_bytes + 1,
@@ -529,5 +537,27 @@ msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id)
     if (err == MSV_OK && msv_client_db_sync_resend_all(c->db) == MSV_OK &&
         client_sync_flush(c, NULL, 1) != MSV_OK)
         c->why.message[0] = '\0';
+    /* and the groups this device holds: a group's Welcome is taken only by a device that holds
+     * the group (one that comes by QR code has them in its provisioning message). The approval
+     * stands if some cannot go; c->why says so */
+    if (err == MSV_OK && copy_groups) {
+        char why[sizeof(c->why.message)];
+
+        err = client_groups_copy(c, &failed);
+        snprintf(why, sizeof(why), "%s", c->why.message);
+        if (err == MSV_OK)
+            err = client_groups_copy_owe(c, device_id, failed == 0 ? 0 : 2);
+        if (err == MSV_OK && failed > 0)
+            snprintf(c->why.message, sizeof(c->why.message),
+                     "%zu group%s could not be copied to device %llu yet (%.110s): tried again "
+                     "hourly, after a command, for a week",
+                     failed, failed == 1 ? "" : "s", (unsigned long long)device_id, why);
+    }
     return err;
+}
+
+msv_err msv_client_approve_device(struct msv_client *c, uint64_t device_id)
+{
+    memset(&c->why, 0, sizeof(c->why));
+    return client_approve_device(c, device_id, 1);
 }

@@ -325,6 +325,19 @@ static void state_key(const char *what, const uint8_t gid[16], char key[64])
     snprintf(key, 64, "%s:%s", what, hex);
 }
 
+/* A state_key: the group's state came by a copy (client_take_group_copy), maybe behind. */
+#define COPIED "group-copied"
+
+static int is_set(struct msv_client *c, const char *key)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err = msv_client_db_get(c->db, key, &v, &len);
+
+    free(v);
+    return err == MSV_OK;
+}
+
 /* The state this device holds ("group-state") or the one before it ("group-prev"). */
 static msv_err state_load(struct msv_client *c, const char *what, const uint8_t gid[16],
                           struct group_state *s)
@@ -1046,12 +1059,21 @@ msv_err client_group_take(struct msv_client *c, const char *author, uint64_t dev
     const struct group_state *base = NULL;
     const char *why = NULL;
     int has_held, has_prev;
+    char copied[64];
     msv_err err = state_load(c, "group-state", p->group_id, &held);
 
     *applied = 0;
     has_held = err == MSV_OK;
     if (err == MSV_ERR_NOT_FOUND || err == MSV_ERR_PARSE)
         err = MSV_OK;
+    /* a state that came by a copy may be behind (changes made before this device was approved
+     * never came to it): a later signed change is taken whole, on its admin's word, as by a
+     * device that holds none */
+    state_key(COPIED, p->group_id, copied);
+    if (has_held && p->has_group_signature && p->group_epoch > held.epoch && is_set(c, copied)) {
+        state_clear(&held);
+        has_held = 0;
+    }
     has_prev = has_held && state_load(c, "group-prev", p->group_id, &prev) == MSV_OK;
     if (err == MSV_OK && !p->has_group_signature)
         why = "it is not signed";
@@ -1075,6 +1097,8 @@ msv_err client_group_take(struct msv_client *c, const char *author, uint64_t dev
         why = "not an admin";
     if (err == MSV_OK && why == NULL) {
         err = state_apply(c, p->group_id, &now, base, strcmp(author, c->handle) == 0);
+        if (err == MSV_OK)
+            err = msv_client_db_unset(c->db, copied);
         *applied = err == MSV_OK;
     }
     /* another's change (a member leaving, say) of a group on MLS this account administers:
@@ -1203,5 +1227,222 @@ msv_err client_group_install(struct msv_client *c, const uint8_t gid[16], const 
     state_clear(&now);
     if (has_prev)
         state_clear(&before);
+    return err;
+}
+
+/* ---- a new device's groups, from the device that approved it (docs/groups.md) ----------- */
+
+/* and a device id: u64be wall ms owed from || u64be wall ms last tried (0: not yet) */
+#define COPY_OWED "group-copy-owed:"
+#define COPY_RETRY_MS (3600LL * 1000)
+#define COPY_OWED_MAX_MS (7LL * 24 * 3600 * 1000)
+
+static int names_own_handle(struct msv_client *c, const struct group_state *s)
+{
+    for (size_t i = 0; i < s->n_members; i++)
+        if (client_is_own_handle(c, s->members[i]))
+            return 1;
+    return 0;
+}
+
+/*
+ * The GROUP_COPY of group g to this account's devices; MSV_ERR_NOT_FOUND for a group of no
+ * signed state, or one this account is no longer in (left or removed: nothing to copy).
+ */
+static msv_err copy_send(struct msv_client *c, const struct msv_group_rec *g)
+{
+    struct msv_payload p = {
+        .kind = MSV_KIND_GROUP_COPY, .has_group = true, .group_accepted = g->accepted != 0};
+    struct msv_attachment_digest d = {0};
+    struct group_state s;
+    const char *self = c->handle;
+    uint8_t *state = NULL, id[MSV_ID_LEN];
+    size_t len = 0;
+    char key[64], uri[80];
+    msv_err err;
+
+    memcpy(p.group_id, g->group_id, 16);
+    state_key("group-state", g->group_id, key);
+    err = msv_client_db_get(c->db, key, &state, &len);
+    if (err == MSV_OK && (err = state_decode(g->group_id, state, len, &s)) == MSV_OK) {
+        if (!names_own_handle(c, &s))
+            err = MSV_ERR_NOT_FOUND;
+        state_clear(&s);
+    }
+    if (err == MSV_OK && len <= MSV_GROUP_STATE_INLINE_MAX) {
+        p.group_state = state;
+        p.group_state_len = len;
+    } else if (err == MSV_OK) {
+        msv_attachment_key_generate(p.group_state_ref.key);
+        err = client_upload_blob(c, p.group_state_ref.key, state, len, NULL, &d, uri, sizeof(uri));
+        p.has_group_state_ref = err == MSV_OK;
+        p.group_state_ref.uri = uri;
+        memcpy(p.group_state_ref.sha256, d.sha256, 32);
+        memcpy(p.group_state_ref.sha1, d.sha1, 20);
+        p.group_state_ref.size = len;
+        p.group_state_ref.mime = (char *)GROUP_STATE_MIME;
+    }
+    /* once here, a relay out of reach leaves the copy in the outbox, which sends it later */
+    if (err == MSV_OK &&
+        client_send_payload(c, &self, 1, &p, NULL, NULL, NULL, 0, NULL, id) == MSV_ERR_NOMEM)
+        err = MSV_ERR_NOMEM;
+    sodium_memzero(p.group_state_ref.key, sizeof(p.group_state_ref.key));
+    free(state);
+    return err;
+}
+
+msv_err client_groups_copy(struct msv_client *c, size_t *failed)
+{
+    struct msv_group_rec *g = NULL;
+    size_t n = 0;
+    char why[sizeof(c->why.message)] = "";
+    msv_err err = msv_client_db_groups(c->db, &g, &n);
+
+    *failed = 0;
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        msv_err e = copy_send(c, &g[i]);
+
+        if (e == MSV_ERR_NOMEM)
+            err = e;
+        else if (e != MSV_OK && e != MSV_ERR_NOT_FOUND && (*failed)++ == 0)
+            snprintf(why, sizeof(why), "%.40s%s%.150s", msv_strerror(e),
+                     c->why.message[0] ? ": " : "", c->why.message);
+    }
+    msv_groups_free(g, n);
+    snprintf(c->why.message, sizeof(c->why.message), "%s", why);
+    return err;
+}
+
+static void owed_key(uint64_t device, char key[48])
+{
+    snprintf(key, 48, COPY_OWED "%llu", (unsigned long long)device);
+}
+
+msv_err client_groups_copy_owe(struct msv_client *c, uint64_t device, int owed)
+{
+    uint8_t v[16] = {0}, *held = NULL;
+    size_t len = 0;
+    char key[48];
+    msv_err err;
+
+    owed_key(device, key);
+    if (owed == 0)
+        return msv_client_db_unset(c->db, key);
+    err = msv_client_db_get(c->db, key, &held, &len);
+    /* owed from the first time; a try (owed 2) is recorded as well */
+    msv_put_u64be(v, err == MSV_OK && len == sizeof(v) ? msv_get_u64be(held)
+                                                       : (uint64_t)msv_wall_ms());
+    if (owed == 2)
+        msv_put_u64be(v + 8, (uint64_t)msv_wall_ms());
+    free(held);
+    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
+        return err;
+    return msv_client_db_set(c->db, key, v, sizeof(v));
+}
+
+msv_err client_groups_copy_due(struct msv_client *c)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0, failed = 0;
+    int64_t now = msv_wall_ms();
+    int due = 0;
+    msv_err err = msv_client_db_settings(c->db, COPY_OWED, 16, &s, &n);
+
+    /* at most hourly; one round of copies reaches every device of the account */
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
+        due |= s[i].len != 16 || now - (int64_t)msv_get_u64be(s[i].value + 8) >= COPY_RETRY_MS;
+    if (err == MSV_OK && due)
+        err = client_groups_copy(c, &failed);
+    for (size_t i = 0; err == MSV_OK && due && i < n; i++) {
+        /* done, or owed for a week (its approval told of the copies that failed) */
+        if (failed == 0 || s[i].len != 16 ||
+            now - (int64_t)msv_get_u64be(s[i].value) > COPY_OWED_MAX_MS) {
+            err = msv_client_db_unset(c->db, s[i].key);
+        } else {
+            msv_put_u64be(s[i].value + 8, (uint64_t)now);
+            err = msv_client_db_set(c->db, s[i].key, s[i].value, s[i].len);
+        }
+    }
+    msv_settings_free(s, n);
+    return err;
+}
+
+/* Tells of a GROUP_COPY of gid from device that was not taken (in the group's history). */
+static msv_err copy_refused(struct msv_client *c, const uint8_t gid[16], uint64_t device,
+                            const char *why)
+{
+    char text[300];
+
+    snprintf(text, sizeof(text), "a copy of this group from device %llu was refused: %s",
+             (unsigned long long)device, why);
+    return client_group_notice(c, gid, text);
+}
+
+/* Whether this device holds group gid: its signed state and its record (both, or it takes a copy).
+ */
+static msv_err holds_signed(struct msv_client *c, const uint8_t gid[16], int *held)
+{
+    struct group_state s;
+    struct msv_group_rec g = {0};
+    msv_err err = state_load(c, "group-state", gid, &s);
+
+    *held = err == MSV_OK;
+    if (err == MSV_OK)
+        state_clear(&s);
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK;
+    if (err == MSV_OK && (err = msv_client_db_group_get(c->db, gid, NULL, &g)) == MSV_ERR_NOT_FOUND)
+        *held = 0; /* a process stopped between the two writes */
+    msv_group_clear(&g);
+    return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+}
+
+msv_err client_take_group_copy(struct msv_client *c, const char *sender, uint64_t device,
+                               const struct msv_payload *p)
+{
+    struct group_state now;
+    uint8_t *bytes = p->group_state;
+    size_t len = p->group_state_len;
+    char key[64];
+    int held = 0;
+    msv_err err;
+
+    /* only this account's own devices vouch for a state they hold, and only where this device
+     * holds none: a copy never takes a signed state back */
+    if (!client_is_own_handle(c, sender))
+        return MSV_OK;
+    err = holds_signed(c, p->group_id, &held);
+    if (err != MSV_OK || held)
+        return err == MSV_ERR_PARSE ? MSV_OK : err;
+    if (p->has_group_state_ref) {
+        err = client_fetch_blob(c, &p->group_state_ref, MSV_GROUP_STATE_MAX, &bytes, &len);
+        if (err == MSV_ERR_AUTH || err == MSV_ERR_TOO_BIG || err == MSV_ERR_NOT_FOUND)
+            return copy_refused(c, p->group_id, device, "its state could not be fetched");
+        if (err != MSV_OK)
+            return err; /* the network: the delivery stays, to be taken again */
+    }
+    err = state_decode(p->group_id, bytes, len, &now);
+    if (bytes != p->group_state)
+        free(bytes);
+    if (err != MSV_OK)
+        return err == MSV_ERR_NOMEM
+                   ? err
+                   : copy_refused(c, p->group_id, device, "its state is malformed");
+    if (!names_own_handle(c, &now) || now.n_admins == 0) {
+        err = names_own_handle(c, &now) ? MSV_ERR_INVALID : MSV_ERR_AUTH;
+        state_clear(&now);
+        return copy_refused(c, p->group_id, device,
+                            err == MSV_ERR_INVALID ? "it names no admin"
+                                                   : "it does not name this account a member");
+    }
+    /* marked as copied first: the next signed change is taken whole (the copy may be behind) */
+    state_key(COPIED, p->group_id, key);
+    err = msv_client_db_set(c->db, key, (const uint8_t *)"1", 1);
+    if (err == MSV_OK)
+        err = state_apply(c, p->group_id, &now, NULL, p->group_accepted);
+    /* a record made earlier, from a member's message, keeps its own acceptance otherwise */
+    if (err == MSV_OK && p->group_accepted)
+        err = msv_client_db_group_accept(c->db, p->group_id);
+    state_clear(&now);
     return err;
 }

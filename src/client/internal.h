@@ -231,6 +231,29 @@ msv_err client_group_install(struct msv_client *c, const uint8_t gid[16], const 
                              size_t state_len, const uint8_t *prev, size_t prev_len,
                              int signed_state, int accepted);
 
+/*
+ * A GROUP_COPY of each group this device holds a signed state of, to this account's devices
+ * (for one just approved; those that hold the group ignore it). *failed: the copies that could
+ * not be made (c->why says why the first); a relay out of reach leaves them in the outbox.
+ */
+msv_err client_groups_copy(struct msv_client *c, size_t *failed);
+/* A GROUP_COPY payload from device of sender: the group held as it says, if sender is this
+ * account and this device holds no signed state of it (docs/groups.md, "A new device's
+ * groups"); refusals are told (client_group_notice). An error leaves the delivery to be taken
+ * again. */
+msv_err client_take_group_copy(struct msv_client *c, const char *sender, uint64_t device,
+                               const struct msv_payload *p);
+/* Records that device is owed the copies of this device's groups (owed 1; 2: a try of them
+ * failed now), or forgets it (owed 0). */
+msv_err client_groups_copy_owe(struct msv_client *c, uint64_t device, int owed);
+/* The copies owed (client_groups_copy_owe) sent, at most hourly; each owed is forgotten once all
+ * could be made, or after a week. */
+msv_err client_groups_copy_due(struct msv_client *c);
+/* A notice kept in group gid's history and told through on_mls_notice. */
+msv_err client_group_notice(struct msv_client *c, const uint8_t gid[16], const char *text);
+/* Approves device_id (msv_client_approve_device), its groups copied to it if copy_groups. */
+msv_err client_approve_device(struct msv_client *c, uint64_t device_id, int copy_groups);
+
 /* A GROUP_JOIN payload from sender (src/client/invites.c): a link's settings or a request. */
 msv_err client_take_join(struct msv_client *c, const char *sender, const struct msv_payload *p,
                          void (*on_message)(void *, const struct msv_incoming *), void *ctx);

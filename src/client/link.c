@@ -534,7 +534,7 @@ msv_err msv_client_link_add(struct msv_client *c, const struct msv_link_code *co
     if (err == MSV_OK)
         err = add_waiting(c, code, &id);
     if (err == MSV_OK)
-        err = msv_client_approve_device(c, id);
+        err = client_approve_device(c, id, 0); /* its groups go in the provisioning message */
     /* owed from before the message goes: a stop after it leaves it to send again */
     if (err == MSV_OK && how->history &&
         (err = msv_link_history_owe(c, id, key, archive)) == MSV_OK) {

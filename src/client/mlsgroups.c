@@ -607,6 +607,11 @@ static msv_err notice(struct msv_client *c, const uint8_t gid[16], const char *t
     return err;
 }
 
+msv_err client_group_notice(struct msv_client *c, const uint8_t gid[16], const char *text)
+{
+    return notice(c, gid, text);
+}
+
 /* ---- changing the group -------------------------------------------------------------------- */
 
 /* A KeyPackage for each device of want[] (claimed per handle, each checked), in kps[]. */

@@ -803,6 +803,11 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
         msv_payload_free(p);
         return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a message */
     }
+    if (p->kind == MSV_KIND_GROUP_COPY) {
+        err = client_take_group_copy(c, sender, from->device, p);
+        msv_payload_free(p);
+        return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a message */
+    }
     if (p->kind == MSV_KIND_GROUP_JOIN) {
         err = client_take_join(c, sender, p, on_message, ctx);
         msv_payload_free(p);

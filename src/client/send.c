@@ -1550,10 +1550,10 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         p->has_log_epoch =
             p->has_log_head && msv_kt_known_epoch(c->db, head.size, p->log_epoch) == MSV_OK;
     }
-    /* a group change, or anything to a big group (a receipt too), names nobody: the members
-     * hold the group */
+    /* a group change or copy, or anything to a big group (a receipt too), names nobody: the
+     * members hold the group */
     if (p->participants == NULL && t <= GROUP_LIST_MAX &&
-        !(p->has_group && p->kind == MSV_KIND_GROUP_CHANGE)) {
+        !(p->has_group && (p->kind == MSV_KIND_GROUP_CHANGE || p->kind == MSV_KIND_GROUP_COPY))) {
         /* naming this account as the others see it, never by a handle they were not given */
         shown = calloc(t + 1, sizeof(*shown));
         if (shown == NULL) {

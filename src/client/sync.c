@@ -216,7 +216,12 @@ static int other_device_known(struct msv_client *c)
 
 msv_err msv_client_sync_flush(struct msv_client *c, size_t *sent)
 {
-    return client_sync_flush(c, sent, 0);
+    msv_err err = client_sync_flush(c, sent, 0);
+
+    /* and the copies of groups a device approved here is owed (a stop, or a failure, left) */
+    if (err == MSV_OK && c->device_id != 0)
+        err = client_groups_copy_due(c);
+    return err;
 }
 
 msv_err client_sync_flush(struct msv_client *c, size_t *sent, int anyway)

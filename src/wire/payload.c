@@ -46,6 +46,8 @@ const char *msv_payload_kind_name(enum msv_payload_kind kind)
         return "profile-key";
     case MSV_KIND_LINK_HISTORY:
         return "link-history";
+    case MSV_KIND_GROUP_COPY:
+        return "group-copy";
     case MSV_KIND_TIMER:
         return "timer";
     default:
@@ -164,6 +166,10 @@ static int kind_ok(const struct msv_payload *p)
     case MSV_KIND_LINK_HISTORY:
         /* where the archive lies, or why none comes: one of them */
         return p->has_target && !p->has_group && (p->attachment_count == 1) != has_text(p);
+    case MSV_KIND_GROUP_COPY:
+        /* the group's whole state (group_copy_ok), and nothing else */
+        return p->has_group && bare && p->participant_count == 0 && p->group_name == NULL &&
+               !p->has_target && !p->has_reply_to;
     case MSV_KIND_GROUP_JOIN:
         /* a request or a link's settings, for one group */
         return p->has_group && bare && p->has_join_proof != (p->join_link_version != 0);
@@ -180,6 +186,27 @@ static int has_delta(const struct msv_payload *p)
     return p->has_group_state_hash || p->group_state_len > 0 || p->has_group_state_ref;
 }
 
+/* The whole state, inline (1 byte to 4 KiB) or as an attachment (1 byte to 1 MiB): one of them. */
+static int whole_state_ok(const struct msv_payload *p)
+{
+    if (p->has_group_state_ref == (p->group_state_len > 0) ||
+        p->group_state_len > MSV_GROUP_STATE_INLINE_MAX ||
+        (p->group_state_len > 0 && p->group_state == NULL))
+        return 0;
+    return !p->has_group_state_ref ||
+           (attachment_ok(&p->group_state_ref) && p->group_state_ref.size > 0 &&
+            p->group_state_ref.size <= MSV_GROUP_STATE_MAX);
+}
+
+/* A GROUP_COPY's state: whole, without the hash or delta of a change. */
+static int group_copy_ok(const struct msv_payload *p)
+{
+    for (int l = 0; l < MSV_DELTA_LISTS; l++)
+        if (p->group_delta_count[l] > 0)
+            return 0;
+    return !p->has_group_state_hash && whole_state_ok(p);
+}
+
 /*
  * A change as a delta: the new name and state hash, no whole lists, at most
  * MSV_GROUP_DELTA_MAX handles in each list of the delta, and the whole state
@@ -188,13 +215,7 @@ static int has_delta(const struct msv_payload *p)
 static int group_delta_ok(const struct msv_payload *p)
 {
     if (p->participant_count != 0 || p->group_admin_count != 0 || p->group_name == NULL ||
-        p->has_group_state_ref == (p->group_state_len > 0) ||
-        p->group_state_len > MSV_GROUP_STATE_INLINE_MAX ||
-        (p->group_state_len > 0 && p->group_state == NULL))
-        return 0;
-    if (p->has_group_state_ref &&
-        (!attachment_ok(&p->group_state_ref) || p->group_state_ref.size == 0 ||
-         p->group_state_ref.size > MSV_GROUP_STATE_MAX))
+        !whole_state_ok(p))
         return 0;
     for (int l = 0; l < MSV_DELTA_LISTS; l++) {
         if (p->group_delta_count[l] > MSV_GROUP_DELTA_MAX ||
@@ -211,7 +232,8 @@ static int group_delta_ok(const struct msv_payload *p)
 static int group_signing_ok(const struct msv_payload *p)
 {
     if (!p->has_group_signature)
-        return p->group_admin_count == 0 && p->group_epoch == 0 && !has_delta(p);
+        return p->group_admin_count == 0 && p->group_epoch == 0 &&
+               (p->kind == MSV_KIND_GROUP_COPY ? group_copy_ok(p) : !has_delta(p));
     if (p->kind != MSV_KIND_GROUP_CHANGE || p->group_epoch == 0 || p->group_signature_len == 0 ||
         p->group_signature_len > MSV_GROUP_SIGNATURE_MAX)
         return 0;
@@ -264,6 +286,8 @@ static int payload_ok(const struct msv_payload *p)
     if (p->join_link_version == 0 && (p->has_join_link_secret || p->join_link_approval))
         return 0;
     if (p->mls_outside && (p->kind != MSV_KIND_MESSAGE || !p->has_group))
+        return 0;
+    if (p->group_accepted && p->kind != MSV_KIND_GROUP_COPY)
         return 0;
     if ((p->sync_count > 0 && p->kind != MSV_KIND_SYNC) || p->sync_count > MSV_SYNC_ENTRIES_MAX ||
         (p->sync_count > 0 && p->sync == NULL))
@@ -346,6 +370,15 @@ static void encode_delta(const struct msv_payload *p, pb_payload *m, ProtobufCBi
     size_t *counts[MSV_DELTA_LISTS];
     ProtobufCBinaryData **lists[MSV_DELTA_LISTS];
 
+    if (p->kind == MSV_KIND_GROUP_COPY) { /* the whole state only */
+        m->group_state = bytes_of(p->group_state, p->group_state_len);
+        if (p->has_group_state_ref) {
+            encode_attachment(&p->group_state_ref, ref);
+            m->group_state_ref = ref;
+        }
+        m->group_accepted = p->group_accepted;
+        return;
+    }
     if (!p->has_group_state_hash)
         return;
     delta_fields(m, counts, lists);
@@ -764,6 +797,7 @@ static msv_err copy_payload(const pb_payload *m, struct msv_payload *p)
     p->edit_number = m->edit_number;
     p->timer_s = m->timer_s;
     p->mls_outside = m->mls_outside;
+    p->group_accepted = m->group_accepted;
     err = copy_id(m->message_id, NULL, p->message_id);
     if (err == MSV_OK)
         err = copy_id(m->group_id, &p->has_group, p->group_id);
