@@ -117,6 +117,18 @@ expect 0 "alice writes to the club" -- as alice send --group club --text "still 
 expect 0 "dave gets it" -- as dave receive
 grep -q "still four of us" out.txt && ok || bad "dave still receives: $(cat out.txt)"
 
+# dave links a laptop with the password: his phone's approval copies club to it, so the
+# laptop holds the group (and takes the Welcome that adds it to club's MLS group) and reads it
+link_laptop dave
+expect 0 "the laptop's list" -- laptop_m groups
+grep -q "^club	$A,$B,$E	$club	admins: $A,$E$" out.txt && ok || bad "club copied: $(cat out.txt)"
+expect 0 "dave's phone adds the laptop" -- as dave receive
+expect 0 "the laptop joins" -- laptop_m receive
+grep -q "never told of" out.txt err.txt && bad "a Welcome refused: $(cat out.txt err.txt)" || ok
+expect 0 "alice writes again" -- as alice send --group club --text "hello dave's laptop"
+expect 0 "the laptop reads it" -- laptop_m receive
+grep -q "hello dave's laptop" out.txt && ok || bad "the laptop reads club: $(cat out.txt)"
+
 # the chat: admins starred in the title; a refused change shown as a warning
 chat_in alice dev-alice 160 "'$club'"
 waitfor alice "online" && ok || bad "alice's chat starts: $(screen alice)"
