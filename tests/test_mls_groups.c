@@ -1034,9 +1034,10 @@ static void test_linked_device_joins(void **state)
     club_free(&k);
 }
 
-/* A group state's encoding (docs/groups.md) of gid at epoch 1: name, members, admins. */
-static uint8_t *state_of(const uint8_t gid[16], const char *name, const char *const *members,
-                         size_t n_members, const char *const *admins, size_t n_admins, size_t *len)
+/* A group state's encoding (docs/groups.md) of gid at epoch: name, members, admins. */
+static uint8_t *state_of(const uint8_t gid[16], uint64_t epoch, const char *name,
+                         const char *const *members, size_t n_members, const char *const *admins,
+                         size_t n_admins, size_t *len)
 {
     const char *magic = "MSV-group-state-v1";
     size_t cap = 64 + strlen(name), at = 0;
@@ -1051,7 +1052,7 @@ static uint8_t *state_of(const uint8_t gid[16], const char *name, const char *co
     memcpy(v, magic, strlen(magic));
     at = strlen(magic);
     memcpy(v + at, gid, 16);
-    msv_put_u64be(v + at + 16, 1);
+    msv_put_u64be(v + at + 16, epoch);
     at += 24;
     v[at] = (uint8_t)(strlen(name) >> 8);
     v[at + 1] = (uint8_t)strlen(name);
@@ -1099,7 +1100,7 @@ static void hold_group(struct msv_client *c, uint8_t gid[16], const char *name,
     uint8_t *v;
 
     msv_random_bytes(gid, 16);
-    v = state_of(gid, name, members, n_members, admins, n_admins, &len);
+    v = state_of(gid, 1, name, members, n_members, admins, n_admins, &len);
     assert_int_equal(msv_hex_encode(gid, 16, hex, sizeof(hex)), MSV_OK);
     snprintf(key, 80, "group-state:%s", hex);
     assert_int_equal(msv_client_db_set(c->db, key, v, len), MSV_OK);
@@ -1118,6 +1119,16 @@ static int holds_group(struct msv_client *c, const uint8_t gid[16], struct msv_g
     return err == MSV_OK;
 }
 
+/* c holds group gid under name. */
+static void assert_group_named(struct msv_client *c, const uint8_t gid[16], const char *name)
+{
+    struct msv_group_rec g = {0};
+
+    assert_true(holds_group(c, gid, &g));
+    assert_string_equal(g.name, name);
+    msv_group_clear(&g);
+}
+
 /*
  * A copy of a group is taken only from this account's own device, only by a device that holds
  * no signed state of the group, and only if it names this account a member; a refusal is kept
@@ -1133,6 +1144,7 @@ static void test_group_copies(void **state)
     struct msv_client *laptop, *tablet;
     struct msv_group_rec g = {0};
     uint8_t other[16], mismatched[16], *v, *held = NULL, *copied = NULL;
+    int created = 0;
     size_t len = 0, held_len = 0, copied_len = 0;
 
     (void)state;
@@ -1145,7 +1157,7 @@ static void test_group_copies(void **state)
     msv_group_clear(&g);
     /* carol's copy of a group naming bob: another account's word, taken by none of his */
     msv_random_bytes(other, 16);
-    v = state_of(other, "carols", bob_only, 1, bob_only, 1, &len);
+    v = state_of(other, 1, "carols", bob_only, 1, bob_only, 1, &len);
     send_copy(k.carol, bob, other, v, len);
     free(v);
     receive_now(k.bob);
@@ -1153,18 +1165,28 @@ static void test_group_copies(void **state)
     assert_false(holds_group(k.bob, other, NULL));
     assert_false(holds_group(laptop, other, NULL));
     /* his phone's copy of the club under another name: the laptop holds the club already */
-    v = state_of(k.gid, "renamed", bob_only, 1, bob_only, 1, &len);
+    v = state_of(k.gid, 1, "renamed", bob_only, 1, bob_only, 1, &len);
     send_copy(k.bob, bob, k.gid, v, len);
     free(v);
     receive_now(laptop);
     assert_true(holds_group(laptop, k.gid, &g));
     assert_string_equal(g.name, "club");
     msv_group_clear(&g);
-    /* a copy of a group that does not name bob, and one of another group's id: refused, told */
-    v = state_of(other, "not bob's", alice_only, 1, alice_only, 1, &len);
+    /* a copy saying the account took a group the laptop holds as a request: taken now */
+    hold_group(laptop, other, "asked", bob_only, 1, bob_only, 1, 0, key);
+    v = state_of(other, 1, "asked", bob_only, 1, bob_only, 1, &len);
     send_copy(k.bob, bob, other, v, len);
     free(v);
-    v = state_of(k.gid, "mismatched", bob_only, 1, bob_only, 1, &len);
+    receive_now(laptop);
+    assert_true(holds_group(laptop, other, &g));
+    assert_true(g.accepted);
+    msv_group_clear(&g);
+    msv_random_bytes(other, 16);
+    /* a copy of a group that does not name bob, and one of another group's id: refused, told */
+    v = state_of(other, 1, "not bob's", alice_only, 1, alice_only, 1, &len);
+    send_copy(k.bob, bob, other, v, len);
+    free(v);
+    v = state_of(k.gid, 1, "mismatched", bob_only, 1, bob_only, 1, &len);
     msv_random_bytes(mismatched, 16);
     send_copy(k.bob, bob, mismatched, v, len);
     free(v);
@@ -1203,12 +1225,14 @@ static void test_group_copies(void **state)
     assert_memory_equal(copied, held, held_len);
     free(held);
     free(copied);
-    assert_int_equal(settings_count(k.bob, "group-copy-owed:"), 0);
+    assert_int_equal(settings_count(k.bob, "group-copy-"), 0);
     /* copies owed (the phone stopped after the approval, say) go after its next command */
     hold_group(k.bob, other, "late", bob_only, 1, bob_only, 1, 1, key);
-    assert_int_equal(client_groups_copy_owe(k.bob, tablet->device_id, 1), MSV_OK);
+    assert_int_equal(client_groups_copy_owe(k.bob, &created), MSV_OK);
+    assert_true(created);
+    assert_int_equal(settings_count(k.bob, "group-copy-all"), 1);
     assert_int_equal(msv_client_sync_flush(k.bob, NULL), MSV_OK);
-    assert_int_equal(settings_count(k.bob, "group-copy-owed:"), 0);
+    assert_int_equal(settings_count(k.bob, "group-copy-"), 0);
     receive_now(tablet);
     assert_true(holds_group(tablet, other, &g));
     assert_string_equal(g.name, "late");
@@ -1225,13 +1249,18 @@ static void test_group_copies(void **state)
 /*
  * A copy behind the group: alice renames the club while bob's tablet waits for approval (so
  * neither her change nor its Welcome reaches it) and his phone approves before it read the
- * change. The tablet takes her next change whole, on her word as the club's admin.
+ * change. The tablet takes her next change whole, on her word as the club's admin, but not a
+ * change of carol's, who is no admin of the copy.
  */
 static void test_group_copy_behind(void **state)
 {
+    const char *three[3] = {"alice@example.org", "bob@example.org", "carol@example.org"};
+    const char *carol_only[1] = {"carol@example.org"};
     struct club k;
     struct msv_client *tablet;
-    struct msv_group_rec g = {0};
+    uint8_t *forged;
+    size_t len = 0;
+    char key[80];
 
     (void)state;
     club_on_mls(&k);
@@ -1239,17 +1268,24 @@ static void test_group_copy_behind(void **state)
     assert_int_equal(msv_client_group_change(k.alice, "club", "club 2", NULL, 0, NULL, 0), MSV_OK);
     assert_int_equal(msv_client_approve_device(k.bob, tablet->device_id), MSV_OK);
     receive_now(tablet);
-    assert_true(holds_group(tablet, k.gid, &g));
-    assert_string_equal(g.name, "club"); /* as the phone held it */
-    msv_group_clear(&g);
+    assert_group_named(tablet, k.gid, "club"); /* as the phone held it */
+    /* carol, no admin, patched to hold a state of a later epoch naming her admin: her change
+     * does not follow the copy, and she is no admin of it: refused there as everywhere */
+    receive_now(k.carol);
+    forged = state_of(k.gid, 50, "club 2", three, 3, carol_only, 1, &len);
+    assert_int_equal(msv_client_db_set(k.carol->db, club_key(&k, "group-state:", key), forged, len),
+                     MSV_OK);
+    free(forged);
+    assert_int_equal(msv_client_group_change(k.carol, "club 2", "carol's", NULL, 0, NULL, 0),
+                     MSV_OK);
+    receive_now(tablet);
+    assert_group_named(tablet, k.gid, "club");
     receive_now(k.bob);
     assert_int_equal(msv_client_group_change(k.alice, "club 2", "club 3", NULL, 0, NULL, 0),
                      MSV_OK);
     receive_now(tablet);
-    assert_true(holds_group(tablet, k.gid, &g));
-    assert_string_equal(g.name, "club 3");
-    msv_group_clear(&g);
-    assert_int_equal(history_count(tablet, k.conversation, "out of order"), 0);
+    assert_group_named(tablet, k.gid, "club 3");
+    assert_int_equal(settings_count(tablet, "group-copied:"), 0); /* taken: a copy no more */
     msv_client_close(tablet);
     club_free(&k);
 }
@@ -1261,10 +1297,11 @@ static void test_group_copy_behind(void **state)
 static void test_group_copy_not_made_is_told(void **state)
 {
     const char *bob_only[1] = {"bob@example.org"};
-    char **many = calloc(300, sizeof(*many)), key[80];
+    char **many = calloc(300, sizeof(*many)), key[80], hex[33], due[80];
     struct club k;
     struct msv_client *tablet;
-    uint8_t other[16];
+    uint8_t other[16], *before = NULL, *after = NULL;
+    size_t len = 0;
 
     (void)state;
     assert_non_null(many);
@@ -1281,9 +1318,29 @@ static void test_group_copy_not_made_is_told(void **state)
     assert_int_equal(msv_client_approve_device(k.bob, tablet->device_id), MSV_OK);
     assert_non_null(strstr(k.bob->why.message, "1 group could not be copied to device"));
     assert_non_null(strstr(k.bob->why.message, "tried again hourly, after a command"));
-    assert_int_equal(settings_count(k.bob, "group-copy-owed:"), 1);
+    assert_int_equal(settings_count(k.bob, "group-copy-all"), 0);
+    assert_int_equal(settings_count(k.bob, "group-copy-due:"), 1);
+    assert_int_equal(msv_hex_encode(other, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(due, sizeof(due), "group-copy-due:%s", hex);
+    assert_int_equal(msv_client_db_get(k.bob->db, due, &before, &len), MSV_OK);
+    assert_int_equal(len, 16);
+    /* within the hour, not tried again */
     assert_int_equal(msv_client_sync_flush(k.bob, NULL), MSV_OK);
-    assert_int_equal(settings_count(k.bob, "group-copy-owed:"), 1);
+    assert_int_equal(msv_client_db_get(k.bob->db, due, &after, &len), MSV_OK);
+    assert_memory_equal(after, before, 16);
+    free(after);
+    /* an hour on, tried again (failing again: still owed, from the first time) */
+    time_moved_back(k.bob, due, 16, 8, 3600 * 1000);
+    assert_int_equal(msv_client_sync_flush(k.bob, NULL), MSV_OK);
+    assert_int_equal(msv_client_db_get(k.bob->db, due, &after, &len), MSV_OK);
+    assert_memory_equal(after, before, 8);
+    assert_true(msv_get_u64be(after + 8) >= msv_get_u64be(before + 8));
+    free(after);
+    free(before);
+    /* a week on, given up */
+    time_moved_back(k.bob, due, 16, 0, 8LL * 24 * 3600 * 1000);
+    assert_int_equal(msv_client_sync_flush(k.bob, NULL), MSV_OK);
+    assert_int_equal(settings_count(k.bob, "group-copy-"), 0);
     receive_now(tablet);
     assert_true(holds_group(tablet, k.gid, NULL)); /* the club's copy went */
     assert_false(holds_group(tablet, other, NULL));

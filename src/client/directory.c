@@ -485,6 +485,7 @@ msv_err client_approve_device(struct msv_client *c, uint64_t device_id, int copy
     uint8_t *req_bytes = NULL, hash[32], msg[14 + 1 + 255 + 8 + 32], sig[MSV_SIGNATURE_MAX],
             chain[MSV_KT_APPROVAL_SIG_MAX];
     size_t req_len = 0, sig_len = 0, chain_len = 0, failed = 0;
+    int owed_here = 0;
     char key[40];
     msv_err err;
 
@@ -510,7 +511,7 @@ msv_err client_approve_device(struct msv_client *c, uint64_t device_id, int copy
                                    &chain_len);
     /* owed before the approval goes: a process stopped after it sends them later */
     if (err == MSV_OK && copy_groups)
-        err = client_groups_copy_owe(c, device_id, 1);
+        err = client_groups_copy_owe(c, &owed_here);
     if (err == MSV_OK) {
         ap.device_id = device_id;
         ap.approval = (ProtobufCBinaryData){sig_len, sig};
@@ -520,8 +521,8 @@ msv_err client_approve_device(struct msv_client *c, uint64_t device_id, int copy
         err = device_request(c, &req);
         /* refused: nothing owed (the network: it may have been approved, and copies to a
          * device that was not are ignored by the account's devices, which hold the groups) */
-        if (err != MSV_OK && err != MSV_ERR_IO && copy_groups &&
-            client_groups_copy_owe(c, device_id, 0) != MSV_OK)
+        if (err != MSV_OK && err != MSV_ERR_IO && owed_here &&
+            client_groups_copy_unowe(c) != MSV_OK)
             err = MSV_ERR_IO;
     }
     if (err == MSV_OK) /* approved here: this account's own, for this device's monitor */
@@ -545,8 +546,6 @@ msv_err client_approve_device(struct msv_client *c, uint64_t device_id, int copy
 
         err = client_groups_copy(c, &failed);
         snprintf(why, sizeof(why), "%s", c->why.message);
-        if (err == MSV_OK)
-            err = client_groups_copy_owe(c, device_id, failed == 0 ? 0 : 2);
         if (err == MSV_OK && failed > 0)
             snprintf(c->why.message, sizeof(c->why.message),
                      "%zu group%s could not be copied to device %llu yet (%.110s): tried again "

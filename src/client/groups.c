@@ -325,17 +325,22 @@ static void state_key(const char *what, const uint8_t gid[16], char key[64])
     snprintf(key, 64, "%s:%s", what, hex);
 }
 
-/* A state_key: the group's state came by a copy (client_take_group_copy), maybe behind. */
+/* A state_key: the group's state came by a copy (client_take_group_copy), maybe behind; u64be
+ * wall ms it came. */
 #define COPIED "group-copied"
+#define COPIED_DAYS 7
 
-static int is_set(struct msv_client *c, const char *key)
+/* Whether the mark key (COPIED) was made less than COPIED_DAYS ago. */
+static int copied_lately(struct msv_client *c, const char *key)
 {
     uint8_t *v = NULL;
     size_t len = 0;
+    int64_t now = msv_wall_ms(), at;
     msv_err err = msv_client_db_get(c->db, key, &v, &len);
 
+    at = err == MSV_OK && len == 8 ? (int64_t)msv_get_u64be(v) : 0;
     free(v);
-    return err == MSV_OK;
+    return at > 0 && at <= now && now - at < COPIED_DAYS * 24LL * 3600 * 1000;
 }
 
 /* The state this device holds ("group-state") or the one before it ("group-prev"). */
@@ -1067,10 +1072,13 @@ msv_err client_group_take(struct msv_client *c, const char *author, uint64_t dev
     if (err == MSV_ERR_NOT_FOUND || err == MSV_ERR_PARSE)
         err = MSV_OK;
     /* a state that came by a copy may be behind (changes made before this device was approved
-     * never came to it): a later signed change is taken whole, on its admin's word, as by a
-     * device that holds none */
+     * never came to it): for a week, a later signed change that does not follow it is taken
+     * whole, as by a device that holds none, if its author is an admin of the copy (and, as
+     * always then, of the state it makes) */
     state_key(COPIED, p->group_id, copied);
-    if (has_held && p->has_group_signature && p->group_epoch > held.epoch && is_set(c, copied)) {
+    if (has_held && p->has_group_signature && p->group_epoch > held.epoch &&
+        !(p->group_epoch == held.epoch + 1 && memcmp(p->group_prev_hash, held.hash, 32) == 0) &&
+        listed(held.admins, held.n_admins, author) && copied_lately(c, copied)) {
         state_clear(&held);
         has_held = 0;
     }
@@ -1232,10 +1240,17 @@ msv_err client_group_install(struct msv_client *c, const uint8_t gid[16], const 
 
 /* ---- a new device's groups, from the device that approved it (docs/groups.md) ----------- */
 
-/* and a device id: u64be wall ms owed from || u64be wall ms last tried (0: not yet) */
-#define COPY_OWED "group-copy-owed:"
+/*
+ * What this device owes its account's devices (docs/groups.md, "A new device's groups"):
+ * COPY_ALL (u64be wall ms) a copy of every group, set before an approval goes; COPY_DUE and
+ * the group id's hex (u64be wall ms owed from || u64be wall ms last tried) the copy of one
+ * group that could not be made.
+ */
+#define COPY_ALL "group-copy-all"
+#define COPY_DUE "group-copy-due"
 #define COPY_RETRY_MS (3600LL * 1000)
 #define COPY_OWED_MAX_MS (7LL * 24 * 3600 * 1000)
+#define COPY_DUE_PER_ROUND 64
 
 static int names_own_handle(struct msv_client *c, const struct group_state *s)
 {
@@ -1246,13 +1261,13 @@ static int names_own_handle(struct msv_client *c, const struct group_state *s)
 }
 
 /*
- * The GROUP_COPY of group g to this account's devices; MSV_ERR_NOT_FOUND for a group of no
- * signed state, or one this account is no longer in (left or removed: nothing to copy).
+ * The GROUP_COPY of group gid (accepted or not) to this account's devices; MSV_ERR_NOT_FOUND
+ * for a group of no signed state, or one this account is no longer in (nothing to copy).
  */
-static msv_err copy_send(struct msv_client *c, const struct msv_group_rec *g)
+static msv_err copy_send(struct msv_client *c, const uint8_t gid[16], int accepted)
 {
     struct msv_payload p = {
-        .kind = MSV_KIND_GROUP_COPY, .has_group = true, .group_accepted = g->accepted != 0};
+        .kind = MSV_KIND_GROUP_COPY, .has_group = true, .group_accepted = accepted != 0};
     struct msv_attachment_digest d = {0};
     struct group_state s;
     const char *self = c->handle;
@@ -1261,10 +1276,10 @@ static msv_err copy_send(struct msv_client *c, const struct msv_group_rec *g)
     char key[64], uri[80];
     msv_err err;
 
-    memcpy(p.group_id, g->group_id, 16);
-    state_key("group-state", g->group_id, key);
+    memcpy(p.group_id, gid, 16);
+    state_key("group-state", gid, key);
     err = msv_client_db_get(c->db, key, &state, &len);
-    if (err == MSV_OK && (err = state_decode(g->group_id, state, len, &s)) == MSV_OK) {
+    if (err == MSV_OK && (err = state_decode(gid, state, len, &s)) == MSV_OK) {
         if (!names_own_handle(c, &s))
             err = MSV_ERR_NOT_FOUND;
         state_clear(&s);
@@ -1282,86 +1297,124 @@ static msv_err copy_send(struct msv_client *c, const struct msv_group_rec *g)
         p.group_state_ref.size = len;
         p.group_state_ref.mime = (char *)GROUP_STATE_MIME;
     }
-    /* once here, a relay out of reach leaves the copy in the outbox, which sends it later */
-    if (err == MSV_OK &&
-        client_send_payload(c, &self, 1, &p, NULL, NULL, NULL, 0, NULL, id) == MSV_ERR_NOMEM)
-        err = MSV_ERR_NOMEM;
+    /* any failure counts, a relay out of reach too (the copy then also waits in the outbox:
+     * a second one is ignored by the devices that hold the group) */
+    if (err == MSV_OK)
+        err = client_send_payload(c, &self, 1, &p, NULL, NULL, NULL, 0, NULL, id);
     sodium_memzero(p.group_state_ref.key, sizeof(p.group_state_ref.key));
     free(state);
     return err;
+}
+
+/* Records a try of gid's copy that failed (owed from the first), or forgets it (done). */
+static msv_err copy_due_set(struct msv_client *c, const uint8_t gid[16], int failed)
+{
+    uint8_t v[16], *held = NULL;
+    size_t len = 0;
+    char key[64];
+    msv_err err;
+
+    state_key(COPY_DUE, gid, key);
+    if (!failed)
+        return msv_client_db_unset(c->db, key);
+    err = msv_client_db_get(c->db, key, &held, &len);
+    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
+        return err;
+    msv_put_u64be(v, err == MSV_OK && len == sizeof(v) ? msv_get_u64be(held)
+                                                       : (uint64_t)msv_wall_ms());
+    msv_put_u64be(v + 8, (uint64_t)msv_wall_ms());
+    free(held);
+    return msv_client_db_set(c->db, key, v, sizeof(v));
+}
+
+/* One group's copy: tried, and recorded as owed if it failed (the first failure's why kept). */
+static msv_err copy_one(struct msv_client *c, const uint8_t gid[16], int accepted, size_t *failed,
+                        char why[200])
+{
+    msv_err e = copy_send(c, gid, accepted);
+
+    if (e == MSV_ERR_NOMEM)
+        return e;
+    if (e != MSV_OK && e != MSV_ERR_NOT_FOUND && (*failed)++ == 0)
+        snprintf(why, 200, "%.40s%s%.150s", msv_strerror(e), c->why.message[0] ? ": " : "",
+                 c->why.message);
+    return copy_due_set(c, gid, e != MSV_OK && e != MSV_ERR_NOT_FOUND);
 }
 
 msv_err client_groups_copy(struct msv_client *c, size_t *failed)
 {
     struct msv_group_rec *g = NULL;
     size_t n = 0;
-    char why[sizeof(c->why.message)] = "";
+    char why[200] = "";
     msv_err err = msv_client_db_groups(c->db, &g, &n);
 
     *failed = 0;
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
-        msv_err e = copy_send(c, &g[i]);
-
-        if (e == MSV_ERR_NOMEM)
-            err = e;
-        else if (e != MSV_OK && e != MSV_ERR_NOT_FOUND && (*failed)++ == 0)
-            snprintf(why, sizeof(why), "%.40s%s%.150s", msv_strerror(e),
-                     c->why.message[0] ? ": " : "", c->why.message);
+        c->why.message[0] = '\0';
+        err = copy_one(c, g[i].group_id, g[i].accepted, failed, why);
     }
     msv_groups_free(g, n);
+    if (err == MSV_OK)
+        err = msv_client_db_unset(c->db, COPY_ALL);
     snprintf(c->why.message, sizeof(c->why.message), "%s", why);
     return err;
 }
 
-static void owed_key(uint64_t device, char key[48])
+msv_err client_groups_copy_owe(struct msv_client *c, int *created)
 {
-    snprintf(key, 48, COPY_OWED "%llu", (unsigned long long)device);
+    uint8_t v[8], *held = NULL;
+    size_t len = 0;
+    msv_err err = msv_client_db_get(c->db, COPY_ALL, &held, &len);
+
+    free(held);
+    *created = err == MSV_ERR_NOT_FOUND;
+    if (err != MSV_ERR_NOT_FOUND)
+        return err;
+    msv_put_u64be(v, (uint64_t)msv_wall_ms());
+    return msv_client_db_set(c->db, COPY_ALL, v, sizeof(v));
 }
 
-msv_err client_groups_copy_owe(struct msv_client *c, uint64_t device, int owed)
+msv_err client_groups_copy_unowe(struct msv_client *c)
 {
-    uint8_t v[16] = {0}, *held = NULL;
-    size_t len = 0;
-    char key[48];
-    msv_err err;
-
-    owed_key(device, key);
-    if (owed == 0)
-        return msv_client_db_unset(c->db, key);
-    err = msv_client_db_get(c->db, key, &held, &len);
-    /* owed from the first time; a try (owed 2) is recorded as well */
-    msv_put_u64be(v, err == MSV_OK && len == sizeof(v) ? msv_get_u64be(held)
-                                                       : (uint64_t)msv_wall_ms());
-    if (owed == 2)
-        msv_put_u64be(v + 8, (uint64_t)msv_wall_ms());
-    free(held);
-    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
-        return err;
-    return msv_client_db_set(c->db, key, v, sizeof(v));
+    return msv_client_db_unset(c->db, COPY_ALL);
 }
 
 msv_err client_groups_copy_due(struct msv_client *c)
 {
     struct msv_setting *s = NULL;
-    size_t n = 0, failed = 0;
+    struct msv_group_rec g = {0};
+    size_t n = 0, failed = 0, prefix = strlen(COPY_DUE) + 1, w = 0;
     int64_t now = msv_wall_ms();
-    int due = 0;
-    msv_err err = msv_client_db_settings(c->db, COPY_OWED, 16, &s, &n);
+    uint8_t *all = NULL, gid[16];
+    char why[200] = "";
+    msv_err err;
 
-    /* at most hourly; one round of copies reaches every device of the account */
-    for (size_t i = 0; err == MSV_OK && i < n; i++)
-        due |= s[i].len != 16 || now - (int64_t)msv_get_u64be(s[i].value + 8) >= COPY_RETRY_MS;
-    if (err == MSV_OK && due)
-        err = client_groups_copy(c, &failed);
-    for (size_t i = 0; err == MSV_OK && due && i < n; i++) {
-        /* done, or owed for a week (its approval told of the copies that failed) */
-        if (failed == 0 || s[i].len != 16 ||
-            now - (int64_t)msv_get_u64be(s[i].value) > COPY_OWED_MAX_MS) {
+    /* a process stopped after an approval (or before its copies were all made) */
+    err = msv_client_db_get(c->db, COPY_ALL, &all, &n);
+    free(all);
+    if (err == MSV_OK)
+        return client_groups_copy(c, &failed);
+    if (err != MSV_ERR_NOT_FOUND)
+        return err;
+    err = msv_client_db_settings(c->db, COPY_DUE ":", COPY_DUE_PER_ROUND, &s, &n);
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        int64_t since = s[i].len == 16 ? (int64_t)msv_get_u64be(s[i].value) : 0,
+                tried = s[i].len == 16 ? (int64_t)msv_get_u64be(s[i].value + 8) : 0;
+
+        if (strlen(s[i].key) != prefix + 32 ||
+            msv_hex_decode(s[i].key + prefix, gid, sizeof(gid), &w) != MSV_OK || w != 16 ||
+            now - since > COPY_OWED_MAX_MS) { /* given up: its approval told it failed */
             err = msv_client_db_unset(c->db, s[i].key);
-        } else {
-            msv_put_u64be(s[i].value + 8, (uint64_t)now);
-            err = msv_client_db_set(c->db, s[i].key, s[i].value, s[i].len);
+            continue;
         }
+        if (tried <= now && now - tried < COPY_RETRY_MS)
+            continue; /* at most hourly */
+        err = msv_client_db_group_get(c->db, gid, NULL, &g);
+        if (err == MSV_OK)
+            err = copy_one(c, gid, g.accepted, &failed, why);
+        else if (err == MSV_ERR_NOT_FOUND)
+            err = msv_client_db_unset(c->db, s[i].key);
+        msv_group_clear(&g);
     }
     msv_settings_free(s, n);
     return err;
@@ -1403,6 +1456,7 @@ msv_err client_take_group_copy(struct msv_client *c, const char *sender, uint64_
     struct group_state now;
     uint8_t *bytes = p->group_state;
     size_t len = p->group_state_len;
+    uint8_t mark[8];
     char key[64];
     int held = 0;
     msv_err err;
@@ -1412,6 +1466,9 @@ msv_err client_take_group_copy(struct msv_client *c, const char *sender, uint64_
     if (!client_is_own_handle(c, sender))
         return MSV_OK;
     err = holds_signed(c, p->group_id, &held);
+    /* held (a change came first, say): only the account's word that it took the group */
+    if (err == MSV_OK && held && p->group_accepted)
+        err = msv_client_db_group_accept(c->db, p->group_id);
     if (err != MSV_OK || held)
         return err == MSV_ERR_PARSE ? MSV_OK : err;
     if (p->has_group_state_ref) {
@@ -1437,7 +1494,8 @@ msv_err client_take_group_copy(struct msv_client *c, const char *sender, uint64_
     }
     /* marked as copied first: the next signed change is taken whole (the copy may be behind) */
     state_key(COPIED, p->group_id, key);
-    err = msv_client_db_set(c->db, key, (const uint8_t *)"1", 1);
+    msv_put_u64be(mark, (uint64_t)msv_wall_ms());
+    err = msv_client_db_set(c->db, key, mark, sizeof(mark));
     if (err == MSV_OK)
         err = state_apply(c, p->group_id, &now, NULL, p->group_accepted);
     /* a record made earlier, from a member's message, keeps its own acceptance otherwise */

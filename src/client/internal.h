@@ -232,9 +232,10 @@ msv_err client_group_install(struct msv_client *c, const uint8_t gid[16], const 
                              int signed_state, int accepted);
 
 /*
- * A GROUP_COPY of each group this device holds a signed state of, to this account's devices
- * (for one just approved; those that hold the group ignore it). *failed: the copies that could
- * not be made (c->why says why the first); a relay out of reach leaves them in the outbox.
+ * A GROUP_COPY of each group this device holds a signed state of and is in, to this account's
+ * devices (for one just approved; those that hold the group ignore it); owed no more after.
+ * *failed: the copies that could not be made (c->why says why the first), each owed (retried
+ * by client_groups_copy_due).
  */
 msv_err client_groups_copy(struct msv_client *c, size_t *failed);
 /* A GROUP_COPY payload from device of sender: the group held as it says, if sender is this
@@ -243,11 +244,12 @@ msv_err client_groups_copy(struct msv_client *c, size_t *failed);
  * again. */
 msv_err client_take_group_copy(struct msv_client *c, const char *sender, uint64_t device,
                                const struct msv_payload *p);
-/* Records that device is owed the copies of this device's groups (owed 1; 2: a try of them
- * failed now), or forgets it (owed 0). */
-msv_err client_groups_copy_owe(struct msv_client *c, uint64_t device, int owed);
-/* The copies owed (client_groups_copy_owe) sent, at most hourly; each owed is forgotten once all
- * could be made, or after a week. */
+/* Records that this account's devices are owed a copy of each group (before an approval goes);
+ * *created: it was not owed already. client_groups_copy_unowe forgets it. */
+msv_err client_groups_copy_owe(struct msv_client *c, int *created);
+msv_err client_groups_copy_unowe(struct msv_client *c);
+/* The copies owed sent: all of them if owed (a process stopped after an approval), then each
+ * that could not be made, at most hourly and for a week. */
 msv_err client_groups_copy_due(struct msv_client *c);
 /* A notice kept in group gid's history and told through on_mls_notice. */
 msv_err client_group_notice(struct msv_client *c, const uint8_t gid[16], const char *text);

@@ -217,10 +217,14 @@ static int other_device_known(struct msv_client *c)
 msv_err msv_client_sync_flush(struct msv_client *c, size_t *sent)
 {
     msv_err err = client_sync_flush(c, sent, 0);
+    struct msv_refusal why = c->why;
 
-    /* and the copies of groups a device approved here is owed (a stop, or a failure, left) */
-    if (err == MSV_OK && c->device_id != 0)
-        err = client_groups_copy_due(c);
+    /* and the copies of groups owed since an approval here (a stop, or a failure, left them),
+     * only on a connection the command made: no wait for a server out of reach. What fails
+     * stays owed, for the next command */
+    if (err == MSV_OK && c->device_id != 0 && c->conn != NULL)
+        (void)client_groups_copy_due(c);
+    c->why = why;
     return err;
 }
 
