@@ -1247,10 +1247,26 @@ static void test_group_copies(void **state)
 }
 
 /*
- * A copy behind the group: alice renames the club while bob's tablet waits for approval (so
- * neither her change nor its Welcome reaches it) and his phone approves before it read the
- * change. The tablet takes her next change whole, on her word as the club's admin, but not a
- * change of carol's, who is no admin of the copy.
+ * The club on MLS, and bob's tablet holding a copy behind it: alice renamed the club to
+ * "club 2" while the tablet waited for approval (so neither her change nor its Welcome reached
+ * it) and his phone approved before it read the change.
+ */
+static struct msv_client *club_tablet_behind(struct club *k)
+{
+    struct msv_client *tablet;
+
+    club_on_mls(k);
+    tablet = link_waiting(&k->s, k->bob, "bob-tablet");
+    assert_int_equal(msv_client_group_change(k->alice, "club", "club 2", NULL, 0, NULL, 0), MSV_OK);
+    assert_int_equal(msv_client_approve_device(k->bob, tablet->device_id), MSV_OK);
+    receive_now(tablet);
+    assert_group_named(tablet, k->gid, "club"); /* as the phone held it */
+    return tablet;
+}
+
+/*
+ * A copy behind the group (club_tablet_behind): the tablet takes alice's next change whole,
+ * on her word as the club's admin, but not a change of carol's, who is no admin of the copy.
  */
 static void test_group_copy_behind(void **state)
 {
@@ -1263,12 +1279,7 @@ static void test_group_copy_behind(void **state)
     char key[80];
 
     (void)state;
-    club_on_mls(&k);
-    tablet = link_waiting(&k.s, k.bob, "bob-tablet");
-    assert_int_equal(msv_client_group_change(k.alice, "club", "club 2", NULL, 0, NULL, 0), MSV_OK);
-    assert_int_equal(msv_client_approve_device(k.bob, tablet->device_id), MSV_OK);
-    receive_now(tablet);
-    assert_group_named(tablet, k.gid, "club"); /* as the phone held it */
+    tablet = club_tablet_behind(&k);
     /* carol, no admin, patched to hold a state of a later epoch naming her admin: her change
      * does not follow the copy, and she is no admin of it: refused there as everywhere */
     receive_now(k.carol);
@@ -1286,6 +1297,27 @@ static void test_group_copy_behind(void **state)
     receive_now(tablet);
     assert_group_named(tablet, k.gid, "club 3");
     assert_int_equal(settings_count(tablet, "group-copied:"), 0); /* taken: a copy no more */
+    msv_client_close(tablet);
+    club_free(&k);
+}
+
+/* The copied mark lasts a week from when the copy was made: past it, a change that does not
+ * follow the copy is refused as with any held state. */
+static void test_group_copy_mark_lasts_a_week(void **state)
+{
+    struct club k;
+    struct msv_client *tablet;
+    char key[80];
+
+    (void)state;
+    tablet = club_tablet_behind(&k);
+    time_moved_back(tablet, club_key(&k, "group-copied:", key), 8, 0, 7LL * 24 * 3600 * 1000);
+    receive_now(k.bob);
+    assert_int_equal(msv_client_group_change(k.alice, "club 2", "club 3", NULL, 0, NULL, 0),
+                     MSV_OK);
+    receive_now(tablet);
+    assert_group_named(tablet, k.gid, "club");
+    assert_int_equal(history_count(tablet, k.conversation, "out of order"), 1);
     msv_client_close(tablet);
     club_free(&k);
 }
@@ -2693,6 +2725,7 @@ int main(void)
         cmocka_unit_test(test_linked_device_joins),
         cmocka_unit_test(test_group_copies),
         cmocka_unit_test(test_group_copy_behind),
+        cmocka_unit_test(test_group_copy_mark_lasts_a_week),
         cmocka_unit_test(test_group_copy_not_made_is_told),
         cmocka_unit_test(test_linked_device_waits_and_others_refused),
         cmocka_unit_test(test_large_by_reference),

@@ -521,9 +521,8 @@ msv_err client_approve_device(struct msv_client *c, uint64_t device_id, int copy
         err = device_request(c, &req);
         /* refused: nothing owed (the network: it may have been approved, and copies to a
          * device that was not are ignored by the account's devices, which hold the groups) */
-        if (err != MSV_OK && err != MSV_ERR_IO && owed_here &&
-            client_groups_copy_unowe(c) != MSV_OK)
-            err = MSV_ERR_IO;
+        if (err != MSV_OK && err != MSV_ERR_IO && owed_here)
+            (void)client_groups_copy_unowe(c); /* else sent after a command: harmless */
     }
     if (err == MSV_OK) /* approved here: this account's own, for this device's monitor */
         err = msv_client_db_own_device_put(c->db, device_id, hash, req_bytes[0], req_bytes + 1,

@@ -1250,7 +1250,8 @@ msv_err client_group_install(struct msv_client *c, const uint8_t gid[16], const 
 #define COPY_DUE "group-copy-due"
 #define COPY_RETRY_MS (3600LL * 1000)
 #define COPY_OWED_MAX_MS (7LL * 24 * 3600 * 1000)
-#define COPY_DUE_PER_ROUND 64
+#define COPY_DUE_PER_ROUND 64 /* tries after one command */
+#define COPY_DUE_READ 4096    /* owed copies read (each a group held) */
 
 static int names_own_handle(struct msv_client *c, const struct group_state *s)
 {
@@ -1261,10 +1262,10 @@ static int names_own_handle(struct msv_client *c, const struct group_state *s)
 }
 
 /*
- * The GROUP_COPY of group gid (accepted or not) to this account's devices; MSV_ERR_NOT_FOUND
- * for a group of no signed state, or one this account is no longer in (nothing to copy).
+ * The GROUP_COPY of group gid (accepted or not) to this account's devices; *nothing for a
+ * group of no signed state, or one this account is no longer in (nothing to copy).
  */
-static msv_err copy_send(struct msv_client *c, const uint8_t gid[16], int accepted)
+static msv_err copy_send(struct msv_client *c, const uint8_t gid[16], int accepted, int *nothing)
 {
     struct msv_payload p = {
         .kind = MSV_KIND_GROUP_COPY, .has_group = true, .group_accepted = accepted != 0};
@@ -1280,14 +1281,19 @@ static msv_err copy_send(struct msv_client *c, const uint8_t gid[16], int accept
     state_key("group-state", gid, key);
     err = msv_client_db_get(c->db, key, &state, &len);
     if (err == MSV_OK && (err = state_decode(gid, state, len, &s)) == MSV_OK) {
-        if (!names_own_handle(c, &s))
-            err = MSV_ERR_NOT_FOUND;
+        *nothing = !names_own_handle(c, &s);
         state_clear(&s);
     }
-    if (err == MSV_OK && len <= MSV_GROUP_STATE_INLINE_MAX) {
+    if (err == MSV_ERR_NOT_FOUND)
+        *nothing = 1;
+    if (err != MSV_OK || *nothing) {
+        free(state);
+        return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+    }
+    if (len <= MSV_GROUP_STATE_INLINE_MAX) {
         p.group_state = state;
         p.group_state_len = len;
-    } else if (err == MSV_OK) {
+    } else {
         msv_attachment_key_generate(p.group_state_ref.key);
         err = client_upload_blob(c, p.group_state_ref.key, state, len, NULL, &d, uri, sizeof(uri));
         p.has_group_state_ref = err == MSV_OK;
@@ -1327,18 +1333,27 @@ static msv_err copy_due_set(struct msv_client *c, const uint8_t gid[16], int fai
     return msv_client_db_set(c->db, key, v, sizeof(v));
 }
 
-/* One group's copy: tried, and recorded as owed if it failed (the first failure's why kept). */
+/*
+ * One group's copy: tried, and recorded as owed if it failed (the first failure's why kept).
+ * Once the connection is gone, the rest are owed untried: no wait for each.
+ */
 static msv_err copy_one(struct msv_client *c, const uint8_t gid[16], int accepted, size_t *failed,
                         char why[200])
 {
-    msv_err e = copy_send(c, gid, accepted);
+    int nothing = 0;
+    msv_err e = MSV_ERR_IO;
 
+    c->why.message[0] = '\0';
+    if (c->conn != NULL)
+        e = copy_send(c, gid, accepted, &nothing);
+    else
+        snprintf(c->why.message, sizeof(c->why.message), "the server is out of reach");
     if (e == MSV_ERR_NOMEM)
         return e;
-    if (e != MSV_OK && e != MSV_ERR_NOT_FOUND && (*failed)++ == 0)
+    if (e != MSV_OK && (*failed)++ == 0)
         snprintf(why, 200, "%.40s%s%.150s", msv_strerror(e), c->why.message[0] ? ": " : "",
                  c->why.message);
-    return copy_due_set(c, gid, e != MSV_OK && e != MSV_ERR_NOT_FOUND);
+    return copy_due_set(c, gid, e != MSV_OK);
 }
 
 msv_err client_groups_copy(struct msv_client *c, size_t *failed)
@@ -1349,10 +1364,8 @@ msv_err client_groups_copy(struct msv_client *c, size_t *failed)
     msv_err err = msv_client_db_groups(c->db, &g, &n);
 
     *failed = 0;
-    for (size_t i = 0; err == MSV_OK && i < n; i++) {
-        c->why.message[0] = '\0';
+    for (size_t i = 0; err == MSV_OK && i < n; i++)
         err = copy_one(c, g[i].group_id, g[i].accepted, failed, why);
-    }
     msv_groups_free(g, n);
     if (err == MSV_OK)
         err = msv_client_db_unset(c->db, COPY_ALL);
@@ -1396,8 +1409,8 @@ msv_err client_groups_copy_due(struct msv_client *c)
         return client_groups_copy(c, &failed);
     if (err != MSV_ERR_NOT_FOUND)
         return err;
-    err = msv_client_db_settings(c->db, COPY_DUE ":", COPY_DUE_PER_ROUND, &s, &n);
-    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+    err = msv_client_db_settings(c->db, COPY_DUE ":", COPY_DUE_READ, &s, &n);
+    for (size_t i = 0, tries = 0; err == MSV_OK && i < n && tries < COPY_DUE_PER_ROUND; i++) {
         int64_t since = s[i].len == 16 ? (int64_t)msv_get_u64be(s[i].value) : 0,
                 tried = s[i].len == 16 ? (int64_t)msv_get_u64be(s[i].value + 8) : 0;
 
@@ -1410,6 +1423,7 @@ msv_err client_groups_copy_due(struct msv_client *c)
         if (tried <= now && now - tried < COPY_RETRY_MS)
             continue; /* at most hourly */
         err = msv_client_db_group_get(c->db, gid, NULL, &g);
+        tries++;
         if (err == MSV_OK)
             err = copy_one(c, gid, g.accepted, &failed, why);
         else if (err == MSV_ERR_NOT_FOUND)
@@ -1459,6 +1473,7 @@ msv_err client_take_group_copy(struct msv_client *c, const char *sender, uint64_
     uint8_t mark[8];
     char key[64];
     int held = 0;
+    int64_t wall = msv_wall_ms();
     msv_err err;
 
     /* only this account's own devices vouch for a state they hold, and only where this device
@@ -1492,9 +1507,11 @@ msv_err client_take_group_copy(struct msv_client *c, const char *sender, uint64_
                             err == MSV_ERR_INVALID ? "it names no admin"
                                                    : "it does not name this account a member");
     }
-    /* marked as copied first: the next signed change is taken whole (the copy may be behind) */
+    /* marked as copied first (the copy may be behind: client_group_take), from when it was
+     * made: a copy the server held back gets no longer */
     state_key(COPIED, p->group_id, key);
-    msv_put_u64be(mark, (uint64_t)msv_wall_ms());
+    msv_put_u64be(mark, p->sent_at_ms > 0 && (int64_t)p->sent_at_ms < wall ? p->sent_at_ms
+                                                                           : (uint64_t)wall);
     err = msv_client_db_set(c->db, key, mark, sizeof(mark));
     if (err == MSV_OK)
         err = state_apply(c, p->group_id, &now, NULL, p->group_accepted);
