@@ -1445,8 +1445,8 @@ static msv_err copy_refused(struct msv_client *c, const uint8_t gid[16], uint64_
     return client_group_notice(c, gid, text);
 }
 
-/* Whether this device holds group gid: its signed state and its record (both, or it takes a copy).
- */
+/* Whether this device holds group gid: its signed state and its record (without both, a copy
+ * is taken). */
 static msv_err holds_signed(struct msv_client *c, const uint8_t gid[16], int *held)
 {
     struct group_state s;
