@@ -112,6 +112,32 @@ waitfor() {
     return 1
 }
 
+# reserve_port VAR: sets VAR to a free loopback port of this test's own, for a server that
+# restarts on the same port. A port the kernel hands out (listen_port 0) lies in the ephemeral
+# range, where an outgoing connection of a test running beside this one can take it while the
+# server is stopped; these come from just below it, each held (for as long as the test's
+# shell lives) by a lock on a file named after it, so that two tests never take the same one.
+reserve_port() {
+    local _low _high _dir _p _fd  # named apart from any VAR a caller passes
+    read -r _low _high </proc/sys/net/ipv4/ip_local_port_range
+    _dir=/tmp/msv-test-ports-$(id -u)
+    mkdir -p -m 700 "$_dir"
+    for _ in $(seq 500); do
+        _p=$((_low - 1 - (RANDOM * 32768 + RANDOM) % 8192))
+        [ "$_p" -gt 1024 ] || continue
+        exec {_fd}>>"$_dir/$_p"
+        if flock -n "$_fd" && python3 -c 'import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))' "$_p" 2>/dev/null; then
+            printf -v "$1" '%s' "$_p"
+            return 0
+        fi
+        exec {_fd}>&-
+    done
+    printf -v "$1" 0
+}
+
 # start_missived [WRAPPER...]: starts $D (through WRAPPER, e.g. valgrind) on
 # loopback with its data in srv/ and its log appended to srv.log; $port is
 # the TLS port to take (0 or unset: any free one) and afterwards the one it
@@ -120,6 +146,7 @@ waitfor() {
 # which runs no EXIT trap.
 start_missived() {
     rm -f srv/missived.ports
+    [ "${port:-0}" != 0 ] || reserve_port port
     MISSIVED_SERVER_LISTEN_PORT=${port:-0} MISSIVED_HTTP_LISTEN_PORT=0 MISSIVED_ACCOUNTS_ARGON2_MEMLIMIT_KIB=8 \
         setpriv --pdeathsig TERM "$@" "$D" --data-dir srv 2>>srv.log &
     pid=$!
@@ -191,13 +218,14 @@ print([d["device_id"] for d in json.load(sys.stdin) if d["this_device"]][0])')
 # ports[NAME] (associative arrays of the caller) and returns once both of its
 # Redis connections are up, or 1.
 cluster_node() {
-    local n=$1
+    local n=$1 p=${2:-0}
     rm -f "node-$n/missived.ports"
+    [ "$p" != 0 ] || reserve_port p
     cat >"node-$n.ini" <<EOF
 [server]
 data_dir = $work/node-$n
 shared_dir = $work/shared
-listen_port = ${2:-0}
+listen_port = $p
 [store]
 backend = postgres
 postgres = $MSV_TEST_POSTGRES

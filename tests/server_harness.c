@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -28,6 +30,76 @@ static void sleep_ms(int ms)
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
 
     nanosleep(&ts, NULL);
+}
+
+/*
+ * A port of its own for a test server, kept for the whole test: a restart binds the same
+ * port, which must not be taken meanwhile. A port the kernel handed out (listen_port 0) is
+ * in the ephemeral range, where any outgoing connection of a test running beside this one
+ * may take it while the server is stopped; so the ports come from just below that range,
+ * each held by a lock on a file named after it, so that two tests never pick the same one.
+ */
+static int port_free(uint16_t port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, ok;
+
+    if (fd < 0)
+        return 0;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ok = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+         bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+static uint16_t reserve_port(int *lock_fd)
+{
+    char dir[64], path[96];
+    unsigned low = 32768, high = 60999, span;
+    struct timespec ts;
+    unsigned seed;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+
+    if (f != NULL) {
+        if (fscanf(f, "%u %u", &low, &high) != 2)
+            low = 32768;
+        fclose(f);
+    }
+    if (low < 2048)
+        return 0; /* no room below the ephemeral range: the kernel's choice */
+    span = low - 1024 < 8192 ? low - 1024 : 8192;
+    snprintf(dir, sizeof(dir), "/tmp/msv-test-ports-%u", (unsigned)getuid());
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return 0;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    seed = (unsigned)getpid() * 2654435761u ^ (unsigned)ts.tv_nsec;
+    for (int i = 0; i < 500; i++) {
+        uint16_t port;
+        int fd;
+
+        seed = seed * 1103515245u + 12345u;
+        port = (uint16_t)(low - span + (seed >> 8) % span);
+        snprintf(path, sizeof(path), "%s/%u", dir, (unsigned)port);
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && port_free(port)) {
+            *lock_fd = fd;
+            return port;
+        }
+        close(fd);
+    }
+    return 0;
+}
+
+static void release_ports(struct test_server *s)
+{
+    for (int i = 0; i < 2; i++) {
+        if (s->port_lock[i] > 0)
+            close(s->port_lock[i]);
+        s->port_lock[i] = 0;
+    }
 }
 
 void test_server_init(struct test_server *s, const char *extra)
@@ -92,6 +164,10 @@ void test_server_start(struct test_server *s)
     char config[128], ports[128];
     pid_t test = getpid();
 
+    if (s->port == 0 && s->http_port == 0) {
+        s->port = reserve_port(&s->port_lock[0]);
+        s->http_port = reserve_port(&s->port_lock[1]);
+    }
     write_config(s, config, sizeof(config));
     snprintf(ports, sizeof(ports), "%s/data/missived.ports", s->dir);
     unlink(ports);
@@ -149,6 +225,7 @@ void test_server_cleanup(struct test_server *s)
     char cmd[128];
 
     test_server_stop(s);
+    release_ports(s);
     if (getenv("MSV_KEEP_TEST_DIRS") == NULL) {
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s->dir);
         assert_int_equal(system(cmd), 0);

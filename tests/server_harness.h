@@ -16,6 +16,7 @@ struct test_server {
     char extra[1024];      /* more INI lines for the config */
     unsigned leaf_version; /* [directory] leaf_version at every start; 0: the default */
     uint16_t port, http_port;
+    int port_lock[2]; /* held while the ports are this server's (0: none) */
     uint8_t fingerprint[32];
 };
 
