@@ -124,6 +124,7 @@ wait "$daemon"
 daemon=
 [ ! -e dev-reader/alice@example.org ] && ok || bad "the reader's state is left: $(ls -R dev-reader)"
 expect 1 "a device that left cannot be approved back" -- as alice devices approve "$reader"
+grep -q "no device of this account waits for approval" err.txt && ok || bad "the server's words: $(cat err.txt)"
 
 # bob deletes his account: nothing of it is left on the server but its tombstone
 expect 0 "bob links a second device" -- env MISSIVE_PASSWORD="$old_pw" "$M" --data-dir dev-bob2 link bob@example.org --server "$server"

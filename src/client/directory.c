@@ -442,7 +442,8 @@ msv_err msv_client_devices(struct msv_client *c, const char *handle, msv_frame *
     return err;
 }
 
-/* A device request of the account (remove, approve): Ok, or MSV_ERR_NOT_FOUND. */
+/* A device request of the account (remove, approve): Ok, or the server's refusal (its words in
+ * c->why). */
 static msv_err device_request(struct msv_client *c, Msv__Wire__Frame *req)
 {
     msv_frame *resp = NULL;
@@ -450,8 +451,10 @@ static msv_err device_request(struct msv_client *c, Msv__Wire__Frame *req)
 
     if (err == MSV_OK)
         err = msv_conn_request(c->conn, req, TIMEOUT_MS, &resp);
+    /* refused: the server's words, for the user (a device that no longer waits, an account
+     * at its limit of devices, an approval that does not verify) */
     if (err == MSV_OK && resp->body_case != MSV__WIRE__FRAME__BODY_OK)
-        err = MSV_ERR_NOT_FOUND;
+        err = msv_request_refusal(resp, &c->why);
     msv_frame_free(resp);
     return err;
 }

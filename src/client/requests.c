@@ -10,8 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Maps a refusal to the library's errors, and keeps its words for the caller. */
-static msv_err refusal(const msv_frame *f, struct msv_refusal *why)
+msv_err msv_request_refusal(const msv_frame *f, struct msv_refusal *why)
 {
     if (f->body_case != MSV__WIRE__FRAME__BODY_ERROR)
         return MSV_ERR_PARSE; /* an answer of the wrong kind */
@@ -50,7 +49,7 @@ static msv_err run(struct msv_conn *c, msv_frame *req, int want, int timeout_ms,
         memset(why, 0, sizeof(*why));
     if (err != MSV_OK) /* a silent server is an I/O failure: AGAIN means a stale list */
         return err == MSV_ERR_AGAIN ? MSV_ERR_IO : err;
-    err = (int)resp->body_case == want ? MSV_OK : refusal(resp, why);
+    err = (int)resp->body_case == want ? MSV_OK : msv_request_refusal(resp, why);
     if (answer != NULL && (err == MSV_OK || err == MSV_ERR_AGAIN))
         *answer = resp;
     else
@@ -576,11 +575,11 @@ msv_err msv_request_mls_send(struct msv_conn *c, const struct msv_mls_send *s, i
         *epoch = resp->mls_sent->epoch;
     } else if (resp->body_case == MSV__WIRE__FRAME__BODY_ERROR &&
                resp->error->code == MSV__WIRE__ERROR_CODE__ERROR_MLS_STALE_EPOCH) {
-        (void)refusal(resp, why);
+        (void)msv_request_refusal(resp, why);
         *epoch = resp->error->mls_epoch;
         err = MSV_ERR_REPLAY;
     } else {
-        err = refusal(resp, why);
+        err = msv_request_refusal(resp, why);
     }
     msv_frame_free(resp);
     return err;

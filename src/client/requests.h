@@ -19,6 +19,12 @@ struct msv_refusal {
     char message[256];
 };
 
+/*
+ * An answer f that is not the one asked for, as the library's error: a refusal (Error) mapped
+ * by its code, its words kept in why (may be NULL); an answer of another kind MSV_ERR_PARSE.
+ */
+msv_err msv_request_refusal(const msv_frame *f, struct msv_refusal *why);
+
 struct msv_prekey;
 struct msv_kem_prekey;
 
