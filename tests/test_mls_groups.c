@@ -1384,6 +1384,62 @@ static void test_group_copy_not_made_is_told(void **state)
 }
 
 /*
+ * What is owed of copies, kept and bounded: a refused approval forgets a copy of every group it
+ * recorded itself, and keeps one owed from before (a stopped process's); owed copies are tried
+ * only after a command that connected, and at most COPY_DUE_PER_ROUND (64) of them after one.
+ */
+static void test_group_copies_owed_kept_and_bounded(void **state)
+{
+    struct club k;
+    struct msv_client *tablet;
+    uint8_t v[16], *got = NULL, gid[16];
+    size_t len = 0;
+    char key[80], hex[33];
+
+    (void)state;
+    club_on_mls(&k);
+    tablet = link_waiting(&k.s, k.bob, "bob-tablet");
+    assert_int_equal(msv_client_remove_device(k.bob, tablet->device_id), MSV_OK);
+    /* refused (the device no longer waits), nothing owed before: nothing owed after */
+    assert_int_equal(msv_client_approve_device(k.bob, tablet->device_id), MSV_ERR_NOT_FOUND);
+    assert_non_null(strstr(k.bob->why.message, "waits for approval"));
+    assert_int_equal(settings_count(k.bob, "group-copy-"), 0);
+    /* refused, a copy of every group owed from before: still owed, as it was */
+    msv_put_u64be(v, (uint64_t)msv_wall_ms() - 1000);
+    assert_int_equal(msv_client_db_set(k.bob->db, "group-copy-all", v, 8), MSV_OK);
+    assert_int_equal(msv_client_approve_device(k.bob, tablet->device_id), MSV_ERR_NOT_FOUND);
+    assert_int_equal(msv_client_db_get(k.bob->db, "group-copy-all", &got, &len), MSV_OK);
+    assert_int_equal(len, 8);
+    assert_memory_equal(got, v, 8);
+    free(got);
+    assert_int_equal(msv_client_db_unset(k.bob->db, "group-copy-all"), MSV_OK);
+
+    /* 70 copies owed (of groups since forgotten: each try drops one), last tried hours ago */
+    msv_put_u64be(v, (uint64_t)msv_wall_ms() - 1000);
+    msv_put_u64be(v + 8, (uint64_t)msv_wall_ms() - 2 * 3600 * 1000);
+    for (int i = 0; i < 70; i++) {
+        memset(gid, 0xA0, sizeof(gid));
+        gid[15] = (uint8_t)i;
+        assert_int_equal(msv_hex_encode(gid, 16, hex, sizeof(hex)), MSV_OK);
+        snprintf(key, sizeof(key), "group-copy-due:%s", hex);
+        assert_int_equal(msv_client_db_set(k.bob->db, key, v, 16), MSV_OK);
+    }
+    /* a command that made no connection tries none */
+    msv_conn_close(k.bob->conn);
+    k.bob->conn = NULL;
+    assert_int_equal(msv_client_sync_flush(k.bob, NULL), MSV_OK);
+    assert_int_equal(settings_count(k.bob, "group-copy-due:"), 70);
+    /* one that did tries 64, and the next the 6 left */
+    assert_int_equal(msv_client_connect(k.bob), MSV_OK);
+    assert_int_equal(msv_client_sync_flush(k.bob, NULL), MSV_OK);
+    assert_int_equal(settings_count(k.bob, "group-copy-due:"), 6);
+    assert_int_equal(msv_client_sync_flush(k.bob, NULL), MSV_OK);
+    assert_int_equal(settings_count(k.bob, "group-copy-due:"), 0);
+    msv_client_close(tablet);
+    club_free(&k);
+}
+
+/*
  * A device that has no KeyPackage yet is tried again quietly, every retry interval, and joins
  * once it has one; a non-admin's commits add no other account's device (bob's self-update
  * leaves carol's new tablet out, and his patched client's commit adding it is refused by every
@@ -2727,6 +2783,7 @@ int main(void)
         cmocka_unit_test(test_group_copy_behind),
         cmocka_unit_test(test_group_copy_mark_lasts_a_week),
         cmocka_unit_test(test_group_copy_not_made_is_told),
+        cmocka_unit_test(test_group_copies_owed_kept_and_bounded),
         cmocka_unit_test(test_linked_device_waits_and_others_refused),
         cmocka_unit_test(test_large_by_reference),
         cmocka_unit_test(test_welcome_kept_until_sent),

@@ -328,9 +328,10 @@ static void state_key(const char *what, const uint8_t gid[16], char key[64])
 /* A state_key: the group's state came by a copy (client_take_group_copy), maybe behind; u64be
  * wall ms it came. */
 #define COPIED "group-copied"
-#define COPIED_DAYS 7
+/* A copy's week: how long a copied mark lasts, and how long a copy is owed (docs/groups.md) */
+#define COPY_WEEK_MS (7LL * 24 * 3600 * 1000)
 
-/* Whether the mark key (COPIED) was made less than COPIED_DAYS ago. */
+/* Whether the mark key (COPIED) was made less than COPY_WEEK_MS ago. */
 static int copied_lately(struct msv_client *c, const char *key)
 {
     uint8_t *v = NULL;
@@ -340,7 +341,7 @@ static int copied_lately(struct msv_client *c, const char *key)
 
     at = err == MSV_OK && len == 8 ? (int64_t)msv_get_u64be(v) : 0;
     free(v);
-    return at > 0 && at <= now && now - at < COPIED_DAYS * 24LL * 3600 * 1000;
+    return at > 0 && at <= now && now - at < COPY_WEEK_MS;
 }
 
 /* The state this device holds ("group-state") or the one before it ("group-prev"). */
@@ -545,6 +546,28 @@ static msv_err list_minus(char *const *a, size_t na, char *const *b, size_t nb, 
 }
 
 /*
+ * Uploads an encoded group state too long to go inline (docs/groups.md) under a fresh key;
+ * ref names it, its uri in uri. The caller wipes ref's key once the payload is sent.
+ */
+static msv_err state_by_reference(struct msv_client *c, const uint8_t *state, size_t len,
+                                  struct msv_attachment_ref *ref, char uri[80])
+{
+    struct msv_attachment_digest d;
+    msv_err err;
+
+    msv_attachment_key_generate(ref->key);
+    err = client_upload_blob(c, ref->key, state, len, NULL, &d, uri, 80);
+    if (err != MSV_OK)
+        return err;
+    ref->uri = uri;
+    memcpy(ref->sha256, d.sha256, 32);
+    memcpy(ref->sha1, d.sha1, 20);
+    ref->size = len;
+    ref->mime = (char *)GROUP_STATE_MIME;
+    return MSV_OK;
+}
+
+/*
  * The delta form of the change then -> now into p (docs/groups.md): what
  * changed, and the whole new state (inline, or uploaded as an attachment when
  * longer) for the devices that hold none. delta: MSV_DELTA_LISTS *
@@ -556,7 +579,6 @@ static msv_err change_delta(struct msv_client *c, const uint8_t gid[16],
 {
     static const struct group_state none = {0};
     const struct group_state *t = then ? then : &none;
-    struct msv_attachment_digest d;
     size_t len = 0;
     msv_err err = MSV_OK;
 
@@ -592,16 +614,8 @@ static msv_err change_delta(struct msv_client *c, const uint8_t gid[16],
         p->group_state_len = err == MSV_OK ? len : 0;
         return err;
     }
-    msv_attachment_key_generate(p->group_state_ref.key);
-    err = client_upload_blob(c, p->group_state_ref.key, *state, len, NULL, &d, uri, 80);
-    if (err == MSV_OK) {
-        p->has_group_state_ref = true;
-        p->group_state_ref.uri = uri;
-        memcpy(p->group_state_ref.sha256, d.sha256, 32);
-        memcpy(p->group_state_ref.sha1, d.sha1, 20);
-        p->group_state_ref.size = len;
-        p->group_state_ref.mime = (char *)GROUP_STATE_MIME;
-    }
+    err = state_by_reference(c, *state, len, &p->group_state_ref, uri);
+    p->has_group_state_ref = err == MSV_OK;
     return err;
 }
 
@@ -1249,7 +1263,6 @@ msv_err client_group_install(struct msv_client *c, const uint8_t gid[16], const 
 #define COPY_ALL "group-copy-all"
 #define COPY_DUE "group-copy-due"
 #define COPY_RETRY_MS (3600LL * 1000)
-#define COPY_OWED_MAX_MS (7LL * 24 * 3600 * 1000)
 #define COPY_DUE_PER_ROUND 64 /* tries after one command */
 #define COPY_DUE_READ 4096    /* owed copies read (each a group held) */
 
@@ -1269,7 +1282,6 @@ static msv_err copy_send(struct msv_client *c, const uint8_t gid[16], int accept
 {
     struct msv_payload p = {
         .kind = MSV_KIND_GROUP_COPY, .has_group = true, .group_accepted = accepted != 0};
-    struct msv_attachment_digest d = {0};
     struct group_state s;
     const char *self = c->handle;
     uint8_t *state = NULL, id[MSV_ID_LEN];
@@ -1294,14 +1306,8 @@ static msv_err copy_send(struct msv_client *c, const uint8_t gid[16], int accept
         p.group_state = state;
         p.group_state_len = len;
     } else {
-        msv_attachment_key_generate(p.group_state_ref.key);
-        err = client_upload_blob(c, p.group_state_ref.key, state, len, NULL, &d, uri, sizeof(uri));
+        err = state_by_reference(c, state, len, &p.group_state_ref, uri);
         p.has_group_state_ref = err == MSV_OK;
-        p.group_state_ref.uri = uri;
-        memcpy(p.group_state_ref.sha256, d.sha256, 32);
-        memcpy(p.group_state_ref.sha1, d.sha1, 20);
-        p.group_state_ref.size = len;
-        p.group_state_ref.mime = (char *)GROUP_STATE_MIME;
     }
     /* any failure counts, a relay out of reach too (the copy then also waits in the outbox:
      * a second one is ignored by the devices that hold the group) */
@@ -1373,13 +1379,23 @@ msv_err client_groups_copy(struct msv_client *c, size_t *failed)
     return err;
 }
 
-msv_err client_groups_copy_owe(struct msv_client *c, int *created)
+/* Whether a copy of every group is owed (COPY_ALL there): MSV_OK, MSV_ERR_NOT_FOUND, or an
+ * error reading. */
+static msv_err copies_all_owed(struct msv_client *c)
 {
-    uint8_t v[8], *held = NULL;
+    uint8_t *held = NULL;
     size_t len = 0;
     msv_err err = msv_client_db_get(c->db, COPY_ALL, &held, &len);
 
     free(held);
+    return err;
+}
+
+msv_err client_groups_copy_owe(struct msv_client *c, int *created)
+{
+    uint8_t v[8];
+    msv_err err = copies_all_owed(c);
+
     *created = err == MSV_ERR_NOT_FOUND;
     if (err != MSV_ERR_NOT_FOUND)
         return err;
@@ -1398,13 +1414,11 @@ msv_err client_groups_copy_due(struct msv_client *c)
     struct msv_group_rec g = {0};
     size_t n = 0, failed = 0, prefix = strlen(COPY_DUE) + 1, w = 0;
     int64_t now = msv_wall_ms();
-    uint8_t *all = NULL, gid[16];
+    uint8_t gid[16];
     char why[200] = "";
-    msv_err err;
+    msv_err err = copies_all_owed(c);
 
     /* a process stopped after an approval (or before its copies were all made) */
-    err = msv_client_db_get(c->db, COPY_ALL, &all, &n);
-    free(all);
     if (err == MSV_OK)
         return client_groups_copy(c, &failed);
     if (err != MSV_ERR_NOT_FOUND)
@@ -1416,7 +1430,7 @@ msv_err client_groups_copy_due(struct msv_client *c)
 
         if (strlen(s[i].key) != prefix + 32 ||
             msv_hex_decode(s[i].key + prefix, gid, sizeof(gid), &w) != MSV_OK || w != 16 ||
-            now - since > COPY_OWED_MAX_MS) { /* given up: its approval told it failed */
+            now - since > COPY_WEEK_MS) { /* given up: its approval told it failed */
             err = msv_client_db_unset(c->db, s[i].key);
             continue;
         }
