@@ -2237,6 +2237,72 @@ static void test_claim_refused_is_not_withheld(void **state)
 static size_t history_count(struct msv_client *c, const char *conversation, const char *needle);
 static size_t receive_now(struct msv_client *c);
 
+struct held_receive {
+    struct msv_client *c;
+    volatile int done;
+    msv_err err;
+    size_t count;
+};
+
+static void *receive_one(void *arg)
+{
+    struct held_receive *r = arg;
+
+    r->err = msv_client_receive(r->c, 2000, NULL, NULL, &r->count);
+    r->done = 1;
+    return NULL;
+}
+
+/*
+ * Two processes of bob's (a receive, then a second one whose connection replaces the first's)
+ * get the same delivery, the first one before it could acknowledge it: it is taken once. Before,
+ * both asked whether it was read before either had recorded it, and the second, finding its
+ * message key used, recorded the message as unreadable ("ask them to send it again").
+ */
+static void test_two_receivers_take_once(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *bob2;
+    struct held_receive r1 = {0}, r2 = {0};
+    pthread_t t1, t2;
+    uint8_t id[16];
+    char path[200];
+    int fd;
+
+    (void)state;
+    start_pair(&s, &alice, &bob);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "only once", NULL, 0, NULL, id), MSV_OK);
+    snprintf(path, sizeof(path), "%s/bob", s.dir);
+    assert_int_equal(msv_client_open(path, NULL, &bob2), MSV_OK);
+    snprintf(path, sizeof(path), "%s/bob/sessions.lock", s.dir);
+    fd = open(path, O_RDWR | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX), 0);
+    r1.c = bob;
+    assert_int_equal(pthread_create(&t1, NULL, receive_one, &r1), 0);
+    usleep(1000 * 1000); /* the first has the delivery, and waits for the lock */
+    r2.c = bob2;
+    assert_int_equal(pthread_create(&t2, NULL, receive_one, &r2), 0);
+    usleep(1000 * 1000); /* the second too, its connection replacing the first's */
+    assert_false(r1.done || r2.done);
+    assert_int_equal(flock(fd, LOCK_UN), 0);
+    close(fd);
+    assert_int_equal(pthread_join(t1, NULL), 0);
+    assert_int_equal(pthread_join(t2, NULL), 0);
+    assert_int_equal(r1.count + r2.count, 1);
+    assert_int_equal(history_count(bob, "alice@example.org", "only once"), 1);
+    assert_int_equal(history_count(bob, "alice@example.org", "could not be"), 0);
+    msv_conn_close(bob->conn); /* the one replaced by bob2's, if it came second */
+    bob->conn = NULL;
+    receive_all(bob);
+    assert_int_equal(history_count(bob, "alice@example.org", "could not be"), 0);
+    msv_client_close(bob2);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 /*
  * A dishonest directory answers alice's lookup of bob with mallory's result, proven as
  * mallory's: alice refuses it (before, she sealed "to bob" for mallory's device, and no monitor
@@ -7905,6 +7971,7 @@ int main(void)
         cmocka_unit_test(test_classical_envelope_between_pq_devices),
         cmocka_unit_test(test_sealed_sender_forged),
         cmocka_unit_test(test_parallel_sends_share_sessions),
+        cmocka_unit_test(test_two_receivers_take_once),
         cmocka_unit_test(test_request_connections_used_up),
         cmocka_unit_test(test_unreadable_message_recorded),
         cmocka_unit_test(test_replayed_and_reordered_controls),

@@ -16,8 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <fcntl.h>
 #include <sodium.h>
 #include <sqlite3.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -619,6 +621,82 @@ static void test_two_processes_one_state(void **state)
     assert_int_equal(history_count(k.bob, k.conversation, "from the first process"), 10);
     assert_int_equal(history_count(k.bob, k.conversation, "from the second process"), 10);
     assert_int_equal(history_count(k.bob, k.conversation, "could not be read"), 0);
+    club_free(&k);
+}
+
+static int downloads; /* in a receiver_of process */
+
+static void count_download(void *ctx, uint64_t done, uint64_t total)
+{
+    (void)ctx;
+    downloads += total > 0 && done == total;
+}
+
+/* A process of c's account that receives for 2 s; its exit status: 10 + the attachments it
+ * fetched, or less if it failed. */
+static pid_t receiver_of(const struct msv_client *c)
+{
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct msv_client *again = NULL;
+        size_t n = 0;
+        msv_err err;
+
+        if (msv_client_open(c->dir, NULL, &again) != MSV_OK)
+            _exit(1);
+        again->on_download = count_download;
+        err = msv_client_receive(again, 2000, NULL, NULL, &n);
+        msv_client_close(again);
+        _exit(err == MSV_OK || err == MSV_ERR_IO ? 10 + downloads : 2); /* IO: replaced */
+    }
+    return pid;
+}
+
+/*
+ * Two processes of bob's (a receive, then a second one whose connection replaces the first's)
+ * get the same MLS delivery, the first one before it could acknowledge it: it is taken once.
+ * Before, the second took what the first had read and kept (until it was recorded taken) as
+ * well, and so fetched its attachment again (and applied any control payload twice).
+ */
+static void test_two_receivers_take_mls_once(void **state)
+{
+    static const uint8_t photo[3000] = {1, 2, 3};
+    const struct msv_file file = {"photo.bin", "application/octet-stream", photo, sizeof(photo)};
+    struct club k;
+    uint8_t id[16];
+    char path[1100];
+    pid_t first, second;
+    int fd, status = 0, fetched = 0;
+
+    (void)state;
+    club_on_mls(&k);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "only once", &file, 1, NULL, id),
+                     MSV_OK);
+    msv_conn_close(k.bob->conn);
+    k.bob->conn = NULL;
+    snprintf(path, sizeof(path), "%s/mls.lock", k.bob->dir);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX), 0);
+    first = receiver_of(k.bob);
+    usleep(1000 * 1000); /* the first has the delivery, and waits for the lock */
+    second = receiver_of(k.bob);
+    usleep(1000 * 1000); /* the second too, its connection replacing the first's */
+    assert_int_equal(flock(fd, LOCK_UN), 0);
+    close(fd);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(waitpid(i == 0 ? first : second, &status, 0), i == 0 ? first : second);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) >= 10);
+        fetched += WEXITSTATUS(status) - 10;
+    }
+    assert_int_equal(fetched, 1); /* its attachment, once */
+    assert_int_equal(history_count(k.bob, k.conversation, "only once"), 1);
+    assert_int_equal(history_count(k.bob, k.conversation, "could not be"), 0);
+    assert_int_equal(history_count(k.bob, k.alice->handle, "could not be"), 0);
+    assert_int_equal(receive_now(k.bob), 0);
+    assert_int_equal(history_count(k.bob, k.conversation, "could not be"), 0);
     club_free(&k);
 }
 
@@ -2769,6 +2847,7 @@ int main(void)
         cmocka_unit_test(test_attacks_told),
         cmocka_unit_test(test_non_admin_commit_refused_and_refounded),
         cmocka_unit_test(test_two_processes_one_state),
+        cmocka_unit_test(test_two_receivers_take_mls_once),
         cmocka_unit_test(test_self_updates),
         cmocka_unit_test(test_message_crossing_a_commit),
         cmocka_unit_test(test_removed_reads_when_commit_withheld),

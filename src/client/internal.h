@@ -475,6 +475,13 @@ int client_lock_file(struct msv_client *c, const char *name);
 MSV_MUST_CHECK msv_err client_lock_nested(struct msv_client *c, const char *name, int *fd,
                                           unsigned *depth);
 void client_unlock_nested(int *fd, unsigned *depth);
+/*
+ * The account's session lock (sessions.c), held by a receive from before it asks whether a
+ * delivery was taken until that delivery is: two processes of one account that get the same
+ * delivery (a connection replaced while its deliveries were unacknowledged) take it once.
+ */
+MSV_MUST_CHECK msv_err client_sessions_hold(struct msv_client *c);
+void client_sessions_release(struct msv_client *c);
 
 /*
  * Groups on MLS (mlsgroups.c, docs/crypto.md "Groups on MLS in the client"). A group is on MLS

@@ -98,6 +98,16 @@ static void sessions_unlock(struct msv_client *c)
     client_unlock_nested(&c->session_lock_fd, &c->session_lock_depth);
 }
 
+msv_err client_sessions_hold(struct msv_client *c)
+{
+    return sessions_lock(c);
+}
+
+void client_sessions_release(struct msv_client *c)
+{
+    sessions_unlock(c);
+}
+
 void msv_sessions_key(const char *handle, uint64_t device_id, const struct msv_public_identity *pub,
                       unsigned slot, char key[MSV_SESSION_KEY_LEN])
 {
