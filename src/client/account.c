@@ -653,10 +653,23 @@ msv_err msv_client_connect(struct msv_client *c)
      * to forget old ones only keeps them longer */
     err = msv_client_db_envelopes_forget(c->db, msv_wall_ms() - SEEN_KEEP_MS);
     /* connected again: what an earlier lost connection left queued goes first; if it
-     * cannot go now, it waits for the next time rather than failing this command */
-    if (!switched)
+     * cannot go now, it waits for the next time rather than failing this command. Not under
+     * the session or MLS lock: its sends take the session lock, and another process may hold
+     * that while it waits for the MLS lock (a receive); it goes once the lock is let go */
+    if (!switched && (c->session_lock_depth > 0 || c->mls_lock_depth > 0))
+        c->outbox_deferred = 1;
+    else if (!switched)
         (void)client_flush_outbox(c);
     return MSV_OK;
+}
+
+void client_outbox_later(struct msv_client *c)
+{
+    if (!c->outbox_deferred || c->conn == NULL || c->session_lock_depth > 0 ||
+        c->mls_lock_depth > 0)
+        return;
+    c->outbox_deferred = 0;
+    (void)client_flush_outbox(c); /* what cannot go waits for the next connection */
 }
 
 msv_err msv_client_usage(struct msv_client *c, msv_frame **result)

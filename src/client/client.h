@@ -115,6 +115,10 @@ struct msv_client {
     /* the account's lock of its MLS groups' states (mlsgroups.c), held as the session lock */
     int mls_lock_fd;
     unsigned mls_lock_depth;
+    /* a connection made while one of those locks was held did not send the outbox (its sends
+     * take the session lock, which would wait under the MLS lock for a process waiting for the
+     * MLS lock under the session lock): it goes once no lock is held (client_outbox_later) */
+    int outbox_deferred;
     /* groups on MLS: told why a group stays on per-device copies, or a member was not
      * added (conversation: the group's); may be NULL */
     void (*on_mls_notice)(void *ctx, const char *conversation, const char *notice);

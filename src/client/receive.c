@@ -1271,9 +1271,9 @@ static msv_err take_mls_gave(struct msv_client *c, const uint8_t digest[32],
     return err;
 }
 
-static msv_err take_mls_held(struct msv_client *c, const Msv__Wire__Deliver *d,
-                             void (*on_message)(void *, const struct msv_incoming *), void *ctx,
-                             size_t *count)
+static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
+                        void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                        size_t *count)
 {
     static const char domain[] = "missive: mls delivery";
     struct client_mls_in m;
@@ -1312,24 +1312,10 @@ static msv_err take_mls_held(struct msv_client *c, const Msv__Wire__Deliver *d,
     return err;
 }
 
-/* An MLS delivery, taken under the session lock (see open_delivery): once by one process. */
-static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
-                        void (*on_message)(void *, const struct msv_incoming *), void *ctx,
-                        size_t *count)
-{
-    msv_err err = client_sessions_hold(c);
-
-    if (err != MSV_OK)
-        return err;
-    err = take_mls_held(c, d, on_message, ctx, count);
-    client_sessions_release(c);
-    return err;
-}
-
 /*
  * What MLS application messages gave that a process stopped before taking (client_mls_take
  * keeps it with the state that read it): taken now, whether or not the server delivers them
- * again, under the session lock (as take_mls).
+ * again.
  */
 static msv_err resume_mls(struct msv_client *c,
                           void (*on_message)(void *, const struct msv_incoming *), void *ctx,
@@ -1337,11 +1323,7 @@ static msv_err resume_mls(struct msv_client *c,
 {
     struct msv_setting *kept = NULL;
     size_t n = 0;
-    msv_err err = client_sessions_hold(c); /* read under it: another process's taken are gone */
-
-    if (err != MSV_OK)
-        return err;
-    err = msv_client_db_settings(c->db, MSV_MLS_GAVE_PREFIX, 64, &kept, &n);
+    msv_err err = msv_client_db_settings(c->db, MSV_MLS_GAVE_PREFIX, 64, &kept, &n);
 
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         struct client_mls_in m;
@@ -1368,7 +1350,6 @@ static msv_err resume_mls(struct msv_client *c,
         }
     }
     msv_settings_free(kept, n);
-    client_sessions_release(c);
     return err;
 }
 
@@ -1481,12 +1462,11 @@ static msv_err receive_on(struct msv_client *c, int timeout_ms,
             if (err == MSV_OK || err == MSV_ERR_EXISTS)
                 err = msv_sessions_commit(c, &in.update) == MSV_OK ? err : MSV_ERR_IO;
             msv_sessions_discard(&in.update);
-            /* taken and recorded read: another process of the account finds it so; the lock
-             * is not held over the receipt's network round (nor its retries) */
-            if (in.held && err == MSV_OK) {
+            /* taken and recorded read (or not taken, and so not read by the session either):
+             * the lock, held from asking whether it was read, goes before the receipt's network
+             * round, as it did before that question was asked under it */
+            if (in.held)
                 client_sessions_release(c);
-                in.held = 0;
-            }
             /* the sender learns it arrived (in the session just stored); should that fail,
              * the outbox sends it later */
             if (err == MSV_OK && in.owes_receipt)
@@ -1503,8 +1483,6 @@ static msv_err receive_on(struct msv_client *c, int timeout_ms,
                         : record_unreadable(c, f->deliver, &in, shown, on_message, ctx) != MSV_OK)
                     err = MSV_ERR_IO;
             }
-            if (in.held)
-                client_sessions_release(c);
             /* a redelivery, or a message that is not authentic or recorded as unreadable:
              * acknowledged and dropped, so that the relay does not offer it forever; storage
              * failures are not acknowledged */

@@ -224,6 +224,7 @@ msv_err msv_client_sync_flush(struct msv_client *c, size_t *sent)
      * stays owed, for the next command */
     if (err == MSV_OK && c->device_id != 0 && c->conn != NULL)
         (void)client_groups_copy_due(c);
+    client_outbox_later(c); /* what a connection made under a lock held back */
     c->why = why;
     return err;
 }
