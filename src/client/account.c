@@ -656,10 +656,11 @@ msv_err msv_client_connect(struct msv_client *c)
      * cannot go now, it waits for the next time rather than failing this command. Not under
      * the session or MLS lock: its sends take the session lock, and another process may hold
      * that while it waits for the MLS lock (a receive); it goes once the lock is let go */
-    if (!switched && (c->session_lock_depth > 0 || c->mls_lock_depth > 0))
-        c->outbox_deferred = 1;
-    else if (!switched)
-        (void)client_flush_outbox(c);
+    if (!switched) {
+        c->outbox_deferred = c->session_lock_depth > 0 || c->mls_lock_depth > 0;
+        if (!c->outbox_deferred)
+            (void)client_flush_outbox(c);
+    }
     return MSV_OK;
 }
 

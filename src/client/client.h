@@ -817,7 +817,9 @@ MSV_MUST_CHECK msv_err msv_client_approve_device(struct msv_client *c, uint64_t 
  * Sends the changes of synced state (contacts, "sync:" settings) not yet sent
  * to the account's other devices; *sent (may be NULL) counts them. Run after
  * each command; what cannot be sent now stays pending or in the outbox.
- * Approving a device sends it the whole synced state.
+ * Approving a device sends it the whole synced state. Also sends the group
+ * copies owed to the account's devices, and the outbox when a connection made
+ * under the session or MLS lock held it back (not sent at once then).
  */
 MSV_MUST_CHECK msv_err msv_client_sync_flush(struct msv_client *c, size_t *sent);
 
