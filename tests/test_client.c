@@ -2350,6 +2350,40 @@ static void test_outbox_not_sent_under_a_lock(void **state)
 }
 
 /*
+ * A send told to slow down is tried again on a new connection, whose flush of the outbox must
+ * leave that send's own message to it: the message is accepted once. Before, the flush sent it
+ * (it was in the outbox, queued until accepted), and the send sent it again.
+ */
+static void test_retried_send_goes_once(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    unsigned long long before;
+    uint8_t id[16];
+
+    (void)state;
+    test_server_init(&s, "[relay]\nsend_rate = 2\nsend_burst = 1\nsealed_rate = 2\n"
+                         "sealed_burst = 1\n");
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", to_bob[0]);
+    test_acquaint(alice, bob);
+    alice->send_backoff_ms = 400; /* 0.4, 0.8, 1.6 s: the bucket fills again within them */
+    usleep(1000 * 1000);
+    before = test_server_metric(&s, "envelopes_enqueued_total");
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "second", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(test_server_metric(&s, "envelopes_enqueued_total") - before, 2);
+    assert_int_equal(outbox_size(alice), 0);
+    receive_all(bob);
+    assert_true(received_text(bob, "second"));
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
  * A dishonest directory answers alice's lookup of bob with mallory's result, proven as
  * mallory's: alice refuses it (before, she sealed "to bob" for mallory's device, and no monitor
  * or auditor could see it: nothing in the log or the tree changed). Her message to bob and carol
@@ -8019,6 +8053,7 @@ int main(void)
         cmocka_unit_test(test_parallel_sends_share_sessions),
         cmocka_unit_test(test_two_receivers_take_once),
         cmocka_unit_test(test_outbox_not_sent_under_a_lock),
+        cmocka_unit_test(test_retried_send_goes_once),
         cmocka_unit_test(test_request_connections_used_up),
         cmocka_unit_test(test_unreadable_message_recorded),
         cmocka_unit_test(test_replayed_and_reordered_controls),

@@ -653,11 +653,13 @@ msv_err msv_client_connect(struct msv_client *c)
      * to forget old ones only keeps them longer */
     err = msv_client_db_envelopes_forget(c->db, msv_wall_ms() - SEEN_KEEP_MS);
     /* connected again: what an earlier lost connection left queued goes first; if it
-     * cannot go now, it waits for the next time rather than failing this command. Not under
-     * the session or MLS lock: its sends take the session lock, and another process may hold
-     * that while it waits for the MLS lock (a receive); it goes once the lock is let go */
+     * cannot go now, it waits for the next time rather than failing this command (a send's
+     * own message, which it sends itself, left out). Not under the session or MLS lock: its
+     * sends take the session lock, and another process may hold that while it waits for the
+     * MLS lock (a receive); nor within a flush (it would send what that flush sends next);
+     * then it goes after the command */
     if (!switched) {
-        c->outbox_deferred = c->session_lock_depth > 0 || c->mls_lock_depth > 0;
+        c->outbox_deferred = c->session_lock_depth > 0 || c->mls_lock_depth > 0 || c->flushing;
         if (!c->outbox_deferred)
             (void)client_flush_outbox(c);
     }
@@ -667,7 +669,7 @@ msv_err msv_client_connect(struct msv_client *c)
 void client_outbox_later(struct msv_client *c)
 {
     if (!c->outbox_deferred || c->conn == NULL || c->session_lock_depth > 0 ||
-        c->mls_lock_depth > 0)
+        c->mls_lock_depth > 0 || c->flushing || c->in_flight != NULL)
         return;
     c->outbox_deferred = 0;
     (void)client_flush_outbox(c); /* what cannot go waits for the next connection */

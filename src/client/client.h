@@ -115,10 +115,15 @@ struct msv_client {
     /* the account's lock of its MLS groups' states (mlsgroups.c), held as the session lock */
     int mls_lock_fd;
     unsigned mls_lock_depth;
-    /* a connection made while one of those locks was held did not send the outbox (its sends
-     * take the session lock, which would wait under the MLS lock for a process waiting for the
-     * MLS lock under the session lock): it goes once no lock is held (client_outbox_later) */
+    /* a connection made while one of those locks was held (its sends take the session lock,
+     * which would wait under the MLS lock for a process waiting for the MLS lock under the
+     * session lock), or within a flush, did not send the outbox: it goes after the command
+     * (client_outbox_later) */
     int outbox_deferred;
+    /* the send under way (its message id: a flush leaves it to the send), and the flushes of
+     * the outbox under way (a connection made within one does not flush again) */
+    const uint8_t *in_flight;
+    unsigned flushing;
     /* groups on MLS: told why a group stays on per-device copies, or a member was not
      * added (conversation: the group's); may be NULL */
     void (*on_mls_notice)(void *ctx, const char *conversation, const char *notice);

@@ -1330,6 +1330,7 @@ msv_err client_flush_outbox(struct msv_client *c)
     struct client_refusals refused = {0};
     msv_err err = msv_client_db_outbox(c->db, &o, &n);
 
+    c->flushing++; /* a connection made again within: no flush within this one */
     memcpy(send_as, c->send_as, sizeof(send_as));
     if (err == MSV_OK && n > 0 && (held = calloc(n, sizeof(*held))) == NULL)
         err = MSV_ERR_NOMEM;
@@ -1338,6 +1339,9 @@ msv_err client_flush_outbox(struct msv_client *c)
         char *conversation = NULL;
         int given = 0;
 
+        /* the message of the send under way, which sends it itself */
+        if (c->in_flight != NULL && memcmp(o[i].message_id, c->in_flight, 16) == 0)
+            continue;
         err = owed_give_up(c, &o[i], msv_wall_ms(), &given);
         if (err != MSV_OK || given)
             continue;
@@ -1390,6 +1394,7 @@ msv_err client_flush_outbox(struct msv_client *c)
     memcpy(c->send_as, send_as, sizeof(send_as));
     c->written_ms = written;
     msv_outbox_free(o, n);
+    c->flushing--;
     return err;
 }
 
@@ -1614,9 +1619,15 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     /* who may send receipts for it */
     if (err == MSV_OK && conversation != NULL)
         err = msv_client_db_recipients_put(c->db, p->message_id, targets, t);
-    if (err == MSV_OK)
+    if (err == MSV_OK) {
+        /* a connection made again for it (a retry) flushes the outbox without it */
+        const uint8_t *was = c->in_flight;
+
+        c->in_flight = p->message_id;
         err = deliver_payload(c, p->message_id, targets, t, pt, pt_len,
                               goes_on_mls(c, p, targets_in, n_in) ? p->group_id : NULL, &refused);
+        c->in_flight = was;
+    }
     /* to handles no account has alone: it never goes, failed now rather than queued */
     if (err == MSV_ERR_NOT_FOUND && others_refused(c, &refused, targets, t, 1) &&
         outbox_settle(c, p->message_id, "failed") == MSV_OK)
