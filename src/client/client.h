@@ -120,9 +120,13 @@ struct msv_client {
      * session lock), or within a flush, did not send the outbox: it goes after the command
      * (client_outbox_later) */
     int outbox_deferred;
-    /* the send under way (its message id: a flush leaves it to the send), and the flushes of
-     * the outbox under way (a connection made within one does not flush again) */
-    const uint8_t *in_flight;
+    /* the sends under way, innermost first (their message ids: a flush leaves them to their
+     * sends), and the flushes of the outbox under way (a connection made within one does not
+     * flush again) */
+    const struct client_in_flight {
+        const uint8_t *id;
+        const struct client_in_flight *up; /* the send this one is made within, or NULL */
+    } * in_flight;
     unsigned flushing;
     /* groups on MLS: told why a group stays on per-device copies, or a member was not
      * added (conversation: the group's); may be NULL */

@@ -1319,6 +1319,15 @@ static msv_err owed_give_up(struct msv_client *c, const struct msv_outbox_rec *o
     return err;
 }
 
+/* Whether message id is that of a send under way (c->in_flight). */
+static int in_flight(const struct msv_client *c, const uint8_t id[16])
+{
+    for (const struct client_in_flight *f = c->in_flight; f != NULL; f = f->up)
+        if (memcmp(f->id, id, 16) == 0)
+            return 1;
+    return 0;
+}
+
 msv_err client_flush_outbox(struct msv_client *c)
 {
     struct msv_outbox_rec *o = NULL;
@@ -1339,9 +1348,6 @@ msv_err client_flush_outbox(struct msv_client *c)
         char *conversation = NULL;
         int given = 0;
 
-        /* the message of the send under way, which sends it itself */
-        if (c->in_flight != NULL && memcmp(o[i].message_id, c->in_flight, 16) == 0)
-            continue;
         err = owed_give_up(c, &o[i], msv_wall_ms(), &given);
         if (err != MSV_OK || given)
             continue;
@@ -1357,7 +1363,11 @@ msv_err client_flush_outbox(struct msv_client *c)
         conversation = outbox_conversation(&o[i], p);
         if (conversation == NULL)
             err = MSV_ERR_NOMEM;
-        else if (outbox_is_held(held, n_held, conversation))
+        else if (in_flight(c, o[i].message_id)) {
+            /* a send under way sends it itself; the later ones of its conversation wait */
+            held[n_held++] = conversation;
+            conversation = NULL;
+        } else if (outbox_is_held(held, n_held, conversation))
             err = MSV_OK; /* an older message of its conversation could not go: it waits */
         else if (!p->has_group && client_blocked_among(c, (const char *const *)p->participants,
                                                        p->participant_count))
@@ -1620,13 +1630,14 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     if (err == MSV_OK && conversation != NULL)
         err = msv_client_db_recipients_put(c->db, p->message_id, targets, t);
     if (err == MSV_OK) {
-        /* a connection made again for it (a retry) flushes the outbox without it */
-        const uint8_t *was = c->in_flight;
+        /* a connection made again for it (a retry), or for a send within it (a receipt of a
+         * receive it made), flushes the outbox without it */
+        struct client_in_flight f = {p->message_id, c->in_flight};
 
-        c->in_flight = p->message_id;
+        c->in_flight = &f;
         err = deliver_payload(c, p->message_id, targets, t, pt, pt_len,
                               goes_on_mls(c, p, targets_in, n_in) ? p->group_id : NULL, &refused);
-        c->in_flight = was;
+        c->in_flight = f.up;
     }
     /* to handles no account has alone: it never goes, failed now rather than queued */
     if (err == MSV_ERR_NOT_FOUND && others_refused(c, &refused, targets, t, 1) &&
