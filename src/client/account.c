@@ -594,6 +594,13 @@ msv_err msv_client_password_change(struct msv_client *c, const char *password,
  * its digest may be forgotten, so it cannot be told from a replay.
  */
 
+/* Whether the outbox must not be sent now: the session or MLS lock is held, or a flush of it
+ * is under way (msv_client_connect says why). */
+static int outbox_must_wait(const struct msv_client *c)
+{
+    return c->session_lock_depth > 0 || c->mls_lock_depth > 0 || c->flushing > 0;
+}
+
 msv_err msv_client_connect(struct msv_client *c)
 {
     int requests_only = !c->takes_deliveries && c->receiving == 0, switched = 0;
@@ -659,7 +666,7 @@ msv_err msv_client_connect(struct msv_client *c)
      * MLS lock (a receive); nor within a flush (it would send what that flush sends next);
      * then it goes after the command */
     if (!switched) {
-        c->outbox_deferred = c->session_lock_depth > 0 || c->mls_lock_depth > 0 || c->flushing;
+        c->outbox_deferred = outbox_must_wait(c);
         if (!c->outbox_deferred)
             (void)client_flush_outbox(c);
     }
@@ -668,8 +675,7 @@ msv_err msv_client_connect(struct msv_client *c)
 
 void client_outbox_later(struct msv_client *c)
 {
-    if (!c->outbox_deferred || c->conn == NULL || c->session_lock_depth > 0 ||
-        c->mls_lock_depth > 0 || c->flushing || c->in_flight != NULL)
+    if (!c->outbox_deferred || c->conn == NULL || outbox_must_wait(c) || c->in_flight != NULL)
         return;
     c->outbox_deferred = 0;
     (void)client_flush_outbox(c); /* what cannot go waits for the next connection */
