@@ -700,6 +700,71 @@ static void test_two_receivers_take_mls_once(void **state)
     club_free(&k);
 }
 
+/* Typing notices told, and a second process of the same account run within the first. */
+struct nested_taker {
+    struct msv_client *first;
+    int told, nested, nested_err;
+};
+
+static void count_typing(void *ctx, const struct msv_incoming *in)
+{
+    int *told = ctx;
+
+    *told += in->kind == MSV_INCOMING_TYPING;
+}
+
+static void take_within(void *ctx, const struct msv_incoming *in)
+{
+    struct nested_taker *t = ctx;
+    struct msv_client *again = NULL;
+    size_t n = 0;
+
+    if (in->kind != MSV_INCOMING_TYPING)
+        return;
+    t->told++;
+    if (t->nested++ > 0)
+        return;
+    /* while the first tells of it (taken, its delivery not yet recorded or acknowledged), a
+     * second process connects, replacing the first's connection, and is offered it again */
+    assert_int_equal(msv_client_open(t->first->dir, NULL, &again), MSV_OK);
+    again->receive_until_synced = 1;
+    t->nested_err = msv_client_receive(again, 500, count_typing, &t->told, &n);
+    msv_client_close(again);
+}
+
+/*
+ * A second process of bob's that gets an MLS delivery while the first is taking what it gave
+ * (a typing notice: a control payload, applied and told) leaves it to the first: it is told
+ * once. Before, the second took the payload kept for it as well, and told it again.
+ */
+static void test_kept_mls_payload_taken_once(void **state)
+{
+    struct club k;
+    struct nested_taker t = {0};
+    size_t n = 0;
+    msv_err err;
+
+    (void)state;
+    club_on_mls(&k);
+    assert_int_equal(msv_client_typing(k.alice, k.conversation), MSV_OK);
+    t.first = k.bob;
+    k.bob->receive_until_synced = 1;
+    err = msv_client_receive(k.bob, 500, take_within, &t, &n);
+    assert_true(err == MSV_OK || err == MSV_ERR_IO); /* IO: its connection replaced */
+    assert_int_equal(t.nested, 1);
+    assert_int_equal(t.nested_err, MSV_OK);
+    assert_int_equal(t.told, 1);
+    /* and nothing is left to take: a later receive tells nothing more */
+    msv_conn_close(k.bob->conn);
+    k.bob->conn = NULL;
+    t.told = 0;
+    k.bob->receive_until_synced = 1;
+    assert_int_equal(msv_client_receive(k.bob, 500, count_typing, &t.told, &n), MSV_OK);
+    assert_int_equal(t.told, 0);
+    assert_int_equal(history_count(k.bob, k.conversation, "could not be"), 0);
+    club_free(&k);
+}
+
 /*
  * Self-updates: bob (no admin) commits an update of his leaf before his third message (every two
  * messages here), alice before her next one once her last commit is over 7 days old; the others
@@ -2848,6 +2913,7 @@ int main(void)
         cmocka_unit_test(test_non_admin_commit_refused_and_refounded),
         cmocka_unit_test(test_two_processes_one_state),
         cmocka_unit_test(test_two_receivers_take_mls_once),
+        cmocka_unit_test(test_kept_mls_payload_taken_once),
         cmocka_unit_test(test_self_updates),
         cmocka_unit_test(test_message_crossing_a_commit),
         cmocka_unit_test(test_removed_reads_when_commit_withheld),

@@ -479,6 +479,15 @@ MSV_MUST_CHECK msv_err client_lock_nested(struct msv_client *c, const char *name
                                           unsigned *depth);
 void client_unlock_nested(int *fd, unsigned *depth);
 /*
+ * A claim on one thing (key: a digest) among the account's processes: the open file of name
+ * holding a lock (fcntl, of its open file description) on a byte of its own, tried for up to
+ * wait_ms (polled, so that no wait lasts longer). The file's descriptor if claimed here, -2 if
+ * another process (or another open file of this one) held it all that time, -1 if the file
+ * cannot be locked. Gone with client_claim_release() or the process.
+ */
+int client_claim_try(struct msv_client *c, const char *name, const uint8_t key[32], int wait_ms);
+void client_claim_release(int fd);
+/*
  * The account's session lock (sessions.c), held by a receive from before it asks whether a
  * delivery was taken until that delivery is: two processes of one account that get the same
  * delivery (a connection replaced while its deliveries were unacknowledged) take it once.
@@ -577,6 +586,8 @@ MSV_MUST_CHECK msv_err client_mls_take(struct msv_client *c, const uint8_t *deli
                                        const char *sender_handle, uint64_t sender_device,
                                        const uint8_t digest[32], struct client_mls_in *in);
 MSV_MUST_CHECK msv_err client_mls_forget(struct msv_client *c, const uint8_t digest[32]);
+/* MSV_OK if a payload is kept for digest, MSV_ERR_NOT_FOUND if not. */
+MSV_MUST_CHECK msv_err client_mls_kept(struct msv_client *c, const uint8_t digest[32]);
 MSV_MUST_CHECK msv_err client_mls_gave_parse(const uint8_t *v, size_t len,
                                              struct client_mls_in *in);
 #define MSV_MLS_GAVE_PREFIX "mls-in:"

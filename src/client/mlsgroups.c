@@ -2935,6 +2935,7 @@ msv_err client_mls_gave_parse(const uint8_t *v, size_t len, struct client_mls_in
     return MSV_OK;
 }
 
+/* What was kept for digest, parsed into in (NULL: only whether something is kept). */
 static msv_err gave_load(struct msv_client *c, const uint8_t digest[32], struct client_mls_in *in)
 {
     char key[GAVE_KEY_LEN];
@@ -2944,10 +2945,15 @@ static msv_err gave_load(struct msv_client *c, const uint8_t digest[32], struct 
 
     gave_key(digest, key);
     err = msv_client_db_get(c->db, key, &v, &len);
-    if (err == MSV_OK)
+    if (err == MSV_OK && in != NULL)
         err = client_mls_gave_parse(v, len, in);
     msv_secret_free(v, len);
     return err;
+}
+
+msv_err client_mls_kept(struct msv_client *c, const uint8_t digest[32])
+{
+    return gave_load(c, digest, NULL);
 }
 
 msv_err client_mls_forget(struct msv_client *c, const uint8_t digest[32])

@@ -1236,17 +1236,42 @@ static msv_err record_unreadable(struct msv_client *c, const Msv__Wire__Deliver 
  * The payload an MLS application message gave (m, kept under digest: client_mls_take), taken
  * as any message's (one that does not read recorded as unreadable, once); then the delivery
  * recorded and what was kept for it forgotten; then its receipt (should that fail, the outbox
- * sends it later).
+ * sends it later). All of it under a claim on the digest (MLS_IN_CLAIMS), waited for up to
+ * wait_ms: what another process of the account (or another receive of this one) is taking is
+ * left to it (kept until it is taken), unless it lets it go within wait_ms (it failed: its
+ * connection was replaced by this one's, say); and what was taken meanwhile is not taken
+ * again. Waited for, not blocked on: the other may wait for a lock this one holds.
  */
+#define MLS_IN_CLAIMS "mls-in.lock"
+#define MLS_IN_WAIT_MS 5000
+
 static msv_err take_mls_gave(struct msv_client *c, const uint8_t digest[32],
-                             const struct client_mls_in *m,
+                             const struct client_mls_in *m, int wait_ms,
                              void (*on_message)(void *, const struct msv_incoming *), void *ctx,
                              size_t *count)
 {
     struct incoming in;
     char text[400];
+    int claim = client_claim_try(c, MLS_IN_CLAIMS, digest, wait_ms);
     msv_err err;
 
+    if (claim == -2)
+        return MSV_OK;
+    if (claim < 0)
+        return MSV_ERR_IO;
+    /* recorded already (a crash before it was forgotten): only forgotten now */
+    err = msv_client_db_envelope_seen(c->db, digest);
+    if (err == MSV_OK)
+        err = client_mls_forget(c, digest);
+    if (err != MSV_ERR_NOT_FOUND) {
+        client_claim_release(claim);
+        return err;
+    }
+    err = client_mls_kept(c, digest);
+    if (err != MSV_OK) {
+        client_claim_release(claim);
+        return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+    }
     memset(&in, 0, sizeof(in));
     snprintf(in.sender, sizeof(in.sender), "%s", m->sender);
     in.device = m->device;
@@ -1266,6 +1291,7 @@ static msv_err take_mls_gave(struct msv_client *c, const uint8_t digest[32],
         err = msv_client_db_envelope_read(c->db, digest, msv_wall_ms());
     if (err == MSV_OK)
         err = client_mls_forget(c, digest);
+    client_claim_release(claim);
     if (err == MSV_OK && in.owes_receipt)
         err = send_receipt(c, in.message_id, in.stored_id, in.sender);
     return err;
@@ -1294,7 +1320,7 @@ static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
     err = client_mls_take(c, d->ciphertext.data, d->ciphertext.len, sender, d->sender_device,
                           digest, &m);
     if (err == MSV_OK && m.pt != NULL) {
-        err = take_mls_gave(c, digest, &m, on_message, ctx, count);
+        err = take_mls_gave(c, digest, &m, MLS_IN_WAIT_MS, on_message, ctx, count);
         msv_secret_free(m.pt, m.pt_len);
         return err;
     }
@@ -1345,7 +1371,7 @@ static msv_err resume_mls(struct msv_client *c,
         else if (parsed != MSV_OK)
             err = parsed;
         else {
-            err = take_mls_gave(c, digest, &m, on_message, ctx, count);
+            err = take_mls_gave(c, digest, &m, 0, on_message, ctx, count);
             msv_secret_free(m.pt, m.pt_len);
         }
     }

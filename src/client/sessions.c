@@ -10,12 +10,14 @@
  * handle's device sent), "pq-downgrade:<device>" (u64be, classical messages
  * refused in a post-quantum session with it).
  */
+#define _GNU_SOURCE /* F_OFD_SETLK */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -86,6 +88,41 @@ void client_unlock_nested(int *fd, unsigned *depth)
     (void)flock(*fd, LOCK_UN);
     close(*fd);
     *fd = -1;
+}
+
+int client_claim_try(struct msv_client *c, const char *name, const uint8_t key[32], int wait_ms)
+{
+    char path[sizeof(c->dir) + 32];
+    struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 1};
+    const struct timespec pause = {0, 20 * 1000 * 1000};
+    int64_t until = msv_mono_ms() + wait_ms;
+    int fd, rc;
+
+    /* one byte of the file per key, at an offset of its first 7 bytes: keys are digests, so
+     * two that share a byte are as likely as a collision of 56 bits */
+    for (int i = 0; i < 7; i++)
+        l.l_start = l.l_start << 8 | key[i];
+    snprintf(path, sizeof(path), "%s/%s", c->dir, name);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return -1;
+    /* polled, not waited for in the kernel: a holder waiting for something the caller holds
+     * (or the caller itself, through another open file) stops the wait at wait_ms */
+    while ((rc = fcntl(fd, F_OFD_SETLK, &l)) != 0 &&
+           (errno == EINTR || ((errno == EAGAIN || errno == EACCES) && msv_mono_ms() < until)))
+        if (errno != EINTR)
+            nanosleep(&pause, NULL);
+    if (rc == 0)
+        return fd;
+    rc = errno == EAGAIN || errno == EACCES ? -2 : -1;
+    close(fd);
+    return rc;
+}
+
+void client_claim_release(int fd)
+{
+    if (fd >= 0)
+        close(fd); /* an open file's own locks go with it */
 }
 
 static msv_err sessions_lock(struct msv_client *c)
