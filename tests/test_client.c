@@ -2305,8 +2305,9 @@ static size_t outbox_size(struct msv_client *c);
 /*
  * A connection made while the session lock (or the MLS lock) is held does not send the outbox:
  * its sends take the session lock, and under the MLS lock that waited for a process waiting for
- * the MLS lock under the session lock (a receive taking a group's delivery). It goes after the
- * command, once the lock is let go. Before, the reconnection sent it at once.
+ * the MLS lock under the session lock (a receive taking a group's delivery). It goes once the
+ * lock is let go: before a receive waits, or after the command. Before, the reconnection sent
+ * it at once; and then (a second defect) a receive left it for the command's end.
  */
 static void test_outbox_not_sent_under_a_lock(void **state)
 {
@@ -2314,6 +2315,7 @@ static void test_outbox_not_sent_under_a_lock(void **state)
     struct test_server s;
     struct msv_client *alice, *bob;
     uint8_t id[16];
+    size_t n = 0;
 
     (void)state;
     start_pair(&s, &alice, &bob);
@@ -2339,6 +2341,10 @@ static void test_outbox_not_sent_under_a_lock(void **state)
         else
             client_unlock_nested(&alice->mls_lock_fd, &alice->mls_lock_depth);
     }
+    /* once the lock is let go, a receive (one that may wait long: the daemon's, a
+     * "receive --wait") sends it before it waits; before, it waited for the command's end */
+    assert_int_equal(msv_client_receive(alice, 200, NULL, NULL, &n), MSV_OK);
+    assert_int_equal(outbox_size(alice), 0);
     assert_int_equal(msv_client_sync_flush(alice, NULL), MSV_OK);
     assert_int_equal(outbox_size(alice), 0);
     drop_connection(bob); /* of the server before its restart */

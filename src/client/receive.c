@@ -1437,6 +1437,9 @@ static msv_err receive_on(struct msv_client *c, int timeout_ms,
                                 ctx); /* the rest waits, unacknowledged, for the next call */
         if (c->conn == NULL)          /* a receipt's retries gave it up */
             return MSV_ERR_IO;
+        /* an outbox a connection made under a lock held back goes as soon as no lock is held,
+         * not after a receive that may wait long */
+        client_outbox_later(c);
         err = msv_conn_recv(c->conn, left < timeout_ms ? (int)left : timeout_ms, &f);
         if (err == MSV_ERR_AGAIN)
             return receive_done(c, on_message, ctx); /* quiet for timeout_ms: done */
