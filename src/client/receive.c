@@ -1125,16 +1125,22 @@ static int session_broken(struct msv_client *c, const struct incoming *in,
     uint8_t *v = NULL, when[8];
     size_t len = 0;
     int64_t now = msv_wall_ms(), last = 0;
+    int due;
 
+    /* read and written under the session lock: two processes that failed to read the same
+     * delivery (the second's connection replaced the first's) reset once */
+    if (client_sessions_hold(c) != MSV_OK)
+        return 0;
     snprintf(key, sizeof(key), "reset:%llu", (unsigned long long)in->device);
     if (msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len == 8)
         last = (int64_t)msv_get_u64be(v);
     free(v);
-    if (now - last < RESET_INTERVAL_MS)
-        return 0;
     msv_put_u64be(when, (uint64_t)now);
-    if (msv_client_db_set(c->db, key, when, sizeof(when)) != MSV_OK ||
-        msv_sessions_forget(c, in->device) != MSV_OK)
+    due = now - last >= RESET_INTERVAL_MS &&
+          msv_client_db_set(c->db, key, when, sizeof(when)) == MSV_OK &&
+          msv_sessions_forget(c, in->device) == MSV_OK;
+    client_sessions_release(c);
+    if (!due)
         return 0;
     (void)client_send_control(c, MSV_KIND_SESSION_RESET, NULL, NULL, in->sender);
     if (on_message != NULL) {
