@@ -700,17 +700,18 @@ static void test_two_receivers_take_mls_once(void **state)
     club_free(&k);
 }
 
-/* Typing notices told, and a second process of the same account run within the first. */
+/* Notices of one kind told, and a second process of the same account run within the first. */
 struct nested_taker {
     struct msv_client *first;
+    enum msv_incoming_kind kind;
     int told, nested, nested_err;
 };
 
-static void count_typing(void *ctx, const struct msv_incoming *in)
+static void count_kind(void *ctx, const struct msv_incoming *in)
 {
-    int *told = ctx;
+    struct nested_taker *t = ctx;
 
-    *told += in->kind == MSV_INCOMING_TYPING;
+    t->told += in->kind == t->kind;
 }
 
 static void take_within(void *ctx, const struct msv_incoming *in)
@@ -719,48 +720,60 @@ static void take_within(void *ctx, const struct msv_incoming *in)
     struct msv_client *again = NULL;
     size_t n = 0;
 
-    if (in->kind != MSV_INCOMING_TYPING)
+    if (in->kind != t->kind)
         return;
     t->told++;
     if (t->nested++ > 0)
         return;
     /* while the first tells of it (taken, its delivery not yet recorded or acknowledged), a
-     * second process connects, replacing the first's connection, and is offered it again */
+     * second process starts a receive: it finds the message stored and not yet shown, and,
+     * its connection replacing the first's, is offered the delivery again */
     assert_int_equal(msv_client_open(t->first->dir, NULL, &again), MSV_OK);
     again->receive_until_synced = 1;
-    t->nested_err = msv_client_receive(again, 500, count_typing, &t->told, &n);
+    t->nested_err = msv_client_receive(again, 500, count_kind, t, &n);
     msv_client_close(again);
 }
 
 /*
  * A second process of bob's that gets an MLS delivery while the first is taking what it gave
- * (a typing notice: a control payload, applied and told) leaves it to the first: it is told
- * once. Before, the second took the payload kept for it as well, and told it again.
+ * leaves it to the first: a typing notice (a control payload, applied and told) is told once,
+ * and a message once. Before, the second took the typing notice kept for it as well, and told
+ * it again; and showed the message the first was showing (stored, marked to be shown).
  */
 static void test_kept_mls_payload_taken_once(void **state)
 {
+    static const enum msv_incoming_kind kinds[2] = {MSV_INCOMING_TYPING, MSV_INCOMING_MESSAGE};
     struct club k;
-    struct nested_taker t = {0};
+    uint8_t id[16];
     size_t n = 0;
-    msv_err err;
 
     (void)state;
     club_on_mls(&k);
-    assert_int_equal(msv_client_typing(k.alice, k.conversation), MSV_OK);
-    t.first = k.bob;
-    k.bob->receive_until_synced = 1;
-    err = msv_client_receive(k.bob, 500, take_within, &t, &n);
-    assert_true(err == MSV_OK || err == MSV_ERR_IO); /* IO: its connection replaced */
-    assert_int_equal(t.nested, 1);
-    assert_int_equal(t.nested_err, MSV_OK);
-    assert_int_equal(t.told, 1);
-    /* and nothing is left to take: a later receive tells nothing more */
-    msv_conn_close(k.bob->conn);
-    k.bob->conn = NULL;
-    t.told = 0;
-    k.bob->receive_until_synced = 1;
-    assert_int_equal(msv_client_receive(k.bob, 500, count_typing, &t.told, &n), MSV_OK);
-    assert_int_equal(t.told, 0);
+    for (int i = 0; i < 2; i++) {
+        struct nested_taker t = {.first = k.bob, .kind = kinds[i]};
+        msv_err err;
+
+        if (i == 0)
+            assert_int_equal(msv_client_typing(k.alice, k.conversation), MSV_OK);
+        else
+            assert_int_equal(
+                msv_client_group_send(k.alice, "club", "shown once", NULL, 0, NULL, id), MSV_OK);
+        k.bob->receive_until_synced = 1;
+        err = msv_client_receive(k.bob, 500, take_within, &t, &n);
+        /* the first's connection was replaced by the second's: it may find it gone */
+        assert_true(err == MSV_OK || err == MSV_ERR_IO);
+        assert_int_equal(t.nested, 1);
+        assert_int_equal(t.nested_err, MSV_OK);
+        assert_int_equal(t.told, 1);
+        /* and nothing is left to take: a later receive tells nothing more */
+        msv_conn_close(k.bob->conn);
+        k.bob->conn = NULL;
+        t.told = 0;
+        k.bob->receive_until_synced = 1;
+        assert_int_equal(msv_client_receive(k.bob, 500, count_kind, &t, &n), MSV_OK);
+        assert_int_equal(t.told, 0);
+    }
+    assert_int_equal(history_count(k.bob, k.conversation, "shown once"), 1);
     assert_int_equal(history_count(k.bob, k.conversation, "could not be"), 0);
     club_free(&k);
 }

@@ -117,8 +117,8 @@ struct msv_client {
     unsigned mls_lock_depth;
     /* a connection made while one of those locks was held (its sends take the session lock,
      * which would wait under the MLS lock for a process waiting for the MLS lock under the
-     * session lock), or within a flush, did not send the outbox: it goes after the command
-     * (client_outbox_later) */
+     * session lock), or within a flush, did not send the outbox: it goes once none is held,
+     * before a receive waits or after the command (client_outbox_later) */
     int outbox_deferred;
     /* the sends under way, innermost first (their message ids: a flush leaves them to their
      * sends), and the flushes of the outbox under way (a connection made within one does not
@@ -128,6 +128,9 @@ struct msv_client {
         const struct client_in_flight *up; /* the send this one is made within, or NULL */
     } * in_flight;
     unsigned flushing;
+    /* the payloads of MLS deliveries this client is taking, innermost first (their digests: a
+     * receive within one leaves it to it at once, rather than wait for a claim it holds) */
+    const struct client_in_flight *mls_taking;
     /* groups on MLS: told why a group stays on per-device copies, or a member was not
      * added (conversation: the group's); may be NULL */
     void (*on_mls_notice)(void *ctx, const char *conversation, const char *notice);

@@ -654,10 +654,36 @@ static void classical_read(struct msv_client *c, const struct incoming *in)
  * showing it (on_message), then handing its delivery receipt to the outbox.
  * A step may so happen twice, never not at all.
  */
+/*
+ * Showing is claimed by the message's id (SHOWN_CLAIMS, not waited for) and the step looked
+ * for again under the claim: another process of the account resuming it at once (its receive
+ * starting while this one shows it) leaves it to this one, and one shown meanwhile is not shown
+ * again. *shown: whether it was shown here.
+ */
+#define SHOWN_CLAIMS "shown.lock"
+
 static msv_err show_message(struct msv_client *c, const struct msv_message_rec *m,
-                            void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+                            void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                            int *shown)
 {
-    if (on_message != NULL) {
+    uint8_t key[32];
+    struct msv_message_rec *now = NULL;
+    int claim;
+    msv_err err;
+
+    *shown = 0;
+    /* ids are the senders' choice: claimed by a digest of the id, which no sender aims */
+    crypto_generichash(key, sizeof(key), m->message_id, 16, NULL, 0);
+    claim = client_claim_try(c, SHOWN_CLAIMS, key, 0);
+    if (claim == -2)
+        return MSV_OK;
+    /* a file that cannot be locked (-1) leaves the step as it was: shown, perhaps twice */
+    err = msv_client_db_message_get(c->db, m->message_id, &now);
+    if (err == MSV_OK && (now->pending & MSV_MESSAGE_TO_SHOW) == 0)
+        err = MSV_ERR_EXISTS;
+    if (now != NULL)
+        msv_messages_free(now, 1);
+    if (err == MSV_OK && on_message != NULL) {
         struct msv_incoming in = {.kind = MSV_INCOMING_MESSAGE,
                                   .message = m,
                                   .from = m->sender,
@@ -665,7 +691,12 @@ static msv_err show_message(struct msv_client *c, const struct msv_message_rec *
 
         on_message(ctx, &in);
     }
-    return msv_client_db_message_done(c->db, m->message_id, MSV_MESSAGE_TO_SHOW);
+    if (err == MSV_OK) {
+        *shown = 1;
+        err = msv_client_db_message_done(c->db, m->message_id, MSV_MESSAGE_TO_SHOW);
+    }
+    client_claim_release(claim);
+    return err == MSV_ERR_EXISTS || err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
 }
 
 /* The receipt for message_id goes to sender; stored_id is the history's row that owed it. */
@@ -690,8 +721,10 @@ static msv_err resume_pending(struct msv_client *c,
 
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         if (m[i].pending & MSV_MESSAGE_TO_SHOW) {
-            err = show_message(c, &m[i], on_message, ctx);
-            (*count)++;
+            int shown = 0;
+
+            err = show_message(c, &m[i], on_message, ctx, &shown);
+            *count += (size_t)shown;
         }
         if (err == MSV_OK && (m[i].pending & MSV_MESSAGE_RECEIPT_OWED))
             err = send_receipt(c, m[i].message_id, m[i].message_id, m[i].sender);
@@ -766,7 +799,7 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
     struct msv_message_rec rec = {.status = "received"};
     struct msv_group_rec group = {0};
     char *sender = from->sender, *text = NULL, group_conversation[40], note[600];
-    int applied = 0, request = 0;
+    int applied = 0, request = 0, shown = 0;
     msv_err err = msv_payload_parse(pt, pt_len, &p);
 
     if (err == MSV_OK && p->sent_at_ms != 0 &&
@@ -907,7 +940,7 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
     if (err == MSV_OK && rec.outgoing)
         err = own_copy_recipients(c, rec.message_id, p);
     if (err == MSV_OK)
-        err = show_message(c, &rec, on_message, ctx);
+        err = show_message(c, &rec, on_message, ctx, &shown);
     if (err == MSV_OK && p->kind == MSV_KIND_GROUP_CHANGE && on_message != NULL) {
         struct msv_incoming in = {.kind = MSV_INCOMING_GROUP,
                                   .notice = text,
@@ -1256,15 +1289,20 @@ static msv_err take_mls_gave(struct msv_client *c, const uint8_t digest[32],
                              void (*on_message)(void *, const struct msv_incoming *), void *ctx,
                              size_t *count)
 {
+    const struct client_in_flight taking = {digest, c->mls_taking};
     struct incoming in;
     char text[400];
-    int claim = client_claim_try(c, MLS_IN_CLAIMS, digest, wait_ms);
+    int claim;
     msv_err err;
 
+    /* one this client is taking already (a receive within its telling): left to it */
+    for (const struct client_in_flight *t = c->mls_taking; t != NULL; t = t->up)
+        if (memcmp(t->id, digest, 32) == 0)
+            return MSV_OK;
+    claim = client_claim_try(c, MLS_IN_CLAIMS, digest, wait_ms);
     if (claim == -2)
         return MSV_OK;
-    if (claim < 0)
-        return MSV_ERR_IO;
+    /* a file that cannot be locked (-1) leaves the take as it was: perhaps twice, never not */
     /* recorded already (a crash before it was forgotten): only forgotten now */
     err = msv_client_db_envelope_seen(c->db, digest);
     if (err == MSV_OK)
@@ -1278,6 +1316,7 @@ static msv_err take_mls_gave(struct msv_client *c, const uint8_t digest[32],
         client_claim_release(claim);
         return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
     }
+    c->mls_taking = &taking;
     memset(&in, 0, sizeof(in));
     snprintf(in.sender, sizeof(in.sender), "%s", m->sender);
     in.device = m->device;
@@ -1297,6 +1336,7 @@ static msv_err take_mls_gave(struct msv_client *c, const uint8_t digest[32],
         err = msv_client_db_envelope_read(c->db, digest, msv_wall_ms());
     if (err == MSV_OK)
         err = client_mls_forget(c, digest);
+    c->mls_taking = taking.up;
     client_claim_release(claim);
     if (err == MSV_OK && in.owes_receipt)
         err = send_receipt(c, in.message_id, in.stored_id, in.sender);
@@ -1436,16 +1476,25 @@ static msv_err receive_on(struct msv_client *c, int timeout_ms,
     while (err == MSV_OK) {
         msv_frame *f = NULL;
         uint64_t q;
-        int64_t left = deadline - msv_mono_ms();
+        int64_t left;
 
-        if (left <= 0)
+        if (deadline - msv_mono_ms() <= 0)
             return receive_done(c, on_message,
                                 ctx); /* the rest waits, unacknowledged, for the next call */
-        if (c->conn == NULL)          /* a receipt's retries gave it up */
-            return MSV_ERR_IO;
         /* an outbox a connection made under a lock held back goes as soon as no lock is held,
-         * not after a receive that may wait long */
-        client_outbox_later(c);
+         * not after a receive that may wait long; not while the queue's sync is asked (a
+         * receive within a send of it would take that answer for another's) */
+        if (sync_id == 0 && c->conn != NULL && c->outbox_deferred) {
+            struct msv_refusal why = c->why;
+
+            client_outbox_later(c);
+            c->why = why;
+        }
+        if (c->conn == NULL) /* a receipt's retries gave it up */
+            return MSV_ERR_IO;
+        left = deadline - msv_mono_ms();
+        if (left <= 0) /* the flush took the rest */
+            return receive_done(c, on_message, ctx);
         err = msv_conn_recv(c->conn, left < timeout_ms ? (int)left : timeout_ms, &f);
         if (err == MSV_ERR_AGAIN)
             return receive_done(c, on_message, ctx); /* quiet for timeout_ms: done */
