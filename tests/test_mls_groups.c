@@ -778,6 +778,88 @@ static void test_kept_mls_payload_taken_once(void **state)
     club_free(&k);
 }
 
+/* Messages told whose text holds ctx's needle (a struct told_text). */
+struct told_text {
+    const char *needle;
+    int told;
+};
+
+static void count_text(void *ctx, const struct msv_incoming *in)
+{
+    struct told_text *t = ctx;
+
+    t->told += in->kind == MSV_INCOMING_MESSAGE && strstr(in->message->text, t->needle) != NULL;
+}
+
+/*
+ * A message bob's send read on its way (alice's, queued behind the commit his send had to read
+ * first) is shown by his next receive: that receive within the send had nobody to tell. Before,
+ * it was marked shown there, and no receive ever told it.
+ */
+static void test_message_read_within_a_send_shown_later(void **state)
+{
+    struct club k;
+    struct told_text t = {"after the change", 0};
+    uint8_t id[16];
+    size_t n = 0;
+
+    (void)state;
+    club_carol_removed(&k);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "after the change", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "crossing", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(history_count(k.bob, k.conversation, "after the change"), 1);
+    k.bob->receive_until_synced = 1;
+    assert_int_equal(msv_client_receive(k.bob, 500, count_text, &t, &n), MSV_OK);
+    assert_int_equal(t.told, 1);
+    t.told = 0;
+    k.bob->receive_until_synced = 1;
+    assert_int_equal(msv_client_receive(k.bob, 500, count_text, &t, &n), MSV_OK);
+    assert_int_equal(t.told, 0); /* once */
+    club_free(&k);
+}
+
+/*
+ * The same within a receive: bob's group message, queued while the server was out of reach and
+ * held back by a connection made under the session lock, goes as his next receive begins; the
+ * group moved on meanwhile (alice removed carol, then wrote), so it reads the commit and alice's
+ * message first. That receive shows alice's message. Before, it was marked shown unseen.
+ */
+static void test_message_read_within_a_flush_shown(void **state)
+{
+    const char *carol_only[1] = {"carol@example.org"};
+    struct club k;
+    struct told_text t = {"while bob was away", 0};
+    uint8_t id[16];
+    size_t n = 0;
+
+    (void)state;
+    club_on_mls(&k);
+    test_server_stop(&k.s);
+    msv_conn_close(k.bob->conn);
+    k.bob->conn = NULL;
+    assert_int_equal(msv_client_group_send(k.bob, "club", "written away", NULL, 0, NULL, id),
+                     MSV_ERR_IO);
+    test_server_start(&k.s);
+    msv_conn_close(k.alice->conn); /* the server's restart ended it */
+    k.alice->conn = NULL;
+    assert_int_equal(msv_client_group_change(k.alice, "club", NULL, NULL, 0, carol_only, 1),
+                     MSV_OK);
+    assert_int_equal(
+        msv_client_group_send(k.alice, "club", "while bob was away", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(client_sessions_hold(k.bob), MSV_OK);
+    assert_int_equal(msv_client_connect(k.bob), MSV_OK);
+    client_sessions_release(k.bob);
+    assert_true(k.bob->outbox_deferred);
+    k.bob->receive_until_synced = 0;
+    assert_int_equal(msv_client_receive(k.bob, 500, count_text, &t, &n), MSV_OK);
+    assert_false(k.bob->outbox_deferred);
+    assert_int_equal(t.told, 1);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "written away", "bob@example.org", k.bob->device_id);
+    club_free(&k);
+}
+
 /*
  * Self-updates: bob (no admin) commits an update of his leaf before his third message (every two
  * messages here), alice before her next one once her last commit is over 7 days old; the others
@@ -2929,6 +3011,8 @@ int main(void)
         cmocka_unit_test(test_kept_mls_payload_taken_once),
         cmocka_unit_test(test_self_updates),
         cmocka_unit_test(test_message_crossing_a_commit),
+        cmocka_unit_test(test_message_read_within_a_send_shown_later),
+        cmocka_unit_test(test_message_read_within_a_flush_shown),
         cmocka_unit_test(test_removed_reads_when_commit_withheld),
         cmocka_unit_test(test_non_admin_founding),
         cmocka_unit_test(test_added_without_key_package),

@@ -40,7 +40,10 @@ struct msv_client {
     /* every connection takes deliveries, in a receive or not: set by a program that waits on
      * the connection's socket for them (the account's owner: daemon, chat, listen, web) */
     int takes_deliveries;
-    int receiving;          /* msv_client_receive() runs: its connections take deliveries */
+    int receiving; /* msv_client_receive() runs: its connections take deliveries */
+    /* receives made within a change or send (a group's commit to read first), with nobody to
+     * tell: the messages they store stay to be shown, by the next receive */
+    unsigned receiving_within;
     struct msv_refusal why; /* the server's words for the last refusal */
     /* in a send: a post-quantum device the server gave no bundle for (a session's or a sealing
      * key's) was checked against the log once already (sessions.c, sealkeys.c) */

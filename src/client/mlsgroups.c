@@ -37,6 +37,21 @@
 #define SKEW_S 3600
 #define COMMIT_TRIES 3 /* a commit refused as stale: the queue read and the commit made again */
 #define STALE_WAIT_MS 500
+/*
+ * What is queued for this device read within a change or send (another member's commit came
+ * first), with nobody to tell: the messages it stores stay to be shown by the next receive.
+ */
+static msv_err receive_within(struct msv_client *c)
+{
+    size_t count = 0;
+    msv_err err;
+
+    c->receiving_within++;
+    err = msv_client_receive(c, STALE_WAIT_MS, NULL, NULL, &count);
+    c->receiving_within--;
+    return err;
+}
+
 /* what one MlsSend carries at most: the server's default payload limit (docs/wire.md); a
  * larger commit or Welcome goes by reference */
 #define MLS_MESSAGE_MAX (16u * 1024u)
@@ -1477,7 +1492,6 @@ static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start,
 
 again:
     for (int tries = 0; tries <= COMMIT_TRIES; tries++) {
-        size_t count = 0;
         /* a commit this device refused moved the delivery service's epoch on, for good: an
          * admin founds the group again; so after commits refused as stale again and again */
         int refound = admin && tries == COMMIT_TRIES;
@@ -1511,7 +1525,7 @@ again:
          * not from the end of a receive (client_mls_joins), whose next receive reads it */
         if (err != MSV_ERR_REPLAY || c->mls_joining)
             break;
-        err = msv_client_receive(c, STALE_WAIT_MS, NULL, NULL, &count);
+        err = receive_within(c);
         if (err != MSV_OK)
             break;
         err = MSV_ERR_REPLAY;
@@ -2353,10 +2367,9 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
     /* members past that commit cannot read it: the commit read, the message goes again at the
      * new epoch (those that read the first copy know the second by its id) */
     for (int tries = 0; err == MSV_OK && behind && !renewed && tries < COMMIT_TRIES; tries++) {
-        size_t count = 0;
         int64_t held;
 
-        err = msv_client_receive(c, STALE_WAIT_MS, NULL, NULL, &count);
+        err = receive_within(c);
         held = err == MSV_OK ? held_generation(c, gid, &epoch) : -1;
         /* sent again once the commits read brought this device to the group's epoch (a copy no
          * member can read is not sent twice), or to the group's next generation (an admin

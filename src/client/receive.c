@@ -672,6 +672,8 @@ static msv_err show_message(struct msv_client *c, const struct msv_message_rec *
     msv_err err;
 
     *shown = 0;
+    if (on_message == NULL && c->receiving_within > 0)
+        return MSV_OK; /* nobody to tell: left to be shown by the next receive */
     /* ids are the senders' choice: claimed by a digest of the id, which no sender aims */
     crypto_generichash(key, sizeof(key), m->message_id, 16, NULL, 0);
     claim = client_claim_try(c, SHOWN_CLAIMS, key, 0);
@@ -1483,12 +1485,16 @@ static msv_err receive_on(struct msv_client *c, int timeout_ms,
                                 ctx); /* the rest waits, unacknowledged, for the next call */
         /* an outbox a connection made under a lock held back goes as soon as no lock is held,
          * not after a receive that may wait long; not while the queue's sync is asked (a
-         * receive within a send of it would take that answer for another's) */
+         * receive within a send of it would take that answer for another's). What a receive
+         * within it stored (a group's commit read first) and left to be shown is shown now */
         if (sync_id == 0 && c->conn != NULL && c->outbox_deferred) {
             struct msv_refusal why = c->why;
 
             client_outbox_later(c);
             c->why = why;
+            if (!c->outbox_deferred && on_message != NULL && c->receiving_within == 0 &&
+                (err = resume_pending(c, on_message, ctx, count)) != MSV_OK)
+                break;
         }
         if (c->conn == NULL) /* a receipt's retries gave it up */
             return MSV_ERR_IO;
