@@ -147,6 +147,9 @@ struct msv_client {
     /* a commit or Welcome larger than this many bytes goes by reference through the attachment
      * store (0: 16 KiB, the server's default payload limit) */
     size_t mls_inline_max;
+    /* how long a receive tries for the claim on an MLS payload another process of the account
+     * is taking, to take over should it fail (milliseconds; 0: 5000) */
+    int mls_in_wait_ms;
     /* how long msv_client_receive() goes on while frames keep coming, beyond its quiet
      * time (0: MSV_CLIENT_RECEIVE_MAX_MS) */
     int receive_max_ms;

@@ -1368,7 +1368,9 @@ static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
     err = client_mls_take(c, d->ciphertext.data, d->ciphertext.len, sender, d->sender_device,
                           digest, &m);
     if (err == MSV_OK && m.pt != NULL) {
-        err = take_mls_gave(c, digest, &m, MLS_IN_WAIT_MS, on_message, ctx, count);
+        err =
+            take_mls_gave(c, digest, &m, c->mls_in_wait_ms > 0 ? c->mls_in_wait_ms : MLS_IN_WAIT_MS,
+                          on_message, ctx, count);
         msv_secret_free(m.pt, m.pt_len);
         return err;
     }
