@@ -1263,6 +1263,7 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     c->on_keys_unpublished = on_keys_unpublished;
     c->on_classical = on_classical;
     c->on_outbox_held = on_outbox_held;
+    c->on_incoming = on_incoming; /* what a send within a command reads on its way */
     rc = take_lock(ow);
     if (rc == 0)
         rc = bind_socket(ow);
@@ -1433,6 +1434,7 @@ void owner_stop(struct owner *ow)
     }
     free(ow->inbox);
     ow->c->ctx = NULL;
+    ow->c->on_incoming = NULL;
     if (ow->signals_caught)
         sigprocmask(SIG_SETMASK, &ow->before, NULL);
     free(ow);

@@ -793,31 +793,48 @@ static void count_text(void *ctx, const struct msv_incoming *in)
 }
 
 /*
- * A message bob's send read on its way (alice's, queued behind the commit his send had to read
- * first) is shown by his next receive: that receive within the send had nobody to tell. Before,
- * it was marked shown there, and no receive ever told it.
+ * A message bob's send reads on its way (alice's, queued behind the commit his send has to
+ * read first) is told once: with an owner (the daemon: on_incoming), to it there; with none,
+ * by his next receive. Before, it was marked shown there, told to nobody, and no receive ever
+ * told it.
  */
-static void test_message_read_within_a_send_shown_later(void **state)
+static void read_within_a_send(int owner)
 {
     struct club k;
     struct told_text t = {"after the change", 0};
     uint8_t id[16];
     size_t n = 0;
 
-    (void)state;
     club_carol_removed(&k);
     assert_int_equal(msv_client_group_send(k.alice, "club", "after the change", NULL, 0, NULL, id),
                      MSV_OK);
+    if (owner) {
+        k.bob->on_incoming = count_text;
+        k.bob->ctx = &t;
+    }
     assert_int_equal(msv_client_group_send(k.bob, "club", "crossing", NULL, 0, NULL, id), MSV_OK);
     assert_int_equal(history_count(k.bob, k.conversation, "after the change"), 1);
-    k.bob->receive_until_synced = 1;
-    assert_int_equal(msv_client_receive(k.bob, 500, count_text, &t, &n), MSV_OK);
-    assert_int_equal(t.told, 1);
-    t.told = 0;
-    k.bob->receive_until_synced = 1;
-    assert_int_equal(msv_client_receive(k.bob, 500, count_text, &t, &n), MSV_OK);
-    assert_int_equal(t.told, 0); /* once */
+    assert_int_equal(t.told, owner ? 1 : 0);
+    for (int i = 0; i < 2; i++) {
+        k.bob->receive_until_synced = 1;
+        assert_int_equal(msv_client_receive(k.bob, 500, count_text, &t, &n), MSV_OK);
+        assert_int_equal(t.told, 1); /* once */
+    }
+    k.bob->on_incoming = NULL;
+    k.bob->ctx = NULL;
     club_free(&k);
+}
+
+static void test_message_read_within_a_send_shown_later(void **state)
+{
+    (void)state;
+    read_within_a_send(0);
+}
+
+static void test_message_read_within_a_send_told_to_the_owner(void **state)
+{
+    (void)state;
+    read_within_a_send(1);
 }
 
 /*
@@ -3013,6 +3030,7 @@ int main(void)
         cmocka_unit_test(test_self_updates),
         cmocka_unit_test(test_message_crossing_a_commit),
         cmocka_unit_test(test_message_read_within_a_send_shown_later),
+        cmocka_unit_test(test_message_read_within_a_send_told_to_the_owner),
         cmocka_unit_test(test_message_read_within_a_flush_shown),
         cmocka_unit_test(test_removed_reads_when_commit_withheld),
         cmocka_unit_test(test_non_admin_founding),

@@ -15,6 +15,8 @@
 #include "missive/payload.h"
 #include "store/client_db.h"
 
+struct msv_incoming; /* below: what a receive tells */
+
 struct msv_client {
     char dir[1024];
     struct msv_client_db *db;
@@ -44,6 +46,9 @@ struct msv_client {
     /* receives made within a change or send (a group's commit to read first), with nobody to
      * tell: the messages they store stay to be shown, by the next receive */
     unsigned receiving_within;
+    /* the innermost msv_client_receive() under way: whom it tells */
+    void (*receive_tells)(void *ctx, const struct msv_incoming *in);
+    void *receive_ctx;
     struct msv_refusal why; /* the server's words for the last refusal */
     /* in a send: a post-quantum device the server gave no bundle for (a session's or a sealing
      * key's) was checked against the log once already (sessions.c, sealkeys.c) */
@@ -103,6 +108,11 @@ struct msv_client {
     /* a queued message (id) could not go when the outbox was sent, for reason; it stays
      * queued, and later messages of its conversation wait behind it; may be NULL */
     void (*on_outbox_held)(void *ctx, const uint8_t id[16], const char *reason);
+    /* what a receive made within a send or change reads (a group's commit it had to read
+     * first, and what was queued with it), when no receive of the caller's is under way to be
+     * told it (then that receive's on_message is); NULL: its messages stay to be shown by the
+     * next receive, and its notices are applied untold */
+    void (*on_incoming)(void *ctx, const struct msv_incoming *in);
     void *ctx;
     /* log heads that received messages carried, for msv_client_monitor() to compare */
     struct {

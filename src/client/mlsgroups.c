@@ -39,16 +39,21 @@
 #define STALE_WAIT_MS 500
 /*
  * What is queued for this device read within a change or send (another member's commit came
- * first), with nobody to tell: the messages it stores stay to be shown by the next receive.
+ * first), told to the receive under way (within which this send runs) or else to the
+ * account's owner (on_incoming); with nobody to tell, the messages it stores stay to be shown
+ * by the next receive.
  */
 static msv_err receive_within(struct msv_client *c)
 {
+    void (*tell)(void *, const struct msv_incoming *) =
+        c->receive_tells != NULL ? c->receive_tells : c->on_incoming;
+    void *ctx = c->receive_tells != NULL ? c->receive_ctx : c->ctx;
     size_t count = 0;
     msv_err err;
 
-    c->receiving_within++;
-    err = msv_client_receive(c, STALE_WAIT_MS, NULL, NULL, &count);
-    c->receiving_within--;
+    c->receiving_within += tell == NULL;
+    err = msv_client_receive(c, STALE_WAIT_MS, tell, ctx, &count);
+    c->receiving_within -= tell == NULL;
     return err;
 }
 

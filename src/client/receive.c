@@ -1599,11 +1599,17 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
                            void (*on_message)(void *ctx, const struct msv_incoming *in), void *ctx,
                            size_t *count)
 {
+    void (*outer)(void *, const struct msv_incoming *) = c->receive_tells;
+    void *outer_ctx = c->receive_ctx;
     msv_err err;
 
     /* its connections take deliveries (one for requests alone is replaced by one that does) */
     c->receiving++;
+    c->receive_tells = on_message;
+    c->receive_ctx = ctx;
     err = receive_on(c, timeout_ms, on_message, ctx, count);
+    c->receive_tells = outer;
+    c->receive_ctx = outer_ctx;
     c->receiving--;
     return err;
 }
