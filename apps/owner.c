@@ -81,6 +81,9 @@ struct owner {
     char last_error[300];
     owner_hook hook;
     void *hook_ctx;
+    /* while a command runs (run_command), its output goes to its answer: the streams the
+     * hook writes to are these, the owner's own */
+    FILE *own_out, *own_err;
     const char *method_name; /* one more method, served by method (web-login) */
     owner_method method;
     void *method_ctx;
@@ -295,8 +298,19 @@ static void broadcast(struct owner *ow, json_t *event, const struct msv_incoming
         if (old != NULL)
             peer_write(ow->peers[i], old);
     }
-    if (ow->hook != NULL)
+    if (ow->hook != NULL) {
+        FILE *out = cli_out, *err = cli_err;
+
+        /* within a command (what its send read on its way, say): to the owner's streams, not
+         * the command's answer */
+        if (ow->own_out != NULL) {
+            cli_out = ow->own_out;
+            cli_err = ow->own_err;
+        }
         ow->hook(ow->hook_ctx, event, in);
+        cli_out = out;
+        cli_err = err;
+    }
     json_decref(old);
     json_decref(note);
     json_decref(event);
@@ -742,6 +756,8 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
         rpc_argv_free(&b);
         return rpc_error(id, -32602, why, NULL);
     }
+    ow->own_out = saved_out;
+    ow->own_err = saved_err;
     cli_out = open_memstream(&out, &out_len);
     cli_err = open_memstream(&err, &err_len);
     if (cli_out == NULL || cli_err == NULL) {
@@ -766,6 +782,7 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
         fclose(cli_err);
     cli_out = saved_out;
     cli_err = saved_err;
+    ow->own_out = ow->own_err = NULL;
     rpc_argv_free(&b);
     if (rc < 0) {
         free(out);
@@ -1264,6 +1281,7 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     c->on_classical = on_classical;
     c->on_outbox_held = on_outbox_held;
     c->on_incoming = on_incoming; /* what a send within a command reads on its way */
+    c->incoming_ctx = ow;
     rc = take_lock(ow);
     if (rc == 0)
         rc = bind_socket(ow);
@@ -1435,6 +1453,7 @@ void owner_stop(struct owner *ow)
     free(ow->inbox);
     ow->c->ctx = NULL;
     ow->c->on_incoming = NULL;
+    ow->c->incoming_ctx = NULL;
     if (ow->signals_caught)
         sigprocmask(SIG_SETMASK, &ow->before, NULL);
     free(ow);

@@ -36,6 +36,11 @@ for i in 1 2 3; do
 done
 expect 0 "a receive through the listener" -- as bob receive
 grep -q "answer 3" out.txt && ok || bad "receive through the listener: $(cat out.txt err.txt)"
+# what a command run through the listener tells (a send's reading on its way, a change) is
+# the listener's to print, not the command's (it was printed into the command's answer)
+expect 0 "bob mutes alice, while he listens" -- as bob conversations mute alice@example.org
+heard "alice@example.org is muted" && ok || bad "the listener did not print the change: $(cat listen.out listen.err)"
+grep -q "is muted" out.txt && bad "the listener's line in the command's output: $(cat out.txt)" || ok
 
 # the server goes away and comes back: the listener notices and hears what comes later
 kill -TERM "$pid"

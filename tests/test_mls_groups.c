@@ -810,7 +810,7 @@ static void read_within_a_send(int owner)
                      MSV_OK);
     if (owner) {
         k.bob->on_incoming = count_text;
-        k.bob->ctx = &t;
+        k.bob->incoming_ctx = &t;
     }
     assert_int_equal(msv_client_group_send(k.bob, "club", "crossing", NULL, 0, NULL, id), MSV_OK);
     assert_int_equal(history_count(k.bob, k.conversation, "after the change"), 1);
@@ -821,7 +821,7 @@ static void read_within_a_send(int owner)
         assert_int_equal(t.told, 1); /* once */
     }
     k.bob->on_incoming = NULL;
-    k.bob->ctx = NULL;
+    k.bob->incoming_ctx = NULL;
     club_free(&k);
 }
 

@@ -111,8 +111,11 @@ struct msv_client {
     /* what a receive made within a send or change reads (a group's commit it had to read
      * first, and what was queued with it), when no receive of the caller's is under way to be
      * told it (then that receive's on_message is); NULL: its messages stay to be shown by the
-     * next receive, and its notices are applied untold */
+     * next receive, and its notices are applied untold. A callback that itself sends to a
+     * group may so be called again before it returns (once per delivery read, each told
+     * once) */
     void (*on_incoming)(void *ctx, const struct msv_incoming *in);
+    void *incoming_ctx;
     void *ctx;
     /* log heads that received messages carried, for msv_client_monitor() to compare */
     struct {

@@ -47,7 +47,7 @@ static msv_err receive_within(struct msv_client *c)
 {
     void (*tell)(void *, const struct msv_incoming *) =
         c->receive_tells != NULL ? c->receive_tells : c->on_incoming;
-    void *ctx = c->receive_tells != NULL ? c->receive_ctx : c->ctx;
+    void *ctx = c->receive_tells != NULL ? c->receive_ctx : c->incoming_ctx;
     size_t count = 0;
     msv_err err;
 
