@@ -652,13 +652,12 @@ static void classical_read(struct msv_client *c, const struct incoming *in)
  * done so that a process killed in between resumes them on its next receive
  * (the message's redelivery is recognised as stored and does nothing more):
  * showing it (on_message), then handing its delivery receipt to the outbox.
- * A step may so happen twice, never not at all.
- */
-/*
- * Showing is claimed by the message's id (SHOWN_CLAIMS, not waited for) and the step looked
- * for again under the claim: another process of the account resuming it at once (its receive
- * starting while this one shows it) leaves it to this one, and one shown meanwhile is not shown
- * again. *shown: whether it was shown here.
+ * A step may so happen twice (after a crash), never not at all. Showing is
+ * claimed by the message's id (SHOWN_CLAIMS, not waited for) and the step
+ * looked for again under the claim: another process of the account resuming
+ * it at once (its receive starting while this one shows it) leaves it to this
+ * one, and one shown meanwhile is not shown again. A receive within a send
+ * with nobody to tell leaves it to be shown. *shown: whether it was shown here.
  */
 #define SHOWN_CLAIMS "shown.lock"
 
