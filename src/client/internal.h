@@ -487,6 +487,8 @@ void client_unlock_nested(int *fd, unsigned *depth);
  */
 int client_claim_try(struct msv_client *c, const char *name, const uint8_t key[32], int wait_ms);
 void client_claim_release(int fd);
+/* Whether chain (c->in_flight: message ids; c->mls_taking: digests) holds the len bytes id. */
+int client_chain_holds(const struct client_in_flight *chain, const uint8_t *id, size_t len);
 /*
  * The account's session lock (sessions.c), held by a receive from before it asks whether a
  * delivery was taken until that delivery is: two processes of one account that get the same

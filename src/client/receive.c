@@ -1297,9 +1297,8 @@ static msv_err take_mls_gave(struct msv_client *c, const uint8_t digest[32],
     msv_err err;
 
     /* one this client is taking already (a receive within its telling): left to it */
-    for (const struct client_in_flight *t = c->mls_taking; t != NULL; t = t->up)
-        if (memcmp(t->id, digest, 32) == 0)
-            return MSV_OK;
+    if (client_chain_holds(c->mls_taking, digest, 32))
+        return MSV_OK;
     claim = client_claim_try(c, MLS_IN_CLAIMS, digest, wait_ms);
     if (claim == -2)
         return MSV_OK;

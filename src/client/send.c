@@ -1319,11 +1319,10 @@ static msv_err owed_give_up(struct msv_client *c, const struct msv_outbox_rec *o
     return err;
 }
 
-/* Whether message id is that of a send under way (c->in_flight). */
-static int in_flight(const struct msv_client *c, const uint8_t id[16])
+int client_chain_holds(const struct client_in_flight *chain, const uint8_t *id, size_t len)
 {
-    for (const struct client_in_flight *f = c->in_flight; f != NULL; f = f->up)
-        if (memcmp(f->id, id, 16) == 0)
+    for (const struct client_in_flight *f = chain; f != NULL; f = f->up)
+        if (memcmp(f->id, id, len) == 0)
             return 1;
     return 0;
 }
@@ -1363,7 +1362,7 @@ msv_err client_flush_outbox(struct msv_client *c)
         conversation = outbox_conversation(&o[i], p);
         if (conversation == NULL)
             err = MSV_ERR_NOMEM;
-        else if (in_flight(c, o[i].message_id)) {
+        else if (client_chain_holds(c->in_flight, o[i].message_id, 16)) {
             /* a send under way sends it itself; the later ones of its conversation wait */
             held[n_held++] = conversation;
             conversation = NULL;
