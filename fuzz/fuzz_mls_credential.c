@@ -4,7 +4,9 @@
  * them, unless they are the one KeyPackage made here for the device, bound by its identity;
  * the credential of a LeafNode of a group's tree (msv_mlskeys_leaf_credential); and a commit or
  * Welcome's reference to the attachment store (msv_mls_ref_parse): taken only as 102 bytes of
- * its version naming a size from 1 byte to 8 MiB.
+ * its version naming a size from 1 byte to 8 MiB; and a GroupContext's extensions as a member
+ * reads the group context from them (client_group_ctx_parse): read within their bytes, the
+ * admins taken only as one to MEMBERS_MAX distinct handles, one a line.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,6 +52,35 @@ static void setup(void)
         abort();
 }
 
+/* The group context read from any extension list: its admins well formed when it parses. */
+static void group_context(const uint8_t *data, size_t size)
+{
+    struct client_group_ctx g;
+    size_t lines = 0;
+
+    if (client_group_ctx_parse(data, size, &g) != MSV_OK) {
+        if (g.present || g.admins != NULL)
+            abort(); /* cleared */
+        return;
+    }
+    for (const char *l = g.admins; g.present && *l != '\0'; l = strchr(l, '\n') + 1) {
+        const char *end = strchr(l, '\n');
+        char handle[MSV_HANDLE_MAX + 1];
+
+        if (end == NULL || end == l || end - l > MSV_HANDLE_MAX)
+            abort();
+        memcpy(handle, l, (size_t)(end - l));
+        handle[end - l] = '\0';
+        if (!client_group_ctx_admin(&g, handle))
+            abort(); /* each admin listed is found */
+        lines++;
+    }
+    if (g.present != (g.admins != NULL) || lines != g.n_admins || (g.present && lines == 0) ||
+        g.link_flags > 3)
+        abort();
+    client_group_ctx_clear(&g);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *why = NULL;
@@ -76,5 +107,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (err != MSV_OK && why == NULL)
         abort(); /* every refusal says why */
+    group_context(data, size);
     return 0;
 }

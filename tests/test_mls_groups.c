@@ -176,8 +176,20 @@ static size_t kp_kept(struct msv_client *c)
  * (remove not 0) or adding device add with KeyPackage kp, sent to the delivery service as its
  * honest client would send one (its own state left as it was, the Welcome not sent).
  */
+static void patched_commit_with(struct msv_client *c, const uint8_t gid[16], uint64_t remove,
+                                const uint8_t *kp, size_t kp_len, uint64_t add, const uint8_t *ext,
+                                size_t ext_len);
+
 static void patched_commit(struct msv_client *c, const uint8_t gid[16], uint64_t remove,
                            const uint8_t *kp, size_t kp_len, uint64_t add)
+{
+    patched_commit_with(c, gid, remove, kp, kp_len, add, NULL, 0);
+}
+
+/* The same, its commit setting the group context's extensions to ext too (unless NULL). */
+static void patched_commit_with(struct msv_client *c, const uint8_t gid[16], uint64_t remove,
+                                const uint8_t *kp, size_t kp_len, uint64_t add, const uint8_t *ext,
+                                size_t ext_len)
 {
     char key[64], hex[33];
     uint8_t *v = NULL, *commit = NULL, *welcome = NULL;
@@ -214,6 +226,9 @@ static void patched_commit(struct msv_client *c, const uint8_t gid[16], uint64_t
                                            .n_adds = kp != NULL,
                                            .removes = &leaf,
                                            .n_removes = remove != 0,
+                                           .extensions = ext,
+                                           .extensions_len = ext_len,
+                                           .set_extensions = ext != NULL,
                                            .now = (uint64_t)(msv_wall_ms() / 1000)};
         struct msv_mls_send send = {.kind = MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT,
                                     .added = &add,
@@ -3019,6 +3034,224 @@ static void test_verified_member_held_on_mls(void **state)
     club_free(&k);
 }
 
+/* The group context c's MLS state of the club carries (present). */
+static void club_context(const struct club *k, struct msv_client *c, struct client_group_ctx *g)
+{
+    assert_int_equal(client_mls_group_ctx(c, k->gid, g), MSV_OK);
+    assert_true(g->present);
+}
+
+/* c's held signed state of the club is the one its group context names. */
+static void context_names_state(const struct club *k, struct msv_client *c,
+                                const struct client_group_ctx *g)
+{
+    uint64_t epoch = 0;
+    uint8_t hash[32];
+
+    assert_int_equal(client_group_state_digest(c, k->gid, &epoch, hash, NULL), MSV_OK);
+    assert_int_equal(g->state_epoch, epoch);
+    assert_memory_equal(g->state_hash, hash, 32);
+}
+
+/*
+ * The admins go into the group context from the founding on, and every member holds the same:
+ * alice alone, then bob too once she made him an admin (her change's commit carries it).
+ */
+static void test_context_carries_admins(void **state)
+{
+    struct msv_client *members[3];
+    struct club k;
+    struct client_group_ctx g;
+
+    (void)state;
+    club_on_mls(&k);
+    members[0] = k.alice;
+    members[1] = k.bob;
+    members[2] = k.carol;
+    for (size_t i = 0; i < 3; i++) {
+        club_context(&k, members[i], &g);
+        assert_string_equal(g.admins, "alice@example.org\n");
+        assert_int_equal(g.link_version, 0);
+        context_names_state(&k, members[i], &g);
+        client_group_ctx_clear(&g);
+    }
+    assert_int_equal(msv_client_group_admin(k.alice, "club", "bob@example.org", 1), MSV_OK);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    for (size_t i = 0; i < 3; i++) {
+        club_context(&k, members[i], &g);
+        assert_int_equal(g.n_admins, 2);
+        assert_true(client_group_ctx_admin(&g, "alice@example.org"));
+        assert_true(client_group_ctx_admin(&g, "bob@example.org"));
+        context_names_state(&k, members[i], &g);
+        client_group_ctx_clear(&g);
+    }
+    club_free(&k);
+}
+
+/* The server withholds from c every delivery but MLS ones (signed changes, link settings). */
+static void withhold_all_but_mls(struct club *k, struct msv_client *c)
+{
+    char sql[160];
+    struct msv_client *all[3] = {k->alice, k->bob, k->carol};
+
+    for (size_t i = 0; i < 3; i++) {
+        msv_conn_close(all[i]->conn);
+        all[i]->conn = NULL;
+    }
+    test_server_stop(&k->s);
+    snprintf(sql, sizeof(sql), "DELETE FROM queue WHERE device_id = %llu AND suite != %d",
+             (unsigned long long)c->device_id, MLS_SUITE);
+    server_sql(&k->s, sql);
+    test_server_start(&k->s);
+}
+
+/*
+ * bob was an admin, and alice took it back; the server withholds the signed change from carol,
+ * who still holds bob as an admin, but not the commit that carried the admins into the group
+ * context. bob's patched client then removes alice's device: carol refuses it by the context's
+ * admins (by her own copy of the state she would have taken it).
+ */
+static void test_context_admins_over_a_withheld_change(void **state)
+{
+    struct club k;
+    char *admins = NULL;
+
+    (void)state;
+    club_on_mls(&k);
+    assert_int_equal(msv_client_group_admin(k.alice, "club", "bob@example.org", 1), MSV_OK);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_int_equal(msv_client_group_admin(k.alice, "club", "bob@example.org", 0), MSV_OK);
+    withhold_all_but_mls(&k, k.carol);
+    receive_now(k.carol);
+    assert_int_equal(msv_client_group_admins(k.carol, k.gid, &admins), MSV_OK);
+    assert_non_null(strstr(admins, "bob@example.org")); /* her copy of the state is behind */
+    free(admins);
+    receive_now(k.bob);
+    patched_commit(k.bob, k.gid, k.alice->device_id, NULL, 0, 0);
+    receive_now(k.carol);
+    assert_int_equal(history_count(k.carol, k.conversation, "its committer is no admin"), 1);
+    /* alice, whose leaf it removes, cannot apply it, and does not take it as an admin's */
+    receive_now(k.alice);
+    assert_int_equal(history_count(k.alice, k.conversation, "did not verify"), 1);
+    club_free(&k);
+}
+
+/* A group context extension naming admin as the only admin, of signed state epoch epoch. */
+static void context_naming(const char *admin, uint64_t epoch, uint8_t **ext, size_t *len)
+{
+    struct msv_buf w;
+    uint8_t zero[32] = {0};
+    size_t data, list;
+
+    msv_buf_init(&w, 4096);
+    assert_int_equal(msv_buf_put_u16be(&w, MSV_MLS_EXT_GROUP), MSV_OK);
+    data = msv_mls_vec_begin(&w);
+    assert_int_equal(msv_buf_put_u8(&w, 1), MSV_OK);
+    msv_mls_put_u64(&w, epoch);
+    assert_int_equal(msv_buf_put(&w, zero, 32), MSV_OK);
+    list = msv_mls_vec_begin(&w);
+    msv_mls_put_vec(&w, (const uint8_t *)admin, strlen(admin));
+    msv_mls_vec_end(&w, list);
+    msv_mls_put_u64(&w, 0);
+    assert_int_equal(msv_buf_put_u8(&w, 0), MSV_OK);
+    assert_int_equal(msv_buf_put(&w, zero, 32), MSV_OK);
+    msv_mls_vec_end(&w, data);
+    assert_int_equal(msv_buf_finish(&w, ext, len), MSV_OK);
+}
+
+/*
+ * carol, no admin, commits a group context naming her the only admin (her patched client):
+ * alice and bob refuse it, though it adds and removes nobody. An admin's commit taking the
+ * context back to an earlier signed state is refused too.
+ */
+static void test_context_changed_by_no_admin_refused(void **state)
+{
+    struct club k;
+    struct client_group_ctx g;
+    uint8_t *ext = NULL;
+    size_t ext_len = 0;
+
+    (void)state;
+    club_on_mls(&k);
+    club_context(&k, k.bob, &g);
+    context_naming("carol@example.org", g.state_epoch + 1, &ext, &ext_len);
+    patched_commit_with(k.carol, k.gid, 0, NULL, 0, 0, ext, ext_len);
+    free(ext);
+    receive_now(k.alice);
+    receive_now(k.bob);
+    assert_int_equal(history_count(k.alice, k.conversation, "changes the group context"), 1);
+    assert_int_equal(history_count(k.bob, k.conversation, "changes the group context"), 1);
+    client_group_ctx_clear(&g);
+    club_context(&k, k.bob, &g);
+    assert_string_equal(g.admins, "alice@example.org\n");
+    /* alice's founding again, once she took carol's commit as moving the group on: her own
+     * context carries on; a patched one of hers going back a version is refused */
+    assert_int_equal(client_mls_sync(k.alice, k.gid, 0), MSV_OK);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    client_group_ctx_clear(&g);
+    club_context(&k, k.bob, &g);
+    assert_true(g.state_epoch > 0);
+    context_naming("alice@example.org", g.state_epoch - 1, &ext, &ext_len);
+    patched_commit_with(k.alice, k.gid, 0, NULL, 0, 0, ext, ext_len);
+    free(ext);
+    receive_now(k.bob);
+    assert_int_equal(history_count(k.bob, k.conversation, "back to an earlier version"), 1);
+    client_group_ctx_clear(&g);
+    club_free(&k);
+}
+
+/*
+ * bob and alice are admins; alice makes an invite link, then makes a new one. The server
+ * withholds the new link's settings from bob's device, which holds the old link, but not the
+ * commit carrying the new one into the group context: a request under the old link, which bob's
+ * device would have granted, is refused by it as by alice's.
+ */
+static void test_context_link_over_a_withheld_change(void **state)
+{
+    struct club k;
+    struct msv_client *dave;
+    struct msv_group_rec g = {0};
+    char *old_uri = NULL, *new_uri = NULL;
+
+    (void)state;
+    club_on_mls(&k);
+    dave = test_client_for(&k.s, "dave", "dave@example.org");
+    assert_int_equal(msv_client_group_admin(k.alice, "club", "bob@example.org", 1), MSV_OK);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_int_equal(msv_client_group_invite(k.alice, "club", MSV_INVITE_SHOW, 0, &old_uri),
+                     MSV_OK);
+    receive_now(k.bob);
+    assert_int_equal(msv_client_group_invite(k.alice, "club", MSV_INVITE_RESET, 0, &new_uri),
+                     MSV_OK);
+    withhold_all_but_mls(&k, k.bob);
+    receive_now(k.bob);
+    msv_conn_close(dave->conn);
+    dave->conn = NULL;
+    assert_int_equal(msv_client_group_join(dave, old_uri), MSV_OK);
+    receive_now(k.bob);
+    receive_now(k.alice);
+    assert_int_equal(msv_client_group_find(k.bob, "club", &g), MSV_OK);
+    assert_null(strstr(g.members, "dave@example.org"));
+    msv_group_clear(&g);
+    assert_int_equal(msv_client_group_find(k.alice, "club", &g), MSV_OK);
+    assert_null(strstr(g.members, "dave@example.org"));
+    msv_group_clear(&g);
+    /* the new link is granted */
+    assert_int_equal(msv_client_group_join(dave, new_uri), MSV_OK);
+    receive_now(k.alice);
+    assert_int_equal(msv_client_group_find(k.alice, "club", &g), MSV_OK);
+    assert_non_null(strstr(g.members, "dave@example.org"));
+    msv_group_clear(&g);
+    free(old_uri);
+    free(new_uri);
+    msv_client_close(dave);
+    club_free(&k);
+}
+
 int main(void)
 {
     struct CMUnitTest tests[] = {
@@ -3070,6 +3303,10 @@ int main(void)
         cmocka_unit_test(test_stale_devices_not_a_fallback),
         cmocka_unit_test(test_verified_member_held_on_mls),
         cmocka_unit_test(test_by_reference_allowance),
+        cmocka_unit_test(test_context_carries_admins),
+        cmocka_unit_test(test_context_admins_over_a_withheld_change),
+        cmocka_unit_test(test_context_changed_by_no_admin_refused),
+        cmocka_unit_test(test_context_link_over_a_withheld_change),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

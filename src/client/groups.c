@@ -854,6 +854,22 @@ msv_err msv_client_group_admins(struct msv_client *c, const uint8_t group_id[16]
     return err;
 }
 
+msv_err client_group_state_digest(struct msv_client *c, const uint8_t gid[16], uint64_t *epoch,
+                                  uint8_t hash[32], char **admins)
+{
+    struct group_state s = {0};
+    msv_err err = state_load(c, "group-state", gid, &s);
+
+    if (err == MSV_OK && admins != NULL)
+        err = client_join_members(s.admins, s.n_admins, admins);
+    if (err == MSV_OK) {
+        *epoch = s.epoch;
+        memcpy(hash, s.hash, 32);
+    }
+    state_clear(&s);
+    return err;
+}
+
 /* The state a group change of the whole-state form proposes, its hash set. */
 static msv_err proposed_state(const struct msv_payload *p, const char *held_name,
                               struct group_state *s)

@@ -263,6 +263,53 @@ msv_err client_approve_device(struct msv_client *c, uint64_t device_id, int copy
 msv_err client_take_join(struct msv_client *c, const char *sender, const struct msv_payload *p,
                          void (*on_message)(void *, const struct msv_incoming *), void *ctx);
 
+/* The epoch and hash of the signed state this device holds of group gid, and (unless NULL) its
+ * admins, one a line (free()); MSV_ERR_NOT_FOUND if it holds none. */
+msv_err client_group_state_digest(struct msv_client *c, const uint8_t gid[16], uint64_t *epoch,
+                                  uint8_t hash[32], char **admins);
+/* What the group context names of an invite link's secret: SHA-256("MSV-group-link-v1" ||
+ * group id || secret). */
+void client_group_link_hash(const uint8_t gid[16], const uint8_t secret[MSV_JOIN_KEY_LEN],
+                            uint8_t out[32]);
+/* The version, flags and (all zero while it is off) secret's hash of the invite link this device
+ * holds of group gid; version 0 and off if none. */
+msv_err client_group_link_digest(struct msv_client *c, const uint8_t gid[16], uint64_t *version,
+                                 uint8_t *flags, uint8_t hash[32]);
+
+/*
+ * The group context extension (src/client/groupctx.c; docs/crypto.md, "The group context"):
+ * what a group's MLS group carries in its GroupContext of its signed state and invite link.
+ */
+struct client_group_ctx {
+    int present;          /* the GroupContext carries the extension */
+    uint64_t state_epoch; /* the signed state's */
+    uint8_t state_hash[32];
+    char *admins; /* one a line */
+    size_t n_admins;
+    uint64_t link_version;
+    uint8_t link_flags; /* the invite link's: 1 on, 2 approval */
+    uint8_t link_hash[32];
+};
+/* Reads a GroupContext's extensions (an encoded Extension list without its length) into *g
+ * (present 0 without ours). Anything malformed: MSV_ERR_PARSE, *g cleared. */
+msv_err client_group_ctx_parse(const uint8_t *ext, size_t len, struct client_group_ctx *g);
+void client_group_ctx_clear(struct client_group_ctx *g);
+/* Whether handle is an admin the extension names. */
+int client_group_ctx_admin(const struct client_group_ctx *g, const char *handle);
+/*
+ * The extension list an admin's device commits for group gid over cur (the GroupContext's):
+ * ours from the signed state and invite link this device holds, each part only if newer than
+ * cur's (a greater state epoch, a greater link version), the others of cur kept. Caller frees
+ * *ext. MSV_ERR_PARSE if cur does not parse.
+ */
+msv_err client_group_ctx_make(struct msv_client *c, const uint8_t gid[16], const uint8_t *cur,
+                              size_t cur_len, uint8_t **ext, size_t *len);
+
+/* The group context of group gid's MLS group as this device holds it (src/client/mlsgroups.c;
+ * present 0 if it holds none). */
+msv_err client_mls_group_ctx(struct msv_client *c, const uint8_t gid[16],
+                             struct client_group_ctx *g);
+
 /* After a change of group gid was applied: accepts it if this account asked to join it. */
 msv_err client_join_arrived(struct msv_client *c, const uint8_t gid[16]);
 

@@ -26,6 +26,7 @@
 #include "util/endian.h"
 
 #define JOIN_MAGIC "MSV-group-join-v1"
+#define LINK_HASH_MAGIC "MSV-group-link-v1"
 #define URI_PREFIX "missive:join?"
 #define LINK_ON 1
 #define LINK_APPROVAL 2
@@ -79,6 +80,33 @@ static msv_err link_save(struct msv_client *c, const uint8_t gid[16], const stru
     memcpy(v + 9, l->secret, MSV_JOIN_KEY_LEN);
     err = msv_client_db_set(c->db, key, v, sizeof(v));
     msv_wipe(v, sizeof(v));
+    return err;
+}
+
+void client_group_link_hash(const uint8_t gid[16], const uint8_t secret[MSV_JOIN_KEY_LEN],
+                            uint8_t out[32])
+{
+    crypto_hash_sha256_state h;
+
+    crypto_hash_sha256_init(&h);
+    crypto_hash_sha256_update(&h, (const uint8_t *)LINK_HASH_MAGIC, strlen(LINK_HASH_MAGIC));
+    crypto_hash_sha256_update(&h, gid, 16);
+    crypto_hash_sha256_update(&h, secret, MSV_JOIN_KEY_LEN);
+    crypto_hash_sha256_final(&h, out);
+}
+
+msv_err client_group_link_digest(struct msv_client *c, const uint8_t gid[16], uint64_t *version,
+                                 uint8_t *flags, uint8_t hash[32])
+{
+    struct link l;
+    msv_err err = link_load(c, gid, &l);
+
+    memset(hash, 0, 32);
+    *version = err == MSV_OK ? l.version : 0;
+    *flags = err == MSV_OK ? l.flags : 0;
+    if (err == MSV_OK && (l.flags & LINK_ON))
+        client_group_link_hash(gid, l.secret, hash);
+    sodium_memzero(&l, sizeof(l));
     return err;
 }
 
@@ -333,6 +361,26 @@ static msv_err link_share(struct msv_client *c, const uint8_t gid[16], const str
     return err;
 }
 
+/*
+ * After an admin changed the link of a group on MLS: the change committed into the group
+ * context; a failure is told (the admins' devices refuse requests under the new link until it
+ * is, and the admin's next change of the group or of the link commits it).
+ */
+static msv_err context_follow(struct msv_client *c, const uint8_t gid[16])
+{
+    char text[400];
+    msv_err err = client_mls_sync(c, gid, 0);
+
+    if (err == MSV_OK)
+        return MSV_OK;
+    snprintf(text, sizeof(text),
+             "the invite link changed, but the group's MLS group does not carry it yet, so "
+             "requests under it are refused until it does (%s%s%.200s): show or change the link "
+             "again",
+             msv_strerror(err), c->why.message[0] ? ": " : "", c->why.message);
+    return client_group_notice(c, gid, text); /* the link stands either way */
+}
+
 msv_err msv_client_group_invite(struct msv_client *c, const char *which, enum msv_invite_action act,
                                 int approval, char **uri)
 {
@@ -366,6 +414,9 @@ msv_err msv_client_group_invite(struct msv_client *c, const char *which, enum ms
     /* told again each time, for admins promoted since */
     if (err == MSV_OK)
         err = link_share(c, g.group_id, &now, admins);
+    /* a group on MLS carries the link in its context, which decides for every admin's device */
+    if (err == MSV_OK && client_mls_is_on(c, g.group_id))
+        err = context_follow(c, g.group_id);
     if (err == MSV_OK && (now.flags & LINK_ON)) {
         free(admins);
         admins = NULL;
@@ -516,6 +567,33 @@ static msv_err add_member(struct msv_client *c, const uint8_t gid[16], const cha
 }
 
 /*
+ * The link l a request's proof verified under, held to the group context of the group's MLS
+ * group when it names one: on there, with the same version and secret (*valid cleared
+ * otherwise), its approval setting the context's.
+ */
+static msv_err context_link(struct msv_client *c, const uint8_t gid[16], const struct link *l,
+                            int *valid, int *approval)
+{
+    struct client_group_ctx g;
+    uint8_t hash[32];
+    msv_err err = client_mls_group_ctx(c, gid, &g);
+
+    if (err == MSV_ERR_PARSE) { /* no member takes such a context: no link it names */
+        *valid = 0;
+        return MSV_OK;
+    }
+    if (err != MSV_OK || !g.present)
+        return err;
+    client_group_link_hash(gid, l->secret, hash);
+    if (!(g.link_flags & LINK_ON) || g.link_version != l->version ||
+        sodium_memcmp(hash, g.link_hash, 32) != 0)
+        *valid = 0;
+    *approval = (g.link_flags & LINK_APPROVAL) != 0;
+    client_group_ctx_clear(&g);
+    return MSV_OK;
+}
+
+/*
  * A request from sender: only for an accepted group of which this account is
  * an admin, with links on and a proof that verifies under their secret; the
  * sender, whom the envelope authenticates, is the one the proof names. With
@@ -541,6 +619,10 @@ static msv_err take_request(struct msv_client *c, const char *sender, const stru
         valid = sodium_memcmp(want, p->join_proof, MSV_JOIN_KEY_LEN) == 0;
         approval = (l.flags & LINK_APPROVAL) != 0;
     }
+    /* a group on MLS: the link its context names, which every member of the epoch holds alike
+     * (an admin's device holding a link another admin changed since refuses its requests) */
+    if (err == MSV_OK && valid)
+        err = context_link(c, p->group_id, &l, &valid, &approval);
     sodium_memzero(&l, sizeof(l));
     sodium_memzero(want, sizeof(want));
     if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && !valid))

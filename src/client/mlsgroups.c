@@ -423,6 +423,22 @@ static msv_err state_load(struct msv_client *c, const uint8_t gid[16], struct ms
     return err;
 }
 
+msv_err client_mls_group_ctx(struct msv_client *c, const uint8_t gid[16],
+                             struct client_group_ctx *g)
+{
+    struct msv_mls_member *m = NULL;
+    uint8_t *roster = NULL;
+    size_t roster_len = 0;
+    msv_err err = state_load(c, gid, &m, &roster, &roster_len);
+
+    memset(g, 0, sizeof(*g));
+    if (err == MSV_OK)
+        err = client_group_ctx_parse(m->ext, m->ext_len, g);
+    msv_mls_member_free(m);
+    free(roster);
+    return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+}
+
 /* The roster's next entry read from r: a device and its handle; 0 at its end. */
 static int roster_next(struct msv_reader *r, uint64_t *device, char handle[MSV_HANDLE_MAX + 1])
 {
@@ -1207,6 +1223,33 @@ static int64_t lost_generation(struct msv_client *c, const uint8_t gid[16])
     return gen;
 }
 
+/*
+ * Whether every leaf a commit leaves (m's but the n_removes leaves removes names, and those of
+ * the KeyPackages a adds) lists the group context extension in its capabilities, as a
+ * GroupContextExtensions proposal needs (leaves made before the extension did not).
+ */
+static int ext_supported(const struct msv_mls_member *m, const uint32_t *removes, size_t n_removes,
+                         const struct adds *a)
+{
+    for (uint32_t i = 0; i < m->tree.n_leaves; i++) {
+        int removed = 0;
+
+        for (size_t j = 0; j < n_removes && !removed; j++)
+            removed = removes[j] == i;
+        if (!removed && m->tree.nodes[2 * i].type == 1 &&
+            !msv_mls_leaf_lists_extension(&m->tree.nodes[2 * i].leaf, MSV_MLS_EXT_GROUP))
+            return 0;
+    }
+    for (size_t i = 0; i < a->n; i++) {
+        struct msv_mls_leaf leaf;
+
+        if (msv_mls_key_package_check(SUITE, a->kp[i], a->kp_len[i], 0, &leaf, NULL) != MSV_OK ||
+            !msv_mls_leaf_lists_extension(&leaf, MSV_MLS_EXT_GROUP))
+            return 0;
+    }
+    return 1;
+}
+
 static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start, int refound,
                          int update, int quiet, int *changed, int *more)
 {
@@ -1214,11 +1257,12 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     struct dir dir = {0};
     struct adds a = {0}, r = {0};
     uint8_t *roster = NULL, *present = NULL, *want = NULL, *commit = NULL, *welcome = NULL,
-            *kept = NULL, *again = NULL;
+            *kept = NULL, *again = NULL, *ext = NULL;
     uint32_t *leaves = NULL, *again_leaf = NULL;
     uint64_t *gone = NULL, epoch = 0;
     size_t roster_len = 0, n_gone = 0, missing = 0, commit_len = 0, welcome_len = 0, n_want = 0,
-           kept_len = 0, n_again = 0, n_replaced = 0, again_missing = 0;
+           kept_len = 0, n_again = 0, n_replaced = 0, again_missing = 0, ext_len = 0;
+    int set_ext = 0;
     char why[300] = "", text[600], kept_key[KEY_MAX];
     const char *made_why = NULL;
     msv_err err = state_load(c, gid, &m, &roster, &roster_len);
@@ -1343,7 +1387,17 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
                  missing, missing == 1 ? "" : "s", why);
         err = notice(c, gid, text);
     }
-    if (err != MSV_OK || (a.n == 0 && n_gone == 0 && !creating && !update))
+    /* an admin's device carries the admins of the signed state it holds and the invite link
+     * into the group context when they are newer than the context's, if every leaf the commit
+     * leaves supports it (docs/crypto.md, "The group context") */
+    if (err == MSV_OK && admin) {
+        err = client_group_ctx_make(c, gid, m->ext, m->ext_len, &ext, &ext_len);
+        if (err == MSV_ERR_PARSE) /* a context no member takes (never committed so) */
+            err = client_group_ctx_make(c, gid, NULL, 0, &ext, &ext_len);
+        set_ext = err == MSV_OK && (ext_len != m->ext_len || memcmp(ext, m->ext, ext_len) != 0) &&
+                  ext_supported(m, leaves, n_gone + n_replaced, &a);
+    }
+    if (err != MSV_OK || (a.n == 0 && n_gone == 0 && !creating && !update && !set_ext))
         goto out;
     {
         /* the DS keeps a replaced device a member: only the devices gone are removed there */
@@ -1352,6 +1406,9 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
                                            .n_adds = a.n,
                                            .removes = leaves,
                                            .n_removes = n_gone + n_replaced,
+                                           .extensions = ext,
+                                           .extensions_len = ext_len,
+                                           .set_extensions = set_ext,
                                            .now = (uint64_t)(msv_wall_ms() / 1000)};
 
         err = msv_mls_member_commit_make(m, &spec, &commit, &commit_len, &welcome, &welcome_len,
@@ -1432,6 +1489,7 @@ out:
     free(commit);
     free(welcome);
     free(kept);
+    free(ext);
     return err;
 }
 
@@ -2493,6 +2551,8 @@ msv_err client_mls_outside(struct msv_client *c, const uint8_t gid[16], char **o
 
 static int is_admin_device(struct msv_client *c, const uint8_t gid[16], const struct dir *dir,
                            uint64_t device);
+static int admin_by(struct msv_client *c, const uint8_t gid[16], const struct client_group_ctx *g,
+                    const struct dir *dir, uint64_t device);
 
 /*
  * Whether the leaf that signed the GroupInfo of the Welcome m joined from (the commit that added
@@ -2500,7 +2560,7 @@ static int is_admin_device(struct msv_client *c, const uint8_t gid[16], const st
  * devices only), as the verified directory lists them.
  */
 static int signer_may_add(struct msv_client *c, const uint8_t gid[16], const struct dir *dir,
-                          const struct msv_mls_member *m)
+                          const struct msv_mls_member *m, const struct client_group_ctx *g)
 {
     const struct msv_mls_node *x;
     const struct dir_device *signer, *self = dir_find(dir, c->device_id);
@@ -2515,8 +2575,28 @@ static int signer_may_add(struct msv_client *c, const uint8_t gid[16], const str
                                                     &identity_len, &device) != MSV_OK)
         return 0;
     signer = dir_find(dir, device);
-    return is_admin_device(c, gid, dir, device) ||
+    return (is_admin_device(c, gid, dir, device) && admin_by(c, gid, g, dir, device)) ||
            (signer != NULL && self != NULL && strcmp(signer->handle, self->handle) == 0);
+}
+
+/*
+ * Why a Welcome's group context is refused, or NULL: it must parse and, when it names the signed
+ * state of the epoch this device holds, name the same one (the same admins), so that a joiner
+ * follows the admins its own copy of the state names.
+ */
+static const char *welcome_context_refused(struct msv_client *c, const uint8_t gid[16],
+                                           const struct client_group_ctx *g)
+{
+    uint64_t epoch = 0;
+    uint8_t hash[32];
+
+    if (!g->present)
+        return NULL;
+    if (client_group_state_digest(c, gid, &epoch, hash, NULL) == MSV_OK &&
+        epoch == g->state_epoch && memcmp(hash, g->state_hash, 32) != 0)
+        return "its group context names a signed state of the group other than the one this "
+               "device holds";
+    return NULL;
 }
 
 /*
@@ -2532,6 +2612,8 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
     struct msv_mls_member *m = NULL;
     struct msv_group_rec g = {0};
     struct dir dir = {0};
+    struct client_group_ctx ctx = {0};
+    const char *ctx_why = NULL;
     char why[300] = "";
     int64_t held = -1;
     uint64_t held_epoch = 0;
@@ -2581,10 +2663,20 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
                  why);
         goto out;
     }
+    if (err == MSV_OK && client_group_ctx_parse(m->ext, m->ext_len, &ctx) != MSV_OK)
+        ctx_why = "its group context does not parse";
+    else if (err == MSV_OK)
+        ctx_why = welcome_context_refused(c, gid, &ctx);
+    if (err == MSV_OK && ctx_why != NULL) {
+        snprintf(in->notice, sizeof(in->notice), "a Welcome to an MLS group was refused: %s",
+                 ctx_why);
+        goto out;
+    }
     /* a Welcome only from an admin's device or this account's (its GroupInfo's signer made
-     * the commit that added this device: only an admin adds, and a member its own devices); a
-     * later generation only from its founder */
-    if (err == MSV_OK && !signer_may_add(c, gid, &dir, m)) {
+     * the commit that added this device: only an admin adds, and a member its own devices), an
+     * admin by the group context too when it names them; a later generation only from its
+     * founder */
+    if (err == MSV_OK && !signer_may_add(c, gid, &dir, m, &ctx)) {
         snprintf(in->notice, sizeof(in->notice),
                  "a Welcome to an MLS group was refused: the commit that added this device is "
                  "no admin's, nor this account's");
@@ -2599,7 +2691,7 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
         if (m->epoch != 1 || x->type != 1 ||
             msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity, &identity_len,
                                         &founder) != MSV_OK ||
-            !is_admin_device(c, gid, &dir, founder)) {
+            !is_admin_device(c, gid, &dir, founder) || !admin_by(c, gid, &ctx, &dir, founder)) {
             snprintf(in->notice, sizeof(in->notice),
                      "a Welcome to the MLS group founded again was refused: its founder is no "
                      "admin of the group");
@@ -2637,6 +2729,7 @@ out:
     msv_mls_member_free(m);
     msv_mlskeys_private_clear(&k);
     dir_free(&dir);
+    client_group_ctx_clear(&ctx);
     return err;
 }
 
@@ -2821,6 +2914,43 @@ static int is_admin_device(struct msv_client *c, const uint8_t gid[16], const st
     return admin;
 }
 
+/*
+ * Whether device is an admin's: by the admins the group context g names when it carries them
+ * (what every member of the epoch holds alike), else by this device's copy of the signed state.
+ */
+static int admin_by(struct msv_client *c, const uint8_t gid[16], const struct client_group_ctx *g,
+                    const struct dir *dir, uint64_t device)
+{
+    const struct dir_device *d;
+
+    if (!g->present)
+        return is_admin_device(c, gid, dir, device);
+    d = dir_find(dir, device);
+    return d != NULL && client_group_ctx_admin(g, d->handle);
+}
+
+/*
+ * Why the group context a commit set (m's now, before's until then) is refused, or NULL: it must
+ * parse, keep the extension once carried, and take neither the signed state nor the invite link
+ * back to an earlier version.
+ */
+static const char *context_refused(const struct msv_mls_member *m,
+                                   const struct client_group_ctx *before)
+{
+    struct client_group_ctx after;
+    const char *why = NULL;
+
+    if (client_group_ctx_parse(m->ext, m->ext_len, &after) != MSV_OK)
+        return "its group context does not parse";
+    if (before->present && !after.present)
+        why = "it drops the group context's admins and invite link";
+    else if (before->present &&
+             (after.state_epoch < before->state_epoch || after.link_version < before->link_version))
+        why = "it takes the group context's admins or invite link back to an earlier version";
+    client_group_ctx_clear(&after);
+    return why;
+}
+
 /* A commit of another member: applied, and kept only if every leaf then checks. */
 static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
                            uint64_t epoch, const uint8_t *msg, size_t len, uint64_t sender,
@@ -2830,10 +2960,13 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
     struct dir dir = {0};
     uint8_t *roster = NULL;
     struct leaf_was *was = NULL;
+    struct client_group_ctx before = {0};
     uint32_t n_was = 0;
     uint64_t by = sender;
-    size_t roster_len = 0;
-    int changed = 0, refused = 0;
+    uint8_t *ext_before = NULL;
+    size_t roster_len = 0, ext_before_len = 0;
+    int changed = 0, refused = 0, ext_changed = 0;
+    const char *ctx_why = NULL;
     char why[300] = "", key[KEY_MAX];
     msv_err err = mls_lock(c);
 
@@ -2854,6 +2987,16 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
     }
     if (err == MSV_OK)
         err = leaves_before(m, &was, &n_was);
+    /* the context until this commit: whose admins decide who may make it (a malformed one,
+     * which no member's commit sets, counts as none) */
+    if (err == MSV_OK && (ext_before = malloc(m->ext_len + 1)) == NULL)
+        err = MSV_ERR_NOMEM;
+    if (err == MSV_OK) {
+        memcpy(ext_before, m->ext, m->ext_len);
+        ext_before_len = m->ext_len;
+        if (client_group_ctx_parse(m->ext, m->ext_len, &before) != MSV_OK)
+            memset(&before, 0, sizeof(before));
+    }
     if (err == MSV_OK && msv_mls_member_commit(m, NULL, NULL, 0, msg, len) != MSV_OK) {
         uint64_t admin_device = 0;
 
@@ -2862,7 +3005,7 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
         if (m->removed_us && m->committer < m->tree.n_leaves &&
             leaf_device(m, m->committer, &admin_device) &&
             (err = dir_load(c, gid, &dir)) == MSV_OK &&
-            is_admin_device(c, gid, &dir, admin_device)) {
+            admin_by(c, gid, &before, &dir, admin_device)) {
             snprintf(in->notice, sizeof(in->notice),
                      "an admin's device (%llu) removed this device's leaf from the group's MLS "
                      "group: its later messages cannot be read here unless a Welcome adds this "
@@ -2888,16 +3031,29 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
         refused = 1;
         goto out;
     }
-    /* adding and removing devices is for the group's admins (its signed state); any other
-     * member only adds devices of its own account */
+    if (err == MSV_OK) {
+        ext_changed = m->ext_len != ext_before_len || memcmp(m->ext, ext_before, m->ext_len) != 0;
+        ctx_why = ext_changed ? context_refused(m, &before) : NULL;
+    }
+    if (err == MSV_OK && ctx_why != NULL) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a commit of an MLS group (from device %llu) was refused, nothing changed: %s",
+                 (unsigned long long)sender, ctx_why);
+        refused = 1;
+        goto out;
+    }
+    /* adding and removing devices and changing the group context are for the group's admins
+     * (the context's until this commit, else the signed state's); any other member only adds
+     * devices of its own account */
     if (err == MSV_OK && (committer(m, was, n_was, &by, &changed) != MSV_OK ||
-                          (changed && !is_admin_device(c, gid, &dir, by) &&
-                           !own_adds_only(m, was, n_was, &dir, by)))) {
+                          ((changed || ext_changed) && !admin_by(c, gid, &before, &dir, by) &&
+                           (ext_changed || !own_adds_only(m, was, n_was, &dir, by))))) {
         snprintf(in->notice, sizeof(in->notice),
                  "a commit of an MLS group (from device %llu) was refused, nothing changed: it "
-                 "adds or removes devices, and its committer is no admin of the group nor adds "
-                 "only its own account's",
-                 (unsigned long long)by);
+                 "%s, and its committer is no admin of the group nor adds only its own "
+                 "account's",
+                 (unsigned long long)by,
+                 ext_changed ? "changes the group context" : "adds or removes devices");
         refused = 1;
         goto out;
     }
@@ -2913,6 +3069,8 @@ out:
     dir_free(&dir);
     free(roster);
     free(was);
+    free(ext_before);
+    client_group_ctx_clear(&before);
     return err;
 }
 

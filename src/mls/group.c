@@ -545,6 +545,12 @@ static msv_err check_proposals(const struct msv_mls_member *p, const struct comm
                 *why = "removes an empty leaf";
                 return MSV_ERR_INVALID;
             }
+        } else if (e->type == 7) {
+            const uint8_t *ext;
+            size_t ext_len;
+
+            if (msv_mls_get_vec(&r, &ext, &ext_len) != MSV_OK || !msv_mls_reader_is_done(&r))
+                return MSV_ERR_PARSE;
         } else {
             *why = "proposal type not supported in our commits";
             return MSV_ERR_INVALID;
@@ -562,6 +568,11 @@ static msv_err put_proposals(const struct msv_mls_commit_spec *spec,
 
     msv_buf_init(&w, MSV_MLS_MESSAGE_MAX);
     mark = msv_mls_vec_begin(&w);
+    if (spec->set_extensions) {
+        (void)msv_buf_put_u8(&w, 1);
+        (void)msv_buf_put_u16be(&w, 7);
+        msv_mls_put_vec(&w, spec->extensions, spec->extensions_len);
+    }
     for (size_t i = 0; i < spec->n_proposals; i++) {
         (void)msv_buf_put_u8(&w, 2);
         msv_mls_put_vec(&w, received[i].ref, MSV_MLS_NH);
@@ -809,7 +820,8 @@ static msv_err check_spec(const struct msv_mls_member *m, const struct msv_mls_c
         *why = "no signature key to send with";
         return MSV_ERR_INVALID;
     }
-    if (spec->n_proposals + spec->n_adds + spec->n_removes > PROPOSALS_MAX) {
+    if (spec->n_proposals + spec->n_adds + spec->n_removes + (spec->set_extensions != 0) >
+        PROPOSALS_MAX) {
         *why = "too many proposals";
         return MSV_ERR_TOO_BIG;
     }
@@ -861,7 +873,8 @@ static msv_err build_commit(struct msv_mls_member *m, struct msv_mls_member *p,
     }
     if (err == MSV_OK && (err = msv_mls_member_apply_proposals(p, cs)) == MSV_ERR_INVALID)
         *why = "the proposals do not apply (a KeyPackage given twice or with keys a member "
-               "has, a leaf removed twice, or a proposal not allowed here)";
+               "has, a leaf removed twice, a proposal not allowed here, or group context "
+               "extensions a leaf does not support)";
     /* without a path the commit secret stays zero (pm was cleared) and the Welcome gives none */
     if (err == MSV_OK && !spec->no_path)
         err = make_path(p, cs, pm, &path, &path_len);

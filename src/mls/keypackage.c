@@ -13,9 +13,10 @@
  *   Lifetime = not_before (u64) || not_after (u64), seconds since the epoch
  *
  * We make KeyPackages with a basic credential holding the device's identity,
- * capabilities of version 1, suites 1 and 3 and the basic credential, and no
- * extensions. Validation refuses with MSV_ERR_AUTH (a signature) or
- * MSV_ERR_INVALID (anything else) and names the reason.
+ * capabilities of version 1, suites 1 and 3, the basic credential and the
+ * GroupContext extension MSV_MLS_EXT_GROUP, and no extensions of their own.
+ * Validation refuses with MSV_ERR_AUTH (a signature) or MSV_ERR_INVALID
+ * (anything else) and names the reason.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +91,13 @@ static int extensions_listed(const struct leaf_fields *f)
             return 0;
     }
     return 1;
+}
+
+int msv_mls_leaf_lists_extension(const struct msv_mls_leaf *leaf, uint16_t type)
+{
+    struct leaf_fields f;
+
+    return read_fields(leaf, &f) == MSV_OK && list_has(f.extensions, type) == 1;
 }
 
 static msv_err refuse(msv_err err, const char *reason, const char **why)
@@ -203,11 +211,12 @@ msv_err msv_mls_key_package_check(enum msv_mls_suite suite, const uint8_t *msg, 
     return msv_mls_key_package_body_check(suite, msg + 4, len - 4, now, leaf, why);
 }
 
-/* Capabilities: MLS 1.0, suites 1 and 3, no extensions or proposals beyond the defaults, the
- * basic credential. */
+/* Capabilities: MLS 1.0, suites 1 and 3, the extension MSV_MLS_EXT_GROUP beyond the defaults,
+ * no proposals beyond them, the basic credential. */
 static void put_capabilities(struct msv_buf *w)
 {
-    static const uint8_t caps[] = {2, 0, 1, 4, 0, 1, 0, 3, 0, 0, 2, 0, 1};
+    static const uint8_t caps[] = {
+        2, 0, 1, 4, 0, 1, 0, 3, 2, MSV_MLS_EXT_GROUP >> 8, MSV_MLS_EXT_GROUP & 0xff, 0, 2, 0, 1};
 
     (void)msv_buf_put(w, caps, sizeof(caps));
 }

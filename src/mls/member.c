@@ -699,11 +699,47 @@ static msv_err add_psk(const struct msv_mls_member *m, const struct proposal *p,
     return MSV_OK;
 }
 
+/*
+ * The GroupContext's extensions once a GroupContextExtensions proposal set them: each type once,
+ * and each beyond the defaults (1 to 5, 17.3) listed in the capabilities of every leaf of the
+ * tree the commit's proposals made (7.2, 12.1.7).
+ */
+static msv_err extensions_supported(const struct msv_mls_member *m)
+{
+    struct msv_reader r;
+    uint16_t seen[64];
+    size_t n = 0;
+
+    msv_reader_init(&r, m->ext, m->ext_len);
+    while (!msv_mls_reader_is_done(&r)) {
+        uint16_t type;
+        const uint8_t *data;
+        size_t len;
+
+        if (msv_reader_u16be(&r, &type) != MSV_OK || msv_mls_get_vec(&r, &data, &len) != MSV_OK)
+            return MSV_ERR_PARSE;
+        for (size_t i = 0; i < n; i++)
+            if (seen[i] == type)
+                return MSV_ERR_INVALID;
+        if (n == sizeof(seen) / sizeof(seen[0]))
+            return MSV_ERR_TOO_BIG;
+        seen[n++] = type;
+        if (type >= 1 && type <= 5)
+            continue;
+        for (uint32_t i = 0; i < m->tree.n_leaves; i++)
+            if (m->tree.nodes[2 * i].type == 1 &&
+                !msv_mls_leaf_lists_extension(&m->tree.nodes[2 * i].leaf, type))
+                return MSV_ERR_INVALID;
+    }
+    return MSV_OK;
+}
+
 /* 12.4.2: group context extensions, then updates, removes, adds; PSKs collected. */
 msv_err msv_mls_member_apply_proposals(struct msv_mls_member *m, struct commit_state *cs)
 {
     static const uint16_t order[] = {7, 2, 3, 1, 4};
     msv_err err = MSV_OK;
+    int gce = 0;
 
     m->has_tree_hash = 0; /* the tree is about to change */
     for (size_t i = 0; i < cs->n && err == MSV_OK; i++) {
@@ -728,7 +764,9 @@ msv_err msv_mls_member_apply_proposals(struct msv_mls_member *m, struct commit_s
 
             if (p->type != order[o])
                 continue;
-            if (p->type == 7)
+            if (p->type == 7 && gce++ > 0)
+                err = MSV_ERR_INVALID; /* one per commit (12.2) */
+            else if (p->type == 7)
                 err = apply_gce(m, p);
             else if (p->type == 4)
                 err = add_psk(m, p, cs);
@@ -736,7 +774,7 @@ msv_err msv_mls_member_apply_proposals(struct msv_mls_member *m, struct commit_s
                 err = apply_one(m, p, cs);
         }
     }
-    return err;
+    return err == MSV_OK && gce ? extensions_supported(m) : err;
 }
 
 /* The UpdatePath: merged, then opened with the provisional GroupContext; the commit secret. */

@@ -199,6 +199,14 @@ struct msv_mls_commit_spec {
     const uint8_t *const *proposals; /* received proposals (PublicMessages), by reference */
     const size_t *proposal_lens;
     size_t n_proposals;
+    /*
+     * set_extensions: a GroupContextExtensions proposal by value, the next epoch's extensions
+     * (an encoded Extension list without its length); each type beyond the defaults must be in
+     * the capabilities of every leaf the commit leaves
+     */
+    const uint8_t *extensions;
+    size_t extensions_len;
+    int set_extensions;
     uint64_t now;        /* seconds, for the KeyPackages' lifetimes */
     int private_message; /* 1: the commit goes as a PrivateMessage (6.3), else a PublicMessage */
     /*
@@ -220,7 +228,8 @@ struct msv_mls_commit_spec {
  * msv_mls_member_commit_merge() (once the delivery service took the commit) or
  * msv_mls_member_commit_discard(). A KeyPackage that does not validate, a removal of ourselves or
  * of an empty leaf, a proposal type other than add, update and remove and an update of our own are
- * refused (MSV_ERR_INVALID, or MSV_ERR_AUTH for a signature), *why naming the reason; nothing
+ * refused, as are extensions a leaf does not support
+ * (MSV_ERR_INVALID, or MSV_ERR_AUTH for a signature), *why naming the reason; nothing
  * changes then. Callers free *commit and *welcome with free().
  */
 MSV_MUST_CHECK msv_err msv_mls_member_commit_make(struct msv_mls_member *m,

@@ -643,6 +643,13 @@ MSV_MUST_CHECK msv_err msv_mls_group_info_check(enum msv_mls_suite suite, const 
 /* ---- KeyPackages and LeafNodes, made and validated (RFC 9420 7.2, 7.3, 10, 10.1; keypackage.c)
  * ---- */
 
+/*
+ * The GroupContext extension of a private-use type (RFC 9420 17.3) that a Missive group carries:
+ * what its admins signed of it (docs/crypto.md, "The group context"). Our leaves list it in
+ * their capabilities, as a GroupContext extension beyond the defaults must be (7.2, 12.1.7).
+ */
+#define MSV_MLS_EXT_GROUP 0xF0A1u
+
 /* A LeafNode to make: a basic credential holding identity, our capabilities, no extensions. */
 struct msv_mls_leaf_spec {
     const uint8_t *sig_seed;       /* the Ed25519 seed that signs; its public key goes in */
@@ -674,6 +681,8 @@ MSV_MUST_CHECK msv_err msv_mls_leaf_make(const struct msv_mls_leaf_spec *spec, u
 MSV_MUST_CHECK msv_err msv_mls_leaf_check(enum msv_mls_suite suite, const struct msv_mls_leaf *leaf,
                                           const uint8_t *group_id, size_t group_id_len,
                                           uint32_t index, uint64_t now, const char **why);
+/* Whether a LeafNode's capabilities list the extension type (0 if it does not parse). */
+int msv_mls_leaf_lists_extension(const struct msv_mls_leaf *leaf, uint16_t type);
 /*
  * The longest lifetime (not_after - not_before) a KeyPackage may have (RFC 9420
  * 7.2: an application's maximum): 84 days and an hour, in seconds.
