@@ -126,7 +126,7 @@ static const struct {
      "groups [list | create NAME MEMBER... | add GROUP MEMBER... | remove GROUP "
      "MEMBER... | rename GROUP NEW_NAME | promote GROUP MEMBER | demote GROUP MEMBER | "
      "leave GROUP | accept ID | invite GROUP [--approval on|off] [--reset | --off] | "
-     "join URI | requests GROUP | approve GROUP HANDLE | deny GROUP HANDLE]",
+     "join URI | requests GROUP | approve GROUP HANDLE | deny GROUP HANDLE | code GROUP]",
      "Group conversations. Members are handles or contact names; every change is sent to "
      "the members' devices, removed members included. A GROUP is its name or its id "
      "(group:HEX, as listed); no two of your groups share a name. A group someone else "
@@ -137,6 +137,9 @@ static const struct {
      "not sign. An admin's invite link lets whoever holds it ask to join (join URI): an "
      "admin's device adds them, or, with --approval on, keeps the request until an admin "
      "approves or denies it; --reset makes old links stop working, --off turns links off. "
+     "code GROUP prints, for a group on MLS, its epoch and a code of 30 digits that every "
+     "member at that epoch sees alike: compare it with the others (the same epoch and a "
+     "different code means the server split the group). "
      "A group holds up to 1,024 people; one command names up to 256."},
     {"send",
      "send TO... [--text TEXT] [--file PATH]... [--reply-to MESSAGE_ID] [--from HANDLE]\n"
@@ -1593,6 +1596,36 @@ static int cmd_group_invites(const struct cli *o, struct msv_client *c, const ch
     return 0;
 }
 
+/* groups code GROUP: the MLS group's epoch and code, to compare with the other members. */
+static int cmd_group_code(const struct cli *o, struct msv_client *c)
+{
+    struct msv_group_rec g = {0};
+    char code[MSV_GROUP_CODE_LEN + 1];
+    uint32_t generation = 0;
+    uint64_t epoch = 0;
+    msv_err err = msv_client_group_find(c, o->argv[1], &g);
+
+    explain_group(o->argv[1], err);
+    if (err == MSV_OK && (err = msv_client_group_code(c, g.group_id, &generation, &epoch, code)) ==
+                             MSV_ERR_NOT_FOUND)
+        fprintf(cli_err,
+                "missive: %s is not on MLS on this device: it has no group state to compare "
+                "(compare each member's safety number: missive verify HANDLE)\n",
+                o->argv[1]);
+    msv_group_clear(&g);
+    if (err != MSV_OK)
+        return fail(c, "reading the group's code", err);
+    if (o->json)
+        emit_json(json_pack("{s:s, s:I, s:I, s:s}", "group", o->argv[1], "generation",
+                            (json_int_t)generation, "epoch", (json_int_t)epoch, "code", code));
+    else
+        fprintf(cli_out,
+                "%s\n(generation %u, epoch %llu: a member at the same epoch and generation sees "
+                "the same code; a different one means you do not hold the same group)\n",
+                code, (unsigned)generation, (unsigned long long)epoch);
+    return 0;
+}
+
 /* The people one groups command names: as many as one change adds or removes. */
 #define GROUP_ARGS_MAX MSV_GROUP_DELTA_MAX
 
@@ -1644,6 +1677,8 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
     }
     if (is_invite_verb(verb))
         return cmd_group_invites(o, c, verb);
+    if (strcmp(verb, "code") == 0 && o->argc == 2)
+        return cmd_group_code(o, c);
     if (strcmp(verb, "leave") == 0 && o->argc == 2) {
         err = msv_client_group_leave(c, o->argv[1]);
         explain_group(o->argv[1], err);

@@ -180,6 +180,26 @@ static void patched_commit_with(struct msv_client *c, const uint8_t gid[16], uin
                                 const uint8_t *kp, size_t kp_len, uint64_t add, const uint8_t *ext,
                                 size_t ext_len);
 
+/* The MLS member c's stored state of group gid holds (free it with msv_mls_member_free()). */
+static struct msv_mls_member *stored_member(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[64], hex[33];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    const char *why = NULL;
+    struct msv_mls_member *m = NULL;
+
+    assert_int_equal(msv_hex_encode(gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, sizeof(key), "mls-group:%s", hex);
+    assert_int_equal(msv_client_db_get(c->db, key, &v, &len), MSV_OK);
+    assert_true(len >= 4 && msv_get_u32be(v) <= len - 4);
+    assert_int_equal(msv_mls_member_load(v + 4 + msv_get_u32be(v), len - 4 - msv_get_u32be(v), NULL,
+                                         0, &m, &why),
+                     MSV_OK);
+    msv_secret_free(v, len);
+    return m;
+}
+
 static void patched_commit(struct msv_client *c, const uint8_t gid[16], uint64_t remove,
                            const uint8_t *kp, size_t kp_len, uint64_t add)
 {
@@ -191,21 +211,13 @@ static void patched_commit_with(struct msv_client *c, const uint8_t gid[16], uin
                                 const uint8_t *kp, size_t kp_len, uint64_t add, const uint8_t *ext,
                                 size_t ext_len)
 {
-    char key[64], hex[33];
-    uint8_t *v = NULL, *commit = NULL, *welcome = NULL;
-    size_t len = 0, commit_len = 0, welcome_len = 0;
+    uint8_t *commit = NULL, *welcome = NULL;
+    size_t commit_len = 0, welcome_len = 0;
     uint32_t leaf = UINT32_MAX;
     uint64_t epoch = 0;
     const char *why = NULL;
-    struct msv_mls_member *m = NULL;
+    struct msv_mls_member *m = stored_member(c, gid);
 
-    assert_int_equal(msv_hex_encode(gid, 16, hex, sizeof(hex)), MSV_OK);
-    snprintf(key, sizeof(key), "mls-group:%s", hex);
-    assert_int_equal(msv_client_db_get(c->db, key, &v, &len), MSV_OK);
-    assert_true(len >= 4 && msv_get_u32be(v) <= len - 4);
-    assert_int_equal(msv_mls_member_load(v + 4 + msv_get_u32be(v), len - 4 - msv_get_u32be(v), NULL,
-                                         0, &m, &why),
-                     MSV_OK);
     for (uint32_t i = 0; remove != 0 && i < m->tree.n_leaves; i++) {
         const struct msv_mls_node *x = &m->tree.nodes[2 * i];
         const uint8_t *identity;
@@ -250,7 +262,6 @@ static void patched_commit_with(struct msv_client *c, const uint8_t gid[16], uin
     msv_mls_member_free(m);
     free(commit);
     free(welcome);
-    msv_secret_free(v, len);
 }
 
 struct club {
@@ -3252,6 +3263,78 @@ static void test_context_link_over_a_withheld_change(void **state)
     club_free(&k);
 }
 
+/* c's code of the club, its generation 0 checked, its epoch in *epoch. */
+static void club_code(const struct club *k, struct msv_client *c, uint64_t *epoch,
+                      char code[MSV_GROUP_CODE_LEN + 1])
+{
+    uint32_t generation = 1;
+
+    assert_int_equal(msv_client_group_code(c, k->gid, &generation, epoch, code), MSV_OK);
+    assert_int_equal(generation, 0);
+    assert_int_equal(strlen(code), MSV_GROUP_CODE_LEN);
+}
+
+/* A commit of c's stored state (an update of its leaf), made and not sent nor merged. */
+static void unsent_update(struct msv_client *c, const uint8_t gid[16], uint8_t **commit,
+                          size_t *len, uint64_t *epoch)
+{
+    struct msv_mls_member *m = stored_member(c, gid);
+    struct msv_mls_commit_spec spec = {.now = (uint64_t)(msv_wall_ms() / 1000)};
+    uint8_t *welcome = NULL;
+    size_t welcome_len = 0;
+    const char *why = NULL;
+
+    assert_int_equal(
+        msv_mls_member_commit_make(m, &spec, commit, len, &welcome, &welcome_len, &why), MSV_OK);
+    assert_null(welcome);
+    *epoch = m->epoch;
+    msv_mls_member_free(m);
+}
+
+/*
+ * Every member sees one code at an epoch. A server that forks the group leaves bob and carol at
+ * the same epoch with different codes, which is what comparing shows them: it told alice's
+ * device that its commit came too late, so her client made another of the same epoch, and gave
+ * one to bob and the other to carol (here both made at once). A group not on MLS has none.
+ */
+static void test_group_code_shows_a_fork(void **state)
+{
+    struct club k;
+    char a[MSV_GROUP_CODE_LEN + 1], b[MSV_GROUP_CODE_LEN + 1], c[MSV_GROUP_CODE_LEN + 1],
+        notice[400];
+    uint8_t *x = NULL, *y = NULL, other[16];
+    size_t x_len = 0, y_len = 0;
+    uint64_t ea = 0, eb = 0, ec = 0, epoch = 0;
+    uint32_t generation = 0;
+
+    (void)state;
+    club_on_mls(&k);
+    club_code(&k, k.alice, &ea, a);
+    club_code(&k, k.bob, &eb, b);
+    club_code(&k, k.carol, &ec, c);
+    assert_true(ea == eb && eb == ec);
+    assert_string_equal(a, b);
+    assert_string_equal(b, c);
+
+    unsent_update(k.alice, k.gid, &x, &x_len, &epoch);
+    unsent_update(k.alice, k.gid, &y, &y_len, &epoch);
+    assert_int_equal(epoch, ea);
+    take_crafted(k.bob, k.gid, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, epoch, x, x_len, notice);
+    take_crafted(k.carol, k.gid, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, epoch, y, y_len, notice);
+    club_code(&k, k.bob, &eb, b);
+    club_code(&k, k.carol, &ec, c);
+    assert_int_equal(eb, ea + 1);
+    assert_int_equal(ec, ea + 1);
+    assert_string_not_equal(b, c); /* the fork, shown */
+    assert_string_not_equal(b, a);
+    free(x);
+    free(y);
+    memset(other, 0, sizeof(other));
+    assert_int_equal(msv_client_group_code(k.alice, other, &generation, &epoch, c),
+                     MSV_ERR_NOT_FOUND);
+    club_free(&k);
+}
+
 int main(void)
 {
     struct CMUnitTest tests[] = {
@@ -3307,6 +3390,7 @@ int main(void)
         cmocka_unit_test(test_context_admins_over_a_withheld_change),
         cmocka_unit_test(test_context_changed_by_no_admin_refused),
         cmocka_unit_test(test_context_link_over_a_withheld_change),
+        cmocka_unit_test(test_group_code_shows_a_fork),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

@@ -410,6 +410,18 @@ MSV_MUST_CHECK msv_err msv_client_group_admins(struct msv_client *c, const uint8
 /* Whether this device reads and writes the group on MLS (else per-device copies). */
 int msv_client_group_on_mls(struct msv_client *c, const uint8_t group_id[16]);
 /*
+ * What members of a group on MLS compare out of band to know they hold one group state (a
+ * server that forks the group, giving members different commits of one epoch, shows them
+ * different codes; docs/crypto.md, "The group's code"): the MLS group's generation and epoch
+ * this device holds, and 30 digits in six groups of five made from the epoch authenticator
+ * (RFC 9420 8.7), which every member at that epoch shares and nobody else can work out.
+ * MSV_ERR_NOT_FOUND for a group not on MLS on this device.
+ */
+#define MSV_GROUP_CODE_LEN 35 /* its characters, the NUL aside */
+MSV_MUST_CHECK msv_err msv_client_group_code(struct msv_client *c, const uint8_t group_id[16],
+                                             uint32_t *generation, uint64_t *epoch,
+                                             char code[MSV_GROUP_CODE_LEN + 1]);
+/*
  * Sends text (and files) as an answer to message reply_to, in the
  * conversation that message is in (its group, or the other person);
  * conversation, if not NULL, must be that one. MSV_ERR_NOT_FOUND if this

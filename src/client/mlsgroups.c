@@ -423,6 +423,44 @@ static msv_err state_load(struct msv_client *c, const uint8_t gid[16], struct ms
     return err;
 }
 
+#define CODE_MAGIC "MSV-group-code-v1"
+
+msv_err msv_client_group_code(struct msv_client *c, const uint8_t group_id[16],
+                              uint32_t *generation, uint64_t *epoch,
+                              char code[MSV_GROUP_CODE_LEN + 1])
+{
+    struct msv_mls_member *m = NULL;
+    crypto_hash_sha256_state h;
+    uint8_t *roster = NULL, e[8], digest[32];
+    size_t roster_len = 0, at = 0;
+    msv_err err = state_load(c, group_id, &m, &roster, &roster_len);
+
+    if (err != MSV_OK)
+        return err;
+    *generation = generation_of(m);
+    *epoch = m->epoch;
+    msv_put_u64be(e, m->epoch);
+    crypto_hash_sha256_init(&h);
+    crypto_hash_sha256_update(&h, (const uint8_t *)CODE_MAGIC, strlen(CODE_MAGIC));
+    crypto_hash_sha256_update(&h, m->group_id, m->group_id_len);
+    crypto_hash_sha256_update(&h, e, sizeof(e));
+    crypto_hash_sha256_update(&h, m->s.epoch_authenticator, MSV_MLS_NH);
+    crypto_hash_sha256_final(&h, digest);
+    /* each group of five digits from five bytes (2^40 mod 10^5: a bias of under 10^-7) */
+    for (size_t i = 0; i < 6; i++) {
+        uint64_t v = 0;
+
+        for (size_t j = 0; j < 5; j++)
+            v = v << 8 | digest[5 * i + j];
+        at += (size_t)snprintf(code + at, MSV_GROUP_CODE_LEN + 1 - at, "%s%05u", i ? " " : "",
+                               (unsigned)(v % 100000));
+    }
+    sodium_memzero(digest, sizeof(digest));
+    msv_mls_member_free(m);
+    free(roster);
+    return MSV_OK;
+}
+
 msv_err client_mls_group_ctx(struct msv_client *c, const uint8_t gid[16],
                              struct client_group_ctx *g)
 {
