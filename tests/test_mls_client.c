@@ -387,7 +387,7 @@ static void test_replaced_in_time_and_after_restore(void **state)
     assert_int_equal(device_rows(&s, alice->device_id, ">", first), 0);
     /* due (the time it was to be replaced by has come): all new, the old unclaimed dropped */
     msv_put_u64be(when, now_s() - 1);
-    assert_int_equal(msv_client_db_set(alice->db, "mls-kp-renew-by", when, sizeof(when)), MSV_OK);
+    assert_int_equal(msv_client_db_set(alice->db, "mls-kp-renew-by-2", when, sizeof(when)), MSV_OK);
     reconnect(alice);
     assert_int_equal(held(alice).left, MSV_MLSKEYS_TARGET);
     assert_int_equal(device_rows(&s, alice->device_id, "<=", first), 0);
@@ -400,6 +400,40 @@ static void test_replaced_in_time_and_after_restore(void **state)
     claim_held_privately(bob, alice, 0);
     /* and the last-resort one is new too (bob's second claim within the interval gets it) */
     claim_held_privately(bob, alice, 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A device of the version before the group context (its KeyPackages' capabilities lack the
+ * extension) held only the setting's earlier name, "mls-kp-renew-by": it replaces all of its
+ * KeyPackages at its next publish, and forgets that name.
+ */
+static void test_replaced_after_upgrade(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    long long first;
+    uint8_t when[8], *v = NULL;
+    size_t len = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = test_client_for(&s, "alice", "alice@example.org");
+    bob = test_client_for(&s, "bob", "bob@example.org"); /* row ids past alice's stay in use */
+    first = device_rows(&s, alice->device_id, NULL, 0);
+    msv_put_u64be(when, now_s() + 30 * 86400);
+    assert_int_equal(msv_client_db_set(alice->db, "mls-kp-renew-by", when, sizeof(when)), MSV_OK);
+    assert_int_equal(msv_client_db_unset(alice->db, "mls-kp-renew-by-2"), MSV_OK);
+    reconnect(alice);
+    assert_int_equal(held(alice).left, MSV_MLSKEYS_TARGET);
+    assert_int_equal(device_rows(&s, alice->device_id, "<=", first), 0);
+    assert_int_equal(msv_client_db_get(alice->db, "mls-kp-renew-by", &v, &len), MSV_ERR_NOT_FOUND);
+    free(v);
+    assert_int_equal(msv_client_db_get(alice->db, "mls-kp-renew-by-2", &v, &len), MSV_OK);
+    free(v);
     msv_client_close(alice);
     msv_client_close(bob);
     test_server_cleanup(&s);
@@ -475,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_made_up_refused),
         cmocka_unit_test(test_topped_up_and_bounded),
         cmocka_unit_test(test_replaced_in_time_and_after_restore),
+        cmocka_unit_test(test_replaced_after_upgrade),
         cmocka_unit_test(test_last_resort_bounded),
         cmocka_unit_test(test_backup_strips),
     };

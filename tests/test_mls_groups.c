@@ -2528,9 +2528,11 @@ static void test_linked_device_asks_to_join(void **state)
 
 /*
  * carol, an admin demoted whose client still takes itself for one (its state from before the
- * demotion), replaces bob's leaf when his lost state asks for it: alice refuses her commit (no
- * admin's, and not only adds of her own account's devices) and bob her Welcome; alice, an
- * admin, founds the group again with bob in it, and he writes on MLS again.
+ * demotion, given a later epoch than the group context names, as a patched client would: an
+ * honest one holding an older state goes by the context, which names her no admin), replaces
+ * bob's leaf when his lost state asks for it: alice refuses her commit (no admin's, and not only
+ * adds of her own account's devices) and bob her Welcome; alice, an admin, founds the group
+ * again with bob in it, and he writes on MLS again.
  */
 static void test_replacement_by_no_admin_refused(void **state)
 {
@@ -2544,6 +2546,9 @@ static void test_replacement_by_no_admin_refused(void **state)
     assert_int_equal(msv_client_group_admin(k.alice, "club", "carol@example.org", 0), MSV_OK);
     receive_now(k.carol);
     receive_now(k.bob);
+    /* the epoch after "MSV-group-state-v1" and the group id */
+    assert_true(promoted_len > 18 + 16 + 8);
+    msv_put_u64be(promoted + 18 + 16, msv_get_u64be(promoted + 18 + 16) + 8);
     assert_int_equal(msv_client_db_set(k.carol->db, key, promoted, promoted_len), MSV_OK);
     free(promoted);
 
@@ -3263,6 +3268,27 @@ static void test_context_link_over_a_withheld_change(void **state)
     club_free(&k);
 }
 
+/* Whether the tree of c's stored state of group gid has a leaf of device. */
+static int tree_holds(struct msv_client *c, const uint8_t gid[16], uint64_t device)
+{
+    struct msv_mls_member *m = stored_member(c, gid);
+    int found = 0;
+
+    for (uint32_t i = 0; i < m->tree.n_leaves && !found; i++) {
+        const struct msv_mls_node *x = &m->tree.nodes[2 * i];
+        const uint8_t *identity;
+        size_t identity_len;
+        uint64_t d = 0;
+
+        found = x->type == 1 &&
+                msv_mlskeys_leaf_credential(x->leaf.raw, x->leaf.raw_len, &identity, &identity_len,
+                                            &d) == MSV_OK &&
+                d == device;
+    }
+    msv_mls_member_free(m);
+    return found;
+}
+
 /* c's code of the club, its generation 0 checked, its epoch in *epoch. */
 static void club_code(const struct club *k, struct msv_client *c, uint64_t *epoch,
                       char code[MSV_GROUP_CODE_LEN + 1])
@@ -3335,6 +3361,103 @@ static void test_group_code_shows_a_fork(void **state)
     club_free(&k);
 }
 
+/*
+ * alice, the group's only admin, leaves: her change hands the group to bob and commits nothing
+ * (she is gone). bob's device removes her leaf at its receive, its commit carrying him as the
+ * admin; carol, whose copy of the signed state is newer than the group context (which names
+ * alice until then), takes it by that copy, and reads on (by the context alone, every member
+ * refused it).
+ */
+static void test_last_admin_leaving_hands_over(void **state)
+{
+    struct club k;
+    struct client_group_ctx g;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    assert_int_equal(msv_client_group_leave(k.alice, k.conversation), MSV_OK);
+    receive_now(k.carol);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_int_equal(history_count(k.carol, k.conversation, "was refused"), 0);
+    club_context(&k, k.carol, &g);
+    assert_string_equal(g.admins, "bob@example.org\n");
+    client_group_ctx_clear(&g);
+    assert_false(tree_holds(k.carol, k.gid, k.alice->device_id));
+    assert_int_equal(msv_client_group_send(k.bob, "club", "still here", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(receive_now(k.carol), 1);
+    assert_sent_by(k.carol, k.conversation, "still here", "bob@example.org", k.bob->device_id);
+    club_free(&k);
+}
+
+/* A KeyPackage of c's device, bound to it, whose leaf cannot carry the group context (as the
+ * device made them before the context existed). */
+static void plain_key_package(struct msv_client *c, uint8_t **kp, size_t *len)
+{
+    uint8_t seed[32], identity[MSV_MLSKEYS_IDENTITY_MAX], init_sk[32], leaf_sk[32];
+    size_t identity_len = 0;
+    uint64_t now = (uint64_t)(msv_wall_ms() / 1000);
+
+    assert_int_equal(msv_mlskeys_credential_make(c, seed, identity, &identity_len), MSV_OK);
+    assert_int_equal(msv_mls_key_package_make_plain(MSV_MLS_SUITE_X25519_AES128GCM, seed, identity,
+                                                    identity_len, now - 3600, now + 86400, init_sk,
+                                                    leaf_sk, kp, len),
+                     MSV_OK);
+}
+
+/*
+ * A member could freeze the group context (every admin's commit changing it refused for a leaf
+ * that cannot carry it) by adding a device whose leaf cannot: carol's patched client adds her
+ * newly linked laptop from such a KeyPackage, and alice and bob refuse the commit (an add of
+ * her own device, which they would have taken before); alice's next change still carries the
+ * context. carol's own client leaves such a KeyPackage out, told.
+ */
+static void test_leaf_without_context_refused(void **state)
+{
+    struct club k;
+    struct msv_client *laptop;
+    struct client_group_ctx g;
+    uint8_t *kp = NULL;
+    size_t kp_len = 0;
+
+    (void)state;
+    club_on_mls(&k);
+    laptop = link_waiting(&k.s, k.carol, "carol-laptop");
+    assert_int_equal(msv_client_approve_device(k.carol, laptop->device_id), MSV_OK);
+    plain_key_package(laptop, &kp, &kp_len);
+    /* the laptop's only KeyPackage at the server, claimed as a commit adding it must be */
+    assert_int_equal(msv_client_connect(laptop), MSV_OK);
+    {
+        const uint8_t *kps[1] = {kp};
+        struct msv_mls_kp_counts held = {0};
+        msv_frame *f = NULL;
+
+        assert_int_equal(msv_request_mls_key_packages(laptop->conn, kps, &kp_len, 1, NULL, 0, 1,
+                                                      5000, &held, &laptop->why),
+                         MSV_OK);
+        assert_int_equal(msv_client_connect(k.carol), MSV_OK);
+        assert_int_equal(
+            msv_request_mls_claim(k.carol->conn, "carol@example.org", 5000, &f, &k.carol->why),
+            MSV_OK);
+        msv_frame_free(f);
+    }
+    patched_commit(k.carol, k.gid, 0, kp, kp_len, laptop->device_id);
+    free(kp);
+    receive_now(k.alice);
+    receive_now(k.bob);
+    assert_int_equal(history_count(k.alice, k.conversation, "cannot carry the group context"), 1);
+    assert_int_equal(history_count(k.bob, k.conversation, "cannot carry the group context"), 1);
+    assert_false(tree_holds(k.bob, k.gid, laptop->device_id));
+    assert_int_equal(msv_client_group_admin(k.alice, "club", "bob@example.org", 1), MSV_OK);
+    receive_now(k.bob);
+    club_context(&k, k.bob, &g);
+    assert_int_equal(g.n_admins, 2);
+    client_group_ctx_clear(&g);
+    msv_client_close(laptop);
+    club_free(&k);
+}
+
 int main(void)
 {
     struct CMUnitTest tests[] = {
@@ -3391,6 +3514,8 @@ int main(void)
         cmocka_unit_test(test_context_changed_by_no_admin_refused),
         cmocka_unit_test(test_context_link_over_a_withheld_change),
         cmocka_unit_test(test_group_code_shows_a_fork),
+        cmocka_unit_test(test_last_admin_leaving_hands_over),
+        cmocka_unit_test(test_leaf_without_context_refused),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

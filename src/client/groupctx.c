@@ -98,6 +98,7 @@ static msv_err read_data(const uint8_t *data, size_t len, struct client_group_ct
     }
     msv_buf_clear(&lines);
     if (err == MSV_OK && (msv_mls_get_u64(&r, &g->link_version) != MSV_OK ||
+                          g->link_version > UINT32_MAX || /* as a link's settings (invites.c) */
                           msv_reader_u8(&r, &g->link_flags) != MSV_OK || g->link_flags > 3 ||
                           msv_reader_bytes(&r, 32, &hash) != MSV_OK || !msv_mls_reader_is_done(&r)))
         err = MSV_ERR_PARSE;
@@ -172,6 +173,13 @@ static msv_err encode(const struct client_group_ctx *g, const uint8_t *cur, size
     return msv_buf_finish(&w, ext, len);
 }
 
+/* Whether link settings a come first of two of one version (or are the same as b). */
+static int link_first(uint8_t flags_a, const uint8_t hash_a[32], uint8_t flags_b,
+                      const uint8_t hash_b[32])
+{
+    return flags_a != flags_b ? flags_a < flags_b : memcmp(hash_a, hash_b, 32) <= 0;
+}
+
 msv_err client_group_ctx_make(struct msv_client *c, const uint8_t gid[16], const uint8_t *cur,
                               size_t cur_len, uint8_t **ext, size_t *len)
 {
@@ -183,19 +191,24 @@ msv_err client_group_ctx_make(struct msv_client *c, const uint8_t gid[16], const
     if (err == MSV_OK)
         err =
             client_group_link_digest(c, gid, &want.link_version, &want.link_flags, want.link_hash);
-    /* what the group holds is newer, or of the same version and another admin's: kept, so that
-     * two admins' devices holding different copies never undo each other's commits */
+    /* what the group holds is newer, or of the same version and first by the rule all devices
+     * follow for two of one version (the lower hash; for a link, the lower flags and hash of
+     * its secret): kept, so that two admins' devices holding different copies never undo each
+     * other's commits */
     if (err == MSV_OK && held.present &&
         (held.state_epoch > want.state_epoch ||
          (held.state_epoch == want.state_epoch &&
-          memcmp(held.state_hash, want.state_hash, 32) != 0))) {
+          memcmp(held.state_hash, want.state_hash, 32) < 0))) {
         free(want.admins);
         want.admins = held.admins;
         held.admins = NULL;
         want.state_epoch = held.state_epoch;
         memcpy(want.state_hash, held.state_hash, 32);
     }
-    if (err == MSV_OK && held.present && held.link_version >= want.link_version) {
+    if (err == MSV_OK && held.present &&
+        (held.link_version > want.link_version ||
+         (held.link_version == want.link_version &&
+          link_first(held.link_flags, held.link_hash, want.link_flags, want.link_hash)))) {
         want.link_version = held.link_version;
         want.link_flags = held.link_flags;
         memcpy(want.link_hash, held.link_hash, 32);

@@ -441,7 +441,7 @@ msv_err msv_client_group_invite(struct msv_client *c, const char *which, enum ms
 static msv_err take_link(struct msv_client *c, const char *sender, const struct msv_payload *p)
 {
     struct link held, got = {.version = p->join_link_version};
-    uint8_t a[1 + MSV_JOIN_KEY_LEN], b[1 + MSV_JOIN_KEY_LEN];
+    uint8_t a[1 + 32], b[1 + 32];
     msv_err err;
 
     /* no admin's device counts that far: such a version would stop every later change */
@@ -452,10 +452,16 @@ static msv_err take_link(struct msv_client *c, const char *sender, const struct 
     if (p->has_join_link_secret)
         memcpy(got.secret, p->join_link_secret, MSV_JOIN_KEY_LEN);
     err = link_load(c, p->group_id, &held);
+    /* of two of one version, the lower flags and hash of the secret (as the group context's
+     * rule: groupctx.c), the hash of none (off) all zero */
     a[0] = got.flags;
-    memcpy(a + 1, got.secret, MSV_JOIN_KEY_LEN);
     b[0] = held.flags;
-    memcpy(b + 1, held.secret, MSV_JOIN_KEY_LEN);
+    memset(a + 1, 0, 32);
+    memset(b + 1, 0, 32);
+    if (got.flags & LINK_ON)
+        client_group_link_hash(p->group_id, got.secret, a + 1);
+    if (held.flags & LINK_ON)
+        client_group_link_hash(p->group_id, held.secret, b + 1);
     if (err == MSV_OK && (got.version > held.version ||
                           (got.version == held.version && memcmp(a, b, sizeof(a)) < 0)))
         err = link_save(c, p->group_id, &got);

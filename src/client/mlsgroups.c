@@ -706,13 +706,22 @@ static void adds_free(struct adds *a)
     memset(a, 0, sizeof(*a));
 }
 
+/* Whether a KeyPackage's leaf lists the group context's extension in its capabilities. */
+static int kp_carries_ctx(const uint8_t *kp, size_t len)
+{
+    struct msv_mls_leaf leaf;
+
+    return msv_mls_key_package_check(SUITE, kp, len, 0, &leaf, NULL) == MSV_OK &&
+           msv_mls_leaf_lists_extension(&leaf, MSV_MLS_EXT_GROUP);
+}
+
 /*
  * Claims KeyPackages of the devices of dir that want[] marks and keeps those that pass
  * msv_mlskeys_credential_check() for exactly that device; *missing counts the others, the
  * first of them described in why.
  */
 static msv_err claim_adds(struct msv_client *c, const struct dir *dir, const uint8_t *want,
-                          struct adds *a, size_t *missing, char *why, size_t why_len)
+                          int need_ctx, struct adds *a, size_t *missing, char *why, size_t why_len)
 {
     uint64_t now_s = (uint64_t)(msv_wall_ms() / 1000);
     msv_err err = MSV_OK;
@@ -748,6 +757,11 @@ static msv_err claim_adds(struct msv_client *c, const struct dir *dir, const uin
                                                  kp->key_package.data, kp->key_package.len, now_s,
                                                  &reason) != MSV_OK)
                     break;
+                if (need_ctx && !kp_carries_ctx(kp->key_package.data, kp->key_package.len)) {
+                    reason = "its KeyPackage cannot carry the group context (made before it: "
+                             "the device replaces its KeyPackages when it next connects)";
+                    break;
+                }
                 if ((a->kp[a->n] = malloc(kp->key_package.len)) == NULL) {
                     err = MSV_ERR_NOMEM;
                     break;
@@ -1261,6 +1275,103 @@ static int64_t lost_generation(struct msv_client *c, const uint8_t gid[16])
     return gen;
 }
 
+/* ---- the group context's authority (docs/crypto.md, "The group context") ---------------- */
+
+/* How far past the signed state this device holds a group context may name one: the changes
+ * that can be on their way to it (a context further on is refused: no member could check it). */
+#define CTX_AHEAD_MAX 64
+
+/*
+ * Whether the group context g decides who the admins are, rather than this device's copy of the
+ * signed state: it carries them and names a signed state no older than that copy (of the same
+ * epoch, the first by the lower hash, as devices take two changes of one epoch), or the device
+ * holds none. Of the two, the newer decides.
+ */
+static int ctx_governs(struct msv_client *c, const uint8_t gid[16],
+                       const struct client_group_ctx *g)
+{
+    uint64_t epoch = 0;
+    uint8_t hash[32];
+
+    if (!g->present)
+        return 0;
+    if (client_group_state_digest(c, gid, &epoch, hash, NULL) != MSV_OK)
+        return 1;
+    return g->state_epoch > epoch ||
+           (g->state_epoch == epoch && memcmp(g->state_hash, hash, 32) <= 0);
+}
+
+/* Whether handle is an admin of the group: by its context or by the signed state this device
+ * holds, whichever is newer (ctx_governs). */
+static int handle_admin(struct msv_client *c, const uint8_t gid[16],
+                        const struct client_group_ctx *g, const char *handle)
+{
+    char *admins = NULL, **list = NULL;
+    size_t n = 0;
+    int admin = 0;
+
+    if (ctx_governs(c, gid, g))
+        return client_group_ctx_admin(g, handle);
+    if (msv_client_group_admins(c, gid, &admins) != MSV_OK)
+        return 0;
+    if (client_members_of(admins, &list, &n) == MSV_OK)
+        for (size_t i = 0; i < n && !admin; i++)
+            admin = strcmp(list[i], handle) == 0;
+    free(list);
+    free(admins);
+    return admin;
+}
+
+/* Whether every leaf of m's tree lists the group context's extension in its capabilities. */
+static int leaves_carry_ctx(const struct msv_mls_member *m)
+{
+    for (uint32_t i = 0; i < m->tree.n_leaves; i++)
+        if (m->tree.nodes[2 * i].type == 1 &&
+            !msv_mls_leaf_lists_extension(&m->tree.nodes[2 * i].leaf, MSV_MLS_EXT_GROUP))
+            return 0;
+    return 1;
+}
+
+/*
+ * Why the group context m holds now (after a commit, or joined from a Welcome) is refused, or
+ * NULL; after is set to it. It must parse, and, after a commit (before: the context until
+ * then), keep the extension once carried, and take neither the signed state nor the invite
+ * link back to an earlier version. It may not name a signed state more than CTX_AHEAD_MAX past
+ * the one this device holds, nor, for the one it holds, other admins than it names; and while
+ * a context is carried, every leaf must be able to carry it (so that no member can freeze it).
+ */
+static const char *context_refused(struct msv_client *c, const uint8_t gid[16],
+                                   const struct msv_mls_member *m, struct client_group_ctx *after,
+                                   const struct client_group_ctx *before)
+{
+    uint64_t epoch = 0;
+    uint8_t hash[32];
+    char *admins = NULL;
+    const char *why = NULL;
+    int held;
+
+    if (client_group_ctx_parse(m->ext, m->ext_len, after) != MSV_OK)
+        return "its group context does not parse";
+    held = client_group_state_digest(c, gid, &epoch, hash, &admins) == MSV_OK;
+    if (before != NULL && before->present && !after->present)
+        why = "it drops the group context's admins and invite link";
+    else if (before != NULL && before->present &&
+             (after->state_epoch < before->state_epoch ||
+              after->link_version < before->link_version))
+        why = "it takes the group context's admins or invite link back to an earlier version";
+    else if (after->present && held && after->state_epoch > epoch + CTX_AHEAD_MAX)
+        why = "its group context names a signed state of the group far past the one this "
+              "device holds";
+    else if (after->present && held && after->state_epoch == epoch &&
+             memcmp(after->state_hash, hash, 32) == 0 &&
+             strcmp(after->admins, admins != NULL ? admins : "") != 0)
+        why = "its group context names other admins than the signed state it names";
+    else if (after->present && !leaves_carry_ctx(m))
+        why = "it leaves a device in the group whose leaf cannot carry the group context";
+    free(admins);
+    return why;
+}
+
 /*
  * Whether every leaf a commit leaves (m's but the n_removes leaves removes names, and those of
  * the KeyPackages a adds) lists the group context extension in its capabilities, as a
@@ -1278,13 +1389,9 @@ static int ext_supported(const struct msv_mls_member *m, const uint32_t *removes
             !msv_mls_leaf_lists_extension(&m->tree.nodes[2 * i].leaf, MSV_MLS_EXT_GROUP))
             return 0;
     }
-    for (size_t i = 0; i < a->n; i++) {
-        struct msv_mls_leaf leaf;
-
-        if (msv_mls_key_package_check(SUITE, a->kp[i], a->kp_len[i], 0, &leaf, NULL) != MSV_OK ||
-            !msv_mls_leaf_lists_extension(&leaf, MSV_MLS_EXT_GROUP))
+    for (size_t i = 0; i < a->n; i++)
+        if (!kp_carries_ctx(a->kp[i], a->kp_len[i]))
             return 0;
-    }
     return 1;
 }
 
@@ -1311,8 +1418,16 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     uint32_t gen = lost >= 0 ? (uint32_t)lost + 1 : 0;
     int admin = self_is_admin(c, gid);
     const struct dir_device *own = NULL;
+    struct client_group_ctx ctx = {0};
 
     *changed = *more = 0;
+    /* an admin by the group context, or by the signed state this device holds if that is
+     * newer: what every member judges its commit by (a context that does not parse, which no
+     * member's commit sets, as none) */
+    if (err == MSV_OK && client_group_ctx_parse(m->ext, m->ext_len, &ctx) != MSV_OK)
+        memset(&ctx, 0, sizeof(ctx));
+    if (err == MSV_OK)
+        admin = handle_admin(c, gid, &ctx, c->handle);
     if (creating && !start)
         return MSV_OK; /* a group of per-device copies stays so */
     /* only an admin founds the group's MLS group (its members refuse any other founder) */
@@ -1333,6 +1448,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
                      "out of reach");
             msv_mls_member_free(m);
             free(roster);
+            client_group_ctx_clear(&ctx);
             return MSV_ERR_IO;
         }
     }
@@ -1342,6 +1458,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         msv_mls_member_free(m);
         m = NULL;
         creating = 1;
+        client_group_ctx_clear(&ctx); /* a new group, with a context of its own */
     }
     if (creating || err == MSV_OK)
         err = msv_client_connect(c);
@@ -1389,11 +1506,12 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         n_again = rejoins_due(c, gid, m, &dir, again, again_leaf,
                               (CHANGES_MAX - n_gone - n_want) / 2, more);
     if (err == MSV_OK)
-        err = claim_adds(c, &dir, want, &a, &missing, why, sizeof(why));
+        err = claim_adds(c, &dir, want, ctx.present, &a, &missing, why, sizeof(why));
     if (err == MSV_OK && n_again > 0) {
         char again_why[300];
 
-        err = claim_adds(c, &dir, again, &r, &again_missing, again_why, sizeof(again_why));
+        err = claim_adds(c, &dir, again, ctx.present, &r, &again_missing, again_why,
+                         sizeof(again_why));
     }
     if (err == MSV_OK && n_again > 0)
         rejoins_mark(c, gid, m, &dir, again, &r, 0);
@@ -1429,10 +1547,12 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
      * into the group context when they are newer than the context's, if every leaf the commit
      * leaves supports it (docs/crypto.md, "The group context") */
     if (err == MSV_OK && admin) {
-        err = client_group_ctx_make(c, gid, m->ext, m->ext_len, &ext, &ext_len);
-        if (err == MSV_ERR_PARSE) /* a context no member takes (never committed so) */
-            err = client_group_ctx_make(c, gid, NULL, 0, &ext, &ext_len);
-        set_ext = err == MSV_OK && (ext_len != m->ext_len || memcmp(ext, m->ext, ext_len) != 0) &&
+        /* no context made (it could not be read) changes nothing else the commit does */
+        msv_err made = client_group_ctx_make(c, gid, m->ext, m->ext_len, &ext, &ext_len);
+
+        if (made == MSV_ERR_PARSE) /* a context no member takes (never committed so) */
+            made = client_group_ctx_make(c, gid, NULL, 0, &ext, &ext_len);
+        set_ext = made == MSV_OK && (ext_len != m->ext_len || memcmp(ext, m->ext, ext_len) != 0) &&
                   ext_supported(m, leaves, n_gone + n_replaced, &a);
     }
     if (err != MSV_OK || (a.n == 0 && n_gone == 0 && !creating && !update && !set_ext))
@@ -1528,6 +1648,7 @@ out:
     free(welcome);
     free(kept);
     free(ext);
+    client_group_ctx_clear(&ctx);
     return err;
 }
 
@@ -2618,26 +2739,6 @@ static int signer_may_add(struct msv_client *c, const uint8_t gid[16], const str
 }
 
 /*
- * Why a Welcome's group context is refused, or NULL: it must parse and, when it names the signed
- * state of the epoch this device holds, name the same one (the same admins), so that a joiner
- * follows the admins its own copy of the state names.
- */
-static const char *welcome_context_refused(struct msv_client *c, const uint8_t gid[16],
-                                           const struct client_group_ctx *g)
-{
-    uint64_t epoch = 0;
-    uint8_t hash[32];
-
-    if (!g->present)
-        return NULL;
-    if (client_group_state_digest(c, gid, &epoch, hash, NULL) == MSV_OK &&
-        epoch == g->state_epoch && memcmp(hash, g->state_hash, 32) != 0)
-        return "its group context names a signed state of the group other than the one this "
-               "device holds";
-    return NULL;
-}
-
-/*
  * A Welcome: joined only for a group this device was told of, every leaf checked, from an
  * admin's device; a Welcome to a later generation of a group this device is in (founded again)
  * only from the group's founder (leaf 0) at its first epoch; devices of members the tree leaves
@@ -2701,10 +2802,8 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
                  why);
         goto out;
     }
-    if (err == MSV_OK && client_group_ctx_parse(m->ext, m->ext_len, &ctx) != MSV_OK)
-        ctx_why = "its group context does not parse";
-    else if (err == MSV_OK)
-        ctx_why = welcome_context_refused(c, gid, &ctx);
+    if (err == MSV_OK)
+        ctx_why = context_refused(c, gid, m, &ctx, NULL);
     if (err == MSV_OK && ctx_why != NULL) {
         snprintf(in->notice, sizeof(in->notice), "a Welcome to an MLS group was refused: %s",
                  ctx_why);
@@ -2952,41 +3051,12 @@ static int is_admin_device(struct msv_client *c, const uint8_t gid[16], const st
     return admin;
 }
 
-/*
- * Whether device is an admin's: by the admins the group context g names when it carries them
- * (what every member of the epoch holds alike), else by this device's copy of the signed state.
- */
 static int admin_by(struct msv_client *c, const uint8_t gid[16], const struct client_group_ctx *g,
                     const struct dir *dir, uint64_t device)
 {
-    const struct dir_device *d;
+    const struct dir_device *d = dir_find(dir, device);
 
-    if (!g->present)
-        return is_admin_device(c, gid, dir, device);
-    d = dir_find(dir, device);
-    return d != NULL && client_group_ctx_admin(g, d->handle);
-}
-
-/*
- * Why the group context a commit set (m's now, before's until then) is refused, or NULL: it must
- * parse, keep the extension once carried, and take neither the signed state nor the invite link
- * back to an earlier version.
- */
-static const char *context_refused(const struct msv_mls_member *m,
-                                   const struct client_group_ctx *before)
-{
-    struct client_group_ctx after;
-    const char *why = NULL;
-
-    if (client_group_ctx_parse(m->ext, m->ext_len, &after) != MSV_OK)
-        return "its group context does not parse";
-    if (before->present && !after.present)
-        why = "it drops the group context's admins and invite link";
-    else if (before->present &&
-             (after.state_epoch < before->state_epoch || after.link_version < before->link_version))
-        why = "it takes the group context's admins or invite link back to an earlier version";
-    client_group_ctx_clear(&after);
-    return why;
+    return d != NULL && handle_admin(c, gid, g, d->handle);
 }
 
 /* A commit of another member: applied, and kept only if every leaf then checks. */
@@ -2998,7 +3068,7 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
     struct dir dir = {0};
     uint8_t *roster = NULL;
     struct leaf_was *was = NULL;
-    struct client_group_ctx before = {0};
+    struct client_group_ctx before = {0}, after = {0};
     uint32_t n_was = 0;
     uint64_t by = sender;
     uint8_t *ext_before = NULL;
@@ -3071,7 +3141,7 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
     }
     if (err == MSV_OK) {
         ext_changed = m->ext_len != ext_before_len || memcmp(m->ext, ext_before, m->ext_len) != 0;
-        ctx_why = ext_changed ? context_refused(m, &before) : NULL;
+        ctx_why = context_refused(c, gid, m, &after, &before);
     }
     if (err == MSV_OK && ctx_why != NULL) {
         snprintf(in->notice, sizeof(in->notice),
@@ -3081,8 +3151,8 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
         goto out;
     }
     /* adding and removing devices and changing the group context are for the group's admins
-     * (the context's until this commit, else the signed state's); any other member only adds
-     * devices of its own account */
+     * (by the context until this commit, or by the signed state this device holds if that is
+     * newer); any other member only adds devices of its own account */
     if (err == MSV_OK && (committer(m, was, n_was, &by, &changed) != MSV_OK ||
                           ((changed || ext_changed) && !admin_by(c, gid, &before, &dir, by) &&
                            (ext_changed || !own_adds_only(m, was, n_was, &dir, by))))) {
@@ -3109,6 +3179,7 @@ out:
     free(was);
     free(ext_before);
     client_group_ctx_clear(&before);
+    client_group_ctx_clear(&after);
     return err;
 }
 

@@ -13,7 +13,7 @@
  * last resort || u64be not_after in seconds || signature seed || init key || leaf key, 32 bytes
  * each || the KeyPackage MLSMessage), kept until KEEP_AFTER_S past its lifetime's end: a Welcome
  * naming it may come while its device is offline, and a KeyPackage whose upload got no answer may
- * be on the server; "mls-kp-renew-by" (u64be seconds): when all the server's ones are replaced
+ * be on the server; "mls-kp-renew-by-2" (u64be seconds): when all the server's ones are replaced
  * (absent: at the next publish, as after a restore).
  */
 #define _GNU_SOURCE /* memmem */
@@ -39,7 +39,10 @@
 #define LAST_RESORT_RENEW_S (14 * 86400) /* a last-resort one this near its end is replaced */
 #define RENEW_BEFORE_S (14 * 86400)      /* the ordinary ones replaced this long before their end */
 #define KEEP_AFTER_S (30 * 86400) /* a private part kept past its end: the relay's queue time */
-#define RENEW_BY "mls-kp-renew-by"
+/* The KeyPackages made before their capabilities listed the group context's extension were
+ * renewed by "mls-kp-renew-by": a device that holds only that name replaces them all at once. */
+#define RENEW_BY "mls-kp-renew-by-2"
+#define RENEW_BY_BEFORE "mls-kp-renew-by"
 #define SKEW_S 3600 /* not_before this far back, for others' clocks */
 #define LABEL "MSV-mls-leaf-v1"
 #define LABEL_LEN 15
@@ -319,6 +322,8 @@ msv_err msv_mlskeys_publish(struct msv_client *c)
         msv_put_u64be(when, now_s + LIFETIME_S - RENEW_BEFORE_S);
         err = msv_client_db_set(c->db, RENEW_BY, when, sizeof(when));
     }
+    if (err == MSV_OK && replace)
+        err = msv_client_db_unset(c->db, RENEW_BY_BEFORE);
     for (size_t i = 0; i < n; i++)
         free(kps[i]);
     free(last);

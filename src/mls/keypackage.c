@@ -211,14 +211,19 @@ msv_err msv_mls_key_package_check(enum msv_mls_suite suite, const uint8_t *msg, 
     return msv_mls_key_package_body_check(suite, msg + 4, len - 4, now, leaf, why);
 }
 
-/* Capabilities: MLS 1.0, suites 1 and 3, the extension MSV_MLS_EXT_GROUP beyond the defaults,
- * no proposals beyond them, the basic credential. */
-static void put_capabilities(struct msv_buf *w)
+/* Capabilities: MLS 1.0, suites 1 and 3, the extension MSV_MLS_EXT_GROUP beyond the defaults
+ * (plain: none), no proposals beyond them, the basic credential. */
+static void put_capabilities(struct msv_buf *w, int plain)
 {
+    static const uint8_t defaults[] = {2, 0, 1, 4, 0, 1, 0, 3, 0, 0, 2, 0, 1};
+
     static const uint8_t caps[] = {
         2, 0, 1, 4, 0, 1, 0, 3, 2, MSV_MLS_EXT_GROUP >> 8, MSV_MLS_EXT_GROUP & 0xff, 0, 2, 0, 1};
 
-    (void)msv_buf_put(w, caps, sizeof(caps));
+    if (plain)
+        (void)msv_buf_put(w, defaults, sizeof(defaults));
+    else
+        (void)msv_buf_put(w, caps, sizeof(caps));
 }
 
 msv_err msv_mls_leaf_make(const struct msv_mls_leaf_spec *spec, uint8_t **out, size_t *out_len)
@@ -237,7 +242,7 @@ msv_err msv_mls_leaf_make(const struct msv_mls_leaf_spec *spec, uint8_t **out, s
     msv_mls_put_vec(&w, pk, sizeof(pk));
     (void)msv_buf_put_u16be(&w, 1);
     msv_mls_put_vec(&w, spec->identity, spec->identity_len);
-    put_capabilities(&w);
+    put_capabilities(&w, spec->plain_capabilities);
     (void)msv_buf_put_u8(&w, spec->source);
     if (spec->source == 1) {
         msv_mls_put_u64(&w, spec->not_before);
@@ -267,10 +272,10 @@ msv_err msv_mls_leaf_make(const struct msv_mls_leaf_spec *spec, uint8_t **out, s
     return err;
 }
 
-msv_err msv_mls_key_package_make(enum msv_mls_suite suite, const uint8_t sig_seed[32],
-                                 const uint8_t *identity, size_t identity_len, uint64_t not_before,
-                                 uint64_t not_after, uint8_t init_sk[32], uint8_t leaf_sk[32],
-                                 uint8_t **out, size_t *out_len)
+static msv_err key_package_make(enum msv_mls_suite suite, const uint8_t sig_seed[32],
+                                const uint8_t *identity, size_t identity_len, uint64_t not_before,
+                                uint64_t not_after, int plain, uint8_t init_sk[32],
+                                uint8_t leaf_sk[32], uint8_t **out, size_t *out_len)
 {
     struct msv_mls_leaf_spec spec;
     struct msv_buf w;
@@ -295,6 +300,7 @@ msv_err msv_mls_key_package_make(enum msv_mls_suite suite, const uint8_t sig_see
     spec.source = 1;
     spec.not_before = not_before;
     spec.not_after = not_after;
+    spec.plain_capabilities = plain;
     err = msv_mls_leaf_make(&spec, &leaf, &leaf_len);
     if (err != MSV_OK)
         goto out;
@@ -326,4 +332,22 @@ out:
     sodium_memzero(isk, sizeof(isk));
     sodium_memzero(lsk, sizeof(lsk));
     return err;
+}
+
+msv_err msv_mls_key_package_make(enum msv_mls_suite suite, const uint8_t sig_seed[32],
+                                 const uint8_t *identity, size_t identity_len, uint64_t not_before,
+                                 uint64_t not_after, uint8_t init_sk[32], uint8_t leaf_sk[32],
+                                 uint8_t **out, size_t *out_len)
+{
+    return key_package_make(suite, sig_seed, identity, identity_len, not_before, not_after, 0,
+                            init_sk, leaf_sk, out, out_len);
+}
+
+msv_err msv_mls_key_package_make_plain(enum msv_mls_suite suite, const uint8_t sig_seed[32],
+                                       const uint8_t *identity, size_t identity_len,
+                                       uint64_t not_before, uint64_t not_after, uint8_t init_sk[32],
+                                       uint8_t leaf_sk[32], uint8_t **out, size_t *out_len)
+{
+    return key_package_make(suite, sig_seed, identity, identity_len, not_before, not_after, 1,
+                            init_sk, leaf_sk, out, out_len);
 }

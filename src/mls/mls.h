@@ -663,6 +663,9 @@ struct msv_mls_leaf_spec {
     const uint8_t *group_id; /* update and commit: what LeafNodeTBS binds it to */
     size_t group_id_len;
     uint32_t index;
+    /* 1: capabilities of the defaults alone, without MSV_MLS_EXT_GROUP (as an implementation
+     * that does not know it makes them, and our devices did before it) */
+    int plain_capabilities;
 };
 
 /* The encoded, signed LeafNode; caller frees *out with free(). */
@@ -716,6 +719,14 @@ MSV_MUST_CHECK msv_err msv_mls_key_package_make(enum msv_mls_suite suite,
                                                 uint64_t not_after, uint8_t init_sk[32],
                                                 uint8_t leaf_sk[32], uint8_t **out,
                                                 size_t *out_len);
+/* The same with plain capabilities (struct msv_mls_leaf_spec): a KeyPackage whose leaf cannot
+ * carry the group context's extension. */
+MSV_MUST_CHECK msv_err msv_mls_key_package_make_plain(enum msv_mls_suite suite,
+                                                      const uint8_t sig_seed[32],
+                                                      const uint8_t *identity, size_t identity_len,
+                                                      uint64_t not_before, uint64_t not_after,
+                                                      uint8_t init_sk[32], uint8_t leaf_sk[32],
+                                                      uint8_t **out, size_t *out_len);
 
 /*
  * Structure checks of message bodies (message.c): each reads one structure
