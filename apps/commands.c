@@ -137,7 +137,7 @@ static const struct {
      "not sign. An admin's invite link lets whoever holds it ask to join (join URI): an "
      "admin's device adds them, or, with --approval on, keeps the request until an admin "
      "approves or denies it; --reset makes old links stop working, --off turns links off. "
-     "code GROUP prints, for a group on MLS, its epoch and a code of 30 digits that every "
+     "code GROUP prints, for a group on MLS, its epoch and a code of 60 digits that every "
      "member at that epoch sees alike: compare it with the others (the same epoch and a "
      "different code means the server split the group). "
      "A group holds up to 1,024 people; one command names up to 256."},

@@ -3177,6 +3177,22 @@ static void context_naming(const char *admin, uint64_t epoch, uint8_t **ext, siz
     assert_int_equal(msv_buf_finish(&w, ext, len), MSV_OK);
 }
 
+/* by's patched client commits a group context naming admin the only admin of the signed state
+ * offset epochs from the one bob's context names (a made-up hash). */
+static void made_up_context(struct club *k, struct msv_client *by, const char *admin,
+                            int64_t offset)
+{
+    struct client_group_ctx g;
+    uint8_t *ext = NULL;
+    size_t ext_len = 0;
+
+    club_context(k, k->bob, &g);
+    context_naming(admin, (uint64_t)((int64_t)g.state_epoch + offset), &ext, &ext_len);
+    client_group_ctx_clear(&g);
+    patched_commit_with(by, k->gid, 0, NULL, 0, 0, ext, ext_len);
+    free(ext);
+}
+
 /*
  * carol, no admin, commits a group context naming her the only admin (her patched client):
  * alice and bob refuse it, though it adds and removes nobody. An admin's commit taking the
@@ -3186,36 +3202,28 @@ static void test_context_changed_by_no_admin_refused(void **state)
 {
     struct club k;
     struct client_group_ctx g;
-    uint8_t *ext = NULL;
-    size_t ext_len = 0;
 
     (void)state;
     club_on_mls(&k);
-    club_context(&k, k.bob, &g);
-    context_naming("carol@example.org", g.state_epoch + 1, &ext, &ext_len);
-    patched_commit_with(k.carol, k.gid, 0, NULL, 0, 0, ext, ext_len);
-    free(ext);
+    made_up_context(&k, k.carol, "carol@example.org", 1);
     receive_now(k.alice);
     receive_now(k.bob);
     assert_int_equal(history_count(k.alice, k.conversation, "changes the group context"), 1);
     assert_int_equal(history_count(k.bob, k.conversation, "changes the group context"), 1);
-    client_group_ctx_clear(&g);
     club_context(&k, k.bob, &g);
     assert_string_equal(g.admins, "alice@example.org\n");
+    client_group_ctx_clear(&g);
     /* alice's founding again, once she took carol's commit as moving the group on: her own
      * context carries on; a patched one of hers going back a version is refused */
     assert_int_equal(client_mls_sync(k.alice, k.gid, 0), MSV_OK);
     receive_now(k.bob);
     receive_now(k.carol);
-    client_group_ctx_clear(&g);
     club_context(&k, k.bob, &g);
     assert_true(g.state_epoch > 0);
-    context_naming("alice@example.org", g.state_epoch - 1, &ext, &ext_len);
-    patched_commit_with(k.alice, k.gid, 0, NULL, 0, 0, ext, ext_len);
-    free(ext);
+    client_group_ctx_clear(&g);
+    made_up_context(&k, k.alice, "alice@example.org", -1);
     receive_now(k.bob);
     assert_int_equal(history_count(k.bob, k.conversation, "back to an earlier version"), 1);
-    client_group_ctx_clear(&g);
     club_free(&k);
 }
 
@@ -3458,6 +3466,53 @@ static void test_leaf_without_context_refused(void **state)
     club_free(&k);
 }
 
+/*
+ * alice and bob are admins. alice's patched client commits a group context naming a signed
+ * state of the next epoch with a made-up hash and herself the only admin: bob and carol take it
+ * (an admin's), and it cannot take the group from bob, whose own commit removing carol is still
+ * taken as an admin's (a context never makes an admin, and is heeded only for removals of admins
+ * the copy has not seen, while it names a state past the copy's). A context naming a state more
+ * than 8 epochs ahead is refused.
+ */
+static void test_made_up_context_takes_nothing(void **state)
+{
+    const char *carol_only[1] = {"carol@example.org"};
+    struct club k;
+    struct client_group_ctx g;
+
+    (void)state;
+    club_on_mls(&k);
+    assert_int_equal(msv_client_group_admin(k.alice, "club", "bob@example.org", 1), MSV_OK);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    made_up_context(&k, k.alice, "alice@example.org", 9);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_int_equal(history_count(k.bob, k.conversation, "far past the one"), 1);
+    assert_int_equal(history_count(k.carol, k.conversation, "far past the one"), 1);
+    /* the refusal made the group move on without bob: alice founds it again */
+    assert_int_equal(receive_now(k.alice), 0);
+    founding_again_due(&k, k.alice);
+    assert_int_equal(client_mls_sync(k.alice, k.gid, 0), MSV_OK);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    made_up_context(&k, k.alice, "alice@example.org", 1);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_int_equal(history_count(k.carol, k.conversation, "was refused"), 1); /* the first */
+    club_context(&k, k.carol, &g);
+    assert_string_equal(g.admins, "alice@example.org\n");
+    client_group_ctx_clear(&g);
+    /* bob, an admin by every member's copy, removes carol: alice's made-up context changes
+     * nothing of that (carol, whose leaf it removes, takes it as an admin's; alice's patched
+     * client stayed behind its own commit) */
+    assert_int_equal(msv_client_group_change(k.bob, "club", NULL, NULL, 0, carol_only, 1), MSV_OK);
+    assert_false(tree_holds(k.bob, k.gid, k.carol->device_id));
+    receive_now(k.carol);
+    assert_int_equal(history_count(k.carol, k.conversation, "an admin's device"), 1);
+    club_free(&k);
+}
+
 int main(void)
 {
     struct CMUnitTest tests[] = {
@@ -3516,6 +3571,7 @@ int main(void)
         cmocka_unit_test(test_group_code_shows_a_fork),
         cmocka_unit_test(test_last_admin_leaving_hands_over),
         cmocka_unit_test(test_leaf_without_context_refused),
+        cmocka_unit_test(test_made_up_context_takes_nothing),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

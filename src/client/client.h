@@ -413,11 +413,11 @@ int msv_client_group_on_mls(struct msv_client *c, const uint8_t group_id[16]);
  * What members of a group on MLS compare out of band to know they hold one group state (a
  * server that forks the group, giving members different commits of one epoch, shows them
  * different codes; docs/crypto.md, "The group's code"): the MLS group's generation and epoch
- * this device holds, and 30 digits in six groups of five made from the epoch authenticator
+ * this device holds, and 60 digits in twelve groups of five made from the epoch authenticator
  * (RFC 9420 8.7), which every member at that epoch shares and nobody else can work out.
  * MSV_ERR_NOT_FOUND for a group not on MLS on this device.
  */
-#define MSV_GROUP_CODE_LEN 35 /* its characters, the NUL aside */
+#define MSV_GROUP_CODE_LEN 71 /* its characters, the NUL aside */
 MSV_MUST_CHECK msv_err msv_client_group_code(struct msv_client *c, const uint8_t group_id[16],
                                              uint32_t *generation, uint64_t *epoch,
                                              char code[MSV_GROUP_CODE_LEN + 1]);

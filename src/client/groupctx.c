@@ -125,6 +125,8 @@ msv_err client_group_ctx_parse(const uint8_t *ext, size_t len, struct client_gro
             err = MSV_ERR_PARSE; /* once */
         else if (type == MSV_MLS_EXT_GROUP && (err = read_data(data, n, g)) == MSV_OK)
             g->present = 1;
+        else if (type != MSV_MLS_EXT_GROUP)
+            g->others++;
     }
     if (err != MSV_OK)
         client_group_ctx_clear(g);

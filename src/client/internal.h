@@ -282,6 +282,7 @@ msv_err client_group_link_digest(struct msv_client *c, const uint8_t gid[16], ui
  */
 struct client_group_ctx {
     int present;          /* the GroupContext carries the extension */
+    size_t others;        /* extensions of other types it carries */
     uint64_t state_epoch; /* the signed state's */
     uint8_t state_hash[32];
     char *admins; /* one a line */

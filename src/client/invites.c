@@ -415,7 +415,7 @@ msv_err msv_client_group_invite(struct msv_client *c, const char *which, enum ms
     if (err == MSV_OK)
         err = link_share(c, g.group_id, &now, admins);
     /* a group on MLS carries the link in its context, which decides for every admin's device */
-    if (err == MSV_OK && client_mls_is_on(c, g.group_id))
+    if (err == MSV_OK && now.version != was.version && client_mls_is_on(c, g.group_id))
         err = context_follow(c, g.group_id);
     if (err == MSV_OK && (now.flags & LINK_ON)) {
         free(admins);

@@ -430,8 +430,8 @@ msv_err msv_client_group_code(struct msv_client *c, const uint8_t group_id[16],
                               char code[MSV_GROUP_CODE_LEN + 1])
 {
     struct msv_mls_member *m = NULL;
-    crypto_hash_sha256_state h;
-    uint8_t *roster = NULL, e[8], digest[32];
+    crypto_hash_sha512_state h;
+    uint8_t *roster = NULL, e[8], digest[64];
     size_t roster_len = 0, at = 0;
     msv_err err = state_load(c, group_id, &m, &roster, &roster_len);
 
@@ -440,14 +440,14 @@ msv_err msv_client_group_code(struct msv_client *c, const uint8_t group_id[16],
     *generation = generation_of(m);
     *epoch = m->epoch;
     msv_put_u64be(e, m->epoch);
-    crypto_hash_sha256_init(&h);
-    crypto_hash_sha256_update(&h, (const uint8_t *)CODE_MAGIC, strlen(CODE_MAGIC));
-    crypto_hash_sha256_update(&h, m->group_id, m->group_id_len);
-    crypto_hash_sha256_update(&h, e, sizeof(e));
-    crypto_hash_sha256_update(&h, m->s.epoch_authenticator, MSV_MLS_NH);
-    crypto_hash_sha256_final(&h, digest);
+    crypto_hash_sha512_init(&h);
+    crypto_hash_sha512_update(&h, (const uint8_t *)CODE_MAGIC, strlen(CODE_MAGIC));
+    crypto_hash_sha512_update(&h, m->group_id, m->group_id_len);
+    crypto_hash_sha512_update(&h, e, sizeof(e));
+    crypto_hash_sha512_update(&h, m->s.epoch_authenticator, MSV_MLS_NH);
+    crypto_hash_sha512_final(&h, digest);
     /* each group of five digits from five bytes (2^40 mod 10^5: a bias of under 10^-7) */
-    for (size_t i = 0; i < 6; i++) {
+    for (size_t i = 0; i < 12; i++) {
         uint64_t v = 0;
 
         for (size_t j = 0; j < 5; j++)
@@ -1279,13 +1279,12 @@ static int64_t lost_generation(struct msv_client *c, const uint8_t gid[16])
 
 /* How far past the signed state this device holds a group context may name one: the changes
  * that can be on their way to it (a context further on is refused: no member could check it). */
-#define CTX_AHEAD_MAX 64
+#define CTX_AHEAD_MAX 8
 
 /*
- * Whether the group context g decides who the admins are, rather than this device's copy of the
- * signed state: it carries them and names a signed state no older than that copy (of the same
- * epoch, the first by the lower hash, as devices take two changes of one epoch), or the device
- * holds none. Of the two, the newer decides.
+ * Whether the group context g names a signed state newer than this device's copy, or that very
+ * state, or the device holds none: then it has a say in who the admins are. (Of the same epoch
+ * and another hash, the copy, which the device checked, stands alone.)
  */
 static int ctx_governs(struct msv_client *c, const uint8_t gid[16],
                        const struct client_group_ctx *g)
@@ -1298,11 +1297,16 @@ static int ctx_governs(struct msv_client *c, const uint8_t gid[16],
     if (client_group_state_digest(c, gid, &epoch, hash, NULL) != MSV_OK)
         return 1;
     return g->state_epoch > epoch ||
-           (g->state_epoch == epoch && memcmp(g->state_hash, hash, 32) <= 0);
+           (g->state_epoch == epoch && memcmp(g->state_hash, hash, 32) == 0);
 }
 
-/* Whether handle is an admin of the group: by its context or by the signed state this device
- * holds, whichever is newer (ctx_governs). */
+/*
+ * Whether handle is an admin of the group: by the signed state this device holds, and, when the
+ * context names one as new or newer (ctx_governs), by the context too. A context ahead of the
+ * copy carries removals of admins the copy has not seen (a change withheld); it never makes an
+ * admin the copy does not name, so a context made up by an admin cannot take the group from the
+ * others.
+ */
 static int handle_admin(struct msv_client *c, const uint8_t gid[16],
                         const struct client_group_ctx *g, const char *handle)
 {
@@ -1310,8 +1314,8 @@ static int handle_admin(struct msv_client *c, const uint8_t gid[16],
     size_t n = 0;
     int admin = 0;
 
-    if (ctx_governs(c, gid, g))
-        return client_group_ctx_admin(g, handle);
+    if (ctx_governs(c, gid, g) && !client_group_ctx_admin(g, handle))
+        return 0;
     if (msv_client_group_admins(c, gid, &admins) != MSV_OK)
         return 0;
     if (client_members_of(admins, &list, &n) == MSV_OK)
@@ -1352,6 +1356,8 @@ static const char *context_refused(struct msv_client *c, const uint8_t gid[16],
 
     if (client_group_ctx_parse(m->ext, m->ext_len, after) != MSV_OK)
         return "its group context does not parse";
+    if (after->others > 0)
+        return "its group context carries extensions a Missive group does not use";
     held = client_group_state_digest(c, gid, &epoch, hash, &admins) == MSV_OK;
     if (before != NULL && before->present && !after->present)
         why = "it drops the group context's admins and invite link";
@@ -1459,6 +1465,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         m = NULL;
         creating = 1;
         client_group_ctx_clear(&ctx); /* a new group, with a context of its own */
+        admin = self_is_admin(c, gid);
     }
     if (creating || err == MSV_OK)
         err = msv_client_connect(c);
@@ -1506,11 +1513,11 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         n_again = rejoins_due(c, gid, m, &dir, again, again_leaf,
                               (CHANGES_MAX - n_gone - n_want) / 2, more);
     if (err == MSV_OK)
-        err = claim_adds(c, &dir, want, ctx.present, &a, &missing, why, sizeof(why));
+        err = claim_adds(c, &dir, want, ctx.present || creating, &a, &missing, why, sizeof(why));
     if (err == MSV_OK && n_again > 0) {
         char again_why[300];
 
-        err = claim_adds(c, &dir, again, ctx.present, &r, &again_missing, again_why,
+        err = claim_adds(c, &dir, again, ctx.present || creating, &r, &again_missing, again_why,
                          sizeof(again_why));
     }
     if (err == MSV_OK && n_again > 0)
