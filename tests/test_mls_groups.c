@@ -2528,8 +2528,8 @@ static void test_linked_device_asks_to_join(void **state)
 
 /*
  * carol, an admin demoted whose client still takes itself for one (its state from before the
- * demotion, given a later epoch than the group context names, as a patched client would: an
- * honest one holding an older state goes by the context, which names her no admin), replaces
+ * demotion, given the epoch the group context names, as a patched client would: an honest one
+ * holding an older state goes by the context, which names her no admin), replaces
  * bob's leaf when his lost state asks for it: alice refuses her commit (no admin's, and not only
  * adds of her own account's devices) and bob her Welcome; alice, an admin, founds the group
  * again with bob in it, and he writes on MLS again.
@@ -2548,7 +2548,7 @@ static void test_replacement_by_no_admin_refused(void **state)
     receive_now(k.bob);
     /* the epoch after "MSV-group-state-v1" and the group id */
     assert_true(promoted_len > 18 + 16 + 8);
-    msv_put_u64be(promoted + 18 + 16, msv_get_u64be(promoted + 18 + 16) + 8);
+    msv_put_u64be(promoted + 18 + 16, msv_get_u64be(promoted + 18 + 16) + 1);
     assert_int_equal(msv_client_db_set(k.carol->db, key, promoted, promoted_len), MSV_OK);
     free(promoted);
 
@@ -3513,6 +3513,44 @@ static void test_made_up_context_takes_nothing(void **state)
     club_free(&k);
 }
 
+/*
+ * alice makes the invite link while the server is out of reach: the link is hers, but no commit
+ * carried it into the group context. Showing it again once the server is back commits it, and
+ * bob's context names it.
+ */
+static void test_context_link_committed_when_shown_again(void **state)
+{
+    struct club k;
+    struct client_group_ctx g;
+    char *uri = NULL;
+
+    (void)state;
+    club_on_mls(&k);
+    test_server_stop(&k.s);
+    msv_conn_close(k.alice->conn);
+    k.alice->conn = NULL;
+    assert_int_not_equal(msv_client_group_invite(k.alice, "club", MSV_INVITE_RESET, 0, &uri),
+                         MSV_OK);
+    free(uri);
+    uri = NULL;
+    test_server_start(&k.s);
+    msv_conn_close(k.bob->conn);
+    k.bob->conn = NULL;
+    receive_now(k.bob);
+    club_context(&k, k.bob, &g);
+    assert_int_equal(g.link_version, 0);
+    client_group_ctx_clear(&g);
+    assert_int_equal(msv_client_group_invite(k.alice, "club", MSV_INVITE_SHOW, 0, &uri), MSV_OK);
+    assert_non_null(uri);
+    free(uri);
+    receive_now(k.bob);
+    club_context(&k, k.bob, &g);
+    assert_int_equal(g.link_version, 1);
+    assert_int_equal(g.link_flags & 1, 1);
+    client_group_ctx_clear(&g);
+    club_free(&k);
+}
+
 int main(void)
 {
     struct CMUnitTest tests[] = {
@@ -3572,6 +3610,7 @@ int main(void)
         cmocka_unit_test(test_last_admin_leaving_hands_over),
         cmocka_unit_test(test_leaf_without_context_refused),
         cmocka_unit_test(test_made_up_context_takes_nothing),
+        cmocka_unit_test(test_context_link_committed_when_shown_again),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a connection of a stopped server's */

@@ -34,9 +34,14 @@ int client_group_ctx_admin(const struct client_group_ctx *g, const char *handle)
 {
     size_t n = strlen(handle);
 
-    for (const char *l = g->admins; l != NULL && *l != '\0'; l = strchr(l, '\n') + 1)
-        if (strncmp(l, handle, n) == 0 && l[n] == '\n')
+    for (const char *l = g->admins; l != NULL && *l != '\0';) {
+        const char *end = strchr(l, '\n');
+        size_t k = end != NULL ? (size_t)(end - l) : strlen(l);
+
+        if (k == n && strncmp(l, handle, n) == 0)
             return 1;
+        l += k + (end != NULL);
+    }
     return 0;
 }
 
@@ -133,27 +138,13 @@ msv_err client_group_ctx_parse(const uint8_t *ext, size_t len, struct client_gro
     return err;
 }
 
-/* Our extension's data for g, after the extensions of cur other than ours (kept as they are). */
-static msv_err encode(const struct client_group_ctx *g, const uint8_t *cur, size_t cur_len,
-                      uint8_t **ext, size_t *len)
+/* The extension list of ours alone for g (members refuse a context with others). */
+static msv_err encode(const struct client_group_ctx *g, uint8_t **ext, size_t *len)
 {
     struct msv_buf w;
-    struct msv_reader r;
     size_t data, list;
 
-    msv_buf_init(&w, EXT_MAX + cur_len);
-    msv_reader_init(&r, cur, cur_len);
-    while (!msv_mls_reader_is_done(&r)) {
-        size_t at = r.off;
-        uint16_t type = 0;
-        const uint8_t *p;
-        size_t n;
-
-        if (msv_reader_u16be(&r, &type) != MSV_OK || msv_mls_get_vec(&r, &p, &n) != MSV_OK)
-            break; /* cur parsed already */
-        if (type != MSV_MLS_EXT_GROUP)
-            msv_buf_put(&w, cur + at, r.off - at);
-    }
+    msv_buf_init(&w, EXT_MAX);
     msv_buf_put_u16be(&w, MSV_MLS_EXT_GROUP);
     data = msv_mls_vec_begin(&w);
     msv_buf_put_u8(&w, VERSION);
@@ -216,7 +207,7 @@ msv_err client_group_ctx_make(struct msv_client *c, const uint8_t gid[16], const
         memcpy(want.link_hash, held.link_hash, 32);
     }
     if (err == MSV_OK)
-        err = encode(&want, cur, cur_len, ext, len);
+        err = encode(&want, ext, len);
     client_group_ctx_clear(&want);
     client_group_ctx_clear(&held);
     return err;

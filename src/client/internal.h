@@ -299,12 +299,17 @@ void client_group_ctx_clear(struct client_group_ctx *g);
 int client_group_ctx_admin(const struct client_group_ctx *g, const char *handle);
 /*
  * The extension list an admin's device commits for group gid over cur (the GroupContext's):
- * ours from the signed state and invite link this device holds, each part only if newer than
- * cur's (a greater state epoch, a greater link version), the others of cur kept. Caller frees
- * *ext. MSV_ERR_PARSE if cur does not parse.
+ * ours alone, from the signed state and invite link this device holds, each part only if newer
+ * than cur's (a greater state epoch, a greater link version; of the same, the one first by the
+ * rule for two of one version). Caller frees *ext. MSV_ERR_PARSE if cur does not parse.
  */
 msv_err client_group_ctx_make(struct msv_client *c, const uint8_t gid[16], const uint8_t *cur,
                               size_t cur_len, uint8_t **ext, size_t *len);
+
+/* The most an invite link's version moves on in one step a device takes (its settings, or a
+ * group context): no admin's changes move it that far while another's are on their way, and a
+ * version of 2^32 - 1, which would stop every later change, takes 65,536 steps. */
+#define CLIENT_LINK_STEP_MAX 65536
 
 /* The group context of group gid's MLS group as this device holds it (src/client/mlsgroups.c;
  * present 0 if it holds none). */

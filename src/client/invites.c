@@ -375,10 +375,28 @@ static msv_err context_follow(struct msv_client *c, const uint8_t gid[16])
         return MSV_OK;
     snprintf(text, sizeof(text),
              "the invite link changed, but the group's MLS group does not carry it yet, so "
-             "requests under it are refused until it does (%s%s%.200s): show or change the link "
-             "again",
+             "requests under it are refused until it does (%s%s%.200s): show the link again",
              msv_strerror(err), c->why.message[0] ? ": " : "", c->why.message);
     return client_group_notice(c, gid, text); /* the link stands either way */
+}
+
+/* Whether the group context of group gid names a link other than l (one a failed or cut
+ * short commit did not carry yet). */
+static int context_differs(struct msv_client *c, const uint8_t gid[16], const struct link *l)
+{
+    struct client_group_ctx g;
+    uint8_t hash[32] = {0};
+    int differs;
+
+    if (client_mls_group_ctx(c, gid, &g) != MSV_OK || !g.present)
+        return 0;
+    if (l->flags & LINK_ON)
+        client_group_link_hash(gid, l->secret, hash);
+    differs = g.link_version < l->version ||
+              (g.link_version == l->version &&
+               (g.link_flags != l->flags || sodium_memcmp(g.link_hash, hash, 32) != 0));
+    client_group_ctx_clear(&g);
+    return differs;
 }
 
 msv_err msv_client_group_invite(struct msv_client *c, const char *which, enum msv_invite_action act,
@@ -415,7 +433,8 @@ msv_err msv_client_group_invite(struct msv_client *c, const char *which, enum ms
     if (err == MSV_OK)
         err = link_share(c, g.group_id, &now, admins);
     /* a group on MLS carries the link in its context, which decides for every admin's device */
-    if (err == MSV_OK && now.version != was.version && client_mls_is_on(c, g.group_id))
+    if (err == MSV_OK && client_mls_is_on(c, g.group_id) &&
+        (now.version != was.version || context_differs(c, g.group_id, &now)))
         err = context_follow(c, g.group_id);
     if (err == MSV_OK && (now.flags & LINK_ON)) {
         free(admins);
@@ -462,8 +481,9 @@ static msv_err take_link(struct msv_client *c, const char *sender, const struct 
         client_group_link_hash(p->group_id, got.secret, a + 1);
     if (held.flags & LINK_ON)
         client_group_link_hash(p->group_id, held.secret, b + 1);
-    if (err == MSV_OK && (got.version > held.version ||
-                          (got.version == held.version && memcmp(a, b, sizeof(a)) < 0)))
+    if (err == MSV_OK && got.version <= held.version + CLIENT_LINK_STEP_MAX &&
+        (got.version > held.version ||
+         (got.version == held.version && memcmp(a, b, sizeof(a)) < 0)))
         err = link_save(c, p->group_id, &got);
     sodium_memzero(&held, sizeof(held));
     sodium_memzero(&got, sizeof(got));

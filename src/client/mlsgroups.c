@@ -1277,9 +1277,10 @@ static int64_t lost_generation(struct msv_client *c, const uint8_t gid[16])
 
 /* ---- the group context's authority (docs/crypto.md, "The group context") ---------------- */
 
-/* How far past the signed state this device holds a group context may name one: the changes
- * that can be on their way to it (a context further on is refused: no member could check it). */
-#define CTX_AHEAD_MAX 8
+/* How far past the signed state this device holds a group context may name one: the change on
+ * its way to it (a context further on is refused: no member could check it, and a made-up one
+ * would keep the other admins out for as many changes). */
+#define CTX_AHEAD_MAX 1
 
 /*
  * Whether the group context g names a signed state newer than this device's copy, or that very
@@ -1365,6 +1366,9 @@ static const char *context_refused(struct msv_client *c, const uint8_t gid[16],
              (after->state_epoch < before->state_epoch ||
               after->link_version < before->link_version))
         why = "it takes the group context's admins or invite link back to an earlier version";
+    else if (before != NULL && before->present &&
+             after->link_version > before->link_version + CLIENT_LINK_STEP_MAX)
+        why = "it moves the invite link's version further on than any admin's changes do";
     else if (after->present && held && after->state_epoch > epoch + CTX_AHEAD_MAX)
         why = "its group context names a signed state of the group far past the one this "
               "device holds";
@@ -1513,12 +1517,13 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         n_again = rejoins_due(c, gid, m, &dir, again, again_leaf,
                               (CHANGES_MAX - n_gone - n_want) / 2, more);
     if (err == MSV_OK)
-        err = claim_adds(c, &dir, want, ctx.present || creating, &a, &missing, why, sizeof(why));
+        err = claim_adds(c, &dir, want, ctx.present || (creating && !refound), &a, &missing, why,
+                         sizeof(why));
     if (err == MSV_OK && n_again > 0) {
         char again_why[300];
 
-        err = claim_adds(c, &dir, again, ctx.present || creating, &r, &again_missing, again_why,
-                         sizeof(again_why));
+        err = claim_adds(c, &dir, again, ctx.present || (creating && !refound), &r, &again_missing,
+                         again_why, sizeof(again_why));
     }
     if (err == MSV_OK && n_again > 0)
         rejoins_mark(c, gid, m, &dir, again, &r, 0);
