@@ -1305,8 +1305,8 @@ static int ctx_governs(struct msv_client *c, const uint8_t gid[16],
  * Whether handle is an admin of the group: by the signed state this device holds, and, when the
  * context names one as new or newer (ctx_governs), by the context too. A context ahead of the
  * copy carries removals of admins the copy has not seen (a change withheld); it never makes an
- * admin the copy does not name, so a context made up by an admin cannot take the group from the
- * others.
+ * admin the copy does not name, and one an admin made up keeps another admin out only until
+ * that admin's next signed change (its copy then reaches the epoch named, with another hash).
  */
 static int handle_admin(struct msv_client *c, const uint8_t gid[16],
                         const struct client_group_ctx *g, const char *handle)
@@ -1431,9 +1431,9 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     struct client_group_ctx ctx = {0};
 
     *changed = *more = 0;
-    /* an admin by the group context, or by the signed state this device holds if that is
-     * newer: what every member judges its commit by (a context that does not parse, which no
-     * member's commit sets, as none) */
+    /* an admin as every member judges its commit (handle_admin: by the signed state this device
+     * holds, and by the context while it names that state or a newer one; a context that does
+     * not parse, which no member's commit sets, as none) */
     if (err == MSV_OK && client_group_ctx_parse(m->ext, m->ext_len, &ctx) != MSV_OK)
         memset(&ctx, 0, sizeof(ctx));
     if (err == MSV_OK)
@@ -3163,8 +3163,9 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
         goto out;
     }
     /* adding and removing devices and changing the group context are for the group's admins
-     * (by the context until this commit, or by the signed state this device holds if that is
-     * newer); any other member only adds devices of its own account */
+     * (handle_admin: by the signed state this device holds, and by the context until this
+     * commit while that names the same state or a newer one); any other member only adds
+     * devices of its own account */
     if (err == MSV_OK && (committer(m, was, n_was, &by, &changed) != MSV_OK ||
                           ((changed || ext_changed) && !admin_by(c, gid, &before, &dir, by) &&
                            (ext_changed || !own_adds_only(m, was, n_was, &dir, by))))) {
