@@ -1301,6 +1301,23 @@ static int ctx_governs(struct msv_client *c, const uint8_t gid[16],
            (g->state_epoch == epoch && memcmp(g->state_hash, hash, 32) == 0);
 }
 
+/* Whether handle is an admin of the signed state this device holds of the group. */
+static int signed_admin(struct msv_client *c, const uint8_t gid[16], const char *handle)
+{
+    char *admins = NULL, **list = NULL;
+    size_t n = 0;
+    int admin = 0;
+
+    if (msv_client_group_admins(c, gid, &admins) != MSV_OK)
+        return 0;
+    if (client_members_of(admins, &list, &n) == MSV_OK)
+        for (size_t i = 0; i < n && !admin; i++)
+            admin = strcmp(list[i], handle) == 0;
+    free(list);
+    free(admins);
+    return admin;
+}
+
 /*
  * Whether handle is an admin of the group: by the signed state this device holds, and, when the
  * context names one as new or newer (ctx_governs), by the context too. A context ahead of the
@@ -1311,20 +1328,9 @@ static int ctx_governs(struct msv_client *c, const uint8_t gid[16],
 static int handle_admin(struct msv_client *c, const uint8_t gid[16],
                         const struct client_group_ctx *g, const char *handle)
 {
-    char *admins = NULL, **list = NULL;
-    size_t n = 0;
-    int admin = 0;
-
     if (ctx_governs(c, gid, g) && !client_group_ctx_admin(g, handle))
         return 0;
-    if (msv_client_group_admins(c, gid, &admins) != MSV_OK)
-        return 0;
-    if (client_members_of(admins, &list, &n) == MSV_OK)
-        for (size_t i = 0; i < n && !admin; i++)
-            admin = strcmp(list[i], handle) == 0;
-    free(list);
-    free(admins);
-    return admin;
+    return signed_admin(c, gid, handle);
 }
 
 /* Whether every leaf of m's tree lists the group context's extension in its capabilities. */
@@ -3049,18 +3055,8 @@ static int is_admin_device(struct msv_client *c, const uint8_t gid[16], const st
                            uint64_t device)
 {
     const struct dir_device *d = dir_find(dir, device);
-    char *admins = NULL, **list = NULL;
-    size_t n = 0;
-    int admin = 0;
 
-    if (d == NULL || msv_client_group_admins(c, gid, &admins) != MSV_OK)
-        return 0;
-    if (client_members_of(admins, &list, &n) == MSV_OK)
-        for (size_t i = 0; i < n && !admin; i++)
-            admin = strcmp(list[i], d->handle) == 0;
-    free(list);
-    free(admins);
-    return admin;
+    return d != NULL && signed_admin(c, gid, d->handle);
 }
 
 static int admin_by(struct msv_client *c, const uint8_t gid[16], const struct client_group_ctx *g,
