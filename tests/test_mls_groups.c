@@ -214,7 +214,7 @@ static void patched_commit_with(struct msv_client *c, const uint8_t gid[16], uin
     uint8_t *commit = NULL, *welcome = NULL;
     size_t commit_len = 0, welcome_len = 0;
     uint32_t leaf = UINT32_MAX;
-    uint64_t epoch = 0;
+    struct msv_mls_sent sent;
     const char *why = NULL;
     struct msv_mls_member *m = stored_member(c, gid);
 
@@ -257,7 +257,7 @@ static void patched_commit_with(struct msv_client *c, const uint8_t gid[16], uin
         send.message = commit;
         send.message_len = commit_len;
         assert_int_equal(msv_client_connect(c), MSV_OK);
-        assert_int_equal(msv_request_mls_send(c->conn, &send, 5000, &epoch, &c->why), MSV_OK);
+        assert_int_equal(msv_request_mls_send(c->conn, &send, 5000, &sent, &c->why), MSV_OK);
     }
     msv_mls_member_free(m);
     free(commit);
@@ -2076,6 +2076,20 @@ static void club_bob_behind(struct club *k)
     assert_int_equal(history_count(k->bob, k->conversation, "behind its MLS group"), 1);
 }
 
+/* bob, behind the club, writes "bob asks": alice reads it and adds his device again, and bob
+ * reads the Welcome. */
+static void bob_asks(struct club *k)
+{
+    uint8_t id[16];
+
+    assert_int_equal(msv_client_group_send(k->bob, "club", "bob asks", NULL, 0, NULL, id), MSV_OK);
+    receive_now(k->alice);
+    assert_sent_by(k->alice, k->conversation, "bob asks", "bob@example.org", k->bob->device_id);
+    assert_int_equal(
+        queued_mls(&k->s, k->bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    receive_now(k->bob);
+}
+
 /*
  * A commit never reaches bob (no admin): his message is sent at an epoch the others are past,
  * so it is told, and it and his next ones go as per-device copies, which every member reads,
@@ -2393,12 +2407,7 @@ static void test_behind_member_joins_again(void **state)
     (void)state;
     club_bob_behind(&k);
     k.alice->mls_update_messages = 0;
-    assert_int_equal(msv_client_group_send(k.bob, "club", "bob asks", NULL, 0, NULL, id), MSV_OK);
-    receive_now(k.alice);
-    assert_sent_by(k.alice, k.conversation, "bob asks", "bob@example.org", k.bob->device_id);
-    assert_int_equal(
-        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
-    receive_now(k.bob);
+    bob_asks(&k);
     assert_int_equal(history_count(k.bob, k.conversation, "Welcome"), 0);
     receive_now(k.carol);
     before =
@@ -2413,6 +2422,72 @@ static void test_behind_member_joins_again(void **state)
     assert_sent_by(k.carol, k.conversation, "bob caught up", "bob@example.org", k.bob->device_id);
     assert_int_equal(history_count(k.carol, k.conversation, "refused"), 0);
     assert_int_equal(settings_count(k.alice, "mls-founded:"), 0); /* not founded again */
+    club_free(&k);
+}
+
+/*
+ * bob's device leaves its queue unread until it is full: alice's messages still reach carol,
+ * and alice is told which device they missed; an update commit that misses bob leaves him
+ * behind, and once he reads his queue he asks and is added again. Before, bob's full queue
+ * made the server refuse every send to the group, so one member's unread queue stopped
+ * everyone's messages.
+ */
+static void test_full_queue_holds_up_nobody(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+    char text[32];
+    size_t missed = 0;
+
+    (void)state;
+    club_config = "[relay]\nqueue_max_envelopes = 4\n";
+    club_on_mls(&k);
+    club_config = NULL;
+    k.alice->mls_update_messages = 1000;
+    receive_now(k.alice);
+    for (int i = 0; i < 6; i++) {
+        snprintf(text, sizeof(text), "full %d", i);
+        assert_int_equal(msv_client_group_send(k.alice, "club", text, NULL, 0, NULL, id), MSV_OK);
+        receive_now(k.carol);
+        assert_sent_by(k.carol, k.conversation, text, "alice@example.org", k.alice->device_id);
+        receive_now(k.alice);
+    }
+    missed = history_count(k.alice, k.conversation, "did not reach 1 of the group's devices");
+    assert_true(missed >= 2);
+    assert_int_equal(history_count(k.alice, k.conversation, "bob@example.org's device"), missed);
+    /* a commit bob's queue has no room for: taken, carol reads what follows it */
+    k.alice->mls_update_messages = 1;
+    assert_int_equal(msv_client_group_send(k.alice, "club", "after an update", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.carol);
+    assert_sent_by(k.carol, k.conversation, "after an update", "alice@example.org",
+                   k.alice->device_id);
+    assert_int_equal(history_count(k.carol, k.conversation, "refused"), 0);
+    k.alice->mls_update_messages = 1000;
+    /* bob reads what his queue held: the first messages, not those it had no room for */
+    receive_now(k.bob);
+    assert_sent_by(k.bob, k.conversation, "full 0", "alice@example.org", k.alice->device_id);
+    assert_int_equal(history_count(k.bob, k.conversation, "full 5"), 0);
+    assert_int_equal(history_count(k.bob, k.conversation, "after an update"), 0);
+    /* behind the commit he missed: his message asks, alice's device adds him again (the
+     * others' queues read first: they have room for his per-device copies) */
+    receive_now(k.alice);
+    receive_now(k.carol);
+    if (msv_client_group_send(k.bob, "club", "bob is back", NULL, 0, NULL, id) != MSV_OK)
+        fail_msg("bob's message: %s", k.bob->why.message);
+    assert_int_equal(history_count(k.bob, k.conversation, "behind its MLS group"), 1);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "bob is back", "bob@example.org", k.bob->device_id);
+    /* his first message after he found himself behind goes without the ask; the next asks */
+    bob_asks(&k);
+    receive_now(k.carol);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "all read it", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_sent_by(k.bob, k.conversation, "all read it", "alice@example.org", k.alice->device_id);
+    assert_sent_by(k.carol, k.conversation, "all read it", "alice@example.org", k.alice->device_id);
+    assert_int_equal(history_count(k.bob, k.conversation, "refused"), 0);
     club_free(&k);
 }
 
@@ -3586,6 +3661,7 @@ int main(void)
         cmocka_unit_test(test_behind_for_good),
         cmocka_unit_test(test_lost_state_joins_again),
         cmocka_unit_test(test_behind_member_joins_again),
+        cmocka_unit_test(test_full_queue_holds_up_nobody),
         cmocka_unit_test(test_rejoin_without_key_package),
         cmocka_unit_test(test_replaced_admin_holding_state),
         cmocka_unit_test(test_sole_admin_lost_state_founds_again),

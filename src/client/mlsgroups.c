@@ -686,6 +686,34 @@ msv_err client_group_notice(struct msv_client *c, const uint8_t gid[16], const c
     return notice(c, gid, text);
 }
 
+/*
+ * Tells that what this device sent (what: "a message", say) was not queued for the member
+ * devices sent->full counts: the delivery service left them out, their queues full, and their
+ * accounts are told by the server. The first is named by its handle in the roster (NULL: by
+ * its device id alone); then ends the text.
+ */
+static msv_err full_notice(struct msv_client *c, const uint8_t gid[16], const uint8_t *roster,
+                           size_t roster_len, const struct msv_mls_sent *sent, const char *what,
+                           const char *then)
+{
+    char first[300] = "", handle[257], text[900];
+
+    if (sent->full == 0)
+        return MSV_OK;
+    if (sent->n_full_devices > 0 &&
+        roster_handle(roster, roster_len, sent->full_devices[0], handle) == MSV_OK)
+        snprintf(first, sizeof(first), " (%s's device %llu first)", handle,
+                 (unsigned long long)sent->full_devices[0]);
+    else if (sent->n_full_devices > 0)
+        snprintf(first, sizeof(first), " (device %llu first)",
+                 (unsigned long long)sent->full_devices[0]);
+    snprintf(text, sizeof(text),
+             "%s did not reach %u of the group's devices%s: their queues on the server are full "
+             "(their accounts are told)%s",
+             what, sent->full, first, then);
+    return notice(c, gid, text);
+}
+
 /* ---- changing the group -------------------------------------------------------------------- */
 
 /* A KeyPackage for each device of want[] (claimed per handle, each checked), in kps[]. */
@@ -830,7 +858,7 @@ static size_t removals(const struct msv_mls_member *m, const struct dir *dir, ui
 /* The Welcome to the n devices added, once their commit was taken. */
 static msv_err send_welcome(struct msv_client *c, const struct msv_mls_member *m,
                             const uint8_t *welcome, size_t welcome_len, const uint64_t *devices,
-                            size_t n)
+                            size_t n, struct msv_mls_sent *sent)
 {
     struct msv_mls_send s = {.group_id = m->group_id,
                              .group_id_len = m->group_id_len,
@@ -840,10 +868,10 @@ static msv_err send_welcome(struct msv_client *c, const struct msv_mls_member *m
                              .message_len = welcome_len,
                              .recipients = devices,
                              .n_recipients = n};
-    uint64_t now = 0;
     msv_err err = msv_client_connect(c);
 
-    return err == MSV_OK ? msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &now, &c->why) : err;
+    memset(sent, 0, sizeof(*sent));
+    return err == MSV_OK ? msv_request_mls_send(c->conn, &s, TIMEOUT_MS, sent, &c->why) : err;
 }
 
 /*
@@ -889,6 +917,7 @@ static msv_err welcome_flush(struct msv_client *c, const uint8_t gid[16],
     size_t len = 0, n;
     uint64_t epoch;
     uint64_t *devices = NULL;
+    struct msv_mls_sent sent = {0};
     msv_err err = msv_client_db_get(c->db, group_key(WELCOME_KEPT, gid, key), &v, &len);
 
     *waiting = 0;
@@ -918,7 +947,8 @@ static msv_err welcome_flush(struct msv_client *c, const uint8_t gid[16],
     }
     for (size_t i = 0; i < n; i++)
         devices[i] = msv_get_u64be(v + WELCOME_HEAD + 8 * i);
-    err = send_welcome(c, m, v + WELCOME_HEAD + 8 * n, len - WELCOME_HEAD - 8 * n, devices, n);
+    err =
+        send_welcome(c, m, v + WELCOME_HEAD + 8 * n, len - WELCOME_HEAD - 8 * n, devices, n, &sent);
     if (err == MSV_ERR_IO) {
         *waiting = 1; /* out of reach: the next sync or receive sends it again */
         free(devices);
@@ -933,6 +963,12 @@ static msv_err welcome_flush(struct msv_client *c, const uint8_t gid[16],
                  n, n == 1 ? "" : "s", (unsigned long long)devices[0], c->why.message,
                  n == 1 ? "it does" : "they do", n == 1 ? "it" : "them");
         err = notice(c, gid, text);
+    } else if (sent.full > 0) {
+        snprintf(text, sizeof(text), "the Welcome to %zu device%s added to this MLS group", n,
+                 n == 1 ? "" : "s");
+        err = full_notice(c, gid, NULL, 0, &sent, text,
+                          "; those do not read the group's messages until an admin's device adds "
+                          "them again, which their next message to the group asks for");
     }
 forget:
     free(devices);
@@ -1420,7 +1456,8 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     uint8_t *roster = NULL, *present = NULL, *want = NULL, *commit = NULL, *welcome = NULL,
             *kept = NULL, *again = NULL, *ext = NULL;
     uint32_t *leaves = NULL, *again_leaf = NULL;
-    uint64_t *gone = NULL, epoch = 0;
+    uint64_t *gone = NULL;
+    struct msv_mls_sent sent = {0};
     size_t roster_len = 0, n_gone = 0, missing = 0, commit_len = 0, welcome_len = 0, n_want = 0,
            kept_len = 0, n_again = 0, n_replaced = 0, again_missing = 0, ext_len = 0;
     int set_ext = 0;
@@ -1618,7 +1655,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
                                  .removed = gone,
                                  .n_removed = n_gone};
 
-        err = msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &epoch, &c->why);
+        err = msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &sent, &c->why);
         if (err != MSV_OK)
             msv_mls_member_commit_discard(m);
     }
@@ -2398,6 +2435,7 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
     uint8_t *roster = NULL, *msg = NULL, id[MLS_ID_LEN];
     size_t roster_len = 0, msg_len = 0;
     uint64_t epoch = 0, now = 0;
+    struct msv_mls_sent sent = {0};
     msv_err err = mls_lock(c);
 
     *behind = 0;
@@ -2432,10 +2470,14 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
                                  .message = msg,
                                  .message_len = msg_len};
 
-        err = msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &now, &c->why);
+        err = msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &sent, &c->why);
         if (err == MSV_ERR_AGAIN) /* a server's "stale devices": no reason to send otherwise */
             err = MSV_ERR_IO;
+        now = sent.epoch;
     }
+    /* the devices a full queue left out miss this message alone: told, not sent again */
+    if (err == MSV_OK && !*renewed && now <= epoch)
+        err = full_notice(c, gid, roster, roster_len, &sent, "a message", "");
     *behind = err == MSV_OK && now > epoch ? now : 0; /* the delivery service's epoch */
     msv_mls_member_free(m);
     free(roster);

@@ -546,13 +546,14 @@ msv_err msv_request_mls_claim(struct msv_conn *c, const char *handle, int timeou
 }
 
 msv_err msv_request_mls_send(struct msv_conn *c, const struct msv_mls_send *s, int timeout_ms,
-                             uint64_t *epoch, struct msv_refusal *why)
+                             struct msv_mls_sent *sent, struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__MlsSend send = MSV__WIRE__MLS_SEND__INIT;
     msv_frame *resp = NULL;
     msv_err err;
 
+    memset(sent, 0, sizeof(*sent));
     send.group_id = (ProtobufCBinaryData){s->group_id_len, (uint8_t *)s->group_id};
     send.kind = (Msv__Wire__MlsKind)s->kind;
     send.epoch = s->epoch;
@@ -572,11 +573,16 @@ msv_err msv_request_mls_send(struct msv_conn *c, const struct msv_mls_send *s, i
         return err == MSV_ERR_AGAIN ? MSV_ERR_IO : err;
     }
     if (resp->body_case == MSV__WIRE__FRAME__BODY_MLS_SENT) {
-        *epoch = resp->mls_sent->epoch;
+        const Msv__Wire__MlsSent *a = resp->mls_sent;
+
+        sent->epoch = a->epoch;
+        sent->full = a->full;
+        for (size_t i = 0; i < a->n_full_devices && i < MSV_MLS_FULL_KEPT; i++)
+            sent->full_devices[sent->n_full_devices++] = a->full_devices[i];
     } else if (resp->body_case == MSV__WIRE__FRAME__BODY_ERROR &&
                resp->error->code == MSV__WIRE__ERROR_CODE__ERROR_MLS_STALE_EPOCH) {
         (void)msv_request_refusal(resp, why);
-        *epoch = resp->error->mls_epoch;
+        sent->epoch = resp->error->mls_epoch;
         err = MSV_ERR_REPLAY;
     } else {
         err = msv_request_refusal(resp, why);

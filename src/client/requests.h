@@ -296,12 +296,20 @@ struct msv_mls_send {
     const uint64_t *added, *removed, *recipients;
     size_t n_added, n_removed, n_recipients;
 };
+/* What a send was answered (MlsSent). */
+#define MSV_MLS_FULL_KEPT 8
+struct msv_mls_sent {
+    uint64_t epoch; /* the group's epoch after it (refused as stale: the current one) */
+    uint32_t full;  /* member devices it was not queued for: their queue was full */
+    uint64_t full_devices[MSV_MLS_FULL_KEPT]; /* the first of them */
+    size_t n_full_devices;
+};
 /*
- * Sends s; *epoch is the group's epoch after it, or, refused for a stale epoch
- * (MSV_ERR_REPLAY), the group's current one.
+ * Sends s; *sent says what the delivery service answered (refused for a stale epoch,
+ * MSV_ERR_REPLAY, its epoch alone).
  */
 MSV_MUST_CHECK msv_err msv_request_mls_send(struct msv_conn *c, const struct msv_mls_send *s,
-                                            int timeout_ms, uint64_t *epoch,
+                                            int timeout_ms, struct msv_mls_sent *sent,
                                             struct msv_refusal *why);
 
 #endif

@@ -384,7 +384,10 @@ static const struct {
     M(mls_copies, "mls_copies_queued_total", "counter",
       "Copies of MLS messages queued to member devices."),
     M(mls_refused, "mls_refused_total", "counter",
-      "MLS requests refused for their shape, a limit, membership or a full queue."),
+      "MLS requests refused for their shape, a limit or membership."),
+    M(mls_skipped, "mls_copies_skipped_total", "counter",
+      "Copies of MLS messages not queued because their member device's queue was full (the "
+      "sender and the device's account are told)."),
     M(shared_limits_fallback, "shared_limits_fallback_total", "counter",
       "Limit checks that Redis did not answer within redis_timeout_ms: counted on the node's "
       "own bucket instead."),

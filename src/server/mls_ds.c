@@ -33,6 +33,7 @@
 #define MLS_COPIED_MAX (64u << 20)      /* bytes one send may copy: size x copies */
 #define MLS_CLAIM_TTL_MS 3600000        /* a claim lets its account add the device this long */
 #define MLS_CLAIMS_OPEN_MAX 10000       /* open claims per account, the oldest dropped */
+#define MLS_FULL_NAMED 1000             /* devices left out for a full queue named in an answer */
 
 /* ---- KeyPackages ------------------------------------------------------------------------- */
 
@@ -271,13 +272,19 @@ static void refuse_stale(struct msv_conn_state *c, uint64_t request_id, uint64_t
     msv_conn_send_frame(c, &out);
 }
 
-static void send_sent(struct msv_conn_state *c, uint64_t request_id, uint64_t epoch, size_t n)
+/* The answer to a send taken: n copies queued; the devices left out for a full queue, the
+ * first MLS_FULL_NAMED of them by id. */
+static void send_sent(struct msv_conn_state *c, uint64_t request_id, uint64_t epoch, size_t n,
+                      uint64_t *full, size_t n_full)
 {
     Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
     Msv__Wire__MlsSent sent = MSV__WIRE__MLS_SENT__INIT;
 
     sent.epoch = epoch;
     sent.queued = (uint32_t)n;
+    sent.full = (uint32_t)n_full;
+    sent.n_full_devices = n_full < MLS_FULL_NAMED ? n_full : MLS_FULL_NAMED;
+    sent.full_devices = full;
     out.request_id = request_id;
     out.body_case = MSV__WIRE__FRAME__BODY_MLS_SENT;
     out.mls_sent = &sent;
@@ -354,53 +361,6 @@ static double send_cost(size_t n)
     return n > 0 ? (double)n : 1.0;
 }
 
-/*
- * The sender's envelope rate (send_cost) and every recipient's queue caps, as for a send
- * (handlers.c quota_allows). Answers a refusal itself and returns 0.
- */
-static int quota_ok(struct msv_conn_state *c, uint64_t request_id, const struct msv_queue_in *items,
-                    size_t n)
-{
-    struct msv_server *s = c->w->srv;
-    double cost = send_cost(n);
-    struct msv_queue_usage *use = calloc(n ? n : 1, sizeof(*use));
-    int full = 0;
-
-    if (use == NULL) {
-        msv_conn_send_error(c, request_id, E_IO, "out of memory");
-        return 0;
-    }
-    if (!msv_server_take_token(s, MSV_LIMIT_SEND, c->account_id, cost)) {
-        free(use);
-        atomic_fetch_add(&s->m.sends_rate_limited, 1);
-        msv_conn_send_error(c, request_id, E_RATE, "too many envelopes sent; slow down");
-        return 0;
-    }
-    for (size_t i = 0; i < n; i++)
-        use[i].device_id = items[i].device_id;
-    if (n > 0 && STORE(s)->queue_usage(IMPL(s), use, n) != MSV_OK)
-        full = -1;
-    for (size_t i = 0; i < n && full == 0; i++)
-        full = msv_server_queue_is_full(s, &use[i], items[i].ciphertext_len);
-    if (full > 0) {
-        atomic_fetch_add(&s->m.queue_full, 1);
-        for (size_t i = 0; i < n; i++) {
-            if (msv_server_queue_is_full(s, &use[i], items[i].ciphertext_len))
-                msv_server_queue_refused(s, use[i].device_id);
-        }
-    }
-    free(use);
-    if (full == 0)
-        return 1;
-    msv_server_refund_token(s, MSV_LIMIT_SEND, c->account_id, cost);
-    if (full < 0)
-        msv_conn_send_error(c, request_id, E_IO, "storage failed");
-    else
-        refuse(c, request_id, E_TOO_BIG,
-               "a member's queue is full; nothing was sent, try again later");
-    return 0;
-}
-
 /* A group send's state while it is checked and stored. */
 struct mls_send {
     struct msv_conn_state *c;
@@ -414,7 +374,69 @@ struct mls_send {
     struct msv_queue_in *items;
     uint64_t *ids;
     size_t n_items;
+    uint64_t *full; /* the member devices left out: their queue is full */
+    size_t n_full;
 };
+
+/*
+ * The sender's envelope rate (send_cost, a token for every copy) and every recipient's queue
+ * caps (as for a send, handlers.c quota_allows). A copy whose device's queue is full is left
+ * out, its token given back and its device kept in m->full (the sender is told in the answer,
+ * the device's account once the send is taken: tell_full), so that one member's full queue
+ * holds up nobody else's messages. Answers a refusal itself and returns 0 (the rate, or a
+ * failed read).
+ */
+static int take_room(struct mls_send *m)
+{
+    struct msv_conn_state *c = m->c;
+    struct msv_server *s = c->w->srv;
+    size_t n = m->n_items, kept = 0;
+    double cost = send_cost(n);
+    struct msv_queue_usage *use = calloc(n ? n : 1, sizeof(*use));
+
+    m->full = calloc(n ? n : 1, sizeof(*m->full));
+    if (use == NULL || m->full == NULL) {
+        free(use);
+        msv_conn_send_error(c, m->f->request_id, E_IO, "out of memory");
+        return 0;
+    }
+    if (!msv_server_take_token(s, MSV_LIMIT_SEND, c->account_id, cost)) {
+        free(use);
+        atomic_fetch_add(&s->m.sends_rate_limited, 1);
+        msv_conn_send_error(c, m->f->request_id, E_RATE, "too many envelopes sent; slow down");
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        use[i].device_id = m->items[i].device_id;
+    if (n > 0 && STORE(s)->queue_usage(IMPL(s), use, n) != MSV_OK) {
+        free(use);
+        msv_server_refund_token(s, MSV_LIMIT_SEND, c->account_id, cost);
+        msv_conn_send_error(c, m->f->request_id, E_IO, "storage failed");
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (msv_server_queue_is_full(s, &use[i], m->items[i].ciphertext_len))
+            m->full[m->n_full++] = m->items[i].device_id;
+        else
+            m->items[kept++] = m->items[i];
+    }
+    free(use);
+    m->n_items = kept;
+    if (m->n_full > 0) /* the copies left out are given back; a send of none still costs one */
+        msv_server_refund_token(s, MSV_LIMIT_SEND, c->account_id, cost - send_cost(kept));
+    return 1;
+}
+
+/* Once the send is taken: each full device's refusal recorded and its account told. */
+static void tell_full(struct msv_server *s, const struct mls_send *m)
+{
+    if (m->n_full == 0)
+        return;
+    atomic_fetch_add(&s->m.queue_full, 1);
+    atomic_fetch_add(&s->m.mls_skipped, m->n_full);
+    for (size_t i = 0; i < m->n_full; i++)
+        msv_server_queue_refused(s, m->full[i]);
+}
 
 /* One copy of the delivery for each of targets but the sender. */
 static int make_items(struct mls_send *m, const uint64_t *targets, size_t n)
@@ -487,7 +509,7 @@ static void commit(struct mls_send *m)
 
     /* the tokens first: refused work is paid for too (refunded for a lost race or an IO
      * failure alone) */
-    if (!quota_ok(c, m->f->request_id, m->items, m->n_items))
+    if (!take_room(m))
         return;
     if ((bad = check_added(m, &code)) != NULL) {
         if (code == E_IO)
@@ -551,7 +573,8 @@ static void commit(struct mls_send *m)
     atomic_fetch_add(&s->m.envelopes_enqueued, m->n_items);
     atomic_fetch_add(&s->m.mls_copies, m->n_items);
     wake_all(s, m);
-    send_sent(c, m->f->request_id, epoch_now, m->n_items);
+    tell_full(s, m);
+    send_sent(c, m->f->request_id, epoch_now, m->n_items, m->full, m->n_full);
 }
 
 /* A proposal, an application message or a Welcome: queued, the epoch unchanged. */
@@ -561,7 +584,7 @@ static void forward(struct mls_send *m)
     int64_t now = msv_server_now_ms(s);
     msv_err err;
 
-    if (!quota_ok(m->c, m->f->request_id, m->items, m->n_items))
+    if (!take_room(m))
         return;
     /* a leave: the device is off the list as its proposal is queued, in one transaction */
     if (is_leave(m->q))
@@ -587,7 +610,8 @@ static void forward(struct mls_send *m)
     atomic_fetch_add(&s->m.envelopes_enqueued, m->n_items);
     atomic_fetch_add(&s->m.mls_copies, m->n_items);
     wake_all(s, m);
-    send_sent(m->c, m->f->request_id, m->epoch, m->n_items);
+    tell_full(s, m);
+    send_sent(m->c, m->f->request_id, m->epoch, m->n_items, m->full, m->n_full);
 }
 
 /* A Welcome's recipients: each once, each a member (added by a commit already). */
@@ -691,6 +715,7 @@ void msv_mls_send(struct msv_conn_state *c, const msv_frame *f)
     free(m.members);
     free(m.items);
     free(m.ids);
+    free(m.full);
 }
 
 /* The groups the server holds the asking device in, with their epochs. */

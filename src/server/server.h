@@ -203,7 +203,7 @@ struct msv_metrics {
     _Atomic uint64_t admin_requests, admin_unauthorized;
     _Atomic uint64_t provision_opened, provision_refused, provision_delivered, provision_expired;
     _Atomic uint64_t mls_key_packages_claimed, mls_last_resort_claims, mls_claims_throttled;
-    _Atomic uint64_t mls_commits, mls_stale, mls_messages, mls_copies, mls_refused;
+    _Atomic uint64_t mls_commits, mls_stale, mls_messages, mls_copies, mls_refused, mls_skipped;
 };
 
 struct msv_bucket {
