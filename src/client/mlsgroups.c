@@ -966,9 +966,9 @@ static msv_err welcome_flush(struct msv_client *c, const uint8_t gid[16],
     } else if (sent.full > 0) {
         snprintf(text, sizeof(text), "the Welcome to %zu device%s added to this MLS group", n,
                  n == 1 ? "" : "s");
-        err = full_notice(c, gid, NULL, 0, &sent, text,
-                          "; those do not read the group's messages until an admin's device adds "
-                          "them again, which their next message to the group asks for");
+        full_notice(c, gid, NULL, 0, &sent, text,
+                    "; those do not read the group's messages until an admin's device adds them "
+                    "again, which their next message to the group asks for");
     }
 forget:
     free(devices);
@@ -2420,6 +2420,40 @@ static msv_err verified_check(struct msv_client *c, const uint8_t gid[16],
     return err;
 }
 
+/* "mls-full-said:<hex of the group id>" = u64be wall ms this device last told that a message
+ * missed devices whose queue was full (send_once) */
+#define FULL_SAID "mls-full-said:"
+#define FULL_SAID_EVERY_MS (3600LL * 1000)
+
+/* Whether a full queue's leaving out devices is told now (not within the hour; a time ahead
+ * of the clock counts as now), recorded so if it is. */
+static int full_said_due(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+    uint8_t *v = NULL, now[8];
+    size_t len = 0;
+    int64_t at = -1, wall = msv_wall_ms();
+
+    if (msv_client_db_get(c->db, group_key(FULL_SAID, gid, key), &v, &len) == MSV_OK && len == 8)
+        at = (int64_t)msv_get_u64be(v);
+    free(v);
+    if (at >= 0 && at <= wall && wall - at < FULL_SAID_EVERY_MS)
+        return 0;
+    msv_put_u64be(now, (uint64_t)wall);
+    return msv_client_db_set(c->db, key, now, sizeof(now)) == MSV_OK;
+}
+
+/* Whether payload pt is one the user wrote and sees (a message), not a typing notice or the
+ * like. */
+static int is_shown(const uint8_t *pt, size_t pt_len)
+{
+    struct msv_payload *p = NULL;
+    int shown = msv_payload_parse(pt, pt_len, &p) == MSV_OK && p->kind == MSV_KIND_MESSAGE;
+
+    msv_payload_free(p);
+    return shown;
+}
+
 /*
  * One application message of pt at this device's epoch, of the generation it holds (*gen);
  * *behind: the delivery service's epoch for that generation was past it (a commit this device
@@ -2475,9 +2509,11 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
             err = MSV_ERR_IO;
         now = sent.epoch;
     }
-    /* the devices a full queue left out miss this message alone: told, not sent again */
-    if (err == MSV_OK && !*renewed && now <= epoch)
-        err = full_notice(c, gid, roster, roster_len, &sent, "a message", "");
+    /* the devices a full queue left out miss this message alone: told (a message the user
+     * wrote, at most hourly in a group), not sent again; the message went all the same */
+    if (err == MSV_OK && !*renewed && now <= epoch && sent.full > 0 && is_shown(pt, pt_len) &&
+        full_said_due(c, gid))
+        full_notice(c, gid, roster, roster_len, &sent, "a message", "; told at most hourly");
     *behind = err == MSV_OK && now > epoch ? now : 0; /* the delivery service's epoch */
     msv_mls_member_free(m);
     free(roster);

@@ -2686,20 +2686,23 @@ int msv_server_queue_is_full(const struct msv_server *s, const struct msv_queue_
 }
 
 /* Tells the account of device_id that a send to it was refused for its full queue, at most
- * once per device every QUOTA_NOTICE_EVERY_MS (a flood of refused sends makes one notice). */
-static void tell_queue_full(struct msv_server *s, uint64_t device_id)
+ * once per device every QUOTA_NOTICE_EVERY_MS (a flood of refused sends makes one notice);
+ * 1 if it was told now. */
+#define QUEUE_FULL_TOLD_MAX 32 /* accounts told by one send */
+static int tell_queue_full(struct msv_server *s, uint64_t device_id)
 {
     Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;
     struct msv_device_rec d;
 
     if (!msv_server_quota_notice_due(s, device_id) ||
         STORE(s)->device_get(IMPL(s), device_id, &d) != MSV_OK)
-        return;
+        return 0;
     dc.account = MSV__WIRE__ACCOUNT_NOTICE__ACCOUNT_QUEUE_FULL;
     dc.full_device = device_id;
     queue_notice(s, d.account_id, 0, &dc);
     msv_device_rec_clear(&d);
     atomic_fetch_add(&s->m.quota_notices, 1);
+    return 1;
 }
 
 /*
@@ -2721,11 +2724,28 @@ static int rate_allows(struct msv_conn_state *c, const msv_frame *f)
     return 1;
 }
 
-void msv_server_queue_refused(struct msv_server *s, uint64_t device_id)
+static int cmp_device(const void *a, const void *b)
 {
-    if (STORE(s)->queue_refusal_add(IMPL(s), device_id) != MSV_OK)
-        msv_log(MSV_LOG_WARN, "queue_refusal_lost", "device=%llu", (unsigned long long)device_id);
-    tell_queue_full(s, device_id);
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+void msv_server_queue_refused(struct msv_server *s, uint64_t *device_ids, size_t n)
+{
+    size_t told = 0;
+
+    if (n == 0)
+        return;
+    /* one transaction, its rows in one order (two at once on PostgreSQL cannot deadlock) */
+    qsort(device_ids, n, sizeof(*device_ids), cmp_device);
+    if (STORE(s)->queue_refusal_add(IMPL(s), device_ids, n) != MSV_OK)
+        msv_log(MSV_LOG_WARN, "queue_refusal_lost", "devices=%zu first=%llu", n,
+                (unsigned long long)device_ids[0]);
+    /* each a store read and a queued notice when due: a bounded number per send, the others
+     * told by the sends that follow (their notices stay due) */
+    for (size_t i = 0; i < n && told < QUEUE_FULL_TOLD_MAX; i++)
+        told += tell_queue_full(s, device_ids[i]);
 }
 
 static void handle_send(struct msv_conn_state *c, const msv_frame *f)

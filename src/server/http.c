@@ -348,7 +348,8 @@ static const struct {
     M(sends_rate_limited, "sends_rate_limited_total", "counter",
       "Sends refused by the sending account's envelope rate."),
     M(queue_full, "queue_full_total", "counter",
-      "Sends refused because a recipient device's queue was full (envelopes or bytes)."),
+      "Sends refused because a recipient device's queue was full (envelopes or bytes); MLS "
+      "group sends leave such a device out instead (mls_copies_skipped_total)."),
     M(quota_notices, "quota_notices_total", "counter",
       "Notices to an account that a send to it was refused for a full queue."),
     M(claims_refused, "prekey_claims_refused_total", "counter",

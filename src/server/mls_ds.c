@@ -380,7 +380,7 @@ struct mls_send {
 
 /*
  * The sender's envelope rate (send_cost, a token for every copy) and every recipient's queue
- * caps (as for a send, handlers.c quota_allows). A copy whose device's queue is full is left
+ * caps (msv_server_queue_is_full, as for a send). A copy whose device's queue is full is left
  * out, its token given back and its device kept in m->full (the sender is told in the answer,
  * the device's account once the send is taken: tell_full), so that one member's full queue
  * holds up nobody else's messages. Answers a refusal itself and returns 0 (the rate, or a
@@ -427,15 +427,14 @@ static int take_room(struct mls_send *m)
     return 1;
 }
 
-/* Once the send is taken: each full device's refusal recorded and its account told. */
-static void tell_full(struct msv_server *s, const struct mls_send *m)
+/* Once the send is taken and answered: the full devices' refusals recorded (one transaction)
+ * and their accounts told. */
+static void tell_full(struct msv_server *s, struct mls_send *m)
 {
     if (m->n_full == 0)
         return;
-    atomic_fetch_add(&s->m.queue_full, 1);
     atomic_fetch_add(&s->m.mls_skipped, m->n_full);
-    for (size_t i = 0; i < m->n_full; i++)
-        msv_server_queue_refused(s, m->full[i]);
+    msv_server_queue_refused(s, m->full, m->n_full);
 }
 
 /* One copy of the delivery for each of targets but the sender. */
@@ -573,8 +572,8 @@ static void commit(struct mls_send *m)
     atomic_fetch_add(&s->m.envelopes_enqueued, m->n_items);
     atomic_fetch_add(&s->m.mls_copies, m->n_items);
     wake_all(s, m);
-    tell_full(s, m);
     send_sent(c, m->f->request_id, epoch_now, m->n_items, m->full, m->n_full);
+    tell_full(s, m);
 }
 
 /* A proposal, an application message or a Welcome: queued, the epoch unchanged. */
@@ -610,8 +609,8 @@ static void forward(struct mls_send *m)
     atomic_fetch_add(&s->m.envelopes_enqueued, m->n_items);
     atomic_fetch_add(&s->m.mls_copies, m->n_items);
     wake_all(s, m);
-    tell_full(s, m);
     send_sent(m->c, m->f->request_id, m->epoch, m->n_items, m->full, m->n_full);
+    tell_full(s, m);
 }
 
 /* A Welcome's recipients: each once, each a member (added by a commit already). */

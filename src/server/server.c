@@ -1180,6 +1180,9 @@ static void commit_answered(struct msv_conn_state *c, int answered)
 static void refuse_send(struct msv_server *s, struct msv_pending_send *p,
                         const struct msv_queue_usage *use, int refused)
 {
+    uint64_t *full;
+    size_t n_full = 0;
+
     if (p->account_id != 0) /* nothing was sent: its tokens come back */
         msv_server_refund_token(s, MSV_LIMIT_SEND, p->account_id, (double)p->count);
     if (refused < 0) {
@@ -1198,9 +1201,12 @@ static void refuse_send(struct msv_server *s, struct msv_pending_send *p,
     }
     atomic_fetch_add(&s->m.queue_full, 1);
     /* the recipients are told too (account usage): a refusal counts for each full queue */
-    for (size_t i = 0; i < p->count; i++)
+    full = calloc(p->count ? p->count : 1, sizeof(*full));
+    for (size_t i = 0; full != NULL && i < p->count; i++)
         if (msv_server_queue_is_full(s, &use[i], p->items[i].ciphertext_len))
-            msv_server_queue_refused(s, use[i].device_id);
+            full[n_full++] = use[i].device_id;
+    msv_server_queue_refused(s, full, n_full);
+    free(full);
     if (p->c != NULL)
         msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG,
                             "the recipient's queue is full; nothing was sent, try again later");

@@ -416,9 +416,9 @@ void msv_server_failing(struct msv_server *s, _Atomic int *flag, int failed);
 /* 1 if one more envelope of len bytes would pass the queue caps of u's device. */
 int msv_server_queue_is_full(const struct msv_server *s, const struct msv_queue_usage *u,
                              size_t len);
-/* A send refused for device_id's full queue: counted for its account, which is told (handlers.c).
- */
-void msv_server_queue_refused(struct msv_server *s, uint64_t device_id);
+/* A send refused (or left out, MLS) for the full queues of n devices: counted for each, in one
+ * transaction, and their accounts told (handlers.c); device_ids is sorted in place. */
+void msv_server_queue_refused(struct msv_server *s, uint64_t *device_ids, size_t n);
 
 /* mls_ds.c: the MLS delivery service's requests (docs/wire.md, "MLS delivery"). */
 void msv_mls_key_package_upload(struct msv_conn_state *c, const msv_frame *f);

@@ -3225,18 +3225,23 @@ static msv_err queue_usage(struct pg_conn *c, struct msv_queue_usage *u, size_t 
     return err;
 }
 
-static msv_err queue_refusal_add(struct pg_conn *c, uint64_t device_id)
+/* In a transaction: the devices in the order given (the caller sorts them, so that two such
+ * transactions take the rows' locks in one order). */
+static msv_err queue_refusal_add(struct pg_conn *c, const uint64_t *device_ids, size_t n)
 {
-    struct args a = {0};
-    PGresult *r = NULL;
-    msv_err err;
+    msv_err err = MSV_OK;
 
-    a_i64(&a, (int64_t)device_id);
-    err = query(c,
-                "INSERT INTO queue_refusals VALUES ($1, 1) ON CONFLICT (device_id) DO UPDATE"
-                " SET refused = queue_refusals.refused + 1;",
-                &a, &r);
-    PQclear(r);
+    for (size_t i = 0; i < n && err == MSV_OK; i++) {
+        struct args a = {0};
+        PGresult *r = NULL;
+
+        a_i64(&a, (int64_t)device_ids[i]);
+        err = query(c,
+                    "INSERT INTO queue_refusals VALUES ($1, 1) ON CONFLICT (device_id) DO UPDATE"
+                    " SET refused = queue_refusals.refused + 1;",
+                    &a, &r);
+        PQclear(r);
+    }
     return err;
 }
 
@@ -3676,9 +3681,9 @@ static msv_err p_queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
     POOLED(queue_usage(c_, u, n));
 }
 
-static msv_err p_queue_refusal_add(void *impl, uint64_t device_id)
+static msv_err p_queue_refusal_add(void *impl, const uint64_t *device_ids, size_t n)
 {
-    POOLED(queue_refusal_add(c_, device_id));
+    TRANSACTION(queue_refusal_add(c_, device_ids, n));
 }
 
 static msv_err p_queue_refusal_take(void *impl, uint64_t device_id, uint64_t *refused)

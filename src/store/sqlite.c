@@ -2051,19 +2051,24 @@ static msv_err queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
     return err;
 }
 
-static msv_err queue_refusal_add(void *impl, uint64_t device_id)
+static msv_err queue_refusal_add_locked(void *impl, const uint64_t *device_ids, size_t n)
 {
     struct sqlite_store *s = impl;
-    sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s,
-                          "INSERT INTO queue_refusals VALUES (?, 1) ON CONFLICT (device_id) DO"
-                          " UPDATE SET refused = refused + 1;",
-                          &st);
+    msv_err err = MSV_OK;
 
-    if (err != MSV_OK)
-        return err;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
-    return run(s, st);
+    for (size_t i = 0; i < n && err == MSV_OK; i++) {
+        sqlite3_stmt *st = NULL;
+
+        err = prepare(s,
+                      "INSERT INTO queue_refusals VALUES (?, 1) ON CONFLICT (device_id) DO"
+                      " UPDATE SET refused = refused + 1;",
+                      &st);
+        if (err != MSV_OK)
+            break;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)device_ids[i]);
+        err = run(s, st);
+    }
+    return err;
 }
 
 /* Inside a transaction: the read and the reset are one. */
@@ -3250,9 +3255,9 @@ static msv_err l_queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
     READ_TOGETHER(n, queue_usage(impl, u, n));
 }
 
-static msv_err l_queue_refusal_add(void *impl, uint64_t device_id)
+static msv_err l_queue_refusal_add(void *impl, const uint64_t *device_ids, size_t n)
 {
-    LOCKED(queue_refusal_add(impl, device_id));
+    TRANSACTION(queue_refusal_add_locked(impl, device_ids, n));
 }
 
 static msv_err l_queue_refusal_take(void *impl, uint64_t device_id, uint64_t *refused)

@@ -450,8 +450,9 @@ struct msv_store_ops {
     msv_err (*queue_depth)(void *impl, uint64_t *count);
     /* The envelopes and ciphertext bytes waiting for each of n devices (expired ones too). */
     msv_err (*queue_usage)(void *impl, struct msv_queue_usage *u, size_t n);
-    /* One more send refused because device_id's queue was full (table queue_refusals). */
-    msv_err (*queue_refusal_add)(void *impl, uint64_t device_id);
+    /* One more send refused for each of n devices because its queue was full (table
+     * queue_refusals), in one transaction. */
+    msv_err (*queue_refusal_add)(void *impl, const uint64_t *device_ids, size_t n);
     /* The sends refused for device_id's full queue since last taken, and the count back to 0. */
     msv_err (*queue_refusal_take)(void *impl, uint64_t device_id, uint64_t *refused);
 
