@@ -2476,18 +2476,39 @@ static void test_full_queue_holds_up_nobody(void **state)
     assert_sent_by(k.bob, k.conversation, "full 0", "alice@example.org", k.alice->device_id);
     assert_int_equal(history_count(k.bob, k.conversation, "full 5"), 0);
     assert_int_equal(history_count(k.bob, k.conversation, "after an update"), 0);
-    /* behind the commit he missed: his message asks, alice's device adds him again (the
-     * others' queues read first: they have room for his per-device copies) */
+    /* now carol leaves her queue unread until it is full */
     receive_now(k.alice);
-    receive_now(k.carol);
+    for (int i = 0; i < 4; i++) {
+        snprintf(text, sizeof(text), "carol full %d", i);
+        assert_int_equal(msv_client_group_send(k.alice, "club", text, NULL, 0, NULL, id), MSV_OK);
+        receive_now(k.alice);
+    }
+    receive_now(k.bob); /* what he cannot read, behind: recorded so */
+    /* behind the commit he missed: his message asks, alice's device adds him again; his
+     * per-device copies reach alice although carol's queue is full (before, one full queue
+     * refused them all, and bob could never ask) */
     if (msv_client_group_send(k.bob, "club", "bob is back", NULL, 0, NULL, id) != MSV_OK)
         fail_msg("bob's message: %s", k.bob->why.message);
     assert_int_equal(history_count(k.bob, k.conversation, "behind its MLS group"), 1);
     receive_now(k.alice);
     assert_sent_by(k.alice, k.conversation, "bob is back", "bob@example.org", k.bob->device_id);
-    /* his first message after he found himself behind goes without the ask; the next asks */
-    bob_asks(&k);
+    assert_int_equal(history_count(k.bob, k.conversation,
+                                   "not sent to carol@example.org: every one of its devices' "
+                                   "queues on the server is full"),
+                     1);
+    /* carol reads her queue (so that she gets the commit that adds bob again); his first
+     * message after he found himself behind goes without the ask; the next asks (alice's
+     * queue read first: it holds carol's receipts now) */
     receive_now(k.carol);
+    receive_now(k.alice);
+    bob_asks(&k);
+    /* bob's next connection sends carol what she is owed */
+    msv_conn_close(k.bob->conn);
+    k.bob->conn = NULL;
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_sent_by(k.carol, k.conversation, "bob is back", "bob@example.org", k.bob->device_id);
+    assert_sent_by(k.carol, k.conversation, "bob asks", "bob@example.org", k.bob->device_id);
     assert_int_equal(msv_client_group_send(k.alice, "club", "all read it", NULL, 0, NULL, id),
                      MSV_OK);
     receive_now(k.bob);

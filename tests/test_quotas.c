@@ -535,6 +535,82 @@ static void test_queue_caps_and_send_rate(void **state)
     test_server_cleanup(&s);
 }
 
+/* An Ok that names device (0: none) alone as left out for its full queue. */
+static void expect_ok_left_out(msv_frame *f, uint64_t device)
+{
+    if (f->body_case != MSV__WIRE__FRAME__BODY_OK)
+        fail_msg("expected Ok, got body %d (error %d)", f->body_case, test_error_code(f));
+    assert_int_equal(f->ok->n_full_devices, device != 0);
+    if (device != 0)
+        assert_int_equal(f->ok->full_devices[0], device);
+    msv_frame_free(f);
+}
+
+/*
+ * A send to several devices one of whose queues is full leaves that device out: the others
+ * get theirs, the sender learns which device was left out (Ok.full_devices) and gets its token
+ * back, the device's account is told; a send whose every device is full is refused whole and
+ * names them (Error.full_devices). Before, one full queue refused the whole send, so that one
+ * device left unread stopped every message to a group, or to its owner's other devices.
+ */
+static void test_full_device_left_out(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, c1;
+    struct test_device *bob[1] = {&b1}, *both[2] = {&b1, &c1};
+    const char *bob_h[1] = {"bob@example.org"},
+               *both_h[2] = {"bob@example.org", "carol@example.org"};
+    const char *carol_h[1] = {"carol@example.org"};
+    struct test_device *carol[1] = {&c1};
+    msv_frame *r;
+    uint64_t q;
+
+    (void)state;
+    test_server_init(&s, "[relay]\nqueue_max_envelopes = 2\nsend_rate = 0.01\nsend_burst = 6\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_register(&s, "carol@example.org", &c1);
+    msv_conn_close(b1.conn); /* bob is away: his queue fills */
+    b1.conn = NULL;
+    for (int i = 0; i < 2; i++)
+        expect_ok_left_out(test_send(&a1, bob_h, 1, bob, 1, "for bob"), 0);
+    /* bob's device left out, carol's copy queued */
+    expect_ok_left_out(test_send(&a1, both_h, 2, both, 2, "to both"), b1.device_id);
+    q = test_expect_message(&c1, &a1, "to both", TEST_TIMEOUT_MS);
+    assert_true(q != 0);
+    test_ack(&c1, q);
+    for (int k = 0; k < 100 && queued_count(&s) > 3; k++)
+        usleep(20 * 1000);
+    assert_int_equal(queued_count(&s), 3);
+    assert_int_equal(test_server_metric(&s, "envelopes_left_out_total"), 1);
+    assert_int_equal(test_server_metric(&s, "queue_full_total"), 0);    /* nothing refused */
+    assert_int_equal(test_server_metric(&s, "quota_notices_total"), 1); /* bob's account told */
+    /* every device full: refused whole, the devices named */
+    r = test_send(&a1, bob_h, 1, bob, 1, "bob alone");
+    assert_int_equal(test_error_code(r), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    assert_int_equal(r->error->n_full_devices, 1);
+    assert_int_equal(r->error->full_devices[0], b1.device_id);
+    msv_frame_free(r);
+    assert_int_equal(test_server_metric(&s, "queue_full_total"), 1);
+    /* tokens: 2 + (2 - 1 given back) of 6 spent, the refused send's given back: 3 left
+     * (carol reads each, and her acknowledgement is committed before the next) */
+    for (int i = 0; i < 3; i++) {
+        expect_ok_left_out(test_send(&a1, carol_h, 1, carol, 1, "to carol"), 0);
+        q = test_expect_message(&c1, &a1, "to carol", TEST_TIMEOUT_MS);
+        assert_true(q != 0);
+        test_ack(&c1, q);
+        for (int k = 0; k < 100 && queued_count(&s) > 3; k++) /* bob's two, his notice */
+            usleep(20 * 1000);
+    }
+    test_expect_error(test_send(&a1, carol_h, 1, carol, 1, "one too many"),
+                      MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&c1);
+    test_server_cleanup(&s);
+}
+
 /* BlobCreate of size from d; returns the answer (caller frees). */
 static msv_frame *blob_create(struct test_device *d, uint64_t size)
 {
@@ -911,6 +987,7 @@ int main(void)
         cmocka_unit_test(test_hook_arguments),
         cmocka_unit_test(test_prekey_claims),
         cmocka_unit_test(test_queue_caps_and_send_rate),
+        cmocka_unit_test(test_full_device_left_out),
         cmocka_unit_test(test_sealed_sends_hit_queue_cap),
         cmocka_unit_test(test_attachment_quotas),
         cmocka_unit_test(test_blob_finish_off_loop_and_throttled),

@@ -39,17 +39,25 @@ msv_err msv_request_refusal(const msv_frame *f, struct msv_refusal *why)
 }
 
 /* Runs req; MSV_OK if the answer has body case want, else the refusal. */
-static msv_err run(struct msv_conn *c, msv_frame *req, int want, int timeout_ms,
-                   struct msv_refusal *why, msv_frame **answer)
+/* As run, but *resp is the answer whatever it was, when there was one (caller frees). */
+static msv_err run_answered(struct msv_conn *c, msv_frame *req, int want, int timeout_ms,
+                            struct msv_refusal *why, msv_frame **resp)
 {
-    msv_frame *resp = NULL;
-    msv_err err = msv_conn_request(c, req, timeout_ms, &resp);
+    msv_err err = msv_conn_request(c, req, timeout_ms, resp);
 
     if (err != MSV_OK && why != NULL) /* no answer: no refusal to tell of */
         memset(why, 0, sizeof(*why));
     if (err != MSV_OK) /* a silent server is an I/O failure: AGAIN means a stale list */
         return err == MSV_ERR_AGAIN ? MSV_ERR_IO : err;
-    err = (int)resp->body_case == want ? MSV_OK : msv_request_refusal(resp, why);
+    return (int)(*resp)->body_case == want ? MSV_OK : msv_request_refusal(*resp, why);
+}
+
+static msv_err run(struct msv_conn *c, msv_frame *req, int want, int timeout_ms,
+                   struct msv_refusal *why, msv_frame **answer)
+{
+    msv_frame *resp = NULL;
+    msv_err err = run_answered(c, req, want, timeout_ms, why, &resp);
+
     if (answer != NULL && (err == MSV_OK || err == MSV_ERR_AGAIN))
         *answer = resp;
     else
@@ -348,6 +356,27 @@ msv_err msv_request_send_expiring(struct msv_conn *c, const uint8_t message_id[1
                                current, why);
 }
 
+/* The devices a send's answer names as left out for a full queue (all: refused whole). */
+static void send_left(const msv_frame *answer, msv_err err, struct msv_send_left *left)
+{
+    const uint64_t *d = NULL;
+    size_t n = 0;
+
+    left->n = 0;
+    left->all = 0;
+    if (answer != NULL && err == MSV_OK && answer->body_case == MSV__WIRE__FRAME__BODY_OK) {
+        d = answer->ok->full_devices;
+        n = answer->ok->n_full_devices;
+    } else if (answer != NULL && err == MSV_ERR_TOO_BIG &&
+               answer->body_case == MSV__WIRE__FRAME__BODY_ERROR) {
+        d = answer->error->full_devices;
+        n = answer->error->n_full_devices;
+        left->all = n > 0;
+    }
+    for (size_t i = 0; i < n && left->n < MSV_SEND_LEFT_MAX; i++)
+        left->devices[left->n++] = d[i];
+}
+
 msv_err msv_request_send_as(struct msv_conn *c, const uint8_t message_id[16],
                             const char *const *handles, size_t n_handles,
                             const struct msv_outgoing *envelopes, size_t n,
@@ -389,7 +418,9 @@ msv_err msv_request_send_as(struct msv_conn *c, const uint8_t message_id[16],
         send.from_handle = text(as->from);
     req.body_case = MSV__WIRE__FRAME__BODY_SEND;
     req.send = &send;
-    err = run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, &answer);
+    err = run_answered(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, &answer);
+    if (as->left != NULL)
+        send_left(answer, err, as->left);
     if (err == MSV_ERR_AGAIN && current != NULL)
         *current = answer;
     else

@@ -143,10 +143,18 @@ MSV_MUST_CHECK msv_err msv_request_send(struct msv_conn *c, const uint8_t messag
                                         msv_frame **current, struct msv_refusal *why);
 /* The same, asking the relay to drop copies still undelivered after expire_after_s (0: never). */
 /* What else a send says: msv_request_send_expiring's, and the handle it is from (may be NULL). */
+/* The recipient devices a send was not queued for, their queue on the server full. */
+#define MSV_SEND_LEFT_MAX 1024 /* a send's envelopes at most (docs/wire.md) */
+struct msv_send_left {
+    size_t n;
+    int all; /* the send was refused (MSV_ERR_TOO_BIG): every one of its devices' queues full */
+    uint64_t devices[MSV_SEND_LEFT_MAX];
+};
 struct msv_send_as {
     const uint8_t *delivery_token;
     uint32_t expire_after_s;
-    const char *from; /* frame.proto SendRequest.from_handle */
+    const char *from;           /* frame.proto SendRequest.from_handle */
+    struct msv_send_left *left; /* out, may be NULL: what the answer left out */
 };
 MSV_MUST_CHECK msv_err msv_request_send_as(struct msv_conn *c, const uint8_t message_id[16],
                                            const char *const *handles, size_t n_handles,

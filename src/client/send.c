@@ -317,17 +317,63 @@ static uint32_t relay_expiry(const uint8_t *pt, size_t pt_len)
 }
 
 /*
+ * The handles of hds none of whose devices the relay queued the send for, their queues full
+ * (left), refused (owed it, told of; this account's own handles are not: its device's account
+ * is told by the server). A handle some of whose devices got it is not: its owner reads it there,
+ * and the full device's account is told.
+ */
+static msv_err refuse_left_out(struct msv_client *c, Msv__Wire__HandleDevices *const *hds,
+                               size_t n_hds, const struct msv_send_left *left, const char *why,
+                               struct client_refusals *refused)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t j = 0; j < n_hds && err == MSV_OK; j++) {
+        size_t out = 0;
+        char handle[MSV_HANDLE_MAX + 1];
+        uint64_t first = 0;
+
+        for (size_t d = 0; d < hds[j]->n_devices; d++)
+            for (size_t i = 0; i < left->n; i++)
+                if (left->devices[i] == hds[j]->devices[d]->device_id) {
+                    first = first ? first : left->devices[i];
+                    out++;
+                    break;
+                }
+        if (out == 0 || out < hds[j]->n_devices || hds[j]->handle.len > MSV_HANDLE_MAX)
+            continue;
+        memcpy(handle, hds[j]->handle.data, hds[j]->handle.len);
+        handle[hds[j]->handle.len] = '\0';
+        if (client_is_own_handle(c, handle))
+            continue;
+        if (why == NULL) {
+            char text[160];
+
+            snprintf(text, sizeof(text), "its device%s queue on the server is full (device %llu)",
+                     out == 1 ? "'s" : "s'", (unsigned long long)first);
+            err = client_refusal_add(refused, handle, text, MSV_ERR_TOO_BIG);
+        } else {
+            err = client_refusal_add(refused, handle, why, MSV_ERR_TOO_BIG);
+        }
+    }
+    return err;
+}
+
+/*
  * Sends to the devices of hds; on a stale list, *fresh holds the server's
  * current one. With a delivery token, sealed, on the connection that never
- * authenticated.
+ * authenticated. The handles whose every device's queue is full are refused (refuse_left_out):
+ * those the relay left out of a send it took, or all of them with MSV_ERR_TOO_BIG.
  */
 static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char *const *handles,
                          size_t n, Msv__Wire__HandleDevices *const *hds, size_t n_hds,
-                         const uint8_t *pt, size_t pt_len, const uint8_t *token, msv_frame **fresh)
+                         const uint8_t *pt, size_t pt_len, const uint8_t *token, msv_frame **fresh,
+                         struct client_refusals *refused)
 {
     struct sealed_set s = {0};
     struct msv_send_as as = {0};
-    msv_err err = client_check_verified(c, hds, n_hds);
+    struct msv_send_left *left = calloc(1, sizeof(*left));
+    msv_err err = left != NULL ? client_check_verified(c, hds, n_hds) : MSV_ERR_NOMEM;
 
     if (err == MSV_OK)
         err = seal_for(c, hds, n_hds, pt, pt_len, token != NULL, &s);
@@ -339,6 +385,7 @@ static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char 
     if (token == NULL && strcmp(SEND_AS(c), c->handle) != 0 &&
         !(n == 1 && strcmp(handles[0], c->handle) == 0))
         as.from = SEND_AS(c);
+    as.left = left;
     if (err == MSV_OK)
         err = msv_request_send_as(token != NULL ? c->sealed_conn : c->conn, id, handles, n, s.out,
                                   s.count, &as, TIMEOUT_MS, fresh, &c->why);
@@ -346,7 +393,17 @@ static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char 
         msv_conn_close(c->sealed_conn);
         c->sealed_conn = NULL;
     }
+    /* refused whole, every queue full: each handle refused as the relay said (the error stays:
+     * a send that reached nobody else is held for them) */
+    if (err == MSV_OK && left->n > 0)
+        err = refuse_left_out(c, hds, n_hds, left, NULL, refused);
+    else if (err == MSV_ERR_TOO_BIG && left->all) {
+        msv_err e = refuse_left_out(c, hds, n_hds, left, c->why.message, refused);
+
+        err = e != MSV_OK ? e : err;
+    }
     sealed_clear(&s);
+    free(left);
     return err;
 }
 
@@ -692,7 +749,7 @@ static msv_err send_batch(struct msv_client *c, const uint8_t id[16], const char
     for (int tries = 0; err == MSV_OK && n > 0 && tries < SEND_TRIES; tries++) {
         msv_frame *stale = NULL;
 
-        err = send_once(c, id, targets, n, start, n, pt, pt_len, token, &stale);
+        err = send_once(c, id, targets, n, start, n, pt, pt_len, token, &stale, refused);
         msv_frame_free(stale);
         if (err != MSV_ERR_AGAIN)
             break;
@@ -766,14 +823,21 @@ static msv_err deliver_group(struct msv_client *c, const uint8_t id[16], const c
     if (err == MSV_OK && alone && refused->n > refused_before && !names_others(c, ts.targets, ts.n))
         err = refusal_since(c, refused, refused_before);
     while (err == MSV_OK && done < ts.n) {
-        size_t k = batch_size(ts.hds + done, ts.n - done, pt_len);
+        size_t k = batch_size(ts.hds + done, ts.n - done, pt_len), before = refused->n;
 
         err = send_batch(c, id, ts.targets + done, k, ts.hds + done, pt, pt_len, token,
                          alone && done == 0, refused);
+        /* every queue of the batch full: its handles refused (send_once), the next batch goes */
+        if (err == MSV_ERR_TOO_BIG && refused->n > before)
+            err = MSV_OK;
         done += k;
         if (err == MSV_OK && k < ts.n && c->on_send_progress != NULL)
             c->on_send_progress(c->ctx, done, ts.n);
     }
+    /* alone, and every other target refused by now (full queues): it reached nobody else */
+    if (err == MSV_OK && alone && refused->n > refused_before &&
+        others_refused(c, refused, ts.targets, ts.n, 0))
+        err = refusal_since(c, refused, refused_before);
     target_sets_free(&ts);
     return err;
 }
@@ -1159,6 +1223,12 @@ static msv_err owe_to_refused(struct msv_client *c, const uint8_t id[16], const 
         if (refused->gone[k]) /* nobody to owe it to */
             snprintf(text, sizeof(text), "not sent to %.256s: %s%s", h, refused->why[k],
                      others_have ? " (the others have it)" : "");
+        else if (refused->err[k] == MSV_ERR_TOO_BIG) /* full queues (refuse_left_out) */
+            snprintf(text, sizeof(text),
+                     "not sent to %.256s: every one of its devices' queues on the server is full "
+                     "(the others have it; it goes there again each time this device connects, "
+                     "until the server takes it)",
+                     h);
         else
             snprintf(text, sizeof(text),
                      "not sent to %.256s: %s (the others have it; it goes to %.256s once what "

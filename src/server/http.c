@@ -237,6 +237,10 @@ static const struct {
     M(sealed_sends, "sealed_sends_total", "counter",
       "Sealed-sender sends accepted for commit (their sender unknown to the relay)."),
     M(envelopes_enqueued, "envelopes_enqueued_total", "counter", "Envelopes committed to queues."),
+    M(envelopes_left_out, "envelopes_left_out_total", "counter",
+      "Envelopes of sends taken that were left out because their device's queue was full (the "
+      "send's other envelopes went; a send all of whose devices were full is refused, "
+      "queue_full_total)."),
     M(envelopes_delivered, "envelopes_delivered_total", "counter", "Envelopes pushed to devices."),
     M(envelopes_acked, "envelopes_acked_total", "counter", "Envelopes acknowledged and deleted."),
     M(envelopes_expired, "envelopes_expired_total", "counter",
@@ -348,8 +352,9 @@ static const struct {
     M(sends_rate_limited, "sends_rate_limited_total", "counter",
       "Sends refused by the sending account's envelope rate."),
     M(queue_full, "queue_full_total", "counter",
-      "Sends refused because a recipient device's queue was full (envelopes or bytes); MLS "
-      "group sends leave such a device out instead (mls_copies_skipped_total)."),
+      "Sends refused because every recipient device's queue was full (envelopes or bytes); "
+      "a send with other devices leaves the full ones out (envelopes_left_out_total, "
+      "mls_copies_skipped_total)."),
     M(quota_notices, "quota_notices_total", "counter",
       "Notices to an account that a send to it was refused for a full queue."),
     M(claims_refused, "prekey_claims_refused_total", "counter",

@@ -1076,7 +1076,9 @@ struct msv_commit_batch {
     struct msv_queue_in *all;    /* every send's envelopes; the committer keeps the accepted */
     struct msv_queue_usage *use; /* the recipients' queues, one per envelope of all */
     size_t *counts;              /* envelopes of each send, in order */
-    int *refused; /* each send: 0 accepted, 1 a queue is full, -1 not read, 2 a device gone */
+    size_t *kept;                /* of them, those in all (the others left out: left_out) */
+    uint8_t *left_out; /* one per envelope of use: its device's queue full, the send taken */
+    int *refused; /* each send: 0 accepted, 1 every queue is full, -1 not read, 2 a device gone */
     uint64_t *ids;
     struct msv_queue_ack *acks;
     size_t total, n_sends, n_acks, n_all;
@@ -1176,6 +1178,8 @@ static void commit_answered(struct msv_conn_state *c, int answered)
                              callbacks */
 }
 
+#define QUEUE_FULL_TEXT "the recipient's queue is full; nothing was sent, try again later"
+
 /* A send a queue cap refused: nothing of it was stored; the full queues' accounts are told. */
 static void refuse_send(struct msv_server *s, struct msv_pending_send *p,
                         const struct msv_queue_usage *use, int refused)
@@ -1200,16 +1204,57 @@ static void refuse_send(struct msv_server *s, struct msv_pending_send *p,
         return;
     }
     atomic_fetch_add(&s->m.queue_full, 1);
-    /* the recipients are told too (account usage): a refusal counts for each full queue */
+    /* every recipient's queue full (batch_check): named in the answer; the recipients are told
+     * too (account usage), a refusal counted for each */
     full = calloc(p->count ? p->count : 1, sizeof(*full));
     for (size_t i = 0; full != NULL && i < p->count; i++)
-        if (msv_server_queue_is_full(s, &use[i], p->items[i].ciphertext_len))
-            full[n_full++] = use[i].device_id;
+        full[n_full++] = use[i].device_id;
+    if (p->c != NULL) {
+        Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__Error e = MSV__WIRE__ERROR__INIT;
+
+        e.code = MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG;
+        e.message = (ProtobufCBinaryData){sizeof(QUEUE_FULL_TEXT) - 1, (uint8_t *)QUEUE_FULL_TEXT};
+        e.n_full_devices = n_full;
+        e.full_devices = full;
+        f.request_id = p->request_id;
+        f.body_case = MSV__WIRE__FRAME__BODY_ERROR;
+        f.error = &e;
+        msv_conn_send_frame(p->c, &f);
+    }
     msv_server_queue_refused(s, full, n_full);
     free(full);
-    if (p->c != NULL)
-        msv_conn_send_error(p->c, p->request_id, MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG,
-                            "the recipient's queue is full; nothing was sent, try again later");
+}
+
+/*
+ * A send taken with some of its envelopes left out (left_out, one per envelope: their devices'
+ * queues full): answered Ok naming those devices, their tokens given back, and their
+ * refusals counted and their accounts told after the answer.
+ */
+static void answer_left_out(struct msv_server *s, struct msv_pending_send *p,
+                            const struct msv_queue_usage *use, const uint8_t *left_out)
+{
+    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__Ok ok = MSV__WIRE__OK__INIT;
+    uint64_t *full = calloc(p->count ? p->count : 1, sizeof(*full));
+    size_t n = 0;
+
+    for (size_t i = 0; full != NULL && i < p->count; i++)
+        if (left_out[i])
+            full[n++] = use[i].device_id;
+    if (p->account_id != 0 && n > 0)
+        msv_server_refund_token(s, MSV_LIMIT_SEND, p->account_id, (double)n);
+    atomic_fetch_add(&s->m.envelopes_left_out, n);
+    if (p->c != NULL) {
+        ok.n_full_devices = n;
+        ok.full_devices = full;
+        f.request_id = p->request_id;
+        f.body_case = MSV__WIRE__FRAME__BODY_OK;
+        f.ok = &ok;
+        msv_conn_send_frame(p->c, &f);
+    }
+    msv_server_queue_refused(s, full, n);
+    free(full);
 }
 
 /*
@@ -1228,6 +1273,8 @@ static void answer_sends(struct msv_server *s, struct msv_pending_send *head,
         head = p->next;
         if (refused != 0)
             refuse_send(s, p, b->use + at, refused);
+        else if (err == MSV_OK && b != NULL && b->kept[k] < p->count)
+            answer_left_out(s, p, b->use + at, b->left_out + at);
         else if (p->c != NULL && err == MSV_OK)
             msv_conn_send_ok(p->c, p->request_id);
         else if (p->c != NULL)
@@ -1237,7 +1284,8 @@ static void answer_sends(struct msv_server *s, struct msv_pending_send *head,
             commit_answered(p->c, 1);
         if (err == MSV_OK && refused == 0) {
             for (size_t i = 0; i < p->count; i++)
-                msv_server_wake(s, p->items[i].device_id);
+                if (b == NULL || !b->left_out[at + i])
+                    msv_server_wake(s, p->items[i].device_id);
         }
         at += p->count;
         k++;
@@ -1300,6 +1348,8 @@ static void batch_free(struct msv_commit_batch *b)
     free(b->use);
     free(b->counts);
     free(b->refused);
+    free(b->kept);
+    free(b->left_out);
     free(b->all);
     free(b->ids);
     free(b->acks);
@@ -1328,10 +1378,12 @@ static struct msv_commit_batch *batch_make(struct msv_worker *w)
     b->use = calloc(b->total ? b->total : 1, sizeof(*b->use));
     b->ids = calloc(b->total ? b->total : 1, sizeof(*b->ids));
     b->counts = calloc(b->n_sends ? b->n_sends : 1, sizeof(*b->counts));
+    b->kept = calloc(b->n_sends ? b->n_sends : 1, sizeof(*b->kept));
+    b->left_out = calloc(b->total ? b->total : 1, 1);
     b->refused = calloc(b->n_sends ? b->n_sends : 1, sizeof(*b->refused));
     b->acks = calloc(b->n_acks ? b->n_acks : 1, sizeof(*b->acks));
     if (b->all == NULL || b->use == NULL || b->ids == NULL || b->counts == NULL ||
-        b->refused == NULL || b->acks == NULL) {
+        b->kept == NULL || b->left_out == NULL || b->refused == NULL || b->acks == NULL) {
         batch_free(b);
         return NULL;
     }
@@ -1342,8 +1394,10 @@ static struct msv_commit_batch *batch_make(struct msv_worker *w)
         at += p->count;
     }
     at = 0;
-    for (p = w->pending_head; p != NULL; p = p->next)
+    for (p = w->pending_head; p != NULL; p = p->next) {
+        b->kept[at] = p->count;
         b->counts[at++] = p->count;
+    }
     at = 0;
     for (a = w->acks_head; a != NULL; a = a->next)
         b->acks[at++] = a->ack;
@@ -1387,7 +1441,7 @@ static void check_caps(struct msv_server *s, struct msv_commit_batch *b)
     /* every send of the batch is refused: /health says so until a read succeeds again */
     msv_server_failing(s, &s->usage_failing, failed);
     for (size_t k = 0; k < b->n_sends; k++) {
-        int full = 0;
+        size_t full = 0;
 
         for (size_t i = 0; i < b->counts[k] && !failed; i++) {
             struct msv_queue_usage u = b->use[at + i];
@@ -1397,23 +1451,35 @@ static void check_caps(struct msv_server *s, struct msv_commit_batch *b)
                 u.envelopes += added[slot - 1].envelopes;
                 u.bytes += added[slot - 1].bytes;
             }
-            full |= msv_server_queue_is_full(s, &u, b->all[at + i].ciphertext_len);
+            b->left_out[at + i] =
+                (uint8_t)msv_server_queue_is_full(s, &u, b->all[at + i].ciphertext_len);
+            full += b->left_out[at + i];
         }
-        for (size_t i = 0; i < b->counts[k] && !failed && !full; i++) {
+        /* every recipient full: refused whole, as nobody would get it; else those alone are
+         * left out, and the others' copies go */
+        b->refused[k] = failed ? -1 : full > 0 && full == b->counts[k];
+        b->kept[k] = 0;
+        for (size_t i = 0; i < b->counts[k] && b->refused[k] == 0; i++) {
             uint64_t device = b->use[at + i].device_id;
-            uintptr_t slot = (uintptr_t)msv_u64map_get(&seen, device);
+            uintptr_t slot;
 
+            if (b->left_out[at + i])
+                continue;
+            slot = (uintptr_t)msv_u64map_get(&seen, device);
             if (slot == 0) {
                 slot = ++n_seen;
                 failed = msv_u64map_put(&seen, device, (void *)slot) != MSV_OK;
+                if (failed) { /* this send and the rest: refused, nothing of them kept */
+                    b->refused[k] = -1;
+                    kept -= b->kept[k];
+                    b->kept[k] = 0;
+                    break;
+                }
             }
             added[slot - 1].envelopes++;
             added[slot - 1].bytes += b->all[at + i].ciphertext_len;
-        }
-        b->refused[k] = failed ? -1 : full;
-        if (b->refused[k] == 0) {
-            memmove(b->all + kept, b->all + at, b->counts[k] * sizeof(*b->all));
-            kept += b->counts[k];
+            b->all[kept++] = b->all[at + i];
+            b->kept[k]++;
         }
         at += b->counts[k];
     }
@@ -1442,7 +1508,7 @@ static msv_err drop_gone(struct msv_server *s, struct msv_commit_batch *b)
 
         if (b->refused[k] != 0)
             continue; /* not in b->all */
-        for (size_t i = 0; i < b->counts[k] && !gone && err == MSV_OK; i++) {
+        for (size_t i = 0; i < b->kept[k] && !gone && err == MSV_OK; i++) {
             struct msv_device_rec d = {0};
             msv_err e = s->store->ops->device_get(s->store->impl, b->all[at + i].device_id, &d);
 
@@ -1457,10 +1523,10 @@ static msv_err drop_gone(struct msv_server *s, struct msv_commit_batch *b)
         if (gone) {
             b->refused[k] = 2;
         } else {
-            memmove(b->all + kept, b->all + at, b->counts[k] * sizeof(*b->all));
-            kept += b->counts[k];
+            memmove(b->all + kept, b->all + at, b->kept[k] * sizeof(*b->all));
+            kept += b->kept[k];
         }
-        at += b->counts[k];
+        at += b->kept[k];
     }
     b->total = kept;
     return MSV_OK;

@@ -177,8 +177,8 @@ struct msv_metrics {
     _Atomic uint64_t handles_added, handles_removed, handles_refused;
     _Atomic uint64_t usernames_set, usernames_released, usernames_refused, unknown_lookups_refused;
     _Atomic uint64_t owner_versions; /* versions given to their owners' monitors */
-    _Atomic uint64_t lookups, sends, sealed_sends, envelopes_enqueued, envelopes_delivered,
-        envelopes_acked;
+    _Atomic uint64_t lookups, sends, sealed_sends, envelopes_enqueued, envelopes_left_out,
+        envelopes_delivered, envelopes_acked;
     _Atomic uint64_t envelopes_expired, commit_batches, commit_failures, rate_limited;
     _Atomic uint64_t health_retries; /* /health's own retries of a failed usage read */
     _Atomic uint64_t commits_in_flight, commit_backlog_paused;
