@@ -92,8 +92,8 @@ static const struct {
      "device is told, and 'handles' lists it among the others."},
     {"account", "account usage\n       missive account delete --yes",
      "usage shows what the server holds for this account against its limits: for each "
-     "device, the envelopes and bytes waiting for it beside the queue caps (a send to a "
-     "device whose queue is full is refused), its attachment bytes and unfinished uploads "
+     "device, the envelopes and bytes waiting for it beside the queue caps (a device whose queue "
+     "is full misses what is sent until it reads it), its attachment bytes and unfinished uploads "
      "beside the quotas, and the account's attachment bytes in all. delete deletes the "
      "account on the server for good (password from MISSIVE_PASSWORD): every "
      "device of it, the messages waiting for them, its attachments; its handle's entry in the "

@@ -2483,6 +2483,10 @@ static void test_full_queue_holds_up_nobody(void **state)
         assert_int_equal(msv_client_group_send(k.alice, "club", text, NULL, 0, NULL, id), MSV_OK);
         receive_now(k.alice);
     }
+    /* bob's queue is full again too: a message no other device has room for fails */
+    assert_int_equal(msv_client_group_send(k.alice, "club", "no room", NULL, 0, NULL, id),
+                     MSV_ERR_TOO_BIG);
+    assert_non_null(strstr(k.alice->why.message, "other devices are full; nothing was sent"));
     receive_now(k.bob); /* what he cannot read, behind: recorded so */
     /* behind the commit he missed: his message asks, alice's device adds him again; his
      * per-device copies reach alice although carol's queue is full (before, one full queue
@@ -2517,6 +2521,59 @@ static void test_full_queue_holds_up_nobody(void **state)
     assert_sent_by(k.carol, k.conversation, "all read it", "alice@example.org", k.alice->device_id);
     assert_int_equal(history_count(k.bob, k.conversation, "refused"), 0);
     club_free(&k);
+}
+
+/*
+ * alice writes to bob, whose only device's queue is full, from a device whose account has a
+ * second one: the relay takes the message for alice's tablet and leaves bob's device out, so
+ * the message is sent, owed to bob and told, and reaches him once his queue has room (before,
+ * the send failed although the tablet had it, and each try queued it for the tablet again).
+ * From a device with no other of its account, it fails as before.
+ */
+static void test_full_recipient_owed(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol, *tablet;
+    const char *to_bob[1] = {"bob@example.org"};
+    uint8_t id[16];
+
+    (void)state;
+    test_server_init(&s, "[relay]\nqueue_max_envelopes = 3\n");
+    test_server_start(&s);
+    alice = test_client_for(&s, "alice", "alice@example.org");
+    bob = test_client_for(&s, "bob", "bob@example.org");
+    carol = test_client_for(&s, "carol", "carol@example.org");
+    tablet = linked_device(&s, alice, "alice-tablet");
+    receive_now(bob);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(msv_client_send(carol, to_bob, 1, "filling", NULL, 0, NULL, id), MSV_OK);
+    /* carol has no other device: nothing is taken, and it fails */
+    assert_int_equal(msv_client_send(carol, to_bob, 1, "refused", NULL, 0, NULL, id),
+                     MSV_ERR_TOO_BIG);
+    assert_non_null(strstr(carol->why.message, "the recipient's queue is full"));
+    /* alice's tablet takes it: sent, owed to bob, told */
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "owed to bob", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(history_count(alice, "bob@example.org",
+                                   "not sent to bob@example.org: every one of its devices' "
+                                   "queues on the server is full"),
+                     1);
+    receive_now(tablet);
+    assert_int_equal(history_count(tablet, "bob@example.org", "owed to bob"), 1);
+    /* bob reads his queue; alice's next connection sends it to him alone */
+    receive_now(bob);
+    receive_now(bob);
+    msv_conn_close(alice->conn);
+    alice->conn = NULL;
+    receive_now(alice);
+    receive_now(bob);
+    assert_sent_by(bob, "alice@example.org", "owed to bob", "alice@example.org", alice->device_id);
+    receive_now(tablet);
+    assert_int_equal(history_count(tablet, "bob@example.org", "owed to bob"), 1);
+    msv_client_close(tablet);
+    msv_client_close(carol);
+    msv_client_close(bob);
+    msv_client_close(alice);
+    test_server_cleanup(&s);
 }
 
 /* c's record of its last founding of the club again moved back by ms. */
@@ -3690,6 +3747,7 @@ int main(void)
         cmocka_unit_test(test_lost_state_joins_again),
         cmocka_unit_test(test_behind_member_joins_again),
         cmocka_unit_test(test_full_queue_holds_up_nobody),
+        cmocka_unit_test(test_full_recipient_owed),
         cmocka_unit_test(test_rejoin_without_key_package),
         cmocka_unit_test(test_replaced_admin_holding_state),
         cmocka_unit_test(test_sole_admin_lost_state_founds_again),

@@ -2509,6 +2509,16 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
             err = MSV_ERR_IO;
         now = sent.epoch;
     }
+    /* every other device of the group left out: nobody has it, and it fails as a send whose
+     * every recipient's queue is full does (the outbox tries it once more) */
+    if (err == MSV_OK && sent.queued == 0 && sent.full > 0) {
+        c->why.code = MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG;
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "the queues on the server of the group's %u other devices are full; nothing was "
+                 "sent, try again later",
+                 sent.full);
+        err = MSV_ERR_TOO_BIG;
+    }
     /* the devices a full queue left out miss this message alone: told (a message the user
      * wrote, at most hourly in a group), not sent again; the message went all the same */
     if (err == MSV_OK && !*renewed && now <= epoch && sent.full > 0 && is_shown(pt, pt_len) &&

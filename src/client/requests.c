@@ -607,6 +607,7 @@ msv_err msv_request_mls_send(struct msv_conn *c, const struct msv_mls_send *s, i
         const Msv__Wire__MlsSent *a = resp->mls_sent;
 
         sent->epoch = a->epoch;
+        sent->queued = a->queued;
         sent->full = a->full;
         for (size_t i = 0; i < a->n_full_devices && i < MSV_MLS_FULL_KEPT; i++)
             sent->full_devices[sent->n_full_devices++] = a->full_devices[i];

@@ -307,8 +307,9 @@ struct msv_mls_send {
 /* What a send was answered (MlsSent). */
 #define MSV_MLS_FULL_KEPT 8
 struct msv_mls_sent {
-    uint64_t epoch; /* the group's epoch after it (refused as stale: the current one) */
-    uint32_t full;  /* member devices it was not queued for: their queue was full */
+    uint64_t epoch;  /* the group's epoch after it (refused as stale: the current one) */
+    uint32_t queued; /* devices it was queued for */
+    uint32_t full;   /* member devices it was not queued for: their queue was full */
     uint64_t full_devices[MSV_MLS_FULL_KEPT]; /* the first of them */
     size_t n_full_devices;
 };

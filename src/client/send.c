@@ -316,45 +316,72 @@ static uint32_t relay_expiry(const uint8_t *pt, size_t pt_len)
     return after;
 }
 
+/* Whether device is one of the n envelopes' recipients. */
+static int addressed(const struct msv_outgoing *out, size_t n, uint64_t device)
+{
+    for (size_t i = 0; i < n; i++)
+        if (out[i].device_id == device)
+            return 1;
+    return 0;
+}
+
+/* How many of hds are another account's handles with a device out has an envelope for. */
+static size_t others_addressed(struct msv_client *c, Msv__Wire__HandleDevices *const *hds,
+                               size_t n_hds, const struct msv_outgoing *out, size_t n_out)
+{
+    size_t n = 0;
+
+    for (size_t j = 0; j < n_hds; j++) {
+        char handle[MSV_HANDLE_MAX + 1];
+        int any = 0;
+
+        for (size_t d = 0; d < hds[j]->n_devices && !any; d++)
+            any = addressed(out, n_out, hds[j]->devices[d]->device_id);
+        if (!any || hds[j]->handle.len > MSV_HANDLE_MAX)
+            continue;
+        memcpy(handle, hds[j]->handle.data, hds[j]->handle.len);
+        handle[hds[j]->handle.len] = '\0';
+        n += !client_is_own_handle(c, handle);
+    }
+    return n;
+}
+
 /*
- * The handles of hds none of whose devices the relay queued the send for, their queues full
- * (left), refused (owed it, told of; this account's own handles are not: its device's account
- * is told by the server). A handle some of whose devices got it is not: its owner reads it there,
- * and the full device's account is told.
+ * The handles of hds none of whose addressed devices (those out has an envelope for) the relay
+ * queued the send for, their queues full (left; ids no envelope was for count for nothing),
+ * refused, why their reason: owed the message and told of. This account's own handles are not
+ * (the server tells its full device's account). A handle some of whose devices got it is not
+ * either: its owner reads it there, and the full device's account is told.
  */
 static msv_err refuse_left_out(struct msv_client *c, Msv__Wire__HandleDevices *const *hds,
-                               size_t n_hds, const struct msv_send_left *left, const char *why,
+                               size_t n_hds, const struct msv_outgoing *out, size_t n_out,
+                               const struct msv_send_left *left, const char *why,
                                struct client_refusals *refused)
 {
     msv_err err = MSV_OK;
 
     for (size_t j = 0; j < n_hds && err == MSV_OK; j++) {
-        size_t out = 0;
+        size_t sent = 0, full = 0;
         char handle[MSV_HANDLE_MAX + 1];
-        uint64_t first = 0;
 
-        for (size_t d = 0; d < hds[j]->n_devices; d++)
+        for (size_t d = 0; d < hds[j]->n_devices; d++) {
+            uint64_t device = hds[j]->devices[d]->device_id;
+
+            if (!addressed(out, n_out, device))
+                continue;
+            sent++;
             for (size_t i = 0; i < left->n; i++)
-                if (left->devices[i] == hds[j]->devices[d]->device_id) {
-                    first = first ? first : left->devices[i];
-                    out++;
+                if (left->devices[i] == device) {
+                    full++;
                     break;
                 }
-        if (out == 0 || out < hds[j]->n_devices || hds[j]->handle.len > MSV_HANDLE_MAX)
+        }
+        if (full == 0 || full < sent || hds[j]->handle.len > MSV_HANDLE_MAX)
             continue;
         memcpy(handle, hds[j]->handle.data, hds[j]->handle.len);
         handle[hds[j]->handle.len] = '\0';
-        if (client_is_own_handle(c, handle))
-            continue;
-        if (why == NULL) {
-            char text[160];
-
-            snprintf(text, sizeof(text), "its device%s queue on the server is full (device %llu)",
-                     out == 1 ? "'s" : "s'", (unsigned long long)first);
-            err = client_refusal_add(refused, handle, text, MSV_ERR_TOO_BIG);
-        } else {
+        if (!client_is_own_handle(c, handle))
             err = client_refusal_add(refused, handle, why, MSV_ERR_TOO_BIG);
-        }
     }
     return err;
 }
@@ -362,19 +389,22 @@ static msv_err refuse_left_out(struct msv_client *c, Msv__Wire__HandleDevices *c
 /*
  * Sends to the devices of hds; on a stale list, *fresh holds the server's
  * current one. With a delivery token, sealed, on the connection that never
- * authenticated. The handles whose every device's queue is full are refused (refuse_left_out):
- * those the relay left out of a send it took, or all of them with MSV_ERR_TOO_BIG.
+ * authenticated. *queued: the relay took it (some devices, perhaps not all). The handles none
+ * of whose devices' queues had room are refused (refuse_left_out, the relay's words their
+ * reason): those the relay left out of a send it took, or, refused whole, all of them (then
+ * MSV_OK, nothing queued: deliver_group says whether the message reached anyone).
  */
 static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char *const *handles,
                          size_t n, Msv__Wire__HandleDevices *const *hds, size_t n_hds,
                          const uint8_t *pt, size_t pt_len, const uint8_t *token, msv_frame **fresh,
-                         struct client_refusals *refused)
+                         struct client_refusals *refused, int *queued)
 {
     struct sealed_set s = {0};
     struct msv_send_as as = {0};
     struct msv_send_left *left = calloc(1, sizeof(*left));
     msv_err err = left != NULL ? client_check_verified(c, hds, n_hds) : MSV_ERR_NOMEM;
 
+    *queued = 0;
     if (err == MSV_OK)
         err = seal_for(c, hds, n_hds, pt, pt_len, token != NULL, &s);
     if (err == MSV_OK && token != NULL && c->sealed_conn == NULL)
@@ -393,14 +423,21 @@ static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char 
         msv_conn_close(c->sealed_conn);
         c->sealed_conn = NULL;
     }
-    /* refused whole, every queue full: each handle refused as the relay said (the error stays:
-     * a send that reached nobody else is held for them) */
-    if (err == MSV_OK && left->n > 0)
-        err = refuse_left_out(c, hds, n_hds, left, NULL, refused);
-    else if (err == MSV_ERR_TOO_BIG && left->all) {
-        msv_err e = refuse_left_out(c, hds, n_hds, left, c->why.message, refused);
+    *queued = err == MSV_OK;
+    if ((err == MSV_OK && left->n > 0) || (err == MSV_ERR_TOO_BIG && left->all)) {
+        char why[sizeof(c->why.message)];
+        size_t before = refused->n;
+        msv_err e;
 
-        err = e != MSV_OK ? e : err;
+        snprintf(why, sizeof(why), "%s",
+                 err == MSV_OK ? "the recipient's queue is full; nothing was sent, try again later"
+                               : c->why.message);
+        e = refuse_left_out(c, hds, n_hds, s.out, s.count, left, why, refused);
+        /* refused whole: taken as those refusals only if they are every other account's
+         * handle it went to (a relay naming devices of no such handle fails it as before) */
+        if (e != MSV_OK || err == MSV_OK ||
+            refused->n - before == others_addressed(c, hds, n_hds, s.out, s.count))
+            err = e;
     }
     sealed_clear(&s);
     free(left);
@@ -739,7 +776,7 @@ static msv_err target_sets_load(struct msv_client *c, const char *const *targets
 static msv_err send_batch(struct msv_client *c, const uint8_t id[16], const char **targets,
                           size_t n, Msv__Wire__HandleDevices **start, const uint8_t *pt,
                           size_t pt_len, const uint8_t *token, int alone,
-                          struct client_refusals *refused)
+                          struct client_refusals *refused, int *queued)
 {
     msv_frame *fresh = NULL;
     size_t refused_before = refused->n;
@@ -749,7 +786,7 @@ static msv_err send_batch(struct msv_client *c, const uint8_t id[16], const char
     for (int tries = 0; err == MSV_OK && n > 0 && tries < SEND_TRIES; tries++) {
         msv_frame *stale = NULL;
 
-        err = send_once(c, id, targets, n, start, n, pt, pt_len, token, &stale, refused);
+        err = send_once(c, id, targets, n, start, n, pt, pt_len, token, &stale, refused, queued);
         msv_frame_free(stale);
         if (err != MSV_ERR_AGAIN)
             break;
@@ -813,6 +850,7 @@ static msv_err deliver_group(struct msv_client *c, const uint8_t id[16], const c
 {
     struct target_sets ts = {0};
     size_t done = 0, refused_before = refused->n;
+    int went = 0;
     msv_err err = msv_client_connect(c);
 
     c->why.code = 0;
@@ -823,19 +861,20 @@ static msv_err deliver_group(struct msv_client *c, const uint8_t id[16], const c
     if (err == MSV_OK && alone && refused->n > refused_before && !names_others(c, ts.targets, ts.n))
         err = refusal_since(c, refused, refused_before);
     while (err == MSV_OK && done < ts.n) {
-        size_t k = batch_size(ts.hds + done, ts.n - done, pt_len), before = refused->n;
+        size_t k = batch_size(ts.hds + done, ts.n - done, pt_len);
+        int queued = 0;
 
+        /* a batch whose every queue is full: its handles refused (send_once), the next goes */
         err = send_batch(c, id, ts.targets + done, k, ts.hds + done, pt, pt_len, token,
-                         alone && done == 0, refused);
-        /* every queue of the batch full: its handles refused (send_once), the next batch goes */
-        if (err == MSV_ERR_TOO_BIG && refused->n > before)
-            err = MSV_OK;
+                         alone && done == 0, refused, &queued);
+        went |= queued;
         done += k;
         if (err == MSV_OK && k < ts.n && c->on_send_progress != NULL)
             c->on_send_progress(c->ctx, done, ts.n);
     }
-    /* alone, and every other target refused by now (full queues): it reached nobody else */
-    if (err == MSV_OK && alone && refused->n > refused_before &&
+    /* alone, the relay took none of its sends, and every other target is refused by now (full
+     * queues): it reached nobody, and fails as the first refusal says */
+    if (err == MSV_OK && alone && !went && refused->n > refused_before &&
         others_refused(c, refused, ts.targets, ts.n, 0))
         err = refusal_since(c, refused, refused_before);
     target_sets_free(&ts);
@@ -1451,7 +1490,8 @@ msv_err client_flush_outbox(struct msv_client *c)
                                outbox_refused(c, &o[i], p, &refused, err, 1)))
             err = outbox_gone(c, &o[i], p, &refused, NULL, TELL_GONE); /* still refused */
         else if (try_later(c, err) || err == MSV_ERR_NOMEM || err == MSV_ERR_AGAIN ||
-                 outbox_refused(c, &o[i], p, &refused, err, 0)) {
+                 /* a recipient's full queues: tried once more (this flush), then failed */
+                 (err != MSV_ERR_TOO_BIG && outbox_refused(c, &o[i], p, &refused, err, 0))) {
             err = outbox_held(c, o[i].message_id, err);
             held[n_held++] = conversation;
             conversation = NULL;

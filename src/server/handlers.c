@@ -2688,7 +2688,7 @@ int msv_server_queue_is_full(const struct msv_server *s, const struct msv_queue_
 /* Tells the account of device_id that a send to it was refused for its full queue, at most
  * once per device every QUOTA_NOTICE_EVERY_MS (a flood of refused sends makes one notice);
  * 1 if it was told now. */
-#define QUEUE_FULL_TOLD_MAX 32 /* accounts told by one send */
+#define QUEUE_FULL_TOLD_MAX 32 /* full devices whose accounts one send tells */
 static int tell_queue_full(struct msv_server *s, uint64_t device_id)
 {
     Msv__Wire__DeviceChange dc = MSV__WIRE__DEVICE_CHANGE__INIT;

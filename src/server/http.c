@@ -356,7 +356,8 @@ static const struct {
       "a send with other devices leaves the full ones out (envelopes_left_out_total, "
       "mls_copies_skipped_total)."),
     M(quota_notices, "quota_notices_total", "counter",
-      "Notices to an account that a send to it was refused for a full queue."),
+      "Notices to an account that a send to it was refused, or left one of its devices out, for "
+      "a full queue."),
     M(claims_refused, "prekey_claims_refused_total", "counter",
       "Prekey claims refused: a device named twice in one claim."),
     M(claims_throttled, "prekey_claims_throttled_total", "counter",

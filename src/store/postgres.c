@@ -3225,23 +3225,31 @@ static msv_err queue_usage(struct pg_conn *c, struct msv_queue_usage *u, size_t 
     return err;
 }
 
-/* In a transaction: the devices in the order given (the caller sorts them, so that two such
- * transactions take the rows' locks in one order). */
+/* One statement for all n devices (one round trip), their rows taken in ascending order. */
 static msv_err queue_refusal_add(struct pg_conn *c, const uint64_t *device_ids, size_t n)
 {
-    msv_err err = MSV_OK;
+    struct text_buf devs = {0};
+    struct args a = {0};
+    msv_err err;
 
-    for (size_t i = 0; i < n && err == MSV_OK; i++) {
-        struct args a = {0};
-        PGresult *r = NULL;
-
-        a_i64(&a, (int64_t)device_ids[i]);
-        err = query(c,
-                    "INSERT INTO queue_refusals VALUES ($1, 1) ON CONFLICT (device_id) DO UPDATE"
-                    " SET refused = queue_refusals.refused + 1;",
-                    &a, &r);
-        PQclear(r);
+    if (n == 0)
+        return MSV_OK;
+    tb_str(&devs, "{");
+    for (size_t i = 0; i < n; i++) {
+        tb_i64(&devs, (int64_t)device_ids[i]);
+        tb_str(&devs, i + 1 < n ? "," : "}");
     }
+    if (devs.failed) {
+        free(devs.p);
+        return MSV_ERR_NOMEM;
+    }
+    a_text(&a, devs.p);
+    err = run(c,
+              "INSERT INTO queue_refusals SELECT d, count(*) FROM unnest($1::BIGINT[]) AS t(d)"
+              " GROUP BY d ORDER BY d ON CONFLICT (device_id) DO UPDATE"
+              " SET refused = queue_refusals.refused + EXCLUDED.refused;",
+              &a);
+    free(devs.p);
     return err;
 }
 
@@ -3683,7 +3691,7 @@ static msv_err p_queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
 
 static msv_err p_queue_refusal_add(void *impl, const uint64_t *device_ids, size_t n)
 {
-    TRANSACTION(queue_refusal_add(c_, device_ids, n));
+    POOLED(queue_refusal_add(c_, device_ids, n));
 }
 
 static msv_err p_queue_refusal_take(void *impl, uint64_t device_id, uint64_t *refused)
