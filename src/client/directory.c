@@ -209,12 +209,14 @@ void client_refusals_clear(struct client_refusals *r)
     memset(r, 0, sizeof(*r));
 }
 
-void client_refusals_forget_renewed(struct client_refusals *r)
+/* Drops the refusals for which drop(r, i) holds. */
+static void forget_where(struct client_refusals *r,
+                         int (*drop)(const struct client_refusals *, size_t))
 {
     size_t kept = 0;
 
     for (size_t i = 0; i < r->n; i++) {
-        if (r->gone[i] == REFUSED_RENEWED) {
+        if (drop(r, i)) {
             free(r->handle[i]);
             free(r->why[i]);
             continue;
@@ -225,6 +227,26 @@ void client_refusals_forget_renewed(struct client_refusals *r)
         r->gone[kept++] = r->gone[i];
     }
     r->n = kept;
+}
+
+static int is_renewed(const struct client_refusals *r, size_t i)
+{
+    return r->gone[i] == REFUSED_RENEWED;
+}
+
+static int is_full_queue(const struct client_refusals *r, size_t i)
+{
+    return !r->gone[i] && r->err[i] == MSV_ERR_TOO_BIG;
+}
+
+void client_refusals_forget_renewed(struct client_refusals *r)
+{
+    forget_where(r, is_renewed);
+}
+
+void client_refusals_forget_full(struct client_refusals *r)
+{
+    forget_where(r, is_full_queue);
 }
 
 /*

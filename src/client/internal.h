@@ -378,6 +378,9 @@ size_t client_refusal_find(const struct client_refusals *r, const char *handle);
 void client_refusals_clear(struct client_refusals *r);
 /* Takes the REFUSED_RENEWED refusals out of r (they hold for one message only). */
 void client_refusals_forget_renewed(struct client_refusals *r);
+/* Takes the refusals for full queues (MSV_ERR_TOO_BIG) out of r: a queue has room again as soon
+ * as its device reads, so each message asks the relay itself. */
+void client_refusals_forget_full(struct client_refusals *r);
 /*
  * client_verified_lookup for a send: a result that does not check out on its own is refused
  * (added to refused with c->why's words; its result in *result keeps no device) and the rest of

@@ -1266,8 +1266,8 @@ static msv_err owe_to_refused(struct msv_client *c, const uint8_t id[16], const 
             snprintf(text, sizeof(text),
                      "not sent to %.256s: every one of its devices' queues on the server is full "
                      "(the others have it; it goes there again each time this device connects, "
-                     "until the server takes it)",
-                     h);
+                     "until the server takes it, for %d days)",
+                     h, MSV_OUTBOX_OWED_DAYS);
         else
             snprintf(text, sizeof(text),
                      "not sent to %.256s: %s (the others have it; it goes to %.256s once what "
@@ -1332,7 +1332,9 @@ static msv_err outbox_sent(struct msv_client *c, const struct msv_outbox_rec *o,
         if (client_is_refused(refused, targets[i]))
             continue;
         snprintf(text, sizeof(text),
-                 "sent to %.256s now: what the directory shows of them checks out", targets[i]);
+                 "sent to %.256s now: what kept it from them (what the directory shows of them, or "
+                 "their devices' full queues on the server) is over",
+                 targets[i]);
         err = send_notice(c, conversation, targets[i], text);
     }
     free(conversation);
@@ -1414,8 +1416,8 @@ static msv_err owed_give_up(struct msv_client *c, const struct msv_outbox_rec *o
     for (size_t i = 0; err == MSV_OK && conversation != NULL && i < n; i++) {
         snprintf(text, sizeof(text),
                  "%.256s never got a message sent %d days ago: what the directory shows of them "
-                 "did not check out all that time, and it is no longer tried; send it again once "
-                 "it does",
+                 "did not check out, or their devices' queues on the server stayed full, all that "
+                 "time, and it is no longer tried; send it again once that is over",
                  to[i], MSV_OUTBOX_OWED_DAYS);
         err = send_notice(c, conversation, to[i], text);
     }
@@ -1504,6 +1506,7 @@ msv_err client_flush_outbox(struct msv_client *c)
         free(conversation);
         msv_payload_free(p);
         client_refusals_forget_renewed(&refused); /* for that message alone */
+        client_refusals_forget_full(&refused);
     }
     for (size_t i = 0; i < n_held; i++)
         free(held[i]);

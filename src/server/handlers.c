@@ -2508,6 +2508,32 @@ static msv_err dir_devices(struct msv_server *s, const char *handle, struct msv_
 }
 
 /*
+ * Marks the items of p whose device is of the sending account (p->own), from the devices of the
+ * handle c authenticated with (cached, as the send's own check read them): the group commit
+ * counts a send as reaching someone only through another account's device (server.c
+ * check_caps).
+ */
+static msv_err mark_own(struct msv_conn_state *c, struct msv_pending_send *p)
+{
+    static _Thread_local struct msv_dir_device devs[SEND_ENVELOPES_MAX + 1];
+    size_t count = 0;
+    msv_err err;
+
+    if (c->handle == NULL)
+        return MSV_OK;
+    err = dir_devices(c->w->srv, c->handle, devs, SEND_ENVELOPES_MAX + 1, &count);
+    if (err != MSV_OK)
+        return err;
+    if ((p->own = calloc(p->count ? p->count : 1, 1)) == NULL)
+        return MSV_ERR_NOMEM;
+    for (size_t i = 0; i < p->count; i++)
+        for (size_t d = 0; d < count; d++)
+            if (p->items[i].device_id == devs[d].id)
+                p->own[i] = 1;
+    return MSV_OK;
+}
+
+/*
  * The envelopes must address every device of the named handles except the
  * sending one, each once, in that device's suite (sealed: all of them, sealed). Returns 1 if they
  * do, 0 if not, -1 if storage failed.
@@ -2806,6 +2832,12 @@ static void handle_send(struct msv_conn_state *c, const msv_frame *f)
         goto out;
     }
     p->account_id = c->account_id; /* 0 for a sealed send: no tokens to give back */
+    if (!sealed && mark_own(c, p) != MSV_OK) {
+        msv_server_refund_token(s, MSV_LIMIT_SEND, c->account_id, (double)q->n_envelopes);
+        msv_pending_send_free(p);
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        goto out;
+    }
     atomic_fetch_add(&s->m.sends, 1);
     if (sealed)
         atomic_fetch_add(&s->m.sealed_sends, 1);

@@ -1078,6 +1078,7 @@ struct msv_commit_batch {
     size_t *counts;              /* envelopes of each send, in order */
     size_t *kept;                /* of them, those in all (the others left out: left_out) */
     uint8_t *left_out; /* one per envelope of use: its device's queue full, the send taken */
+    uint8_t *own;      /* one per envelope of use: its device is of the sender's account */
     int *refused; /* each send: 0 accepted, 1 every queue is full, -1 not read, 2 a device gone */
     uint64_t *ids;
     struct msv_queue_ack *acks;
@@ -1107,6 +1108,7 @@ void msv_pending_send_free(struct msv_pending_send *p)
         free(p->ciphertexts[i]);
     free(p->ciphertexts);
     free(p->items);
+    free(p->own);
     free(p->sender_handle);
     free(p);
 }
@@ -1182,7 +1184,7 @@ static void commit_answered(struct msv_conn_state *c, int answered)
 
 /* A send a queue cap refused: nothing of it was stored; the full queues' accounts are told. */
 static void refuse_send(struct msv_server *s, struct msv_pending_send *p,
-                        const struct msv_queue_usage *use, int refused)
+                        const struct msv_queue_usage *use, const uint8_t *full_flags, int refused)
 {
     uint64_t *full;
     size_t n_full = 0;
@@ -1204,11 +1206,12 @@ static void refuse_send(struct msv_server *s, struct msv_pending_send *p,
         return;
     }
     atomic_fetch_add(&s->m.queue_full, 1);
-    /* every recipient's queue full (batch_check): named in the answer; the recipients are told
-     * too (account usage), a refusal counted for each */
+    /* every other account's recipient queue full (check_caps): those full named in the
+     * answer, and told too (account usage), a refusal counted for each */
     full = calloc(p->count ? p->count : 1, sizeof(*full));
     for (size_t i = 0; full != NULL && i < p->count; i++)
-        full[n_full++] = use[i].device_id;
+        if (full_flags[i])
+            full[n_full++] = use[i].device_id;
     if (p->c != NULL) {
         Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
         Msv__Wire__Error e = MSV__WIRE__ERROR__INIT;
@@ -1272,7 +1275,7 @@ static void answer_sends(struct msv_server *s, struct msv_pending_send *head,
 
         head = p->next;
         if (refused != 0)
-            refuse_send(s, p, b->use + at, refused);
+            refuse_send(s, p, b->use + at, b->left_out + at, refused);
         else if (err == MSV_OK && b != NULL && b->kept[k] < p->count)
             answer_left_out(s, p, b->use + at, b->left_out + at);
         else if (p->c != NULL && err == MSV_OK)
@@ -1350,6 +1353,7 @@ static void batch_free(struct msv_commit_batch *b)
     free(b->refused);
     free(b->kept);
     free(b->left_out);
+    free(b->own);
     free(b->all);
     free(b->ids);
     free(b->acks);
@@ -1380,15 +1384,19 @@ static struct msv_commit_batch *batch_make(struct msv_worker *w)
     b->counts = calloc(b->n_sends ? b->n_sends : 1, sizeof(*b->counts));
     b->kept = calloc(b->n_sends ? b->n_sends : 1, sizeof(*b->kept));
     b->left_out = calloc(b->total ? b->total : 1, 1);
+    b->own = calloc(b->total ? b->total : 1, 1);
     b->refused = calloc(b->n_sends ? b->n_sends : 1, sizeof(*b->refused));
     b->acks = calloc(b->n_acks ? b->n_acks : 1, sizeof(*b->acks));
     if (b->all == NULL || b->use == NULL || b->ids == NULL || b->counts == NULL ||
-        b->kept == NULL || b->left_out == NULL || b->refused == NULL || b->acks == NULL) {
+        b->kept == NULL || b->left_out == NULL || b->own == NULL || b->refused == NULL ||
+        b->acks == NULL) {
         batch_free(b);
         return NULL;
     }
     for (p = w->pending_head; p != NULL; p = p->next) {
         memcpy(b->all + at, p->items, p->count * sizeof(*b->all));
+        if (p->own != NULL)
+            memcpy(b->own + at, p->own, p->count);
         for (size_t i = 0; i < p->count; i++)
             b->use[at + i].device_id = p->items[i].device_id;
         at += p->count;
@@ -1441,7 +1449,7 @@ static void check_caps(struct msv_server *s, struct msv_commit_batch *b)
     /* every send of the batch is refused: /health says so until a read succeeds again */
     msv_server_failing(s, &s->usage_failing, failed);
     for (size_t k = 0; k < b->n_sends; k++) {
-        size_t full = 0;
+        size_t full = 0, others = 0, others_full = 0;
 
         for (size_t i = 0; i < b->counts[k] && !failed; i++) {
             struct msv_queue_usage u = b->use[at + i];
@@ -1454,10 +1462,15 @@ static void check_caps(struct msv_server *s, struct msv_commit_batch *b)
             b->left_out[at + i] =
                 (uint8_t)msv_server_queue_is_full(s, &u, b->all[at + i].ciphertext_len);
             full += b->left_out[at + i];
+            others += !b->own[at + i];
+            others_full += !b->own[at + i] && b->left_out[at + i];
         }
-        /* every recipient full: refused whole, as nobody would get it; else those alone are
+        /* every recipient of another account full (or, to the sender's own devices alone,
+         * every one): refused whole, as it would reach nobody; else the full devices alone are
          * left out, and the others' copies go */
-        b->refused[k] = failed ? -1 : full > 0 && full == b->counts[k];
+        b->refused[k] = failed       ? -1
+                        : others > 0 ? others_full == others
+                                     : full > 0 && full == b->counts[k];
         b->kept[k] = 0;
         for (size_t i = 0; i < b->counts[k] && b->refused[k] == 0; i++) {
             uint64_t device = b->use[at + i].device_id;

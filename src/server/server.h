@@ -83,6 +83,7 @@ struct msv_pending_send {
     size_t count;
     char *sender_handle;
     uint64_t account_id; /* the sender's send tokens, given back if a queue cap refuses it */
+    uint8_t *own;        /* [count]: the item's device is of the sender's account (NULL: none) */
     struct msv_pending_send *next;
 };
 
