@@ -1079,7 +1079,9 @@ struct msv_commit_batch {
     size_t *kept;                /* of them, those in all (the others left out: left_out) */
     uint8_t *left_out; /* one per envelope of use: its device's queue full, the send taken */
     uint8_t *own;      /* one per envelope of use: its device is of the sender's account */
-    int *refused; /* each send: 0 accepted, 1 every queue is full, -1 not read, 2 a device gone */
+    /* each send: 0 accepted (some envelopes perhaps left out), 1 no other account's device has
+     * room, -1 not read, 2 a device gone */
+    int *refused;
     uint64_t *ids;
     struct msv_queue_ack *acks;
     size_t total, n_sends, n_acks, n_all;
@@ -1427,7 +1429,10 @@ void msv_server_failing(struct msv_server *s, _Atomic int *flag, int failed)
 
 /*
  * On the committer thread, before the commit: every recipient queue's usage in one store
- * read, and the sends that would pass a cap taken out of the batch. The sends accepted
+ * read; the envelopes that would pass a cap left out of their sends (b->left_out, b->kept),
+ * and the sends none of whose envelopes for another account's devices has room taken out of
+ * the batch (b->refused 1: nothing would reach anyone; b->own marks the sender's own
+ * devices, which do not count). The envelopes accepted
  * earlier in the batch count against the later ones (a batch grows while a commit is in
  * flight: thousands of sends to one device must not all pass a cap of a few); other workers'
  * and nodes' batches committing at the same moment still can, by one batch's worth each.
