@@ -2514,9 +2514,10 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
     if (err == MSV_OK && sent.queued == 0 && sent.full > 0) {
         c->why.code = MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG;
         snprintf(c->why.message, sizeof(c->why.message),
-                 "the queues on the server of the group's %u other devices are full; nothing was "
-                 "sent, try again later",
-                 sent.full);
+                 "the queue%s on the server of the group's %u other device%s %s full; nothing "
+                 "was sent, try again later",
+                 sent.full == 1 ? "" : "s", sent.full, sent.full == 1 ? "" : "s",
+                 sent.full == 1 ? "is" : "are");
         err = MSV_ERR_TOO_BIG;
     }
     /* the devices a full queue left out miss this message alone: told (a message the user
