@@ -1086,27 +1086,41 @@ static msv_err resolve(struct msv_client *c, uint64_t sender_device, const uint8
 static int self_is_admin(struct msv_client *c, const uint8_t gid[16]);
 static int join_waiting(struct msv_client *c, uint64_t device);
 
-static msv_err founded_now(struct msv_client *c, const uint8_t gid[16])
+/* The setting prefix || hex of the group id set to u64be wall ms now. */
+static msv_err stamp_now(struct msv_client *c, const char *prefix, const uint8_t gid[16])
 {
     char key[KEY_MAX];
     uint8_t now[8];
 
     msv_put_u64be(now, (uint64_t)msv_wall_ms());
-    return msv_client_db_set(c->db, group_key(FOUNDED, gid, key), now, sizeof(now));
+    return msv_client_db_set(c->db, group_key(prefix, gid, key), now, sizeof(now));
+}
+
+/* The wall ms stamp_now last recorded under prefix for the group; -1 if none. */
+static int64_t stamp_of(struct msv_client *c, const char *prefix, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int64_t at = -1;
+
+    if (msv_client_db_get(c->db, group_key(prefix, gid, key), &v, &len) == MSV_OK && len == 8)
+        at = (int64_t)msv_get_u64be(v);
+    free(v);
+    return at;
+}
+
+static msv_err founded_now(struct msv_client *c, const uint8_t gid[16])
+{
+    return stamp_now(c, FOUNDED, gid);
 }
 
 /* The minutes since this device last founded the group again, if that is under
  * REFOUND_MIN_MS (a time ahead of the clock counts as now); -1 otherwise. */
 static int64_t founded_lately(struct msv_client *c, const uint8_t gid[16])
 {
-    char key[KEY_MAX];
-    uint8_t *v = NULL;
-    size_t len = 0;
-    int64_t now = msv_wall_ms(), at = -1;
+    int64_t now = msv_wall_ms(), at = stamp_of(c, FOUNDED, gid);
 
-    if (msv_client_db_get(c->db, group_key(FOUNDED, gid, key), &v, &len) == MSV_OK && len == 8)
-        at = (int64_t)msv_get_u64be(v);
-    free(v);
     if (at < 0)
         return -1;
     /* a time ahead of the clock (it went back since) counts as now, and is recorded so */
@@ -2429,18 +2443,9 @@ static msv_err verified_check(struct msv_client *c, const uint8_t gid[16],
  * of the clock counts as now), recorded so if it is. */
 static int full_said_due(struct msv_client *c, const uint8_t gid[16])
 {
-    char key[KEY_MAX];
-    uint8_t *v = NULL, now[8];
-    size_t len = 0;
-    int64_t at = -1, wall = msv_wall_ms();
-
-    if (msv_client_db_get(c->db, group_key(FULL_SAID, gid, key), &v, &len) == MSV_OK && len == 8)
-        at = (int64_t)msv_get_u64be(v);
-    free(v);
-    if (at >= 0 && at <= wall && wall - at < FULL_SAID_EVERY_MS)
+    if (within(stamp_of(c, FULL_SAID, gid), msv_wall_ms(), FULL_SAID_EVERY_MS))
         return 0;
-    msv_put_u64be(now, (uint64_t)wall);
-    return msv_client_db_set(c->db, key, now, sizeof(now)) == MSV_OK;
+    return stamp_now(c, FULL_SAID, gid) == MSV_OK;
 }
 
 /* Whether payload pt is one the user wrote and sees (a message), not a typing notice or the

@@ -325,44 +325,25 @@ static int addressed(const struct msv_outgoing *out, size_t n, uint64_t device)
     return 0;
 }
 
-/* How many of hds are another account's handles with a device out has an envelope for. */
-static size_t others_addressed(struct msv_client *c, Msv__Wire__HandleDevices *const *hds,
-                               size_t n_hds, const struct msv_outgoing *out, size_t n_out)
-{
-    size_t n = 0;
-
-    for (size_t j = 0; j < n_hds; j++) {
-        char handle[MSV_HANDLE_MAX + 1];
-        int any = 0;
-
-        for (size_t d = 0; d < hds[j]->n_devices && !any; d++)
-            any = addressed(out, n_out, hds[j]->devices[d]->device_id);
-        if (!any || hds[j]->handle.len > MSV_HANDLE_MAX)
-            continue;
-        memcpy(handle, hds[j]->handle.data, hds[j]->handle.len);
-        handle[hds[j]->handle.len] = '\0';
-        n += !client_is_own_handle(c, handle);
-    }
-    return n;
-}
-
 /*
- * The handles of hds none of whose addressed devices (those out has an envelope for) the relay
- * queued the send for, their queues full (left; ids no envelope was for count for nothing),
- * refused, why their reason: owed the message and told of. This account's own handles are not
- * (the server tells its full device's account). A handle some of whose devices got it is not
- * either: its owner reads it there, and the full device's account is told.
+ * The handles (hds their devices, one per handle) none of whose addressed devices (those out
+ * has an envelope for) the relay queued the send for, their queues full (left; ids no envelope
+ * was for count for nothing), refused, why their reason: owed the message and told of. This
+ * account's own handles are not (the server tells its full device's account). A handle some of
+ * whose devices got it is not either: its owner reads it there, and the full device's account
+ * is told. *others: how many handles of another account the send addressed.
  */
-static msv_err refuse_left_out(struct msv_client *c, Msv__Wire__HandleDevices *const *hds,
-                               size_t n_hds, const struct msv_outgoing *out, size_t n_out,
+static msv_err refuse_left_out(struct msv_client *c, const char *const *handles,
+                               Msv__Wire__HandleDevices *const *hds, size_t n,
+                               const struct msv_outgoing *out, size_t n_out,
                                const struct msv_send_left *left, const char *why,
-                               struct client_refusals *refused)
+                               struct client_refusals *refused, size_t *others)
 {
     msv_err err = MSV_OK;
 
-    for (size_t j = 0; j < n_hds && err == MSV_OK; j++) {
+    *others = 0;
+    for (size_t j = 0; j < n && err == MSV_OK; j++) {
         size_t sent = 0, full = 0;
-        char handle[MSV_HANDLE_MAX + 1];
 
         for (size_t d = 0; d < hds[j]->n_devices; d++) {
             uint64_t device = hds[j]->devices[d]->device_id;
@@ -376,12 +357,11 @@ static msv_err refuse_left_out(struct msv_client *c, Msv__Wire__HandleDevices *c
                     break;
                 }
         }
-        if (full == 0 || full < sent || hds[j]->handle.len > MSV_HANDLE_MAX)
+        if (sent == 0 || client_is_own_handle(c, handles[j]))
             continue;
-        memcpy(handle, hds[j]->handle.data, hds[j]->handle.len);
-        handle[hds[j]->handle.len] = '\0';
-        if (!client_is_own_handle(c, handle))
-            err = client_refusal_add(refused, handle, why, MSV_ERR_TOO_BIG);
+        ++*others;
+        if (full == sent)
+            err = client_refusal_add(refused, handles[j], why, MSV_ERR_TOO_BIG);
     }
     return err;
 }
@@ -426,17 +406,16 @@ static msv_err send_once(struct msv_client *c, const uint8_t id[16], const char 
     *queued = err == MSV_OK;
     if ((err == MSV_OK && left->n > 0) || (err == MSV_ERR_TOO_BIG && left->all)) {
         char why[sizeof(c->why.message)];
-        size_t before = refused->n;
+        size_t before = refused->n, others = 0;
         msv_err e;
 
         snprintf(why, sizeof(why), "%s",
                  err == MSV_OK ? "the recipient's queue is full; nothing was sent, try again later"
                                : c->why.message);
-        e = refuse_left_out(c, hds, n_hds, s.out, s.count, left, why, refused);
+        e = refuse_left_out(c, handles, hds, n_hds, s.out, s.count, left, why, refused, &others);
         /* refused whole: taken as those refusals only if they are every other account's
          * handle it went to (a relay naming devices of no such handle fails it as before) */
-        if (e != MSV_OK || err == MSV_OK ||
-            refused->n - before == others_addressed(c, hds, n_hds, s.out, s.count))
+        if (e != MSV_OK || err == MSV_OK || refused->n - before == others)
             err = e;
     }
     sealed_clear(&s);

@@ -1184,13 +1184,48 @@ static void commit_answered(struct msv_conn_state *c, int answered)
 
 #define QUEUE_FULL_TEXT "the recipient's queue is full; nothing was sent, try again later"
 
+/*
+ * Answers send p naming the devices full marks (one flag per envelope: their queues full),
+ * refused whole (ERROR_TOO_BIG) or taken without them (Ok); then each one's refusal is counted
+ * and its account told (account usage). How many it named.
+ */
+static size_t answer_full(struct msv_server *s, struct msv_pending_send *p,
+                          const struct msv_queue_usage *use, const uint8_t *full, int whole)
+{
+    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__Error e = MSV__WIRE__ERROR__INIT;
+    Msv__Wire__Ok ok = MSV__WIRE__OK__INIT;
+    uint64_t *devices = calloc(p->count ? p->count : 1, sizeof(*devices));
+    size_t n = 0;
+
+    for (size_t i = 0; devices != NULL && i < p->count; i++)
+        if (full[i])
+            devices[n++] = use[i].device_id;
+    f.request_id = p->request_id;
+    if (whole) {
+        e.code = MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG;
+        e.message = (ProtobufCBinaryData){sizeof(QUEUE_FULL_TEXT) - 1, (uint8_t *)QUEUE_FULL_TEXT};
+        e.n_full_devices = n;
+        e.full_devices = devices;
+        f.body_case = MSV__WIRE__FRAME__BODY_ERROR;
+        f.error = &e;
+    } else {
+        ok.n_full_devices = n;
+        ok.full_devices = devices;
+        f.body_case = MSV__WIRE__FRAME__BODY_OK;
+        f.ok = &ok;
+    }
+    if (p->c != NULL)
+        msv_conn_send_frame(p->c, &f);
+    msv_server_queue_refused(s, devices, n);
+    free(devices);
+    return n;
+}
+
 /* A send a queue cap refused: nothing of it was stored; the full queues' accounts are told. */
 static void refuse_send(struct msv_server *s, struct msv_pending_send *p,
                         const struct msv_queue_usage *use, const uint8_t *full_flags, int refused)
 {
-    uint64_t *full;
-    size_t n_full = 0;
-
     if (p->account_id != 0) /* nothing was sent: its tokens come back */
         msv_server_refund_token(s, MSV_LIMIT_SEND, p->account_id, (double)p->count);
     if (refused < 0) {
@@ -1208,58 +1243,22 @@ static void refuse_send(struct msv_server *s, struct msv_pending_send *p,
         return;
     }
     atomic_fetch_add(&s->m.queue_full, 1);
-    /* every other account's recipient queue full (check_caps): those full named in the
-     * answer, and told too (account usage), a refusal counted for each */
-    full = calloc(p->count ? p->count : 1, sizeof(*full));
-    for (size_t i = 0; full != NULL && i < p->count; i++)
-        if (full_flags[i])
-            full[n_full++] = use[i].device_id;
-    if (p->c != NULL) {
-        Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
-        Msv__Wire__Error e = MSV__WIRE__ERROR__INIT;
-
-        e.code = MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG;
-        e.message = (ProtobufCBinaryData){sizeof(QUEUE_FULL_TEXT) - 1, (uint8_t *)QUEUE_FULL_TEXT};
-        e.n_full_devices = n_full;
-        e.full_devices = full;
-        f.request_id = p->request_id;
-        f.body_case = MSV__WIRE__FRAME__BODY_ERROR;
-        f.error = &e;
-        msv_conn_send_frame(p->c, &f);
-    }
-    msv_server_queue_refused(s, full, n_full);
-    free(full);
+    /* no other account's recipient queue had room (check_caps) */
+    answer_full(s, p, use, full_flags, 1);
 }
 
 /*
  * A send taken with some of its envelopes left out (left_out, one per envelope: their devices'
- * queues full): answered Ok naming those devices, their tokens given back, and their
- * refusals counted and their accounts told after the answer.
+ * queues full): their tokens given back, answered as answer_full says.
  */
 static void answer_left_out(struct msv_server *s, struct msv_pending_send *p,
                             const struct msv_queue_usage *use, const uint8_t *left_out)
 {
-    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
-    Msv__Wire__Ok ok = MSV__WIRE__OK__INIT;
-    uint64_t *full = calloc(p->count ? p->count : 1, sizeof(*full));
-    size_t n = 0;
+    size_t n = answer_full(s, p, use, left_out, 0);
 
-    for (size_t i = 0; full != NULL && i < p->count; i++)
-        if (left_out[i])
-            full[n++] = use[i].device_id;
     if (p->account_id != 0 && n > 0)
         msv_server_refund_token(s, MSV_LIMIT_SEND, p->account_id, (double)n);
     atomic_fetch_add(&s->m.envelopes_left_out, n);
-    if (p->c != NULL) {
-        ok.n_full_devices = n;
-        ok.full_devices = full;
-        f.request_id = p->request_id;
-        f.body_case = MSV__WIRE__FRAME__BODY_OK;
-        f.ok = &ok;
-        msv_conn_send_frame(p->c, &f);
-    }
-    msv_server_queue_refused(s, full, n);
-    free(full);
 }
 
 /*
