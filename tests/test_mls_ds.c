@@ -1111,6 +1111,141 @@ static void test_full_queue(void **state)
     test_server_cleanup(&s);
 }
 
+/* Device d's read of group's commit log from `from` on; the answer (caller frees). */
+static msv_frame *log_get(struct test_device *d, const char *group, uint64_t from)
+{
+    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__MlsCommitsGet q = MSV__WIRE__MLS_COMMITS_GET__INIT;
+
+    q.group_id = (ProtobufCBinaryData){strlen(group), (uint8_t *)group};
+    q.from_epoch = from;
+    f.body_case = MSV__WIRE__FRAME__BODY_MLS_COMMITS_GET;
+    f.mls_commits_get = &q;
+    return test_request(d->conn, &f);
+}
+
+/* Expects n commits from epoch first on, each "c<epoch>" by sender, the group at epoch. */
+static void expect_log(msv_frame *r, uint64_t epoch, uint64_t first, size_t n, uint64_t sender,
+                       int more)
+{
+    if (r->body_case != MSV__WIRE__FRAME__BODY_MLS_COMMITS)
+        fail_msg("expected MlsCommits, got body %d (error %d)", r->body_case, test_error_code(r));
+    assert_int_equal(r->mls_commits->epoch, epoch);
+    assert_int_equal(r->mls_commits->n_commits, n);
+    assert_int_equal(r->mls_commits->more, more);
+    for (size_t i = 0; i < n; i++) {
+        const Msv__Wire__MlsLogged *l = r->mls_commits->commits[i];
+        Msv__Wire__MlsDelivery *m =
+            msv__wire__mls_delivery__unpack(NULL, l->delivery.len, l->delivery.data);
+        char text[24];
+
+        snprintf(text, sizeof(text), "c%llu", (unsigned long long)(first + i));
+        assert_non_null(m);
+        assert_int_equal(l->epoch, first + i);
+        assert_int_equal(l->sender_device, sender);
+        assert_int_equal(m->kind, KIND(COMMIT));
+        assert_int_equal(m->epoch, first + i);
+        assert_int_equal(m->message.len, strlen(text));
+        assert_memory_equal(m->message.data, text, strlen(text));
+        msv__wire__mls_delivery__free_unpacked(m, NULL);
+    }
+    msv_frame_free(r);
+}
+
+static void commit_n(struct test_device *d, const char *group, uint64_t first, uint64_t n,
+                     const uint64_t *added, size_t n_added, uint32_t queued)
+{
+    for (uint64_t e = first; e < first + n; e++) {
+        char text[24];
+
+        snprintf(text, sizeof(text), "c%llu", (unsigned long long)e);
+        expect_sent(mls_send(d, &(struct send_args){.group = group,
+                                                    .kind = KIND(COMMIT),
+                                                    .epoch = e,
+                                                    .message = text,
+                                                    .added = e == first ? added : NULL,
+                                                    .n_added = e == first ? n_added : 0}),
+                    e + 1, e == first && n_added ? queued - (uint32_t)n_added : queued);
+    }
+}
+
+/*
+ * A group's commit log: bob, whose full queue left him out of two commits, reads them from
+ * the log and catches up; carol, added later, reads only the commits since she was added;
+ * dave, no member, and bob once removed, read nothing; a read gives at most 64 commits (more
+ * said), and the log keeps a group's 256 newest. Before, a commit a member missed was gone
+ * for it, and it could only ask to be added again.
+ */
+static void test_commit_log(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, c1, d1;
+    uint64_t bob, carol;
+    msv_frame *r;
+
+    (void)state;
+    node_init(&s, "[relay]\nqueue_max_envelopes = 1\nsend_burst = 5000\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_register(&s, "carol@example.org", &c1);
+    test_register(&s, "dave@example.org", &d1);
+    bob = b1.device_id;
+    carol = c1.device_id;
+    may_add(&a1, &b1, "bob@example.org");
+    commit_n(&a1, "g", 0, 1, &bob, 1, 1); /* bob in from epoch 1 */
+    commit_n(&a1, "g", 1, 1, NULL, 0, 1); /* bob's queue holds 1: the next two miss him */
+    expect_sent_but(mls_send(&a1,
+                             &(struct send_args){
+                                 .group = "g", .kind = KIND(COMMIT), .epoch = 2, .message = "c2"}),
+                    3, 0, bob);
+    may_add(&a1, &c1, "carol@example.org");
+    expect_sent_but(mls_send(&a1, &(struct send_args){.group = "g",
+                                                      .kind = KIND(COMMIT),
+                                                      .epoch = 3,
+                                                      .message = "c3",
+                                                      .added = &carol,
+                                                      .n_added = 1}),
+                    4, 0, bob);
+    /* bob read c0? no: the commit that added him is not his to read; c1 to c3 are */
+    expect_log(log_get(&b1, "g", 0), 4, 1, 3, a1.device_id, 0);
+    expect_log(log_get(&b1, "g", 2), 4, 2, 2, a1.device_id, 0);
+    expect_log(log_get(&b1, "g", 4), 4, 4, 0, a1.device_id, 0);
+    /* carol, added by c3, reads nothing before epoch 4 */
+    expect_log(log_get(&c1, "g", 0), 4, 4, 0, a1.device_id, 0);
+    expect_log(log_get(&a1, "g", 0), 4, 0, 4, a1.device_id, 0);
+    r = log_get(&d1, "g", 0);
+    assert_int_equal(test_error_code(r), ERR(MLS_NOT_MEMBER));
+    msv_frame_free(r);
+    r = log_get(&d1, "nosuchgroup", 0);
+    assert_int_equal(test_error_code(r), ERR(NOT_FOUND));
+    msv_frame_free(r);
+    r = log_get(&d1, "", 0);
+    assert_int_equal(test_error_code(r), ERR(INVALID));
+    msv_frame_free(r);
+    assert_int_equal(test_server_metric(&s, "mls_log_commits_served_total"), 3 + 2 + 4);
+    /* bob removed: he reads no more of it */
+    expect_sent_but(mls_send(&a1, &(struct send_args){.group = "g",
+                                                      .kind = KIND(COMMIT),
+                                                      .epoch = 4,
+                                                      .message = "c4",
+                                                      .removed = &bob,
+                                                      .n_removed = 1}),
+                    5, 1, bob);
+    r = log_get(&b1, "g", 0);
+    assert_int_equal(test_error_code(r), ERR(MLS_NOT_MEMBER));
+    msv_frame_free(r);
+    /* at most 64 a read, and a group's 256 newest kept: of epochs 0 to 299, 44 on */
+    commit_n(&a1, "big", 0, 300, NULL, 0, 0);
+    expect_log(log_get(&a1, "big", 0), 300, 44, 64, a1.device_id, 1);
+    expect_log(log_get(&a1, "big", 44 + 64 * 3), 300, 44 + 64 * 3, 64, a1.device_id, 0);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&c1);
+    test_device_free(&d1);
+    test_server_cleanup(&s);
+}
+
 /*
  * What a send costs (J11): a send token per copy, as a pairwise send (it was one per 64), and
  * refused work is paid for: a commit adding a device that does not exist takes its token
@@ -1537,6 +1672,7 @@ int main(void)
         cmocka_unit_test_setup(test_commit_race, setup),
         cmocka_unit_test_setup(test_fanout_10000, setup),
         cmocka_unit_test_setup(test_full_queue, setup),
+        cmocka_unit_test_setup(test_commit_log, setup),
         cmocka_unit_test_setup(test_send_costs, setup),
         cmocka_unit_test_setup(test_leave_any_epoch, setup),
         cmocka_unit_test_setup(test_kp_rates, setup),

@@ -496,6 +496,7 @@ static void test_migration_to_v3(void **state)
                      "ALTER TABLE accounts DROP COLUMN username_changed_ms;"
                      "DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
                      "DROP TABLE mls_claims; DROP TABLE device_approvals;"
+                     "DROP TABLE mls_commit_log;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -1606,6 +1607,22 @@ static void test_mls_commit_lock_order(void **state)
  * takes one commit per epoch (a stale one, a non-member's, one past max_members change
  * nothing), and a commit's copies are queued with it.
  */
+/* Four approved devices of a new account of handle, with the ids first to first + 3. */
+static void four_devices(struct fixture *f, const char *handle, uint64_t first)
+{
+    char sql[512];
+    unsigned long long a = (unsigned long long)make_account(f, handle);
+
+    for (uint64_t id = first; id < first + 4; id++) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO devices (id, account_id, suite, identity, push_token, created_ms,"
+                 " approved) VALUES (%llu, %llu, 3, %s, %s, 0, %s);",
+                 (unsigned long long)id, a, f->pg ? "'\\x00'::BYTEA" : "x'00'",
+                 f->pg ? "''::BYTEA" : "x''", f->pg ? "TRUE" : "1");
+        raw_exec(f, sql);
+    }
+}
+
 static void test_mls_store(void **state)
 {
     struct fixture *f = *state;
@@ -1639,17 +1656,9 @@ static void test_mls_store(void **state)
     uint32_t left = 0;
     int lr = 0;
     uint8_t *kp = NULL;
-    char sql[512];
 
     /* a commit adds only devices that exist and are approved: 11 to 13 (10 its sender) */
-    snprintf(sql, sizeof(sql),
-             "INSERT INTO devices (id, account_id, suite, identity, push_token, created_ms,"
-             " approved) VALUES (10, %1$llu, 3, %2$s, %3$s, 0, %4$s), (11, %1$llu, 3, %2$s, %3$s,"
-             " 0, %4$s), (12, %1$llu, 3, %2$s, %3$s, 0, %4$s), (13, %1$llu, 3, %2$s, %3$s, 0,"
-             " %4$s);",
-             (unsigned long long)make_account(f, "mls-members"), f->pg ? "'\\x00'::BYTEA" : "x'00'",
-             f->pg ? "''::BYTEA" : "x''", f->pg ? "TRUE" : "1");
-    raw_exec(f, sql);
+    four_devices(f, "mls-members", 10);
     assert_int_equal(OPS(f)->mls_key_packages_put(IMPL(f), 7, &up, 3, &left, &lr), MSV_OK);
     assert_int_equal(left, 2);
     assert_true(lr);
@@ -1803,6 +1812,115 @@ static void test_mls_store(void **state)
     assert_int_equal(epoch, 2);
     assert_int_equal(n, 1);
     free(members);
+}
+
+/* The commits of group "log" kept for epochs from `from` on, as device asks: "d<epoch>" each. */
+static size_t log_read(struct fixture *f, uint64_t device, uint64_t from, int64_t now, size_t max,
+                       size_t max_bytes, msv_err want, uint64_t first, int want_more)
+{
+    struct msv_mls_logged *l = NULL;
+    size_t n = 0;
+    uint64_t epoch = 0;
+    int more = -1;
+
+    assert_int_equal(OPS(f)->mls_commits_since(IMPL(f), (const uint8_t *)"log", 3, device, from,
+                                               now, max, max_bytes, &l, &n, &epoch, &more),
+                     want);
+    if (want != MSV_OK)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char d[8];
+
+        snprintf(d, sizeof(d), "d%llu", (unsigned long long)(first + i));
+        assert_int_equal(l[i].epoch, first + i);
+        assert_int_equal(l[i].sender, 20);
+        assert_int_equal(l[i].len, strlen(d));
+        assert_memory_equal(l[i].delivery, d, strlen(d));
+    }
+    assert_int_equal(epoch, 4);
+    assert_int_equal(more, want_more);
+    msv_mls_logged_free(l, n);
+    return n;
+}
+
+/*
+ * A group's commit log: each commit kept with its epoch and sender, read by a member from the
+ * epoch after the commit that added it (never before), up to a number and a size per read;
+ * the group's newest log_keep and the account's newest log_account_max kept, nothing after it
+ * expires, and the queue's expiry takes it away.
+ */
+static void test_mls_commit_log(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t add21 = 21, add22 = 22, ids[1], epoch = 0;
+    char d[8];
+    struct msv_mls_commit c = {.group_id = (const uint8_t *)"log",
+                               .group_len = 3,
+                               .sender = 20,
+                               .max_members = 10,
+                               .max_groups = 10,
+                               .now_ms = 1,
+                               .expires_ms = 1000,
+                               .claimer = 5,
+                               .ids = ids,
+                               .log_keep = 3,
+                               .log_account_max = 4};
+
+    four_devices(f, "mls-log", 20);
+    seed_claim(f, 5, 21, 2);
+    seed_claim(f, 5, 22, 2);
+    for (uint64_t e = 0; e < 4; e++) { /* 21 added by the commit for epoch 0, 22 by that for 2 */
+        snprintf(d, sizeof(d), "d%llu", (unsigned long long)e);
+        c.epoch = e;
+        c.added = e == 0 ? &add21 : &add22;
+        c.n_added = e == 0 || e == 2;
+        c.log = (const uint8_t *)d;
+        c.log_len = strlen(d);
+        c.log_expires_ms = 500 + (int64_t)e;
+        assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
+        assert_int_equal(epoch, e + 1);
+    }
+    /* the group's 3 newest; 21 reads from epoch 1 on, 22 from 3 on, whatever they ask */
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_commit_log"), 3);
+    assert_int_equal(log_read(f, 21, 0, 1, 10, 100, MSV_OK, 1, 0), 3);
+    assert_int_equal(log_read(f, 22, 0, 1, 10, 100, MSV_OK, 3, 0), 1);
+    assert_int_equal(log_read(f, 21, 3, 1, 10, 100, MSV_OK, 3, 0), 1);
+    assert_int_equal(log_read(f, 21, 4, 1, 10, 100, MSV_OK, 4, 0), 0);
+    assert_int_equal(log_read(f, 20, 0, 1, 10, 100, MSV_OK, 1, 0), 3);
+    /* no member, or no group: nothing */
+    log_read(f, 23, 0, 1, 10, 100, MSV_ERR_AUTH, 0, 0);
+    assert_int_equal(OPS(f)->mls_commits_since(IMPL(f), (const uint8_t *)"nolog", 5, 20, 0, 1, 10,
+                                               100, &(struct msv_mls_logged *){NULL}, &(size_t){0},
+                                               &epoch, &(int){0}),
+                     MSV_ERR_NOT_FOUND);
+    /* a read gives at most max commits, and max_bytes of them (the first always) */
+    assert_int_equal(log_read(f, 21, 0, 1, 2, 100, MSV_OK, 1, 1), 2);
+    assert_int_equal(log_read(f, 21, 0, 1, 10, 3, MSV_OK, 1, 1), 1);
+    assert_int_equal(log_read(f, 21, 0, 1, 10, 1, MSV_OK, 1, 1), 1);
+    assert_int_equal(log_read(f, 21, 0, 1, 10, 4, MSV_OK, 1, 1), 2);
+    /* none expired: d1 at 501 */
+    assert_int_equal(log_read(f, 21, 0, 501, 10, 100, MSV_OK, 2, 0), 2);
+    assert_int_equal(log_read(f, 21, 0, 503, 10, 100, MSV_OK, 4, 0), 0);
+    /* the account's 4 newest: of two commits to another group, the second drops d1 */
+    c.group_id = (const uint8_t *)"log2";
+    c.group_len = 4;
+    c.n_added = 0;
+    c.log = (const uint8_t *)"x";
+    c.log_len = 1;
+    for (uint64_t e = 0; e < 2; e++) {
+        c.epoch = e;
+        c.log_expires_ms = 600 + (int64_t)e;
+        assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
+        assert_int_equal(log_read(f, 21, 0, 1, 10, 100, MSV_OK, 1 + e, 0), 3 - e);
+    }
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_commit_log"), 4);
+    /* the queue's expiry takes the expired */
+    {
+        size_t expired = 0;
+
+        assert_int_equal(OPS(f)->queue_expire(IMPL(f), 600, &expired), MSV_OK);
+        assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_commit_log"), 1);
+    }
 }
 
 static void test_prekeys_and_tokens(void **state)
@@ -2377,8 +2495,8 @@ static void test_reopen_and_schema(void **state)
      * queue counters, which start from what is queued, version 9's reports, version 10's
      * invites, version 11's refused sends, version 13's handles, which start from the
      * accounts' own, version 15's key directory labels, version 16's username stamps,
-     * which start at never, version 18's published leaves, and version 19's approval
-     * records, unsigned for the devices approved before
+     * which start at never, version 18's published leaves, version 19's approval
+     * records, unsigned for the devices approved before, and version 20's MLS commit logs
      */
     reopen(f);
     assert_int_equal(OPS(f)->queue_put(IMPL(f),
@@ -2401,7 +2519,7 @@ static void test_reopen_and_schema(void **state)
                      " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
                      " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
                      " DROP TABLE mls_claims; ALTER TABLE kt_log DROP COLUMN pub;"
-                     " DROP TABLE device_approvals;"
+                     " DROP TABLE device_approvals; DROP TABLE mls_commit_log;"
                      " UPDATE missive_schema SET version = 6;"
                    : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
@@ -2411,10 +2529,12 @@ static void test_reopen_and_schema(void **state)
                      " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
                      " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
                      " DROP TABLE mls_claims; ALTER TABLE kt_log DROP COLUMN pub;"
-                     " DROP TABLE device_approvals;"
+                     " DROP TABLE device_approvals; DROP TABLE mls_commit_log;"
                      " DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_commit_log"), 0);
+    assert_int_equal(count_rows(f, "SELECT COUNT(since_epoch) FROM mls_members"), 0);
     assert_usage(f, 42, 1, 3);
     assert_int_equal(OPS(f)->report_add(IMPL(f), a, "persist@example.org", "", "", 1, 0, 1, &got),
                      MSV_OK);
@@ -2757,6 +2877,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mls_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mls_commit_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kem_prekeys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_with_first_prekeys_atomic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup, teardown),
@@ -2795,6 +2916,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pg_faults, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_store, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_mls_commit_log, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_commit_lock_order, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_kem_prekeys, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_with_first_prekeys_atomic, setup_pg, teardown),

@@ -395,6 +395,10 @@ static const struct {
     M(mls_skipped, "mls_copies_skipped_total", "counter",
       "Copies of MLS messages not queued because their member device's queue was full (the "
       "sender and the device's account are told)."),
+    M(mls_log_reads, "mls_log_reads_total", "counter",
+      "Reads of MLS groups' commit logs by member devices catching up."),
+    M(mls_log_served, "mls_log_commits_served_total", "counter",
+      "Commits those reads gave (each kept in its group's log: at most 256 a group)."),
     M(shared_limits_fallback, "shared_limits_fallback_total", "counter",
       "Limit checks that Redis did not answer within redis_timeout_ms: counted on the node's "
       "own bucket instead."),

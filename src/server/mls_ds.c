@@ -7,7 +7,9 @@
  *     to the members, all in one store transaction, so that of two commits for one epoch (from
  *     two workers or two nodes) exactly one wins;
  * and queues proposals, application messages (uploaded once, one copy per member device but the
- * sender) and Welcomes through the relay's queue, under its caps.
+ * sender) and Welcomes through the relay's queue, under its caps. Each group's newest commits
+ * are kept in its log (MLS_LOG_KEPT of it, MLS_LOG_ACCOUNT_MAX of one account's sending, as
+ * long as a queued copy), which a member device that missed one reads to catch up.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +36,9 @@
 #define MLS_CLAIM_TTL_MS 3600000        /* a claim lets its account add the device this long */
 #define MLS_CLAIMS_OPEN_MAX 10000       /* open claims per account, the oldest dropped */
 #define MLS_FULL_NAMED 1000             /* devices left out for a full queue named in an answer */
+#define MLS_LOG_KEPT 256                /* a group's newest commits kept in its log */
+#define MLS_LOG_ACCOUNT_MAX 4096        /* commits kept in all logs of one account's sending */
+#define MLS_LOG_ANSWER 64               /* commits one read of a log gives */
 
 /* ---- KeyPackages ------------------------------------------------------------------------- */
 
@@ -534,7 +539,13 @@ static void commit(struct mls_send *m)
                                  .n_items = m->n_items,
                                  .now_ms = now,
                                  .expires_ms = now + (int64_t)atomic_load(&s->queue_ttl_ms),
-                                 .ids = m->ids};
+                                 .ids = m->ids,
+                                 /* kept for members that miss it, as long as a queued copy */
+                                 .log = m->packed,
+                                 .log_len = m->packed_len,
+                                 .log_keep = MLS_LOG_KEPT,
+                                 .log_account_max = MLS_LOG_ACCOUNT_MAX,
+                                 .log_expires_ms = now + (int64_t)atomic_load(&s->queue_ttl_ms)};
     err = STORE(s)->mls_commit(IMPL(s), &mc, &epoch_now);
     if (err == MSV_ERR_EXISTS)
         refuse_stale(c, m->f->request_id, epoch_now);
@@ -764,4 +775,75 @@ out:
     free(gp);
     free(g);
     free(recs);
+}
+
+/* The commits a group's log keeps from an epoch on, for a member device that missed some. */
+void msv_mls_commits_get(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__MlsCommitsGet *q = f->mls_commits_get;
+    struct msv_mls_logged *l = NULL;
+    Msv__Wire__MlsLogged *g = NULL, **gp = NULL;
+    Msv__Wire__MlsCommits resp = MSV__WIRE__MLS_COMMITS__INIT;
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    size_t n = 0, room = msv_server_answer_max(s);
+    uint64_t epoch = 0;
+    int more = 0;
+    msv_err err;
+
+    if (q->group_id.len == 0 || q->group_id.len > MLS_GROUP_ID_MAX) {
+        refuse(c, f->request_id, E_INVALID, "a group id is 1 to 64 bytes");
+        return;
+    }
+    if (!msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id, 1.0)) {
+        refuse(c, f->request_id, E_RATE, "too many reads of MLS commit logs; slow down");
+        return;
+    }
+    atomic_fetch_add(&s->m.mls_log_reads, 1);
+    /* each commit costs its delivery and a few bytes of framing; the first always goes (a
+     * delivery is at most the payload limit, which the frame limit holds with room to spare) */
+    err = STORE(s)->mls_commits_since(
+        IMPL(s), q->group_id.data, q->group_id.len, c->device_id, q->from_epoch,
+        msv_server_now_ms(s), MLS_LOG_ANSWER,
+        room > 1024 + MLS_LOG_ANSWER * 32 ? room - 1024 - MLS_LOG_ANSWER * 32 : 1, &l, &n, &epoch,
+        &more);
+    if (err == MSV_ERR_NOT_FOUND) {
+        refuse(c, f->request_id, E_NOT_FOUND, "no such group");
+        return;
+    }
+    if (err == MSV_ERR_AUTH) {
+        refuse(c, f->request_id, MSV__WIRE__ERROR_CODE__ERROR_MLS_NOT_MEMBER,
+               "this device is not a member of the group");
+        return;
+    }
+    if (err != MSV_OK) {
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return;
+    }
+    g = calloc(n ? n : 1, sizeof(*g));
+    gp = calloc(n ? n : 1, sizeof(*gp));
+    if (g == NULL || gp == NULL) {
+        msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        msv__wire__mls_logged__init(&g[i]);
+        g[i].epoch = l[i].epoch;
+        g[i].sender_device = l[i].sender;
+        g[i].delivery = (ProtobufCBinaryData){l[i].len, l[i].delivery};
+        gp[i] = &g[i];
+    }
+    atomic_fetch_add(&s->m.mls_log_served, n);
+    resp.epoch = epoch;
+    resp.n_commits = n;
+    resp.commits = gp;
+    resp.more = more != 0;
+    out.request_id = f->request_id;
+    out.body_case = MSV__WIRE__FRAME__BODY_MLS_COMMITS;
+    out.mls_commits = &resp;
+    msv_conn_send_frame(c, &out);
+out:
+    free(gp);
+    free(g);
+    msv_mls_logged_free(l, n);
 }

@@ -621,6 +621,20 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "  expires_ms BIGINT NOT NULL);"                                                           \
     "CREATE INDEX mls_claims_by_account ON mls_claims(account_id, device_id, id);"             \
     "CREATE INDEX mls_claims_by_expiry ON mls_claims(expires_ms);"
+/* Each MLS group's commit log, for members that missed a commit, and the epoch from which each
+ * member may read it. */
+#define MLS_LOG_SCHEMA                                                                  \
+    "CREATE TABLE mls_commit_log ("                                                     \
+    "  group_id BYTEA NOT NULL,"                                                        \
+    "  epoch BIGINT NOT NULL,"                                                          \
+    "  account_id BIGINT NOT NULL,"                                                     \
+    "  sender_device BIGINT NOT NULL,"                                                  \
+    "  expires_ms BIGINT NOT NULL,"                                                     \
+    "  delivery BYTEA NOT NULL,"                                                        \
+    "  PRIMARY KEY (group_id, epoch));"                                                 \
+    "CREATE INDEX mls_commit_log_by_account ON mls_commit_log(account_id, expires_ms);" \
+    "CREATE INDEX mls_commit_log_by_expiry ON mls_commit_log(expires_ms);"              \
+    "ALTER TABLE mls_members ADD COLUMN since_epoch BIGINT NOT NULL DEFAULT 0;"
 #define USERNAME_SCHEMA \
     "ALTER TABLE accounts ADD COLUMN username_changed_ms BIGINT NOT NULL DEFAULT 0;"
 
@@ -684,7 +698,7 @@ static const char schema[] =
     "  pk BYTEA NOT NULL,"
     "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA INVITES_SCHEMA
         QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA KEM_PREKEYS_SCHEMA USERNAME_SCHEMA MLS_SCHEMA
-            DEVICE_APPROVALS_SCHEMA;
+            DEVICE_APPROVALS_SCHEMA MLS_LOG_SCHEMA;
 
 static const char *const upgrades[] = {
     /* 6 -> 7: attachment quotas sum a device's attachments */
@@ -717,6 +731,8 @@ static const char *const upgrades[] = {
     DEVICE_APPROVALS_SCHEMA
     "INSERT INTO device_approvals (device_id, account_id, suite, identity, kind) "
     "SELECT id, account_id, suite, identity, 0 FROM devices WHERE approved;",
+    /* 19 -> 20: the MLS groups' commit logs */
+    MLS_LOG_SCHEMA,
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -1624,6 +1640,7 @@ static msv_err account_delete(struct pg_conn *c, const char *handle, int64_t now
         "$1);",
         "DELETE FROM mls_claims WHERE account_id = $1 OR device_id IN "
         "(SELECT id FROM devices WHERE account_id = $1);",
+        "DELETE FROM mls_commit_log WHERE account_id = $1;",
         "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = $1);",
         "DELETE FROM reports WHERE reporter_id = $1 OR reported_id = $1;",
         "DELETE FROM devices WHERE account_id = $1;",
@@ -2967,10 +2984,11 @@ static msv_err mls_members_change(struct pg_conn *c, const struct msv_mls_commit
 
     a_bytes(&a, m->group_id, m->group_len);
     err = mls_ids(&a, m->added, m->n_added, &added);
+    a_i64(&a, (int64_t)(m->epoch + 1)); /* their first epoch, from which they read the log */
     if (err == MSV_OK)
         err = run(c,
-                  "INSERT INTO mls_members (group_id, device_id) SELECT $1, d.id FROM"
-                  " devices d WHERE d.id = ANY($2::BIGINT[]) AND d.approved"
+                  "INSERT INTO mls_members (group_id, device_id, since_epoch) SELECT $1, d.id,"
+                  " $3 FROM devices d WHERE d.id = ANY($2::BIGINT[]) AND d.approved"
                   " ON CONFLICT DO NOTHING;",
                   &a);
     a.n = 1;
@@ -3114,6 +3132,43 @@ static msv_err mls_devices_lock(struct pg_conn *c, const struct msv_mls_commit *
     return err;
 }
 
+/* The commit into its group's log, and what either bound no longer keeps out of it (two of an
+ * account's commits at one moment through two nodes may each keep one past its bound: the
+ * account's next commit drops it). */
+static msv_err mls_log_put(struct pg_conn *c, const struct msv_mls_commit *m)
+{
+    struct args a = {0}, b = {0};
+    msv_err err;
+
+    if (m->log == NULL)
+        return MSV_OK;
+    a_bytes(&a, m->group_id, m->group_len);
+    a_i64(&a, (int64_t)m->epoch);
+    a_i64(&a, (int64_t)m->claimer);
+    a_i64(&a, (int64_t)m->sender);
+    a_i64(&a, m->log_expires_ms);
+    a_bytes(&a, m->log, m->log_len);
+    err = run(c,
+              "INSERT INTO mls_commit_log (group_id, epoch, account_id, sender_device, expires_ms,"
+              " delivery) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (group_id, epoch) DO UPDATE"
+              " SET account_id = EXCLUDED.account_id, sender_device = EXCLUDED.sender_device,"
+              " expires_ms = EXCLUDED.expires_ms, delivery = EXCLUDED.delivery;",
+              &a);
+    a.n = 2;
+    a_i64(&a, (int64_t)m->log_keep);
+    if (err == MSV_OK) /* the group's log_keep newest */
+        err = run(c, "DELETE FROM mls_commit_log WHERE group_id = $1 AND epoch + $3 <= $2;", &a);
+    a_i64(&b, (int64_t)m->claimer);
+    a_i64(&b, (int64_t)m->log_account_max);
+    if (err == MSV_OK) /* the account's log_account_max newest */
+        err = run(c,
+                  "DELETE FROM mls_commit_log WHERE (group_id, epoch) IN (SELECT group_id, epoch"
+                  " FROM mls_commit_log WHERE account_id = $1 ORDER BY expires_ms DESC, epoch"
+                  " DESC OFFSET $2);",
+                  &b);
+    return err;
+}
+
 static msv_err mls_commit(struct pg_conn *c, const struct msv_mls_commit *m, uint64_t *epoch_now)
 {
     struct args a = {0};
@@ -3156,8 +3211,77 @@ static msv_err mls_commit(struct pg_conn *c, const struct msv_mls_commit *m, uin
     if (err == MSV_OK && m->n_items > 0)
         err = queue_commit(c, m->items, m->n_items, m->now_ms, m->expires_ms, m->ids, NULL, 0);
     if (err == MSV_OK)
+        err = mls_log_put(c, m);
+    if (err == MSV_OK)
         *epoch_now = m->epoch + 1;
     return err;
+}
+
+static msv_err mls_commits_since(struct pg_conn *c, const uint8_t *group_id, size_t group_len,
+                                 uint64_t device_id, uint64_t from, int64_t now_ms, size_t max,
+                                 size_t max_bytes, struct msv_mls_logged **out, size_t *n,
+                                 uint64_t *epoch, int *more)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    struct msv_mls_logged *l;
+    size_t rows, bytes = 0;
+    msv_err err;
+
+    *out = NULL;
+    *n = 0;
+    *more = 0;
+    a_bytes(&a, group_id, group_len);
+    a_i64(&a, (int64_t)device_id);
+    a_i64(&a, (int64_t)from);
+    a_i64(&a, now_ms);
+    a_i64(&a, (int64_t)max + 1);
+    /* one statement: the group, the membership and the log of one snapshot */
+    err = query(c,
+                "SELECT g.epoch, m.since_epoch, l.epoch, l.sender_device, l.delivery FROM"
+                " mls_groups g LEFT JOIN mls_members m ON m.group_id = g.group_id AND"
+                " m.device_id = $2 LEFT JOIN LATERAL (SELECT epoch, sender_device, delivery"
+                " FROM mls_commit_log WHERE group_id = g.group_id AND m.device_id IS NOT NULL"
+                " AND epoch >= GREATEST($3, m.since_epoch) AND expires_ms > $4 ORDER BY epoch"
+                " LIMIT $5) l ON TRUE WHERE g.group_id = $1 ORDER BY l.epoch;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    rows = (size_t)PQntuples(r);
+    if (rows == 0 || PQgetisnull(r, 0, 1)) {
+        PQclear(r);
+        return rows == 0 ? MSV_ERR_NOT_FOUND : MSV_ERR_AUTH;
+    }
+    *epoch = (uint64_t)col_i64(r, 0, 0);
+    if ((l = calloc(rows, sizeof(*l))) == NULL) {
+        PQclear(r);
+        return MSV_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < rows && !PQgetisnull(r, (int)i, 2); i++) {
+        size_t len = (size_t)PQgetlength(r, (int)i, 4);
+
+        if (*n == max || (*n > 0 && bytes + len > max_bytes)) {
+            *more = 1;
+            break;
+        }
+        l[*n].epoch = (uint64_t)col_i64(r, (int)i, 2);
+        l[*n].sender = (uint64_t)col_i64(r, (int)i, 3);
+        if ((l[*n].delivery = col_bytes(r, (int)i, 4, &l[*n].len)) == NULL) {
+            err = MSV_ERR_NOMEM;
+            break;
+        }
+        bytes += l[*n].len;
+        (*n)++;
+    }
+    PQclear(r);
+    if (err != MSV_OK) {
+        msv_mls_logged_free(l, *n);
+        *n = 0;
+        *more = 0;
+        return err;
+    }
+    *out = l;
+    return MSV_OK;
 }
 
 /* Devices whose expired envelopes one transaction of queue_expire removes (one lock each). */
@@ -3670,11 +3794,24 @@ static msv_err p_expire_some(void *impl, int64_t now_ms, size_t *devices, size_t
     TRANSACTION(expire_some(c_, now_ms, devices, expired));
 }
 
+static msv_err mls_log_expire(struct pg_conn *c, int64_t now_ms)
+{
+    struct args a = {0};
+
+    a_i64(&a, now_ms);
+    return run(c, "DELETE FROM mls_commit_log WHERE expires_ms <= $1;", &a);
+}
+
+static msv_err p_mls_log_expire(void *impl, int64_t now_ms)
+{
+    POOLED(mls_log_expire(c_, now_ms));
+}
+
 /* In transactions of EXPIRE_DEVICES devices, so that the locks held stay few. */
 static msv_err p_queue_expire(void *impl, int64_t now_ms, size_t *expired)
 {
     size_t devices = EXPIRE_DEVICES, some = 0;
-    msv_err err = MSV_OK;
+    msv_err err = p_mls_log_expire(impl, now_ms); /* the MLS commit logs expire with the queue */
 
     *expired = 0;
     while (err == MSV_OK && devices == EXPIRE_DEVICES) {
@@ -3925,6 +4062,15 @@ static msv_err p_mls_commit(void *impl, const struct msv_mls_commit *c, uint64_t
     TRANSACTION(mls_commit(c_, c, epoch_now));
 }
 
+static msv_err p_mls_commits_since(void *impl, const uint8_t *group_id, size_t group_len,
+                                   uint64_t device_id, uint64_t from, int64_t now_ms, size_t max,
+                                   size_t max_bytes, struct msv_mls_logged **out, size_t *n,
+                                   uint64_t *epoch, int *more)
+{
+    POOLED(mls_commits_since(c_, group_id, group_len, device_id, from, now_ms, max, max_bytes, out,
+                             n, epoch, more));
+}
+
 static void pg_close(void *impl)
 {
     struct pg_store *s = impl;
@@ -4008,6 +4154,7 @@ static const struct msv_store_ops pg_ops = {
     .mls_key_package_claim = p_mls_key_package_claim,
     .mls_group_get = p_mls_group_get,
     .mls_commit = p_mls_commit,
+    .mls_commits_since = p_mls_commits_since,
     .mls_leave = p_mls_leave,
     .mls_groups_of_device = p_mls_groups_of_device,
 };

@@ -283,6 +283,19 @@ static const char *const migrations[] = {
     "CREATE INDEX device_approvals_by_account ON device_approvals(account_id);"
     "INSERT INTO device_approvals (device_id, account_id, suite, identity, kind) "
     "SELECT id, account_id, suite, identity, 0 FROM devices WHERE approved = 1;",
+    /* 19 -> 20: each MLS group's commit log, for members that missed a commit (docs/wire.md,
+     * "MLS delivery"), and the epoch from which each member may read it */
+    "CREATE TABLE mls_commit_log ("
+    "  group_id BLOB NOT NULL,"
+    "  epoch INTEGER NOT NULL,"
+    "  account_id INTEGER NOT NULL,"
+    "  sender_device INTEGER NOT NULL,"
+    "  expires_ms INTEGER NOT NULL,"
+    "  delivery BLOB NOT NULL,"
+    "  PRIMARY KEY (group_id, epoch));"
+    "CREATE INDEX mls_commit_log_by_account ON mls_commit_log(account_id, expires_ms);"
+    "CREATE INDEX mls_commit_log_by_expiry ON mls_commit_log(expires_ms);"
+    "ALTER TABLE mls_members ADD COLUMN since_epoch INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -1520,6 +1533,7 @@ static msv_err account_delete_locked(struct sqlite_store *s, const char *handle,
         "?1);",
         "DELETE FROM mls_claims WHERE account_id = ?1 OR device_id IN "
         "(SELECT id FROM devices WHERE account_id = ?1);",
+        "DELETE FROM mls_commit_log WHERE account_id = ?1;",
         "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = ?1);",
         "DELETE FROM reports WHERE reporter_id = ?1 OR reported_id = ?1;",
         "DELETE FROM devices WHERE account_id = ?1;",
@@ -2020,8 +2034,14 @@ static msv_err queue_expire(void *impl, int64_t now_ms, size_t *expired)
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err = prepare(s, "DELETE FROM queue WHERE expires_ms <= ?;", &st);
+    msv_err err = prepare(s, "DELETE FROM mls_commit_log WHERE expires_ms <= ?;", &st);
 
+    if (err == MSV_OK) { /* the MLS commit logs expire with the queue */
+        sqlite3_bind_int64(st, 1, now_ms);
+        err = run(s, st);
+    }
+    if (err == MSV_OK)
+        err = prepare(s, "DELETE FROM queue WHERE expires_ms <= ?;", &st);
     if (err != MSV_OK)
         return err;
     sqlite3_bind_int64(st, 1, now_ms);
@@ -2435,15 +2455,64 @@ static msv_err mls_members_change(struct sqlite_store *s, const struct msv_mls_c
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         err = prepare(s,
                       /* only a device that still exists and is approved, in this transaction */
-                      add ? "INSERT OR IGNORE INTO mls_members (group_id, device_id)"
-                            " SELECT ?1, id FROM devices WHERE id = ?2 AND approved = 1;"
+                      add ? "INSERT OR IGNORE INTO mls_members (group_id, device_id,"
+                            " since_epoch) SELECT ?1, id, ?3 FROM devices WHERE id = ?2 AND"
+                            " approved = 1;"
                           : "DELETE FROM mls_members WHERE group_id = ? AND device_id = ?;",
                       &st);
         if (err != MSV_OK)
             return err;
         sqlite3_bind_blob(st, 1, c->group_id, (int)c->group_len, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)ids[i]);
+        if (add) /* its first epoch in the group, from which it may read the commit log */
+            sqlite3_bind_int64(st, 3, (sqlite3_int64)(c->epoch + 1));
         err = run(s, st);
+    }
+    return err;
+}
+
+/* The commit into its group's log, and what either bound no longer keeps out of it. */
+static msv_err mls_log_put(struct sqlite_store *s, const struct msv_mls_commit *c)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err;
+
+    if (c->log == NULL)
+        return MSV_OK;
+    err = prepare(s,
+                  "INSERT OR REPLACE INTO mls_commit_log (group_id, epoch, account_id,"
+                  " sender_device, expires_ms, delivery) VALUES (?, ?, ?, ?, ?, ?);",
+                  &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, c->group_id, (int)c->group_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)c->epoch);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)c->claimer);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)c->sender);
+    sqlite3_bind_int64(st, 5, c->log_expires_ms);
+    sqlite3_bind_blob(st, 6, c->log, (int)c->log_len, SQLITE_STATIC);
+    err = run(s, st);
+    /* the group's log_keep newest */
+    if (err == MSV_OK)
+        err = prepare(s, "DELETE FROM mls_commit_log WHERE group_id = ? AND epoch + ? <= ?;", &st);
+    if (err == MSV_OK) {
+        sqlite3_bind_blob(st, 1, c->group_id, (int)c->group_len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)c->log_keep);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)c->epoch);
+        err = run(s, st);
+    }
+    /* the sender's account's log_account_max newest (by expiry: the order they went in) */
+    if (err == MSV_OK) {
+        err = prepare(s,
+                      "DELETE FROM mls_commit_log WHERE rowid IN (SELECT rowid FROM"
+                      " mls_commit_log WHERE account_id = ?1 ORDER BY expires_ms DESC, rowid"
+                      " DESC LIMIT -1 OFFSET ?2);",
+                      &st);
+        if (err == MSV_OK) {
+            sqlite3_bind_int64(st, 1, (sqlite3_int64)c->claimer);
+            sqlite3_bind_int64(st, 2, (sqlite3_int64)c->log_account_max);
+            err = run(s, st);
+        }
     }
     return err;
 }
@@ -2581,6 +2650,8 @@ static msv_err mls_commit_locked(struct sqlite_store *s, const struct msv_mls_co
         err = recipients_exist_locked(s, c->items, c->n_items);
     if (err == MSV_OK && c->n_items > 0)
         err = queue_put_locked(s, c->items, c->n_items, c->now_ms, c->expires_ms, c->ids);
+    if (err == MSV_OK)
+        err = mls_log_put(s, c);
     if (err == MSV_OK)
         *epoch_now = c->epoch + 1;
     return err;
@@ -3126,6 +3197,103 @@ static msv_err l_mls_commit(void *impl, const struct msv_mls_commit *c, uint64_t
     TRANSACTION(mls_commit_locked(impl, c, epoch_now));
 }
 
+/* Whether device_id is a member of the group (*since: the first epoch it may read), in a read. */
+static msv_err mls_member_since(struct sqlite_store *s, const uint8_t *group_id, size_t group_len,
+                                uint64_t device_id, uint64_t *since)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(
+        s, "SELECT since_epoch FROM mls_members WHERE group_id = ? AND device_id = ?;", &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, group_id, (int)group_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *since = (uint64_t)sqlite3_column_int64(st, 0);
+    err = rc == SQLITE_ROW ? MSV_OK : rc == SQLITE_DONE ? MSV_ERR_AUTH : MSV_ERR_IO;
+    release(s, st);
+    return err;
+}
+
+static msv_err mls_commits_since_locked(struct sqlite_store *s, const uint8_t *group_id,
+                                        size_t group_len, uint64_t device_id, uint64_t from,
+                                        int64_t now_ms, size_t max, size_t max_bytes,
+                                        struct msv_mls_logged **out, size_t *n, uint64_t *epoch,
+                                        int *more)
+{
+    sqlite3_stmt *st = NULL;
+    struct msv_mls_logged *l = NULL;
+    uint64_t since = 0;
+    size_t bytes = 0;
+    int rc = SQLITE_DONE;
+    msv_err err = mls_group_get_locked(s, group_id, group_len, epoch, NULL, NULL);
+
+    *out = NULL;
+    *n = 0;
+    *more = 0;
+    if (err == MSV_OK)
+        err = mls_member_since(s, group_id, group_len, device_id, &since);
+    if (err == MSV_OK && (l = calloc(max ? max : 1, sizeof(*l))) == NULL)
+        err = MSV_ERR_NOMEM;
+    if (err == MSV_OK)
+        err = prepare(s,
+                      "SELECT epoch, sender_device, delivery FROM mls_commit_log WHERE"
+                      " group_id = ? AND epoch >= ? AND expires_ms > ? ORDER BY epoch LIMIT ?;",
+                      &st);
+    if (err != MSV_OK) {
+        free(l);
+        return err;
+    }
+    sqlite3_bind_blob(st, 1, group_id, (int)group_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)(from > since ? from : since));
+    sqlite3_bind_int64(st, 3, now_ms);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)max + 1);
+    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        size_t len = (size_t)sqlite3_column_bytes(st, 2);
+        const void *d = sqlite3_column_blob(st, 2);
+
+        if (*n == max || (*n > 0 && bytes + len > max_bytes)) {
+            *more = 1;
+            break;
+        }
+        l[*n].epoch = (uint64_t)sqlite3_column_int64(st, 0);
+        l[*n].sender = (uint64_t)sqlite3_column_int64(st, 1);
+        l[*n].delivery = malloc(len ? len : 1);
+        if (l[*n].delivery == NULL) {
+            err = MSV_ERR_NOMEM;
+            break;
+        }
+        if (len > 0)
+            memcpy(l[*n].delivery, d, len);
+        l[*n].len = len;
+        bytes += len;
+        (*n)++;
+    }
+    if (err == MSV_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        err = MSV_ERR_IO;
+    release(s, st);
+    if (err != MSV_OK) {
+        msv_mls_logged_free(l, *n);
+        *n = 0;
+        *more = 0;
+        return err;
+    }
+    *out = l;
+    return MSV_OK;
+}
+
+static msv_err l_mls_commits_since(void *impl, const uint8_t *group_id, size_t group_len,
+                                   uint64_t device_id, uint64_t from, int64_t now_ms, size_t max,
+                                   size_t max_bytes, struct msv_mls_logged **out, size_t *n,
+                                   uint64_t *epoch, int *more)
+{
+    READ_TOGETHER(2, mls_commits_since_locked(impl, group_id, group_len, device_id, from, now_ms,
+                                              max, max_bytes, out, n, epoch, more));
+}
+
 static msv_err l_device_add(void *impl, uint64_t account_id, uint32_t suite,
                             const uint8_t *identity, size_t identity_len, const uint8_t *push_token,
                             size_t push_token_len, int approved, int64_t now_ms,
@@ -3383,6 +3551,7 @@ static const struct msv_store_ops sqlite_ops = {
     .mls_group_get = l_mls_group_get,
     .mls_commit = l_mls_commit,
     .mls_leave = l_mls_leave,
+    .mls_commits_since = l_mls_commits_since,
     .mls_groups_of_device = l_mls_groups_of_device,
 };
 
@@ -3600,6 +3769,13 @@ void msv_store_close(struct msv_store *s)
         return;
     s->ops->close(s->impl);
     free(s);
+}
+
+void msv_mls_logged_free(struct msv_mls_logged *l, size_t n)
+{
+    for (size_t i = 0; l != NULL && i < n; i++)
+        free(l[i].delivery);
+    free(l);
 }
 
 void msv_device_rec_clear(struct msv_device_rec *d)

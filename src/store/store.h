@@ -156,7 +156,22 @@ struct msv_mls_commit {
     size_t n_items;
     int64_t now_ms, expires_ms;
     uint64_t *ids; /* n_items */
+    /* the MlsDelivery its members get, kept in the group's commit log for members that missed
+     * it (mls_commits_since) until log_expires_ms; NULL: not kept. The log keeps a group's
+     * log_keep newest commits and log_account_max of the sender's account (c->claimer), the
+     * oldest of either dropped as this one goes in. */
+    const uint8_t *log;
+    size_t log_len, log_keep, log_account_max;
+    int64_t log_expires_ms;
 };
+
+/* A commit kept in a group's log: for epoch, by device sender, its MlsDelivery. */
+struct msv_mls_logged {
+    uint64_t epoch, sender;
+    uint8_t *delivery;
+    size_t len;
+};
+void msv_mls_logged_free(struct msv_mls_logged *l, size_t n);
 
 /* A group a device is a member of. */
 struct msv_mls_group_rec {
@@ -599,6 +614,18 @@ struct msv_store_ops {
     msv_err (*mls_leave)(void *impl, const uint8_t *group_id, size_t group_len, uint64_t device_id,
                          const struct msv_queue_in *items, size_t n, int64_t now_ms,
                          int64_t expires_ms, uint64_t *ids);
+    /*
+     * The commits the group's log keeps (mls_commit) for epochs from `from` on, for a member
+     * device, and only those since it became one (the epoch after the commit that added it):
+     * at most max, oldest first, none expired at now_ms; their deliveries at most max_bytes in
+     * all (the first always). *epoch: the group's epoch; *more: more are kept after the last
+     * given. MSV_ERR_NOT_FOUND for an unknown group, MSV_ERR_AUTH if device_id is no member;
+     * *out (caller frees with msv_mls_logged_free) and *n 0 if none. Read in one snapshot.
+     */
+    msv_err (*mls_commits_since)(void *impl, const uint8_t *group_id, size_t group_len,
+                                 uint64_t device_id, uint64_t from, int64_t now_ms, size_t max,
+                                 size_t max_bytes, struct msv_mls_logged **out, size_t *n,
+                                 uint64_t *epoch, int *more);
 };
 
 struct msv_store {
@@ -681,6 +708,6 @@ MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_
                                                    size_t *n);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 19
+#define MSV_STORE_SCHEMA_VERSION 20
 
 #endif
