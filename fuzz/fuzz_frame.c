@@ -2,11 +2,32 @@
  * The frame splitter and Frame decoder over a byte stream, as a server reads
  * it: frames are split off one after another until the stream needs more
  * bytes or is refused; each body is decoded, and a decoded Frame re-encodes.
+ * The MlsDelivery a client decodes from a frame (a Deliver's ciphertext, each
+ * commit of an MlsCommits answer) is decoded too.
  */
 #include "common.h"
 #include "wire/frame.h"
 
 #define FUZZ_FRAME_MAX (64u * 1024u)
+
+static void mls_delivery(const ProtobufCBinaryData *b)
+{
+    Msv__Wire__MlsDelivery *d = msv__wire__mls_delivery__unpack(NULL, b->len, b->data);
+
+    if (d != NULL && d->message.len > b->len)
+        abort();
+    msv__wire__mls_delivery__free_unpacked(d, NULL);
+}
+
+/* What a client decodes inside f. */
+static void inner(const msv_frame *f)
+{
+    if (f->body_case == MSV__WIRE__FRAME__BODY_DELIVER)
+        mls_delivery(&f->deliver->ciphertext);
+    if (f->body_case == MSV__WIRE__FRAME__BODY_MLS_COMMITS)
+        for (size_t i = 0; i < f->mls_commits->n_commits; i++)
+            mls_delivery(&f->mls_commits->commits[i]->delivery);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -34,6 +55,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
             if (msv_frame_encode(f, MSV_FRAME_MAX_LIMIT, &enc, &len) != MSV_OK)
                 abort();
+            inner(f);
             free(enc);
             msv_frame_free(f);
         }

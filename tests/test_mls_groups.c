@@ -2033,11 +2033,14 @@ static void club_restart(struct club *k, const char *sql, const char *extra)
     test_server_start(&k->s);
 }
 
+/* What c was sent on MLS gone from the server: dropped from its queue, and the groups' commit
+ * logs emptied (as once the commits expire from both). */
 static void drop_mls_queue(struct club *k, struct msv_client *c)
 {
-    char sql[160];
+    char sql[200];
 
-    snprintf(sql, sizeof(sql), "DELETE FROM queue WHERE device_id = %llu AND suite = %d",
+    snprintf(sql, sizeof(sql),
+             "DELETE FROM queue WHERE device_id = %llu AND suite = %d; DELETE FROM mls_commit_log;",
              (unsigned long long)c->device_id, MLS_SUITE);
     club_restart(k, sql, NULL);
 }
@@ -2428,7 +2431,8 @@ static void test_behind_member_joins_again(void **state)
 /*
  * bob's device leaves its queue unread until it is full: alice's messages still reach carol,
  * and alice is told which device they missed; an update commit that misses bob leaves him
- * behind, and once he reads his queue he asks and is added again. Before, bob's full queue
+ * behind, and once he writes he reads it from the delivery service's log and catches up. Before,
+ * bob's full queue
  * made the server refuse every send to the group, so one member's unread queue stopped
  * everyone's messages.
  */
@@ -2487,32 +2491,29 @@ static void test_full_queue_holds_up_nobody(void **state)
     assert_int_equal(msv_client_group_send(k.alice, "club", "no room", NULL, 0, NULL, id),
                      MSV_ERR_TOO_BIG);
     assert_non_null(strstr(k.alice->why.message, "other devices are full; nothing was sent"));
-    receive_now(k.bob); /* what he cannot read, behind: recorded so */
-    /* behind the commit he missed: his message asks, alice's device adds him again; his
-     * per-device copies reach alice although carol's queue is full (before, one full queue
-     * refused them all, and bob could never ask) */
+    receive_now(k.bob);
+    /* bob missed the update commit: his message finds the group past him, and he reads the
+     * commit from the delivery service's log and writes on MLS at the group's epoch, to alice
+     * (who read her queue), carol's full queue leaving her out (before, he was behind for good,
+     * his messages went as per-device copies, and an admin had to add him again) */
+    receive_now(k.alice);
     if (msv_client_group_send(k.bob, "club", "bob is back", NULL, 0, NULL, id) != MSV_OK)
         fail_msg("bob's message: %s", k.bob->why.message);
-    assert_int_equal(history_count(k.bob, k.conversation, "behind its MLS group"), 1);
+    assert_int_equal(history_count(k.bob, k.conversation, "behind its MLS group"), 0);
+    assert_int_equal(settings_count(k.bob, "mls-behind:"), 0);
+    assert_int_equal(settings_count(k.bob, "mls-caught:"), 1);
+    assert_int_equal(history_count(k.bob, k.conversation, "did not reach 1 of the group's devices"),
+                     1);
+    assert_int_equal(history_count(k.bob, k.conversation, "carol@example.org's device"), 1);
+    assert_int_equal(
+        queued_mls(&k.s, k.alice->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        1);
     receive_now(k.alice);
     assert_sent_by(k.alice, k.conversation, "bob is back", "bob@example.org", k.bob->device_id);
-    assert_int_equal(history_count(k.bob, k.conversation,
-                                   "not sent to carol@example.org: every one of its devices' "
-                                   "queues on the server is full"),
-                     1);
-    /* carol reads her queue (so that she gets the commit that adds bob again); his first
-     * message after he found himself behind goes without the ask; the next asks (alice's
-     * queue read first: it holds carol's receipts now) */
+    assert_int_equal(history_count(k.alice, k.conversation, "could not be read"), 0);
+    /* carol reads her queue, then everyone reads what follows */
     receive_now(k.carol);
     receive_now(k.alice);
-    bob_asks(&k);
-    /* bob's next connection sends carol what she is owed */
-    msv_conn_close(k.bob->conn);
-    k.bob->conn = NULL;
-    receive_now(k.bob);
-    receive_now(k.carol);
-    assert_sent_by(k.carol, k.conversation, "bob is back", "bob@example.org", k.bob->device_id);
-    assert_sent_by(k.carol, k.conversation, "bob asks", "bob@example.org", k.bob->device_id);
     assert_int_equal(msv_client_group_send(k.alice, "club", "all read it", NULL, 0, NULL, id),
                      MSV_OK);
     receive_now(k.bob);
@@ -2520,6 +2521,173 @@ static void test_full_queue_holds_up_nobody(void **state)
     assert_sent_by(k.bob, k.conversation, "all read it", "alice@example.org", k.alice->device_id);
     assert_sent_by(k.carol, k.conversation, "all read it", "alice@example.org", k.alice->device_id);
     assert_int_equal(history_count(k.bob, k.conversation, "refused"), 0);
+    assert_int_equal(history_count(k.bob, k.conversation, "replay"), 0);
+    club_free(&k);
+}
+
+/*
+ * The club on MLS with bob's queue holding 4: alice's messages fill it, and her update commit
+ * and the message after it miss him; he then reads his queue, which holds neither.
+ */
+static void club_bob_misses_a_commit(struct club *k)
+{
+    uint8_t id[16];
+    char text[32];
+
+    club_config = "[relay]\nqueue_max_envelopes = 4\n";
+    club_on_mls(k);
+    club_config = NULL;
+    k->alice->mls_update_messages = 1000;
+    receive_now(k->bob);
+    receive_now(k->alice);
+    for (int i = 0; i < 5; i++) {
+        snprintf(text, sizeof(text), "filling %d", i);
+        assert_int_equal(msv_client_group_send(k->alice, "club", text, NULL, 0, NULL, id), MSV_OK);
+        receive_now(k->carol);
+        receive_now(k->alice);
+    }
+    k->alice->mls_update_messages = 1; /* an update commit first, which misses bob */
+    assert_int_equal(msv_client_group_send(k->alice, "club", "missed", NULL, 0, NULL, id), MSV_OK);
+    k->alice->mls_update_messages = 1000;
+    receive_now(k->carol);
+    receive_now(k->alice);
+    receive_now(k->bob);
+    assert_int_equal(history_count(k->bob, k->conversation, "missed"), 0);
+}
+
+/*
+ * bob's full queue leaves him out of alice's update commit and the message after it; once he
+ * has read his queue, alice's next message, at the epoch he missed, reaches him: he reads the
+ * commit from the delivery service's log first and then the message. Before, it "could not be
+ * read", and bob stayed behind until he wrote.
+ */
+static void test_missed_commit_read_from_log(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+
+    (void)state;
+    club_bob_misses_a_commit(&k);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "after the commit", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.bob);
+    assert_sent_by(k.bob, k.conversation, "after the commit", "alice@example.org",
+                   k.alice->device_id);
+    assert_int_equal(history_count(k.bob, k.conversation, "could not be read"), 0);
+    assert_int_equal(settings_count(k.bob, "mls-caught:"), 1);
+    assert_int_equal(test_server_metric(&k.s, "mls_log_commits_served_total"), 1);
+    /* and he writes on MLS at once, without catching up again (the queues his receipts
+     * filled read first) */
+    receive_now(k.carol);
+    receive_now(k.alice);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob answers", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.alice);
+    receive_now(k.carol);
+    assert_sent_by(k.alice, k.conversation, "bob answers", "bob@example.org", k.bob->device_id);
+    assert_sent_by(k.carol, k.conversation, "bob answers", "bob@example.org", k.bob->device_id);
+    assert_int_equal(history_count(k.bob, k.conversation, "behind its MLS group"), 0);
+    assert_int_equal(test_server_metric(&k.s, "mls_log_reads_total"), 1);
+    club_free(&k);
+}
+
+/* The club's commit log rewritten: each delivery's kind set to kind and its message to
+ * message (the server stopped meanwhile). */
+#define SQL_ROOM (1 << 16)
+static void forge_log(struct club *k, int kind, const char *message)
+{
+    char path[160], *sql, *at;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    size_t n = 0;
+
+    snprintf(path, sizeof(path), "%s/data/missive.db", k->s.dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT epoch, delivery FROM mls_commit_log;", -1, &st, NULL),
+        SQLITE_OK);
+    sql = calloc(1, SQL_ROOM);
+    assert_non_null(sql);
+    at = sql;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        Msv__Wire__MlsDelivery *d = msv__wire__mls_delivery__unpack(
+            NULL, (size_t)sqlite3_column_bytes(st, 1), sqlite3_column_blob(st, 1));
+        uint8_t packed[512];
+        char hex[1025];
+        size_t len;
+
+        assert_non_null(d);
+        d->kind = kind;
+        d->message = (ProtobufCBinaryData){strlen(message), (uint8_t *)message};
+        len = msv__wire__mls_delivery__get_packed_size(d);
+        assert_true(len < sizeof(packed));
+        msv__wire__mls_delivery__pack(d, packed);
+        assert_int_equal(msv_hex_encode(packed, len, hex, sizeof(hex)), MSV_OK);
+        at += snprintf(at, (size_t)(sql + SQL_ROOM - at),
+                       "UPDATE mls_commit_log SET delivery = X'%s' WHERE epoch = %lld;", hex,
+                       (long long)sqlite3_column_int64(st, 0));
+        assert_true(at < sql + SQL_ROOM);
+        d->message = (ProtobufCBinaryData){0, NULL};
+        msv__wire__mls_delivery__free_unpacked(d, NULL);
+        n++;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    assert_true(n > 0);
+    club_restart(k, sql, NULL);
+    free(sql);
+}
+
+/*
+ * A dishonest delivery service's commit log: a delivery that is no commit is not taken (bob
+ * stays where he was, the message after it recorded unreadable); a commit that does not
+ * verify is refused as one from the queue, told once, however often the log gives it again;
+ * a read that brought nothing is not made again within the minute.
+ */
+static void test_log_lies(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+    unsigned long long reads;
+
+    (void)state;
+    club_bob_misses_a_commit(&k);
+    forge_log(&k, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, "not a commit");
+    assert_int_equal(msv_client_group_send(k.alice, "club", "after a lie", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.bob);
+    assert_int_equal(history_count(k.bob, k.conversation, "after a lie"), 0);
+    assert_int_equal(history_count(k.bob, k.conversation, "could not be read"), 1);
+    assert_int_equal(settings_count(k.bob, "mls-caught:"), 0);
+    assert_int_equal(history_count(k.bob, k.conversation, "not a commit"), 0);
+    reads = test_server_metric(&k.s, "mls_log_reads_total");
+    assert_int_equal(reads, 1);
+    /* a commit that does not verify: refused, told once */
+    forge_log(&k, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, "not an MLS commit");
+    receive_now(k.carol);
+    receive_now(k.alice);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "after a forgery", NULL, 0, NULL, id),
+                     MSV_OK);
+    k.bob->mls_caught_ms = 0; /* the minute passed */
+    receive_now(k.bob);
+    assert_int_equal(history_count(k.bob, k.conversation, "did not verify"), 1);
+    assert_int_equal(history_count(k.bob, k.conversation, "could not be read"), 2);
+    assert_int_equal(test_server_metric(&k.s, "mls_log_reads_total"), 1); /* a restart: anew */
+    /* within the minute, the next message reads nothing; past it, the same refused commit
+     * comes again and is not told again */
+    receive_now(k.alice);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "within the minute", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.bob);
+    assert_int_equal(test_server_metric(&k.s, "mls_log_reads_total"), 1);
+    receive_now(k.alice);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "past the minute", NULL, 0, NULL, id),
+                     MSV_OK);
+    k.bob->mls_caught_ms = 0;
+    receive_now(k.bob);
+    assert_int_equal(test_server_metric(&k.s, "mls_log_reads_total"), 2);
+    assert_int_equal(history_count(k.bob, k.conversation, "did not verify"), 1);
+    assert_int_equal(history_count(k.bob, k.conversation, "could not be read"), 4);
     club_free(&k);
 }
 
@@ -3743,6 +3911,8 @@ int main(void)
         cmocka_unit_test(test_lost_state_joins_again),
         cmocka_unit_test(test_behind_member_joins_again),
         cmocka_unit_test(test_full_queue_holds_up_nobody),
+        cmocka_unit_test(test_missed_commit_read_from_log),
+        cmocka_unit_test(test_log_lies),
         cmocka_unit_test(test_full_recipient_reaches_nobody),
         cmocka_unit_test(test_rejoin_without_key_package),
         cmocka_unit_test(test_replaced_admin_holding_state),

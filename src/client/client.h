@@ -163,6 +163,12 @@ struct msv_client {
     /* how long a receive tries for the claim on an MLS payload another process of the account
      * is taking, to take over should it fail (milliseconds; 0: 5000) */
     int mls_in_wait_ms;
+    /* the last read of an MLS group's commit log that brought nothing: not read again for
+     * that group and epoch within MLS_CATCH_UP_QUIET_MS (mlsgroups.c, catch_up) */
+    uint8_t mls_caught_gid[16];
+    uint64_t mls_caught_epoch;
+    int64_t mls_caught_ms;
+    int mls_from_log; /* a commit from that log being taken */
     /* how long msv_client_receive() goes on while frames keep coming, beyond its quiet
      * time (0: MSV_CLIENT_RECEIVE_MAX_MS) */
     int receive_max_ms;

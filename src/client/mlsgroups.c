@@ -2575,6 +2575,124 @@ static int64_t held_generation(struct msv_client *c, const uint8_t gid[16], uint
 }
 
 /*
+ * The commits this device missed (left out of them for a full queue, or expired from its
+ * queue), read from the delivery service's commit log (docs/wire.md, "MLS delivery"). Each is
+ * taken as one from the queue is (take_commit: verified, checked against the directory and the
+ * group's admins; one refused changes nothing), in epoch order from the one this device holds;
+ * the first that does not move it on ends the catch-up. What the log gives is the delivery
+ * service's word alone until it verifies: a delivery that is no commit of this group at the
+ * epoch looked for is left untaken. A read that brought nothing is not made again for the same
+ * group and epoch within MLS_CATCH_UP_QUIET_MS (a member's messages claiming later epochs
+ * cost a read each otherwise). *moved: the epochs gained.
+ */
+#define CATCH_UP_READS 8 /* reads of the log one catch-up makes (64 commits each at most) */
+#define MLS_CATCH_UP_QUIET_MS 60000
+
+static int catch_up_quiet(struct msv_client *c, const uint8_t gid[16], uint64_t epoch)
+{
+    int64_t now = msv_mono_ms();
+
+    return c->mls_caught_ms != 0 && memcmp(c->mls_caught_gid, gid, 16) == 0 &&
+           c->mls_caught_epoch == epoch && now - c->mls_caught_ms < MLS_CATCH_UP_QUIET_MS &&
+           now >= c->mls_caught_ms;
+}
+
+/* One logged delivery taken if it is the commit of group id at epoch; 1 if it moved this
+ * device to epoch + 1. */
+static int take_logged(struct msv_client *c, const uint8_t gid[16], const uint8_t id[MLS_ID_LEN],
+                       uint32_t gen, uint64_t epoch, const Msv__Wire__MlsLogged *l, msv_err *err)
+{
+    Msv__Wire__MlsDelivery *d =
+        msv__wire__mls_delivery__unpack(NULL, l->delivery.len, l->delivery.data);
+    int fits = d != NULL && d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT && d->epoch == epoch &&
+               l->epoch == epoch && d->group_id.len == MLS_ID_LEN &&
+               memcmp(d->group_id.data, id, MLS_ID_LEN) == 0;
+    struct client_mls_in in;
+    uint8_t digest[32] = {0}; /* an application message's alone: none here */
+    uint64_t now = 0;
+
+    msv__wire__mls_delivery__free_unpacked(d, NULL);
+    if (!fits)
+        return 0;
+    c->mls_from_log++;
+    *err = client_mls_take(c, l->delivery.data, l->delivery.len, "", l->sender_device, digest, &in);
+    c->mls_from_log--;
+    msv_secret_free(in.pt, in.pt_len);
+    if (*err == MSV_OK && in.notice[0] != '\0')
+        *err = notice(c, gid, in.notice);
+    return *err == MSV_OK && held_generation(c, gid, &now) == (int64_t)gen && now == epoch + 1;
+}
+
+/*
+ * "mls-caught:<hex of the group id>" = u32be generation || u64be first || u64be last + 1: the
+ * epochs whose commits the last catch-up took from the log. The same commit coming later from
+ * the queue (read by another process of the account meanwhile, say) is no replay to tell of.
+ */
+#define CAUGHT "mls-caught:"
+#define CAUGHT_VALUE 20
+
+static int caught_before(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t epoch)
+{
+    char key[KEY_MAX];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int caught = msv_client_db_get(c->db, group_key(CAUGHT, gid, key), &v, &len) == MSV_OK &&
+                 len == CAUGHT_VALUE && msv_get_u32be(v) == gen && epoch >= msv_get_u64be(v + 4) &&
+                 epoch < msv_get_u64be(v + 12);
+
+    free(v);
+    return caught;
+}
+
+static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t *moved)
+{
+    uint8_t id[MLS_ID_LEN];
+    uint64_t start = 0, epoch;
+    int more = 1;
+    msv_err err = MSV_OK;
+
+    *moved = 0;
+    if (held_generation(c, gid, &start) != (int64_t)gen || catch_up_quiet(c, gid, start))
+        return MSV_OK;
+    epoch = start;
+    mls_id(gid, gen, id);
+    for (int reads = 0; err == MSV_OK && more && reads < CATCH_UP_READS; reads++) {
+        msv_frame *r = NULL;
+
+        err = msv_request_mls_commits(c->conn, id, sizeof(id), epoch, TIMEOUT_MS, &r, &c->why);
+        more = err == MSV_OK && r->mls_commits->more;
+        for (size_t i = 0; err == MSV_OK && i < r->mls_commits->n_commits && more >= 0; i++) {
+            if (take_logged(c, gid, id, gen, epoch, r->mls_commits->commits[i], &err))
+                epoch++;
+            else
+                more = -1; /* a gap, or a commit not taken: the rest cannot be */
+        }
+        more = more > 0;
+        msv_frame_free(r);
+    }
+    /* a member that is no longer one, or a group the server does not have: nothing to read */
+    if (err == MSV_ERR_INVALID || err == MSV_ERR_NOT_FOUND)
+        err = MSV_OK;
+    *moved = epoch - start;
+    if (*moved == 0) {
+        memcpy(c->mls_caught_gid, gid, 16);
+        c->mls_caught_epoch = start;
+        c->mls_caught_ms = msv_mono_ms();
+    } else {
+        char key[KEY_MAX];
+        uint8_t v[CAUGHT_VALUE];
+        msv_err set;
+
+        msv_put_u32be(v, gen);
+        msv_put_u64be(v + 4, start);
+        msv_put_u64be(v + 12, epoch);
+        set = msv_client_db_set(c->db, group_key(CAUGHT, gid, key), v, sizeof(v));
+        err = err == MSV_OK ? set : err;
+    }
+    return err;
+}
+
+/*
  * A device behind the group for good (a send found the delivery service at a later epoch, and
  * reading the queue did not bring the commits between): "mls-behind:<hex of the group id>" =
  * u32be generation || u64be the delivery service's epoch || u64be wall ms marked. Whether it
@@ -2705,6 +2823,14 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
 
         err = receive_within(c);
         held = err == MSV_OK ? held_generation(c, gid, &epoch) : -1;
+        /* the commits the queue did not bring (left out of them for a full queue, or expired
+         * from it), from the delivery service's log */
+        if (held >= 0 && (uint32_t)held == gen && epoch < behind) {
+            uint64_t moved = 0;
+
+            err = catch_up(c, gid, gen, &moved);
+            held = err == MSV_OK ? held_generation(c, gid, &epoch) : -1;
+        }
         /* sent again once the commits read brought this device to the group's epoch (a copy no
          * member can read is not sent twice), or to the group's next generation (an admin
          * founded it again meanwhile: the epoch said was of the one before) */
@@ -3161,6 +3287,35 @@ static int admin_by(struct msv_client *c, const uint8_t gid[16], const struct cl
     return d != NULL && handle_admin(c, gid, g, d->handle);
 }
 
+/*
+ * "mls-refused:<hex of the group id>" = u32be generation || u64be epoch || SHA-256 of the
+ * commit: the last commit this device refused. The same one read again from the delivery
+ * service's log (catch_up) is not told of again.
+ */
+#define REFUSED "mls-refused:"
+#define REFUSED_VALUE 44
+
+static void refused_value(uint32_t gen, uint64_t epoch, const uint8_t *msg, size_t len,
+                          uint8_t v[REFUSED_VALUE])
+{
+    msv_put_u32be(v, gen);
+    msv_put_u64be(v + 4, epoch);
+    crypto_hash_sha256(v + 12, msg, len);
+}
+
+static int refused_before(struct msv_client *c, const uint8_t gid[16],
+                          const uint8_t v[REFUSED_VALUE])
+{
+    char key[KEY_MAX];
+    uint8_t *was = NULL;
+    size_t len = 0;
+    int same = msv_client_db_get(c->db, group_key(REFUSED, gid, key), &was, &len) == MSV_OK &&
+               len == REFUSED_VALUE && memcmp(was, v, REFUSED_VALUE) == 0;
+
+    free(was);
+    return same;
+}
+
 /* A commit of another member: applied, and kept only if every leaf then checks. */
 static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
                            uint64_t epoch, const uint8_t *msg, size_t len, uint64_t sender,
@@ -3173,7 +3328,7 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
     struct client_group_ctx before = {0}, after = {0};
     uint32_t n_was = 0;
     uint64_t by = sender;
-    uint8_t *ext_before = NULL;
+    uint8_t *ext_before = NULL, seen[REFUSED_VALUE];
     size_t roster_len = 0, ext_before_len = 0;
     int changed = 0, refused = 0, ext_changed = 0;
     const char *ctx_why = NULL;
@@ -3184,6 +3339,13 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
         return err;
     err = held_state(c, gid, gen, "commit", &m, &roster, &roster_len, in);
     if (err != MSV_OK || m == NULL)
+        goto out;
+    /* taken from the log already: the copy the queue brought later is not told of; nor is one
+     * refused already, read again from the log */
+    if (err == MSV_OK && epoch < m->epoch && caught_before(c, gid, gen, epoch))
+        goto out;
+    refused_value(gen, epoch, msg, len, seen);
+    if (err == MSV_OK && c->mls_from_log && refused_before(c, gid, seen))
         goto out;
     if (err == MSV_OK && epoch != m->epoch) {
         snprintf(in->notice, sizeof(in->notice),
@@ -3275,6 +3437,8 @@ out:
      * founds the group again (client_mls_sync) */
     if (err == MSV_OK && refused)
         err = msv_client_db_set(c->db, flag_key(gid, key), (const uint8_t *)"", 0);
+    if (err == MSV_OK && refused)
+        err = msv_client_db_set(c->db, group_key(REFUSED, gid, key), seen, sizeof(seen));
     mls_unlock(c);
     msv_mls_member_free(m);
     dir_free(&dir);
@@ -3426,6 +3590,14 @@ out:
     return err;
 }
 
+/* Whether d is of generation gen, which this device holds, at a later epoch than it holds. */
+static int past_held(struct msv_client *c, const Msv__Wire__MlsDelivery *d, uint32_t gen)
+{
+    uint64_t epoch = 0;
+
+    return held_generation(c, d->group_id.data, &epoch) == (int64_t)gen && d->epoch > epoch;
+}
+
 /*
  * Whether a commit or Welcome of generation gen could be taken here, judged before anything is
  * fetched for it: a commit at the epoch this device holds of that generation; a Welcome to a
@@ -3464,6 +3636,19 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
                  "read yet",
                  sender_handle, (unsigned long long)sender_device);
         goto out;
+    }
+    /* a commit or message of a later epoch than this device holds: the commits between, which
+     * it missed, are read from the delivery service's log first (a failed read leaves it as
+     * it was; one the connection failed leaves the delivery unacknowledged, to come again) */
+    if ((d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT ||
+         d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION) &&
+        past_held(c, d, gen)) {
+        uint64_t moved = 0;
+
+        err = catch_up(c, d->group_id.data, gen, &moved);
+        if (err == MSV_ERR_IO || err == MSV_ERR_NOMEM)
+            goto out;
+        err = MSV_OK;
     }
     /* a commit or Welcome too large for one send comes by reference, fetched only if it could
      * be taken (else it is told as any other such delivery, unfetched) */

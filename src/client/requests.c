@@ -623,6 +623,21 @@ msv_err msv_request_mls_send(struct msv_conn *c, const struct msv_mls_send *s, i
     return err;
 }
 
+msv_err msv_request_mls_commits(struct msv_conn *c, const uint8_t *group_id, size_t group_id_len,
+                                uint64_t from, int timeout_ms, msv_frame **answer,
+                                struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__MlsCommitsGet get = MSV__WIRE__MLS_COMMITS_GET__INIT;
+
+    *answer = NULL;
+    get.group_id = (ProtobufCBinaryData){group_id_len, (uint8_t *)group_id};
+    get.from_epoch = from;
+    req.body_case = MSV__WIRE__FRAME__BODY_MLS_COMMITS_GET;
+    req.mls_commits_get = &get;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_MLS_COMMITS, timeout_ms, why, answer);
+}
+
 msv_err msv_request_set_delivery_token(struct msv_conn *c, const uint8_t token[16], int timeout_ms,
                                        struct msv_refusal *why)
 {

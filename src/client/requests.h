@@ -320,5 +320,13 @@ struct msv_mls_sent {
 MSV_MUST_CHECK msv_err msv_request_mls_send(struct msv_conn *c, const struct msv_mls_send *s,
                                             int timeout_ms, struct msv_mls_sent *sent,
                                             struct msv_refusal *why);
+/*
+ * The commits the delivery service's log keeps of a group for epochs from `from` on
+ * (MlsCommitsGet): *answer the MlsCommits frame (caller frees with msv_frame_free), else the
+ * refusal (ERROR_MLS_NOT_MEMBER: MSV_ERR_INVALID, why->code saying so).
+ */
+MSV_MUST_CHECK msv_err msv_request_mls_commits(struct msv_conn *c, const uint8_t *group_id,
+                                               size_t group_id_len, uint64_t from, int timeout_ms,
+                                               msv_frame **answer, struct msv_refusal *why);
 
 #endif
