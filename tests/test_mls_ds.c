@@ -1211,8 +1211,11 @@ static void test_commit_log(void **state)
     expect_log(log_get(&b1, "g", 0), 4, 1, 3, a1.device_id, 0);
     expect_log(log_get(&b1, "g", 2), 4, 2, 2, a1.device_id, 0);
     expect_log(log_get(&b1, "g", 4), 4, 4, 0, a1.device_id, 0);
-    /* carol, added by c3, reads nothing before epoch 4 */
+    /* carol, added by c3, reads nothing before epoch 4, also asking from an epoch past any a
+     * group reaches (which was read as a negative one, so the whole log) */
     expect_log(log_get(&c1, "g", 0), 4, 4, 0, a1.device_id, 0);
+    expect_log(log_get(&c1, "g", UINT64_MAX), 4, 4, 0, a1.device_id, 0);
+    expect_log(log_get(&c1, "g", UINT64_C(1) << 63), 4, 4, 0, a1.device_id, 0);
     expect_log(log_get(&a1, "g", 0), 4, 0, 4, a1.device_id, 0);
     r = log_get(&d1, "g", 0);
     assert_int_equal(test_error_code(r), ERR(MLS_NOT_MEMBER));

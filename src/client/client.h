@@ -17,6 +17,14 @@
 
 struct msv_incoming; /* below: what a receive tells */
 
+/* A group whose commit log a read found nothing new in, and when (msv_mono_ms; 0: unused). */
+#define MSV_CLIENT_MLS_QUIET 64
+struct client_mls_quiet {
+    uint8_t gid[16];
+    uint64_t epoch;
+    int64_t ms;
+};
+
 struct msv_client {
     char dir[1024];
     struct msv_client_db *db;
@@ -163,12 +171,12 @@ struct msv_client {
     /* how long a receive tries for the claim on an MLS payload another process of the account
      * is taking, to take over should it fail (milliseconds; 0: 5000) */
     int mls_in_wait_ms;
-    /* the last read of an MLS group's commit log that brought nothing: not read again for
+    /* the last reads of MLS groups' commit logs that brought nothing: not made again for
      * that group and epoch within MLS_CATCH_UP_QUIET_MS (mlsgroups.c, catch_up) */
-    uint8_t mls_caught_gid[16];
-    uint64_t mls_caught_epoch;
-    int64_t mls_caught_ms;
-    int mls_from_log; /* a commit from that log being taken */
+    struct client_mls_quiet mls_quiet[MSV_CLIENT_MLS_QUIET];
+    int mls_from_log;             /* a commit from that log being taken */
+    uint8_t mls_refused_seen[44]; /* and refused (mls_refused_due): its "mls-refused:" record */
+    int mls_refused_due;
     /* how long msv_client_receive() goes on while frames keep coming, beyond its quiet
      * time (0: MSV_CLIENT_RECEIVE_MAX_MS) */
     int receive_max_ms;

@@ -57,6 +57,9 @@ static msv_err receive_within(struct msv_client *c)
     return err;
 }
 
+static int64_t held_generation(struct msv_client *c, const uint8_t gid[16], uint64_t *epoch);
+static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t *moved);
+
 /* what one MlsSend carries at most: the server's default payload limit (docs/wire.md); a
  * larger commit or Welcome goes by reference */
 #define MLS_MESSAGE_MAX (16u * 1024u)
@@ -1817,6 +1820,13 @@ again:
         if (err != MSV_ERR_REPLAY || c->mls_joining)
             break;
         err = receive_within(c);
+        /* what the queue did not bring, from the delivery service's commit log */
+        if (err == MSV_OK) {
+            uint64_t epoch = 0, moved = 0;
+            int64_t gen = held_generation(c, gid, &epoch);
+
+            err = gen >= 0 ? catch_up(c, gid, (uint32_t)gen, &moved) : MSV_OK;
+        }
         if (err != MSV_OK)
             break;
         err = MSV_ERR_REPLAY;
@@ -2575,30 +2585,141 @@ static int64_t held_generation(struct msv_client *c, const uint8_t gid[16], uint
 }
 
 /*
+ * "mls-refused:<hex of the group id>" = u32be generation || u64be epoch || SHA-256 of the
+ * commit: the last commit this device refused. The same one read again from the delivery
+ * service's log (catch_up) is not told of again.
+ */
+#define REFUSED "mls-refused:"
+#define REFUSED_VALUE 44
+
+static void refused_value(uint32_t gen, uint64_t epoch, const uint8_t *msg, size_t len,
+                          uint8_t v[REFUSED_VALUE])
+{
+    msv_put_u32be(v, gen);
+    msv_put_u64be(v + 4, epoch);
+    crypto_hash_sha256(v + 12, msg, len);
+}
+
+static int refused_before(struct msv_client *c, const uint8_t gid[16],
+                          const uint8_t v[REFUSED_VALUE])
+{
+    char key[KEY_MAX];
+    uint8_t *was = NULL;
+    size_t len = 0;
+    int same = msv_client_db_get(c->db, group_key(REFUSED, gid, key), &was, &len) == MSV_OK &&
+               len == REFUSED_VALUE && memcmp(was, v, REFUSED_VALUE) == 0;
+
+    free(was);
+    return same;
+}
+
+/*
  * The commits this device missed (left out of them for a full queue, or expired from its
  * queue), read from the delivery service's commit log (docs/wire.md, "MLS delivery"). Each is
  * taken as one from the queue is (take_commit: verified, checked against the directory and the
  * group's admins; one refused changes nothing), in epoch order from the one this device holds;
  * the first that does not move it on ends the catch-up. What the log gives is the delivery
  * service's word alone until it verifies: a delivery that is no commit of this group at the
- * epoch looked for is left untaken. A read that brought nothing is not made again for the same
- * group and epoch within MLS_CATCH_UP_QUIET_MS (a member's messages claiming later epochs
- * cost a read each otherwise). *moved: the epochs gained.
+ * epoch looked for, or this device's own (which it cannot take: a commit whose answer it lost),
+ * is left untaken. A read that brought nothing, or was refused for anything but the rate, is
+ * not made again for the same group and epoch within MLS_CATCH_UP_QUIET_MS, by this process
+ * (a member's messages claiming later epochs cost a read each otherwise). Only a failure of
+ * the connection or of storage is returned (the delivery that asked stays unacknowledged);
+ * *moved: the epochs gained.
  */
 #define CATCH_UP_READS 8 /* reads of the log one catch-up makes (64 commits each at most) */
 #define MLS_CATCH_UP_QUIET_MS 60000
 
-static int catch_up_quiet(struct msv_client *c, const uint8_t gid[16], uint64_t epoch)
+/* The slot of group gid in the table of reads that brought nothing (the oldest if none). */
+static struct client_mls_quiet *quiet_slot(struct msv_client *c, const uint8_t gid[16])
 {
-    int64_t now = msv_mono_ms();
+    struct client_mls_quiet *oldest = &c->mls_quiet[0];
 
-    return c->mls_caught_ms != 0 && memcmp(c->mls_caught_gid, gid, 16) == 0 &&
-           c->mls_caught_epoch == epoch && now - c->mls_caught_ms < MLS_CATCH_UP_QUIET_MS &&
-           now >= c->mls_caught_ms;
+    for (size_t i = 0; i < MSV_CLIENT_MLS_QUIET; i++) {
+        if (memcmp(c->mls_quiet[i].gid, gid, 16) == 0)
+            return &c->mls_quiet[i];
+        if (c->mls_quiet[i].ms < oldest->ms)
+            oldest = &c->mls_quiet[i];
+    }
+    return oldest;
 }
 
-/* One logged delivery taken if it is the commit of group id at epoch; 1 if it moved this
- * device to epoch + 1. */
+static int catch_up_quiet(struct msv_client *c, const uint8_t gid[16], uint64_t epoch)
+{
+    const struct client_mls_quiet *q = quiet_slot(c, gid);
+    int64_t now = msv_mono_ms();
+
+    return q->ms != 0 && memcmp(q->gid, gid, 16) == 0 && q->epoch == epoch &&
+           now - q->ms < MLS_CATCH_UP_QUIET_MS && now >= q->ms;
+}
+
+static void catch_up_quiet_set(struct msv_client *c, const uint8_t gid[16], uint64_t epoch)
+{
+    struct client_mls_quiet *q = quiet_slot(c, gid);
+
+    memcpy(q->gid, gid, 16);
+    q->epoch = epoch;
+    q->ms = msv_mono_ms();
+    if (q->ms == 0)
+        q->ms = 1;
+}
+
+/*
+ * "mls-caught:<hex of the group id>" = u32be generation || up to CAUGHT_KEPT times (u64be
+ * epoch || SHA-256 of the commit): the newest commits taken from the log, saved with the state
+ * that took each (one transaction). The same commit coming later from the queue (read by
+ * another process of the account meanwhile, say) is no replay to tell of; another one for
+ * that epoch is (a fork).
+ */
+#define CAUGHT "mls-caught:"
+#define CAUGHT_KEPT 64
+#define CAUGHT_ENTRY 40
+
+static int caught_before(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t epoch,
+                         const uint8_t digest[32])
+{
+    char key[KEY_MAX];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int caught = 0;
+
+    if (msv_client_db_get(c->db, group_key(CAUGHT, gid, key), &v, &len) == MSV_OK && len >= 4 &&
+        (len - 4) % CAUGHT_ENTRY == 0 && msv_get_u32be(v) == gen) {
+        for (size_t at = 4; at < len && !caught; at += CAUGHT_ENTRY)
+            caught = msv_get_u64be(v + at) == epoch && memcmp(v + at + 8, digest, 32) == 0;
+    }
+    free(v);
+    return caught;
+}
+
+/* The "mls-caught:" value with the commit of epoch (digest) added, the oldest past CAUGHT_KEPT
+ * dropped (*out: caller frees); NULL if out of memory. */
+static uint8_t *caught_add(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
+                           uint64_t epoch, const uint8_t digest[32], size_t *out_len)
+{
+    char key[KEY_MAX];
+    uint8_t *v = NULL, *out = malloc(4 + CAUGHT_KEPT * CAUGHT_ENTRY);
+    size_t len = 0, kept = 0, skip = 0;
+
+    if (out == NULL)
+        return NULL;
+    msv_put_u32be(out, gen);
+    if (msv_client_db_get(c->db, group_key(CAUGHT, gid, key), &v, &len) == MSV_OK && len >= 4 &&
+        (len - 4) % CAUGHT_ENTRY == 0 && msv_get_u32be(v) == gen) {
+        kept = (len - 4) / CAUGHT_ENTRY;
+        skip = kept >= CAUGHT_KEPT ? kept - CAUGHT_KEPT + 1 : 0;
+        memcpy(out + 4, v + 4 + skip * CAUGHT_ENTRY, (kept - skip) * CAUGHT_ENTRY);
+        kept -= skip;
+    }
+    free(v);
+    msv_put_u64be(out + 4 + kept * CAUGHT_ENTRY, epoch);
+    memcpy(out + 4 + kept * CAUGHT_ENTRY + 8, digest, 32);
+    *out_len = 4 + (kept + 1) * CAUGHT_ENTRY;
+    return out;
+}
+
+/* One logged delivery taken if it is another device's commit of group id at epoch; 1 if it
+ * moved this device to epoch + 1. A refusal is recorded (mls-refused:) once it is told. */
 static int take_logged(struct msv_client *c, const uint8_t gid[16], const uint8_t id[MLS_ID_LEN],
                        uint32_t gen, uint64_t epoch, const Msv__Wire__MlsLogged *l, msv_err *err)
 {
@@ -2606,49 +2727,34 @@ static int take_logged(struct msv_client *c, const uint8_t gid[16], const uint8_
         msv__wire__mls_delivery__unpack(NULL, l->delivery.len, l->delivery.data);
     int fits = d != NULL && d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT && d->epoch == epoch &&
                l->epoch == epoch && d->group_id.len == MLS_ID_LEN &&
-               memcmp(d->group_id.data, id, MLS_ID_LEN) == 0;
+               memcmp(d->group_id.data, id, MLS_ID_LEN) == 0 && l->sender_device != c->device_id;
     struct client_mls_in in;
     uint8_t digest[32] = {0}; /* an application message's alone: none here */
     uint64_t now = 0;
+    char key[KEY_MAX];
 
     msv__wire__mls_delivery__free_unpacked(d, NULL);
     if (!fits)
         return 0;
     c->mls_from_log++;
+    c->mls_refused_due = 0;
     *err = client_mls_take(c, l->delivery.data, l->delivery.len, "", l->sender_device, digest, &in);
     c->mls_from_log--;
     msv_secret_free(in.pt, in.pt_len);
     if (*err == MSV_OK && in.notice[0] != '\0')
         *err = notice(c, gid, in.notice);
+    if (*err == MSV_OK && c->mls_refused_due)
+        *err = msv_client_db_set(c->db, group_key(REFUSED, gid, key), c->mls_refused_seen,
+                                 sizeof(c->mls_refused_seen));
+    c->mls_refused_due = 0;
     return *err == MSV_OK && held_generation(c, gid, &now) == (int64_t)gen && now == epoch + 1;
-}
-
-/*
- * "mls-caught:<hex of the group id>" = u32be generation || u64be first || u64be last + 1: the
- * epochs whose commits the last catch-up took from the log. The same commit coming later from
- * the queue (read by another process of the account meanwhile, say) is no replay to tell of.
- */
-#define CAUGHT "mls-caught:"
-#define CAUGHT_VALUE 20
-
-static int caught_before(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t epoch)
-{
-    char key[KEY_MAX];
-    uint8_t *v = NULL;
-    size_t len = 0;
-    int caught = msv_client_db_get(c->db, group_key(CAUGHT, gid, key), &v, &len) == MSV_OK &&
-                 len == CAUGHT_VALUE && msv_get_u32be(v) == gen && epoch >= msv_get_u64be(v + 4) &&
-                 epoch < msv_get_u64be(v + 12);
-
-    free(v);
-    return caught;
 }
 
 static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t *moved)
 {
     uint8_t id[MLS_ID_LEN];
     uint64_t start = 0, epoch;
-    int more = 1;
+    int more = 1, quiet = 1;
     msv_err err = MSV_OK;
 
     *moved = 0;
@@ -2670,26 +2776,17 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
         more = more > 0;
         msv_frame_free(r);
     }
-    /* a member that is no longer one, or a group the server does not have: nothing to read */
-    if (err == MSV_ERR_INVALID || err == MSV_ERR_NOT_FOUND)
-        err = MSV_OK;
     *moved = epoch - start;
-    if (*moved == 0) {
-        memcpy(c->mls_caught_gid, gid, 16);
-        c->mls_caught_epoch = start;
-        c->mls_caught_ms = msv_mono_ms();
-    } else {
-        char key[KEY_MAX];
-        uint8_t v[CAUGHT_VALUE];
-        msv_err set;
-
-        msv_put_u32be(v, gen);
-        msv_put_u64be(v + 4, start);
-        msv_put_u64be(v + 12, epoch);
-        set = msv_client_db_set(c->db, group_key(CAUGHT, gid, key), v, sizeof(v));
-        err = err == MSV_OK ? set : err;
-    }
-    return err;
+    /* the connection or storage failed: the read is made again when it comes again */
+    if (err == MSV_ERR_IO || err == MSV_ERR_NOMEM)
+        return err;
+    /* refused for the rate: nothing learnt, so the next delivery that asks reads again (the
+     * server's bucket for these reads is the device's own) */
+    if (err != MSV_OK && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
+        quiet = 0;
+    if (*moved == 0 && quiet)
+        catch_up_quiet_set(c, gid, start);
+    return MSV_OK; /* not a member, no such group, or anything else the server said: as it was */
 }
 
 /*
@@ -3287,35 +3384,6 @@ static int admin_by(struct msv_client *c, const uint8_t gid[16], const struct cl
     return d != NULL && handle_admin(c, gid, g, d->handle);
 }
 
-/*
- * "mls-refused:<hex of the group id>" = u32be generation || u64be epoch || SHA-256 of the
- * commit: the last commit this device refused. The same one read again from the delivery
- * service's log (catch_up) is not told of again.
- */
-#define REFUSED "mls-refused:"
-#define REFUSED_VALUE 44
-
-static void refused_value(uint32_t gen, uint64_t epoch, const uint8_t *msg, size_t len,
-                          uint8_t v[REFUSED_VALUE])
-{
-    msv_put_u32be(v, gen);
-    msv_put_u64be(v + 4, epoch);
-    crypto_hash_sha256(v + 12, msg, len);
-}
-
-static int refused_before(struct msv_client *c, const uint8_t gid[16],
-                          const uint8_t v[REFUSED_VALUE])
-{
-    char key[KEY_MAX];
-    uint8_t *was = NULL;
-    size_t len = 0;
-    int same = msv_client_db_get(c->db, group_key(REFUSED, gid, key), &was, &len) == MSV_OK &&
-               len == REFUSED_VALUE && memcmp(was, v, REFUSED_VALUE) == 0;
-
-    free(was);
-    return same;
-}
-
 /* A commit of another member: applied, and kept only if every leaf then checks. */
 static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
                            uint64_t epoch, const uint8_t *msg, size_t len, uint64_t sender,
@@ -3340,11 +3408,12 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
     err = held_state(c, gid, gen, "commit", &m, &roster, &roster_len, in);
     if (err != MSV_OK || m == NULL)
         goto out;
-    /* taken from the log already: the copy the queue brought later is not told of; nor is one
-     * refused already, read again from the log */
-    if (err == MSV_OK && epoch < m->epoch && caught_before(c, gid, gen, epoch))
-        goto out;
+    /* taken from the log already: the same commit the queue brought later is not told of
+     * (another for that epoch is: a fork); nor is one refused already, read again from the
+     * log */
     refused_value(gen, epoch, msg, len, seen);
+    if (err == MSV_OK && epoch < m->epoch && caught_before(c, gid, gen, epoch, seen + 12))
+        goto out;
     if (err == MSV_OK && c->mls_from_log && refused_before(c, gid, seen))
         goto out;
     if (err == MSV_OK && epoch != m->epoch) {
@@ -3430,14 +3499,29 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
         refused = 1;
         goto out;
     }
-    if (err == MSV_OK)
+    /* one from the log is recorded with the state it made, so that its copy from the queue
+     * is known (caught_before) */
+    if (err == MSV_OK && c->mls_from_log) {
+        size_t caught_len = 0;
+        uint8_t *caught = caught_add(c, gid, gen, epoch, seen + 12, &caught_len);
+
+        err = caught == NULL ? MSV_ERR_NOMEM
+                             : state_save_with(c, gid, m, &dir, NULL, 0,
+                                               group_key(CAUGHT, gid, key), caught, caught_len);
+        free(caught);
+    } else if (err == MSV_OK)
         err = state_save(c, gid, m, &dir, NULL, 0);
 out:
     /* the delivery service took it, so its epoch moved on without this device: an admin
      * founds the group again (client_mls_sync) */
     if (err == MSV_OK && refused)
         err = msv_client_db_set(c->db, flag_key(gid, key), (const uint8_t *)"", 0);
-    if (err == MSV_OK && refused)
+    /* recorded so that the log's copy is not told again: by take_logged, for one from the
+     * log, once its notice is stored */
+    if (err == MSV_OK && refused && c->mls_from_log) {
+        memcpy(c->mls_refused_seen, seen, sizeof(seen));
+        c->mls_refused_due = 1;
+    } else if (err == MSV_OK && refused)
         err = msv_client_db_set(c->db, group_key(REFUSED, gid, key), seen, sizeof(seen));
     mls_unlock(c);
     msv_mls_member_free(m);

@@ -39,6 +39,7 @@
 #define MLS_LOG_KEPT 256                /* a group's newest commits kept in its log */
 #define MLS_LOG_ACCOUNT_MAX 4096        /* commits kept in all logs of one account's sending */
 #define MLS_LOG_ANSWER 64               /* commits one read of a log gives */
+#define MLS_LOGGED_FRAMING 48           /* bytes an MlsLogged adds to its delivery, at most */
 
 /* ---- KeyPackages ------------------------------------------------------------------------- */
 
@@ -795,18 +796,22 @@ void msv_mls_commits_get(struct msv_conn_state *c, const msv_frame *f)
         refuse(c, f->request_id, E_INVALID, "a group id is 1 to 64 bytes");
         return;
     }
-    if (!msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id, 1.0)) {
+    /* a bucket of the device's own: a member making others read the log (messages claiming
+     * later epochs) drains no bucket their directory lookups need */
+    if (!msv_server_take_token(s, MSV_LIMIT_MLS_LOG, c->device_id, 1.0)) {
         refuse(c, f->request_id, E_RATE, "too many reads of MLS commit logs; slow down");
         return;
     }
     atomic_fetch_add(&s->m.mls_log_reads, 1);
-    /* each commit costs its delivery and a few bytes of framing; the first always goes (a
-     * delivery is at most the payload limit, which the frame limit holds with room to spare) */
-    err = STORE(s)->mls_commits_since(
-        IMPL(s), q->group_id.data, q->group_id.len, c->device_id, q->from_epoch,
-        msv_server_now_ms(s), MLS_LOG_ANSWER,
-        room > 1024 + MLS_LOG_ANSWER * 32 ? room - 1024 - MLS_LOG_ANSWER * 32 : 1, &l, &n, &epoch,
-        &more);
+    /* each commit costs its delivery and at most MLS_LOGGED_FRAMING bytes of framing; the
+     * first always goes (a delivery is at most the payload limit and its own framing, which
+     * the frame limit holds with 1 KiB to spare) */
+    room = room > 1024 + MLS_LOG_ANSWER * MLS_LOGGED_FRAMING
+               ? room - 1024 - MLS_LOG_ANSWER * MLS_LOGGED_FRAMING
+               : 1;
+    err = STORE(s)->mls_commits_since(IMPL(s), q->group_id.data, q->group_id.len, c->device_id,
+                                      q->from_epoch, msv_server_now_ms(s), MLS_LOG_ANSWER, room, &l,
+                                      &n, &epoch, &more);
     if (err == MSV_ERR_NOT_FOUND) {
         refuse(c, f->request_id, E_NOT_FOUND, "no such group");
         return;

@@ -1771,6 +1771,10 @@ static void limit_rate(const struct msv_config *c, enum msv_limit limit, double 
         *rate = 10.0 / 3600;
         *burst = 10.0;
         break;
+    case MSV_LIMIT_MLS_LOG: /* mls_ds.c: a catch-up reads at most 8 times */
+        *rate = 2.0;
+        *burst = 600.0;
+        break;
     case MSV_LIMIT_UNKNOWN:
         *rate = c->unknown_lookup_rate;
         *burst = c->unknown_lookup_burst;
@@ -1804,6 +1808,8 @@ static const char *shared_name(const struct msv_server *s, enum msv_limit limit)
         return "mls-claim";
     case MSV_LIMIT_MLS_UPLOAD:
         return "mls-upload";
+    case MSV_LIMIT_MLS_LOG:
+        return "mls-log";
     case MSV_LIMIT_SEND:
         return "send";
     case MSV_LIMIT_UNKNOWN:

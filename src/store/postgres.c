@@ -3233,7 +3233,8 @@ static msv_err mls_commits_since(struct pg_conn *c, const uint8_t *group_id, siz
     *more = 0;
     a_bytes(&a, group_id, group_len);
     a_i64(&a, (int64_t)device_id);
-    a_i64(&a, (int64_t)from);
+    /* an epoch past any a group reaches (2^63 and on) gives nothing, never the whole log */
+    a_i64(&a, from > INT64_MAX ? INT64_MAX : (int64_t)from);
     a_i64(&a, now_ms);
     a_i64(&a, (int64_t)max + 1);
     /* one statement: the group, the membership and the log of one snapshot */

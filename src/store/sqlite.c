@@ -3248,7 +3248,9 @@ static msv_err mls_commits_since_locked(struct sqlite_store *s, const uint8_t *g
         return err;
     }
     sqlite3_bind_blob(st, 1, group_id, (int)group_len, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)(from > since ? from : since));
+    /* an epoch past any a group reaches (2^63 and on) gives nothing, never the whole log */
+    from = from > since ? from : since;
+    sqlite3_bind_int64(st, 2, from > INT64_MAX ? INT64_MAX : (sqlite3_int64)from);
     sqlite3_bind_int64(st, 3, now_ms);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)max + 1);
     while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
