@@ -1227,6 +1227,21 @@ static void test_commit_log(void **state)
     assert_int_equal(test_error_code(r), ERR(INVALID));
     msv_frame_free(r);
     assert_int_equal(test_server_metric(&s, "mls_log_commits_served_total"), 3 + 2 + 4);
+    /* reads cost a bucket of the account's own (600, 2 a second): dave's account runs out */
+    {
+        int went = 0;
+
+        for (; went < 700; went++) {
+            r = log_get(&d1, "g", 0);
+            if (test_error_code(r) == ERR(RATE_LIMITED))
+                break;
+            assert_int_equal(test_error_code(r), ERR(MLS_NOT_MEMBER));
+            msv_frame_free(r);
+        }
+        msv_frame_free(r);
+        if (went < 590 || went > 600)
+            fail_msg("%d reads went before the rate", went);
+    }
     /* bob removed: he reads no more of it */
     expect_sent_but(mls_send(&a1, &(struct send_args){.group = "g",
                                                       .kind = KIND(COMMIT),

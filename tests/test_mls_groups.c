@@ -566,11 +566,17 @@ static void test_attacks_told(void **state)
                      MSV_OK);
     receive_now(bob);
     assert_int_equal(history_count(bob, conversation, "mallory listens"), 0);
-    assert_int_equal(history_count(bob, conversation, "which no member has"), 1);
+    /* its copy the queue brought (and the log's, read for the message after it): refused
+     * already, so not told again */
+    assert_int_equal(history_count(bob, conversation, "which no member has"), 0);
     assert_int_equal(history_count(bob, conversation, "could not be read"), 1);
-    /* the commit given again: not applied twice */
+    /* the commit given again: not applied twice, nor told again */
     take(bob, commit, commit_len, notice);
-    assert_non_null(strstr(notice, "was refused, nothing changed"));
+    assert_string_equal(notice, "");
+    assert_int_equal(msv_client_group_send(alice, "pair", "still not read", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(bob);
+    assert_int_equal(history_count(bob, conversation, "still not read"), 0);
     free(welcome);
     free(commit);
     msv_client_close(alice);
@@ -2501,7 +2507,7 @@ static void test_full_queue_holds_up_nobody(void **state)
         fail_msg("bob's message: %s", k.bob->why.message);
     assert_int_equal(history_count(k.bob, k.conversation, "behind its MLS group"), 0);
     assert_int_equal(settings_count(k.bob, "mls-behind:"), 0);
-    assert_int_equal(settings_count(k.bob, "mls-caught:"), 1);
+    assert_int_equal(test_server_metric(&k.s, "mls_log_commits_served_total"), 1);
     assert_int_equal(history_count(k.bob, k.conversation, "did not reach 1 of the group's devices"),
                      1);
     assert_int_equal(history_count(k.bob, k.conversation, "carol@example.org's device"), 1);
@@ -2527,9 +2533,10 @@ static void test_full_queue_holds_up_nobody(void **state)
 
 /*
  * The club on MLS with bob's queue holding 4: alice's messages fill it, and her update commit
- * and the message after it miss him; he then reads his queue, which holds neither.
+ * (sent by reference if by_ref) and the message after it miss him; he then reads his queue,
+ * which holds neither.
  */
-static void club_bob_misses_a_commit(struct club *k)
+static void club_bob_misses_a_commit(struct club *k, int by_ref)
 {
     uint8_t id[16];
     char text[32];
@@ -2538,6 +2545,7 @@ static void club_bob_misses_a_commit(struct club *k)
     club_on_mls(k);
     club_config = NULL;
     k->alice->mls_update_messages = 1000;
+    k->alice->mls_inline_max = by_ref ? 64 : 0;
     receive_now(k->bob);
     receive_now(k->alice);
     for (int i = 0; i < 5; i++) {
@@ -2631,10 +2639,10 @@ static void forge_log(struct club *k, int kind, const char *message)
 }
 
 /*
- * bob's full queue leaves him out of alice's update commit and the message after it; once he
- * has read his queue, alice's next message, at the epoch he missed, reaches him: he reads the
- * commit from the delivery service's log first and then the message. Before, it "could not be
- * read", and bob stayed behind until he wrote.
+ * bob's full queue leaves him out of alice's update commit (sent by reference) and the message
+ * after it; once he has read his queue, alice's next message, at the epoch he missed, reaches
+ * him: he reads the commit from the delivery service's log first and then the message. Before,
+ * it "could not be read", and bob stayed behind until he wrote.
  */
 static void test_missed_commit_read_from_log(void **state)
 {
@@ -2642,14 +2650,13 @@ static void test_missed_commit_read_from_log(void **state)
     uint8_t id[16];
 
     (void)state;
-    club_bob_misses_a_commit(&k);
+    club_bob_misses_a_commit(&k, 1);
     assert_int_equal(msv_client_group_send(k.alice, "club", "after the commit", NULL, 0, NULL, id),
                      MSV_OK);
     receive_now(k.bob);
     assert_sent_by(k.bob, k.conversation, "after the commit", "alice@example.org",
                    k.alice->device_id);
     assert_int_equal(history_count(k.bob, k.conversation, "could not be read"), 0);
-    assert_int_equal(settings_count(k.bob, "mls-caught:"), 1);
     assert_int_equal(test_server_metric(&k.s, "mls_log_commits_served_total"), 1);
     /* the commit the log gave, brought later by the queue (as when another process of the
      * account reads it meanwhile): no replay told; another commit for that epoch is (a fork) */
@@ -2675,6 +2682,42 @@ static void test_missed_commit_read_from_log(void **state)
 }
 
 /*
+ * bob misses alice's update commit; his queue then holds carol's and alice's messages after
+ * it, carol's update commit and carol's message after that. Reading the first, he catches up
+ * from the log only as far as its epoch, so that the second, carol's commit (from his queue)
+ * and carol's last message are read in turn. Before, the catch-up took every commit the log
+ * held, carol's too, and the messages before her commit could no longer be read.
+ */
+static void test_catch_up_stops_at_the_message(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+
+    (void)state;
+    club_bob_misses_a_commit(&k, 0);
+    k.carol->mls_update_messages = 1000;
+    receive_now(k.carol);
+    assert_int_equal(msv_client_group_send(k.carol, "club", "carol first", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "alice next", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.carol);
+    k.carol->mls_update_messages = 1; /* an update commit first (her message since her last) */
+    assert_int_equal(msv_client_group_send(k.carol, "club", "carol next", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL), 1);
+    receive_now(k.bob);
+    assert_sent_by(k.bob, k.conversation, "carol first", "carol@example.org", k.carol->device_id);
+    assert_sent_by(k.bob, k.conversation, "alice next", "alice@example.org", k.alice->device_id);
+    assert_sent_by(k.bob, k.conversation, "carol next", "carol@example.org", k.carol->device_id);
+    assert_int_equal(history_count(k.bob, k.conversation, "could not be read"), 0);
+    assert_int_equal(history_count(k.bob, k.conversation, "a replay, or a fork"), 0);
+    assert_int_equal(test_server_metric(&k.s, "mls_log_reads_total"), 1);
+    club_free(&k);
+}
+
+/*
  * A dishonest delivery service's commit log: a delivery that is no commit is not taken (bob
  * stays where he was, the message after it recorded unreadable); a commit that does not
  * verify is refused as one from the queue, told once, however often the log gives it again;
@@ -2687,14 +2730,14 @@ static void test_log_lies(void **state)
     unsigned long long reads;
 
     (void)state;
-    club_bob_misses_a_commit(&k);
+    club_bob_misses_a_commit(&k, 0);
     forge_log(&k, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, "not a commit");
     assert_int_equal(msv_client_group_send(k.alice, "club", "after a lie", NULL, 0, NULL, id),
                      MSV_OK);
     receive_now(k.bob);
     assert_int_equal(history_count(k.bob, k.conversation, "after a lie"), 0);
     assert_int_equal(history_count(k.bob, k.conversation, "could not be read"), 1);
-    assert_int_equal(settings_count(k.bob, "mls-caught:"), 0);
+    assert_int_equal(test_server_metric(&k.s, "mls_log_commits_served_total"), 1); /* the lie */
     assert_int_equal(history_count(k.bob, k.conversation, "not a commit"), 0);
     reads = test_server_metric(&k.s, "mls_log_reads_total");
     assert_int_equal(reads, 1);
@@ -2775,7 +2818,7 @@ static void test_admin_update_catches_up(void **state)
         fail_msg("alice's message: %s", k.alice->why.message);
     assert_int_equal(settings_count(k.alice, "mls-founded:"), 0);
     assert_int_equal(history_count(k.alice, k.conversation, "behind its MLS group"), 0);
-    assert_int_equal(settings_count(k.alice, "mls-caught:"), 1);
+    assert_int_equal(test_server_metric(&k.s, "mls_log_commits_served_total"), 1);
     receive_now(k.bob);
     receive_now(k.carol);
     assert_sent_by(k.bob, k.conversation, "alice after", "alice@example.org", k.alice->device_id);
@@ -4009,6 +4052,7 @@ int main(void)
         cmocka_unit_test(test_full_queue_holds_up_nobody),
         cmocka_unit_test(test_missed_commit_read_from_log),
         cmocka_unit_test(test_log_lies),
+        cmocka_unit_test(test_catch_up_stops_at_the_message),
         cmocka_unit_test(test_admin_update_catches_up),
         cmocka_unit_test(test_full_recipient_reaches_nobody),
         cmocka_unit_test(test_rejoin_without_key_package),

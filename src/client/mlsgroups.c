@@ -58,7 +58,8 @@ static msv_err receive_within(struct msv_client *c)
 }
 
 static int64_t held_generation(struct msv_client *c, const uint8_t gid[16], uint64_t *epoch);
-static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t *moved);
+static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t target,
+                        int force, uint64_t *moved);
 
 /* what one MlsSend carries at most: the server's default payload limit (docs/wire.md); a
  * larger commit or Welcome goes by reference */
@@ -1825,7 +1826,7 @@ again:
             uint64_t epoch = 0, moved = 0;
             int64_t gen = held_generation(c, gid, &epoch);
 
-            err = gen >= 0 ? catch_up(c, gid, (uint32_t)gen, &moved) : MSV_OK;
+            err = gen >= 0 ? catch_up(c, gid, (uint32_t)gen, UINT64_MAX, 1, &moved) : MSV_OK;
         }
         if (err != MSV_OK)
             break;
@@ -2586,18 +2587,19 @@ static int64_t held_generation(struct msv_client *c, const uint8_t gid[16], uint
 
 /*
  * "mls-refused:<hex of the group id>" = u32be generation || u64be epoch || SHA-256 of the
- * commit: the last commit this device refused. The same one read again from the delivery
- * service's log (catch_up) is not told of again.
+ * commit as delivered (MlsDelivery.message: the commit, or its reference): the last commit
+ * this device refused (or that removed its leaf). The same one given again, by the queue or
+ * the delivery service's log (catch_up), is not told of again.
  */
 #define REFUSED "mls-refused:"
 #define REFUSED_VALUE 44
 
-static void refused_value(uint32_t gen, uint64_t epoch, const uint8_t *msg, size_t len,
+static void refused_value(uint32_t gen, uint64_t epoch, const uint8_t digest[32],
                           uint8_t v[REFUSED_VALUE])
 {
     msv_put_u32be(v, gen);
     msv_put_u64be(v + 4, epoch);
-    crypto_hash_sha256(v + 12, msg, len);
+    memcpy(v + 12, digest, 32);
 }
 
 static int refused_before(struct msv_client *c, const uint8_t gid[16],
@@ -2614,20 +2616,21 @@ static int refused_before(struct msv_client *c, const uint8_t gid[16],
 }
 
 /*
- * The commits this device missed (left out of them for a full queue, or expired from its
- * queue), read from the delivery service's commit log (docs/wire.md, "MLS delivery"). Each is
- * taken as one from the queue is (take_commit: verified, checked against the directory and the
- * group's admins; one refused changes nothing), in epoch order from the one this device holds;
- * the first that does not move it on ends the catch-up. What the log gives is the delivery
+ * The commits this device missed (left out of them for a full queue), read from the delivery
+ * service's commit log (docs/wire.md, "MLS delivery"), up to epoch target. Each is taken as one
+ * from the queue is (take_commit: verified, checked against the directory and the group's
+ * admins; one refused changes nothing), in epoch order from the one this device holds; the
+ * first that does not move it on ends the catch-up. What the log gives is the delivery
  * service's word alone until it verifies: a delivery that is no commit of this group at the
  * epoch looked for, or this device's own (which it cannot take: a commit whose answer it lost),
  * is left untaken. A read that brought nothing, or was refused for anything but the rate, is
- * not made again for the same group and epoch within MLS_CATCH_UP_QUIET_MS, by this process
- * (a member's messages claiming later epochs cost a read each otherwise). Only a failure of
- * the connection or of storage is returned (the delivery that asked stays unacknowledged);
- * *moved: the epochs gained.
+ * not made again for the same group and epoch within MLS_CATCH_UP_QUIET_MS by this process,
+ * unless force (a send the delivery service said the group is past). A read the connection
+ * failed changes nothing and is made again by the next delivery or send that asks. Only a
+ * failure of storage is returned (the delivery that asked stays unacknowledged); *moved: the
+ * epochs gained.
  */
-#define CATCH_UP_READS 8 /* reads of the log one catch-up makes (64 commits each at most) */
+#define CATCH_UP_READS 4 /* reads of the log one catch-up makes: 64 commits each, 256 kept */
 #define MLS_CATCH_UP_QUIET_MS 60000
 
 /* The slot of group gid in the table of reads that brought nothing (the oldest if none). */
@@ -2665,57 +2668,66 @@ static void catch_up_quiet_set(struct msv_client *c, const uint8_t gid[16], uint
 }
 
 /*
- * "mls-caught:<hex of the group id>" = u32be generation || up to CAUGHT_KEPT times (u64be
- * epoch || SHA-256 of the commit): the newest commits taken from the log, saved with the state
- * that took each (one transaction). The same commit coming later from the queue (read by
- * another process of the account meanwhile, say) is no replay to tell of; another one for
- * that epoch is (a fork).
+ * "mls-taken:<hex of the group id>" = u32be generation || up to TAKEN_KEPT times (u64be epoch
+ * || SHA-256 of the commit as delivered): the newest commits this device took, from the queue
+ * or the log, saved with the state that took each (one transaction). The same commit given
+ * again for an epoch past (the queue's copy of one the log gave, or the log's of one the queue
+ * gave, by another process of the account meanwhile) is not told of; another one for that
+ * epoch is (a fork).
  */
-#define CAUGHT "mls-caught:"
-#define CAUGHT_KEPT 64
-#define CAUGHT_ENTRY 40
+#define TAKEN "mls-taken:"
+#define TAKEN_KEPT 256 /* the commits a group's log keeps */
+#define TAKEN_ENTRY 40
 
-static int caught_before(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t epoch,
-                         const uint8_t digest[32])
+/* 1 if it was taken, 0 if not (or the record could not be read). */
+static int taken_before(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t epoch,
+                        const uint8_t digest[32])
 {
     char key[KEY_MAX];
     uint8_t *v = NULL;
     size_t len = 0;
-    int caught = 0;
+    int taken = 0;
 
-    if (msv_client_db_get(c->db, group_key(CAUGHT, gid, key), &v, &len) == MSV_OK && len >= 4 &&
-        (len - 4) % CAUGHT_ENTRY == 0 && msv_get_u32be(v) == gen) {
-        for (size_t at = 4; at < len && !caught; at += CAUGHT_ENTRY)
-            caught = msv_get_u64be(v + at) == epoch && memcmp(v + at + 8, digest, 32) == 0;
+    if (msv_client_db_get(c->db, group_key(TAKEN, gid, key), &v, &len) == MSV_OK && len >= 4 &&
+        (len - 4) % TAKEN_ENTRY == 0 && msv_get_u32be(v) == gen) {
+        for (size_t at = 4; at < len && !taken; at += TAKEN_ENTRY)
+            taken = msv_get_u64be(v + at) == epoch && memcmp(v + at + 8, digest, 32) == 0;
     }
     free(v);
-    return caught;
+    return taken;
 }
 
-/* The "mls-caught:" value with the commit of epoch (digest) added, the oldest past CAUGHT_KEPT
- * dropped (*out: caller frees); NULL if out of memory. */
-static uint8_t *caught_add(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
-                           uint64_t epoch, const uint8_t digest[32], size_t *out_len)
+/* The "mls-taken:" value with the commit of epoch (digest) added, the oldest past TAKEN_KEPT
+ * dropped (*out: caller frees). */
+static msv_err taken_add(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t epoch,
+                         const uint8_t digest[32], uint8_t **out, size_t *out_len)
 {
     char key[KEY_MAX];
-    uint8_t *v = NULL, *out = malloc(4 + CAUGHT_KEPT * CAUGHT_ENTRY);
+    uint8_t *v = NULL, *o = malloc(4 + TAKEN_KEPT * TAKEN_ENTRY);
     size_t len = 0, kept = 0, skip = 0;
+    msv_err err =
+        o == NULL ? MSV_ERR_NOMEM : msv_client_db_get(c->db, group_key(TAKEN, gid, key), &v, &len);
 
-    if (out == NULL)
-        return NULL;
-    msv_put_u32be(out, gen);
-    if (msv_client_db_get(c->db, group_key(CAUGHT, gid, key), &v, &len) == MSV_OK && len >= 4 &&
-        (len - 4) % CAUGHT_ENTRY == 0 && msv_get_u32be(v) == gen) {
-        kept = (len - 4) / CAUGHT_ENTRY;
-        skip = kept >= CAUGHT_KEPT ? kept - CAUGHT_KEPT + 1 : 0;
-        memcpy(out + 4, v + 4 + skip * CAUGHT_ENTRY, (kept - skip) * CAUGHT_ENTRY);
+    if (err == MSV_ERR_NOT_FOUND)
+        err = MSV_OK;
+    if (err != MSV_OK) { /* a record unread is not written over with less */
+        free(o);
+        free(v);
+        return err;
+    }
+    msv_put_u32be(o, gen);
+    if (v != NULL && len >= 4 && (len - 4) % TAKEN_ENTRY == 0 && msv_get_u32be(v) == gen) {
+        kept = (len - 4) / TAKEN_ENTRY;
+        skip = kept >= TAKEN_KEPT ? kept - TAKEN_KEPT + 1 : 0;
+        memcpy(o + 4, v + 4 + skip * TAKEN_ENTRY, (kept - skip) * TAKEN_ENTRY);
         kept -= skip;
     }
     free(v);
-    msv_put_u64be(out + 4 + kept * CAUGHT_ENTRY, epoch);
-    memcpy(out + 4 + kept * CAUGHT_ENTRY + 8, digest, 32);
-    *out_len = 4 + (kept + 1) * CAUGHT_ENTRY;
-    return out;
+    msv_put_u64be(o + 4 + kept * TAKEN_ENTRY, epoch);
+    memcpy(o + 4 + kept * TAKEN_ENTRY + 8, digest, 32);
+    *out = o;
+    *out_len = 4 + (kept + 1) * TAKEN_ENTRY;
+    return MSV_OK;
 }
 
 /* One logged delivery taken if it is another device's commit of group id at epoch; 1 if it
@@ -2750,24 +2762,32 @@ static int take_logged(struct msv_client *c, const uint8_t gid[16], const uint8_
     return *err == MSV_OK && held_generation(c, gid, &now) == (int64_t)gen && now == epoch + 1;
 }
 
-static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t *moved)
+static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t target,
+                        int force, uint64_t *moved)
 {
     uint8_t id[MLS_ID_LEN];
     uint64_t start = 0, epoch;
     int more = 1, quiet = 1;
-    msv_err err = MSV_OK;
+    msv_err err = MSV_OK, asked = MSV_OK;
 
     *moved = 0;
-    if (held_generation(c, gid, &start) != (int64_t)gen || catch_up_quiet(c, gid, start))
+    if (held_generation(c, gid, &start) != (int64_t)gen || start >= target ||
+        (!force && catch_up_quiet(c, gid, start)))
         return MSV_OK;
     epoch = start;
     mls_id(gid, gen, id);
-    for (int reads = 0; err == MSV_OK && more && reads < CATCH_UP_READS; reads++) {
+    for (int reads = 0; err == MSV_OK && more && epoch < target && reads < CATCH_UP_READS;
+         reads++) {
         msv_frame *r = NULL;
 
-        err = msv_request_mls_commits(c->conn, id, sizeof(id), epoch, TIMEOUT_MS, &r, &c->why);
-        more = err == MSV_OK && r->mls_commits->more;
-        for (size_t i = 0; err == MSV_OK && i < r->mls_commits->n_commits && more >= 0; i++) {
+        asked = c->conn != NULL ? MSV_OK : msv_client_connect(c);
+        if (asked == MSV_OK)
+            asked =
+                msv_request_mls_commits(c->conn, id, sizeof(id), epoch, TIMEOUT_MS, &r, &c->why);
+        more = asked == MSV_OK && r->mls_commits->more;
+        for (size_t i = 0; asked == MSV_OK && err == MSV_OK && i < r->mls_commits->n_commits &&
+                           more >= 0 && epoch < target;
+             i++) {
             if (take_logged(c, gid, id, gen, epoch, r->mls_commits->commits[i], &err))
                 epoch++;
             else
@@ -2775,14 +2795,16 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
         }
         more = more > 0;
         msv_frame_free(r);
+        if (asked != MSV_OK)
+            break;
     }
     *moved = epoch - start;
-    /* the connection or storage failed: the read is made again when it comes again */
-    if (err == MSV_ERR_IO || err == MSV_ERR_NOMEM)
+    if (err != MSV_OK) /* storage: the delivery that asked comes again */
         return err;
-    /* refused for the rate: nothing learnt, so the next delivery that asks reads again (the
-     * server's bucket for these reads is the device's own) */
-    if (err != MSV_OK && c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
+    /* the connection failed, or the read was refused for the rate: nothing learnt, so the
+     * next delivery or send that asks reads again */
+    if (asked != MSV_OK && (c->why.code == 0 || asked == MSV_ERR_IO ||
+                            c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED))
         quiet = 0;
     if (*moved == 0 && quiet)
         catch_up_quiet_set(c, gid, start);
@@ -2925,7 +2947,7 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
         if (held >= 0 && (uint32_t)held == gen && epoch < behind) {
             uint64_t moved = 0;
 
-            err = catch_up(c, gid, gen, &moved);
+            err = catch_up(c, gid, gen, behind, 1, &moved);
             held = err == MSV_OK ? held_generation(c, gid, &epoch) : -1;
         }
         /* sent again once the commits read brought this device to the group's epoch (a copy no
@@ -3386,8 +3408,8 @@ static int admin_by(struct msv_client *c, const uint8_t gid[16], const struct cl
 
 /* A commit of another member: applied, and kept only if every leaf then checks. */
 static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
-                           uint64_t epoch, const uint8_t *msg, size_t len, uint64_t sender,
-                           struct client_mls_in *in)
+                           uint64_t epoch, const uint8_t *msg, size_t len, const uint8_t digest[32],
+                           uint64_t sender, struct client_mls_in *in)
 {
     struct msv_mls_member *m = NULL;
     struct dir dir = {0};
@@ -3398,7 +3420,7 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
     uint64_t by = sender;
     uint8_t *ext_before = NULL, seen[REFUSED_VALUE];
     size_t roster_len = 0, ext_before_len = 0;
-    int changed = 0, refused = 0, ext_changed = 0;
+    int changed = 0, refused = 0, removed = 0, ext_changed = 0;
     const char *ctx_why = NULL;
     char why[300] = "", key[KEY_MAX];
     msv_err err = mls_lock(c);
@@ -3408,13 +3430,12 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
     err = held_state(c, gid, gen, "commit", &m, &roster, &roster_len, in);
     if (err != MSV_OK || m == NULL)
         goto out;
-    /* taken from the log already: the same commit the queue brought later is not told of
-     * (another for that epoch is: a fork); nor is one refused already, read again from the
-     * log */
-    refused_value(gen, epoch, msg, len, seen);
-    if (err == MSV_OK && epoch < m->epoch && caught_before(c, gid, gen, epoch, seen + 12))
+    /* taken already (from the queue or the log): the same commit again is not told of
+     * (another for that epoch is: a fork); nor is the one refused last, given again */
+    refused_value(gen, epoch, digest, seen);
+    if (err == MSV_OK && epoch < m->epoch && taken_before(c, gid, gen, epoch, digest))
         goto out;
-    if (err == MSV_OK && c->mls_from_log && refused_before(c, gid, seen))
+    if (err == MSV_OK && refused_before(c, gid, seen))
         goto out;
     if (err == MSV_OK && epoch != m->epoch) {
         snprintf(in->notice, sizeof(in->notice),
@@ -3452,6 +3473,7 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
                      "group: its later messages cannot be read here unless a Welcome adds this "
                      "device again",
                      (unsigned long long)admin_device);
+            removed = 1;
             goto out;
         }
         if (err == MSV_OK)
@@ -3499,29 +3521,29 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
         refused = 1;
         goto out;
     }
-    /* one from the log is recorded with the state it made, so that its copy from the queue
-     * is known (caught_before) */
-    if (err == MSV_OK && c->mls_from_log) {
-        size_t caught_len = 0;
-        uint8_t *caught = caught_add(c, gid, gen, epoch, seen + 12, &caught_len);
+    /* recorded with the state it made, so that a copy of it given again is known
+     * (taken_before) */
+    if (err == MSV_OK) {
+        uint8_t *taken = NULL;
+        size_t taken_len = 0;
 
-        err = caught == NULL ? MSV_ERR_NOMEM
-                             : state_save_with(c, gid, m, &dir, NULL, 0,
-                                               group_key(CAUGHT, gid, key), caught, caught_len);
-        free(caught);
-    } else if (err == MSV_OK)
-        err = state_save(c, gid, m, &dir, NULL, 0);
+        err = taken_add(c, gid, gen, epoch, digest, &taken, &taken_len);
+        if (err == MSV_OK)
+            err = state_save_with(c, gid, m, &dir, NULL, 0, group_key(TAKEN, gid, key), taken,
+                                  taken_len);
+        free(taken);
+    }
 out:
     /* the delivery service took it, so its epoch moved on without this device: an admin
      * founds the group again (client_mls_sync) */
     if (err == MSV_OK && refused)
         err = msv_client_db_set(c->db, flag_key(gid, key), (const uint8_t *)"", 0);
-    /* recorded so that the log's copy is not told again: by take_logged, for one from the
-     * log, once its notice is stored */
-    if (err == MSV_OK && refused && c->mls_from_log) {
+    /* recorded so that a copy given again is not told again: by take_logged, for one from the
+     * log, once its notice is stored (a queue's copy is acknowledged only after that) */
+    if (err == MSV_OK && (refused || removed) && c->mls_from_log) {
         memcpy(c->mls_refused_seen, seen, sizeof(seen));
         c->mls_refused_due = 1;
-    } else if (err == MSV_OK && refused)
+    } else if (err == MSV_OK && (refused || removed))
         err = msv_client_db_set(c->db, group_key(REFUSED, gid, key), seen, sizeof(seen));
     mls_unlock(c);
     msv_mls_member_free(m);
@@ -3707,7 +3729,7 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
     Msv__Wire__MlsDelivery *d = msv__wire__mls_delivery__unpack(NULL, len, delivery);
     msv_err err = MSV_OK;
     uint32_t gen = 0;
-    uint8_t *fetched = NULL;
+    uint8_t *fetched = NULL, digest_in[32];
     const uint8_t *msg;
     size_t fetched_len = 0, msg_len;
 
@@ -3722,18 +3744,23 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
         goto out;
     }
     /* a commit or message of a later epoch than this device holds: the commits between, which
-     * it missed, are read from the delivery service's log first (a failed read leaves it as
-     * it was; one the connection failed leaves the delivery unacknowledged, to come again) */
+     * it missed, are read from the delivery service's log first, up to that epoch (a message's
+     * as far as the group had reached when the server took it: a member's claim goes no
+     * further); a failed read leaves it as it was, one that storage failed leaves the
+     * delivery unacknowledged, to come again */
     if ((d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT ||
          d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION) &&
         past_held(c, d, gen)) {
-        uint64_t moved = 0;
+        uint64_t moved = 0, target = d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT ||
+                                             d->group_epoch > d->epoch
+                                         ? d->epoch
+                                         : d->group_epoch;
 
-        err = catch_up(c, d->group_id.data, gen, &moved);
-        if (err == MSV_ERR_IO || err == MSV_ERR_NOMEM)
+        err = catch_up(c, d->group_id.data, gen, target, 0, &moved);
+        if (err != MSV_OK)
             goto out;
-        err = MSV_OK;
     }
+    crypto_hash_sha256(digest_in, d->message.data, d->message.len);
     /* a commit or Welcome too large for one send comes by reference, fetched only if it could
      * be taken (else it is told as any other such delivery, unfetched) */
     if ((d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME ||
@@ -3765,7 +3792,8 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
         err = take_welcome(c, d->group_id.data, gen, msg, msg_len, in);
         break;
     case MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT:
-        err = take_commit(c, d->group_id.data, gen, d->epoch, msg, msg_len, sender_device, in);
+        err = take_commit(c, d->group_id.data, gen, d->epoch, msg, msg_len, digest_in,
+                          sender_device, in);
         break;
     case MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION:
         err = take_application(c, d->group_id.data, gen, d->epoch, d->message.data, d->message.len,

@@ -345,6 +345,6 @@ msv_err msv_mlskeys_strip_backup_copy(struct msv_client_db *copy)
             copy, (const char *[]){
                       "mls-group:", "mls-refound:", "mls-updated:", "mls-sent:", "mls-behind:",
                       "mls-founded:", "mls-follow:", "mls-lost:", "mls-rejoin:", "mls-full-said:",
-                      "mls-caught:", "mls-refused:", MSV_MLS_GAVE_PREFIX}[i]);
+                      "mls-taken:", "mls-refused:", MSV_MLS_GAVE_PREFIX}[i]);
     return err;
 }

@@ -344,8 +344,10 @@ static const char *check_shape(struct msv_server *s, const Msv__Wire__MlsSend *q
     return NULL;
 }
 
-/* What a member receives, encoded once for all of them; NULL if out of memory. */
-static uint8_t *pack_delivery(const Msv__Wire__MlsSend *q, size_t *len)
+/* What a member receives, encoded once for all of them, with the group's epoch as read (so
+ * that a member's message claiming a later epoch makes nobody catch up past the group);
+ * NULL if out of memory. */
+static uint8_t *pack_delivery(const Msv__Wire__MlsSend *q, uint64_t group_epoch, size_t *len)
 {
     Msv__Wire__MlsDelivery d = MSV__WIRE__MLS_DELIVERY__INIT;
     uint8_t *p;
@@ -354,6 +356,7 @@ static uint8_t *pack_delivery(const Msv__Wire__MlsSend *q, size_t *len)
     d.kind = q->kind;
     d.epoch = q->epoch;
     d.message = q->message;
+    d.group_epoch = group_epoch;
     *len = msv__wire__mls_delivery__get_packed_size(&d);
     p = malloc(*len);
     if (p != NULL)
@@ -683,8 +686,9 @@ static void route(struct mls_send *m)
         refuse(m->c, m->f->request_id, E_INVALID, bad);
         return;
     }
-    if (!make_items(m, q->n_recipients ? q->recipients : m->members,
-                    q->n_recipients ? q->n_recipients : m->n_members)) {
+    m->packed = pack_delivery(q, m->epoch, &m->packed_len);
+    if (m->packed == NULL || !make_items(m, q->n_recipients ? q->recipients : m->members,
+                                         q->n_recipients ? q->n_recipients : m->n_members)) {
         msv_conn_send_error(m->c, m->f->request_id, E_IO, "out of memory");
         return;
     }
@@ -717,11 +721,7 @@ void msv_mls_send(struct msv_conn_state *c, const msv_frame *f)
         refuse(c, f->request_id, code, bad);
         return;
     }
-    m.packed = pack_delivery(m.q, &m.packed_len);
-    if (m.packed == NULL)
-        msv_conn_send_error(c, f->request_id, E_IO, "out of memory");
-    else
-        route(&m);
+    route(&m);
     free(m.packed);
     free(m.members);
     free(m.items);
@@ -796,9 +796,9 @@ void msv_mls_commits_get(struct msv_conn_state *c, const msv_frame *f)
         refuse(c, f->request_id, E_INVALID, "a group id is 1 to 64 bytes");
         return;
     }
-    /* a bucket of the device's own: a member making others read the log (messages claiming
-     * later epochs) drains no bucket their directory lookups need */
-    if (!msv_server_take_token(s, MSV_LIMIT_MLS_LOG, c->device_id, 1.0)) {
+    /* a bucket of the account's own: a member making others read the log drains no bucket
+     * their directory lookups need */
+    if (!msv_server_take_token(s, MSV_LIMIT_MLS_LOG, c->account_id, 1.0)) {
         refuse(c, f->request_id, E_RATE, "too many reads of MLS commit logs; slow down");
         return;
     }
