@@ -21,6 +21,7 @@ struct msv_incoming; /* below: what a receive tells */
 #define MSV_CLIENT_MLS_QUIET 64
 struct client_mls_quiet {
     uint8_t gid[16];
+    uint32_t gen;
     uint64_t epoch;
     int64_t ms;
 };
@@ -174,9 +175,10 @@ struct msv_client {
     /* the last reads of MLS groups' commit logs that brought nothing: not made again for
      * that group and epoch within MLS_CATCH_UP_QUIET_MS (mlsgroups.c, catch_up) */
     struct client_mls_quiet mls_quiet[MSV_CLIENT_MLS_QUIET];
-    int mls_from_log;             /* a commit from that log being taken */
-    uint8_t mls_refused_seen[44]; /* and refused (mls_refused_due): its "mls-refused:" record */
+    /* a commit refused, its "mls-refused:" record due once the refusal is told */
+    uint8_t mls_refused_gid[16], mls_refused_seen[44];
     int mls_refused_due;
+    uint64_t mls_ds_epoch; /* the group's epoch a stale commit of this device was told */
     /* how long msv_client_receive() goes on while frames keep coming, beyond its quiet
      * time (0: MSV_CLIENT_RECEIVE_MAX_MS) */
     int receive_max_ms;

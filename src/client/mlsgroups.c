@@ -1674,6 +1674,8 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
                                  .n_removed = n_gone};
 
         err = msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &sent, &c->why);
+        if (err == MSV_ERR_REPLAY) /* the group's epoch, for sync_with's catch-up */
+            c->mls_ds_epoch = sent.epoch;
         if (err != MSV_OK)
             msv_mls_member_commit_discard(m);
     }
@@ -1826,7 +1828,7 @@ again:
             uint64_t epoch = 0, moved = 0;
             int64_t gen = held_generation(c, gid, &epoch);
 
-            err = gen >= 0 ? catch_up(c, gid, (uint32_t)gen, UINT64_MAX, 1, &moved) : MSV_OK;
+            err = gen >= 0 ? catch_up(c, gid, (uint32_t)gen, c->mls_ds_epoch, 1, &moved) : MSV_OK;
         }
         if (err != MSV_OK)
             break;
@@ -2588,8 +2590,11 @@ static int64_t held_generation(struct msv_client *c, const uint8_t gid[16], uint
 /*
  * "mls-refused:<hex of the group id>" = u32be generation || u64be epoch || SHA-256 of the
  * commit as delivered (MlsDelivery.message: the commit, or its reference): the last commit
- * this device refused (or that removed its leaf). The same one given again, by the queue or
- * the delivery service's log (catch_up), is not told of again.
+ * whose refusal (or failed fetch, or removal of this device's leaf) was told. The same one
+ * given again, by the queue or the delivery service's log (catch_up), is looked at again (what
+ * refused it may have changed: a signed change come since) but not told again. A refusal is
+ * kept in the client (refusal_due) until its teller stored the notice: client_mls_refusal_repeat
+ * says whether it was told already, client_mls_refusal_told records it.
  */
 #define REFUSED "mls-refused:"
 #define REFUSED_VALUE 44
@@ -2600,6 +2605,13 @@ static void refused_value(uint32_t gen, uint64_t epoch, const uint8_t digest[32]
     msv_put_u32be(v, gen);
     msv_put_u64be(v + 4, epoch);
     memcpy(v + 12, digest, 32);
+}
+
+static void refusal_due(struct msv_client *c, const uint8_t gid[16], const uint8_t v[REFUSED_VALUE])
+{
+    memcpy(c->mls_refused_gid, gid, 16);
+    memcpy(c->mls_refused_seen, v, REFUSED_VALUE);
+    c->mls_refused_due = 1;
 }
 
 static int refused_before(struct msv_client *c, const uint8_t gid[16],
@@ -2613,6 +2625,23 @@ static int refused_before(struct msv_client *c, const uint8_t gid[16],
 
     free(was);
     return same;
+}
+
+int client_mls_refusal_repeat(struct msv_client *c)
+{
+    return c->mls_refused_due && refused_before(c, c->mls_refused_gid, c->mls_refused_seen);
+}
+
+msv_err client_mls_refusal_told(struct msv_client *c)
+{
+    char key[KEY_MAX];
+    msv_err err = MSV_OK;
+
+    if (c->mls_refused_due)
+        err = msv_client_db_set(c->db, group_key(REFUSED, c->mls_refused_gid, key),
+                                c->mls_refused_seen, sizeof(c->mls_refused_seen));
+    c->mls_refused_due = 0;
+    return err;
 }
 
 /*
@@ -2647,20 +2676,22 @@ static struct client_mls_quiet *quiet_slot(struct msv_client *c, const uint8_t g
     return oldest;
 }
 
-static int catch_up_quiet(struct msv_client *c, const uint8_t gid[16], uint64_t epoch)
+static int catch_up_quiet(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t epoch)
 {
     const struct client_mls_quiet *q = quiet_slot(c, gid);
     int64_t now = msv_mono_ms();
 
-    return q->ms != 0 && memcmp(q->gid, gid, 16) == 0 && q->epoch == epoch &&
+    return q->ms != 0 && memcmp(q->gid, gid, 16) == 0 && q->gen == gen && q->epoch == epoch &&
            now - q->ms < MLS_CATCH_UP_QUIET_MS && now >= q->ms;
 }
 
-static void catch_up_quiet_set(struct msv_client *c, const uint8_t gid[16], uint64_t epoch)
+static void catch_up_quiet_set(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
+                               uint64_t epoch)
 {
     struct client_mls_quiet *q = quiet_slot(c, gid);
 
     memcpy(q->gid, gid, 16);
+    q->gen = gen;
     q->epoch = epoch;
     q->ms = msv_mono_ms();
     if (q->ms == 0)
@@ -2679,7 +2710,7 @@ static void catch_up_quiet_set(struct msv_client *c, const uint8_t gid[16], uint
 #define TAKEN_KEPT 256 /* the commits a group's log keeps */
 #define TAKEN_ENTRY 40
 
-/* 1 if it was taken, 0 if not (or the record could not be read). */
+/* 1 if it was taken, 0 if not, -1 if the record could not be read. */
 static int taken_before(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t epoch,
                         const uint8_t digest[32])
 {
@@ -2687,9 +2718,11 @@ static int taken_before(struct msv_client *c, const uint8_t gid[16], uint32_t ge
     uint8_t *v = NULL;
     size_t len = 0;
     int taken = 0;
+    msv_err err = msv_client_db_get(c->db, group_key(TAKEN, gid, key), &v, &len);
 
-    if (msv_client_db_get(c->db, group_key(TAKEN, gid, key), &v, &len) == MSV_OK && len >= 4 &&
-        (len - 4) % TAKEN_ENTRY == 0 && msv_get_u32be(v) == gen) {
+    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
+        return -1;
+    if (err == MSV_OK && len >= 4 && (len - 4) % TAKEN_ENTRY == 0 && msv_get_u32be(v) == gen) {
         for (size_t at = 4; at < len && !taken; at += TAKEN_ENTRY)
             taken = msv_get_u64be(v + at) == epoch && memcmp(v + at + 8, digest, 32) == 0;
     }
@@ -2743,21 +2776,16 @@ static int take_logged(struct msv_client *c, const uint8_t gid[16], const uint8_
     struct client_mls_in in;
     uint8_t digest[32] = {0}; /* an application message's alone: none here */
     uint64_t now = 0;
-    char key[KEY_MAX];
 
     msv__wire__mls_delivery__free_unpacked(d, NULL);
     if (!fits)
         return 0;
-    c->mls_from_log++;
-    c->mls_refused_due = 0;
     *err = client_mls_take(c, l->delivery.data, l->delivery.len, "", l->sender_device, digest, &in);
-    c->mls_from_log--;
     msv_secret_free(in.pt, in.pt_len);
-    if (*err == MSV_OK && in.notice[0] != '\0')
+    if (*err == MSV_OK && in.notice[0] != '\0' && !client_mls_refusal_repeat(c))
         *err = notice(c, gid, in.notice);
-    if (*err == MSV_OK && c->mls_refused_due)
-        *err = msv_client_db_set(c->db, group_key(REFUSED, gid, key), c->mls_refused_seen,
-                                 sizeof(c->mls_refused_seen));
+    if (*err == MSV_OK)
+        *err = client_mls_refusal_told(c);
     c->mls_refused_due = 0;
     return *err == MSV_OK && held_generation(c, gid, &now) == (int64_t)gen && now == epoch + 1;
 }
@@ -2770,9 +2798,11 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
     int more = 1, quiet = 1;
     msv_err err = MSV_OK, asked = MSV_OK;
 
+    memset(&c->why, 0, sizeof(c->why));
+
     *moved = 0;
     if (held_generation(c, gid, &start) != (int64_t)gen || start >= target ||
-        (!force && catch_up_quiet(c, gid, start)))
+        (!force && catch_up_quiet(c, gid, gen, start)))
         return MSV_OK;
     epoch = start;
     mls_id(gid, gen, id);
@@ -2801,13 +2831,14 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
     *moved = epoch - start;
     if (err != MSV_OK) /* storage: the delivery that asked comes again */
         return err;
-    /* the connection failed, or the read was refused for the rate: nothing learnt, so the
-     * next delivery or send that asks reads again */
+    /* no answer (the connection failed), or refused for the rate: nothing learnt; the
+     * delivery that asked stays unacknowledged, to be read again (a receive cannot go on
+     * without the connection; the rate refills at 2 reads a second) */
     if (asked != MSV_OK && (c->why.code == 0 || asked == MSV_ERR_IO ||
                             c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED))
-        quiet = 0;
+        return MSV_ERR_IO;
     if (*moved == 0 && quiet)
-        catch_up_quiet_set(c, gid, start);
+        catch_up_quiet_set(c, gid, gen, start);
     return MSV_OK; /* not a member, no such group, or anything else the server said: as it was */
 }
 
@@ -3420,7 +3451,7 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
     uint64_t by = sender;
     uint8_t *ext_before = NULL, seen[REFUSED_VALUE];
     size_t roster_len = 0, ext_before_len = 0;
-    int changed = 0, refused = 0, removed = 0, ext_changed = 0;
+    int changed = 0, refused = 0, removed = 0, ext_changed = 0, taken = 0;
     const char *ctx_why = NULL;
     char why[300] = "", key[KEY_MAX];
     msv_err err = mls_lock(c);
@@ -3431,11 +3462,9 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
     if (err != MSV_OK || m == NULL)
         goto out;
     /* taken already (from the queue or the log): the same commit again is not told of
-     * (another for that epoch is: a fork); nor is the one refused last, given again */
+     * (another for that epoch is: a fork) */
     refused_value(gen, epoch, digest, seen);
-    if (err == MSV_OK && epoch < m->epoch && taken_before(c, gid, gen, epoch, digest))
-        goto out;
-    if (err == MSV_OK && refused_before(c, gid, seen))
+    if (err == MSV_OK && epoch < m->epoch && (taken = taken_before(c, gid, gen, epoch, digest)))
         goto out;
     if (err == MSV_OK && epoch != m->epoch) {
         snprintf(in->notice, sizeof(in->notice),
@@ -3524,27 +3553,27 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
     /* recorded with the state it made, so that a copy of it given again is known
      * (taken_before) */
     if (err == MSV_OK) {
-        uint8_t *taken = NULL;
-        size_t taken_len = 0;
+        uint8_t *list = NULL;
+        size_t list_len = 0;
 
-        err = taken_add(c, gid, gen, epoch, digest, &taken, &taken_len);
+        err = taken_add(c, gid, gen, epoch, digest, &list, &list_len);
         if (err == MSV_OK)
-            err = state_save_with(c, gid, m, &dir, NULL, 0, group_key(TAKEN, gid, key), taken,
-                                  taken_len);
-        free(taken);
+            err = state_save_with(c, gid, m, &dir, NULL, 0, group_key(TAKEN, gid, key), list,
+                                  list_len);
+        free(list);
     }
 out:
     /* the delivery service took it, so its epoch moved on without this device: an admin
      * founds the group again (client_mls_sync) */
     if (err == MSV_OK && refused)
         err = msv_client_db_set(c->db, flag_key(gid, key), (const uint8_t *)"", 0);
-    /* recorded so that a copy given again is not told again: by take_logged, for one from the
-     * log, once its notice is stored (a queue's copy is acknowledged only after that) */
-    if (err == MSV_OK && (refused || removed) && c->mls_from_log) {
-        memcpy(c->mls_refused_seen, seen, sizeof(seen));
-        c->mls_refused_due = 1;
-    } else if (err == MSV_OK && (refused || removed))
-        err = msv_client_db_set(c->db, group_key(REFUSED, gid, key), seen, sizeof(seen));
+    /* a record unread: the delivery stays unacknowledged (a false fork told otherwise) */
+    if (err == MSV_OK && taken < 0)
+        err = MSV_ERR_IO;
+    /* recorded by its teller once the notice is stored, so that a copy given again is not
+     * told again (client_mls_refusal_told) */
+    if (err == MSV_OK && (refused || removed))
+        refusal_due(c, gid, seen);
     mls_unlock(c);
     msv_mls_member_free(m);
     dir_free(&dir);
@@ -3734,6 +3763,7 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
     size_t fetched_len = 0, msg_len;
 
     memset(in, 0, sizeof(*in));
+    c->mls_refused_due = 0;
     if (d != NULL && d->group_id.len == MLS_ID_LEN)
         gen = msv_get_u32be(d->group_id.data + 16);
     if (d == NULL || d->group_id.len != MLS_ID_LEN) {
@@ -3779,6 +3809,12 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
                      : err == MSV_ERR_TOO_BIG   ? "that device sent more than 64 MiB by "
                                                   "reference within the hour"
                                                 : msv_strerror(err));
+            if (d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT) { /* told once */
+                uint8_t v[REFUSED_VALUE];
+
+                refused_value(gen, d->epoch, digest_in, v);
+                refusal_due(c, d->group_id.data, v);
+            }
             err = MSV_OK;
             goto told;
         }

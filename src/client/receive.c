@@ -1373,7 +1373,9 @@ static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
         return err;
     }
     /* a Welcome or commit taken, or a notice: recorded and shown (its sender: the relay's
-     * word), then the delivery recorded */
+     * word), then the delivery recorded; a commit's refusal told already is not told again */
+    if (err == MSV_OK && m.notice[0] != '\0' && client_mls_refusal_repeat(c))
+        m.notice[0] = '\0';
     if (err == MSV_OK && m.notice[0] != '\0') {
         memset(&in, 0, sizeof(in));
         snprintf(in.sender, sizeof(in.sender), "%s", sender);
@@ -1381,6 +1383,8 @@ static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
         err = record_unreadable_in(c, d, &in, m.conversation[0] ? m.conversation : NULL, m.notice,
                                    0, on_message, ctx);
     }
+    if (err == MSV_OK)
+        err = client_mls_refusal_told(c);
     if (err == MSV_OK)
         err = msv_client_db_envelope_read(c->db, digest, msv_wall_ms());
     return err;

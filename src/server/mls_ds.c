@@ -23,23 +23,24 @@
 #define STORE(s) ((s)->store->ops)
 #define IMPL(s) ((s)->store->impl)
 
-#define MLS_DELIVERY_SUITE 160          /* Deliver.suite of an MlsDelivery */
-#define MLS_GROUP_ID_MAX 64             /* bytes */
-#define MLS_KEY_PACKAGE_MAX 8192        /* bytes, each */
-#define MLS_KEY_PACKAGES_UPLOAD_MAX 100 /* per upload */
-#define MLS_KEY_PACKAGES_KEPT 100       /* per device, the last-resort one not counted */
-#define MLS_GROUP_DEVICES_MAX 10000     /* member devices per group */
-#define MLS_DEVICE_GROUPS_MAX 1000      /* groups a device is a member of */
-#define MLS_CHANGES_MAX 1000            /* devices added and removed by one commit */
-#define MLS_RECIPIENTS_MAX 1000         /* devices one Welcome is for */
-#define MLS_COPIED_MAX (64u << 20)      /* bytes one send may copy: size x copies */
-#define MLS_CLAIM_TTL_MS 3600000        /* a claim lets its account add the device this long */
-#define MLS_CLAIMS_OPEN_MAX 10000       /* open claims per account, the oldest dropped */
-#define MLS_FULL_NAMED 1000             /* devices left out for a full queue named in an answer */
-#define MLS_LOG_KEPT 256                /* a group's newest commits kept in its log */
-#define MLS_LOG_ACCOUNT_MAX 4096        /* commits kept in all logs of one account's sending */
-#define MLS_LOG_ANSWER 64               /* commits one read of a log gives */
-#define MLS_LOGGED_FRAMING 48           /* bytes an MlsLogged adds to its delivery, at most */
+#define MLS_DELIVERY_SUITE 160            /* Deliver.suite of an MlsDelivery */
+#define MLS_GROUP_ID_MAX 64               /* bytes */
+#define MLS_KEY_PACKAGE_MAX 8192          /* bytes, each */
+#define MLS_KEY_PACKAGES_UPLOAD_MAX 100   /* per upload */
+#define MLS_KEY_PACKAGES_KEPT 100         /* per device, the last-resort one not counted */
+#define MLS_GROUP_DEVICES_MAX 10000       /* member devices per group */
+#define MLS_DEVICE_GROUPS_MAX 1000        /* groups a device is a member of */
+#define MLS_CHANGES_MAX 1000              /* devices added and removed by one commit */
+#define MLS_RECIPIENTS_MAX 1000           /* devices one Welcome is for */
+#define MLS_COPIED_MAX (64u << 20)        /* bytes one send may copy: size x copies */
+#define MLS_CLAIM_TTL_MS 3600000          /* a claim lets its account add the device this long */
+#define MLS_CLAIMS_OPEN_MAX 10000         /* open claims per account, the oldest dropped */
+#define MLS_FULL_NAMED 1000               /* devices left out for a full queue named in an answer */
+#define MLS_LOG_KEPT 256                  /* a group's newest commits kept in its log */
+#define MLS_LOG_ACCOUNT_MAX 4096          /* commits kept in all logs of one account's sending */
+#define MLS_LOG_ANSWER 64                 /* commits one read of a log gives */
+#define MLS_LOGGED_FRAMING 48             /* bytes an MlsLogged adds to its delivery, at most */
+#define MLS_LOG_ANSWER_BYTES (256u << 10) /* deliveries one read gives (the first always) */
 
 /* ---- KeyPackages ------------------------------------------------------------------------- */
 
@@ -806,6 +807,8 @@ void msv_mls_commits_get(struct msv_conn_state *c, const msv_frame *f)
     /* each commit costs its delivery and at most MLS_LOGGED_FRAMING bytes of framing; the
      * first always goes (a delivery is at most the payload limit and its own framing, which
      * the frame limit holds with 1 KiB to spare) */
+    /* and at most MLS_LOG_ANSWER_BYTES, so that a slow link gets each answer in time */
+    room = room > MLS_LOG_ANSWER_BYTES ? MLS_LOG_ANSWER_BYTES : room;
     room = room > 1024 + MLS_LOG_ANSWER * MLS_LOGGED_FRAMING
                ? room - 1024 - MLS_LOG_ANSWER * MLS_LOGGED_FRAMING
                : 1;

@@ -1771,7 +1771,7 @@ static void limit_rate(const struct msv_config *c, enum msv_limit limit, double 
         *rate = 10.0 / 3600;
         *burst = 10.0;
         break;
-    case MSV_LIMIT_MLS_LOG: /* mls_ds.c: a catch-up reads at most 8 times */
+    case MSV_LIMIT_MLS_LOG: /* mls_ds.c: a catch-up reads at most 4 times */
         *rate = 2.0;
         *burst = 600.0;
         break;
