@@ -17,6 +17,12 @@
 
 struct msv_incoming; /* below: what a receive tells */
 
+/* A commit's refusal (mlsgroups.c, "mls-refused:"), recorded once told if due. */
+struct client_mls_refusal {
+    uint8_t gid[16], seen[44];
+    int due;
+};
+
 /* A group whose commit log a read found nothing new in, and when (msv_mono_ms; 0: unused). */
 #define MSV_CLIENT_MLS_QUIET 64
 struct client_mls_quiet {
@@ -176,8 +182,7 @@ struct msv_client {
      * that group and epoch within MLS_CATCH_UP_QUIET_MS (mlsgroups.c, catch_up) */
     struct client_mls_quiet mls_quiet[MSV_CLIENT_MLS_QUIET];
     /* a commit refused, its "mls-refused:" record due once the refusal is told */
-    uint8_t mls_refused_gid[16], mls_refused_seen[44];
-    int mls_refused_due;
+    struct client_mls_refusal mls_refusal;
     uint64_t mls_ds_epoch; /* the group's epoch a stale commit of this device was told */
     /* how long msv_client_receive() goes on while frames keep coming, beyond its quiet
      * time (0: MSV_CLIENT_RECEIVE_MAX_MS) */

@@ -644,10 +644,13 @@ MSV_MUST_CHECK msv_err client_mls_take(struct msv_client *c, const uint8_t *deli
                                        const char *sender_handle, uint64_t sender_device,
                                        const uint8_t digest[32], struct client_mls_in *in);
 MSV_MUST_CHECK msv_err client_mls_forget(struct msv_client *c, const uint8_t digest[32]);
-/* After client_mls_take: whether the commit it refused was told so already (its notice is then
- * not told again), and, once the notice is stored, the refusal recorded as told. */
-int client_mls_refusal_repeat(struct msv_client *c);
-MSV_MUST_CHECK msv_err client_mls_refusal_told(struct msv_client *c);
+/* After client_mls_take, at once: the refusal of a commit it made (taken from the client, so
+ * that what the notice's telling runs cannot change it); whether it was told so already (its
+ * notice is then not told again); once the notice is stored, the refusal recorded as told. */
+void client_mls_refusal_take(struct msv_client *c, struct client_mls_refusal *r);
+int client_mls_refusal_repeat(struct msv_client *c, const struct client_mls_refusal *r);
+MSV_MUST_CHECK msv_err client_mls_refusal_told(struct msv_client *c,
+                                               const struct client_mls_refusal *r);
 /* MSV_OK if a payload is kept for digest, MSV_ERR_NOT_FOUND if not. */
 MSV_MUST_CHECK msv_err client_mls_kept(struct msv_client *c, const uint8_t digest[32]);
 MSV_MUST_CHECK msv_err client_mls_gave_parse(const uint8_t *v, size_t len,

@@ -1793,6 +1793,7 @@ again:
          * admin founds the group again; so after commits refused as stale again and again */
         int refound = admin && tries == COMMIT_TRIES;
         int64_t lately = -1;
+        uint64_t ds_epoch = 0;
 
         if (tries == COMMIT_TRIES && !admin)
             break;
@@ -1802,8 +1803,11 @@ again:
         /* read under the lock: another process of this account may have founded it again */
         refound = admin && (refound || refound_due(c, gid));
         lately = refound && hourly ? founded_lately(c, gid) : -1;
+        c->mls_ds_epoch = 0;
         if (lately < 0)
             err = sync_once(c, gid, start, refound, update, quiet, &changed, &more);
+        /* the group's epoch the server gave, kept before any other group's sync can change it */
+        ds_epoch = c->mls_ds_epoch;
         mls_unlock(c);
         if (lately >= 0) {
             (void)client_counter_bump(c, REFOUNDINGS_HELD); /* a count: the limit holds anyway */
@@ -1828,7 +1832,7 @@ again:
             uint64_t epoch = 0, moved = 0;
             int64_t gen = held_generation(c, gid, &epoch);
 
-            err = gen >= 0 ? catch_up(c, gid, (uint32_t)gen, c->mls_ds_epoch, 1, &moved) : MSV_OK;
+            err = gen >= 0 ? catch_up(c, gid, (uint32_t)gen, ds_epoch, 1, &moved) : MSV_OK;
         }
         if (err != MSV_OK)
             break;
@@ -2593,8 +2597,9 @@ static int64_t held_generation(struct msv_client *c, const uint8_t gid[16], uint
  * whose refusal (or failed fetch, or removal of this device's leaf) was told. The same one
  * given again, by the queue or the delivery service's log (catch_up), is looked at again (what
  * refused it may have changed: a signed change come since) but not told again. A refusal is
- * kept in the client (refusal_due) until its teller stored the notice: client_mls_refusal_repeat
- * says whether it was told already, client_mls_refusal_told records it.
+ * kept in the client (refusal_due) for its teller, which takes it (client_mls_refusal_take)
+ * as soon as client_mls_take returns: client_mls_refusal_repeat says whether it was told
+ * already, and client_mls_refusal_told records it once the notice is stored.
  */
 #define REFUSED "mls-refused:"
 #define REFUSED_VALUE 44
@@ -2609,9 +2614,9 @@ static void refused_value(uint32_t gen, uint64_t epoch, const uint8_t digest[32]
 
 static void refusal_due(struct msv_client *c, const uint8_t gid[16], const uint8_t v[REFUSED_VALUE])
 {
-    memcpy(c->mls_refused_gid, gid, 16);
-    memcpy(c->mls_refused_seen, v, REFUSED_VALUE);
-    c->mls_refused_due = 1;
+    memcpy(c->mls_refusal.gid, gid, 16);
+    memcpy(c->mls_refusal.seen, v, REFUSED_VALUE);
+    c->mls_refusal.due = 1;
 }
 
 static int refused_before(struct msv_client *c, const uint8_t gid[16],
@@ -2627,21 +2632,24 @@ static int refused_before(struct msv_client *c, const uint8_t gid[16],
     return same;
 }
 
-int client_mls_refusal_repeat(struct msv_client *c)
+void client_mls_refusal_take(struct msv_client *c, struct client_mls_refusal *r)
 {
-    return c->mls_refused_due && refused_before(c, c->mls_refused_gid, c->mls_refused_seen);
+    *r = c->mls_refusal;
+    c->mls_refusal.due = 0;
 }
 
-msv_err client_mls_refusal_told(struct msv_client *c)
+int client_mls_refusal_repeat(struct msv_client *c, const struct client_mls_refusal *r)
+{
+    return r->due && refused_before(c, r->gid, r->seen);
+}
+
+msv_err client_mls_refusal_told(struct msv_client *c, const struct client_mls_refusal *r)
 {
     char key[KEY_MAX];
-    msv_err err = MSV_OK;
 
-    if (c->mls_refused_due)
-        err = msv_client_db_set(c->db, group_key(REFUSED, c->mls_refused_gid, key),
-                                c->mls_refused_seen, sizeof(c->mls_refused_seen));
-    c->mls_refused_due = 0;
-    return err;
+    return r->due
+               ? msv_client_db_set(c->db, group_key(REFUSED, r->gid, key), r->seen, sizeof(r->seen))
+               : MSV_OK;
 }
 
 /*
@@ -2654,12 +2662,11 @@ msv_err client_mls_refusal_told(struct msv_client *c)
  * epoch looked for, or this device's own (which it cannot take: a commit whose answer it lost),
  * is left untaken. A read that brought nothing, or was refused for anything but the rate, is
  * not made again for the same group and epoch within MLS_CATCH_UP_QUIET_MS by this process,
- * unless force (a send the delivery service said the group is past). A read the connection
- * failed changes nothing and is made again by the next delivery or send that asks. Only a
- * failure of storage is returned (the delivery that asked stays unacknowledged); *moved: the
- * epochs gained.
+ * unless force (a send the delivery service said the group is past). A read with no answer
+ * (the connection failed) or refused for the rate, and a failure of storage, are returned as
+ * MSV_ERR_IO (the delivery that asked stays unacknowledged); *moved: the epochs gained.
  */
-#define CATCH_UP_READS 4 /* reads of the log one catch-up makes: 64 commits each, 256 kept */
+#define CATCH_UP_READS 16 /* reads of the log one catch-up makes (64 commits, 256 KiB each) */
 #define MLS_CATCH_UP_QUIET_MS 60000
 
 /* The slot of group gid in the table of reads that brought nothing (the oldest if none). */
@@ -2774,6 +2781,7 @@ static int take_logged(struct msv_client *c, const uint8_t gid[16], const uint8_
                l->epoch == epoch && d->group_id.len == MLS_ID_LEN &&
                memcmp(d->group_id.data, id, MLS_ID_LEN) == 0 && l->sender_device != c->device_id;
     struct client_mls_in in;
+    struct client_mls_refusal r;
     uint8_t digest[32] = {0}; /* an application message's alone: none here */
     uint64_t now = 0;
 
@@ -2781,12 +2789,12 @@ static int take_logged(struct msv_client *c, const uint8_t gid[16], const uint8_
     if (!fits)
         return 0;
     *err = client_mls_take(c, l->delivery.data, l->delivery.len, "", l->sender_device, digest, &in);
+    client_mls_refusal_take(c, &r); /* before anything told can take another */
     msv_secret_free(in.pt, in.pt_len);
-    if (*err == MSV_OK && in.notice[0] != '\0' && !client_mls_refusal_repeat(c))
+    if (*err == MSV_OK && in.notice[0] != '\0' && !client_mls_refusal_repeat(c, &r))
         *err = notice(c, gid, in.notice);
     if (*err == MSV_OK)
-        *err = client_mls_refusal_told(c);
-    c->mls_refused_due = 0;
+        *err = client_mls_refusal_told(c, &r);
     return *err == MSV_OK && held_generation(c, gid, &now) == (int64_t)gen && now == epoch + 1;
 }
 
@@ -2798,8 +2806,6 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
     int more = 1, quiet = 1;
     msv_err err = MSV_OK, asked = MSV_OK;
 
-    memset(&c->why, 0, sizeof(c->why));
-
     *moved = 0;
     if (held_generation(c, gid, &start) != (int64_t)gen || start >= target ||
         (!force && catch_up_quiet(c, gid, gen, start)))
@@ -2810,6 +2816,7 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
          reads++) {
         msv_frame *r = NULL;
 
+        memset(&c->why, 0, sizeof(c->why)); /* this read's refusal, if any, alone */
         asked = c->conn != NULL ? MSV_OK : msv_client_connect(c);
         if (asked == MSV_OK)
             asked =
@@ -3763,7 +3770,7 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
     size_t fetched_len = 0, msg_len;
 
     memset(in, 0, sizeof(*in));
-    c->mls_refused_due = 0;
+    c->mls_refusal.due = 0;
     if (d != NULL && d->group_id.len == MLS_ID_LEN)
         gen = msv_get_u32be(d->group_id.data + 16);
     if (d == NULL || d->group_id.len != MLS_ID_LEN) {
@@ -3776,8 +3783,8 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
     /* a commit or message of a later epoch than this device holds: the commits between, which
      * it missed, are read from the delivery service's log first, up to that epoch (a message's
      * as far as the group had reached when the server took it: a member's claim goes no
-     * further); a failed read leaves it as it was, one that storage failed leaves the
-     * delivery unacknowledged, to come again */
+     * further); a read the server refused leaves it as it was; one with no answer or refused
+     * for the rate, or a storage failure, leaves the delivery unacknowledged, to come again */
     if ((d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT ||
          d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION) &&
         past_held(c, d, gen)) {

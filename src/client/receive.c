@@ -1349,6 +1349,7 @@ static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
 {
     static const char domain[] = "missive: mls delivery";
     struct client_mls_in m;
+    struct client_mls_refusal refusal;
     struct incoming in;
     char sender[257];
     uint8_t digest[32];
@@ -1365,6 +1366,7 @@ static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
              (const char *)d->sender_handle.data);
     err = client_mls_take(c, d->ciphertext.data, d->ciphertext.len, sender, d->sender_device,
                           digest, &m);
+    client_mls_refusal_take(c, &refusal); /* before anything told can take another */
     if (err == MSV_OK && m.pt != NULL) {
         err =
             take_mls_gave(c, digest, &m, c->mls_in_wait_ms > 0 ? c->mls_in_wait_ms : MLS_IN_WAIT_MS,
@@ -1374,7 +1376,7 @@ static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
     }
     /* a Welcome or commit taken, or a notice: recorded and shown (its sender: the relay's
      * word), then the delivery recorded; a commit's refusal told already is not told again */
-    if (err == MSV_OK && m.notice[0] != '\0' && client_mls_refusal_repeat(c))
+    if (err == MSV_OK && m.notice[0] != '\0' && client_mls_refusal_repeat(c, &refusal))
         m.notice[0] = '\0';
     if (err == MSV_OK && m.notice[0] != '\0') {
         memset(&in, 0, sizeof(in));
@@ -1384,7 +1386,7 @@ static msv_err take_mls(struct msv_client *c, const Msv__Wire__Deliver *d,
                                    0, on_message, ctx);
     }
     if (err == MSV_OK)
-        err = client_mls_refusal_told(c);
+        err = client_mls_refusal_told(c, &refusal);
     if (err == MSV_OK)
         err = msv_client_db_envelope_read(c->db, digest, msv_wall_ms());
     return err;
