@@ -202,8 +202,14 @@ for i in 1 2 3; do
     grep -q "while B was down $i" out.txt bob.out && ok || bad "message $i lost with node B: $(cat out.txt)"
 done
 # the nodes write presence from their cluster threads, after the connection's work: on a loaded
-# machine a moment after the receive ended
-for _ in $(seq 200); do [ "$(rcli GET "msv:presence:$bob_dev")" != B ] && break; sleep 0.05; done
+# machine a moment after the receive ended; a node still back on its way to Redis after the pause
+# above writes none for a connection that came and went meanwhile, so bob connects once more
+# (twice at most) if the presence still names the dead node after 10 s
+for round in 1 2 3; do
+    for _ in $(seq 200); do [ "$(rcli GET "msv:presence:$bob_dev")" != B ] && break; sleep 0.05; done
+    [ "$(rcli GET "msv:presence:$bob_dev")" != B ] && break
+    [ "$round" -lt 3 ] && as bob receive >/dev/null 2>&1
+done
 [ "$(rcli GET "msv:presence:$bob_dev")" != B ] && ok || bad "presence still names the dead node"
 node B "${ports[B]}" && ok || bad "node B came back"
 
