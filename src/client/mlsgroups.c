@@ -2803,7 +2803,7 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
 {
     uint8_t id[MLS_ID_LEN];
     uint64_t start = 0, epoch;
-    int more = 1, quiet = 1;
+    int more = 1;
     msv_err err = MSV_OK, asked = MSV_OK;
 
     *moved = 0;
@@ -2844,7 +2844,7 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
     if (asked != MSV_OK && (c->why.code == 0 || asked == MSV_ERR_IO ||
                             c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED))
         return MSV_ERR_IO;
-    if (*moved == 0 && quiet)
+    if (*moved == 0)
         catch_up_quiet_set(c, gid, gen, start);
     return MSV_OK; /* not a member, no such group, or anything else the server said: as it was */
 }

@@ -3154,10 +3154,10 @@ static msv_err mls_log_put(struct pg_conn *c, const struct msv_mls_commit *m)
               " SET account_id = EXCLUDED.account_id, sender_device = EXCLUDED.sender_device,"
               " expires_ms = EXCLUDED.expires_ms, delivery = EXCLUDED.delivery;",
               &a);
-    a.n = 2;
-    a_i64(&a, (int64_t)m->log_keep);
-    if (err == MSV_OK) /* the group's log_keep newest */
-        err = run(c, "DELETE FROM mls_commit_log WHERE group_id = $1 AND epoch + $3 <= $2;", &a);
+    a.n = 1;
+    a_i64(&a, (int64_t)(m->epoch - m->log_keep));
+    if (err == MSV_OK && m->epoch >= m->log_keep) /* the group's log_keep newest: a key range */
+        err = run(c, "DELETE FROM mls_commit_log WHERE group_id = $1 AND epoch <= $2;", &a);
     a_i64(&b, (int64_t)m->claimer);
     a_i64(&b, (int64_t)m->log_account_max);
     if (err == MSV_OK) /* the account's log_account_max newest */

@@ -2492,14 +2492,14 @@ static msv_err mls_log_put(struct sqlite_store *s, const struct msv_mls_commit *
     sqlite3_bind_int64(st, 5, c->log_expires_ms);
     sqlite3_bind_blob(st, 6, c->log, (int)c->log_len, SQLITE_STATIC);
     err = run(s, st);
-    /* the group's log_keep newest */
-    if (err == MSV_OK)
-        err = prepare(s, "DELETE FROM mls_commit_log WHERE group_id = ? AND epoch + ? <= ?;", &st);
-    if (err == MSV_OK) {
-        sqlite3_bind_blob(st, 1, c->group_id, (int)c->group_len, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)c->log_keep);
-        sqlite3_bind_int64(st, 3, (sqlite3_int64)c->epoch);
-        err = run(s, st);
+    /* the group's log_keep newest (a range of its key) */
+    if (err == MSV_OK && c->epoch >= c->log_keep) {
+        err = prepare(s, "DELETE FROM mls_commit_log WHERE group_id = ? AND epoch <= ?;", &st);
+        if (err == MSV_OK) {
+            sqlite3_bind_blob(st, 1, c->group_id, (int)c->group_len, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 2, (sqlite3_int64)(c->epoch - c->log_keep));
+            err = run(s, st);
+        }
     }
     /* the sender's account's log_account_max newest (by expiry: the order they went in) */
     if (err == MSV_OK) {
