@@ -3,7 +3,7 @@
  * it: frames are split off one after another until the stream needs more
  * bytes or is refused; each body is decoded, and a decoded Frame re-encodes.
  * The MlsDelivery a client decodes from a frame (a Deliver's ciphertext, each
- * commit of an MlsCommits answer) is decoded too.
+ * commit of an MlsCommits answer, the Welcome of an MlsWelcomeKept) is decoded too.
  */
 #include "common.h"
 #include "wire/frame.h"
@@ -27,6 +27,8 @@ static void inner(const msv_frame *f)
     if (f->body_case == MSV__WIRE__FRAME__BODY_MLS_COMMITS)
         for (size_t i = 0; i < f->mls_commits->n_commits; i++)
             mls_delivery(&f->mls_commits->commits[i]->delivery);
+    if (f->body_case == MSV__WIRE__FRAME__BODY_MLS_WELCOME_KEPT)
+        mls_delivery(&f->mls_welcome_kept->delivery);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

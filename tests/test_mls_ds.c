@@ -1061,19 +1061,27 @@ static void test_full_queue(void **state)
                     2, 1, b1.device_id);
     assert_true(expect_mls(&c1, a1.device_id, KIND(COMMIT), 1, "c1", 5000) != 0);
     wait_acked(&s, c1.device_id);
-    /* a Welcome too (to members already in: the server checks no more) */
-    expect_sent_but(mls_send(&a1, &(struct send_args){.group = "q",
-                                                      .kind = KIND(WELCOME),
-                                                      .epoch = 2,
-                                                      .message = "w",
-                                                      .recipients = added,
-                                                      .n_recipients = 2}),
-                    2, 1, b1.device_id);
+    /* a Welcome too (to members already in: the server checks no more), kept for bob instead,
+     * alice's commit having added him (test_welcome_kept) */
+    {
+        msv_frame *r = mls_send(&a1, &(struct send_args){.group = "q",
+                                                         .kind = KIND(WELCOME),
+                                                         .epoch = 2,
+                                                         .message = "w",
+                                                         .recipients = added,
+                                                         .n_recipients = 2});
+
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_MLS_SENT);
+        assert_int_equal(r->mls_sent->queued, 1);
+        assert_int_equal(r->mls_sent->full, 0);
+        assert_int_equal(r->mls_sent->kept, 1);
+        msv_frame_free(r);
+    }
     assert_true(expect_mls(&c1, a1.device_id, KIND(WELCOME), 2, "w", 5000) != 0);
     wait_acked(&s, c1.device_id);
     assert_int_equal(queued_for_range(&s, b1.device_id, b1.device_id), 2); /* not 3 or 5 */
     assert_int_equal(test_server_metric(&s, "queue_full_total"), 0);       /* no send refused */
-    assert_int_equal(test_server_metric(&s, "mls_copies_skipped_total"), 3);
+    assert_int_equal(test_server_metric(&s, "mls_copies_skipped_total"), 2);
     assert_true(test_server_metric(&s, "quota_notices_total") >= 1);  /* bob told */
     assert_int_equal(test_server_metric(&s, "mls_commits_total"), 2); /* epoch 2 */
     /* the copies left out were given back (counted on one node: with Redis a node takes
@@ -1283,6 +1291,151 @@ static void test_commit_log(void **state)
  * refused work is paid for: a commit adding a device that does not exist takes its token
  * (it was refunded, so such commits were free, and never ran out).
  */
+static msv_frame *welcome_get(struct test_device *d, const char *group)
+{
+    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__MlsWelcomeGet q = MSV__WIRE__MLS_WELCOME_GET__INIT;
+
+    q.group_id = (ProtobufCBinaryData){strlen(group), (uint8_t *)group};
+    f.body_case = MSV__WIRE__FRAME__BODY_MLS_WELCOME_GET;
+    f.mls_welcome_get = &q;
+    return test_request(d->conn, &f);
+}
+
+/* Expects the Welcome kept for d in group: message by sender, as a queue would bring it. */
+static void expect_kept(struct test_device *d, const char *group, uint64_t sender,
+                        const char *message)
+{
+    msv_frame *r = welcome_get(d, group);
+    Msv__Wire__MlsDelivery *m;
+
+    if (r->body_case != MSV__WIRE__FRAME__BODY_MLS_WELCOME_KEPT)
+        fail_msg("expected MlsWelcomeKept, got body %d (error %d)", r->body_case,
+                 test_error_code(r));
+    assert_int_equal(r->mls_welcome_kept->sender_device, sender);
+    m = msv__wire__mls_delivery__unpack(NULL, r->mls_welcome_kept->delivery.len,
+                                        r->mls_welcome_kept->delivery.data);
+    assert_non_null(m);
+    assert_int_equal(m->kind, KIND(WELCOME));
+    assert_int_equal(m->group_id.len, strlen(group));
+    assert_memory_equal(m->group_id.data, group, strlen(group));
+    assert_int_equal(m->message.len, strlen(message));
+    assert_memory_equal(m->message.data, message, strlen(message));
+    msv__wire__mls_delivery__free_unpacked(m, NULL);
+    msv_frame_free(r);
+}
+
+static void expect_no_kept(struct test_device *d, const char *group, int code)
+{
+    msv_frame *r = welcome_get(d, group);
+
+    assert_int_equal(test_error_code(r), code);
+    msv_frame_free(r);
+}
+
+/* A Welcome from d to the recipients of group, which should be kept for `kept` of them. */
+static void welcome_sent(struct test_device *d, const char *group, const char *message,
+                         const uint64_t *recipients, size_t n, uint32_t queued, uint32_t kept)
+{
+    msv_frame *r = mls_send(d, &(struct send_args){.group = group,
+                                                   .kind = KIND(WELCOME),
+                                                   .epoch = 1,
+                                                   .message = message,
+                                                   .recipients = recipients,
+                                                   .n_recipients = n});
+
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_MLS_SENT);
+    assert_int_equal(r->mls_sent->queued, queued);
+    assert_int_equal(r->mls_sent->full, 0);
+    assert_int_equal(r->mls_sent->n_full_devices, 0);
+    assert_int_equal(r->mls_sent->kept, kept);
+    msv_frame_free(r);
+}
+
+/*
+ * A Welcome that bob's full queue has no room for is kept for him, by the device whose commit
+ * added him: alice is told nothing missed him (kept, not full), his account is told of no
+ * refused copy, and he asks for it. Another member's Welcome to him keeps nothing in its place;
+ * a commit adding him again drops it, and his removal ends it. Only a member asks. Before, the
+ * Welcome was dropped, and bob could not join until an admin added him again.
+ */
+static void test_welcome_kept(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, c1, d1;
+    uint64_t added[2], bob;
+
+    (void)state;
+    node_init(&s, "[relay]\nqueue_max_envelopes = 1\nsend_burst = 5000\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_register(&s, "carol@example.org", &c1);
+    test_register(&s, "dave@example.org", &d1);
+    bob = added[0] = b1.device_id;
+    added[1] = c1.device_id;
+    may_add(&a1, &b1, "bob@example.org");
+    may_add(&a1, &c1, "carol@example.org");
+    commit_n(&a1, "w", 0, 1, added, 2, 2);
+    /* bob's queue (1) filled by a message he does not acknowledge */
+    expect_sent(mls_send(&a1,
+                         &(struct send_args){
+                             .group = "w", .kind = KIND(APPLICATION), .epoch = 1, .message = "m"}),
+                1, 2);
+    assert_true(expect_mls(&c1, a1.device_id, KIND(APPLICATION), 1, "m", 5000) != 0);
+    wait_acked(&s, c1.device_id);
+    welcome_sent(&a1, "w", "welcome", added, 2, 1, 1);
+    assert_true(expect_mls(&c1, a1.device_id, KIND(WELCOME), 1, "welcome", 5000) != 0);
+    wait_acked(&s, c1.device_id);
+    assert_int_equal(test_server_metric(&s, "mls_welcomes_kept_total"), 1);
+    assert_int_equal(test_server_metric(&s, "mls_copies_skipped_total"), 0);
+    expect_kept(&b1, "w", a1.device_id, "welcome");
+    assert_int_equal(test_server_metric(&s, "mls_welcome_reads_total"), 1);
+    /* carol's was queued; dave is no member; a group id of nothing is no group id */
+    expect_no_kept(&c1, "w", ERR(NOT_FOUND));
+    expect_no_kept(&d1, "w", ERR(MLS_NOT_MEMBER));
+    expect_no_kept(&d1, "nosuchgroup", ERR(MLS_NOT_MEMBER));
+    expect_no_kept(&d1, "", ERR(INVALID));
+    /* carol's Welcome to bob: left out as any copy, and alice's kept */
+    expect_sent_but(mls_send(&c1, &(struct send_args){.group = "w",
+                                                      .kind = KIND(WELCOME),
+                                                      .epoch = 1,
+                                                      .message = "forged",
+                                                      .recipients = &bob,
+                                                      .n_recipients = 1}),
+                    1, 0, bob);
+    assert_int_equal(test_server_metric(&s, "mls_copies_skipped_total"), 1);
+    expect_kept(&b1, "w", a1.device_id, "welcome");
+    /* alice's next one takes its place; her commit adding bob again drops it */
+    welcome_sent(&a1, "w", "welcome again", &bob, 1, 0, 1);
+    expect_kept(&b1, "w", a1.device_id, "welcome again");
+    may_add(&a1, &b1, "bob@example.org");
+    expect_sent_but(mls_send(&a1, &(struct send_args){.group = "w",
+                                                      .kind = KIND(COMMIT),
+                                                      .epoch = 1,
+                                                      .message = "c1",
+                                                      .added = &bob,
+                                                      .n_added = 1}),
+                    2, 1, bob);
+    assert_true(expect_mls(&c1, a1.device_id, KIND(COMMIT), 1, "c1", 5000) != 0);
+    wait_acked(&s, c1.device_id);
+    expect_no_kept(&b1, "w", ERR(NOT_FOUND));
+    /* removed: bob asks as no member */
+    expect_sent_but(mls_send(&a1, &(struct send_args){.group = "w",
+                                                      .kind = KIND(COMMIT),
+                                                      .epoch = 2,
+                                                      .message = "c2",
+                                                      .removed = &bob,
+                                                      .n_removed = 1}),
+                    3, 1, bob);
+    expect_no_kept(&b1, "w", ERR(MLS_NOT_MEMBER));
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&c1);
+    test_device_free(&d1);
+    test_server_cleanup(&s);
+}
+
 static void test_send_costs(void **state)
 {
     struct test_server s;
@@ -1705,6 +1858,7 @@ int main(void)
         cmocka_unit_test_setup(test_fanout_10000, setup),
         cmocka_unit_test_setup(test_full_queue, setup),
         cmocka_unit_test_setup(test_commit_log, setup),
+        cmocka_unit_test_setup(test_welcome_kept, setup),
         cmocka_unit_test_setup(test_send_costs, setup),
         cmocka_unit_test_setup(test_leave_any_epoch, setup),
         cmocka_unit_test_setup(test_kp_rates, setup),

@@ -2639,6 +2639,133 @@ static void forge_log(struct club *k, int kind, const char *message)
 }
 
 /*
+ * The Welcome the server keeps for device d rewritten: its message set to message. The server
+ * runs meanwhile (one statement of SQLite's).
+ */
+static void kept_welcome_rewritten(struct test_server *s, uint64_t d, const char *message)
+{
+    char path[160], sql[2 * 8192 + 200], hex[2 * 8192 + 1];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    Msv__Wire__MlsDelivery *w;
+    uint8_t packed[8192];
+    size_t len;
+
+    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT welcome FROM mls_members WHERE device_id = ?;",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)d);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    w = msv__wire__mls_delivery__unpack(NULL, (size_t)sqlite3_column_bytes(st, 0),
+                                        sqlite3_column_blob(st, 0));
+    assert_non_null(w);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    {
+        ProtobufCBinaryData was = w->message;
+
+        w->message = (ProtobufCBinaryData){strlen(message), (uint8_t *)message};
+        len = msv__wire__mls_delivery__get_packed_size(w);
+        assert_true(len < sizeof(packed));
+        msv__wire__mls_delivery__pack(w, packed);
+        w->message = was;
+    }
+    msv__wire__mls_delivery__free_unpacked(w, NULL);
+    assert_int_equal(msv_hex_encode(packed, len, hex, sizeof(hex)), MSV_OK);
+    snprintf(sql, sizeof(sql), "UPDATE mls_members SET welcome = X'%s' WHERE device_id = %llu;",
+             hex, (unsigned long long)d);
+    server_sql(s, sql);
+}
+
+/*
+ * dave is added to the club on MLS while his queue has room for the group change that tells of
+ * the group and none for the Welcome after it: the delivery service keeps the Welcome for him,
+ * and alice is told of nothing missed. Once dave has read his queue, the first message of the
+ * group he cannot read makes him ask for it: he joins, reads that message, and writes on MLS.
+ * Before, the Welcome was dropped, and dave read nothing of the group until an admin's device
+ * added him again. With lie set, the server gives a Welcome it made up instead: refused, told
+ * once however many messages ask again, and nothing joined.
+ */
+static void welcome_kept_for_a_full_queue(int lie)
+{
+    const char *dave_only[1] = {"dave@example.org"}, *to_dave[1] = {"dave@example.org"};
+    struct club k;
+    struct msv_client *dave;
+    uint8_t id[16];
+
+    club_config = "[relay]\nqueue_max_envelopes = 4\n";
+    club_on_mls(&k);
+    club_config = NULL;
+    dave = test_client_for(&k.s, "dave", "dave@example.org");
+    receive_now(dave);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(msv_client_send(k.carol, to_dave, 1, "filling", NULL, 0, NULL, id),
+                         MSV_OK);
+    assert_int_equal(msv_client_group_change(k.alice, "club", NULL, dave_only, 1, NULL, 0), MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, dave->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 0);
+    assert_int_equal(test_server_metric(&k.s, "mls_welcomes_kept_total"), 1);
+    assert_int_equal(history_count(k.alice, k.conversation, "did not reach"), 0);
+    if (lie)
+        kept_welcome_rewritten(&k.s, dave->device_id, "made up by the server");
+    receive_now(k.bob);
+    receive_now(k.carol);
+    receive_now(dave);
+    assert_false(client_mls_is_on(dave, k.gid));
+    assert_int_equal(msv_client_group_accept(dave, k.conversation), MSV_OK);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "hello dave", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(dave);
+    assert_int_equal(test_server_metric(&k.s, "mls_welcome_reads_total"), 1);
+    if (lie) {
+        assert_false(client_mls_is_on(dave, k.gid));
+        assert_int_equal(history_count(dave, k.conversation, "names none of this device"), 1);
+        /* asked again once the quiet minute is over: the same Welcome is not told again */
+        memset(dave->mls_quiet, 0, sizeof(dave->mls_quiet));
+        assert_int_equal(msv_client_group_send(k.alice, "club", "again", NULL, 0, NULL, id),
+                         MSV_OK);
+        receive_now(dave);
+        assert_int_equal(test_server_metric(&k.s, "mls_welcome_reads_total"), 2);
+        assert_int_equal(history_count(dave, k.conversation, "names none of this device"), 1);
+        assert_false(client_mls_is_on(dave, k.gid));
+        msv_client_close(dave);
+        club_free(&k);
+        return;
+    }
+    assert_true(client_mls_is_on(dave, k.gid));
+    assert_sent_by(dave, k.conversation, "hello dave", "alice@example.org", k.alice->device_id);
+    assert_int_equal(history_count(dave, k.conversation, "could not be read"), 0);
+    assert_int_equal(history_count(dave, k.conversation, "refused"), 0);
+    receive_now(k.bob);
+    receive_now(k.carol);
+    assert_int_equal(msv_client_group_send(dave, "club", "dave on mls", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, k.alice->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        1);
+    receive_now(k.alice);
+    receive_now(k.bob);
+    assert_sent_by(k.alice, k.conversation, "dave on mls", "dave@example.org", dave->device_id);
+    assert_sent_by(k.bob, k.conversation, "dave on mls", "dave@example.org", dave->device_id);
+    msv_client_close(dave);
+    club_free(&k);
+}
+
+static void test_welcome_kept_for_a_full_queue(void **state)
+{
+    (void)state;
+    welcome_kept_for_a_full_queue(0);
+}
+
+static void test_kept_welcome_made_up(void **state)
+{
+    (void)state;
+    welcome_kept_for_a_full_queue(1);
+}
+
+/*
  * bob's full queue leaves him out of alice's update commit (sent by reference) and the message
  * after it; once he has read his queue, alice's next message, at the epoch he missed, reaches
  * him: he reads the commit from the delivery service's log first and then the message. Before,
@@ -4108,6 +4235,8 @@ int main(void)
         cmocka_unit_test(test_behind_member_joins_again),
         cmocka_unit_test(test_full_queue_holds_up_nobody),
         cmocka_unit_test(test_missed_commit_read_from_log),
+        cmocka_unit_test(test_welcome_kept_for_a_full_queue),
+        cmocka_unit_test(test_kept_welcome_made_up),
         cmocka_unit_test(test_log_lies),
         cmocka_unit_test(test_catch_up_stops_at_the_message),
         cmocka_unit_test(test_claimed_epoch_goes_no_further),

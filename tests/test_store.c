@@ -1923,6 +1923,127 @@ static void test_mls_commit_log(void **state)
     }
 }
 
+/* The Welcome kept for device in group "wel": its delivery and sender, or the error. */
+static void kept_read(struct fixture *f, uint64_t device, int64_t now, msv_err want,
+                      const char *delivery, uint64_t sender)
+{
+    uint8_t *d = NULL;
+    size_t len = 7;
+    uint64_t got = 0;
+
+    assert_int_equal(
+        OPS(f)->mls_welcome_get(IMPL(f), (const uint8_t *)"wel", 3, device, now, &d, &len, &got),
+        want);
+    if (want == MSV_OK) {
+        assert_int_equal(len, strlen(delivery));
+        assert_memory_equal(d, delivery, len);
+        assert_int_equal(got, sender);
+    } else {
+        assert_null(d);
+        assert_int_equal(len, 0);
+    }
+    free(d);
+}
+
+/*
+ * A Welcome kept for the members its copies left out: for those the sender's commit added
+ * alone, in place of one kept before, with the copies in the same transaction; read by that
+ * member until it expires (the queue's expiry takes it); dropped when a commit adds the device
+ * again; gone with the membership.
+ */
+static void test_mls_welcome_kept(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t add[2] = {21, 22}, ids[1], epoch = 0, again = 21, out[1];
+    uint8_t kept[3];
+    struct msv_queue_in copy = {.device_id = 22,
+                                .sender_device = 20,
+                                .sender_handle = "x",
+                                .suite = 160,
+                                .ciphertext = (const uint8_t *)"copy",
+                                .ciphertext_len = 4};
+    struct msv_mls_commit c = {.group_id = (const uint8_t *)"wel",
+                               .group_len = 3,
+                               .sender = 20,
+                               .added = add,
+                               .n_added = 2,
+                               .max_members = 10,
+                               .max_groups = 10,
+                               .now_ms = 1,
+                               .expires_ms = 1000,
+                               .claimer = 5,
+                               .ids = ids};
+    struct msv_mls_welcome w = {.group_id = (const uint8_t *)"wel",
+                                .group_len = 3,
+                                .sender = 20,
+                                .items = &copy,
+                                .n_items = 1,
+                                .now_ms = 1,
+                                .expires_ms = 500,
+                                .ids = out,
+                                .left_out = (const uint64_t[]){21, 23, 20},
+                                .n_left_out = 3,
+                                .delivery = (const uint8_t *)"w1",
+                                .len = 2,
+                                .kept = kept};
+
+    four_devices(f, "mls-wel", 20);
+    seed_claim(f, 5, 21, 2);
+    seed_claim(f, 5, 21, 2); /* for its second addition */
+    seed_claim(f, 5, 22, 2);
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
+    /* kept for 21 alone: 23 is no member, 20 (the founder) was added by no commit */
+    assert_int_equal(OPS(f)->mls_welcome_put(IMPL(f), &w), MSV_OK);
+    assert_memory_equal(kept, ((const uint8_t[]){1, 0, 0}), 3);
+    assert_usage(f, 22, 1, 4);
+    kept_read(f, 21, 2, MSV_OK, "w1", 20);
+    kept_read(f, 22, 2, MSV_ERR_NOT_FOUND, NULL, 0);
+    kept_read(f, 20, 2, MSV_ERR_NOT_FOUND, NULL, 0);
+    kept_read(f, 23, 2, MSV_ERR_AUTH, NULL, 0);
+    /* another member's Welcome keeps nothing in its place; the adder's next one does */
+    w.sender = 22;
+    w.n_items = 0;
+    w.delivery = (const uint8_t *)"forged";
+    w.len = 6;
+    assert_int_equal(OPS(f)->mls_welcome_put(IMPL(f), &w), MSV_OK);
+    assert_memory_equal(kept, ((const uint8_t[]){0, 0, 0}), 3);
+    kept_read(f, 21, 2, MSV_OK, "w1", 20);
+    w.sender = 20;
+    w.delivery = (const uint8_t *)"w2";
+    w.len = 2;
+    w.n_left_out = 1;
+    assert_int_equal(OPS(f)->mls_welcome_put(IMPL(f), &w), MSV_OK);
+    assert_int_equal(kept[0], 1);
+    kept_read(f, 21, 2, MSV_OK, "w2", 20);
+    /* expired: not given, and the queue's expiry takes it */
+    kept_read(f, 21, 500, MSV_ERR_NOT_FOUND, NULL, 0);
+    {
+        size_t expired = 0;
+
+        assert_int_equal(OPS(f)->queue_expire(IMPL(f), 500, &expired), MSV_OK);
+        assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_members WHERE welcome IS NOT"
+                                       " NULL OR welcome_expires_ms <> 0"),
+                         0);
+    }
+    /* kept again, then 21 added again (its leaf replaced): the Welcome kept from before goes */
+    assert_int_equal(OPS(f)->mls_welcome_put(IMPL(f), &w), MSV_OK);
+    kept_read(f, 21, 2, MSV_OK, "w2", 20);
+    c.epoch = 1;
+    c.added = &again;
+    c.n_added = 1;
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
+    kept_read(f, 21, 2, MSV_ERR_NOT_FOUND, NULL, 0);
+    assert_int_equal(OPS(f)->mls_welcome_put(IMPL(f), &w), MSV_OK);
+    kept_read(f, 21, 2, MSV_OK, "w2", 20);
+    /* removed: no member, nothing kept */
+    c.epoch = 2;
+    c.n_added = 0;
+    c.removed = &again;
+    c.n_removed = 1;
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
+    kept_read(f, 21, 2, MSV_ERR_AUTH, NULL, 0);
+}
+
 static void test_prekeys_and_tokens(void **state)
 {
     struct fixture *f = *state;
@@ -2535,6 +2656,7 @@ static void test_reopen_and_schema(void **state)
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
     assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_commit_log"), 0);
     assert_int_equal(count_rows(f, "SELECT COUNT(since_epoch) FROM mls_members"), 0);
+    assert_int_equal(count_rows(f, "SELECT COUNT(welcome) + COUNT(added_by) FROM mls_members"), 0);
     assert_usage(f, 42, 1, 3);
     assert_int_equal(OPS(f)->report_add(IMPL(f), a, "persist@example.org", "", "", 1, 0, 1, &got),
                      MSV_OK);
@@ -2878,6 +3000,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mls_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mls_commit_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mls_welcome_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kem_prekeys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_with_first_prekeys_atomic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup, teardown),
@@ -2917,6 +3040,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_store, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_commit_log, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_mls_welcome_kept, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_commit_lock_order, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_kem_prekeys, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_with_first_prekeys_atomic, setup_pg, teardown),

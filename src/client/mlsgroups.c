@@ -2850,6 +2850,88 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
 }
 
 /*
+ * The Welcome the delivery service kept for this device in generation gen of group gid (its
+ * queue was full when the device whose commit added it sent it: docs/wire.md, "MLS
+ * delivery"), asked for when a delivery of that generation comes that this device holds no
+ * state of, in a group it was told of. Taken as a queued one is (take_welcome: every check of
+ * a Welcome; one the server made up or kept from before changes nothing). Not asked again
+ * for the same generation within MLS_CATCH_UP_QUIET_MS by this process once it brought
+ * nothing. A refusal is told once for the same Welcome: "mls-kept-welcome:<hex of the group
+ * id>" = SHA-256 of the last one refused. No answer, refused for the rate, or a failure of
+ * storage: MSV_ERR_IO (the delivery that asked comes again).
+ */
+#define KEPT_WELCOME "mls-kept-welcome:"
+#define WELCOME_ASKED UINT64_MAX /* the quiet table's epoch of an ask for a Welcome */
+
+static msv_err welcome_asked(struct msv_client *c, const uint8_t gid[16], uint32_t gen)
+{
+    struct msv_group_rec g = {0};
+    struct client_mls_in in;
+    struct client_mls_refusal r;
+    Msv__Wire__MlsDelivery *d = NULL;
+    msv_frame *a = NULL;
+    uint8_t id[MLS_ID_LEN], digest[32], none[32] = {0}, *told = NULL;
+    uint64_t epoch = 0;
+    size_t told_len = 0;
+    char key[KEY_MAX];
+    int known = msv_client_db_group_get(c->db, gid, NULL, &g) == MSV_OK;
+    msv_err err = MSV_OK, asked;
+
+    msv_group_clear(&g);
+    if (!known || held_generation(c, gid, &epoch) >= (int64_t)gen ||
+        catch_up_quiet(c, gid, gen, WELCOME_ASKED))
+        return MSV_OK;
+    mls_id(gid, gen, id);
+    memset(&c->why, 0, sizeof(c->why));
+    asked = c->conn != NULL ? MSV_OK : msv_client_connect(c);
+    if (asked == MSV_OK)
+        asked = msv_request_mls_welcome(c->conn, id, sizeof(id), TIMEOUT_MS, &a, &c->why);
+    if (asked != MSV_OK) {
+        if (c->why.code == 0 || asked == MSV_ERR_IO ||
+            c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
+            return MSV_ERR_IO;
+        catch_up_quiet_set(c, gid, gen, WELCOME_ASKED); /* none kept, or no member */
+        return MSV_OK;
+    }
+    /* what the server says is a Welcome of this group: anything else is not taken */
+    d = msv__wire__mls_delivery__unpack(NULL, a->mls_welcome_kept->delivery.len,
+                                        a->mls_welcome_kept->delivery.data);
+    crypto_hash_sha256(digest, a->mls_welcome_kept->delivery.data,
+                       a->mls_welcome_kept->delivery.len);
+    memset(&in, 0, sizeof(in));
+    if (d == NULL || d->kind != MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME ||
+        d->group_id.len != MLS_ID_LEN || memcmp(d->group_id.data, id, MLS_ID_LEN) != 0)
+        snprintf(in.notice, sizeof(in.notice),
+                 "the server gave a Welcome kept for this device that is none of this group's: "
+                 "refused");
+    else
+        err = client_mls_take(c, a->mls_welcome_kept->delivery.data,
+                              a->mls_welcome_kept->delivery.len, "",
+                              a->mls_welcome_kept->sender_device, none, &in);
+    client_mls_refusal_take(c, &r); /* a Welcome's take records no refusal: the slot kept clean */
+    msv_secret_free(in.pt, in.pt_len);
+    msv__wire__mls_delivery__free_unpacked(d, NULL);
+    msv_frame_free(a);
+    if (err != MSV_OK)
+        return err;
+    if (held_generation(c, gid, &epoch) >= (int64_t)gen) /* joined: told what the join said */
+        return in.notice[0] != '\0' ? notice(c, gid, in.notice) : MSV_OK;
+    catch_up_quiet_set(c, gid, gen, WELCOME_ASKED);
+    err = msv_client_db_get(c->db, group_key(KEPT_WELCOME, gid, key), &told, &told_len);
+    if (err == MSV_OK && told_len == 32 && memcmp(told, digest, 32) == 0) {
+        free(told);
+        return MSV_OK; /* told of this one before */
+    }
+    free(told);
+    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
+        return err;
+    err = notice(c, gid,
+                 in.notice[0] != '\0' ? in.notice
+                                      : "a Welcome the server kept for this device was not taken");
+    return err == MSV_OK ? msv_client_db_set(c->db, key, digest, sizeof(digest)) : err;
+}
+
+/*
  * A device behind the group for good (a send found the delivery service at a later epoch, and
  * reading the queue did not bring the commits between): "mls-behind:<hex of the group id>" =
  * u32be generation || u64be the delivery service's epoch || u64be wall ms marked. Whether it
@@ -3779,6 +3861,14 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
                  "read yet",
                  sender_handle, (unsigned long long)sender_device);
         goto out;
+    }
+    /* a commit or message of a group this device was added to while its queue was full (the
+     * Welcome left out of it): the Welcome the delivery service kept for it first */
+    if (d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT ||
+        d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION) {
+        err = welcome_asked(c, d->group_id.data, gen);
+        if (err != MSV_OK)
+            goto out;
     }
     /* a commit or message of a later epoch than this device holds: the commits between, which
      * it missed, are read from the delivery service's log first, up to that epoch (a message's

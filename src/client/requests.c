@@ -609,6 +609,7 @@ msv_err msv_request_mls_send(struct msv_conn *c, const struct msv_mls_send *s, i
         sent->epoch = a->epoch;
         sent->queued = a->queued;
         sent->full = a->full;
+        sent->kept = a->kept;
         for (size_t i = 0; i < a->n_full_devices && i < MSV_MLS_FULL_KEPT; i++)
             sent->full_devices[sent->n_full_devices++] = a->full_devices[i];
     } else if (resp->body_case == MSV__WIRE__FRAME__BODY_ERROR &&
@@ -636,6 +637,19 @@ msv_err msv_request_mls_commits(struct msv_conn *c, const uint8_t *group_id, siz
     req.body_case = MSV__WIRE__FRAME__BODY_MLS_COMMITS_GET;
     req.mls_commits_get = &get;
     return run(c, &req, MSV__WIRE__FRAME__BODY_MLS_COMMITS, timeout_ms, why, answer);
+}
+
+msv_err msv_request_mls_welcome(struct msv_conn *c, const uint8_t *group_id, size_t group_id_len,
+                                int timeout_ms, msv_frame **answer, struct msv_refusal *why)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__MlsWelcomeGet get = MSV__WIRE__MLS_WELCOME_GET__INIT;
+
+    *answer = NULL;
+    get.group_id = (ProtobufCBinaryData){group_id_len, (uint8_t *)group_id};
+    req.body_case = MSV__WIRE__FRAME__BODY_MLS_WELCOME_GET;
+    req.mls_welcome_get = &get;
+    return run(c, &req, MSV__WIRE__FRAME__BODY_MLS_WELCOME_KEPT, timeout_ms, why, answer);
 }
 
 msv_err msv_request_set_delivery_token(struct msv_conn *c, const uint8_t token[16], int timeout_ms,

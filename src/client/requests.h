@@ -312,6 +312,7 @@ struct msv_mls_sent {
     uint32_t full;   /* member devices it was not queued for: their queue was full */
     uint64_t full_devices[MSV_MLS_FULL_KEPT]; /* the first of them */
     size_t n_full_devices;
+    uint32_t kept; /* of a Welcome: devices left out for a full queue it is kept for */
 };
 /*
  * Sends s; *sent says what the delivery service answered (refused for a stale epoch,
@@ -327,6 +328,14 @@ MSV_MUST_CHECK msv_err msv_request_mls_send(struct msv_conn *c, const struct msv
  */
 MSV_MUST_CHECK msv_err msv_request_mls_commits(struct msv_conn *c, const uint8_t *group_id,
                                                size_t group_id_len, uint64_t from, int timeout_ms,
+                                               msv_frame **answer, struct msv_refusal *why);
+/*
+ * The Welcome the delivery service keeps for this device in a group (MlsWelcomeGet): *answer
+ * the MlsWelcomeKept frame (caller frees with msv_frame_free), else the refusal (none kept:
+ * MSV_ERR_NOT_FOUND; ERROR_MLS_NOT_MEMBER: MSV_ERR_INVALID, why->code saying so).
+ */
+MSV_MUST_CHECK msv_err msv_request_mls_welcome(struct msv_conn *c, const uint8_t *group_id,
+                                               size_t group_id_len, int timeout_ms,
                                                msv_frame **answer, struct msv_refusal *why);
 
 #endif

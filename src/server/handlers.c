@@ -3466,6 +3466,7 @@ static const struct route {
     {MSV__WIRE__FRAME__BODY_MLS_SEND, 1, msv_mls_send},
     {MSV__WIRE__FRAME__BODY_MLS_GROUPS_LIST, 1, msv_mls_groups_list},
     {MSV__WIRE__FRAME__BODY_MLS_COMMITS_GET, 1, msv_mls_commits_get},
+    {MSV__WIRE__FRAME__BODY_MLS_WELCOME_GET, 1, msv_mls_welcome_get},
 };
 
 void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f)

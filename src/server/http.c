@@ -399,6 +399,11 @@ static const struct {
       "Reads of MLS groups' commit logs by member devices catching up."),
     M(mls_log_served, "mls_log_commits_served_total", "counter",
       "Commits those reads gave (each kept in its group's log: at most 256 a group)."),
+    M(mls_welcomes_kept, "mls_welcomes_kept_total", "counter",
+      "Welcomes kept for a member device whose queue was full, for it to ask for (one a "
+      "membership)."),
+    M(mls_welcome_reads, "mls_welcome_reads_total", "counter",
+      "Member devices' asks for the Welcome kept for them."),
     M(shared_limits_fallback, "shared_limits_fallback_total", "counter",
       "Limit checks that Redis did not answer within redis_timeout_ms: counted on the node's "
       "own bucket instead."),

@@ -9,7 +9,8 @@
  * and queues proposals, application messages (uploaded once, one copy per member device but the
  * sender) and Welcomes through the relay's queue, under its caps. Each group's newest commits
  * are kept in its log (MLS_LOG_KEPT of it, MLS_LOG_ACCOUNT_MAX of one account's sending, as
- * long as a queued copy), which a member device that missed one reads to catch up.
+ * long as a queued copy), which a member device that missed one reads to catch up; a Welcome
+ * that a new member's full queue left out is kept for it (one a membership), for it to ask for.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -282,7 +283,7 @@ static void refuse_stale(struct msv_conn_state *c, uint64_t request_id, uint64_t
 /* The answer to a send taken: n copies queued; the devices left out for a full queue, the
  * first MLS_FULL_NAMED of them by id. */
 static void send_sent(struct msv_conn_state *c, uint64_t request_id, uint64_t epoch, size_t n,
-                      uint64_t *full, size_t n_full)
+                      uint64_t *full, size_t n_full, size_t kept)
 {
     Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
     Msv__Wire__MlsSent sent = MSV__WIRE__MLS_SENT__INIT;
@@ -292,6 +293,7 @@ static void send_sent(struct msv_conn_state *c, uint64_t request_id, uint64_t ep
     sent.full = (uint32_t)n_full;
     sent.n_full_devices = n_full < MLS_FULL_NAMED ? n_full : MLS_FULL_NAMED;
     sent.full_devices = full;
+    sent.kept = (uint32_t)kept;
     out.request_id = request_id;
     out.body_case = MSV__WIRE__FRAME__BODY_MLS_SENT;
     out.mls_sent = &sent;
@@ -386,6 +388,7 @@ struct mls_send {
     size_t n_items;
     uint64_t *full; /* the member devices left out: their queue is full */
     size_t n_full;
+    size_t n_kept; /* of a Welcome: those left out it is kept for (taken out of full) */
 };
 
 /*
@@ -588,8 +591,46 @@ static void commit(struct mls_send *m)
     atomic_fetch_add(&s->m.envelopes_enqueued, m->n_items);
     atomic_fetch_add(&s->m.mls_copies, m->n_items);
     wake_all(s, m);
-    send_sent(c, m->f->request_id, epoch_now, m->n_items, m->full, m->n_full);
+    send_sent(c, m->f->request_id, epoch_now, m->n_items, m->full, m->n_full, 0);
     tell_full(s, m);
+}
+
+/*
+ * A Welcome's copies queued, and the Welcome kept for each device left out for a full queue
+ * that this sender's commit added (mls_welcome_put: one a membership, replaced by the next,
+ * expiring with the queue), for it to ask for (msv_mls_welcome_get); those are taken out of
+ * m->full, so that neither the sender nor their accounts are told of a Welcome not lost.
+ */
+static msv_err keep_welcome(struct mls_send *m, int64_t now, int64_t expires)
+{
+    struct msv_server *s = m->c->w->srv;
+    uint8_t *kept = calloc(m->n_full ? m->n_full : 1, 1);
+    struct msv_mls_welcome w = {.group_id = m->q->group_id.data,
+                                .group_len = m->q->group_id.len,
+                                .sender = m->c->device_id,
+                                .items = m->items,
+                                .n_items = m->n_items,
+                                .now_ms = now,
+                                .expires_ms = expires,
+                                .ids = m->ids,
+                                .left_out = m->full,
+                                .n_left_out = m->n_full,
+                                .delivery = m->packed,
+                                .len = m->packed_len,
+                                .kept = kept};
+    size_t left = 0;
+    msv_err err = kept == NULL ? MSV_ERR_NOMEM : STORE(s)->mls_welcome_put(IMPL(s), &w);
+
+    for (size_t i = 0; err == MSV_OK && i < m->n_full; i++) {
+        if (kept[i])
+            m->n_kept++;
+        else
+            m->full[left++] = m->full[i];
+    }
+    if (err == MSV_OK)
+        m->n_full = left;
+    free(kept);
+    return err;
 }
 
 /* A proposal, an application message or a Welcome: queued, the epoch unchanged. */
@@ -606,6 +647,8 @@ static void forward(struct mls_send *m)
         err = STORE(s)->mls_leave(IMPL(s), m->q->group_id.data, m->q->group_id.len, m->c->device_id,
                                   m->items, m->n_items, now,
                                   now + (int64_t)atomic_load(&s->queue_ttl_ms), m->ids);
+    else if (m->q->kind == MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME && m->n_full > 0)
+        err = keep_welcome(m, now, now + (int64_t)atomic_load(&s->queue_ttl_ms));
     else
         err = m->n_items == 0
                   ? MSV_OK
@@ -625,7 +668,8 @@ static void forward(struct mls_send *m)
     atomic_fetch_add(&s->m.envelopes_enqueued, m->n_items);
     atomic_fetch_add(&s->m.mls_copies, m->n_items);
     wake_all(s, m);
-    send_sent(m->c, m->f->request_id, m->epoch, m->n_items, m->full, m->n_full);
+    atomic_fetch_add(&s->m.mls_welcomes_kept, m->n_kept);
+    send_sent(m->c, m->f->request_id, m->epoch, m->n_items, m->full, m->n_full, m->n_kept);
     tell_full(s, m);
 }
 
@@ -854,4 +898,46 @@ out:
     free(gp);
     free(g);
     msv_mls_logged_free(l, n);
+}
+
+/* The Welcome the server keeps for the asking device in a group (forward, keep_welcome). */
+void msv_mls_welcome_get(struct msv_conn_state *c, const msv_frame *f)
+{
+    struct msv_server *s = c->w->srv;
+    const Msv__Wire__MlsWelcomeGet *q = f->mls_welcome_get;
+    Msv__Wire__MlsWelcomeKept resp = MSV__WIRE__MLS_WELCOME_KEPT__INIT;
+    Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
+    uint8_t *delivery = NULL;
+    size_t len = 0;
+    uint64_t sender = 0;
+    msv_err err;
+
+    if (q->group_id.len == 0 || q->group_id.len > MLS_GROUP_ID_MAX) {
+        refuse(c, f->request_id, E_INVALID, "a group id is 1 to 64 bytes");
+        return;
+    }
+    /* the bucket of the account's reads of commit logs: what a device missed, either way */
+    if (!msv_server_take_token(s, MSV_LIMIT_MLS_LOG, c->account_id, 1.0)) {
+        refuse(c, f->request_id, E_RATE, "too many reads of what MLS groups keep; slow down");
+        return;
+    }
+    atomic_fetch_add(&s->m.mls_welcome_reads, 1);
+    err = STORE(s)->mls_welcome_get(IMPL(s), q->group_id.data, q->group_id.len, c->device_id,
+                                    msv_server_now_ms(s), &delivery, &len, &sender);
+    if (err == MSV_ERR_AUTH)
+        refuse(c, f->request_id, MSV__WIRE__ERROR_CODE__ERROR_MLS_NOT_MEMBER,
+               "this device is not a member of the group");
+    else if (err == MSV_ERR_NOT_FOUND)
+        refuse(c, f->request_id, E_NOT_FOUND, "no Welcome is kept for this device in the group");
+    else if (err != MSV_OK)
+        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+    if (err != MSV_OK)
+        return;
+    resp.sender_device = sender;
+    resp.delivery = (ProtobufCBinaryData){len, delivery};
+    out.request_id = f->request_id;
+    out.body_case = MSV__WIRE__FRAME__BODY_MLS_WELCOME_KEPT;
+    out.mls_welcome_kept = &resp;
+    msv_conn_send_frame(c, &out);
+    free(delivery);
 }

@@ -205,7 +205,7 @@ struct msv_metrics {
     _Atomic uint64_t provision_opened, provision_refused, provision_delivered, provision_expired;
     _Atomic uint64_t mls_key_packages_claimed, mls_last_resort_claims, mls_claims_throttled;
     _Atomic uint64_t mls_commits, mls_stale, mls_messages, mls_copies, mls_refused, mls_skipped,
-        mls_log_reads, mls_log_served;
+        mls_log_reads, mls_log_served, mls_welcomes_kept, mls_welcome_reads;
 };
 
 struct msv_bucket {
@@ -429,6 +429,7 @@ void msv_mls_key_package_claim(struct msv_conn_state *c, const msv_frame *f);
 void msv_mls_send(struct msv_conn_state *c, const msv_frame *f);
 void msv_mls_groups_list(struct msv_conn_state *c, const msv_frame *f);
 void msv_mls_commits_get(struct msv_conn_state *c, const msv_frame *f);
+void msv_mls_welcome_get(struct msv_conn_state *c, const msv_frame *f);
 
 /* handlers.c: one decoded frame from c. */
 void msv_handle_frame(struct msv_conn_state *c, const msv_frame *f);

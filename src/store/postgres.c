@@ -635,6 +635,14 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "CREATE INDEX mls_commit_log_by_account ON mls_commit_log(account_id, expires_ms);" \
     "CREATE INDEX mls_commit_log_by_expiry ON mls_commit_log(expires_ms);"              \
     "ALTER TABLE mls_members ADD COLUMN since_epoch BIGINT NOT NULL DEFAULT 0;"
+/* The device whose commit added each MLS member, and the Welcome kept for a member its queue
+ * (full) left out. */
+#define MLS_WELCOME_SCHEMA                                                             \
+    "ALTER TABLE mls_members ADD COLUMN added_by BIGINT NOT NULL DEFAULT 0;"           \
+    "ALTER TABLE mls_members ADD COLUMN welcome_expires_ms BIGINT NOT NULL DEFAULT 0;" \
+    "ALTER TABLE mls_members ADD COLUMN welcome BYTEA;"                                \
+    "CREATE INDEX mls_members_by_welcome_expiry ON mls_members(welcome_expires_ms)"    \
+    " WHERE welcome_expires_ms > 0;"
 #define USERNAME_SCHEMA \
     "ALTER TABLE accounts ADD COLUMN username_changed_ms BIGINT NOT NULL DEFAULT 0;"
 
@@ -698,7 +706,7 @@ static const char schema[] =
     "  pk BYTEA NOT NULL,"
     "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA INVITES_SCHEMA
         QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA KEM_PREKEYS_SCHEMA USERNAME_SCHEMA MLS_SCHEMA
-            DEVICE_APPROVALS_SCHEMA MLS_LOG_SCHEMA;
+            DEVICE_APPROVALS_SCHEMA MLS_LOG_SCHEMA MLS_WELCOME_SCHEMA;
 
 static const char *const upgrades[] = {
     /* 6 -> 7: attachment quotas sum a device's attachments */
@@ -733,6 +741,8 @@ static const char *const upgrades[] = {
     "SELECT id, account_id, suite, identity, 0 FROM devices WHERE approved;",
     /* 19 -> 20: the MLS groups' commit logs */
     MLS_LOG_SCHEMA,
+    /* 20 -> 21: who added each MLS member, and the Welcomes kept */
+    MLS_WELCOME_SCHEMA,
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -2985,11 +2995,15 @@ static msv_err mls_members_change(struct pg_conn *c, const struct msv_mls_commit
     a_bytes(&a, m->group_id, m->group_len);
     err = mls_ids(&a, m->added, m->n_added, &added);
     a_i64(&a, (int64_t)(m->epoch + 1)); /* their first epoch, from which they read the log */
+    a_i64(&a, (int64_t)m->sender);
+    /* one added again (its leaf replaced) stays a member, now by this commit: a Welcome kept
+     * from before is stale */
     if (err == MSV_OK)
         err = run(c,
-                  "INSERT INTO mls_members (group_id, device_id, since_epoch) SELECT $1, d.id,"
-                  " $3 FROM devices d WHERE d.id = ANY($2::BIGINT[]) AND d.approved"
-                  " ON CONFLICT DO NOTHING;",
+                  "INSERT INTO mls_members (group_id, device_id, since_epoch, added_by) SELECT $1,"
+                  " d.id, $3, $4 FROM devices d WHERE d.id = ANY($2::BIGINT[]) AND d.approved"
+                  " ON CONFLICT (group_id, device_id) DO UPDATE SET added_by = EXCLUDED.added_by,"
+                  " welcome = NULL, welcome_expires_ms = 0;",
                   &a);
     a.n = 1;
     if (err == MSV_OK)
@@ -3800,7 +3814,14 @@ static msv_err mls_log_expire(struct pg_conn *c, int64_t now_ms)
     struct args a = {0};
 
     a_i64(&a, now_ms);
-    return run(c, "DELETE FROM mls_commit_log WHERE expires_ms <= $1;", &a);
+    msv_err err = run(c, "DELETE FROM mls_commit_log WHERE expires_ms <= $1;", &a);
+
+    /* and so do the Welcomes kept */
+    return err == MSV_OK ? run(c,
+                               "UPDATE mls_members SET welcome = NULL, welcome_expires_ms = 0"
+                               " WHERE welcome_expires_ms > 0 AND welcome_expires_ms <= $1;",
+                               &a)
+                         : err;
 }
 
 static msv_err p_mls_log_expire(void *impl, int64_t now_ms)
@@ -4063,6 +4084,90 @@ static msv_err p_mls_commit(void *impl, const struct msv_mls_commit *c, uint64_t
     TRANSACTION(mls_commit(c_, c, epoch_now));
 }
 
+/*
+ * The group's row is shared first: a commit of the group (which locks it first, then its
+ * members, then the queue) goes wholly before or after this, never between.
+ */
+static msv_err mls_welcome_put(struct pg_conn *c, const struct msv_mls_welcome *w)
+{
+    struct text_buf ids = {0};
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    memset(w->kept, 0, w->n_left_out);
+    a_bytes(&a, w->group_id, w->group_len);
+    err = query(c, "SELECT 1 FROM mls_groups WHERE group_id = $1 FOR SHARE;", &a, &r);
+    PQclear(r);
+    r = NULL;
+    if (err == MSV_OK && w->n_left_out > 0) {
+        err = mls_ids(&a, w->left_out, w->n_left_out, &ids);
+        a_i64(&a, (int64_t)w->sender);
+        a_bytes(&a, w->delivery, w->len);
+        a_i64(&a, w->expires_ms);
+        if (err == MSV_OK)
+            err = query(c,
+                        "UPDATE mls_members SET welcome = $4, welcome_expires_ms = $5 WHERE"
+                        " group_id = $1 AND device_id = ANY($2::BIGINT[]) AND added_by = $3 AND"
+                        " added_by <> 0 RETURNING device_id;",
+                        &a, &r);
+        for (int i = 0; err == MSV_OK && i < PQntuples(r); i++) {
+            uint64_t kept = (uint64_t)col_i64(r, i, 0);
+
+            for (size_t k = 0; k < w->n_left_out; k++)
+                if (w->left_out[k] == kept)
+                    w->kept[k] = 1;
+        }
+        PQclear(r);
+    }
+    free(ids.p);
+    return err == MSV_OK ? queue_put(c, w->items, w->n_items, w->now_ms, w->expires_ms, w->ids)
+                         : err;
+}
+
+static msv_err p_mls_welcome_put(void *impl, const struct msv_mls_welcome *w)
+{
+    TRANSACTION(mls_welcome_put(c_, w));
+}
+
+static msv_err mls_welcome_get(struct pg_conn *c, const uint8_t *group_id, size_t group_len,
+                               uint64_t device_id, int64_t now_ms, uint8_t **delivery, size_t *len,
+                               uint64_t *sender)
+{
+    struct args a = {0};
+    PGresult *r = NULL;
+    msv_err err;
+
+    *delivery = NULL;
+    *len = 0;
+    a_bytes(&a, group_id, group_len);
+    a_i64(&a, (int64_t)device_id);
+    a_i64(&a, now_ms);
+    err = query(c,
+                "SELECT welcome_expires_ms > $3 AND welcome IS NOT NULL, added_by, welcome FROM"
+                " mls_members WHERE group_id = $1 AND device_id = $2;",
+                &a, &r);
+    if (err != MSV_OK)
+        return err;
+    if (PQntuples(r) != 1)
+        err = MSV_ERR_AUTH; /* no member */
+    else if (col_i64(r, 0, 0) == 0)
+        err = MSV_ERR_NOT_FOUND;
+    else if ((*delivery = col_bytes(r, 0, 2, len)) == NULL)
+        err = MSV_ERR_NOMEM;
+    else
+        *sender = (uint64_t)col_i64(r, 0, 1);
+    PQclear(r);
+    return err;
+}
+
+static msv_err p_mls_welcome_get(void *impl, const uint8_t *group_id, size_t group_len,
+                                 uint64_t device_id, int64_t now_ms, uint8_t **delivery,
+                                 size_t *len, uint64_t *sender)
+{
+    POOLED(mls_welcome_get(c_, group_id, group_len, device_id, now_ms, delivery, len, sender));
+}
+
 static msv_err p_mls_commits_since(void *impl, const uint8_t *group_id, size_t group_len,
                                    uint64_t device_id, uint64_t from, int64_t now_ms, size_t max,
                                    size_t max_bytes, struct msv_mls_logged **out, size_t *n,
@@ -4156,6 +4261,8 @@ static const struct msv_store_ops pg_ops = {
     .mls_group_get = p_mls_group_get,
     .mls_commit = p_mls_commit,
     .mls_commits_since = p_mls_commits_since,
+    .mls_welcome_put = p_mls_welcome_put,
+    .mls_welcome_get = p_mls_welcome_get,
     .mls_leave = p_mls_leave,
     .mls_groups_of_device = p_mls_groups_of_device,
 };

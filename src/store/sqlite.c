@@ -296,6 +296,13 @@ static const char *const migrations[] = {
     "CREATE INDEX mls_commit_log_by_account ON mls_commit_log(account_id, expires_ms);"
     "CREATE INDEX mls_commit_log_by_expiry ON mls_commit_log(expires_ms);"
     "ALTER TABLE mls_members ADD COLUMN since_epoch INTEGER NOT NULL DEFAULT 0;",
+    /* 20 -> 21: the device whose commit added each MLS member, and the Welcome kept for a
+     * member its queue (full) left out (docs/wire.md, "MLS delivery") */
+    "ALTER TABLE mls_members ADD COLUMN added_by INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE mls_members ADD COLUMN welcome_expires_ms INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE mls_members ADD COLUMN welcome BLOB;"
+    "CREATE INDEX mls_members_by_welcome_expiry ON mls_members(welcome_expires_ms)"
+    " WHERE welcome_expires_ms > 0;",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -2040,6 +2047,15 @@ static msv_err queue_expire(void *impl, int64_t now_ms, size_t *expired)
         sqlite3_bind_int64(st, 1, now_ms);
         err = run(s, st);
     }
+    if (err == MSV_OK) /* and so do the Welcomes kept */
+        err = prepare(s,
+                      "UPDATE mls_members SET welcome = NULL, welcome_expires_ms = 0 WHERE"
+                      " welcome_expires_ms > 0 AND welcome_expires_ms <= ?;",
+                      &st);
+    if (err == MSV_OK) {
+        sqlite3_bind_int64(st, 1, now_ms);
+        err = run(s, st);
+    }
     if (err == MSV_OK)
         err = prepare(s, "DELETE FROM queue WHERE expires_ms <= ?;", &st);
     if (err != MSV_OK)
@@ -2455,17 +2471,23 @@ static msv_err mls_members_change(struct sqlite_store *s, const struct msv_mls_c
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         err = prepare(s,
                       /* only a device that still exists and is approved, in this transaction */
-                      add ? "INSERT OR IGNORE INTO mls_members (group_id, device_id,"
-                            " since_epoch) SELECT ?1, id, ?3 FROM devices WHERE id = ?2 AND"
-                            " approved = 1;"
+                      /* one added again (its leaf replaced) stays a member, now by this
+                       * commit: a Welcome kept from before is stale */
+                      add ? "INSERT INTO mls_members (group_id, device_id, since_epoch,"
+                            " added_by) SELECT ?1, id, ?3, ?4 FROM devices WHERE id = ?2 AND"
+                            " approved = 1 ON CONFLICT (group_id, device_id) DO UPDATE SET"
+                            " added_by = excluded.added_by, welcome = NULL,"
+                            " welcome_expires_ms = 0;"
                           : "DELETE FROM mls_members WHERE group_id = ? AND device_id = ?;",
                       &st);
         if (err != MSV_OK)
             return err;
         sqlite3_bind_blob(st, 1, c->group_id, (int)c->group_len, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)ids[i]);
-        if (add) /* its first epoch in the group, from which it may read the commit log */
+        if (add) { /* its first epoch in the group, from which it may read the commit log */
             sqlite3_bind_int64(st, 3, (sqlite3_int64)(c->epoch + 1));
+            sqlite3_bind_int64(st, 4, (sqlite3_int64)c->sender);
+        }
         err = run(s, st);
     }
     return err;
@@ -3287,6 +3309,84 @@ static msv_err mls_commits_since_locked(struct sqlite_store *s, const uint8_t *g
     return MSV_OK;
 }
 
+static msv_err mls_welcome_put_locked(struct sqlite_store *s, const struct msv_mls_welcome *w)
+{
+    msv_err err = w->n_items > 0
+                      ? queue_put_locked(s, w->items, w->n_items, w->now_ms, w->expires_ms, w->ids)
+                      : MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < w->n_left_out; i++) {
+        sqlite3_stmt *st = NULL;
+
+        err = prepare(s,
+                      "UPDATE mls_members SET welcome = ?1, welcome_expires_ms = ?2 WHERE"
+                      " group_id = ?3 AND device_id = ?4 AND added_by = ?5 AND added_by <> 0;",
+                      &st);
+        if (err != MSV_OK)
+            break;
+        sqlite3_bind_blob(st, 1, w->delivery, (int)w->len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, w->expires_ms);
+        sqlite3_bind_blob(st, 3, w->group_id, (int)w->group_len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)w->left_out[i]);
+        sqlite3_bind_int64(st, 5, (sqlite3_int64)w->sender);
+        err = run(s, st);
+        w->kept[i] = err == MSV_OK && sqlite3_changes(s->db) > 0;
+    }
+    return err;
+}
+
+static msv_err l_mls_welcome_put(void *impl, const struct msv_mls_welcome *w)
+{
+    TRANSACTION(mls_welcome_put_locked(impl, w));
+}
+
+static msv_err mls_welcome_get_locked(struct sqlite_store *s, const uint8_t *group_id,
+                                      size_t group_len, uint64_t device_id, int64_t now_ms,
+                                      uint8_t **delivery, size_t *len, uint64_t *sender)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "SELECT welcome_expires_ms > ?3 AND welcome IS NOT NULL, added_by,"
+                          " welcome FROM mls_members WHERE group_id = ?1 AND device_id = ?2;",
+                          &st);
+    int rc;
+
+    *delivery = NULL;
+    *len = 0;
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, group_id, (int)group_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
+    sqlite3_bind_int64(st, 3, now_ms);
+    rc = sqlite3_step(st);
+    err = rc == SQLITE_ROW    ? MSV_OK
+          : rc == SQLITE_DONE ? MSV_ERR_AUTH /* no member */
+                              : MSV_ERR_IO;
+    if (err == MSV_OK && sqlite3_column_int(st, 0) == 0)
+        err = MSV_ERR_NOT_FOUND;
+    if (err == MSV_OK) {
+        size_t n = (size_t)sqlite3_column_bytes(st, 2);
+        const void *d = sqlite3_column_blob(st, 2);
+
+        *sender = (uint64_t)sqlite3_column_int64(st, 1);
+        if ((*delivery = malloc(n ? n : 1)) == NULL)
+            err = MSV_ERR_NOMEM;
+        else if (n > 0)
+            memcpy(*delivery, d, n);
+        *len = err == MSV_OK ? n : 0;
+    }
+    release(s, st);
+    return err;
+}
+
+static msv_err l_mls_welcome_get(void *impl, const uint8_t *group_id, size_t group_len,
+                                 uint64_t device_id, int64_t now_ms, uint8_t **delivery,
+                                 size_t *len, uint64_t *sender)
+{
+    LOCKED(mls_welcome_get_locked(impl, group_id, group_len, device_id, now_ms, delivery, len,
+                                  sender));
+}
+
 static msv_err l_mls_commits_since(void *impl, const uint8_t *group_id, size_t group_len,
                                    uint64_t device_id, uint64_t from, int64_t now_ms, size_t max,
                                    size_t max_bytes, struct msv_mls_logged **out, size_t *n,
@@ -3554,6 +3654,8 @@ static const struct msv_store_ops sqlite_ops = {
     .mls_commit = l_mls_commit,
     .mls_leave = l_mls_leave,
     .mls_commits_since = l_mls_commits_since,
+    .mls_welcome_put = l_mls_welcome_put,
+    .mls_welcome_get = l_mls_welcome_get,
     .mls_groups_of_device = l_mls_groups_of_device,
 };
 

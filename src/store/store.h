@@ -165,6 +165,27 @@ struct msv_mls_commit {
     int64_t log_expires_ms;
 };
 
+/*
+ * A Welcome to a group (borrowed pointers) by device sender: its copies queued (items, as by
+ * queue_put), and for each device of left_out (its queue full) that is a member added by
+ * sender's commit, the Welcome's MlsDelivery (delivery) kept in its membership until
+ * expires_ms, in place of one kept before; kept[i] (out) says whether left_out[i] was.
+ */
+struct msv_mls_welcome {
+    const uint8_t *group_id;
+    size_t group_len;
+    uint64_t sender;
+    const struct msv_queue_in *items;
+    size_t n_items;
+    int64_t now_ms, expires_ms;
+    uint64_t *ids; /* n_items */
+    const uint64_t *left_out;
+    size_t n_left_out;
+    const uint8_t *delivery;
+    size_t len;
+    uint8_t *kept; /* n_left_out */
+};
+
 /* A commit kept in a group's log: for epoch, by device sender, its MlsDelivery. */
 struct msv_mls_logged {
     uint64_t epoch, sender;
@@ -626,6 +647,19 @@ struct msv_store_ops {
                                  uint64_t device_id, uint64_t from, int64_t now_ms, size_t max,
                                  size_t max_bytes, struct msv_mls_logged **out, size_t *n,
                                  uint64_t *epoch, int *more);
+    /*
+     * A Welcome (see the struct), in one transaction: all or nothing. A commit that adds a
+     * device (again) makes its sender the one whose Welcome it keeps, and drops any kept.
+     */
+    msv_err (*mls_welcome_put)(void *impl, const struct msv_mls_welcome *w);
+    /*
+     * The Welcome kept for member device_id of the group (mls_welcome_put), unexpired at
+     * now_ms: *delivery (caller frees with free()) and *sender. MSV_ERR_AUTH if device_id is
+     * no member, MSV_ERR_NOT_FOUND if none is kept.
+     */
+    msv_err (*mls_welcome_get)(void *impl, const uint8_t *group_id, size_t group_len,
+                               uint64_t device_id, int64_t now_ms, uint8_t **delivery, size_t *len,
+                               uint64_t *sender);
 };
 
 struct msv_store {
@@ -708,6 +742,6 @@ MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_
                                                    size_t *n);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 20
+#define MSV_STORE_SCHEMA_VERSION 21
 
 #endif
