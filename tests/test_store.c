@@ -1989,7 +1989,8 @@ static void test_mls_welcome_kept(void **state)
 
     four_devices(f, "mls-wel", 20);
     seed_claim(f, 5, 21, 2);
-    seed_claim(f, 5, 21, 2); /* for its second addition */
+    seed_claim(f, 5, 21, 2); /* for its second and third additions */
+    seed_claim(f, 5, 21, 2);
     seed_claim(f, 5, 22, 2);
     assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
     /* kept for 21 alone: 23 is no member, 20 (the founder) was added by no commit */
@@ -2025,18 +2026,24 @@ static void test_mls_welcome_kept(void **state)
                                        " NULL OR welcome_expires_ms <> 0"),
                          0);
     }
-    /* kept again, then 21 added again (its leaf replaced): the Welcome kept from before goes */
+    /* kept again; another member's commit naming 21 as added changes nothing of it (nor who
+     * added it), then 20's adding it again (its leaf replaced) drops it */
     assert_int_equal(OPS(f)->mls_welcome_put(IMPL(f), &w), MSV_OK);
     kept_read(f, 21, 2, MSV_OK, "w2", 20);
     c.epoch = 1;
+    c.sender = 22;
     c.added = &again;
     c.n_added = 1;
+    assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
+    kept_read(f, 21, 2, MSV_OK, "w2", 20);
+    c.epoch = 2;
+    c.sender = 20;
     assert_int_equal(OPS(f)->mls_commit(IMPL(f), &c, &epoch), MSV_OK);
     kept_read(f, 21, 2, MSV_ERR_NOT_FOUND, NULL, 0);
     assert_int_equal(OPS(f)->mls_welcome_put(IMPL(f), &w), MSV_OK);
     kept_read(f, 21, 2, MSV_OK, "w2", 20);
     /* removed: no member, nothing kept */
-    c.epoch = 2;
+    c.epoch = 3;
     c.n_added = 0;
     c.removed = &again;
     c.n_removed = 1;

@@ -2669,13 +2669,18 @@ msv_err client_mls_refusal_told(struct msv_client *c, const struct client_mls_re
 #define CATCH_UP_READS 16 /* reads of the log one catch-up makes (64 commits, 256 KiB each) */
 #define MLS_CATCH_UP_QUIET_MS 60000
 
-/* The slot of group gid in the table of reads that brought nothing (the oldest if none). */
-static struct client_mls_quiet *quiet_slot(struct msv_client *c, const uint8_t gid[16])
+#define WELCOME_ASKED UINT64_MAX /* the quiet table's epoch of an ask for a Welcome kept */
+
+/* The slot of group gid in the table of reads that brought nothing (the oldest if none): a
+ * read of its log, or an ask for its Welcome kept (epoch WELCOME_ASKED), each its own. */
+static struct client_mls_quiet *quiet_slot(struct msv_client *c, const uint8_t gid[16],
+                                           uint64_t epoch)
 {
     struct client_mls_quiet *oldest = &c->mls_quiet[0];
 
     for (size_t i = 0; i < MSV_CLIENT_MLS_QUIET; i++) {
-        if (memcmp(c->mls_quiet[i].gid, gid, 16) == 0)
+        if (memcmp(c->mls_quiet[i].gid, gid, 16) == 0 &&
+            (c->mls_quiet[i].epoch == WELCOME_ASKED) == (epoch == WELCOME_ASKED))
             return &c->mls_quiet[i];
         if (c->mls_quiet[i].ms < oldest->ms)
             oldest = &c->mls_quiet[i];
@@ -2685,7 +2690,7 @@ static struct client_mls_quiet *quiet_slot(struct msv_client *c, const uint8_t g
 
 static int catch_up_quiet(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t epoch)
 {
-    const struct client_mls_quiet *q = quiet_slot(c, gid);
+    const struct client_mls_quiet *q = quiet_slot(c, gid, epoch);
     int64_t now = msv_mono_ms();
 
     return q->ms != 0 && memcmp(q->gid, gid, 16) == 0 && q->gen == gen && q->epoch == epoch &&
@@ -2695,7 +2700,7 @@ static int catch_up_quiet(struct msv_client *c, const uint8_t gid[16], uint32_t 
 static void catch_up_quiet_set(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
                                uint64_t epoch)
 {
-    struct client_mls_quiet *q = quiet_slot(c, gid);
+    struct client_mls_quiet *q = quiet_slot(c, gid, epoch);
 
     memcpy(q->gid, gid, 16);
     q->gen = gen;
@@ -2851,19 +2856,23 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
 
 /*
  * The Welcome the delivery service kept for this device in generation gen of group gid (its
- * queue was full when the device whose commit added it sent it: docs/wire.md, "MLS
- * delivery"), asked for when a delivery of that generation comes that this device holds no
- * state of, in a group it was told of. Taken as a queued one is (take_welcome: every check of
- * a Welcome; one the server made up or kept from before changes nothing). Not asked again
- * for the same generation within MLS_CATCH_UP_QUIET_MS by this process once it brought
- * nothing. A refusal is told once for the same Welcome: "mls-kept-welcome:<hex of the group
- * id>" = SHA-256 of the last one refused. No answer, refused for the rate, or a failure of
- * storage: MSV_ERR_IO (the delivery that asked comes again).
+ * queue was full when the device whose commit added it sent it: docs/wire.md, "Kept
+ * Welcomes"), asked for when a commit or message of that generation comes that this device
+ * holds no state of (held: the generation it holds, -1 for none), or whose epoch it cannot
+ * reach from the log (held at `epoch`: its leaf replaced, or behind for good), in a group it
+ * was told of. Taken as a queued one is (take_welcome: every check of a Welcome; one the
+ * server made up, or kept from before, changes nothing); *joined set if this device holds a
+ * later state of the group after it (this process's join, or another's meanwhile). Not asked
+ * again for the same generation within MLS_CATCH_UP_QUIET_MS by this process once it brought
+ * nothing, or was refused (for the rate too: the delivery is then taken as it is, and a
+ * later one asks again). A refusal is told once for the same Welcome: "mls-kept-welcome:<hex
+ * of the group id>" = SHA-256 of the last one told. No answer, or a failure of storage:
+ * MSV_ERR_IO (the delivery that asked comes again).
  */
 #define KEPT_WELCOME "mls-kept-welcome:"
-#define WELCOME_ASKED UINT64_MAX /* the quiet table's epoch of an ask for a Welcome */
 
-static msv_err welcome_asked(struct msv_client *c, const uint8_t gid[16], uint32_t gen)
+static msv_err welcome_asked(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
+                             int64_t held, uint64_t epoch, int *joined)
 {
     struct msv_group_rec g = {0};
     struct client_mls_in in;
@@ -2871,15 +2880,16 @@ static msv_err welcome_asked(struct msv_client *c, const uint8_t gid[16], uint32
     Msv__Wire__MlsDelivery *d = NULL;
     msv_frame *a = NULL;
     uint8_t id[MLS_ID_LEN], digest[32], none[32] = {0}, *told = NULL;
-    uint64_t epoch = 0;
+    uint64_t now_epoch = 0;
+    int64_t now_held;
     size_t told_len = 0;
     char key[KEY_MAX];
     int known = msv_client_db_group_get(c->db, gid, NULL, &g) == MSV_OK;
     msv_err err = MSV_OK, asked;
 
     msv_group_clear(&g);
-    if (!known || held_generation(c, gid, &epoch) >= (int64_t)gen ||
-        catch_up_quiet(c, gid, gen, WELCOME_ASKED))
+    *joined = 0;
+    if (!known || catch_up_quiet(c, gid, gen, WELCOME_ASKED))
         return MSV_OK;
     mls_id(gid, gen, id);
     memset(&c->why, 0, sizeof(c->why));
@@ -2887,10 +2897,10 @@ static msv_err welcome_asked(struct msv_client *c, const uint8_t gid[16], uint32
     if (asked == MSV_OK)
         asked = msv_request_mls_welcome(c->conn, id, sizeof(id), TIMEOUT_MS, &a, &c->why);
     if (asked != MSV_OK) {
-        if (c->why.code == 0 || asked == MSV_ERR_IO ||
-            c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
+        msv_frame_free(a); /* an answer of another kind comes back too */
+        if (c->why.code == 0 || asked == MSV_ERR_IO)
             return MSV_ERR_IO;
-        catch_up_quiet_set(c, gid, gen, WELCOME_ASKED); /* none kept, or no member */
+        catch_up_quiet_set(c, gid, gen, WELCOME_ASKED); /* none kept, no member, the rate */
         return MSV_OK;
     }
     /* what the server says is a Welcome of this group: anything else is not taken */
@@ -2914,8 +2924,16 @@ static msv_err welcome_asked(struct msv_client *c, const uint8_t gid[16], uint32
     msv_frame_free(a);
     if (err != MSV_OK)
         return err;
-    if (held_generation(c, gid, &epoch) >= (int64_t)gen) /* joined: told what the join said */
+    if (in.joined) /* told what the join said */
+        *joined = 1;
+    if (in.joined)
         return in.notice[0] != '\0' ? notice(c, gid, in.notice) : MSV_OK;
+    /* another process of the account joined meanwhile: nothing refused */
+    now_held = held_generation(c, gid, &now_epoch);
+    if (now_held > held || (now_held == held && now_epoch > epoch)) {
+        *joined = 1;
+        return MSV_OK;
+    }
     catch_up_quiet_set(c, gid, gen, WELCOME_ASKED);
     err = msv_client_db_get(c->db, group_key(KEPT_WELCOME, gid, key), &told, &told_len);
     if (err == MSV_OK && told_len == 32 && memcmp(told, digest, 32) == 0) {
@@ -3325,6 +3343,7 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
         saving = held < (int64_t)gen || (held == (int64_t)gen && held_epoch < m->epoch);
         if (saving)
             err = state_save(c, gid, m, &dir, NULL, 0);
+        in->joined = saving && err == MSV_OK;
         /* joined at the group's epoch: a founding again this device meant to make (it held no
          * state, or a commit it refused left it behind) is moot */
         if (err == MSV_OK && saving)
@@ -3815,13 +3834,6 @@ out:
 }
 
 /* Whether d is of generation gen, which this device holds, at a later epoch than it holds. */
-static int past_held(struct msv_client *c, const Msv__Wire__MlsDelivery *d, uint32_t gen)
-{
-    uint64_t epoch = 0;
-
-    return held_generation(c, d->group_id.data, &epoch) == (int64_t)gen && d->epoch > epoch;
-}
-
 /*
  * Whether a commit or Welcome of generation gen could be taken here, judged before anything is
  * fetched for it: a commit at the epoch this device holds of that generation; a Welcome to a
@@ -3850,6 +3862,9 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
     uint8_t *fetched = NULL, digest_in[32];
     const uint8_t *msg;
     size_t fetched_len = 0, msg_len;
+    int64_t held = -1;
+    uint64_t held_epoch = 0;
+    int joined = 0;
 
     memset(in, 0, sizeof(*in));
     c->mls_refusal.due = 0;
@@ -3863,12 +3878,17 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
         goto out;
     }
     /* a commit or message of a group this device was added to while its queue was full (the
-     * Welcome left out of it): the Welcome the delivery service kept for it first */
+     * Welcome left out of it), of a generation it holds no state of: the Welcome the delivery
+     * service kept for it first */
     if (d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT ||
         d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION) {
-        err = welcome_asked(c, d->group_id.data, gen);
+        held = held_generation(c, d->group_id.data, &held_epoch);
+        if (held < (int64_t)gen)
+            err = welcome_asked(c, d->group_id.data, gen, held, held_epoch, &joined);
         if (err != MSV_OK)
             goto out;
+        if (joined)
+            held = held_generation(c, d->group_id.data, &held_epoch);
     }
     /* a commit or message of a later epoch than this device holds: the commits between, which
      * it missed, are read from the delivery service's log first, up to that epoch (a message's
@@ -3877,13 +3897,22 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
      * for the rate, or a storage failure, leaves the delivery unacknowledged, to come again */
     if ((d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT ||
          d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION) &&
-        past_held(c, d, gen)) {
+        held == (int64_t)gen && d->epoch > held_epoch) {
         uint64_t moved = 0, target = d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT ||
                                              d->group_epoch > d->epoch
                                          ? d->epoch
                                          : d->group_epoch;
 
         err = catch_up(c, d->group_id.data, gen, target, 0, &moved);
+        /* short of it (a commit gone from the log, or one that removed this device's leaf to
+         * add it again, whose Welcome its full queue left out): a Welcome kept, if any, then
+         * the rest of the log from where it joined */
+        if (err == MSV_OK && held_epoch + moved < target) {
+            joined = 0;
+            err = welcome_asked(c, d->group_id.data, gen, held, held_epoch + moved, &joined);
+            if (err == MSV_OK && joined)
+                err = catch_up(c, d->group_id.data, gen, target, 0, &moved);
+        }
         if (err != MSV_OK)
             goto out;
     }

@@ -435,7 +435,9 @@ static int take_room(struct mls_send *m)
     }
     free(use);
     m->n_items = kept;
-    if (m->n_full > 0) /* the copies left out are given back; a send of none still costs one */
+    /* the copies left out are given back (a send of none still costs one); a Welcome's once
+     * it is known which are kept instead, those costing as copies (keep_welcome) */
+    if (m->n_full > 0 && m->q->kind != MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME)
         msv_server_refund_token(s, MSV_LIMIT_SEND, c->account_id, cost - send_cost(kept));
     return 1;
 }
@@ -600,6 +602,7 @@ static void commit(struct mls_send *m)
  * that this sender's commit added (mls_welcome_put: one a membership, replaced by the next,
  * expiring with the queue), for it to ask for (msv_mls_welcome_get); those are taken out of
  * m->full, so that neither the sender nor their accounts are told of a Welcome not lost.
+ * The tokens of those kept stay spent, as for copies queued; the others' are given back.
  */
 static msv_err keep_welcome(struct mls_send *m, int64_t now, int64_t expires)
 {
@@ -627,10 +630,13 @@ static msv_err keep_welcome(struct mls_send *m, int64_t now, int64_t expires)
         else
             m->full[left++] = m->full[i];
     }
-    if (err == MSV_OK)
-        m->n_full = left;
     free(kept);
-    return err;
+    if (err != MSV_OK)
+        return err;
+    msv_server_refund_token(s, MSV_LIMIT_SEND, m->c->account_id,
+                            send_cost(m->n_items + m->n_full) - send_cost(m->n_items + m->n_kept));
+    m->n_full = left;
+    return MSV_OK;
 }
 
 /* A proposal, an application message or a Welcome: queued, the epoch unchanged. */
@@ -659,8 +665,11 @@ static void forward(struct mls_send *m)
                "this device is not a member of the group");
         return;
     }
-    if (err != MSV_OK) {
-        msv_server_refund_token(s, MSV_LIMIT_SEND, m->c->account_id, send_cost(m->n_items));
+    if (err != MSV_OK) { /* a Welcome's copies left out too, none kept */
+        msv_server_refund_token(
+            s, MSV_LIMIT_SEND, m->c->account_id,
+            send_cost(m->n_items +
+                      (m->q->kind == MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME ? m->n_full : 0)));
         msv_conn_send_error(m->c, m->f->request_id, E_IO, "storage failed");
         return;
     }

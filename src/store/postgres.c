@@ -2996,14 +2996,16 @@ static msv_err mls_members_change(struct pg_conn *c, const struct msv_mls_commit
     err = mls_ids(&a, m->added, m->n_added, &added);
     a_i64(&a, (int64_t)(m->epoch + 1)); /* their first epoch, from which they read the log */
     a_i64(&a, (int64_t)m->sender);
-    /* one added again (its leaf replaced) stays a member, now by this commit: a Welcome kept
-     * from before is stale */
+    /* one added again (its leaf replaced) stays a member, added by the same device as before:
+     * if this commit is that device's, a Welcome it kept from before is stale (another's
+     * changes nothing: the server cannot tell a replacement from a commit naming members it
+     * does not add) */
     if (err == MSV_OK)
         err = run(c,
                   "INSERT INTO mls_members (group_id, device_id, since_epoch, added_by) SELECT $1,"
                   " d.id, $3, $4 FROM devices d WHERE d.id = ANY($2::BIGINT[]) AND d.approved"
-                  " ON CONFLICT (group_id, device_id) DO UPDATE SET added_by = EXCLUDED.added_by,"
-                  " welcome = NULL, welcome_expires_ms = 0;",
+                  " ON CONFLICT (group_id, device_id) DO UPDATE SET welcome = NULL,"
+                  " welcome_expires_ms = 0 WHERE mls_members.added_by = EXCLUDED.added_by;",
                   &a);
     a.n = 1;
     if (err == MSV_OK)
@@ -3814,14 +3816,28 @@ static msv_err mls_log_expire(struct pg_conn *c, int64_t now_ms)
     struct args a = {0};
 
     a_i64(&a, now_ms);
-    msv_err err = run(c, "DELETE FROM mls_commit_log WHERE expires_ms <= $1;", &a);
+    return run(c, "DELETE FROM mls_commit_log WHERE expires_ms <= $1;", &a);
+}
 
-    /* and so do the Welcomes kept */
-    return err == MSV_OK ? run(c,
-                               "UPDATE mls_members SET welcome = NULL, welcome_expires_ms = 0"
-                               " WHERE welcome_expires_ms > 0 AND welcome_expires_ms <= $1;",
-                               &a)
-                         : err;
+/* The Welcomes kept that expired (mls_welcome_put), MLS_WELCOMES_SWEPT a statement, so that
+ * each holds few row locks; *n: how many the last swept. */
+#define MLS_WELCOMES_SWEPT 1000
+static msv_err mls_welcomes_sweep(struct pg_conn *c, int64_t now_ms, size_t *n)
+{
+    struct args a = {0};
+
+    a_i64(&a, now_ms);
+    a_i64(&a, MLS_WELCOMES_SWEPT);
+    return run_count(c,
+                     "UPDATE mls_members SET welcome = NULL, welcome_expires_ms = 0 WHERE"
+                     " (group_id, device_id) IN (SELECT group_id, device_id FROM mls_members"
+                     " WHERE welcome_expires_ms > 0 AND welcome_expires_ms <= $1 LIMIT $2);",
+                     &a, n);
+}
+
+static msv_err p_mls_welcomes_sweep(void *impl, int64_t now_ms, size_t *n)
+{
+    POOLED(mls_welcomes_sweep(c_, now_ms, n));
 }
 
 static msv_err p_mls_log_expire(void *impl, int64_t now_ms)
@@ -3840,6 +3856,10 @@ static msv_err p_queue_expire(void *impl, int64_t now_ms, size_t *expired)
         err = p_expire_some(impl, now_ms, &devices, &some);
         *expired += err == MSV_OK ? some : 0;
     }
+    /* and so do the Welcomes kept, once the queue is swept (a failure here holds up none of
+     * it, and is swept again at the next) */
+    for (size_t swept = MLS_WELCOMES_SWEPT; err == MSV_OK && swept == MLS_WELCOMES_SWEPT;)
+        err = p_mls_welcomes_sweep(impl, now_ms, &swept);
     return err;
 }
 
@@ -4085,21 +4105,25 @@ static msv_err p_mls_commit(void *impl, const struct msv_mls_commit *c, uint64_t
 }
 
 /*
- * The group's row is shared first: a commit of the group (which locks it first, then its
- * members, then the queue) goes wholly before or after this, never between.
+ * The advisory locks of every device it names (its copies' and those left out) first, in
+ * ascending order, as a commit and an account's deletion take them before any row lock;
+ * then the members' rows, then the queue.
  */
 static msv_err mls_welcome_put(struct pg_conn *c, const struct msv_mls_welcome *w)
 {
     struct text_buf ids = {0};
     struct args a = {0};
     PGresult *r = NULL;
-    msv_err err;
+    uint64_t *named = malloc((w->n_items + w->n_left_out + 1) * sizeof(*named));
+    msv_err err = named == NULL ? MSV_ERR_NOMEM : MSV_OK;
 
     memset(w->kept, 0, w->n_left_out);
+    for (size_t i = 0; err == MSV_OK && i < w->n_items + w->n_left_out; i++)
+        named[i] = i < w->n_items ? w->items[i].device_id : w->left_out[i - w->n_items];
+    if (err == MSV_OK)
+        err = lock_devices(c, named, w->n_items + w->n_left_out);
+    free(named);
     a_bytes(&a, w->group_id, w->group_len);
-    err = query(c, "SELECT 1 FROM mls_groups WHERE group_id = $1 FOR SHARE;", &a, &r);
-    PQclear(r);
-    r = NULL;
     if (err == MSV_OK && w->n_left_out > 0) {
         err = mls_ids(&a, w->left_out, w->n_left_out, &ids);
         a_i64(&a, (int64_t)w->sender);

@@ -2047,7 +2047,15 @@ static msv_err queue_expire(void *impl, int64_t now_ms, size_t *expired)
         sqlite3_bind_int64(st, 1, now_ms);
         err = run(s, st);
     }
-    if (err == MSV_OK) /* and so do the Welcomes kept */
+    if (err == MSV_OK)
+        err = prepare(s, "DELETE FROM queue WHERE expires_ms <= ?;", &st);
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_int64(st, 1, now_ms);
+    err = count_changes(s, st, expired);
+    /* and so do the Welcomes kept, once the queue is swept (a failure here holds up none of
+     * it, and is swept again at the next) */
+    if (err == MSV_OK)
         err = prepare(s,
                       "UPDATE mls_members SET welcome = NULL, welcome_expires_ms = 0 WHERE"
                       " welcome_expires_ms > 0 AND welcome_expires_ms <= ?;",
@@ -2056,12 +2064,7 @@ static msv_err queue_expire(void *impl, int64_t now_ms, size_t *expired)
         sqlite3_bind_int64(st, 1, now_ms);
         err = run(s, st);
     }
-    if (err == MSV_OK)
-        err = prepare(s, "DELETE FROM queue WHERE expires_ms <= ?;", &st);
-    if (err != MSV_OK)
-        return err;
-    sqlite3_bind_int64(st, 1, now_ms);
-    return count_changes(s, st, expired);
+    return err;
 }
 
 static msv_err queue_usage(void *impl, struct msv_queue_usage *u, size_t n)
@@ -2471,13 +2474,16 @@ static msv_err mls_members_change(struct sqlite_store *s, const struct msv_mls_c
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         err = prepare(s,
                       /* only a device that still exists and is approved, in this transaction */
-                      /* one added again (its leaf replaced) stays a member, now by this
-                       * commit: a Welcome kept from before is stale */
+                      /* one added again (its leaf replaced) stays a member, added by the
+                       * same device as before: if this commit is that device's, a Welcome
+                       * it kept from before is stale (another's changes nothing: the server
+                       * cannot tell a replacement from a commit naming members it does not
+                       * add) */
                       add ? "INSERT INTO mls_members (group_id, device_id, since_epoch,"
                             " added_by) SELECT ?1, id, ?3, ?4 FROM devices WHERE id = ?2 AND"
                             " approved = 1 ON CONFLICT (group_id, device_id) DO UPDATE SET"
-                            " added_by = excluded.added_by, welcome = NULL,"
-                            " welcome_expires_ms = 0;"
+                            " welcome = NULL, welcome_expires_ms = 0 WHERE"
+                            " mls_members.added_by = excluded.added_by;"
                           : "DELETE FROM mls_members WHERE group_id = ? AND device_id = ?;",
                       &st);
         if (err != MSV_OK)
