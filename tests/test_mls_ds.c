@@ -1417,6 +1417,20 @@ static void test_welcome_kept(void **state)
     assert_true(expect_mls(&c1, a1.device_id, KIND(COMMIT), 1, "c1", 5000) != 0);
     wait_acked(&s, c1.device_id);
     expect_no_kept(&b1, "w", ERR(NOT_FOUND));
+    /* kept again; bob, having joined from it, has it dropped */
+    welcome_sent(&a1, "w", "welcome third", &bob, 1, 0, 1);
+    expect_kept(&b1, "w", a1.device_id, "welcome third");
+    {
+        Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__MlsWelcomeGet q = MSV__WIRE__MLS_WELCOME_GET__INIT;
+
+        q.group_id = (ProtobufCBinaryData){1, (uint8_t *)"w"};
+        q.taken = 1;
+        f.body_case = MSV__WIRE__FRAME__BODY_MLS_WELCOME_GET;
+        f.mls_welcome_get = &q;
+        test_expect_ok(test_request(b1.conn, &f));
+    }
+    expect_no_kept(&b1, "w", ERR(NOT_FOUND));
     /* removed: bob asks as no member */
     expect_sent_but(mls_send(&a1, &(struct send_args){.group = "w",
                                                       .kind = KIND(COMMIT),

@@ -2435,6 +2435,46 @@ static void test_behind_member_joins_again(void **state)
 }
 
 /*
+ * bob, behind the club for good (the commits he missed gone from the log too), asks to be added
+ * again; alice replaces his leaf while his queue is full, so its Welcome is kept for him. He
+ * still holds the club's state, of the same generation: alice's next message, which the log
+ * cannot bring him to (its commits stop at the one that removed his leaf), makes him ask for
+ * the Welcome kept, join from it and read the message. Before, a device holding a state asked
+ * for none, and stayed behind until it was replaced again (at most hourly).
+ */
+static void test_replaced_while_full_joins_from_kept(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"};
+    struct club k;
+    uint8_t id[16];
+
+    (void)state;
+    club_config = "[relay]\nqueue_max_envelopes = 4\n";
+    club_bob_behind(&k);
+    club_config = NULL;
+    k.alice->mls_update_messages = 0;
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob asks", NULL, 0, NULL, id), MSV_OK);
+    receive_now(k.bob);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(msv_client_send(k.carol, to_bob, 1, "filling", NULL, 0, NULL, id), MSV_OK);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "bob asks", "bob@example.org", k.bob->device_id);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 0);
+    assert_int_equal(test_server_metric(&k.s, "mls_welcomes_kept_total"), 1);
+    receive_now(k.carol);
+    receive_now(k.bob);
+    assert_true(client_mls_is_on(k.bob, k.gid));
+    assert_int_equal(msv_client_group_send(k.alice, "club", "after his leaf", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.bob);
+    assert_int_equal(test_server_metric(&k.s, "mls_welcome_reads_total"), 1);
+    assert_sent_by(k.bob, k.conversation, "after his leaf", "alice@example.org",
+                   k.alice->device_id);
+    club_free(&k);
+}
+
+/*
  * bob's device leaves its queue unread until it is full: alice's messages still reach carol,
  * and alice is told which device they missed; an update commit that misses bob leaves him
  * behind, and once he writes he reads it from the delivery service's log and catches up. Before,
@@ -2680,6 +2720,28 @@ static void kept_welcome_rewritten(struct test_server *s, uint64_t d, const char
     server_sql(s, sql);
 }
 
+/* How many Welcomes the server keeps. */
+static int kept_welcomes(struct test_server *s)
+{
+    char path[160];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int n;
+
+    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM mls_members WHERE welcome IS NOT NULL;", -1,
+                           &st, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
 /*
  * dave is added to the club on MLS while his queue has room for the group change that tells of
  * the group and none for the Welcome after it: the delivery service keeps the Welcome for him,
@@ -2709,6 +2771,7 @@ static void welcome_kept_for_a_full_queue(int lie)
         queued_mls(&k.s, dave->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 0);
     assert_int_equal(test_server_metric(&k.s, "mls_welcomes_kept_total"), 1);
     assert_int_equal(history_count(k.alice, k.conversation, "did not reach"), 0);
+    assert_int_equal(kept_welcomes(&k.s), 1);
     if (lie)
         kept_welcome_rewritten(&k.s, dave->device_id, "made up by the server");
     receive_now(k.bob);
@@ -2736,6 +2799,7 @@ static void welcome_kept_for_a_full_queue(int lie)
         return;
     }
     assert_true(client_mls_is_on(dave, k.gid));
+    assert_int_equal(kept_welcomes(&k.s), 0); /* dropped once he joined */
     assert_sent_by(dave, k.conversation, "hello dave", "alice@example.org", k.alice->device_id);
     assert_int_equal(history_count(dave, k.conversation, "could not be read"), 0);
     assert_int_equal(history_count(dave, k.conversation, "refused"), 0);
@@ -4237,6 +4301,7 @@ int main(void)
         cmocka_unit_test(test_missed_commit_read_from_log),
         cmocka_unit_test(test_welcome_kept_for_a_full_queue),
         cmocka_unit_test(test_kept_welcome_made_up),
+        cmocka_unit_test(test_replaced_while_full_joins_from_kept),
         cmocka_unit_test(test_log_lies),
         cmocka_unit_test(test_catch_up_stops_at_the_message),
         cmocka_unit_test(test_claimed_epoch_goes_no_further),

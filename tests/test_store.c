@@ -2042,6 +2042,11 @@ static void test_mls_welcome_kept(void **state)
     kept_read(f, 21, 2, MSV_ERR_NOT_FOUND, NULL, 0);
     assert_int_equal(OPS(f)->mls_welcome_put(IMPL(f), &w), MSV_OK);
     kept_read(f, 21, 2, MSV_OK, "w2", 20);
+    /* dropped once 21 joined from it (none kept: nothing to drop) */
+    assert_int_equal(OPS(f)->mls_welcome_drop(IMPL(f), (const uint8_t *)"wel", 3, 21), MSV_OK);
+    kept_read(f, 21, 2, MSV_ERR_NOT_FOUND, NULL, 0);
+    assert_int_equal(OPS(f)->mls_welcome_drop(IMPL(f), (const uint8_t *)"wel", 3, 21), MSV_OK);
+    assert_int_equal(OPS(f)->mls_welcome_put(IMPL(f), &w), MSV_OK);
     /* removed: no member, nothing kept */
     c.epoch = 3;
     c.n_added = 0;

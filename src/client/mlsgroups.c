@@ -2895,7 +2895,7 @@ static msv_err welcome_asked(struct msv_client *c, const uint8_t gid[16], uint32
     memset(&c->why, 0, sizeof(c->why));
     asked = c->conn != NULL ? MSV_OK : msv_client_connect(c);
     if (asked == MSV_OK)
-        asked = msv_request_mls_welcome(c->conn, id, sizeof(id), TIMEOUT_MS, &a, &c->why);
+        asked = msv_request_mls_welcome(c->conn, id, sizeof(id), 0, TIMEOUT_MS, &a, &c->why);
     if (asked != MSV_OK) {
         msv_frame_free(a); /* an answer of another kind comes back too */
         if (c->why.code == 0 || asked == MSV_ERR_IO)
@@ -2924,10 +2924,15 @@ static msv_err welcome_asked(struct msv_client *c, const uint8_t gid[16], uint32
     msv_frame_free(a);
     if (err != MSV_OK)
         return err;
-    if (in.joined) /* told what the join said */
+    /* joined: told what the join said, and the server drops the Welcome (one left, should that
+     * fail, expires with the queue) */
+    if (in.joined) {
         *joined = 1;
-    if (in.joined)
+        if (c->conn != NULL &&
+            msv_request_mls_welcome(c->conn, id, sizeof(id), 1, TIMEOUT_MS, &a, &c->why) != MSV_OK)
+            memset(&c->why, 0, sizeof(c->why));
         return in.notice[0] != '\0' ? notice(c, gid, in.notice) : MSV_OK;
+    }
     /* another process of the account joined meanwhile: nothing refused */
     now_held = held_generation(c, gid, &now_epoch);
     if (now_held > held || (now_held == held && now_epoch > epoch)) {

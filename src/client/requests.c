@@ -640,16 +640,19 @@ msv_err msv_request_mls_commits(struct msv_conn *c, const uint8_t *group_id, siz
 }
 
 msv_err msv_request_mls_welcome(struct msv_conn *c, const uint8_t *group_id, size_t group_id_len,
-                                int timeout_ms, msv_frame **answer, struct msv_refusal *why)
+                                int taken, int timeout_ms, msv_frame **answer,
+                                struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
     Msv__Wire__MlsWelcomeGet get = MSV__WIRE__MLS_WELCOME_GET__INIT;
 
     *answer = NULL;
     get.group_id = (ProtobufCBinaryData){group_id_len, (uint8_t *)group_id};
+    get.taken = taken != 0;
     req.body_case = MSV__WIRE__FRAME__BODY_MLS_WELCOME_GET;
     req.mls_welcome_get = &get;
-    return run(c, &req, MSV__WIRE__FRAME__BODY_MLS_WELCOME_KEPT, timeout_ms, why, answer);
+    return taken ? run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL)
+                 : run(c, &req, MSV__WIRE__FRAME__BODY_MLS_WELCOME_KEPT, timeout_ms, why, answer);
 }
 
 msv_err msv_request_set_delivery_token(struct msv_conn *c, const uint8_t token[16], int timeout_ms,

@@ -909,7 +909,8 @@ out:
     msv_mls_logged_free(l, n);
 }
 
-/* The Welcome the server keeps for the asking device in a group (forward, keep_welcome). */
+/* The Welcome the server keeps for the asking device in a group (forward, keep_welcome), or,
+ * the device having joined from it, dropped. */
 void msv_mls_welcome_get(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -928,6 +929,14 @@ void msv_mls_welcome_get(struct msv_conn_state *c, const msv_frame *f)
     /* the bucket of the account's reads of commit logs: what a device missed, either way */
     if (!msv_server_take_token(s, MSV_LIMIT_MLS_LOG, c->account_id, 1.0)) {
         refuse(c, f->request_id, E_RATE, "too many reads of what MLS groups keep; slow down");
+        return;
+    }
+    if (q->taken) {
+        if (STORE(s)->mls_welcome_drop(IMPL(s), q->group_id.data, q->group_id.len, c->device_id) !=
+            MSV_OK)
+            msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        else
+            msv_conn_send_ok(c, f->request_id);
         return;
     }
     atomic_fetch_add(&s->m.mls_welcome_reads, 1);

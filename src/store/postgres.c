@@ -4185,6 +4185,25 @@ static msv_err mls_welcome_get(struct pg_conn *c, const uint8_t *group_id, size_
     return err;
 }
 
+static msv_err mls_welcome_drop(struct pg_conn *c, const uint8_t *group_id, size_t group_len,
+                                uint64_t device_id)
+{
+    struct args a = {0};
+
+    a_bytes(&a, group_id, group_len);
+    a_i64(&a, (int64_t)device_id);
+    return run(c,
+               "UPDATE mls_members SET welcome = NULL, welcome_expires_ms = 0 WHERE group_id = $1"
+               " AND device_id = $2 AND welcome_expires_ms > 0;",
+               &a);
+}
+
+static msv_err p_mls_welcome_drop(void *impl, const uint8_t *group_id, size_t group_len,
+                                  uint64_t device_id)
+{
+    POOLED(mls_welcome_drop(c_, group_id, group_len, device_id));
+}
+
 static msv_err p_mls_welcome_get(void *impl, const uint8_t *group_id, size_t group_len,
                                  uint64_t device_id, int64_t now_ms, uint8_t **delivery,
                                  size_t *len, uint64_t *sender)
@@ -4287,6 +4306,7 @@ static const struct msv_store_ops pg_ops = {
     .mls_commits_since = p_mls_commits_since,
     .mls_welcome_put = p_mls_welcome_put,
     .mls_welcome_get = p_mls_welcome_get,
+    .mls_welcome_drop = p_mls_welcome_drop,
     .mls_leave = p_mls_leave,
     .mls_groups_of_device = p_mls_groups_of_device,
 };

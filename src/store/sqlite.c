@@ -3385,6 +3385,28 @@ static msv_err mls_welcome_get_locked(struct sqlite_store *s, const uint8_t *gro
     return err;
 }
 
+static msv_err mls_welcome_drop_locked(struct sqlite_store *s, const uint8_t *group_id,
+                                       size_t group_len, uint64_t device_id)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s,
+                          "UPDATE mls_members SET welcome = NULL, welcome_expires_ms = 0 WHERE"
+                          " group_id = ? AND device_id = ? AND welcome_expires_ms > 0;",
+                          &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, group_id, (int)group_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
+    return run(s, st);
+}
+
+static msv_err l_mls_welcome_drop(void *impl, const uint8_t *group_id, size_t group_len,
+                                  uint64_t device_id)
+{
+    LOCKED(mls_welcome_drop_locked(impl, group_id, group_len, device_id));
+}
+
 static msv_err l_mls_welcome_get(void *impl, const uint8_t *group_id, size_t group_len,
                                  uint64_t device_id, int64_t now_ms, uint8_t **delivery,
                                  size_t *len, uint64_t *sender)
@@ -3662,6 +3684,7 @@ static const struct msv_store_ops sqlite_ops = {
     .mls_commits_since = l_mls_commits_since,
     .mls_welcome_put = l_mls_welcome_put,
     .mls_welcome_get = l_mls_welcome_get,
+    .mls_welcome_drop = l_mls_welcome_drop,
     .mls_groups_of_device = l_mls_groups_of_device,
 };
 

@@ -660,6 +660,9 @@ struct msv_store_ops {
     msv_err (*mls_welcome_get)(void *impl, const uint8_t *group_id, size_t group_len,
                                uint64_t device_id, int64_t now_ms, uint8_t **delivery, size_t *len,
                                uint64_t *sender);
+    /* Drops the Welcome kept for member device_id of the group, if any. */
+    msv_err (*mls_welcome_drop)(void *impl, const uint8_t *group_id, size_t group_len,
+                                uint64_t device_id);
 };
 
 struct msv_store {
