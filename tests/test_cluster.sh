@@ -266,9 +266,11 @@ python3 -c "import json; s=json.load(open('out.txt')); assert s['accounts'] == 5
 # bob's second device holds a connection for requests alone on node C (as a plain command
 # does: it takes no deliveries, so node C holds no presence of it), then waits on node A;
 # removed through node B, it is told why on node A, and node C closes its connection too
-("$HOLD" dev-bob2/bob@example.org 30 "${ports[C]}" >hold.out 2>&1) &
+# (node C may still be on its way back to Redis after the pause above: its subscription can
+# take its reconnection's backoff, so up to 30 s)
+("$HOLD" dev-bob2/bob@example.org 90 "${ports[C]}" >hold.out 2>&1) &
 hold=$!
-for _ in $(seq 100); do [ "$(rcli PUBSUB NUMSUB "msv:wake:$new" | tail -1)" = 1 ] && break; sleep 0.1; done
+for _ in $(seq 300); do [ "$(rcli PUBSUB NUMSUB "msv:wake:$new" | tail -1)" = 1 ] && break; sleep 0.1; done
 grep -q connected hold.out && [ "$(rcli PUBSUB NUMSUB "msv:wake:$new" | tail -1)" = 1 ] && ok || bad "node C does not listen for the removal of a device connected for requests alone: $(cat hold.out)"
 ("$M" --data-dir dev-bob2 --account bob@example.org receive --wait 20 >bob2.out 2>&1) &
 bob2=$!

@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include <libpq-fe.h>
+#include <sodium.h>
 #include <sqlite3.h>
 
 #include "server_harness.h"
@@ -1417,17 +1418,30 @@ static void test_welcome_kept(void **state)
     assert_true(expect_mls(&c1, a1.device_id, KIND(COMMIT), 1, "c1", 5000) != 0);
     wait_acked(&s, c1.device_id);
     expect_no_kept(&b1, "w", ERR(NOT_FOUND));
-    /* kept again; bob, having joined from it, has it dropped */
+    /* kept again; bob, having joined from it, has it dropped, and only it: a digest of another
+     * (one kept before this) drops nothing; one not of 32 bytes is refused */
     welcome_sent(&a1, "w", "welcome third", &bob, 1, 0, 1);
-    expect_kept(&b1, "w", a1.device_id, "welcome third");
     {
+        msv_frame *r = welcome_get(&b1, "w");
+        uint8_t digest[32], other[32];
         Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
         Msv__Wire__MlsWelcomeGet q = MSV__WIRE__MLS_WELCOME_GET__INIT;
 
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_MLS_WELCOME_KEPT);
+        crypto_hash_sha256(digest, r->mls_welcome_kept->delivery.data,
+                           r->mls_welcome_kept->delivery.len);
+        msv_frame_free(r);
+        memcpy(other, digest, 32);
+        other[0] ^= 1;
         q.group_id = (ProtobufCBinaryData){1, (uint8_t *)"w"};
-        q.taken = 1;
         f.body_case = MSV__WIRE__FRAME__BODY_MLS_WELCOME_GET;
         f.mls_welcome_get = &q;
+        q.taken = (ProtobufCBinaryData){31, digest};
+        test_expect_error(test_request(b1.conn, &f), ERR(INVALID));
+        q.taken = (ProtobufCBinaryData){32, other};
+        test_expect_ok(test_request(b1.conn, &f));
+        expect_kept(&b1, "w", a1.device_id, "welcome third");
+        q.taken = (ProtobufCBinaryData){32, digest};
         test_expect_ok(test_request(b1.conn, &f));
     }
     expect_no_kept(&b1, "w", ERR(NOT_FOUND));

@@ -2803,6 +2803,13 @@ static void welcome_kept_for_a_full_queue(int lie)
     assert_sent_by(dave, k.conversation, "hello dave", "alice@example.org", k.alice->device_id);
     assert_int_equal(history_count(dave, k.conversation, "could not be read"), 0);
     assert_int_equal(history_count(dave, k.conversation, "refused"), 0);
+    /* the commit that added him, given to him after all (as a queue still holding it when he
+     * joined would): of before he joined, not told as a fork */
+    msv_conn_close(dave->conn);
+    dave->conn = NULL;
+    log_rows(&k, 0, NULL, dave);
+    receive_now(dave);
+    assert_int_equal(history_count(dave, k.conversation, "a replay, or a fork"), 0);
     receive_now(k.bob);
     receive_now(k.carol);
     assert_int_equal(msv_client_group_send(dave, "club", "dave on mls", NULL, 0, NULL, id), MSV_OK);

@@ -2042,10 +2042,28 @@ static void test_mls_welcome_kept(void **state)
     kept_read(f, 21, 2, MSV_ERR_NOT_FOUND, NULL, 0);
     assert_int_equal(OPS(f)->mls_welcome_put(IMPL(f), &w), MSV_OK);
     kept_read(f, 21, 2, MSV_OK, "w2", 20);
-    /* dropped once 21 joined from it (none kept: nothing to drop) */
-    assert_int_equal(OPS(f)->mls_welcome_drop(IMPL(f), (const uint8_t *)"wel", 3, 21), MSV_OK);
+    /* dropped once 21 joined from it, only if it is the one kept still (none kept: nothing) */
+    assert_int_equal(
+        OPS(f)->mls_welcome_drop(IMPL(f), (const uint8_t *)"wel", 3, 21, (const uint8_t *)"w1", 2),
+        MSV_OK);
+    kept_read(f, 21, 2, MSV_OK, "w2", 20);
+    assert_int_equal(
+        OPS(f)->mls_welcome_drop(IMPL(f), (const uint8_t *)"wel", 3, 21, (const uint8_t *)"w2", 2),
+        MSV_OK);
     kept_read(f, 21, 2, MSV_ERR_NOT_FOUND, NULL, 0);
-    assert_int_equal(OPS(f)->mls_welcome_drop(IMPL(f), (const uint8_t *)"wel", 3, 21), MSV_OK);
+    assert_int_equal(
+        OPS(f)->mls_welcome_drop(IMPL(f), (const uint8_t *)"wel", 3, 21, (const uint8_t *)"w2", 2),
+        MSV_OK);
+    /* kept again, then the sender's next Welcome queued for 21 (not full): the one kept goes */
+    assert_int_equal(OPS(f)->mls_welcome_put(IMPL(f), &w), MSV_OK);
+    kept_read(f, 21, 2, MSV_OK, "w2", 20);
+    copy.device_id = 21;
+    w.n_items = 1;
+    w.n_left_out = 0;
+    assert_int_equal(OPS(f)->mls_welcome_put(IMPL(f), &w), MSV_OK);
+    kept_read(f, 21, 2, MSV_ERR_NOT_FOUND, NULL, 0);
+    w.n_items = 0;
+    w.n_left_out = 1;
     assert_int_equal(OPS(f)->mls_welcome_put(IMPL(f), &w), MSV_OK);
     /* removed: no member, nothing kept */
     c.epoch = 3;

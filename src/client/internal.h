@@ -632,6 +632,7 @@ struct client_mls_in {
     char notice[400];      /* what to record and show instead, if not empty */
     char conversation[40]; /* the notice's: the group's if this device knows it, else empty */
     int joined;            /* a Welcome's: this device joined from it (its state saved) */
+    int stale;             /* a Welcome's: of a state this device holds, or one before it */
 };
 /*
  * MSV_OK unless storing failed (then the delivery stays unacknowledged). digest: the

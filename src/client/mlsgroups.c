@@ -2722,6 +2722,27 @@ static void catch_up_quiet_set(struct msv_client *c, const uint8_t gid[16], uint
 #define TAKEN_KEPT 256 /* the commits a group's log keeps */
 #define TAKEN_ENTRY 40
 
+/*
+ * "mls-joined:<hex of the group id>" = u32be generation || u64be epoch: the epoch this device
+ * last joined a generation of the group at, from a Welcome, saved with the state it made. A
+ * commit of that generation for an earlier epoch is of before it joined (one its queue still
+ * held when it joined from a Welcome the server kept for it): not told.
+ */
+#define JOINED "mls-joined:"
+#define JOINED_VALUE 12
+
+static int before_joined(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t epoch)
+{
+    char key[KEY_MAX];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int before = msv_client_db_get(c->db, group_key(JOINED, gid, key), &v, &len) == MSV_OK &&
+                 len == JOINED_VALUE && msv_get_u32be(v) == gen && epoch < msv_get_u64be(v + 4);
+
+    free(v);
+    return before;
+}
+
 /* 1 if it was taken, 0 if not, -1 if the record could not be read. */
 static int taken_before(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t epoch,
                         const uint8_t digest[32])
@@ -2895,12 +2916,13 @@ static msv_err welcome_asked(struct msv_client *c, const uint8_t gid[16], uint32
     memset(&c->why, 0, sizeof(c->why));
     asked = c->conn != NULL ? MSV_OK : msv_client_connect(c);
     if (asked == MSV_OK)
-        asked = msv_request_mls_welcome(c->conn, id, sizeof(id), 0, TIMEOUT_MS, &a, &c->why);
+        asked = msv_request_mls_welcome(c->conn, id, sizeof(id), NULL, TIMEOUT_MS, &a, &c->why);
     if (asked != MSV_OK) {
         msv_frame_free(a); /* an answer of another kind comes back too */
-        if (c->why.code == 0 || asked == MSV_ERR_IO)
+        if (c->why.code == 0 || asked == MSV_ERR_IO ||
+            c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
             return MSV_ERR_IO;
-        catch_up_quiet_set(c, gid, gen, WELCOME_ASKED); /* none kept, no member, the rate */
+        catch_up_quiet_set(c, gid, gen, WELCOME_ASKED); /* none kept, or no member */
         return MSV_OK;
     }
     /* what the server says is a Welcome of this group: anything else is not taken */
@@ -2924,22 +2946,25 @@ static msv_err welcome_asked(struct msv_client *c, const uint8_t gid[16], uint32
     msv_frame_free(a);
     if (err != MSV_OK)
         return err;
-    /* joined: told what the join said, and the server drops the Welcome (one left, should that
-     * fail, expires with the queue) */
-    if (in.joined) {
+    /* joined from it, or it is of a state this device holds already: the server drops that
+     * one (should that fail, it expires with the queue) */
+    if ((in.joined || in.stale) && c->conn != NULL &&
+        msv_request_mls_welcome(c->conn, id, sizeof(id), digest, TIMEOUT_MS, &a, &c->why) != MSV_OK)
+        memset(&c->why, 0, sizeof(c->why));
+    if (in.joined) { /* told what the join said */
         *joined = 1;
-        if (c->conn != NULL &&
-            msv_request_mls_welcome(c->conn, id, sizeof(id), 1, TIMEOUT_MS, &a, &c->why) != MSV_OK)
-            memset(&c->why, 0, sizeof(c->why));
         return in.notice[0] != '\0' ? notice(c, gid, in.notice) : MSV_OK;
     }
     /* another process of the account joined meanwhile: nothing refused */
     now_held = held_generation(c, gid, &now_epoch);
-    if (now_held > held || (now_held == held && now_epoch > epoch)) {
+    if (held < (int64_t)gen ? now_held >= (int64_t)gen
+                            : now_held > held || (now_held == held && now_epoch > epoch)) {
         *joined = 1;
         return MSV_OK;
     }
     catch_up_quiet_set(c, gid, gen, WELCOME_ASKED);
+    if (in.stale) /* one from before, nothing to tell */
+        return MSV_OK;
     err = msv_client_db_get(c->db, group_key(KEPT_WELCOME, gid, key), &told, &told_len);
     if (err == MSV_OK && told_len == 32 && memcmp(told, digest, 32) == 0) {
         free(told);
@@ -3267,6 +3292,7 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
     if (err == MSV_OK && (held = held_generation(c, gid, &held_epoch)) > (int64_t)gen) {
         snprintf(in->notice, sizeof(in->notice),
                  "a Welcome to an MLS group this device is in already was ignored");
+        in->stale = 1;
         return MSV_OK;
     }
     if (err == MSV_OK && (err = msv_mlskeys_for_welcome(c, w, w_len, &k)) == MSV_ERR_NOT_FOUND) {
@@ -3276,6 +3302,7 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
                      ? "a Welcome to an MLS group this device is in already was ignored"
                      : "a Welcome to an MLS group names none of this device's KeyPackages: "
                        "refused");
+        in->stale = held == (int64_t)gen;
         return MSV_OK;
     }
     if (err == MSV_OK &&
@@ -3291,6 +3318,7 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
     if (err == MSV_OK && held == (int64_t)gen && m->epoch <= held_epoch) {
         snprintf(in->notice, sizeof(in->notice),
                  "a Welcome to an MLS group this device is in already was ignored");
+        in->stale = 1;
         goto out;
     }
     if (err == MSV_OK)
@@ -3346,8 +3374,14 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
 
         held = held_generation(c, gid, &held_epoch);
         saving = held < (int64_t)gen || (held == (int64_t)gen && held_epoch < m->epoch);
-        if (saving)
-            err = state_save(c, gid, m, &dir, NULL, 0);
+        if (saving) { /* with the epoch it joined at (before_joined) */
+            uint8_t at[JOINED_VALUE];
+
+            msv_put_u32be(at, gen);
+            msv_put_u64be(at + 4, m->epoch);
+            err = state_save_with(c, gid, m, &dir, NULL, 0, group_key(JOINED, gid, key), at,
+                                  sizeof(at));
+        }
         in->joined = saving && err == MSV_OK;
         /* joined at the group's epoch: a founding again this device meant to make (it held no
          * state, or a commit it refused left it behind) is moot */
@@ -3578,6 +3612,10 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
      * (another for that epoch is: a fork) */
     refused_value(gen, epoch, digest, seen);
     if (err == MSV_OK && epoch < m->epoch && (taken = taken_before(c, gid, gen, epoch, digest)))
+        goto out;
+    /* of before this device joined from a Welcome (a kept one, asked for while its queue
+     * still held this): nothing it could judge */
+    if (err == MSV_OK && epoch < m->epoch && before_joined(c, gid, gen, epoch))
         goto out;
     if (err == MSV_OK && epoch != m->epoch) {
         snprintf(in->notice, sizeof(in->notice),
@@ -3838,7 +3876,6 @@ out:
     return err;
 }
 
-/* Whether d is of generation gen, which this device holds, at a later epoch than it holds. */
 /*
  * Whether a commit or Welcome of generation gen could be taken here, judged before anything is
  * fetched for it: a commit at the epoch this device holds of that generation; a Welcome to a
@@ -3909,12 +3946,14 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
                                          : d->group_epoch;
 
         err = catch_up(c, d->group_id.data, gen, target, 0, &moved);
+        if (err == MSV_OK)
+            held = held_generation(c, d->group_id.data, &held_epoch);
         /* short of it (a commit gone from the log, or one that removed this device's leaf to
          * add it again, whose Welcome its full queue left out): a Welcome kept, if any, then
          * the rest of the log from where it joined */
-        if (err == MSV_OK && held_epoch + moved < target) {
+        if (err == MSV_OK && held == (int64_t)gen && held_epoch < target) {
             joined = 0;
-            err = welcome_asked(c, d->group_id.data, gen, held, held_epoch + moved, &joined);
+            err = welcome_asked(c, d->group_id.data, gen, held, held_epoch, &joined);
             if (err == MSV_OK && joined)
                 err = catch_up(c, d->group_id.data, gen, target, 0, &moved);
         }

@@ -640,7 +640,7 @@ msv_err msv_request_mls_commits(struct msv_conn *c, const uint8_t *group_id, siz
 }
 
 msv_err msv_request_mls_welcome(struct msv_conn *c, const uint8_t *group_id, size_t group_id_len,
-                                int taken, int timeout_ms, msv_frame **answer,
+                                const uint8_t *taken, int timeout_ms, msv_frame **answer,
                                 struct msv_refusal *why)
 {
     Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
@@ -648,7 +648,8 @@ msv_err msv_request_mls_welcome(struct msv_conn *c, const uint8_t *group_id, siz
 
     *answer = NULL;
     get.group_id = (ProtobufCBinaryData){group_id_len, (uint8_t *)group_id};
-    get.taken = taken != 0;
+    if (taken != NULL)
+        get.taken = (ProtobufCBinaryData){32, (uint8_t *)taken};
     req.body_case = MSV__WIRE__FRAME__BODY_MLS_WELCOME_GET;
     req.mls_welcome_get = &get;
     return taken ? run(c, &req, MSV__WIRE__FRAME__BODY_OK, timeout_ms, why, NULL)

@@ -332,11 +332,13 @@ MSV_MUST_CHECK msv_err msv_request_mls_commits(struct msv_conn *c, const uint8_t
 /*
  * The Welcome the delivery service keeps for this device in a group (MlsWelcomeGet): *answer
  * the MlsWelcomeKept frame (caller frees with msv_frame_free), else the refusal (none kept:
- * MSV_ERR_NOT_FOUND; ERROR_MLS_NOT_MEMBER: MSV_ERR_INVALID, why->code saying so). With taken
- * (this device joined from it), the server drops it instead: no answer frame.
+ * MSV_ERR_NOT_FOUND; ERROR_MLS_NOT_MEMBER: MSV_ERR_INVALID, why->code saying so). With taken (the
+ * SHA-256 of the one this device joined from, or holds the state of already), the server
+ * drops that one instead, if it is still kept: no answer frame.
  */
 MSV_MUST_CHECK msv_err msv_request_mls_welcome(struct msv_conn *c, const uint8_t *group_id,
-                                               size_t group_id_len, int taken, int timeout_ms,
-                                               msv_frame **answer, struct msv_refusal *why);
+                                               size_t group_id_len, const uint8_t *taken,
+                                               int timeout_ms, msv_frame **answer,
+                                               struct msv_refusal *why);
 
 #endif

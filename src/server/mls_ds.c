@@ -16,6 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "missive/payload.h"
 #include "missive/util.h"
 #include "server/log.h"
@@ -598,7 +600,8 @@ static void commit(struct mls_send *m)
 }
 
 /*
- * A Welcome's copies queued, and the Welcome kept for each device left out for a full queue
+ * A Welcome's copies queued (the sender's Welcome kept before for a device they go to
+ * dropped), and the Welcome kept for each device left out for a full queue
  * that this sender's commit added (mls_welcome_put: one a membership, replaced by the next,
  * expiring with the queue), for it to ask for (msv_mls_welcome_get); those are taken out of
  * m->full, so that neither the sender nor their accounts are told of a Welcome not lost.
@@ -653,7 +656,7 @@ static void forward(struct mls_send *m)
         err = STORE(s)->mls_leave(IMPL(s), m->q->group_id.data, m->q->group_id.len, m->c->device_id,
                                   m->items, m->n_items, now,
                                   now + (int64_t)atomic_load(&s->queue_ttl_ms), m->ids);
-    else if (m->q->kind == MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME && m->n_full > 0)
+    else if (m->q->kind == MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME)
         err = keep_welcome(m, now, now + (int64_t)atomic_load(&s->queue_ttl_ms));
     else
         err = m->n_items == 0
@@ -931,17 +934,31 @@ void msv_mls_welcome_get(struct msv_conn_state *c, const msv_frame *f)
         refuse(c, f->request_id, E_RATE, "too many reads of what MLS groups keep; slow down");
         return;
     }
-    if (q->taken) {
-        if (STORE(s)->mls_welcome_drop(IMPL(s), q->group_id.data, q->group_id.len, c->device_id) !=
-            MSV_OK)
-            msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
-        else
-            msv_conn_send_ok(c, f->request_id);
+    if (q->taken.len != 0 && q->taken.len != 32) {
+        refuse(c, f->request_id, E_INVALID, "taken is the SHA-256 of the Welcome taken");
         return;
     }
-    atomic_fetch_add(&s->m.mls_welcome_reads, 1);
+    if (q->taken.len == 0)
+        atomic_fetch_add(&s->m.mls_welcome_reads, 1);
     err = STORE(s)->mls_welcome_get(IMPL(s), q->group_id.data, q->group_id.len, c->device_id,
                                     msv_server_now_ms(s), &delivery, &len, &sender);
+    /* taken: the one kept dropped if it is that one still (not one kept since in its place) */
+    if (q->taken.len != 0 && (err == MSV_OK || err == MSV_ERR_NOT_FOUND)) {
+        uint8_t digest[32];
+
+        if (err == MSV_OK)
+            crypto_hash_sha256(digest, delivery, len);
+        err = err == MSV_OK && memcmp(digest, q->taken.data, 32) == 0
+                  ? STORE(s)->mls_welcome_drop(IMPL(s), q->group_id.data, q->group_id.len,
+                                               c->device_id, delivery, len)
+                  : MSV_OK;
+        free(delivery);
+        if (err == MSV_OK)
+            msv_conn_send_ok(c, f->request_id);
+        else
+            msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        return;
+    }
     if (err == MSV_ERR_AUTH)
         refuse(c, f->request_id, MSV__WIRE__ERROR_CODE__ERROR_MLS_NOT_MEMBER,
                "this device is not a member of the group");

@@ -3831,7 +3831,9 @@ static msv_err mls_welcomes_sweep(struct pg_conn *c, int64_t now_ms, size_t *n)
     return run_count(c,
                      "UPDATE mls_members SET welcome = NULL, welcome_expires_ms = 0 WHERE"
                      " (group_id, device_id) IN (SELECT group_id, device_id FROM mls_members"
-                     " WHERE welcome_expires_ms > 0 AND welcome_expires_ms <= $1 LIMIT $2);",
+                     " WHERE welcome_expires_ms > 0 AND welcome_expires_ms <= $1 LIMIT $2 FOR"
+                     " UPDATE SKIP LOCKED) AND welcome_expires_ms > 0 AND welcome_expires_ms <="
+                     " $1;",
                      &a, n);
 }
 
@@ -4145,6 +4147,19 @@ static msv_err mls_welcome_put(struct pg_conn *c, const struct msv_mls_welcome *
         PQclear(r);
     }
     free(ids.p);
+    /* a recipient it is queued for: the sender's Welcome kept for it before is stale */
+    for (size_t i = 0; err == MSV_OK && i < w->n_items; i++) {
+        struct args b = {0};
+
+        a_bytes(&b, w->group_id, w->group_len);
+        a_i64(&b, (int64_t)w->items[i].device_id);
+        a_i64(&b, (int64_t)w->sender);
+        err = run(c,
+                  "UPDATE mls_members SET welcome = NULL, welcome_expires_ms = 0 WHERE"
+                  " group_id = $1 AND device_id = $2 AND added_by = $3 AND"
+                  " welcome_expires_ms > 0;",
+                  &b);
+    }
     return err == MSV_OK ? queue_put(c, w->items, w->n_items, w->now_ms, w->expires_ms, w->ids)
                          : err;
 }
@@ -4186,22 +4201,23 @@ static msv_err mls_welcome_get(struct pg_conn *c, const uint8_t *group_id, size_
 }
 
 static msv_err mls_welcome_drop(struct pg_conn *c, const uint8_t *group_id, size_t group_len,
-                                uint64_t device_id)
+                                uint64_t device_id, const uint8_t *delivery, size_t len)
 {
     struct args a = {0};
 
     a_bytes(&a, group_id, group_len);
     a_i64(&a, (int64_t)device_id);
+    a_bytes(&a, delivery, len);
     return run(c,
                "UPDATE mls_members SET welcome = NULL, welcome_expires_ms = 0 WHERE group_id = $1"
-               " AND device_id = $2 AND welcome_expires_ms > 0;",
+               " AND device_id = $2 AND welcome = $3;",
                &a);
 }
 
 static msv_err p_mls_welcome_drop(void *impl, const uint8_t *group_id, size_t group_len,
-                                  uint64_t device_id)
+                                  uint64_t device_id, const uint8_t *delivery, size_t len)
 {
-    POOLED(mls_welcome_drop(c_, group_id, group_len, device_id));
+    POOLED(mls_welcome_drop(c_, group_id, group_len, device_id, delivery, len));
 }
 
 static msv_err p_mls_welcome_get(void *impl, const uint8_t *group_id, size_t group_len,

@@ -3321,6 +3321,23 @@ static msv_err mls_welcome_put_locked(struct sqlite_store *s, const struct msv_m
                       ? queue_put_locked(s, w->items, w->n_items, w->now_ms, w->expires_ms, w->ids)
                       : MSV_OK;
 
+    /* a recipient it is queued for: the sender's Welcome kept for it before is stale */
+    for (size_t i = 0; err == MSV_OK && i < w->n_items; i++) {
+        sqlite3_stmt *st = NULL;
+
+        err = prepare(s,
+                      "UPDATE mls_members SET welcome = NULL, welcome_expires_ms = 0 WHERE"
+                      " group_id = ? AND device_id = ? AND added_by = ? AND"
+                      " welcome_expires_ms > 0;",
+                      &st);
+        if (err != MSV_OK)
+            break;
+        sqlite3_bind_blob(st, 1, w->group_id, (int)w->group_len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)w->items[i].device_id);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)w->sender);
+        err = run(s, st);
+    }
+
     for (size_t i = 0; err == MSV_OK && i < w->n_left_out; i++) {
         sqlite3_stmt *st = NULL;
 
@@ -3386,25 +3403,27 @@ static msv_err mls_welcome_get_locked(struct sqlite_store *s, const uint8_t *gro
 }
 
 static msv_err mls_welcome_drop_locked(struct sqlite_store *s, const uint8_t *group_id,
-                                       size_t group_len, uint64_t device_id)
+                                       size_t group_len, uint64_t device_id,
+                                       const uint8_t *delivery, size_t len)
 {
     sqlite3_stmt *st = NULL;
     msv_err err = prepare(s,
                           "UPDATE mls_members SET welcome = NULL, welcome_expires_ms = 0 WHERE"
-                          " group_id = ? AND device_id = ? AND welcome_expires_ms > 0;",
+                          " group_id = ? AND device_id = ? AND welcome = ?;",
                           &st);
 
     if (err != MSV_OK)
         return err;
     sqlite3_bind_blob(st, 1, group_id, (int)group_len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
+    sqlite3_bind_blob(st, 3, delivery, (int)len, SQLITE_STATIC);
     return run(s, st);
 }
 
 static msv_err l_mls_welcome_drop(void *impl, const uint8_t *group_id, size_t group_len,
-                                  uint64_t device_id)
+                                  uint64_t device_id, const uint8_t *delivery, size_t len)
 {
-    LOCKED(mls_welcome_drop_locked(impl, group_id, group_len, device_id));
+    LOCKED(mls_welcome_drop_locked(impl, group_id, group_len, device_id, delivery, len));
 }
 
 static msv_err l_mls_welcome_get(void *impl, const uint8_t *group_id, size_t group_len,

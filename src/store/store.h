@@ -169,7 +169,8 @@ struct msv_mls_commit {
  * A Welcome to a group (borrowed pointers) by device sender: its copies queued (items, as by
  * queue_put), and for each device of left_out (its queue full) that is a member added by
  * sender's commit, the Welcome's MlsDelivery (delivery) kept in its membership until
- * expires_ms, in place of one kept before; kept[i] (out) says whether left_out[i] was.
+ * expires_ms, in place of one kept before; kept[i] (out) says whether left_out[i] was. A
+ * recipient it is queued for has the sender's Welcome kept before dropped (it is stale).
  */
 struct msv_mls_welcome {
     const uint8_t *group_id;
@@ -660,9 +661,9 @@ struct msv_store_ops {
     msv_err (*mls_welcome_get)(void *impl, const uint8_t *group_id, size_t group_len,
                                uint64_t device_id, int64_t now_ms, uint8_t **delivery, size_t *len,
                                uint64_t *sender);
-    /* Drops the Welcome kept for member device_id of the group, if any. */
+    /* Drops the Welcome kept for member device_id of the group if it is delivery still. */
     msv_err (*mls_welcome_drop)(void *impl, const uint8_t *group_id, size_t group_len,
-                                uint64_t device_id);
+                                uint64_t device_id, const uint8_t *delivery, size_t len);
 };
 
 struct msv_store {
