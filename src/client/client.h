@@ -24,7 +24,7 @@ struct client_mls_refusal {
 };
 
 /* A group whose commit log a read found nothing new in, and when (msv_mono_ms; 0: unused). */
-#define MSV_CLIENT_MLS_QUIET 128 /* 64 groups' log reads and 64 groups' asks for a Welcome */
+#define MSV_CLIENT_MLS_QUIET 128 /* groups' log reads and asks for a Welcome, the oldest out */
 struct client_mls_quiet {
     uint8_t gid[16];
     uint32_t gen;

@@ -2723,13 +2723,15 @@ static void catch_up_quiet_set(struct msv_client *c, const uint8_t gid[16], uint
 #define TAKEN_ENTRY 40
 
 /*
- * "mls-joined:<hex of the group id>" = u32be generation || u64be epoch: the epoch this device
- * last joined a generation of the group at, from a Welcome, saved with the state it made. A
- * commit of that generation for an earlier epoch is of before it joined (one its queue still
- * held when it joined from a Welcome the server kept for it): not told.
+ * "mls-joined:<hex of the group id>" = u32be generation || u64be epoch held before (0: none of
+ * that generation) || u64be epoch joined at: the epochs this device last skipped by joining a
+ * generation of the group from a Welcome, saved with the state it made. A commit of that
+ * generation for one of those epochs is one it never held a state for (one its queue still
+ * held when it joined from a Welcome the server kept for it): not told. One for an epoch it
+ * held before is told as ever (a replay, or a fork).
  */
 #define JOINED "mls-joined:"
-#define JOINED_VALUE 12
+#define JOINED_VALUE 20
 
 static int before_joined(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t epoch)
 {
@@ -2737,7 +2739,8 @@ static int before_joined(struct msv_client *c, const uint8_t gid[16], uint32_t g
     uint8_t *v = NULL;
     size_t len = 0;
     int before = msv_client_db_get(c->db, group_key(JOINED, gid, key), &v, &len) == MSV_OK &&
-                 len == JOINED_VALUE && msv_get_u32be(v) == gen && epoch < msv_get_u64be(v + 4);
+                 len == JOINED_VALUE && msv_get_u32be(v) == gen && epoch >= msv_get_u64be(v + 4) &&
+                 epoch < msv_get_u64be(v + 12);
 
     free(v);
     return before;
@@ -3374,11 +3377,12 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
 
         held = held_generation(c, gid, &held_epoch);
         saving = held < (int64_t)gen || (held == (int64_t)gen && held_epoch < m->epoch);
-        if (saving) { /* with the epoch it joined at (before_joined) */
+        if (saving) { /* with the epochs it skipped (before_joined) */
             uint8_t at[JOINED_VALUE];
 
             msv_put_u32be(at, gen);
-            msv_put_u64be(at + 4, m->epoch);
+            msv_put_u64be(at + 4, held == (int64_t)gen ? held_epoch : 0);
+            msv_put_u64be(at + 12, m->epoch);
             err = state_save_with(c, gid, m, &dir, NULL, 0, group_key(JOINED, gid, key), at,
                                   sizeof(at));
         }

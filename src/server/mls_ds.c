@@ -944,7 +944,7 @@ void msv_mls_welcome_get(struct msv_conn_state *c, const msv_frame *f)
                                     msv_server_now_ms(s), &delivery, &len, &sender);
     /* taken: the one kept dropped if it is that one still (not one kept since in its place) */
     if (q->taken.len != 0 && (err == MSV_OK || err == MSV_ERR_NOT_FOUND)) {
-        uint8_t digest[32];
+        uint8_t digest[32] = {0};
 
         if (err == MSV_OK)
             crypto_hash_sha256(digest, delivery, len);

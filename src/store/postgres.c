@@ -4148,17 +4148,26 @@ static msv_err mls_welcome_put(struct pg_conn *c, const struct msv_mls_welcome *
     }
     free(ids.p);
     /* a recipient it is queued for: the sender's Welcome kept for it before is stale */
-    for (size_t i = 0; err == MSV_OK && i < w->n_items; i++) {
+    if (err == MSV_OK && w->n_items > 0) {
+        struct text_buf to = {0};
         struct args b = {0};
+        uint64_t *devs = malloc(w->n_items * sizeof(*devs));
 
+        err = devs == NULL ? MSV_ERR_NOMEM : MSV_OK;
+        for (size_t i = 0; err == MSV_OK && i < w->n_items; i++)
+            devs[i] = w->items[i].device_id;
         a_bytes(&b, w->group_id, w->group_len);
-        a_i64(&b, (int64_t)w->items[i].device_id);
+        if (err == MSV_OK)
+            err = mls_ids(&b, devs, w->n_items, &to);
         a_i64(&b, (int64_t)w->sender);
-        err = run(c,
-                  "UPDATE mls_members SET welcome = NULL, welcome_expires_ms = 0 WHERE"
-                  " group_id = $1 AND device_id = $2 AND added_by = $3 AND"
-                  " welcome_expires_ms > 0;",
-                  &b);
+        if (err == MSV_OK)
+            err = run(c,
+                      "UPDATE mls_members SET welcome = NULL, welcome_expires_ms = 0 WHERE"
+                      " group_id = $1 AND device_id = ANY($2::BIGINT[]) AND added_by = $3 AND"
+                      " welcome_expires_ms > 0;",
+                      &b);
+        free(to.p);
+        free(devs);
     }
     return err == MSV_OK ? queue_put(c, w->items, w->n_items, w->now_ms, w->expires_ms, w->ids)
                          : err;
