@@ -2886,12 +2886,13 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
  * reach from the log (held at `epoch`: its leaf replaced, or behind for good), in a group it
  * was told of. Taken as a queued one is (take_welcome: every check of a Welcome; one the
  * server made up, or kept from before, changes nothing); *joined set if this device holds a
- * later state of the group after it (this process's join, or another's meanwhile). Not asked
- * again for the same generation within MLS_CATCH_UP_QUIET_MS by this process once it brought
- * nothing, or was refused (for the rate too: the delivery is then taken as it is, and a
- * later one asks again). A refusal is told once for the same Welcome: "mls-kept-welcome:<hex
- * of the group id>" = SHA-256 of the last one told. No answer, or a failure of storage:
- * MSV_ERR_IO (the delivery that asked comes again).
+ * later state of the group after it (this process's join, or another's meanwhile); one
+ * joined from, or of a state held already, the server is told to drop (by its SHA-256). Not
+ * asked again for the same generation within MLS_CATCH_UP_QUIET_MS by this process once it
+ * brought nothing or was refused (the delivery is then taken as it is). A refusal is told once
+ * for the same Welcome: "mls-kept-welcome:<hex of the group id>" = SHA-256 of the last one
+ * told. No answer, refused for the rate, or a failure of storage: MSV_ERR_IO (the delivery
+ * that asked comes again).
  */
 #define KEPT_WELCOME "mls-kept-welcome:"
 
