@@ -3317,12 +3317,31 @@ static msv_err mls_commits_since_locked(struct sqlite_store *s, const uint8_t *g
 
 static msv_err mls_welcome_put_locked(struct sqlite_store *s, const struct msv_mls_welcome *w)
 {
+    int stale = 0;
     msv_err err = w->n_items > 0
                       ? queue_put_locked(s, w->items, w->n_items, w->now_ms, w->expires_ms, w->ids)
                       : MSV_OK;
 
-    /* a recipient it is queued for: the sender's Welcome kept for it before is stale */
-    for (size_t i = 0; err == MSV_OK && i < w->n_items; i++) {
+    /* a recipient it is queued for: the sender's Welcome kept for it before is stale (looked
+     * for by recipient only when the group has one kept of the sender's: seldom) */
+    if (err == MSV_OK && w->n_items > 0) {
+        sqlite3_stmt *st = NULL;
+
+        err = prepare(s,
+                      "SELECT EXISTS (SELECT 1 FROM mls_members WHERE welcome_expires_ms > 0 AND"
+                      " group_id = ? AND added_by = ?);",
+                      &st);
+        if (err == MSV_OK) {
+            sqlite3_bind_blob(st, 1, w->group_id, (int)w->group_len, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 2, (sqlite3_int64)w->sender);
+            if (sqlite3_step(st) == SQLITE_ROW)
+                stale = sqlite3_column_int(st, 0);
+            else
+                err = MSV_ERR_IO;
+            release(s, st);
+        }
+    }
+    for (size_t i = 0; err == MSV_OK && stale && i < w->n_items; i++) {
         sqlite3_stmt *st = NULL;
 
         err = prepare(s,
