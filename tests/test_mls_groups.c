@@ -2434,6 +2434,28 @@ static void test_behind_member_joins_again(void **state)
     club_free(&k);
 }
 
+/* How many Welcomes the server keeps. */
+static int kept_welcomes(struct test_server *s)
+{
+    char path[160];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int n;
+
+    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM mls_members WHERE welcome IS NOT NULL;", -1,
+                           &st, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
 /*
  * bob, behind the club for good (the commits he missed gone from the log too), asks to be added
  * again; alice replaces his leaf while his queue is full, so its Welcome is kept for him. He
@@ -2469,6 +2491,7 @@ static void test_replaced_while_full_joins_from_kept(void **state)
                      MSV_OK);
     receive_now(k.bob);
     assert_int_equal(test_server_metric(&k.s, "mls_welcome_reads_total"), 1);
+    assert_int_equal(kept_welcomes(&k.s), 0); /* joined from it: dropped */
     assert_sent_by(k.bob, k.conversation, "after his leaf", "alice@example.org",
                    k.alice->device_id);
     club_free(&k);
@@ -2720,28 +2743,6 @@ static void kept_welcome_rewritten(struct test_server *s, uint64_t d, const char
     server_sql(s, sql);
 }
 
-/* How many Welcomes the server keeps. */
-static int kept_welcomes(struct test_server *s)
-{
-    char path[160];
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int n;
-
-    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    assert_int_equal(
-        sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM mls_members WHERE welcome IS NOT NULL;", -1,
-                           &st, NULL),
-        SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    n = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return n;
-}
-
 /*
  * dave is added to the club on MLS while his queue has room for the group change that tells of
  * the group and none for the Welcome after it: the delivery service keeps the Welcome for him,
@@ -2794,6 +2795,7 @@ static void welcome_kept_for_a_full_queue(int lie)
         assert_int_equal(test_server_metric(&k.s, "mls_welcome_reads_total"), 2);
         assert_int_equal(history_count(dave, k.conversation, "names none of this device"), 1);
         assert_false(client_mls_is_on(dave, k.gid));
+        assert_int_equal(kept_welcomes(&k.s), 1); /* not taken: not dropped */
         msv_client_close(dave);
         club_free(&k);
         return;

@@ -2065,6 +2065,8 @@ static void test_mls_welcome_kept(void **state)
     w.n_items = 0;
     w.n_left_out = 1;
     assert_int_equal(OPS(f)->mls_welcome_put(IMPL(f), &w), MSV_OK);
+    assert_int_equal(kept[0], 1);
+    kept_read(f, 21, 2, MSV_OK, "w2", 20);
     /* removed: no member, nothing kept */
     c.epoch = 3;
     c.n_added = 0;

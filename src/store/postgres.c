@@ -3858,8 +3858,8 @@ static msv_err p_queue_expire(void *impl, int64_t now_ms, size_t *expired)
         err = p_expire_some(impl, now_ms, &devices, &some);
         *expired += err == MSV_OK ? some : 0;
     }
-    /* and so do the Welcomes kept, once the queue is swept (a failure here holds up none of
-     * it, and is swept again at the next) */
+    /* and so do the Welcomes kept, once the queue is swept (a failure here is returned with
+     * the queue swept all the same, and those are swept at the next) */
     for (size_t swept = MLS_WELCOMES_SWEPT; err == MSV_OK && swept == MLS_WELCOMES_SWEPT;)
         err = p_mls_welcomes_sweep(impl, now_ms, &swept);
     return err;

@@ -2053,8 +2053,8 @@ static msv_err queue_expire(void *impl, int64_t now_ms, size_t *expired)
         return err;
     sqlite3_bind_int64(st, 1, now_ms);
     err = count_changes(s, st, expired);
-    /* and so do the Welcomes kept, once the queue is swept (a failure here holds up none of
-     * it, and is swept again at the next) */
+    /* and so do the Welcomes kept, once the queue is swept (a failure here is returned with
+     * the queue swept all the same, and those are swept at the next) */
     if (err == MSV_OK)
         err = prepare(s,
                       "UPDATE mls_members SET welcome = NULL, welcome_expires_ms = 0 WHERE"
