@@ -298,11 +298,19 @@ def main():
               "an edit from the page (Up in the empty compose box) reaches bob's page"):
         print([ln for ln in missive("alice", "-o", "json", "history", "bob@example.org", check=False).stdout.splitlines()
                if "tpyo" in ln or "typo" in ln], file=sys.stderr)
-    js(a, "const m=[...document.querySelectorAll('#log .msg.out')].pop();"
+    # the message edited, by its text (not the last one out: a notice may have come after it)
+    js(a, "const m=[...document.querySelectorAll('#log .msg.out')].filter(e=>"
+          "[...e.querySelectorAll('.text')].some(t=>t.textContent==='typo fixed')).pop();"
           "[...m.querySelectorAll('.actions button')].find(x=>x.textContent==='Unsend').click()")
     js(a, "[...document.querySelectorAll('dialog[open] button')].find(x=>x.textContent==='Unsend').click()")
-    ok(until(lambda: "typo fixed" not in texts(b) and "this message was unsent" in texts(b), 60),
-       "an unsend from the page reaches bob's page")
+    # a miss says what each device holds of it, and what alice's page said
+    if not ok(until(lambda: "typo fixed" not in texts(b) and "this message was unsent" in texts(b), 60),
+              "an unsend from the page reaches bob's page"):
+        for who, peer in (("alice", "bob@example.org"), ("bob", "alice@example.org")):
+            print(who, [ln for ln in missive(who, "-o", "json", "history", peer, check=False).stdout.splitlines()
+                        if "typo" in ln or "unsent" in ln], file=sys.stderr)
+        print("alice's page:", js(a, "return document.getElementById('conn').textContent"), logs(a)[-5:],
+              file=sys.stderr)
 
     # ---- a device of alice's approved from her page ----------------------------------------
     link_p = subprocess.Popen([M, "--data-dir", "dev-alice-laptop", "link", "alice@example.org",
