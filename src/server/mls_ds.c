@@ -835,6 +835,26 @@ out:
     free(recs);
 }
 
+/*
+ * Whether a read of what the server keeps of a group for a member that missed it (its commit
+ * log, or a Welcome kept for it) may go: a group id of 1 to 64 bytes, and a token of a bucket
+ * of the account's own, so that a member making others read drains no bucket their directory
+ * lookups need (refused with rate_why). Answers a refusal itself and returns 0.
+ */
+static int kept_read_allowed(struct msv_conn_state *c, const msv_frame *f,
+                             const ProtobufCBinaryData *group_id, const char *rate_why)
+{
+    if (group_id->len == 0 || group_id->len > MLS_GROUP_ID_MAX) {
+        refuse(c, f->request_id, E_INVALID, "a group id is 1 to 64 bytes");
+        return 0;
+    }
+    if (!msv_server_take_token(c->w->srv, MSV_LIMIT_MLS_LOG, c->account_id, 1.0)) {
+        refuse(c, f->request_id, E_RATE, rate_why);
+        return 0;
+    }
+    return 1;
+}
+
 /* The commits a group's log keeps from an epoch on, for a member device that missed some. */
 void msv_mls_commits_get(struct msv_conn_state *c, const msv_frame *f)
 {
@@ -849,16 +869,8 @@ void msv_mls_commits_get(struct msv_conn_state *c, const msv_frame *f)
     int more = 0;
     msv_err err;
 
-    if (q->group_id.len == 0 || q->group_id.len > MLS_GROUP_ID_MAX) {
-        refuse(c, f->request_id, E_INVALID, "a group id is 1 to 64 bytes");
+    if (!kept_read_allowed(c, f, &q->group_id, "too many reads of MLS commit logs; slow down"))
         return;
-    }
-    /* a bucket of the account's own: a member making others read the log drains no bucket
-     * their directory lookups need */
-    if (!msv_server_take_token(s, MSV_LIMIT_MLS_LOG, c->account_id, 1.0)) {
-        refuse(c, f->request_id, E_RATE, "too many reads of MLS commit logs; slow down");
-        return;
-    }
     atomic_fetch_add(&s->m.mls_log_reads, 1);
     /* each commit costs its delivery and at most MLS_LOGGED_FRAMING bytes of framing; the
      * first always goes (a delivery is at most the payload limit and its own framing, which
@@ -925,15 +937,8 @@ void msv_mls_welcome_get(struct msv_conn_state *c, const msv_frame *f)
     uint64_t sender = 0;
     msv_err err;
 
-    if (q->group_id.len == 0 || q->group_id.len > MLS_GROUP_ID_MAX) {
-        refuse(c, f->request_id, E_INVALID, "a group id is 1 to 64 bytes");
+    if (!kept_read_allowed(c, f, &q->group_id, "too many reads of what MLS groups keep; slow down"))
         return;
-    }
-    /* the bucket of the account's reads of commit logs: what a device missed, either way */
-    if (!msv_server_take_token(s, MSV_LIMIT_MLS_LOG, c->account_id, 1.0)) {
-        refuse(c, f->request_id, E_RATE, "too many reads of what MLS groups keep; slow down");
-        return;
-    }
     if (q->taken.len != 0 && q->taken.len != 32) {
         refuse(c, f->request_id, E_INVALID, "taken is the SHA-256 of the Welcome taken");
         return;
