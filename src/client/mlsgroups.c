@@ -2671,6 +2671,25 @@ msv_err client_mls_refusal_told(struct msv_client *c, const struct client_mls_re
 
 #define WELCOME_ASKED UINT64_MAX /* the quiet table's epoch of an ask for a Welcome kept */
 
+/* Whether a read of what the delivery service keeps (asked: how the request ended, c->why its
+ * refusal) is to be made again with the delivery that asked: it got no answer (the connection
+ * failed), or was refused for the rate (the bucket refills at 2 a second). */
+static int ask_again_later(const struct msv_client *c, msv_err asked)
+{
+    return asked != MSV_OK && (c->why.code == 0 || asked == MSV_ERR_IO ||
+                               c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+}
+
+/* Whether this device was told of group gid (it holds the group's record). */
+static int group_known(struct msv_client *c, const uint8_t gid[16])
+{
+    struct msv_group_rec g = {0};
+    int known = msv_client_db_group_get(c->db, gid, NULL, &g) == MSV_OK;
+
+    msv_group_clear(&g);
+    return known;
+}
+
 /* The slot of group gid in the table of reads that brought nothing (the oldest if none): a
  * read of its log, or an ask for its Welcome kept (epoch WELCOME_ASKED), each its own. */
 static struct client_mls_quiet *quiet_slot(struct msv_client *c, const uint8_t gid[16],
@@ -2870,8 +2889,7 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
     /* no answer (the connection failed), or refused for the rate: nothing learnt; the
      * delivery that asked stays unacknowledged, to be read again (a receive cannot go on
      * without the connection; the rate refills at 2 reads a second) */
-    if (asked != MSV_OK && (c->why.code == 0 || asked == MSV_ERR_IO ||
-                            c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED))
+    if (ask_again_later(c, asked))
         return MSV_ERR_IO;
     if (*moved == 0)
         catch_up_quiet_set(c, gid, gen, start);
@@ -2899,7 +2917,6 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
 static msv_err welcome_asked(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
                              int64_t held, uint64_t epoch, int *joined)
 {
-    struct msv_group_rec g = {0};
     struct client_mls_in in;
     struct client_mls_refusal r;
     Msv__Wire__MlsDelivery *d = NULL;
@@ -2909,12 +2926,10 @@ static msv_err welcome_asked(struct msv_client *c, const uint8_t gid[16], uint32
     int64_t now_held;
     size_t told_len = 0;
     char key[KEY_MAX];
-    int known = msv_client_db_group_get(c->db, gid, NULL, &g) == MSV_OK;
     msv_err err = MSV_OK, asked;
 
-    msv_group_clear(&g);
     *joined = 0;
-    if (!known || catch_up_quiet(c, gid, gen, WELCOME_ASKED))
+    if (!group_known(c, gid) || catch_up_quiet(c, gid, gen, WELCOME_ASKED))
         return MSV_OK;
     mls_id(gid, gen, id);
     memset(&c->why, 0, sizeof(c->why));
@@ -2923,8 +2938,7 @@ static msv_err welcome_asked(struct msv_client *c, const uint8_t gid[16], uint32
         asked = msv_request_mls_welcome(c->conn, id, sizeof(id), NULL, TIMEOUT_MS, &a, &c->why);
     if (asked != MSV_OK) {
         msv_frame_free(a); /* an answer of another kind comes back too */
-        if (c->why.code == 0 || asked == MSV_ERR_IO ||
-            c->why.code == MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED)
+        if (ask_again_later(c, asked))
             return MSV_ERR_IO;
         catch_up_quiet_set(c, gid, gen, WELCOME_ASKED); /* none kept, or no member */
         return MSV_OK;
@@ -3888,15 +3902,12 @@ out:
  */
 static int worth_fetching(struct msv_client *c, const Msv__Wire__MlsDelivery *d, uint32_t gen)
 {
-    struct msv_group_rec g = {0};
     uint64_t epoch = 0;
     int64_t held = held_generation(c, d->group_id.data, &epoch);
-    int known = msv_client_db_group_get(c->db, d->group_id.data, NULL, &g) == MSV_OK;
 
-    msv_group_clear(&g);
     if (d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT)
         return held == (int64_t)gen && epoch == d->epoch;
-    return known && held <= (int64_t)gen;
+    return group_known(c, d->group_id.data) && held <= (int64_t)gen;
 }
 
 msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t len,
@@ -4025,15 +4036,10 @@ told:
                      (unsigned long long)sender_device, msv_strerror(err));
         err = MSV_OK;
     }
-    if (in->notice[0] != '\0' && d != NULL &&
-        d->group_id.len ==
-            MLS_ID_LEN) { /* told in the group's conversation, if this device knows it */
-        struct msv_group_rec g = {0};
-
-        if (msv_client_db_group_get(c->db, d->group_id.data, NULL, &g) == MSV_OK)
-            msv_client_group_conversation(d->group_id.data, in->conversation);
-        msv_group_clear(&g);
-    }
+    /* told in the group's conversation, if this device knows it */
+    if (in->notice[0] != '\0' && d != NULL && d->group_id.len == MLS_ID_LEN &&
+        group_known(c, d->group_id.data))
+        msv_client_group_conversation(d->group_id.data, in->conversation);
 out:
     msv__wire__mls_delivery__free_unpacked(d, NULL);
     free(fetched);
