@@ -75,6 +75,9 @@ struct owner {
     struct inbox_item *inbox;
     size_t inbox_len, inbox_dropped;
     int online, said_offline, monitor_due;
+    /* a command ran: what the server pushed meanwhile is taken once its answer is written
+     * (handle_line), so that no event is told before an answer read from older state */
+    int pump_due;
     int said_deleted; /* the server said the account was deleted (account_gone) */
     int64_t retry_at, retry_ms, monitor_at;
     int64_t expire_at; /* when to look for disappearing messages whose time came */
@@ -826,8 +829,10 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
         stop_signal = SIGTERM;
         return response;
     }
-    /* pushes the command's requests set aside, and what it changed, for the others */
-    pump(ow);
+    /* what the server pushed meanwhile, and the command's requests set aside, are taken once
+     * this answer is written (handle_line): a page that merges an answer read before them
+     * would otherwise put back what an event told it (an unsent message shown again) */
+    ow->pump_due = 1;
     if (rc == 0 && !shows)
         broadcast(ow, json_pack("{s:s, s:s}", "type", "changed", "method", method), NULL);
     return response;
@@ -1076,6 +1081,10 @@ static void handle_line(struct owner *ow, struct peer *p, const char *line, size
         peer_write(p, response);
     json_decref(response);
     json_decref(req);
+    if (ow->pump_due) {
+        ow->pump_due = 0;
+        pump(ow);
+    }
 }
 
 static void peer_read(struct owner *ow, struct peer *p)

@@ -132,6 +132,63 @@ cp waited.txt out.txt
 expect 0 "history shows the read mark" -- as bob history alice@example.org --limit 1
 grep -q "will you read this  (read)" out.txt && ok || bad "read mark: $(cat out.txt)"
 
+# a command's answer comes before what the server pushed while the command ran: a page that
+# merges an answer (a history read before an unsend came) after the event that told it the
+# change would put the old state back. A backup (some 5 s of key stretching) runs while alice
+# writes to bob.
+cat >order.py <<'EOF'
+import json, socket, subprocess, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.settimeout(60)
+buf, lines = b"", []
+TEXT = "while the backup ran"
+
+
+def read_until(done):
+    global buf
+    while not done():
+        d = s.recv(65536)
+        if not d:
+            return
+        buf += d
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            lines.append(json.loads(line))
+
+
+def answer():
+    return next((k for k, r in enumerate(lines) if r.get("id") == "slow"), None)
+
+
+def event():
+    return next((k for k, r in enumerate(lines)
+                 if r.get("params", {}).get("message", {}).get("text") == TEXT), None)
+
+
+s.sendall(b'{"jsonrpc":"2.0","id":"sub","method":"subscribe"}\n')
+read_until(lambda: any(r.get("id") == "sub" for r in lines))
+s.sendall(json.dumps({"jsonrpc": "2.0", "id": "slow", "method": "backup",
+                      "params": {"args": ["slow.backup"], "kdf-memory": 512, "kdf-passes": 20,
+                                 "backup-passphrase": "backup secret 123"}}).encode() + b"\n")
+time.sleep(0.2)
+subprocess.run(sys.argv[2:] + ["--text", TEXT], stdout=subprocess.DEVNULL, check=True)
+s.setblocking(False)
+try:
+    read_until(lambda: False)
+except BlockingIOError:
+    pass
+s.settimeout(60)
+# the backup must still run once alice's message is on its way, or this shows nothing
+print(json.dumps({"over_first": answer() is not None}))
+read_until(lambda: answer() is not None and event() is not None)
+print(json.dumps({"answer": answer(), "event": event()}))
+EOF
+python3 order.py "$sock" "$M" --data-dir dev-alice --account alice@example.org send bob@example.org >out.txt 2>err.txt
+[ "$(head -1 out.txt)" = '{"over_first": false}' ] &&
+    python3 -c 'import json,sys; sys.stdin.readline(); a=json.loads(sys.stdin.readline()); sys.exit(not (a["answer"] is not None and a["event"] is not None and a["answer"] < a["event"]))' <out.txt &&
+    ok || bad "the answer to a command, then what came while it ran: $(cat out.txt err.txt)"
+
 # the server goes away: the daemon says so, keeps answering, and sends what waited once it is back
 cat >follow.py <<'EOF'
 import json, socket, sys

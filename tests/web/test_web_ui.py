@@ -311,6 +311,11 @@ def main():
                         if "typo" in ln or "unsent" in ln], file=sys.stderr)
         print("alice's page:", js(a, "return document.getElementById('conn').textContent"), logs(a)[-5:],
               file=sys.stderr)
+    # an answer read before the unsend came (a history merged late) does not bring it back
+    ok(js(b, "const l=window.missive.list,m=l.messages.filter(x=>x.status==='unsent').pop();"
+             "if(!m)return false;l.merge([Object.assign({},m,{status:'edited',text:'typo fixed'})]);"
+             "return l.get(m.message_id).status==='unsent'") and "typo fixed" not in texts(b),
+       "an unsent message stays unsent on bob's page when an older history is merged")
 
     # ---- a device of alice's approved from her page ----------------------------------------
     link_p = subprocess.Popen([M, "--data-dir", "dev-alice-laptop", "link", "alice@example.org",

@@ -94,6 +94,8 @@ export class MessageList {
     for (const m of items) {
       const old = this.byId.get(m.message_id);
       if (!old) this.add(m);
+      // an unsend is final: an answer read before it came does not bring the message back
+      else if (old.status === "unsent" && m.status !== "unsent") continue;
       else if (JSON.stringify(old) !== JSON.stringify(m)) {
         for (const k of Object.keys(old)) delete old[k];
         Object.assign(old, m);

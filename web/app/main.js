@@ -812,6 +812,7 @@ rpc.on("edit", async (ev) => {
   }
   if (ev.status !== "edited") return;
   const v = await rpc.items("edits", { args: [ev.message_id] }).catch(() => []);
+  if (m.status === "unsent") return; // unsent while its edits were asked for
   const last = v.length ? v[v.length - 1] : null;
   if (last && typeof last.text === "string") m.text = last.text;
   m.edit_number = last && last.edit_number ? last.edit_number : (m.edit_number || 0) + 1;
