@@ -3,7 +3,8 @@
 # scripts/services.sh, which starts both on loopback): a sender on node A
 # reaches devices connected to nodes B and C at once (Redis wake-ups) and
 # offline devices through the shared queue; presence names each device's
-# node; a device change on one node reaches the others' caches; killing a
+# node; a device's newest connection, on any node, closes its older ones, and
+# news of an older one come late closes nothing; a device change on one node reaches the others' caches; killing a
 # node moves its devices to the others with no message lost; a Redis restart
 # loses nothing, not even what was sent while it was down. Attachments go
 # through the directory the nodes share. A suspension made through any node's
@@ -83,6 +84,41 @@ echo "delivered across nodes while connected within ${took} ms of the send start
 [ "$(metric B cluster_wakeups_received_total)" -ge 1 ] && [ "$(metric A cluster_wakeups_sent_total)" -ge 2 ] && ok || bad "wake-ups were not counted"
 kill "$bob" "$carol" 2>/dev/null
 wait "$bob" "$carol" 2>/dev/null
+
+# a device keeps one connection that takes deliveries: one made on another node closes the
+# older one, and news of an older one, come late, closes nothing. PostgreSQL orders the
+# connections (connection_order); Redis keeps the newest's order and publishes no
+# announcement of an older one; a node closes only what authenticated before the one announced
+("$HOLD" dev-bob/bob@example.org 30 "${ports[B]}" deliveries >hold-b.out 2>&1) &
+hold_b=$!
+for _ in $(seq 100); do grep -q connected hold-b.out && present "$bob_dev" B && break; sleep 0.05; done
+order=$(rcli GET "msv:order:$bob_dev")
+present "$bob_dev" B && [ "${order:-0}" -gt 1 ] && ok || bad "bob's connection on node B and its order: $(rcli GET "msv:presence:$bob_dev") ${order:-none} $(cat hold-b.out)"
+older=$(metric B cluster_older_announcements_total)
+rcli PUBLISH "msv:wake:$bob_dev" "g$((order - 1)):A" >/dev/null
+for _ in $(seq 50); do [ "$(metric B cluster_older_announcements_total)" -gt "$older" ] && break; sleep 0.1; done
+[ "$(metric B cluster_older_announcements_total)" = $((older + 1)) ] && kill -0 "$hold_b" 2>/dev/null && ! grep -q closed hold-b.out &&
+    ok || bad "news of an older connection on node A closed node B's: $(cat hold-b.out)"
+# node A's announcement comes after Redis learned of a newer connection (the order raised by
+# hand stands for it): it changes neither the presence nor node B's connection
+rcli SET "msv:order:$bob_dev" 999999999999 >/dev/null
+("$HOLD" dev-bob/bob@example.org 30 "${ports[A]}" deliveries >hold-a.out 2>&1) &
+hold_a=$!
+for _ in $(seq 100); do grep -q connected hold-a.out && break; sleep 0.05; done
+sleep 1 # what node B would do on hearing of it
+grep -q connected hold-a.out && present "$bob_dev" B && kill -0 "$hold_b" 2>/dev/null && ! grep -q closed hold-b.out &&
+    ok || bad "a late announcement on node A closed node B's connection: $(rcli GET "msv:presence:$bob_dev") $(cat hold-b.out)"
+# a newer one on node C closes both
+rcli DEL "msv:order:$bob_dev" >/dev/null
+("$HOLD" dev-bob/bob@example.org 30 "${ports[C]}" deliveries >hold-c.out 2>&1) &
+hold_c=$!
+wait "$hold_a"
+rc_a=$?
+wait "$hold_b"
+rc_b=$?
+[ "$rc_a" = 0 ] && [ "$rc_b" = 0 ] && present "$bob_dev" C && ok || bad "bob's connection on node C did not close the older ones: $rc_a $rc_b $(rcli GET "msv:presence:$bob_dev") $(cat hold-a.out hold-b.out)"
+kill "$hold_c" 2>/dev/null
+wait "$hold_c" 2>/dev/null
 
 # dave is offline: his message waits in PostgreSQL, and he reads it from node C
 expect 0 "alice writes to dave, offline" -- as alice send dave@example.org --text "waiting for you"

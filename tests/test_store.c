@@ -439,7 +439,12 @@ static void test_devices(void **state)
     uint64_t d1 = make_device(f, a), d2 = make_device(f, a), d3 = make_device(f, b);
     struct msv_device_list list = {0};
     struct msv_device_rec rec;
+    uint64_t order[3] = {0};
 
+    /* connections are numbered in the order they came, each above the one before */
+    assert_int_equal(OPS(f)->connection_order(IMPL(f), &order[0]), MSV_OK);
+    assert_int_equal(OPS(f)->connection_order(IMPL(f), &order[1]), MSV_OK);
+    assert_true(order[0] > 0 && order[1] > order[0]);
     assert_int_equal(OPS(f)->devices_of_account(IMPL(f), a, &list), MSV_OK);
     assert_int_equal(list.count, 2);
     assert_int_equal(list.items[0].id, d1);
@@ -462,6 +467,10 @@ static void test_devices(void **state)
     assert_int_equal(OPS(f)->device_remove(IMPL(f), b, d3), MSV_OK);
     reopen(f);
     assert_true(make_device(f, a) > d3);
+    /* PostgreSQL's numbers are the cluster's, and go on after a restart (a SQLite store's
+     * node counts anew: its connections ended with it) */
+    assert_int_equal(OPS(f)->connection_order(IMPL(f), &order[2]), MSV_OK);
+    assert_true(order[2] > (f->pg ? order[1] : 0));
 }
 
 /* A database from before v3 (device ids could come back) keeps its devices and ids. */
@@ -2649,7 +2658,8 @@ static void test_reopen_and_schema(void **state)
      * invites, version 11's refused sends, version 13's handles, which start from the
      * accounts' own, version 15's key directory labels, version 16's username stamps,
      * which start at never, version 18's published leaves, version 19's approval
-     * records, unsigned for the devices approved before, and version 20's MLS commit logs
+     * records, unsigned for the devices approved before, version 20's MLS commit logs, and
+     * (PostgreSQL) version 22's order of connections
      */
     reopen(f);
     assert_int_equal(OPS(f)->queue_put(IMPL(f),
@@ -2673,7 +2683,7 @@ static void test_reopen_and_schema(void **state)
                      " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
                      " DROP TABLE mls_claims; ALTER TABLE kt_log DROP COLUMN pub;"
                      " DROP TABLE device_approvals; DROP TABLE mls_commit_log;"
-                     " UPDATE missive_schema SET version = 6;"
+                     " DROP SEQUENCE connection_order; UPDATE missive_schema SET version = 6;"
                    : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
@@ -2689,6 +2699,12 @@ static void test_reopen_and_schema(void **state)
     assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_commit_log"), 0);
     assert_int_equal(count_rows(f, "SELECT COUNT(since_epoch) FROM mls_members"), 0);
     assert_int_equal(count_rows(f, "SELECT COUNT(welcome) + COUNT(added_by) FROM mls_members"), 0);
+    {
+        uint64_t order = 0;
+
+        assert_int_equal(OPS(f)->connection_order(IMPL(f), &order), MSV_OK);
+        assert_true(order > 0);
+    }
     assert_usage(f, 42, 1, 3);
     assert_int_equal(OPS(f)->report_add(IMPL(f), a, "persist@example.org", "", "", 1, 0, 1, &got),
                      MSV_OK);

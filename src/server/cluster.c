@@ -35,17 +35,33 @@
 #define SWEEP_CHANNEL "msv:sweep"
 #define DISCONNECT_ORDER "disconnect "
 
-/* Deletes the presence only if it still names this node (a newer connection elsewhere wins). */
+#define ORDER_PREFIX "msv:order:"
+_Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t), "a connection's order is kept as a pointer");
+
+/* Deletes the presence, and the order of the connection it names, only if it still names
+ * this node (a newer connection elsewhere wins). */
 static const char forget_presence[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
-    "return 0";
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[2]) "
+    "return redis.call('DEL', KEYS[1]) end return 0";
+
+/*
+ * Names this node (ARGV[1]) as the device's, and tells the other nodes that its connection of
+ * order ARGV[2] (connection_order) is the newest, unless Redis already holds a newer one: the
+ * announcement of a connection the device has left, come late (after the device authenticated
+ * on another node), changes nothing. KEYS: the presence, the order, the device's channel.
+ */
+static const char announce_script[] =
+    "if tonumber(redis.call('GET', KEYS[2]) or '0') > tonumber(ARGV[2]) then return 0 end "
+    "redis.call('SET', KEYS[2], ARGV[2]) redis.call('SET', KEYS[1], ARGV[1]) "
+    "redis.call('PUBLISH', KEYS[3], 'g' .. ARGV[2] .. ':' .. ARGV[1]) return 1";
 
 enum op_kind { OP_ONLINE, OP_OFFLINE, OP_WATCH, OP_UNWATCH, OP_WAKE, OP_CLOSE, OP_DIRECTORY };
 
 struct op {
     enum op_kind kind;
     uint64_t device;
-    char *handle; /* OP_DIRECTORY */
+    uint64_t order; /* OP_ONLINE: the connection's (connection_order) */
+    char *handle;   /* OP_DIRECTORY */
 };
 
 struct msv_cluster {
@@ -69,7 +85,8 @@ struct msv_cluster {
     int cmd_up, sub_up;           /* connected (not only connecting) */
     int subscribed;               /* the directory channel is confirmed: wake-ups flow */
     int was_up;                   /* Redis was reachable once: its loss is worth a warning */
-    struct msv_u64map online;     /* devices connected to this node */
+    /* devices connected to this node -> the order of their connection (as a pointer) */
+    struct msv_u64map online;
     /* devices with connections here for requests alone -> how many (as a pointer): their
      * wake channel is listened to for removals, without presence (docs/wire.md) */
     struct msv_u64map watched;
@@ -91,9 +108,10 @@ struct msv_cluster {
 
 /* ---- requests from the workers ---------------------------------------------------------- */
 
-static void push_op(struct msv_cluster *c, enum op_kind kind, uint64_t device, const char *handle)
+static void push_op(struct msv_cluster *c, enum op_kind kind, uint64_t device, uint64_t order,
+                    const char *handle)
 {
-    struct op o = {kind, device, NULL};
+    struct op o = {kind, device, order, NULL};
 
     if (c == NULL)
         return;
@@ -121,29 +139,29 @@ static void push_op(struct msv_cluster *c, enum op_kind kind, uint64_t device, c
     event_active(c->ops_ev, EV_READ, 0);
 }
 
-void msv_cluster_online(struct msv_cluster *c, uint64_t device_id)
+void msv_cluster_online(struct msv_cluster *c, uint64_t device_id, uint64_t order)
 {
-    push_op(c, OP_ONLINE, device_id, NULL);
+    push_op(c, OP_ONLINE, device_id, order, NULL);
 }
 
 void msv_cluster_offline(struct msv_cluster *c, uint64_t device_id)
 {
-    push_op(c, OP_OFFLINE, device_id, NULL);
+    push_op(c, OP_OFFLINE, device_id, 0, NULL);
 }
 
 void msv_cluster_watch(struct msv_cluster *c, uint64_t device_id, int on)
 {
-    push_op(c, on ? OP_WATCH : OP_UNWATCH, device_id, NULL);
+    push_op(c, on ? OP_WATCH : OP_UNWATCH, device_id, 0, NULL);
 }
 
 void msv_cluster_wake(struct msv_cluster *c, uint64_t device_id, int close)
 {
-    push_op(c, close ? OP_CLOSE : OP_WAKE, device_id, NULL);
+    push_op(c, close ? OP_CLOSE : OP_WAKE, device_id, 0, NULL);
 }
 
 void msv_cluster_directory_changed(struct msv_cluster *c, const char *handle)
 {
-    push_op(c, OP_DIRECTORY, 0, handle);
+    push_op(c, OP_DIRECTORY, 0, 0, handle);
 }
 
 /* ---- Redis --------------------------------------------------------------------------- */
@@ -187,23 +205,18 @@ static void on_published(redisAsyncContext *ac, void *reply, void *arg)
         c->unpublished = 1;
 }
 
-static void set_presence(struct msv_cluster *c, uint64_t device)
+/* Names this node as where device is connected now, and has the connections other nodes still
+ * hold of it that authenticated before this one closed there (a device keeps one connection
+ * that takes deliveries), unless Redis knows of a newer one (announce_script). Done again for
+ * every device connected here when Redis answers again: one that connected while this node
+ * was away from it was not announced, or perhaps not heard. */
+static void announce(struct msv_cluster *c, uint64_t device, uint64_t order)
 {
     if (c->cmd_up)
-        redisAsyncCommand(c->cmd, on_reply, NULL, "SET " PRESENCE_PREFIX "%" PRIu64 " %s", device,
-                          c->node);
-}
-
-/* Names this node as where device is connected now, and has the connection another node still
- * holds of it closed there (an older one: a device keeps one connection that takes
- * deliveries). Done again for every device connected here when Redis answers again: one that
- * connected while this node was away from it was not announced, or perhaps not heard. */
-static void announce(struct msv_cluster *c, uint64_t device)
-{
-    set_presence(c, device);
-    if (c->cmd_up)
-        redisAsyncCommand(c->cmd, on_reply, NULL, "PUBLISH " WAKE_PREFIX "%" PRIu64 " n%s", device,
-                          c->node);
+        redisAsyncCommand(c->cmd, on_reply, NULL,
+                          "EVAL %s 3 " PRESENCE_PREFIX "%" PRIu64 " " ORDER_PREFIX "%" PRIu64
+                          " " WAKE_PREFIX "%" PRIu64 " %s %" PRIu64,
+                          announce_script, device, device, device, c->node, order);
 }
 
 /* An account suspended through missive-admin anywhere in the cluster: its connections here close.
@@ -288,6 +301,19 @@ static void sweep(struct msv_cluster *c)
 /* The mark of a device's subscription made by listen_device (its confirmation's arg). */
 static char listen_check;
 
+/* The node of an announcement 'g<order>:<node>' (announce_script), and its order; NULL if
+ * payload is not one. */
+static const char *announced_node(const char *payload, uint64_t *order)
+{
+    char *end = NULL;
+
+    if (payload[0] != 'g' || payload[1] < '1' || payload[1] > '9')
+        return NULL;
+    errno = 0;
+    *order = strtoull(payload + 1, &end, 10);
+    return errno == 0 && *end == ':' ? end + 1 : NULL;
+}
+
 static void on_message(redisAsyncContext *ac, void *reply, void *arg)
 {
     struct msv_cluster *c = ac->data;
@@ -345,7 +371,18 @@ static void on_message(redisAsyncContext *ac, void *reply, void *arg)
             msv_server_wake_local(c->srv, device);
             if (arg == &listen_check) /* and so would a removal (listen_device) */
                 msv_server_recheck_device(c->srv, device);
+        } else if (strcmp(kind->str, "message") == 0 && payload->type == REDIS_REPLY_STRING &&
+                   payload->str[0] == 'g') {
+            uint64_t order = 0;
+            const char *node = announced_node(payload->str, &order);
+
+            if (node == NULL || strcmp(node, c->node) == 0)
+                return; /* this node's own announcement, or none */
+            atomic_fetch_add(&c->srv->m.cluster_wakes_in, 1);
+            /* connected anew to another node: what authenticated here before that closes */
+            msv_server_close_older(c->srv, device, order);
         } else if (strcmp(kind->str, "message") == 0 && payload->type == REDIS_REPLY_STRING) {
+            /* 'n<node>': an announcement with no order, from a node of an earlier version */
             int close = payload->str[0] == 'c' ||
                         (payload->str[0] == 'n' && strcmp(payload->str + 1, c->node) != 0);
 
@@ -434,7 +471,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         send_heartbeat(c); /* at once: the node is seen as alive as soon as it is connected */
         for (size_t i = 0; i < c->online.cap; i++)
             if (c->online.keys[i] != 0)
-                announce(c, c->online.keys[i]);
+                announce(c, c->online.keys[i], (uintptr_t)c->online.values[i]);
     }
     send_probe(c);
 }
@@ -488,15 +525,20 @@ static redisAsyncContext *connect_one(struct msv_cluster *c)
 static void run_op(struct msv_cluster *c, const struct op *o)
 {
     switch (o->kind) {
-    case OP_ONLINE:
-        if (msv_u64map_get(&c->online, o->device) == NULL &&
-            msv_u64map_put(&c->online, o->device, (void *)1) == MSV_OK) {
-            if (msv_u64map_get(&c->watched, o->device) == NULL)
+    case OP_ONLINE: {
+        uintptr_t had = (uintptr_t)msv_u64map_get(&c->online, o->device);
+
+        /* a connection that replaced one here is announced too: a node may still hold one
+         * that authenticated between the two */
+        if (o->order > had &&
+            msv_u64map_put(&c->online, o->device, (void *)(uintptr_t)o->order) == MSV_OK) {
+            if (had == 0 && msv_u64map_get(&c->watched, o->device) == NULL)
                 listen_device(c, o->device);
             /* not told while Redis is away: told once it answers again (on_connect) */
-            announce(c, o->device);
+            announce(c, o->device, o->order);
         }
         break;
+    }
     case OP_OFFLINE:
         if (msv_u64map_del(&c->online, o->device) == NULL)
             break;
@@ -504,8 +546,10 @@ static void run_op(struct msv_cluster *c, const struct op *o)
             redisAsyncCommand(c->sub, on_message, NULL, "UNSUBSCRIBE " WAKE_PREFIX "%" PRIu64,
                               o->device);
         if (c->cmd_up)
-            redisAsyncCommand(c->cmd, on_reply, NULL, "EVAL %s 1 " PRESENCE_PREFIX "%" PRIu64 " %s",
-                              forget_presence, o->device, c->node);
+            redisAsyncCommand(c->cmd, on_reply, NULL,
+                              "EVAL %s 2 " PRESENCE_PREFIX "%" PRIu64 " " ORDER_PREFIX "%" PRIu64
+                              " %s",
+                              forget_presence, o->device, o->device, c->node);
         break;
     case OP_WATCH:
     case OP_UNWATCH: {

@@ -50,8 +50,8 @@ MSV_MUST_CHECK msv_err msv_cluster_start(struct msv_server *s, const char *redis
                                          struct msv_cluster **out, char *err, size_t err_len);
 void msv_cluster_stop(struct msv_cluster *c);
 
-/* A device's connection came to this node, or left it. */
-void msv_cluster_online(struct msv_cluster *c, uint64_t device_id);
+/* A device's connection came to this node (order: its connection_order), or left it. */
+void msv_cluster_online(struct msv_cluster *c, uint64_t device_id, uint64_t order);
 void msv_cluster_offline(struct msv_cluster *c, uint64_t device_id);
 /* A connection of device_id for requests alone opened (on) or closed on this node: while it
  * has some, the device's removal on another node reaches them (no presence is set). */

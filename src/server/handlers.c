@@ -370,8 +370,8 @@ static void register_connection(struct msv_conn_state *c)
     old = msv_u64map_get(&s->registry, c->device_id);
     if (msv_u64map_put(&s->registry, c->device_id, c) != MSV_OK)
         old = NULL;
-    else
-        msv_cluster_online(s->cluster, c->device_id); /* under the lock: in order with offline */
+    else /* under the lock: in order with offline */
+        msv_cluster_online(s->cluster, c->device_id, c->order);
     pthread_mutex_unlock(&s->registry_lock);
     /* a device has one connection: the newest; older ones close, on whichever worker */
     if (old != NULL)
@@ -438,6 +438,13 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
         else
             msv_conn_send_error(c, f->request_id, E_AUTH, "authentication failed");
         msv_conn_close_soon(c);
+        return;
+    }
+    /* in a cluster, where this connection stands among the device's on every node: a newer
+     * one closes it wherever it is, news of an older one does not (docs/missived.md) */
+    if (!a->requests_only && s->cluster != NULL &&
+        STORE(s)->connection_order(IMPL(s), &c->order) != MSV_OK) {
+        send_unavailable(c, f->request_id);
         return;
     }
     /* for requests alone: beside the device's other connections, up to a bound */

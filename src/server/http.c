@@ -259,6 +259,9 @@ static const struct {
       "Wake-ups published for devices connected to other nodes."),
     M(cluster_wakes_in, "cluster_wakeups_received_total", "counter",
       "Wake-ups from other nodes for devices connected here."),
+    M(cluster_older_announced, "cluster_older_announcements_total", "counter",
+      "Announcements from another node of a device's connection that authenticated before the "
+      "one here, which stays (the device moved on before the announcement came)."),
     M(cluster_connects, "cluster_redis_connects_total", "counter",
       "Connections to the cluster's Redis begun (two per node when all is well)."),
     M(cluster_timeouts, "cluster_redis_timeouts_total", "counter",

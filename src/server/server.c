@@ -774,14 +774,22 @@ static void post_close_all(struct msv_server *s, const struct msv_close_order *o
 void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
                             const struct msv_conn_state *keep, const char *why)
 {
-    struct msv_close_order o = {device_id, account_id, keep, keep != NULL ? keep->seq : 0, why, 0};
+    struct msv_close_order o = {device_id, account_id, keep, keep != NULL ? keep->seq : 0,
+                                why,       0,          0};
+
+    post_close_all(s, &o);
+}
+
+void msv_server_close_older(struct msv_server *s, uint64_t device_id, uint64_t order)
+{
+    struct msv_close_order o = {device_id, 0, NULL, 0, NULL, 0, order};
 
     post_close_all(s, &o);
 }
 
 void msv_server_recheck_device(struct msv_server *s, uint64_t device_id)
 {
-    struct msv_close_order o = {device_id, 0, NULL, 0, NULL, 1};
+    struct msv_close_order o = {device_id, 0, NULL, 0, NULL, 1, 0};
 
     post_close_all(s, &o);
 }
@@ -977,6 +985,11 @@ static void run_close_order(struct msv_worker *w, const struct msv_close_order *
         /* a newer connection replaces the one that takes deliveries, not those for requests */
         if (why == NULL && c->requests_only != 0)
             continue;
+        /* announced by another node: a connection here that authenticated after it stays */
+        if (o->before_order != 0 && c->device_id == o->device_id && c->order >= o->before_order) {
+            atomic_fetch_add(&w->srv->m.cluster_older_announced, 1);
+            continue;
+        }
         if ((o->device_id != 0 && c->device_id == o->device_id) ||
             (o->device_id == 0 && c->account_id == o->account_id))
             revoke_conn(c, why);

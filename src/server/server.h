@@ -44,6 +44,7 @@ struct msv_conn_state {
     int challenged;
     uint64_t device_id; /* 0 until authenticated */
     uint64_t seq;       /* order of registration among all connections (registry_lock) */
+    uint64_t order;     /* in a cluster, connection_order at authentication; else 0 */
     /* authenticated for requests alone (Auth.requests_only): the device it is counted for in
      * requests_only_per_device (kept when a revocation zeroes device_id); 0 otherwise */
     uint64_t requests_only;
@@ -109,6 +110,8 @@ struct msv_close_order {
     uint64_t keep_seq;                 /* keep's registration number; 0 without keep */
     const char *why;                   /* a static text sent before closing; NULL: none */
     int check; /* device_id's connections are closed only if the store says it is gone */
+    /* nonzero: only the connections that authenticated before it (their order) close */
+    uint64_t before_order;
 };
 struct msv_blob_job;
 
@@ -189,6 +192,8 @@ struct msv_metrics {
     _Atomic uint64_t requests_only_open, requests_only_refused; /* Auth.requests_only */
     _Atomic uint64_t cluster_wakes_out, cluster_wakes_in, cluster_connects, cluster_timeouts;
     _Atomic uint64_t cluster_sweeps_out, cluster_sweeps_in;
+    /* another node's announcement found a device's connection here newer than its own */
+    _Atomic uint64_t cluster_older_announced;
     _Atomic uint64_t store_unavailable, queue_fetch_failures, sends_device_gone;
     /* a device's check the store could not answer: asked again, given up, waiting (gauge) */
     _Atomic uint64_t device_checks_failed, device_checks_given_up, device_checks_waiting;
@@ -327,6 +332,9 @@ int msv_server_count_requests_only(struct msv_server *s, uint64_t device_id, int
  * sending why (a static text; NULL: nothing) as an Error; with no why (a
  * newer connection replaces them), not those for requests alone.
  */
+/* Closes device_id's connections here that take deliveries and authenticated before the one
+ * of order (connection_order) another node announced; a newer one stays. */
+void msv_server_close_older(struct msv_server *s, uint64_t device_id, uint64_t order);
 void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
                             const struct msv_conn_state *keep, const char *why);
 /*

@@ -643,6 +643,9 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "ALTER TABLE mls_members ADD COLUMN welcome BYTEA;"                                \
     "CREATE INDEX mls_members_by_welcome_expiry ON mls_members(welcome_expires_ms)"    \
     " WHERE welcome_expires_ms > 0;"
+/* The order in which devices' connections authenticated, on whichever node (connection_order);
+ * a sequence, not a table: nothing of it is copied from a SQLite store. */
+#define CONNECTION_ORDER_SCHEMA "CREATE SEQUENCE connection_order;"
 #define USERNAME_SCHEMA \
     "ALTER TABLE accounts ADD COLUMN username_changed_ms BIGINT NOT NULL DEFAULT 0;"
 
@@ -706,7 +709,7 @@ static const char schema[] =
     "  pk BYTEA NOT NULL,"
     "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA INVITES_SCHEMA
         QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA KEM_PREKEYS_SCHEMA USERNAME_SCHEMA MLS_SCHEMA
-            DEVICE_APPROVALS_SCHEMA MLS_LOG_SCHEMA MLS_WELCOME_SCHEMA;
+            DEVICE_APPROVALS_SCHEMA MLS_LOG_SCHEMA MLS_WELCOME_SCHEMA CONNECTION_ORDER_SCHEMA;
 
 static const char *const upgrades[] = {
     /* 6 -> 7: attachment quotas sum a device's attachments */
@@ -743,6 +746,8 @@ static const char *const upgrades[] = {
     MLS_LOG_SCHEMA,
     /* 20 -> 21: who added each MLS member, and the Welcomes kept */
     MLS_WELCOME_SCHEMA,
+    /* 21 -> 22: the order of connections across nodes */
+    CONNECTION_ORDER_SCHEMA,
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -3427,6 +3432,18 @@ static msv_err queue_last_id(struct pg_conn *c, uint64_t device_id, int64_t now_
     return err;
 }
 
+static msv_err connection_order(struct pg_conn *c, uint64_t *out)
+{
+    PGresult *r = NULL;
+    msv_err err = query(c, "SELECT nextval('connection_order');", NULL, &r);
+
+    if (err == MSV_OK) {
+        *out = (uint64_t)col_i64(r, 0, 0);
+        PQclear(r);
+    }
+    return err;
+}
+
 static msv_err queue_depth(struct pg_conn *c, uint64_t *count)
 {
     PGresult *r = NULL;
@@ -3768,6 +3785,11 @@ static msv_err p_device_get(void *impl, uint64_t device_id, struct msv_device_re
 static msv_err p_devices_of_account(void *impl, uint64_t account_id, struct msv_device_list *out)
 {
     POOLED(devices_of_account(c_, account_id, out));
+}
+
+static msv_err p_connection_order(void *impl, uint64_t *out)
+{
+    POOLED(connection_order(c_, out));
 }
 
 static msv_err p_queue_put(void *impl, const struct msv_queue_in *items, size_t n, int64_t now_ms,
@@ -4293,6 +4315,7 @@ static const struct msv_store_ops pg_ops = {
     .device_remove = p_device_remove,
     .device_get = p_device_get,
     .devices_of_account = p_devices_of_account,
+    .connection_order = p_connection_order,
     .queue_put = p_queue_put,
     .queue_fetch = p_queue_fetch,
     .queue_fetch_many = p_queue_fetch_many,

@@ -27,6 +27,7 @@ struct sqlite_store {
         sqlite3_stmt *st;
     } statements[STATEMENTS_MAX];
     size_t n_statements;
+    uint64_t connections;   /* connection_order's count: one node, in memory (under lock) */
     msv_kt_labeler labeler; /* kt_set_labeler: the log's appends label their entries */
     void *labeler_ctx;
 };
@@ -3531,6 +3532,14 @@ static msv_err l_devices_of_account(void *impl, uint64_t account_id, struct msv_
     LOCKED(devices_of_account(impl, account_id, out));
 }
 
+static msv_err l_connection_order(void *impl, uint64_t *out)
+{
+    lock(impl);
+    *out = ++((struct sqlite_store *)impl)->connections;
+    unlock(impl);
+    return MSV_OK;
+}
+
 static msv_err l_queue_put(void *impl, const struct msv_queue_in *items, size_t n, int64_t now_ms,
                            int64_t expires_ms, uint64_t *ids)
 {
@@ -3683,6 +3692,7 @@ static const struct msv_store_ops sqlite_ops = {
     .device_remove = l_device_remove,
     .device_get = l_device_get,
     .devices_of_account = l_devices_of_account,
+    .connection_order = l_connection_order,
     .queue_put = l_queue_put,
     .queue_fetch = l_queue_fetch,
     .queue_fetch_many = l_queue_fetch_many,

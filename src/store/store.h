@@ -446,6 +446,13 @@ struct msv_store_ops {
     msv_err (*device_remove)(void *impl, uint64_t account_id, uint64_t device_id);
     msv_err (*device_get)(void *impl, uint64_t device_id, struct msv_device_rec *out);
     msv_err (*devices_of_account)(void *impl, uint64_t account_id, struct msv_device_list *out);
+    /*
+     * A number above every one this store gave before, whichever node asks (a PostgreSQL
+     * sequence; a SQLite store serves one node, which counts in memory): the order in which
+     * a device's connections authenticated across a cluster's nodes, so that news of an older
+     * one, late, does not close a newer one (docs/missived.md, "Clusters").
+     */
+    msv_err (*connection_order)(void *impl, uint64_t *out);
 
     /*
      * Enqueues n envelopes in one transaction (the server's group commit);
@@ -746,6 +753,6 @@ MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_
                                                    size_t *n);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 21
+#define MSV_STORE_SCHEMA_VERSION 22
 
 #endif
