@@ -183,6 +183,44 @@ static void test_unsend_wins_over_edits(void **state)
     msv_message_versions_free(v, n);
 }
 
+/*
+ * A receipt for a message its author unsent, come after the unsend (the receiver got the
+ * message while the unsend was on its way), leaves it unsent and tells nothing; so does the
+ * outbox settling it.
+ */
+static void test_receipt_after_unsend(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_message_rec m = {.conversation = ALICE,
+                                .sender = BOB,
+                                .sender_device = 1,
+                                .outgoing = 1,
+                                .kind = MSV_KIND_MESSAGE,
+                                .text = "oops",
+                                .status = "sent"};
+    struct msv_payload p = {.has_target = true};
+    struct msv_message_rec *got = NULL;
+
+    test_fill_pattern(m.message_id, 16, 9);
+    m.sent_at_ms = m.stored_at_ms = msv_wall_ms();
+    assert_int_equal(msv_client_db_message_put(f->c.db, &m), MSV_OK);
+    assert_int_equal(msv_client_db_message_rewrite(f->c.db, m.message_id, "", "unsent"), MSV_OK);
+    memcpy(p.target_id, m.message_id, 16);
+    p.sent_at_ms = (uint64_t)msv_wall_ms();
+    for (int kind = MSV_KIND_RECEIPT_DELIVERED; kind <= MSV_KIND_RECEIPT_READ; kind++) {
+        p.kind = (enum msv_payload_kind)kind;
+        test_fill_pattern(p.message_id, 16, (unsigned)(60 + kind));
+        f->status = NULL;
+        assert_int_equal(client_take_control(&f->c, ALICE, 7, &p, keep_notice, f), MSV_OK);
+        assert_null(f->status);
+    }
+    assert_int_equal(msv_client_db_message_status(f->c.db, m.message_id, "sent"), MSV_OK);
+    assert_int_equal(msv_client_db_message_get(f->c.db, m.message_id, &got), MSV_OK);
+    assert_string_equal(got->status, "unsent");
+    assert_string_equal(got->text, "");
+    msv_messages_free(got, 1);
+}
+
 /* Someone else (a member of the same group, who saw the id) cannot edit or unsend it. */
 static void test_only_author_changes(void **state)
 {
@@ -349,6 +387,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_edits_in_authors_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unsend_wins_over_edits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_receipt_after_unsend, setup, teardown),
         cmocka_unit_test_setup_teardown(test_only_author_changes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changes_outside_window, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window_settings, setup, teardown),

@@ -387,6 +387,7 @@ msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t d
         if (p->kind == MSV_KIND_RECEIPT_READ && !client_privacy_on(c, "read-receipts"))
             break;
         if (target->outgoing && is_recipient(c, target, sender) &&
+            strcmp(target->status, "unsent") != 0 &&
             (p->kind == MSV_KIND_RECEIPT_READ || strcmp(target->status, "read") != 0)) {
             in.kind = MSV_INCOMING_RECEIPT;
             in.status = p->kind == MSV_KIND_RECEIPT_READ ? "read" : "delivered";

@@ -611,8 +611,12 @@ msv_err msv_client_db_message_status(struct msv_client_db *db, const uint8_t mes
                                      const char *status)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err =
-        msv_sql_prepare(db->db, "UPDATE messages SET status = ? WHERE message_id = ?;", &st);
+    /* an unsend is final: a receipt or an outbox's settling that comes after it (the receiver
+     * got the message before the unsend) leaves it unsent */
+    msv_err err = msv_sql_prepare(db->db,
+                                  "UPDATE messages SET status = CASE status WHEN 'unsent' THEN"
+                                  " 'unsent' ELSE ? END WHERE message_id = ?;",
+                                  &st);
 
     if (err != MSV_OK)
         return err;

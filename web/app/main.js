@@ -797,7 +797,7 @@ rpc.on("message", (ev) => {
 
 rpc.on("receipt", (ev) => {
   const m = list.get(ev.message_id);
-  if (!m) return;
+  if (!m || m.status === "unsent") return; // an unsend is final
   if (ev.status === "read" || m.status !== "read") m.status = ev.status;
   list.update(m);
 });
