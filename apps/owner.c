@@ -40,6 +40,7 @@
 #define LINE_MAX_BYTES (1u << 20)  /* a request line; longer ones close the connection */
 #define OUT_MAX_BYTES (16u << 20)  /* what a reader that does not read may leave waiting */
 #define INBOX_MAX 10000            /* what arrived and no 'receive' took yet */
+#define DEFERRED_MAX 4096          /* events held while a request line runs (handle_line) */
 #define BATCH_MAX 32               /* requests in one batch; more: one error, none run */
 #define MONITOR_INTERVAL_MS 300000 /* the transparency log is read this often, and on notices */
 #define EXPIRE_INTERVAL_MS 1000    /* disappearing messages are looked for this often */
@@ -78,6 +79,10 @@ struct owner {
     /* a command ran: what the server pushed meanwhile is taken once its answer is written
      * (handle_line), so that no event is told before an answer read from older state */
     int pump_due;
+    /* while a request line runs, events for the peers wait here and follow its answer: the
+     * answer was read from the state before them (a history, then an unsend) */
+    json_t *deferred;
+    int deferring;
     int said_deleted; /* the server said the account was deleted (account_gone) */
     int64_t retry_at, retry_ms, monitor_at;
     int64_t expire_at; /* when to look for disappearing messages whose time came */
@@ -275,17 +280,16 @@ static json_t *schema1_event(json_t *event)
 }
 
 /* An event to every subscriber and to the owner's hook; takes the reference. */
-static void broadcast(struct owner *ow, json_t *event, const struct msv_incoming *in)
+/* The event written to every subscribed peer, in the form of the schema it chose. */
+static void tell_peers(struct owner *ow, json_t *event)
 {
     json_t *note =
         json_pack("{s:s, s:s, s:O}", "jsonrpc", "2.0", "method", "event", "params", event);
-
-    if (note == NULL) {
-        json_decref(event);
-        return; /* out of memory: this event is not told */
-    }
     json_t *old = NULL;
     int old_made = 0;
+
+    if (note == NULL)
+        return; /* out of memory: this event is not told */
 
     for (size_t i = 0; i < ow->n_peers; i++) {
         if (!ow->peers[i]->subscribed)
@@ -301,6 +305,33 @@ static void broadcast(struct owner *ow, json_t *event, const struct msv_incoming
         if (old != NULL)
             peer_write(ow->peers[i], old);
     }
+    json_decref(old);
+    json_decref(note);
+}
+
+/* The events held while a request line ran, told in their order. */
+static void tell_deferred(struct owner *ow)
+{
+    size_t i;
+    json_t *event;
+
+    if (ow->deferred == NULL)
+        return;
+    json_array_foreach(ow->deferred, i, event)
+    {
+        tell_peers(ow, event);
+    }
+    json_array_clear(ow->deferred);
+}
+
+static void broadcast(struct owner *ow, json_t *event, const struct msv_incoming *in)
+{
+    /* while a request line runs, after its answer (handle_line); past DEFERRED_MAX held (a
+     * flood meanwhile) those held go at once, in their order */
+    if (ow->deferring && ow->deferred != NULL && json_array_size(ow->deferred) >= DEFERRED_MAX)
+        tell_deferred(ow);
+    if (!ow->deferring || ow->deferred == NULL || json_array_append(ow->deferred, event) != 0)
+        tell_peers(ow, event);
     if (ow->hook != NULL) {
         FILE *out = cli_out, *err = cli_err;
 
@@ -314,8 +345,6 @@ static void broadcast(struct owner *ow, json_t *event, const struct msv_incoming
         cli_out = out;
         cli_err = err;
     }
-    json_decref(old);
-    json_decref(note);
     json_decref(event);
 }
 
@@ -1050,6 +1079,7 @@ static void handle_line(struct owner *ow, struct peer *p, const char *line, size
         json_decref(req);
         return; /* an empty line: nothing asked */
     }
+    ow->deferring = 1;
     if (req == NULL) {
         response = rpc_error(NULL, -32700, "not JSON", json_string(jerr.text));
     } else if (json_is_array(req)) {
@@ -1081,6 +1111,8 @@ static void handle_line(struct owner *ow, struct peer *p, const char *line, size
         peer_write(p, response);
     json_decref(response);
     json_decref(req);
+    ow->deferring = 0;
+    tell_deferred(ow);
     if (ow->pump_due) {
         ow->pump_due = 0;
         pump(ow);
@@ -1268,7 +1300,10 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     struct owner *ow = calloc(1, sizeof(*ow));
     int rc;
 
-    if (ow == NULL || (ow->inbox = calloc(INBOX_MAX, sizeof(*ow->inbox))) == NULL) {
+    if (ow == NULL || (ow->inbox = calloc(INBOX_MAX, sizeof(*ow->inbox))) == NULL ||
+        (ow->deferred = json_array()) == NULL) {
+        if (ow != NULL)
+            free(ow->inbox);
         free(ow);
         return EXIT_ERR;
     }
@@ -1460,6 +1495,7 @@ void owner_stop(struct owner *ow)
         free(ow->inbox[i].text);
     }
     free(ow->inbox);
+    json_decref(ow->deferred);
     ow->c->ctx = NULL;
     ow->c->on_incoming = NULL;
     ow->c->incoming_ctx = NULL;

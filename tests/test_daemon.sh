@@ -135,14 +135,16 @@ grep -q "will you read this  (read)" out.txt && ok || bad "read mark: $(cat out.
 # a command's answer comes before what the server pushed while the command ran: a page that
 # merges an answer (a history read before an unsend came) after the event that told it the
 # change would put the old state back. A backup (some 5 s of key stretching) runs while alice
-# writes to bob.
+# writes to bob: alone, its answer comes before the message's event; in a batch with a
+# 'receive' after it, which reads the message, the batch's answer comes before the event too.
 cat >order.py <<'EOF'
 import json, socket, subprocess, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 s.settimeout(60)
 buf, lines = b"", []
-TEXT = "while the backup ran"
+batch = sys.argv[2] == "batch"
+TEXT = "while the backup ran " + sys.argv[2]
 
 
 def read_until(done):
@@ -158,21 +160,24 @@ def read_until(done):
 
 
 def answer():
-    return next((k for k, r in enumerate(lines) if r.get("id") == "slow"), None)
+    return next((k for k, r in enumerate(lines)
+                 if any(x.get("id") == "slow" for x in (r if isinstance(r, list) else [r]))), None)
 
 
 def event():
-    return next((k for k, r in enumerate(lines)
-                 if r.get("params", {}).get("message", {}).get("text") == TEXT), None)
+    return next((k for k, r in enumerate(lines) if isinstance(r, dict)
+                 and r.get("params", {}).get("message", {}).get("text") == TEXT), None)
 
 
 s.sendall(b'{"jsonrpc":"2.0","id":"sub","method":"subscribe"}\n')
-read_until(lambda: any(r.get("id") == "sub" for r in lines))
-s.sendall(json.dumps({"jsonrpc": "2.0", "id": "slow", "method": "backup",
-                      "params": {"args": ["slow.backup"], "kdf-memory": 512, "kdf-passes": 20,
-                                 "backup-passphrase": "backup secret 123"}}).encode() + b"\n")
+read_until(lambda: any(isinstance(r, dict) and r.get("id") == "sub" for r in lines))
+slow = {"jsonrpc": "2.0", "id": "slow", "method": "backup",
+        "params": {"args": ["slow-%s.backup" % sys.argv[2]], "kdf-memory": 512, "kdf-passes": 20,
+                   "backup-passphrase": "backup secret 123"}}
+then = {"jsonrpc": "2.0", "id": "then", "method": "receive", "params": {"wait": 0}}
+s.sendall(json.dumps([slow, then] if batch else slow).encode() + b"\n")
 time.sleep(0.2)
-subprocess.run(sys.argv[2:] + ["--text", TEXT], stdout=subprocess.DEVNULL, check=True)
+subprocess.run(sys.argv[3:] + ["--text", TEXT], stdout=subprocess.DEVNULL, check=True)
 s.setblocking(False)
 try:
     read_until(lambda: False)
@@ -184,10 +189,12 @@ print(json.dumps({"over_first": answer() is not None}))
 read_until(lambda: answer() is not None and event() is not None)
 print(json.dumps({"answer": answer(), "event": event()}))
 EOF
-python3 order.py "$sock" "$M" --data-dir dev-alice --account alice@example.org send bob@example.org >out.txt 2>err.txt
-[ "$(head -1 out.txt)" = '{"over_first": false}' ] &&
-    python3 -c 'import json,sys; sys.stdin.readline(); a=json.loads(sys.stdin.readline()); sys.exit(not (a["answer"] is not None and a["event"] is not None and a["answer"] < a["event"]))' <out.txt &&
-    ok || bad "the answer to a command, then what came while it ran: $(cat out.txt err.txt)"
+for mode in one batch; do
+    python3 order.py "$sock" "$mode" "$M" --data-dir dev-alice --account alice@example.org send bob@example.org >out.txt 2>err.txt
+    [ "$(head -1 out.txt)" = '{"over_first": false}' ] &&
+        python3 -c 'import json,sys; sys.stdin.readline(); a=json.loads(sys.stdin.readline()); sys.exit(not (a["answer"] is not None and a["event"] is not None and a["answer"] < a["event"]))' <out.txt &&
+        ok || bad "the answer to a command ($mode), then what came while it ran: $(cat out.txt err.txt)"
+done
 
 # the server goes away: the daemon says so, keeps answering, and sends what waited once it is back
 cat >follow.py <<'EOF'
