@@ -100,23 +100,22 @@ for _ in $(seq 50); do [ "$(metric B cluster_older_announcements_total)" -gt "$o
 [ "$(metric B cluster_older_announcements_total)" = $((older + 1)) ] && kill -0 "$hold_b" 2>/dev/null && ! grep -q closed hold-b.out &&
     ok || bad "news of an older connection on node A closed node B's: $(cat hold-b.out)"
 # node A's announcement comes after Redis learned of a newer connection (the order raised by
-# hand stands for it): it changes neither the presence nor node B's connection
-rcli SET "msv:order:$bob_dev" 999999999999 >/dev/null
+# hand stands for it): it changes neither the presence nor node B's connection, and node A
+# closes its own, the older
+rcli SET "msv:order:$bob_dev" $((order + 1000000000)) >/dev/null
 ("$HOLD" dev-bob/bob@example.org 30 "${ports[A]}" deliveries >hold-a.out 2>&1) &
 hold_a=$!
-for _ in $(seq 100); do grep -q connected hold-a.out && break; sleep 0.05; done
-sleep 1 # what node B would do on hearing of it
-grep -q connected hold-a.out && present "$bob_dev" B && kill -0 "$hold_b" 2>/dev/null && ! grep -q closed hold-b.out &&
-    ok || bad "a late announcement on node A closed node B's connection: $(rcli GET "msv:presence:$bob_dev") $(cat hold-b.out)"
-# a newer one on node C closes both
+wait "$hold_a"
+rc_a=$?
+[ "$rc_a" = 0 ] && present "$bob_dev" B && kill -0 "$hold_b" 2>/dev/null && ! grep -q closed hold-b.out &&
+    ok || bad "a late announcement on node A: node A kept its connection ($rc_a $(cat hold-a.out)) or node B's closed ($(rcli GET "msv:presence:$bob_dev") $(cat hold-b.out))"
+# a newer one on node C closes node B's
 rcli DEL "msv:order:$bob_dev" >/dev/null
 ("$HOLD" dev-bob/bob@example.org 30 "${ports[C]}" deliveries >hold-c.out 2>&1) &
 hold_c=$!
-wait "$hold_a"
-rc_a=$?
 wait "$hold_b"
 rc_b=$?
-[ "$rc_a" = 0 ] && [ "$rc_b" = 0 ] && present "$bob_dev" C && ok || bad "bob's connection on node C did not close the older ones: $rc_a $rc_b $(rcli GET "msv:presence:$bob_dev") $(cat hold-a.out hold-b.out)"
+[ "$rc_b" = 0 ] && present "$bob_dev" C && ok || bad "bob's connection on node C did not close node B's: $rc_b $(rcli GET "msv:presence:$bob_dev") $(cat hold-b.out)"
 kill "$hold_c" 2>/dev/null
 wait "$hold_c" 2>/dev/null
 
@@ -346,6 +345,28 @@ hold_rc=$?
 # closed by that check, not by a reconnection to Redis (which checks every connection)
 [ "$(grep -c "event=redis_unresponsive" node-C.log)" = "$unresponsive" ] && ok ||
     bad "node C lost Redis meanwhile: $(grep "event=redis_" node-C.log | tail -3)"
+# so would a newer connection's announcement: bob's device connects to node C while node C
+# does not listen yet, then to node B; once node C listens it reads the device's order and
+# closes its connection, the older
+touch gate
+("$HOLD" dev-bob/bob@example.org 30 "${ports[C]}" deliveries >hold-g.out 2>&1) &
+hold_g=$!
+for _ in $(seq 100); do grep -q connected hold-g.out && present "$bob_dev" C && break; sleep 0.1; done
+("$HOLD" dev-bob/bob@example.org 30 "${ports[B]}" deliveries >hold-h.out 2>&1) &
+hold_h=$!
+for _ in $(seq 100); do grep -q connected hold-h.out && present "$bob_dev" B && break; sleep 0.1; done
+sleep 0.5 # what node C would do on hearing of it
+[ "$(rcli PUBSUB NUMSUB "msv:wake:$bob_dev" | tail -1)" = 1 ] && present "$bob_dev" B &&
+    kill -0 "$hold_g" 2>/dev/null && ! grep -q closed hold-g.out && ok ||
+    bad "node C listened to bob's device before his connection to node B: $(cat hold-g.out hold-h.out)"
+rm gate
+wait "$hold_g"
+rc_g=$?
+[ "$rc_g" = 0 ] && kill -0 "$hold_h" 2>/dev/null && ! grep -q closed hold-h.out && ok ||
+    bad "node C kept bob's older connection once it listened (status $rc_g: $(cat hold-g.out)), or node B's closed ($(cat hold-h.out))"
+kill "$hold_h" 2>/dev/null
+wait "$hold_h" 2>/dev/null
+
 
 # dave waits on node B; suspended through node A's configuration, node B cuts him off at
 # once (missive-admin publishes on Redis), with no reload anywhere

@@ -46,14 +46,17 @@ static const char forget_presence[] =
 
 /*
  * Names this node (ARGV[1]) as the device's, and tells the other nodes that its connection of
- * order ARGV[2] (connection_order) is the newest, unless Redis already holds a newer one: the
- * announcement of a connection the device has left, come late (after the device authenticated
- * on another node), changes nothing. KEYS: the presence, the order, the device's channel.
+ * order ARGV[2] (connection_order) is the newest (0 returned), unless Redis already holds a
+ * newer one, whose order is returned: the announcement of a connection the device has left,
+ * come late (after the device authenticated on another node), changes nothing elsewhere, and
+ * that connection closes here (on_announced). KEYS: the presence, the order, the device's
+ * channel.
  */
 static const char announce_script[] =
-    "if tonumber(redis.call('GET', KEYS[2]) or '0') > tonumber(ARGV[2]) then return 0 end "
+    "local held = tonumber(redis.call('GET', KEYS[2]) or '0') "
+    "if held > tonumber(ARGV[2]) then return held end "
     "redis.call('SET', KEYS[2], ARGV[2]) redis.call('SET', KEYS[1], ARGV[1]) "
-    "redis.call('PUBLISH', KEYS[3], 'g' .. ARGV[2] .. ':' .. ARGV[1]) return 1";
+    "redis.call('PUBLISH', KEYS[3], 'g' .. ARGV[2] .. ':' .. ARGV[1]) return 0";
 
 enum op_kind { OP_ONLINE, OP_OFFLINE, OP_WATCH, OP_UNWATCH, OP_WAKE, OP_CLOSE, OP_DIRECTORY };
 
@@ -205,6 +208,33 @@ static void on_published(redisAsyncContext *ac, void *reply, void *arg)
         c->unpublished = 1;
 }
 
+/*
+ * The order Redis holds of a device's newest connection (an announcement's answer, refused; or
+ * read once the device's channel is listened to here): the device's connections here that
+ * authenticated before it close, its announcement having come before this node listened, or
+ * this node's own having come late.
+ */
+static void newer_elsewhere(struct msv_cluster *c, uint64_t device, const redisReply *r)
+{
+    uint64_t order = 0;
+
+    if (r == NULL)
+        return;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        order = (uint64_t)r->integer;
+    else if (r->type == REDIS_REPLY_STRING)
+        order = strtoull(r->str, NULL, 10);
+    if (order > (uintptr_t)msv_u64map_get(&c->online, device))
+        msv_server_close_older(c->srv, device, order);
+}
+
+/* The answer to an announcement, or to a read of a device's order (arg: the device). */
+static void on_order(redisAsyncContext *ac, void *reply, void *arg)
+{
+    on_reply(ac, reply, NULL);
+    newer_elsewhere(ac->data, (uintptr_t)arg, reply);
+}
+
 /* Names this node as where device is connected now, and has the connections other nodes still
  * hold of it that authenticated before this one closed there (a device keeps one connection
  * that takes deliveries), unless Redis knows of a newer one (announce_script). Done again for
@@ -213,7 +243,7 @@ static void on_published(redisAsyncContext *ac, void *reply, void *arg)
 static void announce(struct msv_cluster *c, uint64_t device, uint64_t order)
 {
     if (c->cmd_up)
-        redisAsyncCommand(c->cmd, on_reply, NULL,
+        redisAsyncCommand(c->cmd, on_order, (void *)(uintptr_t)device,
                           "EVAL %s 3 " PRESENCE_PREFIX "%" PRIu64 " " ORDER_PREFIX "%" PRIu64
                           " " WAKE_PREFIX "%" PRIu64 " %s %" PRIu64,
                           announce_script, device, device, device, c->node, order);
@@ -369,6 +399,10 @@ static void on_message(redisAsyncContext *ac, void *reply, void *arg)
         if (strcmp(kind->str, "subscribe") == 0) {
             /* a wake-up published before the subscription took hold would be lost: read now */
             msv_server_wake_local(c->srv, device);
+            /* and so would a newer connection's announcement elsewhere: its order is read */
+            if (c->cmd_up && msv_u64map_get(&c->online, device) != NULL)
+                redisAsyncCommand(c->cmd, on_order, (void *)(uintptr_t)device,
+                                  "GET " ORDER_PREFIX "%" PRIu64, device);
             if (arg == &listen_check) /* and so would a removal (listen_device) */
                 msv_server_recheck_device(c->srv, device);
         } else if (strcmp(kind->str, "message") == 0 && payload->type == REDIS_REPLY_STRING &&

@@ -3435,7 +3435,12 @@ static msv_err queue_last_id(struct pg_conn *c, uint64_t device_id, int64_t now_
 static msv_err connection_order(struct pg_conn *c, uint64_t *out)
 {
     PGresult *r = NULL;
-    msv_err err = query(c, "SELECT nextval('connection_order');", NULL, &r);
+    /* above the last one, and at least the database's clock in microseconds: a database
+     * restored from a backup (its sequence put back) still numbers above what came before */
+    msv_err err = query(c,
+                        "SELECT setval('connection_order', GREATEST(nextval('connection_order'),"
+                        " (extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT));",
+                        NULL, &r);
 
     if (err == MSV_OK) {
         *out = (uint64_t)col_i64(r, 0, 0);
