@@ -667,6 +667,46 @@ static void test_lookup_rate_limit(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A send answered with the current devices, or one addressing no device, tells who has devices
+ * as a lookup does and draws on the same bucket, with no push token in the lists; a send that
+ * addresses the right devices does not.
+ */
+static void test_send_probes_cost_lookups(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1;
+    struct test_device *one[1] = {&b1};
+    const char *bob[1] = {"bob@example.org"}, *nobody[1] = {"nobody@example.org"};
+    msv_frame *r;
+
+    (void)state;
+    test_server_init(&s, "[directory]\nlookup_rate = 0.01\nlookup_burst = 3\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    r = test_send(&a1, bob, 1, NULL, 0, "to none of bob's devices");
+    assert_int_equal(error_code(r), MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES);
+    assert_int_equal(r->error->current[0]->n_devices, 1);
+    assert_int_equal(r->error->current[0]->devices[0]->push_token.len, 0);
+    msv_frame_free(r);
+    expect_ok(test_send(&a1, nobody, 1, NULL, 0, "to nobody"));
+    r = lookup(a1.conn, "bob@example.org");
+    assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_LOOKUP_RESULT);
+    assert_int_equal(r->lookup_result->results[0]->devices[0]->push_token.len, 0);
+    msv_frame_free(r);
+    /* three handles looked up: the bucket is empty for sends that probe, not for one that
+     * addresses bob's device */
+    expect_error(test_send(&a1, nobody, 1, NULL, 0, "to nobody again"),
+                 MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    expect_error(test_send(&a1, bob, 1, NULL, 0, "stale again"),
+                 MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    expect_ok(test_send(&a1, bob, 1, one, 1, "to bob's device"));
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
 static void test_unauthenticated_and_malformed(void **state)
 {
     struct test_server s;
@@ -3254,6 +3294,7 @@ int main(void)
         cmocka_unit_test(test_requests_only_connections),
         cmocka_unit_test(test_device_approval),
         cmocka_unit_test(test_lookup_rate_limit),
+        cmocka_unit_test(test_send_probes_cost_lookups),
         cmocka_unit_test(test_unauthenticated_and_malformed),
         cmocka_unit_test(test_report_request),
         cmocka_unit_test(test_registration_errors),

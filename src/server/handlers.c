@@ -1981,8 +1981,7 @@ static msv_err fill_result(struct handle_result *r)
         r->infos[i].suite = d->suite;
         r->infos[i].identity.data = d->identity;
         r->infos[i].identity.len = d->identity_len;
-        r->infos[i].push_token.data = d->push_token;
-        r->infos[i].push_token.len = d->push_token_len;
+        /* no push token: it is for the server's pushes, shown to nobody who looks up */
         r->info_ptrs[i] = &r->infos[i];
     }
     r->hd.n_devices = r->list.count;
@@ -2587,6 +2586,25 @@ static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__Send
     return expected == q->n_envelopes;
 }
 
+/*
+ * A send answered with its handles' current devices (stale), or one that addresses no device
+ * at all, shows who has devices as a lookup of its handles does, and costs as one: a lookup
+ * token for each handle, and an unknown-username token for each username no account has.
+ * Answers a refusal itself and returns 0. (A sealed send names one handle whose delivery token
+ * it holds: nothing to probe.)
+ */
+static int send_probe_paid(struct msv_conn_state *c, uint64_t request_id,
+                           const struct handle_result *r, size_t n)
+{
+    struct msv_server *s = c->w->srv;
+
+    if (!msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id, (double)n)) {
+        msv_conn_send_error(c, request_id, E_RATE, "too many lookups; slow down");
+        return 0;
+    }
+    return unknown_usernames_ok(c, request_id, r, n) == 0;
+}
+
 /* A send for the group commit; a sealed one carries no sender at all. */
 /*
  * When the copies of a send may be dropped undelivered (docs/wire.md,
@@ -2816,8 +2834,12 @@ static void handle_send(struct msv_conn_state *c, const msv_frame *f)
         goto out;
     switch (addresses_match(c, q, r, n, sealed)) {
     case 1:
+        if (!sealed && q->n_envelopes == 0 && !send_probe_paid(c, f->request_id, r, n))
+            goto out;
         break;
     case 0: /* the current devices, for the client to address */
+        if (!sealed && !send_probe_paid(c, f->request_id, r, n))
+            goto out;
         if (lookup_all(s, r, n, ptrs, NULL) == MSV_OK) {
             send_stale(c, f->request_id, ptrs, n);
             goto out;
