@@ -670,9 +670,10 @@ static void test_lookup_rate_limit(void **state)
 /*
  * A send answered with the current devices, or one addressing no device, tells who has devices
  * as a lookup does and draws on the same bucket, with no push token in the lists; a send that
- * addresses the right devices does not.
+ * addresses the right devices does not. So does an abuse report, which tells whether an account
+ * has the handle: past the bucket, the same refusal whether one has it or not.
  */
-static void test_send_probes_cost_lookups(void **state)
+static void test_probes_cost_lookups(void **state)
 {
     struct test_server s;
     struct test_device a1, b1;
@@ -702,6 +703,11 @@ static void test_send_probes_cost_lookups(void **state)
     expect_error(test_send(&a1, bob, 1, NULL, 0, "stale again"),
                  MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
     expect_ok(test_send(&a1, bob, 1, one, 1, "to bob's device"));
+    expect_error(report(a1.conn, "bob@example.org", "", ""),
+                 MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    expect_error(report(a1.conn, "nobody@example.org", "", ""),
+                 MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    assert_int_equal(test_server_metric(&s, "reports_total"), 0);
     test_device_free(&a1);
     test_device_free(&b1);
     test_server_cleanup(&s);
@@ -3294,7 +3300,7 @@ int main(void)
         cmocka_unit_test(test_requests_only_connections),
         cmocka_unit_test(test_device_approval),
         cmocka_unit_test(test_lookup_rate_limit),
-        cmocka_unit_test(test_send_probes_cost_lookups),
+        cmocka_unit_test(test_probes_cost_lookups),
         cmocka_unit_test(test_unauthenticated_and_malformed),
         cmocka_unit_test(test_report_request),
         cmocka_unit_test(test_registration_errors),
