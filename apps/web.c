@@ -147,7 +147,7 @@ struct web {
     int tls, any_host;
     int loop_abandoned;  /* the loop is not to be run (libwebsockets failed half way) */
     char host_name[300]; /* the one Host value this server answers to: the URL's */
-    int named_localhost; /* --listen localhost: the URL says localhost */
+    int named_localhost; /* --listen localhost with TLS: the URL says localhost */
     char base[320];      /* http(s)://HOST:PORT */
     struct secret tokens[TOKENS_MAX], sessions[SESSIONS_MAX];
     uint64_t serial;
@@ -1313,6 +1313,10 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
         return s->uploading && finish_upload(wsi, s) != 0 ? -1 : 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
+        /* an answer set up here only (not a refused upgrade's, written whole already, whose
+         * connection may come back with a blank state): else nothing to write, and it closes */
+        if (s == NULL || !s->http)
+            return -1;
         if (s->uploading)
             return 0;
         rc = write_body(wsi, s);
@@ -1404,14 +1408,19 @@ static int web_options(const struct cli *o, struct web *w)
         fprintf(cli_err, "missive: --tls-cert and --tls-key go together\n");
         return EXIT_USAGE;
     }
+    /* an address, for libwebsockets; the URL says localhost only with TLS (below) */
     if (strcmp(w->host, "localhost") == 0) {
-        snprintf(w->host, sizeof(w->host), "127.0.0.1"); /* an address, for libwebsockets */
+        snprintf(w->host, sizeof(w->host), "127.0.0.1");
         w->named_localhost = 1;
     }
     w->token_ms = (int64_t)((o->token_minutes > 0 ? o->token_minutes : TOKEN_MINUTES) * 60000);
     w->session_ms = (int64_t)((o->session_hours > 0 ? o->session_hours : SESSION_HOURS) * 3600000);
     w->idle_ms = (int64_t)((o->idle_minutes > 0 ? o->idle_minutes : IDLE_MINUTES) * 60000);
     w->tls = o->tls_cert != NULL;
+    /* without TLS a browser may take localhost for ::1 first, where another user of this
+     * machine could listen on the same port and so be sent the login token: the URL names
+     * the address listened on instead */
+    w->named_localhost = w->named_localhost && w->tls;
     if (!w->tls && !web_host_is_loopback(w->host)) {
         fprintf(cli_err,
                 "missive: without TLS the web client listens on this machine only (127.0.0.1, "

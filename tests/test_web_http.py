@@ -688,16 +688,23 @@ def more():
     check(r.returncode == 1 and "cannot listen on 127.0.0.1:%d" % aport in r.stderr and
           not os.path.exists("dev-bob/bob@example.org/daemon.sock"),
           "a port taken: exit 1, nothing left: %r" % r.stderr)
+    # without TLS, --listen localhost names 127.0.0.1 in the URL: a browser may try ::1 for
+    # localhost first, where another user of the machine could listen on the same port
     lbob, lurl, lhost, lport = start_web("bob", "--listen", "localhost:0")
-    st, _, _ = get(lport, "/login?token=" + "0" * 64, host="127.0.0.1:%d" % lport)
-    check(st == 421, "--listen localhost: Host 127.0.0.1:PORT refused (%d)" % st)
-    st, _, _ = get(lport, "/login?token=" + lurl.rsplit("=", 1)[1], host="localhost:%d" % lport)
-    check(lhost.startswith("localhost:") and st == 303, "--listen localhost:0 (%s, %d)" % (lhost,
-                                                                                          st))
+    st, _, _ = get(lport, "/login?token=" + "0" * 64, host="localhost:%d" % lport)
+    check(st == 421, "--listen localhost without TLS: Host localhost:PORT refused (%d)" % st)
+    st, _, _ = get(lport, "/login?token=" + lurl.rsplit("=", 1)[1], host="127.0.0.1:%d" % lport)
+    check(lhost.startswith("127.0.0.1:") and st == 303,
+          "--listen localhost:0 without TLS: the URL says 127.0.0.1 (%s, %d)" % (lhost, st))
     stop(lbob)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
                     "key.pem", "-out", "cert.pem", "-days", "1", "-subj", "/CN=localhost"],
                    capture_output=True, check=True)
+    lbob, lurl, lhost, lport = start_web("bob", "--listen", "localhost:0", "--tls-cert", "cert.pem",
+                                         "--tls-key", "key.pem")
+    check(lurl.startswith("https://localhost:"), "--listen localhost with TLS: the URL says "
+          "localhost, which its certificate names: %r" % lurl)
+    stop(lbob)
     tbob, turl, thost, tport = start_web("bob", "--tls-cert", "cert.pem", "--tls-key", "key.pem")
     check(turl.startswith("https://127.0.0.1:"), "with TLS the URL is https: %r" % turl)
     st, h, _ = raw(tport, ("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (

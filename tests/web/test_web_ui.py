@@ -377,6 +377,13 @@ def main():
        "markup in messages is shown as its text: %s" % texts(a)[-6:])
     ok(until(lambda: js(a, "return document.body.textContent.includes('<img src=x onerror=window.pwned=7>')"), 20),
        "a group name with markup is shown as text")
+    # a display name is the sender's own choice: beside a group message, one that is no contact
+    # name comes with the handle
+    label = js(a, "const e=window.missive.list.render({message_id:'ab'.repeat(16),conversation:'group:'+"
+                  "'cd'.repeat(16),from:'dave@example.org',from_name:'bobby',text:'hi',status:'received',"
+                  "sent_at_ms:Date.now()});return e.querySelector('.from').textContent")
+    ok(label == "bobby (dave@example.org)", "a display name that is no contact's comes with the handle: %r"
+       % label)
     # (the receiver saves it with its spaces made underscores)
     ok(until(lambda: js(a, "return [...document.querySelectorAll('.fname')].some(e=>e.textContent.startsWith("
                            "'<img') && e.textContent.includes('onerror=window.pwned=3>'))"), 20),

@@ -69,6 +69,15 @@ function nameOf(handle) {
   return state.names.get(handle) || handle;
 }
 
+// who wrote a message, beside it: the contact name, else the display name the sender chose with
+// the handle after it (anyone may call themselves "Alice"), else the handle
+function senderLabel(m) {
+  const c = state.contacts.get(m.from);
+  if (c && c !== m.from) return c;
+  const name = m.from_name || state.names.get(m.from);
+  return name && name !== m.from ? name + " (" + m.from + ")" : m.from;
+}
+
 function convName(conv) {
   if (conv.startsWith("group:")) {
     const g = state.groups.get(conv);
@@ -476,7 +485,7 @@ function renderMessage(m) {
     "aria-label": (m.outgoing ? "you" : nameOf(m.from)) + ", " + when(m.sent_at_ms),
   });
   if (!m.outgoing && (group || m.request))
-    el.append(h("div", { class: "from", title: m.from }, m.from_name || nameOf(m.from)));
+    el.append(h("div", { class: "from", title: m.from }, senderLabel(m)));
   if (m.quote)
     el.append(h("blockquote", { class: "quote" }, h("span", { class: "qfrom" }, nameOf(m.quote.from)), " ", m.quote.text || "(a file)"));
   else if (m.reply_to)
