@@ -2066,6 +2066,36 @@ static msv_err upload_prekeys(struct test_device *d, const struct msv_identity *
 }
 
 /*
+ * Uploads that carry keys (each one's signatures checked, its rows written) are bounded per
+ * device: past 100 in a row, ERROR_RATE_LIMITED and nothing changed; one that only asks what
+ * the server holds is answered all the same.
+ */
+static void test_prekey_uploads_bounded(void **state)
+{
+    struct test_server s;
+    struct test_device b1;
+    struct msv_refusal why = {0};
+    struct msv_prekey_counts held = {0};
+    uint32_t left = 0;
+    int has_signed = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "bob@example.org", &b1);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(upload_prekeys(&b1, b1.id, 0, &left, &has_signed, &why), MSV_OK);
+    assert_int_not_equal(upload_prekeys(&b1, b1.id, 0, &left, &has_signed, &why), MSV_OK);
+    assert_int_equal(why.code, MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    assert_int_equal(msv_request_prekey_upload(b1.conn, &(struct msv_prekey_set){0},
+                                               TEST_TIMEOUT_MS, &held, &why),
+                     MSV_OK);
+    assert_true(held.has_signed);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
+/*
  * Prekeys are published signed and handed out once; a sealed send on a
  * connection that never authenticated reaches the recipient with the token
  * its devices registered, and the relay keeps and delivers it without any
@@ -3301,6 +3331,7 @@ int main(void)
         cmocka_unit_test(test_device_approval),
         cmocka_unit_test(test_lookup_rate_limit),
         cmocka_unit_test(test_probes_cost_lookups),
+        cmocka_unit_test(test_prekey_uploads_bounded),
         cmocka_unit_test(test_unauthenticated_and_malformed),
         cmocka_unit_test(test_report_request),
         cmocka_unit_test(test_registration_errors),

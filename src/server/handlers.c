@@ -3122,12 +3122,24 @@ static void handle_prekey_upload(struct msv_conn_state *c, const msv_frame *f)
     Msv__Wire__PrekeyState st = MSV__WIRE__PREKEY_STATE__INIT;
     uint32_t left = 0, kem_left = 0, signed_id = 0, kem_last_resort_id = 0;
     int code = E_IO;
-    const char *bad =
-        kem == NULL ? "out of memory" : read_upload(f->prekey_upload, &u, one_time, &code);
+    const Msv__Wire__PrekeyUpload *q = f->prekey_upload;
+    /* one that carries keys (its signatures checked, its rows written) is counted; one that
+     * only asks what the server holds is not */
+    int keys = q->signed_ != NULL || q->n_one_time > 0 || q->replace_one_time ||
+               q->kem_last_resort != NULL || q->n_kem_one_time > 0;
+    const char *bad = NULL;
     msv_err err;
 
+    if (kem == NULL) {
+        bad = "out of memory";
+    } else if (keys && !msv_server_take_token(s, MSV_LIMIT_PREKEY_UPLOAD, c->device_id, 1)) {
+        code = E_RATE;
+        bad = "too many prekey uploads; slow down";
+    } else {
+        bad = read_upload(q, &u, one_time, &code);
+    }
     if (bad == NULL)
-        bad = read_kem_upload(f->prekey_upload, &u, kem, &code);
+        bad = read_kem_upload(q, &u, kem, &code);
     if (bad == NULL && s->cfg.limit_prekey_uploads) {
         code = E_RATE; /* tests only: a server keeping the device's keys out */
         bad = "too many prekey uploads; slow down";

@@ -1784,6 +1784,10 @@ static void limit_rate(const struct msv_config *c, enum msv_limit limit, double 
         *rate = 10.0 / 3600;
         *burst = 10.0;
         break;
+    case MSV_LIMIT_PREKEY_UPLOAD: /* handlers.c: each may cost 101 signature checks */
+        *rate = 0.1;
+        *burst = 100.0;
+        break;
     case MSV_LIMIT_MLS_LOG: /* mls_ds.c: a catch-up reads at most 4 times */
         *rate = 2.0;
         *burst = 600.0;
@@ -1823,6 +1827,8 @@ static const char *shared_name(const struct msv_server *s, enum msv_limit limit)
         return "mls-upload";
     case MSV_LIMIT_MLS_LOG:
         return "mls-log";
+    case MSV_LIMIT_PREKEY_UPLOAD:
+        return "prekey-upload";
     case MSV_LIMIT_SEND:
         return "send";
     case MSV_LIMIT_UNKNOWN:

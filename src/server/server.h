@@ -236,9 +236,10 @@ enum msv_limit {
     MSV_LIMIT_CLAIM,
     MSV_LIMIT_BLOB_FINISH,
     MSV_LIMIT_UNKNOWN,
-    MSV_LIMIT_MLS_CLAIM,  /* MLS KeyPackages, per claimer and device: as MSV_LIMIT_CLAIM */
-    MSV_LIMIT_MLS_UPLOAD, /* MLS KeyPackage uploads, per device */
-    MSV_LIMIT_MLS_LOG,    /* reads of MLS commit logs, per account */
+    MSV_LIMIT_MLS_CLAIM,     /* MLS KeyPackages, per claimer and device: as MSV_LIMIT_CLAIM */
+    MSV_LIMIT_MLS_UPLOAD,    /* MLS KeyPackage uploads, per device */
+    MSV_LIMIT_MLS_LOG,       /* reads of MLS commit logs, per account */
+    MSV_LIMIT_PREKEY_UPLOAD, /* prekey uploads that carry keys, per device */
     MSV_LIMIT_COUNT
 };
 
