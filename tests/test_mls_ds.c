@@ -1823,6 +1823,58 @@ static void test_added_device_removal_racing(void **state)
  * groups it never learns of: a claim by another account, a claim used already and an
  * expired one do not do; each refusal names the device and changes nothing.
  */
+/* A claim of handle's KeyPackages by d, then d's commit starting group with device added. */
+static msv_frame *claim_and_add(struct test_device *d, const char *handle, const char *group,
+                                uint64_t added)
+{
+    msv_frame_free(kp_claim(d->conn, handle));
+    return mls_send(d, &(struct send_args){.group = group,
+                                           .kind = KIND(COMMIT),
+                                           .epoch = 0,
+                                           .message = "c0",
+                                           .added = &added,
+                                           .n_added = 1});
+}
+
+/*
+ * One account adds another account's device to at most 250 groups (claims, last-resort ones
+ * too, being cheap): the 251st is refused whole, ERROR_TOO_BIG, the device's other slots left
+ * to others; another account still adds it, and so does the device's own account.
+ */
+static void test_groups_by_one_account_bounded(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, b2, c1;
+    const char *kp = "kp";
+    char group[32];
+
+    (void)state;
+    node_init(&s, "[relay]\nsend_burst = 100000\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_add_device(&s, "bob@example.org", &b1, &b2);
+    test_register(&s, "carol@example.org", &c1);
+    msv_frame_free(kp_upload(&b1, &kp, 1, "kp-last", 0));
+    for (int i = 0; i < 250; i++) {
+        snprintf(group, sizeof(group), "g%d", i);
+        expect_sent(claim_and_add(&a1, "bob@example.org", group, b1.device_id), 1, 0);
+    }
+    test_expect_error(claim_and_add(&a1, "bob@example.org", "g250", b1.device_id), ERR(TOO_BIG));
+    /* nothing of the refused one: its group was not started */
+    expect_sent(mls_send(&a1,
+                         &(struct send_args){
+                             .group = "g250", .kind = KIND(COMMIT), .epoch = 0, .message = "c0"}),
+                1, 0);
+    expect_sent(claim_and_add(&c1, "bob@example.org", "carol's", b1.device_id), 1, 0);
+    expect_sent(claim_and_add(&b2, "bob@example.org", "bob's", b1.device_id), 1, 0);
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&b2);
+    test_device_free(&c1);
+    test_server_cleanup(&s);
+}
+
 static void test_add_needs_claim(void **state)
 {
     struct test_server s;
@@ -1981,6 +2033,7 @@ int main(void)
         cmocka_unit_test_setup(test_added_device_removal_racing, setup),
         cmocka_unit_test_setup(test_claim_buckets_apart, setup),
         cmocka_unit_test_setup(test_add_needs_claim, setup),
+        cmocka_unit_test_setup(test_groups_by_one_account_bounded, setup),
     };
     int rc;
 

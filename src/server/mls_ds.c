@@ -26,13 +26,15 @@
 #define STORE(s) ((s)->store->ops)
 #define IMPL(s) ((s)->store->impl)
 
-#define MLS_DELIVERY_SUITE 160            /* Deliver.suite of an MlsDelivery */
-#define MLS_GROUP_ID_MAX 64               /* bytes */
-#define MLS_KEY_PACKAGE_MAX 8192          /* bytes, each */
-#define MLS_KEY_PACKAGES_UPLOAD_MAX 100   /* per upload */
-#define MLS_KEY_PACKAGES_KEPT 100         /* per device, the last-resort one not counted */
-#define MLS_GROUP_DEVICES_MAX 10000       /* member devices per group */
-#define MLS_DEVICE_GROUPS_MAX 1000        /* groups a device is a member of */
+#define MLS_DELIVERY_SUITE 160          /* Deliver.suite of an MlsDelivery */
+#define MLS_GROUP_ID_MAX 64             /* bytes */
+#define MLS_KEY_PACKAGE_MAX 8192        /* bytes, each */
+#define MLS_KEY_PACKAGES_UPLOAD_MAX 100 /* per upload */
+#define MLS_KEY_PACKAGES_KEPT 100       /* per device, the last-resort one not counted */
+#define MLS_GROUP_DEVICES_MAX 10000     /* member devices per group */
+#define MLS_DEVICE_GROUPS_MAX 1000      /* groups a device is a member of */
+/* of them, groups another account's devices added it to: no stranger fills a device's groups */
+#define MLS_DEVICE_GROUPS_BY_ACCOUNT_MAX 250
 #define MLS_CHANGES_MAX 1000              /* devices added and removed by one commit */
 #define MLS_RECIPIENTS_MAX 1000           /* devices one Welcome is for */
 #define MLS_COPIED_MAX (64u << 20)        /* bytes one send may copy: size x copies */
@@ -545,6 +547,7 @@ static void commit(struct mls_send *m)
                                  .n_removed = m->q->n_removed,
                                  .max_members = MLS_GROUP_DEVICES_MAX,
                                  .max_groups = MLS_DEVICE_GROUPS_MAX,
+                                 .max_groups_by_account = MLS_DEVICE_GROUPS_BY_ACCOUNT_MAX,
                                  .claimer = c->account_id,
                                  .unclaimed = &unclaimed,
                                  .items = m->items,
@@ -568,8 +571,8 @@ static void commit(struct mls_send *m)
         refuse(c, m->f->request_id, E_NOT_FOUND, "no such group; a group starts at epoch 0");
     else if (err == MSV_ERR_TOO_BIG)
         refuse(c, m->f->request_id, E_TOO_BIG,
-               "a group has at most 10000 member devices, and a device is in at most 1000 "
-               "groups");
+               "a group has at most 10000 member devices, a device is in at most 1000 groups, "
+               "and one account adds another account's device to at most 250 of them");
     else if (err == MSV_ERR_INVALID) {
         char why[160];
 

@@ -3088,11 +3088,18 @@ static msv_err mls_groups_bounded(struct pg_conn *c, const struct msv_mls_commit
 
     a_i64(&a, (int64_t)m->sender);
     a_i64(&a, (int64_t)m->max_groups);
+    a_i64(&a, (int64_t)m->claimer);
+    a_i64(&a, (int64_t)m->max_groups_by_account);
+    /* and of another account's device added, the groups the claimer's account added it to */
     if (err == MSV_OK)
         err = query(c,
-                    "SELECT COUNT(*) FROM (SELECT device_id FROM mls_members WHERE device_id ="
-                    " ANY($1::BIGINT[] || $2::BIGINT) GROUP BY device_id HAVING COUNT(*) > $3)"
-                    " AS t;",
+                    "SELECT (SELECT COUNT(*) FROM (SELECT device_id FROM mls_members WHERE"
+                    " device_id = ANY($1::BIGINT[] || $2::BIGINT) GROUP BY device_id HAVING"
+                    " COUNT(*) > $3) AS t) + (SELECT COUNT(*) FROM (SELECT m.device_id FROM"
+                    " mls_members m JOIN devices a ON a.id = m.added_by JOIN devices d ON d.id ="
+                    " m.device_id WHERE $5 > 0 AND m.device_id = ANY($1::BIGINT[]) AND"
+                    " a.account_id = $4 AND d.account_id <> $4 GROUP BY m.device_id HAVING"
+                    " COUNT(*) > $5) AS u);",
                     &a, &r);
     free(ids.p);
     if (err != MSV_OK)

@@ -2586,6 +2586,25 @@ static msv_err mls_groups_bounded(struct sqlite_store *s, const struct msv_mls_c
             err = MSV_ERR_TOO_BIG;
         release(s, st);
     }
+    /* another account's device: the groups the claimer's account added it to */
+    for (size_t i = 0; err == MSV_OK && c->max_groups_by_account > 0 && i < c->n_added; i++) {
+        sqlite3_stmt *st = NULL;
+
+        err = prepare(s,
+                      "SELECT COUNT(*) FROM mls_members m JOIN devices a ON a.id = m.added_by"
+                      " WHERE m.device_id = ?1 AND a.account_id = ?2 AND"
+                      " (SELECT account_id FROM devices WHERE id = ?1) IS NOT ?2;",
+                      &st);
+        if (err != MSV_OK)
+            return err;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)c->added[i]);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)c->claimer);
+        if (sqlite3_step(st) != SQLITE_ROW)
+            err = msv_sql_err(sqlite3_errcode(s->db));
+        else if ((size_t)sqlite3_column_int64(st, 0) > c->max_groups_by_account)
+            err = MSV_ERR_TOO_BIG;
+        release(s, st);
+    }
     return err;
 }
 

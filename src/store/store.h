@@ -149,7 +149,10 @@ struct msv_mls_commit {
     uint64_t epoch, sender;
     const uint64_t *added, *removed;
     size_t n_added, n_removed, max_members;
-    size_t max_groups;   /* of the sender and of each device added */
+    size_t max_groups; /* of the sender and of each device added */
+    /* of each device added of another account than the claimer's: the groups it is in that
+     * devices of the claimer's account added it to (0: no bound) */
+    size_t max_groups_by_account;
     uint64_t claimer;    /* the sender's account: each device added uses one of its claims */
     uint64_t *unclaimed; /* NULL or out: a device added without an open claim */
     const struct msv_queue_in *items;
