@@ -3265,14 +3265,22 @@ static msv_err mls_commits_since(struct pg_conn *c, const uint8_t *group_id, siz
     a_i64(&a, from > INT64_MAX ? INT64_MAX : (int64_t)from);
     a_i64(&a, now_ms);
     a_i64(&a, (int64_t)max + 1);
-    /* one statement: the group, the membership and the log of one snapshot */
+    a_i64(&a, (int64_t)max_bytes);
+    /* one statement: the group, the membership and the log of one snapshot; of the log only
+     * the first two commits and those whose earlier ones take at most max_bytes (their sizes
+     * summed first, without reading them): one past what is answered says there is more, and
+     * nothing after it is read */
     err = query(c,
                 "SELECT g.epoch, m.since_epoch, l.epoch, l.sender_device, l.delivery FROM"
                 " mls_groups g LEFT JOIN mls_members m ON m.group_id = g.group_id AND"
-                " m.device_id = $2 LEFT JOIN LATERAL (SELECT epoch, sender_device, delivery"
-                " FROM mls_commit_log WHERE group_id = g.group_id AND m.device_id IS NOT NULL"
-                " AND epoch >= GREATEST($3, m.since_epoch) AND expires_ms > $4 ORDER BY epoch"
-                " LIMIT $5) l ON TRUE WHERE g.group_id = $1 ORDER BY l.epoch;",
+                " m.device_id = $2 LEFT JOIN LATERAL (SELECT x.epoch, x.sender_device,"
+                " x.delivery FROM (SELECT epoch, ROW_NUMBER() OVER (ORDER BY epoch) AS k,"
+                " SUM(octet_length(delivery)) OVER (ORDER BY"
+                " epoch) - octet_length(delivery) AS before FROM mls_commit_log WHERE group_id ="
+                " g.group_id AND m.device_id IS NOT NULL AND epoch >= GREATEST($3,"
+                " m.since_epoch) AND expires_ms > $4 ORDER BY epoch LIMIT $5) w JOIN"
+                " mls_commit_log x ON x.group_id = g.group_id AND x.epoch = w.epoch WHERE"
+                " (w.before <= $6 OR w.k <= 2)) l ON TRUE WHERE g.group_id = $1 ORDER BY l.epoch;",
                 &a, &r);
     if (err != MSV_OK)
         return err;
