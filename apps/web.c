@@ -1089,6 +1089,17 @@ static int append(char **buf, size_t *len, size_t *cap, const void *data, size_t
     return 0;
 }
 
+/* Whether path is in a directory start_upload made: uploads/<32 hex>/NAME. */
+static int uploaded(const struct web *w, const char *path)
+{
+    size_t ulen = strlen(w->uploads);
+
+    return path != NULL && strncmp(path, w->uploads, ulen) == 0 && path[ulen] == '/' &&
+           strspn(path + ulen + 1, "0123456789abcdef") == 32 && path[ulen + 33] == '/' &&
+           strchr(path + ulen + 34, '/') == NULL && strcmp(path + ulen + 34, ".") != 0 &&
+           strcmp(path + ulen + 34, "..") != 0 && path[ulen + 34] != '\0';
+}
+
 /* Upload directories a 'send' names, kept with its id to be deleted once it is answered. */
 static void note_uploads(struct web *w, struct bridge *b, json_t *req)
 {
@@ -1105,8 +1116,7 @@ static void note_uploads(struct web *w, struct bridge *b, json_t *req)
         const char *p = json_string_value(f);
 
         /* uploads/<32 hex>/: a directory start_upload made, never one a path climbs to */
-        if (p != NULL && strncmp(p, w->uploads, ulen) == 0 && p[ulen] == '/' &&
-            strspn(p + ulen + 1, "0123456789abcdef") == 32 && p[ulen + 33] == '/')
+        if (uploaded(w, p))
             json_array_append_new(dirs, json_stringn(p, ulen + 33));
     }
     if (json_array_size(dirs) > 0)
@@ -1134,13 +1144,93 @@ static void answered(struct bridge *b, json_t *response)
     }
 }
 
+/*
+ * Why the page may not ask req of the owner (NULL: it may): a file it names is one it
+ * uploaded, never another of this machine's (a page that ran someone's script must not send
+ * or read the user's files); it makes no backup and restores none.
+ */
+static const char *page_refusal(const struct web *w, json_t *req)
+{
+    static const char *const one_file[] = {"avatar", "image", "backup-passphrase-file"};
+    const char *method = json_string_value(json_object_get(req, "method"));
+    json_t *params = json_object_get(req, "params"), *files = json_object_get(params, "file");
+    json_t *f;
+    size_t i;
+
+    if (method != NULL && (strcmp(method, "backup") == 0 || strcmp(method, "restore") == 0))
+        return "the web page makes no backup and restores none; use the command line";
+    json_array_foreach(files, i, f)
+    {
+        if (!uploaded(w, json_string_value(f)))
+            return "a file the web page sends is one it uploaded";
+    }
+    if (json_is_string(files) && !uploaded(w, json_string_value(files)))
+        return "a file the web page sends is one it uploaded";
+    for (i = 0; i < sizeof(one_file) / sizeof(one_file[0]); i++) {
+        json_t *v = json_object_get(params, one_file[i]);
+
+        if (v != NULL && !uploaded(w, json_string_value(v)))
+            return "a file the web page names is one it uploaded";
+    }
+    return NULL;
+}
+
+/* The refusals of req (a request or a batch) the page gets at once, or NULL if none. */
+static json_t *page_refusals(const struct web *w, json_t *req)
+{
+    json_t *one, *out = NULL;
+    size_t i;
+
+    if (!json_is_array(req)) {
+        const char *why = json_is_object(req) ? page_refusal(w, req) : NULL;
+
+        return why == NULL
+                   ? NULL
+                   : json_pack("{s:s, s:O?, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
+                               json_object_get(req, "id"), "error", "code", -32602, "message", why);
+    }
+    json_array_foreach(req, i, one)
+    {
+        if (json_is_object(one) && page_refusal(w, one) != NULL)
+            break;
+    }
+    if (i == json_array_size(req))
+        return NULL;
+    /* one refused: none of the batch runs, each told why */
+    out = json_array();
+    json_array_foreach(req, i, one)
+    {
+        const char *why = json_is_object(one) ? page_refusal(w, one) : NULL;
+
+        json_array_append_new(
+            out, json_pack("{s:s, s:O?, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
+                           json_object_get(one, "id"), "error", "code", -32602, "message",
+                           why != NULL ? why : "another request of the batch was refused"));
+    }
+    return out;
+}
+
+static int queue_line(struct bridge *b, const char *line, size_t len);
+
 /* A whole message from the page: one request line for the owner. */
 static int from_page(struct web *w, struct bridge *b)
 {
     json_t *req = json_loadb(b->rx, b->rx_len, 0, NULL);
+    json_t *refused = req != NULL ? page_refusals(w, req) : NULL;
     char *line = req ? json_dumps(req, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     int rc;
 
+    if (refused != NULL) {
+        char *answer = json_dumps(refused, JSON_COMPACT);
+
+        rc = answer != NULL ? queue_line(b, answer, strlen(answer)) : -1;
+        free(answer);
+        free(line);
+        json_decref(refused);
+        json_decref(req);
+        b->rx_len = 0;
+        return rc;
+    }
     if (req != NULL && json_is_array(req)) {
         size_t i;
         json_t *one;
@@ -1282,6 +1372,8 @@ static int ws_receive(struct web *w, struct lws *wsi, struct bridge *b, const vo
     if (from_page(w, b) != 0)
         return -1;
     to_owner(b);
+    if (b->head != NULL) /* a refusal answered here */
+        lws_callback_on_writable(wsi);
     return 0;
 }
 

@@ -417,6 +417,27 @@ def main():
     r = ws.call("history", {"args": ["bob@example.org"], "output": "json"})
     items = r.get("result", {}).get("items", []) if r else []
     check(any(i.get("text") == "hello from the web" for i in items), "history: %r" % r)
+    # the page names no file of this machine but those it uploaded, and makes no backup: a
+    # page that ran someone's script could otherwise send the user's files
+    for method, params in (("send", {"args": ["bob@example.org"], "file": ["/etc/hostname"]}),
+                           ("send", {"args": ["bob@example.org"], "file": [
+                               os.path.join(work, "dev-alice", "uploads", "0" * 32, "..", "x")]}),
+                           ("profile", {"args": ["set"], "name": "a", "avatar": "/etc/hostname"}),
+                           ("backup", {"args": [os.path.join(work, "page.backup")]})):
+        r = ws.call(method, params)
+        check(r is not None and r.get("error", {}).get("code") == -32602,
+              "the page's %s %r refused: %r" % (method, params, r))
+    check(not os.path.exists(os.path.join(work, "page.backup")), "no backup made for the page")
+    ws.send_text(json.dumps([{"jsonrpc": "2.0", "id": "ok", "method": "status"},
+                             {"jsonrpc": "2.0", "id": "no", "method": "send",
+                              "params": {"args": ["bob@example.org"], "file": ["/etc/hostname"]}}]))
+    m = ws.recv()
+    got = json.loads(m) if m else None
+    check(isinstance(got, list) and [x.get("error", {}).get("code") for x in got] == [-32602, -32602],
+          "a batch with one such request: none of it runs: %r" % m)
+    r = ws.call("history", {"args": ["bob@example.org"], "output": "json"})
+    check(r is not None and not any(i.get("attachments") for i in r["result"]["items"]),
+          "nothing of the refused sends went: %r" % r)
     # an operand that looks like an option stays an operand: this reaction is "--remove"
     mine = [i for i in items if i.get("text") == "hello from the web"]
     if mine:
@@ -551,13 +572,14 @@ def more():
     check(r is not None and "result" in r, "send with the uploads: %r" % r)
     check(not os.path.exists(os.path.dirname(r1["file"])) and
           not os.path.exists(os.path.dirname(r2["file"])), "the uploads are deleted after the send")
-    # a send naming a path that climbs out of uploads/: the file is sent, nothing else deleted
+    # a send naming a path that climbs out of uploads/: refused, nothing deleted
     adir = os.path.realpath("dev-alice/alice@example.org")
     open(adir + "/keep.txt", "w").write("kept")
     r = ws.call("send", {"args": ["bob@example.org"], "text": "climbing",
                          "file": [adir + "/uploads/../keep.txt"]})
-    check(r is not None and "result" in r and os.path.exists(adir + "/keep.txt") and
-          os.path.exists(adir + "/state.db"), "only upload directories are deleted after a send")
+    check(r is not None and r.get("error", {}).get("code") == -32602 and
+          os.path.exists(adir + "/keep.txt") and os.path.exists(adir + "/state.db"),
+          "a path that climbs out of uploads/ is refused, and nothing is deleted: %r" % r)
     e = bws.wait_event(lambda j: j.get("method") == "event" and
                        j["params"].get("type") == "message" and
                        j["params"]["message"].get("text", "").startswith("two files"))
