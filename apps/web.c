@@ -1159,6 +1159,9 @@ static const char *page_refusal(const struct web *w, json_t *req)
 
     if (method != NULL && (strcmp(method, "backup") == 0 || strcmp(method, "restore") == 0))
         return "the web page makes no backup and restores none; use the command line";
+    /* (a number would name a file of the owner's working directory: refused too) */
+    if (files != NULL && !json_is_array(files) && !json_is_string(files))
+        return "a file the web page sends is one it uploaded";
     json_array_foreach(files, i, f)
     {
         if (!uploaded(w, json_string_value(f)))
@@ -1210,7 +1213,7 @@ static json_t *page_refusals(const struct web *w, json_t *req)
     return out;
 }
 
-static int queue_line(struct bridge *b, const char *line, size_t len);
+static int queue_raw(struct bridge *b, const char *line, size_t len);
 
 /* A whole message from the page: one request line for the owner. */
 static int from_page(struct web *w, struct bridge *b)
@@ -1223,7 +1226,8 @@ static int from_page(struct web *w, struct bridge *b)
     if (refused != NULL) {
         char *answer = json_dumps(refused, JSON_COMPACT);
 
-        rc = answer != NULL ? queue_line(b, answer, strlen(answer)) : -1;
+        /* not as an answer of the owner's: a pending send's uploads stay (answered) */
+        rc = answer != NULL ? queue_raw(b, answer, strlen(answer)) : -1;
         free(answer);
         free(line);
         json_decref(refused);
@@ -1269,13 +1273,29 @@ static void to_owner(struct bridge *b)
 }
 
 /* A line from the owner becomes a message for the page. */
-static int queue_line(struct bridge *b, const char *line, size_t len)
+/* A message for the page, queued as it is. */
+static int queue_raw(struct bridge *b, const char *line, size_t len)
 {
     struct ws_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
-    json_t *j;
 
     if (m == NULL)
         return -1;
+    m->next = NULL;
+    m->len = len;
+    memcpy(m->data + LWS_PRE, line, len);
+    if (b->tail != NULL)
+        b->tail->next = m;
+    else
+        b->head = m;
+    b->tail = m;
+    b->queued += len;
+    return 0;
+}
+
+static int queue_line(struct bridge *b, const char *line, size_t len)
+{
+    json_t *j;
+
     if (json_array_size(b->uploads) > 0 && (j = json_loadb(line, len, 0, NULL)) != NULL) {
         if (json_is_array(j)) {
             size_t i;
@@ -1287,16 +1307,7 @@ static int queue_line(struct bridge *b, const char *line, size_t len)
         }
         json_decref(j);
     }
-    m->next = NULL;
-    m->len = len;
-    memcpy(m->data + LWS_PRE, line, len);
-    if (b->tail != NULL)
-        b->tail->next = m;
-    else
-        b->head = m;
-    b->tail = m;
-    b->queued += len;
-    return 0;
+    return queue_raw(b, line, len);
 }
 
 /* Takes what the owner wrote while the page keeps up; its end closes the WebSocket. */

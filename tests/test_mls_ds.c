@@ -1817,12 +1817,6 @@ static void test_added_device_removal_racing(void **state)
     test_server_cleanup(&s);
 }
 
-/*
- * J15: a commit adds only a device whose KeyPackage its account claimed and has not used
- * (RFC 9420: an Add carries the KeyPackage), so that nobody fills a stranger's device with
- * groups it never learns of: a claim by another account, a claim used already and an
- * expired one do not do; each refusal names the device and changes nothing.
- */
 /* A claim of handle's KeyPackages by d, then d's commit starting group with device added. */
 static msv_frame *claim_and_add(struct test_device *d, const char *handle, const char *group,
                                 uint64_t added)
@@ -1839,12 +1833,15 @@ static msv_frame *claim_and_add(struct test_device *d, const char *handle, const
 /*
  * One account adds another account's device to at most 250 groups (claims, last-resort ones
  * too, being cheap): the 251st is refused whole, ERROR_TOO_BIG, the device's other slots left
- * to others; another account still adds it, and so does the device's own account.
+ * to others, also once the device that added them is removed and another of the account's
+ * tries; another account still adds it, and so does the device's own account.
  */
 static void test_groups_by_one_account_bounded(void **state)
 {
     struct test_server s;
-    struct test_device a1, b1, b2, c1;
+    struct test_device a1, a2, b1, b2, c1;
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
     const char *kp = "kp";
     char group[32];
 
@@ -1852,6 +1849,7 @@ static void test_groups_by_one_account_bounded(void **state)
     node_init(&s, "[relay]\nsend_burst = 100000\n");
     test_server_start(&s);
     test_register(&s, "alice@example.org", &a1);
+    test_add_device(&s, "alice@example.org", &a1, &a2);
     test_register(&s, "bob@example.org", &b1);
     test_add_device(&s, "bob@example.org", &b1, &b2);
     test_register(&s, "carol@example.org", &c1);
@@ -1861,20 +1859,32 @@ static void test_groups_by_one_account_bounded(void **state)
         expect_sent(claim_and_add(&a1, "bob@example.org", group, b1.device_id), 1, 0);
     }
     test_expect_error(claim_and_add(&a1, "bob@example.org", "g250", b1.device_id), ERR(TOO_BIG));
+    rm.device_id = a1.device_id;
+    req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+    req.remove_device = &rm;
+    test_expect_ok(test_request(a2.conn, &req));
+    test_expect_error(claim_and_add(&a2, "bob@example.org", "g251", b1.device_id), ERR(TOO_BIG));
     /* nothing of the refused one: its group was not started */
-    expect_sent(mls_send(&a1,
+    expect_sent(mls_send(&a2,
                          &(struct send_args){
                              .group = "g250", .kind = KIND(COMMIT), .epoch = 0, .message = "c0"}),
                 1, 0);
     expect_sent(claim_and_add(&c1, "bob@example.org", "carol's", b1.device_id), 1, 0);
     expect_sent(claim_and_add(&b2, "bob@example.org", "bob's", b1.device_id), 1, 0);
     test_device_free(&a1);
+    test_device_free(&a2);
     test_device_free(&b1);
     test_device_free(&b2);
     test_device_free(&c1);
     test_server_cleanup(&s);
 }
 
+/*
+ * J15: a commit adds only a device whose KeyPackage its account claimed and has not used
+ * (RFC 9420: an Add carries the KeyPackage), so that nobody fills a stranger's device with
+ * groups it never learns of: a claim by another account, a claim used already and an
+ * expired one do not do; each refusal names the device and changes nothing.
+ */
 static void test_add_needs_claim(void **state)
 {
     struct test_server s;

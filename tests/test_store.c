@@ -476,6 +476,7 @@ static void test_devices(void **state)
          * put back, still numbers above what it gave before */
         assert_true(order[0] >= (uint64_t)(msv_wall_ms() - 600000) * 1000);
         raw_exec(f, "ALTER SEQUENCE connection_order RESTART WITH 5;");
+        reopen(f);
         assert_int_equal(OPS(f)->connection_order(IMPL(f), &order[0]), MSV_OK);
         assert_true(order[0] > order[2]);
     }
@@ -2707,6 +2708,7 @@ static void test_reopen_and_schema(void **state)
     assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_commit_log"), 0);
     assert_int_equal(count_rows(f, "SELECT COUNT(since_epoch) FROM mls_members"), 0);
     assert_int_equal(count_rows(f, "SELECT COUNT(welcome) + COUNT(added_by) FROM mls_members"), 0);
+    assert_int_equal(count_rows(f, "SELECT COUNT(added_by_account) FROM mls_members"), 0);
     {
         uint64_t order = 0;
 

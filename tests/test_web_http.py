@@ -422,6 +422,7 @@ def main():
     for method, params in (("send", {"args": ["bob@example.org"], "file": ["/etc/hostname"]}),
                            ("send", {"args": ["bob@example.org"], "file": [
                                os.path.join(work, "dev-alice", "uploads", "0" * 32, "..", "x")]}),
+                           ("send", {"args": ["bob@example.org"], "file": 42}),
                            ("profile", {"args": ["set"], "name": "a", "avatar": "/etc/hostname"}),
                            ("backup", {"args": [os.path.join(work, "page.backup")]})):
         r = ws.call(method, params)

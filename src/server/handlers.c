@@ -3381,8 +3381,12 @@ static void handle_report(struct msv_conn_state *c, const msv_frame *f)
         return refuse_report(c, f->request_id, E_TOO_BIG,
                              "a report's reason is at most 1000 bytes, its text at most "
                              "[reports] text_max");
-    /* it tells whether an account has the handle, as a lookup does, and costs one */
-    if (!msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id, 1.0))
+    /* it tells whether an account has the handle, as a lookup does, and costs one; of a
+     * username, also what a lookup of a username nobody has costs (taken whoever has it, so
+     * that the refusal past either bucket tells nothing) */
+    if (!msv_server_take_token(s, MSV_LIMIT_LOOKUP, c->account_id, 1.0) ||
+        (is_username(r->reported) &&
+         !msv_server_take_token(s, MSV_LIMIT_UNKNOWN, c->account_id, 1.0)))
         return refuse_report(c, f->request_id, E_RATE, "too many lookups; slow down");
     err = STORE(s)->report_add(IMPL(s), c->account_id, r->reported, reason, text, now,
                                now - 86400000LL, per_day, &id);

@@ -645,7 +645,9 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     " WHERE welcome_expires_ms > 0;"
 /* The order in which devices' connections authenticated, on whichever node (connection_order);
  * a sequence, not a table: nothing of it is copied from a SQLite store. */
-#define CONNECTION_ORDER_SCHEMA "CREATE SEQUENCE connection_order;"
+#define CONNECTION_ORDER_SCHEMA         \
+    "CREATE SEQUENCE connection_order;" \
+    "ALTER TABLE mls_members ADD COLUMN added_by_account BIGINT NOT NULL DEFAULT 0;"
 #define USERNAME_SCHEMA \
     "ALTER TABLE accounts ADD COLUMN username_changed_ms BIGINT NOT NULL DEFAULT 0;"
 
@@ -821,6 +823,13 @@ static msv_err migrate(PGconn *db)
             err = set_version(db, version + 1);
         (void)exec_script(db, err == MSV_OK ? "COMMIT;" : "ROLLBACK;");
     }
+    /* the order of connections (connection_order) starts at least at the database's clock in
+     * microseconds: a database restored from a backup, its sequence put back, numbers above
+     * what it gave before; once as the store opens, under the lock above */
+    if (err == MSV_OK)
+        err = exec_script(db, "SELECT setval('connection_order', GREATEST(nextval("
+                              "'connection_order'), (extract(epoch FROM clock_timestamp()) *"
+                              " 1000000)::BIGINT));");
     (void)exec_script(db, "SELECT pg_advisory_unlock(19795, 1);");
     return err;
 }
@@ -3001,14 +3010,16 @@ static msv_err mls_members_change(struct pg_conn *c, const struct msv_mls_commit
     err = mls_ids(&a, m->added, m->n_added, &added);
     a_i64(&a, (int64_t)(m->epoch + 1)); /* their first epoch, from which they read the log */
     a_i64(&a, (int64_t)m->sender);
+    a_i64(&a, (int64_t)m->claimer); /* kept for a device of another account (groups_bounded) */
     /* one added again (its leaf replaced) stays a member, added by the same device as before:
      * if this commit is that device's, a Welcome it kept from before is stale (another's
      * changes nothing: the server cannot tell a replacement from a commit naming members it
      * does not add) */
     if (err == MSV_OK)
         err = run(c,
-                  "INSERT INTO mls_members (group_id, device_id, since_epoch, added_by) SELECT $1,"
-                  " d.id, $3, $4 FROM devices d WHERE d.id = ANY($2::BIGINT[]) AND d.approved"
+                  "INSERT INTO mls_members (group_id, device_id, since_epoch, added_by,"
+                  " added_by_account) SELECT $1, d.id, $3, $4, CASE WHEN d.account_id = $5 THEN 0"
+                  " ELSE $5 END FROM devices d WHERE d.id = ANY($2::BIGINT[]) AND d.approved"
                   " ON CONFLICT (group_id, device_id) DO UPDATE SET welcome = NULL,"
                   " welcome_expires_ms = 0 WHERE mls_members.added_by = EXCLUDED.added_by;",
                   &a);
@@ -3095,11 +3106,9 @@ static msv_err mls_groups_bounded(struct pg_conn *c, const struct msv_mls_commit
         err = query(c,
                     "SELECT (SELECT COUNT(*) FROM (SELECT device_id FROM mls_members WHERE"
                     " device_id = ANY($1::BIGINT[] || $2::BIGINT) GROUP BY device_id HAVING"
-                    " COUNT(*) > $3) AS t) + (SELECT COUNT(*) FROM (SELECT m.device_id FROM"
-                    " mls_members m JOIN devices a ON a.id = m.added_by JOIN devices d ON d.id ="
-                    " m.device_id WHERE $5 > 0 AND m.device_id = ANY($1::BIGINT[]) AND"
-                    " a.account_id = $4 AND d.account_id <> $4 GROUP BY m.device_id HAVING"
-                    " COUNT(*) > $5) AS u);",
+                    " COUNT(*) > $3) AS t) + (SELECT COUNT(*) FROM (SELECT device_id FROM"
+                    " mls_members WHERE $5 > 0 AND device_id = ANY($1::BIGINT[]) AND"
+                    " added_by_account = $4 GROUP BY device_id HAVING COUNT(*) > $5) AS u);",
                     &a, &r);
     free(ids.p);
     if (err != MSV_OK)
@@ -3450,12 +3459,8 @@ static msv_err queue_last_id(struct pg_conn *c, uint64_t device_id, int64_t now_
 static msv_err connection_order(struct pg_conn *c, uint64_t *out)
 {
     PGresult *r = NULL;
-    /* above the last one, and at least the database's clock in microseconds: a database
-     * restored from a backup (its sequence put back) still numbers above what came before */
-    msv_err err = query(c,
-                        "SELECT setval('connection_order', GREATEST(nextval('connection_order'),"
-                        " (extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT));",
-                        NULL, &r);
+    /* above the last one (the sequence starts at the clock as the store opens: migrate) */
+    msv_err err = query(c, "SELECT nextval('connection_order');", NULL, &r);
 
     if (err == MSV_OK) {
         *out = (uint64_t)col_i64(r, 0, 0);

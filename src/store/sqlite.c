@@ -304,6 +304,9 @@ static const char *const migrations[] = {
     "ALTER TABLE mls_members ADD COLUMN welcome BLOB;"
     "CREATE INDEX mls_members_by_welcome_expiry ON mls_members(welcome_expires_ms)"
     " WHERE welcome_expires_ms > 0;",
+    /* 21 -> 22: the account whose device added each member of another account (0: its own
+     * account's, or added before), which adds a device to a bounded number of groups */
+    "ALTER TABLE mls_members ADD COLUMN added_by_account INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -2481,7 +2484,8 @@ static msv_err mls_members_change(struct sqlite_store *s, const struct msv_mls_c
                        * cannot tell a replacement from a commit naming members it does not
                        * add) */
                       add ? "INSERT INTO mls_members (group_id, device_id, since_epoch,"
-                            " added_by) SELECT ?1, id, ?3, ?4 FROM devices WHERE id = ?2 AND"
+                            " added_by, added_by_account) SELECT ?1, id, ?3, ?4, CASE WHEN"
+                            " account_id = ?5 THEN 0 ELSE ?5 END FROM devices WHERE id = ?2 AND"
                             " approved = 1 ON CONFLICT (group_id, device_id) DO UPDATE SET"
                             " welcome = NULL, welcome_expires_ms = 0 WHERE"
                             " mls_members.added_by = excluded.added_by;"
@@ -2494,6 +2498,7 @@ static msv_err mls_members_change(struct sqlite_store *s, const struct msv_mls_c
         if (add) { /* its first epoch in the group, from which it may read the commit log */
             sqlite3_bind_int64(st, 3, (sqlite3_int64)(c->epoch + 1));
             sqlite3_bind_int64(st, 4, (sqlite3_int64)c->sender);
+            sqlite3_bind_int64(st, 5, (sqlite3_int64)c->claimer);
         }
         err = run(s, st);
     }
@@ -2591,9 +2596,8 @@ static msv_err mls_groups_bounded(struct sqlite_store *s, const struct msv_mls_c
         sqlite3_stmt *st = NULL;
 
         err = prepare(s,
-                      "SELECT COUNT(*) FROM mls_members m JOIN devices a ON a.id = m.added_by"
-                      " WHERE m.device_id = ?1 AND a.account_id = ?2 AND"
-                      " (SELECT account_id FROM devices WHERE id = ?1) IS NOT ?2;",
+                      "SELECT COUNT(*) FROM mls_members WHERE device_id = ? AND"
+                      " added_by_account = ?;",
                       &st);
         if (err != MSV_OK)
             return err;

@@ -451,8 +451,9 @@ struct msv_store_ops {
     msv_err (*devices_of_account)(void *impl, uint64_t account_id, struct msv_device_list *out);
     /*
      * A number above every one this store gave before, whichever node asks (PostgreSQL: a
-     * sequence, kept at least at the database's clock in microseconds, so that a restored
-     * backup still numbers above; a SQLite store serves one node, which counts in memory):
+     * sequence, raised to the database's clock in microseconds as the store opens, so that a
+     * restored backup still numbers above; a SQLite store serves one node, which counts in
+     * memory):
      * the order in which a device's connections authenticated across a cluster's nodes, so
      * that news of an older one, late, does not close a newer one (docs/missived.md).
      */
