@@ -384,6 +384,12 @@ def main():
                   "sent_at_ms:Date.now()});return e.querySelector('.from').textContent")
     ok(label == "bobby (dave@example.org)", "a display name that is no contact's comes with the handle: %r"
        % label)
+    quoted = js(a, "window.missive.state.names.set('dave@example.org','bobby');"
+                   "const e=window.missive.list.render({message_id:'ef'.repeat(16),conversation:"
+                   "'bob@example.org',from:'bob@example.org',text:'re',status:'received',sent_at_ms:"
+                   "Date.now(),quote:{from:'dave@example.org',text:'hi'}});"
+                   "return e.querySelector('.qfrom').textContent")
+    ok(quoted == "bobby (dave@example.org)", "so does one in a quote: %r" % quoted)
     # (the receiver saves it with its spaces made underscores)
     ok(until(lambda: js(a, "return [...document.querySelectorAll('.fname')].some(e=>e.textContent.startsWith("
                            "'<img') && e.textContent.includes('onerror=window.pwned=3>'))"), 20),

@@ -69,13 +69,19 @@ function nameOf(handle) {
   return state.names.get(handle) || handle;
 }
 
-// who wrote a message, beside it: the contact name, else the display name the sender chose with
-// the handle after it (anyone may call themselves "Alice"), else the handle
+// a person named beside what they wrote or what is said of them: the contact name, else the
+// display name they chose (chosen, or the one learnt) with the handle after it (anyone may call
+// themselves "Alice"), else the handle
+function whoOf(handle, chosen) {
+  if (handle === state.me && state.me) return "you";
+  const c = state.contacts.get(handle);
+  if (c && c !== handle) return c;
+  const name = chosen || state.names.get(handle);
+  return name && name !== handle ? name + " (" + handle + ")" : handle;
+}
+
 function senderLabel(m) {
-  const c = state.contacts.get(m.from);
-  if (c && c !== m.from) return c;
-  const name = m.from_name || state.names.get(m.from);
-  return name && name !== m.from ? name + " (" + m.from + ")" : m.from;
+  return whoOf(m.from, m.from_name);
 }
 
 function convName(conv) {
@@ -487,7 +493,7 @@ function renderMessage(m) {
   if (!m.outgoing && (group || m.request))
     el.append(h("div", { class: "from", title: m.from }, senderLabel(m)));
   if (m.quote)
-    el.append(h("blockquote", { class: "quote" }, h("span", { class: "qfrom" }, nameOf(m.quote.from)), " ", m.quote.text || "(a file)"));
+    el.append(h("blockquote", { class: "quote" }, h("span", { class: "qfrom" }, whoOf(m.quote.from)), " ", m.quote.text || "(a file)"));
   else if (m.reply_to)
     el.append(h("blockquote", { class: "quote" }, "original not found"));
   const files = Array.isArray(m.attachments) && m.attachments.length;
@@ -529,7 +535,7 @@ function renderMessage(m) {
 
 function startReply(m) {
   state.replyTo = m;
-  $("reply-text").textContent = "\u21aa " + (m.outgoing ? "you" : nameOf(m.from)) + ": " + (m.text || "").split("\n")[0];
+  $("reply-text").textContent = "\u21aa " + (m.outgoing ? "you" : whoOf(m.from, m.from_name)) + ": " + (m.text || "").split("\n")[0];
   $("reply-bar").hidden = false;
   $("text").focus();
 }
@@ -780,7 +786,7 @@ $("search").addEventListener("keydown", async (e) => {
       class: "result", role: "option", tabindex: "0",
       onclick: () => openConv(m.conversation),
       onkeydown: (ev) => { if (ev.key === "Enter") openConv(m.conversation); },
-    }, h("div", { class: "from" }, convName(m.conversation) + " \u00b7 " + (m.outgoing ? "you" : nameOf(m.from)) + " \u00b7 " + when(m.sent_at_ms)),
+    }, h("div", { class: "from" }, convName(m.conversation) + " \u00b7 " + (m.outgoing ? "you" : whoOf(m.from, m.from_name)) + " \u00b7 " + when(m.sent_at_ms)),
       h("div", { class: "text" }, m.text)));
   }
   $("log").hidden = true;
@@ -886,7 +892,7 @@ rpc.on("handle_taken", (ev) => {
 });
 
 rpc.on("unreachable", (ev) => banner("alarm", "unreach-" + ev.handle + "-" + ev.device_id,
-  "\u26A0 " + nameOf(ev.handle) + "'s device " + ev.device_id + " cannot be reached: it speaks no suite this device speaks (" +
+  "\u26A0 " + whoOf(ev.handle) + "'s device " + ev.device_id + " cannot be reached: it speaks no suite this device speaks (" +
   (ev.suites || []).join(", ") + ")."));
 
 rpc.on("key_change", async (ev) => {
@@ -896,8 +902,8 @@ rpc.on("key_change", async (ev) => {
     verified = v.length && v[0].state === "changed since verified";
   } catch (e) { verified = false; }
   const text = verified
-    ? "\u26A0 " + nameOf(ev.handle) + "'s safety number changed since you verified it. Nothing is sent to them until you compare it again."
-    : ev.handle === state.me ? "This account's devices changed." : nameOf(ev.handle) + "'s devices changed.";
+    ? "\u26A0 " + whoOf(ev.handle) + "'s safety number changed since you verified it. Nothing is sent to them until you compare it again."
+    : ev.handle === state.me ? "This account's devices changed." : whoOf(ev.handle) + "'s devices changed.";
   banner(verified ? "alarm key-change" : "info key-change", "key-" + ev.handle, text,
     [["Compare safety number", (b) => { b.remove(); safetyDialog(ev.handle); }]]);
 });
@@ -1243,7 +1249,7 @@ function groupDigits(n) {
 
 function safetyDialog(handle) {
   if (!handle || handle.startsWith("group:")) return;
-  dialog("Safety number with " + nameOf(handle), async (body, dlg) => {
+  dialog("Safety number with " + whoOf(handle), async (body, dlg) => {
     const v = await rpc.items("verify", { args: [handle] }).catch((e) => { toast(e.message); return []; });
     if (!v.length) return;
     const s = v[0];
@@ -1251,14 +1257,14 @@ function safetyDialog(handle) {
     body.append(h("p", { class: "state " + s.state.replace(/ /g, "-") }, stateText),
       h("div", { class: "digits", "aria-label": "Safety number" }, groupDigits(s.safety_number)),
       h("img", { class: "qr", src: withKey("/qr.svg?data=" + encodeURIComponent(s.safety_number)), alt: "QR code of the safety number" }),
-      h("p", {}, "Compare these digits with " + nameOf(handle) + " in person or on a call (or scan each other's code). Mark them verified only if they match."),
+      h("p", {}, "Compare these digits with " + whoOf(handle) + " in person or on a call (or scan each other's code). Mark them verified only if they match."),
       h("div", { class: "row" },
         h("button", {
           type: "button", class: "primary", id: "verify-match", onclick: async () => {
             await run("verifying", rpc.call("verify", { args: [handle, s.safety_number] }));
             document.querySelectorAll('#banners [data-key="key-' + CSS.escape(handle) + '"]').forEach((b) => b.remove());
             dlg.close();
-            toast(nameOf(handle) + " verified");
+            toast(whoOf(handle) + " verified");
           },
         }, "The numbers match: mark verified")));
     const fps = await rpc.items("fingerprint", { args: [handle] }).catch(() => []);
