@@ -2370,10 +2370,19 @@ static int cmd_conversations(const struct cli *o, struct msv_client *c)
     return err == MSV_OK ? 0 : fail(c, "changing the conversation", err);
 }
 
+/*
+ * What one answer of history holds at most, counted as its JSON could take (a text's every byte
+ * escaped as \u00XX, and room for the rest): a daemon's client takes at most 16 MiB waiting, so
+ * a few long texts of control characters would otherwise make a conversation that cannot be
+ * shown there. The oldest of those asked for are left out, said; --before reaches them.
+ */
+#define HISTORY_ANSWER_MAX (8u << 20)
+#define HISTORY_ITEM_ROOM 4096u
+
 static int cmd_history(const struct cli *o, struct msv_client *c)
 {
     struct msv_message_rec *m = NULL;
-    size_t n = 0;
+    size_t n = 0, first = 0, room = HISTORY_ANSWER_MAX;
     int64_t before = INT64_MAX;
     msv_err err;
 
@@ -2421,8 +2430,21 @@ static int cmd_history(const struct cli *o, struct msv_client *c)
     }
     if (err != MSV_OK)
         return fail(c, "reading history", err);
-    for (size_t i = 0; i < n; i++)
+    /* the newest first into the bound: the oldest left out are the ones --before reaches */
+    for (first = n; first > 0; first--) {
+        size_t take = HISTORY_ITEM_ROOM + (m[first - 1].text ? strlen(m[first - 1].text) * 6 : 0);
+
+        if (take > room && first < n)
+            break;
+        room -= take < room ? take : room;
+    }
+    for (size_t i = first; i < n; i++)
         print_with_reactions(o, c, &m[i]);
+    if (first > 0)
+        fprintf(cli_err,
+                "missive: history: the %zu oldest of the messages asked for are left out (an "
+                "answer holds at most 8 MiB); --before the oldest shown reaches them\n",
+                first);
     msv_messages_free(m, n);
     return 0;
 }

@@ -196,6 +196,25 @@ for mode in one batch; do
         ok || bad "the answer to a command ($mode), then what came while it ran: $(cat out.txt err.txt)"
 done
 
+# a history answer holds at most 8 MiB, counted as its JSON could take (every byte of a text
+# escaped, 6 of them): of 14 texts of 100,000 bytes the newest 13 fit, the oldest is left out,
+# said so, and --before reaches it
+head -c 100000 /dev/zero | tr '\0' 'x' >long.txt
+sent=0
+for _ in $(seq 14); do as alice send bob@example.org <long.txt >/dev/null 2>&1 && sent=$((sent + 1)); done
+[ "$sent" = 14 ] && ok || bad "14 long messages to bob: $sent sent"
+longs() { python3 -c 'import json,sys; print(sum(len(json.loads(l).get("text", "")) == 100000 for l in sys.stdin))' <out.txt; }
+for _ in $(seq 50); do
+    as bob -o json history alice@example.org --limit 14 >out.txt 2>err.txt
+    [ "$(longs)" = 13 ] && grep -q "left out" err.txt && break
+    sleep 0.2
+done
+oldest=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["message_id"])' <out.txt 2>/dev/null)
+[ "$(wc -l <out.txt)" = 13 ] && [ "$(longs)" = 13 ] && grep -q "the 1 oldest of the messages asked for are left out" err.txt && ok ||
+    bad "history of 14 long messages: $(wc -l <out.txt) lines, $(cat err.txt)"
+as bob -o json history alice@example.org --limit 1 --before "$oldest" >out.txt 2>err.txt
+[ "$(longs)" = 1 ] && [ ! -s err.txt ] && ok || bad "--before reaches the one left out: $(head -c 200 out.txt) $(cat err.txt)"
+
 # the server goes away: the daemon says so, keeps answering, and sends what waited once it is back
 cat >follow.py <<'EOF'
 import json, socket, sys

@@ -284,7 +284,8 @@ async function openConv(conv) {
   const items = await rpc.items("history", convParams(conv, { limit: PAGE }));
   if (state.current !== conv) return;
   items.forEach(learnName);
-  list.reset(items, items.length >= PAGE);
+  // fewer than asked for may come back (an answer holds at most 8 MiB): more while any come
+  list.reset(items, items.length > 0);
   list.scrollToEnd();
   $("newest").hidden = true;
   markRead();
@@ -304,7 +305,7 @@ async function loadOlder(before) {
   const items = await rpc.items("history", convParams(conv, { limit: PAGE, before }));
   if (state.current !== conv) return null;
   items.forEach(learnName);
-  return { items, more: items.length >= PAGE };
+  return { items, more: items.length > 0 };
 }
 
 // newest messages of the open conversation, merged (after a send, a change elsewhere)
