@@ -2435,8 +2435,8 @@ static int cmd_history(const struct cli *o, struct msv_client *c)
         size_t take = HISTORY_ITEM_ROOM + (m[first - 1].text ? strlen(m[first - 1].text) * 6 : 0);
 
         if (take > room && first < n)
-            break;
-        room -= take < room ? take : room;
+            break; /* (the newest goes whatever it takes) */
+        room = take < room ? room - take : 0;
     }
     for (size_t i = first; i < n; i++)
         print_with_reactions(o, c, &m[i]);

@@ -279,7 +279,6 @@ static json_t *schema1_event(json_t *event)
     return note;
 }
 
-/* An event to every subscriber and to the owner's hook; takes the reference. */
 /* The event written to every subscribed peer, in the form of the schema it chose. */
 static void tell_peers(struct owner *ow, json_t *event)
 {
@@ -315,8 +314,6 @@ static void tell_deferred(struct owner *ow)
     size_t i;
     json_t *event;
 
-    if (ow->deferred == NULL)
-        return;
     json_array_foreach(ow->deferred, i, event)
     {
         tell_peers(ow, event);
@@ -324,13 +321,14 @@ static void tell_deferred(struct owner *ow)
     json_array_clear(ow->deferred);
 }
 
+/* An event to every subscriber and to the owner's hook; takes the reference. */
 static void broadcast(struct owner *ow, json_t *event, const struct msv_incoming *in)
 {
     /* while a request line runs, after its answer (handle_line); past DEFERRED_MAX held (a
      * flood meanwhile) those held go at once, in their order */
-    if (ow->deferring && ow->deferred != NULL && json_array_size(ow->deferred) >= DEFERRED_MAX)
+    if (ow->deferring && json_array_size(ow->deferred) >= DEFERRED_MAX)
         tell_deferred(ow);
-    if (!ow->deferring || ow->deferred == NULL || json_array_append(ow->deferred, event) != 0)
+    if (!ow->deferring || json_array_append(ow->deferred, event) != 0)
         tell_peers(ow, event);
     if (ow->hook != NULL) {
         FILE *out = cli_out, *err = cli_err;

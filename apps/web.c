@@ -1178,37 +1178,37 @@ static const char *page_refusal(const struct web *w, json_t *req)
     return NULL;
 }
 
+/* The error the page gets for req, refused why. */
+static json_t *page_error(json_t *req, const char *why)
+{
+    return json_pack("{s:s, s:O?, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
+                     json_object_get(req, "id"), "error", "code", -32602, "message", why);
+}
+
 /* The refusals of req (a request or a batch) the page gets at once, or NULL if none. */
 static json_t *page_refusals(const struct web *w, json_t *req)
 {
-    json_t *one, *out = NULL;
-    size_t i;
+    json_t *one, *out;
+    size_t i, refused = 0;
 
     if (!json_is_array(req)) {
         const char *why = json_is_object(req) ? page_refusal(w, req) : NULL;
 
-        return why == NULL
-                   ? NULL
-                   : json_pack("{s:s, s:O?, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
-                               json_object_get(req, "id"), "error", "code", -32602, "message", why);
+        return why == NULL ? NULL : page_error(req, why);
     }
-    json_array_foreach(req, i, one)
-    {
-        if (json_is_object(one) && page_refusal(w, one) != NULL)
-            break;
-    }
-    if (i == json_array_size(req))
-        return NULL;
     /* one refused: none of the batch runs, each told why */
     out = json_array();
     json_array_foreach(req, i, one)
     {
         const char *why = json_is_object(one) ? page_refusal(w, one) : NULL;
 
+        refused += why != NULL;
         json_array_append_new(
-            out, json_pack("{s:s, s:O?, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
-                           json_object_get(one, "id"), "error", "code", -32602, "message",
-                           why != NULL ? why : "another request of the batch was refused"));
+            out, page_error(one, why != NULL ? why : "another request of the batch was refused"));
+    }
+    if (refused == 0) {
+        json_decref(out);
+        return NULL;
     }
     return out;
 }
@@ -1272,7 +1272,6 @@ static void to_owner(struct bridge *b)
     }
 }
 
-/* A line from the owner becomes a message for the page. */
 /* A message for the page, queued as it is. */
 static int queue_raw(struct bridge *b, const char *line, size_t len)
 {
@@ -1292,6 +1291,7 @@ static int queue_raw(struct bridge *b, const char *line, size_t len)
     return 0;
 }
 
+/* A line from the owner becomes a message for the page. */
 static int queue_line(struct bridge *b, const char *line, size_t len)
 {
     json_t *j;
@@ -1511,19 +1511,17 @@ static int web_options(const struct cli *o, struct web *w)
         fprintf(cli_err, "missive: --tls-cert and --tls-key go together\n");
         return EXIT_USAGE;
     }
-    /* an address, for libwebsockets; the URL says localhost only with TLS (below) */
+    /* an address, for libwebsockets; the URL says localhost only with TLS: without it a
+     * browser may take localhost for ::1 first, where another user of this machine could
+     * listen on the same port and so be sent the login token */
     if (strcmp(w->host, "localhost") == 0) {
         snprintf(w->host, sizeof(w->host), "127.0.0.1");
-        w->named_localhost = 1;
+        w->named_localhost = o->tls_cert != NULL;
     }
     w->token_ms = (int64_t)((o->token_minutes > 0 ? o->token_minutes : TOKEN_MINUTES) * 60000);
     w->session_ms = (int64_t)((o->session_hours > 0 ? o->session_hours : SESSION_HOURS) * 3600000);
     w->idle_ms = (int64_t)((o->idle_minutes > 0 ? o->idle_minutes : IDLE_MINUTES) * 60000);
     w->tls = o->tls_cert != NULL;
-    /* without TLS a browser may take localhost for ::1 first, where another user of this
-     * machine could listen on the same port and so be sent the login token: the URL names
-     * the address listened on instead */
-    w->named_localhost = w->named_localhost && w->tls;
     if (!w->tls && !web_host_is_loopback(w->host)) {
         fprintf(cli_err,
                 "missive: without TLS the web client listens on this machine only (127.0.0.1, "

@@ -49,7 +49,7 @@ static const char forget_presence[] =
  * order ARGV[2] (connection_order) is the newest (0 returned), unless Redis already holds a
  * newer one, whose order is returned: the announcement of a connection the device has left,
  * come late (after the device authenticated on another node), changes nothing elsewhere, and
- * that connection closes here (on_announced). KEYS: the presence, the order, the device's
+ * that connection closes here (on_order). KEYS: the presence, the order, the device's
  * channel.
  */
 static const char announce_script[] =

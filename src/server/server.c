@@ -774,22 +774,25 @@ static void post_close_all(struct msv_server *s, const struct msv_close_order *o
 void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
                             const struct msv_conn_state *keep, const char *why)
 {
-    struct msv_close_order o = {device_id, account_id, keep, keep != NULL ? keep->seq : 0,
-                                why,       0,          0};
+    struct msv_close_order o = {.device_id = device_id,
+                                .account_id = account_id,
+                                .keep = keep,
+                                .keep_seq = keep != NULL ? keep->seq : 0,
+                                .why = why};
 
     post_close_all(s, &o);
 }
 
 void msv_server_close_older(struct msv_server *s, uint64_t device_id, uint64_t order)
 {
-    struct msv_close_order o = {device_id, 0, NULL, 0, NULL, 0, order};
+    struct msv_close_order o = {.device_id = device_id, .before_order = order};
 
     post_close_all(s, &o);
 }
 
 void msv_server_recheck_device(struct msv_server *s, uint64_t device_id)
 {
-    struct msv_close_order o = {device_id, 0, NULL, 0, NULL, 1, 0};
+    struct msv_close_order o = {.device_id = device_id, .check = 1};
 
     post_close_all(s, &o);
 }

@@ -333,11 +333,11 @@ int msv_server_count_requests_only(struct msv_server *s, uint64_t device_id, int
  * sending why (a static text; NULL: nothing) as an Error; with no why (a
  * newer connection replaces them), not those for requests alone.
  */
+void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
+                            const struct msv_conn_state *keep, const char *why);
 /* Closes device_id's connections here that take deliveries and authenticated before the one
  * of order (connection_order) another node announced; a newer one stays. */
 void msv_server_close_older(struct msv_server *s, uint64_t device_id, uint64_t order);
-void msv_server_close_conns(struct msv_server *s, uint64_t device_id, uint64_t account_id,
-                            const struct msv_conn_state *keep, const char *why);
 /*
  * account_id was suspended (missive-admin said so, here or on another node):
  * its connections on every worker close now, if the store agrees.

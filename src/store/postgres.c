@@ -643,8 +643,9 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "ALTER TABLE mls_members ADD COLUMN welcome BYTEA;"                                \
     "CREATE INDEX mls_members_by_welcome_expiry ON mls_members(welcome_expires_ms)"    \
     " WHERE welcome_expires_ms > 0;"
-/* The order in which devices' connections authenticated, on whichever node (connection_order);
- * a sequence, not a table: nothing of it is copied from a SQLite store. */
+/* The order in which devices' connections authenticated, on whichever node (connection_order;
+ * a sequence, not a table: nothing of it is copied from a SQLite store), and the account whose
+ * device added each MLS member of another account (mls_groups_bounded). */
 #define CONNECTION_ORDER_SCHEMA         \
     "CREATE SEQUENCE connection_order;" \
     "ALTER TABLE mls_members ADD COLUMN added_by_account BIGINT NOT NULL DEFAULT 0;"
@@ -748,7 +749,7 @@ static const char *const upgrades[] = {
     MLS_LOG_SCHEMA,
     /* 20 -> 21: who added each MLS member, and the Welcomes kept */
     MLS_WELCOME_SCHEMA,
-    /* 21 -> 22: the order of connections across nodes */
+    /* 21 -> 22: the order of connections across nodes, and who added members of others */
     CONNECTION_ORDER_SCHEMA,
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
@@ -3089,7 +3090,9 @@ static msv_err mls_membership(struct pg_conn *c, const struct msv_mls_commit *m,
     return MSV_OK;
 }
 
-/* MSV_ERR_TOO_BIG if the sender or a device m adds is in more than m->max_groups groups. */
+/* MSV_ERR_TOO_BIG if the sender or a device m adds is in more than m->max_groups groups, or a
+ * device it adds in more than m->max_groups_by_account that the claimer's account added it to
+ * (added_by_account: 0 for its own account's). */
 static msv_err mls_groups_bounded(struct pg_conn *c, const struct msv_mls_commit *m)
 {
     struct text_buf ids = {0};
@@ -3101,14 +3104,12 @@ static msv_err mls_groups_bounded(struct pg_conn *c, const struct msv_mls_commit
     a_i64(&a, (int64_t)m->max_groups);
     a_i64(&a, (int64_t)m->claimer);
     a_i64(&a, (int64_t)m->max_groups_by_account);
-    /* and of another account's device added, the groups the claimer's account added it to */
     if (err == MSV_OK)
         err = query(c,
-                    "SELECT (SELECT COUNT(*) FROM (SELECT device_id FROM mls_members WHERE"
-                    " device_id = ANY($1::BIGINT[] || $2::BIGINT) GROUP BY device_id HAVING"
-                    " COUNT(*) > $3) AS t) + (SELECT COUNT(*) FROM (SELECT device_id FROM"
-                    " mls_members WHERE $5 > 0 AND device_id = ANY($1::BIGINT[]) AND"
-                    " added_by_account = $4 GROUP BY device_id HAVING COUNT(*) > $5) AS u);",
+                    "SELECT COUNT(*) FROM (SELECT device_id FROM mls_members WHERE device_id ="
+                    " ANY($1::BIGINT[] || $2::BIGINT) GROUP BY device_id HAVING COUNT(*) > $3"
+                    " OR ($5 > 0 AND device_id = ANY($1::BIGINT[]) AND COUNT(*) FILTER (WHERE"
+                    " added_by_account = $4) > $5)) AS t;",
                     &a, &r);
     free(ids.p);
     if (err != MSV_OK)

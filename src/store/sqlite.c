@@ -2573,39 +2573,32 @@ static int mls_is_member(struct sqlite_store *s, const struct msv_mls_commit *c,
     return member;
 }
 
-/* MSV_ERR_TOO_BIG if the sender or a device the commit adds is in more than max_groups groups. */
+/*
+ * MSV_ERR_TOO_BIG if the sender or a device the commit adds is in more than max_groups groups,
+ * or a device it adds in more than max_groups_by_account that the claimer's account added it
+ * to (added_by_account: 0 for its own account's).
+ */
 static msv_err mls_groups_bounded(struct sqlite_store *s, const struct msv_mls_commit *c)
 {
     msv_err err = MSV_OK;
 
     for (size_t i = 0; err == MSV_OK && i <= c->n_added; i++) {
         sqlite3_stmt *st = NULL;
-
-        err = prepare(s, "SELECT COUNT(*) FROM mls_members WHERE device_id = ?;", &st);
-        if (err != MSV_OK)
-            return err;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)(i < c->n_added ? c->added[i] : c->sender));
-        if (sqlite3_step(st) != SQLITE_ROW)
-            err = msv_sql_err(sqlite3_errcode(s->db));
-        else if ((size_t)sqlite3_column_int64(st, 0) > c->max_groups)
-            err = MSV_ERR_TOO_BIG;
-        release(s, st);
-    }
-    /* another account's device: the groups the claimer's account added it to */
-    for (size_t i = 0; err == MSV_OK && c->max_groups_by_account > 0 && i < c->n_added; i++) {
-        sqlite3_stmt *st = NULL;
+        int added = i < c->n_added;
 
         err = prepare(s,
-                      "SELECT COUNT(*) FROM mls_members WHERE device_id = ? AND"
-                      " added_by_account = ?;",
+                      "SELECT COUNT(*), SUM(added_by_account = ?2) FROM mls_members WHERE"
+                      " device_id = ?1;",
                       &st);
         if (err != MSV_OK)
             return err;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)c->added[i]);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)(added ? c->added[i] : c->sender));
         sqlite3_bind_int64(st, 2, (sqlite3_int64)c->claimer);
         if (sqlite3_step(st) != SQLITE_ROW)
             err = msv_sql_err(sqlite3_errcode(s->db));
-        else if ((size_t)sqlite3_column_int64(st, 0) > c->max_groups_by_account)
+        else if ((size_t)sqlite3_column_int64(st, 0) > c->max_groups ||
+                 (added && c->max_groups_by_account > 0 &&
+                  (size_t)sqlite3_column_int64(st, 1) > c->max_groups_by_account))
             err = MSV_ERR_TOO_BIG;
         release(s, st);
     }
