@@ -1641,6 +1641,121 @@ static void four_devices(struct fixture *f, const char *handle, uint64_t first)
     }
 }
 
+/* Whether the group of that id is still kept (its row), and how many commits its log keeps. */
+static int mls_group_kept(struct fixture *f, const char *group, long long *logged)
+{
+    uint64_t epoch = 0, *members = NULL;
+    size_t n = 0;
+    char sql[160];
+    msv_err err =
+        OPS(f)->mls_group_get(IMPL(f), (const uint8_t *)group, strlen(group), &epoch, &members, &n);
+
+    free(members);
+    assert_true(err == MSV_OK || err == MSV_ERR_NOT_FOUND);
+    snprintf(sql, sizeof(sql),
+             f->pg ? "SELECT COUNT(*) FROM mls_commit_log WHERE group_id = '%s'::BYTEA"
+                   : "SELECT COUNT(*) FROM mls_commit_log WHERE group_id = CAST('%s' AS BLOB)",
+             group);
+    *logged = count_rows(f, sql);
+    return err == MSV_OK;
+}
+
+/* A commit of group by sender at epoch (its log kept), adding and removing the devices given. */
+static msv_err mls_commit_logged(struct fixture *f, const char *group, uint64_t epoch,
+                                 uint64_t sender, uint64_t claimer, const uint64_t *added,
+                                 size_t n_added, const uint64_t *removed, size_t n_removed)
+{
+    uint64_t now = 0;
+    struct msv_mls_commit c = {.group_id = (const uint8_t *)group,
+                               .group_len = strlen(group),
+                               .epoch = epoch,
+                               .sender = sender,
+                               .added = added,
+                               .n_added = n_added,
+                               .removed = removed,
+                               .n_removed = n_removed,
+                               .max_members = 10,
+                               .max_groups = 10,
+                               .claimer = claimer,
+                               .now_ms = 1,
+                               .expires_ms = 1000000,
+                               .log = (const uint8_t *)"commit",
+                               .log_len = 6,
+                               .log_keep = 10,
+                               .log_account_max = 100,
+                               .log_expires_ms = 1000000};
+
+    for (size_t i = 0; i < n_added; i++)
+        seed_claim(f, claimer, added[i], 1000000);
+    return OPS(f)->mls_commit(IMPL(f), &c, &now);
+}
+
+/*
+ * A group whose last member goes goes with it, and its commit log too, whichever way the member
+ * goes: its leave, a commit removing it, its device's removal, its account's deletion. A group
+ * a member is left in stays. Before, every such group stayed for good, and an account could make
+ * rows without end by starting groups and leaving them.
+ */
+static void test_mls_empty_groups_dropped(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "drop-a"), b = make_account(f, "drop-b");
+    uint64_t a1 = make_device(f, a), a2 = make_device(f, a), b1 = make_device(f, b);
+    uint64_t both[2] = {a1, b1};
+    struct msv_account_deleted del = {0};
+    long long logged = 0;
+
+    /* a leave: the last one takes the group, the one before does not */
+    assert_int_equal(mls_commit_logged(f, "g1", 0, a1, a, &b1, 1, NULL, 0), MSV_OK);
+    assert_int_equal(OPS(f)->mls_leave(IMPL(f), (const uint8_t *)"g1", 2, a1, NULL, 0, 1, 2, NULL),
+                     MSV_OK);
+    assert_true(mls_group_kept(f, "g1", &logged));
+    assert_int_equal(logged, 1);
+    assert_int_equal(OPS(f)->mls_leave(IMPL(f), (const uint8_t *)"g1", 2, b1, NULL, 0, 1, 2, NULL),
+                     MSV_OK);
+    assert_false(mls_group_kept(f, "g1", &logged));
+    assert_int_equal(logged, 0);
+    /* its id can be started again, from epoch 0 */
+    assert_int_equal(mls_commit_logged(f, "g1", 0, b1, b, NULL, 0, NULL, 0), MSV_OK);
+    assert_true(mls_group_kept(f, "g1", &logged));
+    assert_int_equal(logged, 1);
+
+    /* a commit removing one member keeps the group, one removing every member does not */
+    assert_int_equal(mls_commit_logged(f, "g2", 0, a1, a, &b1, 1, NULL, 0), MSV_OK);
+    assert_int_equal(mls_commit_logged(f, "g2", 1, a1, a, NULL, 0, &b1, 1), MSV_OK);
+    assert_true(mls_group_kept(f, "g2", &logged));
+    assert_int_equal(logged, 2);
+    assert_int_equal(mls_commit_logged(f, "g2", 2, a1, a, &b1, 1, NULL, 0), MSV_OK);
+    assert_int_equal(mls_commit_logged(f, "g2", 3, a1, a, NULL, 0, both, 2), MSV_OK);
+    assert_false(mls_group_kept(f, "g2", &logged));
+    assert_int_equal(logged, 0);
+
+    /* a device's removal takes the groups it alone was in */
+    assert_int_equal(mls_commit_logged(f, "g3", 0, a1, a, NULL, 0, NULL, 0), MSV_OK);
+    assert_int_equal(mls_commit_logged(f, "g4", 0, a1, a, &b1, 1, NULL, 0), MSV_OK);
+    assert_int_equal(mls_commit_logged(f, "g5", 0, a2, a, NULL, 0, NULL, 0), MSV_OK);
+    assert_int_equal(mls_commit_logged(f, "g6", 0, a2, a, &b1, 1, NULL, 0), MSV_OK);
+    assert_int_equal(mls_commit_logged(f, "g7", 0, a1, a, &a2, 1, NULL, 0), MSV_OK);
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, a1), MSV_OK);
+    assert_false(mls_group_kept(f, "g3", &logged));
+    assert_int_equal(logged, 0);
+    assert_true(mls_group_kept(f, "g4", &logged));
+    assert_int_equal(logged, 1);
+    assert_true(mls_group_kept(f, "g7", &logged));
+
+    /* an account's deletion takes the groups only its devices were in */
+    assert_int_equal(OPS(f)->account_delete(IMPL(f), "drop-a", 9000, &del), MSV_OK);
+    msv_account_deleted_clear(&del);
+    assert_false(mls_group_kept(f, "g5", &logged));
+    assert_int_equal(logged, 0);
+    assert_false(mls_group_kept(f, "g7", &logged));
+    assert_int_equal(logged, 0);
+    assert_true(mls_group_kept(f, "g6", &logged)); /* the account's commits went, as before */
+    assert_true(mls_group_kept(f, "g4", &logged));
+    assert_true(mls_group_kept(f, "g1", &logged));
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_groups"), 3);
+}
+
 static void test_mls_store(void **state)
 {
     struct fixture *f = *state;
@@ -3057,6 +3172,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mls_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mls_empty_groups_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mls_commit_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mls_welcome_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kem_prekeys, setup, teardown),
@@ -3097,6 +3213,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pg_faults, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_store, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_mls_empty_groups_dropped, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_commit_log, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_welcome_kept, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_commit_lock_order, setup_pg, teardown),

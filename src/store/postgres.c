@@ -1645,11 +1645,28 @@ static msv_err account_deleted_read(struct pg_conn *c, struct msv_account_delete
     return out->blobs != NULL ? MSV_OK : MSV_ERR_NOMEM;
 }
 
+/*
+ * The groups whose every member is among the devices IN names (a subquery): they are empty
+ * once those go. Once empty a group stays empty (a commit needs a member), so its row and its
+ * commit log go with its last member instead of staying for good.
+ */
+#define MLS_ONLY_DEVICE(in)                                                                       \
+    "SELECT m.group_id FROM mls_members m WHERE m.device_id IN (" in ") AND NOT EXISTS (SELECT 1" \
+    " FROM mls_members o WHERE o.group_id = m.group_id AND o.device_id NOT IN (" in "))"
+
 static msv_err account_delete(struct pg_conn *c, const char *handle, int64_t now_ms,
                               struct msv_account_deleted *out)
 {
     /* $1: the account; the devices' rows go before the devices themselves */
     static const char *const drops[] = {
+        /* the devices' rows first, so that no commit of theirs runs meanwhile (one holds a
+         * device's row from before it takes any other lock); then the groups only they were in
+         * go, with their logs, as their last member's leave takes them (mls_group_drop) */
+        "SELECT 1 FROM devices WHERE account_id = $1 FOR UPDATE;",
+        "DELETE FROM mls_commit_log WHERE group_id IN (" MLS_ONLY_DEVICE(
+            "SELECT id FROM devices WHERE account_id = $1") ");",
+        "DELETE FROM mls_groups WHERE group_id IN (" MLS_ONLY_DEVICE(
+            "SELECT id FROM devices WHERE account_id = $1") ");",
         "DELETE FROM queue WHERE device_id IN (SELECT id FROM devices WHERE account_id = $1);",
         "DELETE FROM queue_usage WHERE device_id IN "
         "(SELECT id FROM devices WHERE account_id = $1);",
@@ -2003,6 +2020,10 @@ static msv_err device_remove(struct pg_conn *c, uint64_t account_id, uint64_t de
         "DELETE FROM one_time_prekeys WHERE device_id = $1;",
         "DELETE FROM kem_prekeys WHERE device_id = $1;",
         "DELETE FROM mls_key_packages WHERE device_id = $1;",
+        /* the groups it alone was in go, with their logs: its row deleted first, no commit of
+         * its runs meanwhile, and nobody else could make one in them */
+        "DELETE FROM mls_commit_log WHERE group_id IN (" MLS_ONLY_DEVICE("$1") ");",
+        "DELETE FROM mls_groups WHERE group_id IN (" MLS_ONLY_DEVICE("$1") ");",
         "DELETE FROM mls_members WHERE device_id = $1;",
         "DELETE FROM mls_claims WHERE device_id = $1;",
     };
@@ -3036,6 +3057,23 @@ static msv_err mls_members_change(struct pg_conn *c, const struct msv_mls_commit
     return err;
 }
 
+/* The group goes with its commit log if it has no member left (MLS_ONLY_DEVICE); its row is
+ * locked by the caller, so no commit adds one meanwhile. */
+static msv_err mls_group_drop(struct pg_conn *c, const uint8_t *group_id, size_t group_len)
+{
+    struct args a = {0};
+    size_t n = 0;
+    msv_err err;
+
+    a_bytes(&a, group_id, group_len);
+    err = run_count(c,
+                    "DELETE FROM mls_groups WHERE group_id = $1 AND NOT EXISTS (SELECT 1 FROM"
+                    " mls_members WHERE group_id = $1);",
+                    &a, &n);
+    return err == MSV_OK && n > 0 ? run(c, "DELETE FROM mls_commit_log WHERE group_id = $1;", &a)
+                                  : err;
+}
+
 /* The group's row, locked until the end of the transaction (created at epoch 0 if it is
  * unknown and m->epoch is 0, the sender its first member); *epoch its epoch. */
 static msv_err mls_group_lock(struct pg_conn *c, const struct msv_mls_commit *m, uint64_t *epoch)
@@ -3250,6 +3288,8 @@ static msv_err mls_commit(struct pg_conn *c, const struct msv_mls_commit *m, uin
         err = queue_commit(c, m->items, m->n_items, m->now_ms, m->expires_ms, m->ids, NULL, 0);
     if (err == MSV_OK)
         err = mls_log_put(c, m);
+    if (err == MSV_OK && m->n_removed > 0)
+        err = mls_group_drop(c, m->group_id, m->group_len);
     if (err == MSV_OK)
         *epoch_now = m->epoch + 1;
     return err;
@@ -4133,13 +4173,19 @@ static msv_err mls_leave(struct pg_conn *c, const uint8_t *group_id, size_t grou
     size_t n = 0;
     msv_err err;
 
+    /* the recipients' locks first (queue_put), then the group's row, as a commit takes them:
+     * two leaves of a group's last members follow each other, and the second sees it empty */
+    err = n_items > 0 ? queue_put(c, items, n_items, now_ms, expires_ms, ids) : MSV_OK;
     a_bytes(&a, group_id, group_len);
+    if (err == MSV_OK)
+        err = run(c, "SELECT 1 FROM mls_groups WHERE group_id = $1 FOR UPDATE;", &a);
     a_i64(&a, (int64_t)device_id);
-    err = run_count(c, "DELETE FROM mls_members WHERE group_id = $1 AND device_id = $2;", &a, &n);
+    if (err == MSV_OK)
+        err =
+            run_count(c, "DELETE FROM mls_members WHERE group_id = $1 AND device_id = $2;", &a, &n);
     if (err == MSV_OK && n == 0)
         return MSV_ERR_NOT_FOUND;
-    return err == MSV_OK && n_items > 0 ? queue_put(c, items, n_items, now_ms, expires_ms, ids)
-                                        : err;
+    return err == MSV_OK ? mls_group_drop(c, group_id, group_len) : err;
 }
 
 static msv_err p_mls_leave(void *impl, const uint8_t *group_id, size_t group_len,

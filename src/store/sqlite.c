@@ -925,6 +925,15 @@ static msv_err device_approve(void *impl, uint64_t account_id, uint64_t device_i
     return err == MSV_OK && sqlite3_changes(s->db) == 0 ? MSV_ERR_NOT_FOUND : err;
 }
 
+/*
+ * The groups whose every member is among the devices IN names (an SQL list or subquery): they
+ * are empty once those go. Once empty a group stays empty (a commit needs a member), so its
+ * row and its commit log go with its last member instead of staying for good.
+ */
+#define MLS_ONLY_DEVICE(in)                                                                       \
+    "SELECT m.group_id FROM mls_members m WHERE m.device_id IN (" in ") AND NOT EXISTS (SELECT 1" \
+    " FROM mls_members o WHERE o.group_id = m.group_id AND o.device_id NOT IN (" in "))"
+
 static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id, uint64_t device_id)
 {
     /* what was the device's goes with it: its queue and its prekeys */
@@ -934,6 +943,9 @@ static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id,
         "DELETE FROM one_time_prekeys WHERE device_id = ?;",
         "DELETE FROM kem_prekeys WHERE device_id = ?;",
         "DELETE FROM mls_key_packages WHERE device_id = ?;",
+        /* the groups it alone was in go, with their logs (mls_group_drop) */
+        "DELETE FROM mls_commit_log WHERE group_id IN (" MLS_ONLY_DEVICE("?1") ");",
+        "DELETE FROM mls_groups WHERE group_id IN (" MLS_ONLY_DEVICE("?1") ");",
         "DELETE FROM mls_members WHERE device_id = ?;",
         "DELETE FROM mls_claims WHERE device_id = ?;",
     };
@@ -1540,6 +1552,11 @@ static msv_err account_delete_locked(struct sqlite_store *s, const char *handle,
         "(SELECT id FROM devices WHERE account_id = ?1);",
         "DELETE FROM mls_key_packages WHERE device_id IN "
         "(SELECT id FROM devices WHERE account_id = ?1);",
+        /* the groups only its devices were in go, with their logs */
+        "DELETE FROM mls_commit_log WHERE group_id IN (" MLS_ONLY_DEVICE(
+            "SELECT id FROM devices WHERE account_id = ?1") ");",
+        "DELETE FROM mls_groups WHERE group_id IN (" MLS_ONLY_DEVICE(
+            "SELECT id FROM devices WHERE account_id = ?1") ");",
         "DELETE FROM mls_members WHERE device_id IN (SELECT id FROM devices WHERE account_id = "
         "?1);",
         "DELETE FROM mls_claims WHERE account_id = ?1 OR device_id IN "
@@ -2605,6 +2622,29 @@ static msv_err mls_groups_bounded(struct sqlite_store *s, const struct msv_mls_c
     return err;
 }
 
+/* The group goes with its commit log if it has no member left (MLS_ONLY_DEVICE). */
+static msv_err mls_group_drop(struct sqlite_store *s, const uint8_t *group_id, size_t group_len)
+{
+    static const char *const drops[] = {
+        "DELETE FROM mls_groups WHERE group_id = ?1 AND NOT EXISTS (SELECT 1 FROM mls_members"
+        " WHERE group_id = ?1);",
+        "DELETE FROM mls_commit_log WHERE group_id = ?1;",
+    };
+    sqlite3_stmt *st = NULL;
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0; err == MSV_OK && i < sizeof(drops) / sizeof(drops[0]); i++) {
+        err = prepare(s, drops[i], &st);
+        if (err != MSV_OK)
+            break;
+        sqlite3_bind_blob(st, 1, group_id, (int)group_len, SQLITE_STATIC);
+        err = run(s, st);
+        if (err == MSV_OK && i == 0 && sqlite3_changes(s->db) == 0)
+            break; /* members left: the log stays */
+    }
+    return err;
+}
+
 /* Epoch 0 of an unknown group: it starts, with the sender as its first member. */
 static msv_err mls_group_create(struct sqlite_store *s, const struct msv_mls_commit *c)
 {
@@ -2697,6 +2737,8 @@ static msv_err mls_commit_locked(struct sqlite_store *s, const struct msv_mls_co
         err = queue_put_locked(s, c->items, c->n_items, c->now_ms, c->expires_ms, c->ids);
     if (err == MSV_OK)
         err = mls_log_put(s, c);
+    if (err == MSV_OK && c->n_removed > 0)
+        err = mls_group_drop(s, c->group_id, c->group_len);
     if (err == MSV_OK)
         *epoch_now = c->epoch + 1;
     return err;
@@ -3226,6 +3268,8 @@ static msv_err mls_leave_locked(struct sqlite_store *s, const uint8_t *group_id,
     err = run(s, st);
     if (err == MSV_OK && sqlite3_changes(s->db) == 0)
         return MSV_ERR_NOT_FOUND;
+    if (err == MSV_OK)
+        err = mls_group_drop(s, group_id, group_len);
     return err == MSV_OK && n > 0 ? queue_put_locked(s, items, n, now_ms, expires_ms, ids) : err;
 }
 
