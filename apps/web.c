@@ -87,7 +87,7 @@ struct secret {
 struct conn {
     struct lws *wsi;
     int64_t at_ms;
-    int authed;             /* a request on it had a session */
+    int authed;             /* a request on it had a session and its page key */
     int closing;            /* asked to close */
     struct secret *session; /* a WebSocket's, from its upgrade */
     uint64_t serial;
@@ -552,7 +552,10 @@ static struct secret *session_of(struct web *w, struct lws *wsi, int need_key, u
     }
     if (s != NULL) {
         s->used_ms = msv_mono_ms();
-        if ((conn = conn_of(w, wsi)) != NULL)
+        /* only the page key proves the page: the cookie alone reaches every port of the host,
+         * where another local user may listen, and would let such a user's connections stay
+         * and fill every slot */
+        if (need_key && (conn = conn_of(w, wsi)) != NULL)
             conn->authed = 1;
     }
     return s;

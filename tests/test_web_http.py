@@ -889,19 +889,36 @@ def connections():
     check(gone, "the oldest idle socket was closed to make room")
     for s in idle + half:
         s.close()
-    # every connection at once: the one more is told so
-    keep = []
-    for i in range(64):
+
+    def held(path):
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        s.sendall(("GET /app/dom.js HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\n\r\n" % (
-            host, cookie)).encode())
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\n\r\n" % (
+            path, host, cookie)).encode())
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = s.recv(65536)
             if not chunk:
                 break
             data += chunk
-        keep.append(s)
+        return s
+
+    # the cookie alone (which every port of the host gets, another local user's too) holds no
+    # slot: such connections go as the unauthenticated ones do, and the page still loads
+    cookie_only = [held("/app/dom.js") for _ in range(64)]
+    time.sleep(0.5)
+    st, _, _ = get(port, "/", cookie=cookie)
+    check(st == 200, "the page while 64 connections with the cookie alone came (%d)" % st)
+    cookie_only[0].settimeout(5)
+    try:
+        gone = cookie_only[0].recv(100) == b""
+    except (ConnectionError, socket.timeout):
+        gone = False
+    check(gone, "the oldest connection with the cookie alone was closed to make room")
+    for s in cookie_only:
+        s.close()
+    time.sleep(1)
+    # every connection at once, each with the page key: the one more is told so
+    keep = [held(keyed("/qr.svg?data=x", cookie, None)) for _ in range(64)]
     st, _, body = get(port, "/", cookie=cookie)
     check(st == 503 and body == b"too many connections\n",
           "a connection over 64: 503 too many connections (%d %r)" % (st, body))
