@@ -6438,6 +6438,60 @@ static void test_send_to_big_accounts(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A send whose device sets the relay says are out of date looks up again only the handles whose
+ * sets changed: the ones the relay's answer lists, and the one whose removed device it names.
+ * Before, every handle of the send was looked up again, so a send to many costs twice.
+ */
+static void test_stale_send_looks_up_what_changed(void **state)
+{
+    struct test_server s;
+    struct test_device a1, a2, b1, b2, d1;
+    struct msv_client *carol;
+    const char *to[3] = {"alice@example.org", "bob@example.org", "dave@example.org"};
+    unsigned long long before;
+    uint8_t id[16];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, to[0], &a1);
+    test_add_device(&s, to[0], &a1, &a2);
+    test_register(&s, to[1], &b1);
+    test_register(&s, to[2], &d1);
+    carol = client_for(&s, "carol", "carol@example.org");
+    assert_int_equal(msv_client_send(carol, to, 3, "one", NULL, 0, NULL, id), MSV_OK);
+    /* bob links a device: bob alone is looked up again, and the new device gets the message */
+    test_add_device(&s, to[1], &b1, &b2);
+    before = test_server_metric(&s, "lookups_total");
+    assert_int_equal(msv_client_send(carol, to, 3, "two", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(test_server_metric(&s, "lookups_total") - before, 1);
+    assert_int_equal(queued_for(&s, b2.device_id), 1);
+    /* alice removes a device: the relay names it, alice alone is looked up again */
+    {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+        msv_frame *r;
+
+        rm.device_id = a2.device_id;
+        req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+        req.remove_device = &rm;
+        r = test_request(a1.conn, &req);
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_OK);
+        msv_frame_free(r);
+    }
+    before = test_server_metric(&s, "lookups_total");
+    assert_int_equal(msv_client_send(carol, to, 3, "three", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(test_server_metric(&s, "lookups_total") - before, 1);
+    msv_client_close(carol);
+    test_device_free(&a1);
+    test_device_free(&a2);
+    test_device_free(&b1);
+    test_device_free(&b2);
+    test_device_free(&d1);
+    test_server_cleanup(&s);
+}
+
 /* ---- a hostile contact, a hostile group member, a dishonest server: what a receiver keeps -- */
 
 /* How many of c's stored messages, in conversation (NULL: all), have text containing needle. */
@@ -8073,6 +8127,7 @@ int main(void)
         cmocka_unit_test(test_message_too_old),
         cmocka_unit_test(test_signed_prekey_rotation),
         cmocka_unit_test(test_send_to_big_accounts),
+        cmocka_unit_test(test_stale_send_looks_up_what_changed),
         cmocka_unit_test(test_non_member_group_post),
         cmocka_unit_test(test_group_change_checked),
         cmocka_unit_test(test_invite_parse),

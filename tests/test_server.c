@@ -459,6 +459,75 @@ static void test_stale_device_list_and_limits(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A stale answer names what changed: the lists of the handles whose devices the send did not
+ * address right, not the others', and the devices it addressed that are no handle's (one
+ * removed), so that the client looks up only those again.
+ */
+static void test_stale_answer_names_what_changed(void **state)
+{
+    struct test_server s;
+    struct test_device a1, b1, b2, c1, c2;
+    struct test_device *sent[3] = {&b1, &c1, &c2}, *now[3] = {&b1, &b2, &c1};
+    const char *handles[2] = {"bob@example.org", "carol@example.org"};
+    msv_frame *r;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_register(&s, "bob@example.org", &b1);
+    test_register(&s, "carol@example.org", &c1);
+    test_add_device(&s, "carol@example.org", &c1, &c2);
+    expect_ok(test_send(&a1, handles, 2, sent, 3, "to both"));
+    /* bob links a device: only bob's list comes */
+    test_add_device(&s, "bob@example.org", &b1, &b2);
+    r = test_send(&a1, handles, 2, sent, 3, "bob has two now");
+    assert_int_equal(error_code(r), MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES);
+    assert_int_equal(r->error->n_current, 1);
+    assert_memory_equal(r->error->current[0]->handle.data, "bob@example.org", 15);
+    assert_int_equal(r->error->current[0]->n_devices, 2);
+    assert_int_equal(r->error->n_unknown_devices, 0);
+    assert_false(r->error->partial);
+    msv_frame_free(r);
+    /* carol removes a device: no list changed that the send missed, the removed one is named */
+    {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+
+        rm.device_id = c2.device_id;
+        req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+        req.remove_device = &rm;
+        expect_ok(test_request(c1.conn, &req));
+    }
+    r = test_send(&a1, handles, 2, (struct test_device *[]){&b1, &b2, &c1, &c2}, 4, "c2 gone");
+    assert_int_equal(error_code(r), MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES);
+    assert_int_equal(r->error->n_current, 0);
+    assert_int_equal(r->error->n_unknown_devices, 1);
+    assert_int_equal(r->error->unknown_devices[0], c2.device_id);
+    msv_frame_free(r);
+    /* both at once: one list and the unknown device */
+    r = test_send(&a1, handles, 2, (struct test_device *[]){&b1, &c1, &c2}, 3, "both wrong");
+    assert_int_equal(error_code(r), MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES);
+    assert_int_equal(r->error->n_current, 1);
+    assert_memory_equal(r->error->current[0]->handle.data, "bob@example.org", 15);
+    assert_int_equal(r->error->n_unknown_devices, 1);
+    msv_frame_free(r);
+    /* a device addressed twice: its handle's list */
+    r = test_send(&a1, handles, 2, (struct test_device *[]){&b1, &b2, &c1, &c1}, 4, "twice");
+    assert_int_equal(error_code(r), MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES);
+    assert_int_equal(r->error->n_current, 1);
+    assert_memory_equal(r->error->current[0]->handle.data, "carol@example.org", 17);
+    msv_frame_free(r);
+    expect_ok(test_send(&a1, handles, 2, now, 3, "right"));
+    test_device_free(&a1);
+    test_device_free(&b1);
+    test_device_free(&b2);
+    test_device_free(&c1);
+    test_device_free(&c2);
+    test_server_cleanup(&s);
+}
+
 /* Reads c until the server closes it (frames sent before are skipped); 0 if it stays open. */
 static int closed_by_server(struct msv_conn *c)
 {
@@ -3349,6 +3418,7 @@ int main(void)
         cmocka_unit_test(test_queue_sync),
         cmocka_unit_test(test_queue_sync_under_inflow),
         cmocka_unit_test(test_stale_device_list_and_limits),
+        cmocka_unit_test(test_stale_answer_names_what_changed),
         cmocka_unit_test(test_device_change_notices),
         cmocka_unit_test(test_requests_only_connections),
         cmocka_unit_test(test_device_approval),

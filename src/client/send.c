@@ -749,6 +749,37 @@ static msv_err target_sets_load(struct msv_client *c, const char *const *targets
 }
 
 /*
+ * Which of the n targets a stale answer says changed (stale[i] set; the count returned): those
+ * whose current devices it lists, and those whose set as sent (hds) holds a device it names as
+ * none of the send's handles'. Every target when it cannot tell (a partial answer, or one that
+ * names none of them).
+ */
+static size_t stale_targets(const msv_frame *answer, const char *const *targets,
+                            Msv__Wire__HandleDevices *const *hds, size_t n, uint8_t *stale)
+{
+    const Msv__Wire__Error *e =
+        answer != NULL && answer->body_case == MSV__WIRE__FRAME__BODY_ERROR ? answer->error : NULL;
+    size_t count = 0;
+
+    memset(stale, 0, n);
+    for (size_t i = 0; e != NULL && !e->partial && i < n; i++) {
+        for (size_t j = 0; j < e->n_current && !stale[i]; j++)
+            stale[i] = e->current[j]->handle.len == strlen(targets[i]) &&
+                       memcmp(e->current[j]->handle.data, targets[i], strlen(targets[i])) == 0;
+        for (size_t d = 0; d < hds[i]->n_devices && !stale[i]; d++) {
+            for (size_t u = 0; u < e->n_unknown_devices && !stale[i]; u++)
+                stale[i] = hds[i]->devices[d]->device_id == e->unknown_devices[u];
+        }
+        count += stale[i];
+    }
+    if (count == 0) {
+        memset(stale, 1, n);
+        count = n;
+    }
+    return count;
+}
+
+/*
  * Sends to the devices of hds (one per target, in their order); a stale set is
  * replaced by the relay's answer, learnt from the log, and the send tried again.
  */
@@ -757,28 +788,37 @@ static msv_err send_batch(struct msv_client *c, const uint8_t id[16], const char
                           size_t pt_len, const uint8_t *token, int alone,
                           struct client_refusals *refused, int *queued)
 {
-    msv_frame *fresh = NULL;
+    msv_frame *fresh[SEND_TRIES] = {NULL}; /* start's sets point into them */
+    uint8_t *stale_at = malloc(n ? n : 1);
+    const char **ask = malloc((n ? n : 1) * sizeof(*ask));
     size_t refused_before = refused->n;
-    msv_err err = MSV_OK;
+    msv_err err = stale_at != NULL && ask != NULL ? MSV_OK : MSV_ERR_NOMEM;
 
     c->sealing_rechecked = 0;
     for (int tries = 0; err == MSV_OK && n > 0 && tries < SEND_TRIES; tries++) {
         msv_frame *stale = NULL;
+        size_t n_ask = 0;
 
         err = send_once(c, id, targets, n, start, n, pt, pt_len, token, &stale, refused, queued);
+        if (err == MSV_ERR_AGAIN)
+            stale_targets(stale, targets, start, n, stale_at);
         msv_frame_free(stale);
         if (err != MSV_ERR_AGAIN)
             break;
-        /* the device set changed since it was learnt: learn it from the log, then try again
-         * (the relay's own list of the devices is not taken on trust); a target refused now
-         * goes out of the send */
-        msv_frame_free(fresh);
-        fresh = NULL;
-        err = look_up(c, targets, n, &fresh, refused);
-        if (err == MSV_OK) {
-            memcpy(start, fresh->lookup_result->results, n * sizeof(*start));
-            n = not_refused(refused, targets, start, n);
+        /* the device sets the relay says changed since they were learnt: learnt from the log
+         * (the relay's own list of the devices is not taken on trust), then the send tried
+         * again; a target refused now goes out of the send */
+        for (size_t i = 0; i < n; i++) {
+            if (stale_at[i])
+                ask[n_ask++] = targets[i];
         }
+        err = look_up(c, ask, n_ask, &fresh[tries], refused);
+        for (size_t i = 0, k = 0; err == MSV_OK && i < n; i++) {
+            if (stale_at[i])
+                start[i] = fresh[tries]->lookup_result->results[k++];
+        }
+        if (err == MSV_OK)
+            n = not_refused(refused, targets, start, n);
         /* as deliver_group: nothing goes when only this account is left of a send that
          * reached nobody else */
         if (err == MSV_OK && alone && refused->n > refused_before && !names_others(c, targets, n))
@@ -790,7 +830,10 @@ static msv_err send_batch(struct msv_client *c, const uint8_t id[16], const char
             err = MSV_ERR_AGAIN;
         }
     }
-    msv_frame_free(fresh);
+    for (int i = 0; i < SEND_TRIES; i++)
+        msv_frame_free(fresh[i]);
+    free(stale_at);
+    free(ask);
     return err;
 }
 

@@ -2459,11 +2459,13 @@ static size_t stale_fit(const Msv__Wire__Frame *frame, Msv__Wire__HandleDevices 
 }
 
 /*
- * The current devices of every handle of a send, or of as many of the first
- * as fit in a frame (partial: the client looks the others up itself).
+ * The current devices of the handles of a send whose devices it did not address right, or of as
+ * many of the first as fit in a frame (partial: the client looks the others up itself), and the
+ * devices it addressed that are none of its handles' (unknown: the client looks up again the
+ * handles it took them for).
  */
 static void send_stale(struct msv_conn_state *c, uint64_t request_id, Msv__Wire__HandleDevices **p,
-                       size_t n)
+                       size_t n, uint64_t *unknown, size_t n_unknown)
 {
     Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
     Msv__Wire__Error e = MSV__WIRE__ERROR__INIT;
@@ -2476,6 +2478,8 @@ static void send_stale(struct msv_conn_state *c, uint64_t request_id, Msv__Wire_
     out.request_id = request_id;
     out.body_case = MSV__WIRE__FRAME__BODY_ERROR;
     out.error = &e;
+    e.n_unknown_devices = n_unknown;
+    e.unknown_devices = unknown;
     e.n_current = stale_fit(&out, p, n, msv_server_answer_max(c->w->srv));
     e.partial = e.n_current < n;
     e.current = p;
@@ -2540,16 +2544,37 @@ static msv_err mark_own(struct msv_conn_state *c, struct msv_pending_send *p)
 }
 
 /*
+ * What a send's envelopes got wrong, for its stale answer (send_stale): stale[i] set for each
+ * named handle one of whose devices is not addressed exactly once, and unknown: the devices of
+ * envelopes that are none of the named handles' (a device removed since, say), at most
+ * SEND_ENVELOPES_MAX. Not precise (every handle's lists to be sent) when that could not be told.
+ */
+struct stale_parts {
+    uint8_t stale[SEND_HANDLES_MAX];
+    uint64_t unknown[SEND_ENVELOPES_MAX];
+    size_t n_unknown;
+    int precise;
+};
+
+/*
  * The envelopes must address every device of the named handles except the
  * sending one, each once, in that device's suite (sealed: all of them, sealed). Returns 1 if they
- * do, 0 if not, -1 if storage failed.
+ * do, 0 if not (*sp says where not), -1 if storage failed.
  */
 static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__SendRequest *q,
-                           const struct handle_result *r, size_t n, int sealed)
+                           const struct handle_result *r, size_t n, int sealed,
+                           struct stale_parts *sp)
 {
     static _Thread_local struct msv_dir_device devs[SEND_ENVELOPES_MAX + 1];
-    size_t expected = 0;
+    static _Thread_local uint8_t named[SEND_ENVELOPES_MAX]; /* the envelope's device is named */
+    size_t expected = 0, wrong = 0;
 
+    sp->precise = 0;
+    sp->n_unknown = 0;
+    if (n > SEND_HANDLES_MAX || q->n_envelopes > SEND_ENVELOPES_MAX)
+        return 0;
+    memset(sp->stale, 0, n);
+    memset(named, 0, q->n_envelopes);
     for (size_t i = 0; i < n; i++) {
         size_t count = 0;
         msv_err err = dir_devices(c->w->srv, r[i].handle, devs, SEND_ENVELOPES_MAX + 1, &count);
@@ -2559,31 +2584,41 @@ static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__Send
         if (err != MSV_OK)
             return -1;
         for (size_t k = 0; k < count; k++) {
-            size_t found = 0;
+            size_t found = 0, any = 0;
+            /* the sending device, and one with no suite in common with the sender, which
+             * cannot be written to, take no envelope */
+            int skipped =
+                devs[k].id == c->device_id || (!sealed && (devs[k].suites & c->suites) == 0);
 
-            if (devs[k].id == c->device_id)
-                continue;
-            /* a device with no suite in common with the sender cannot be written to */
-            if (!sealed && (devs[k].suites & c->suites) == 0)
-                continue;
-            expected++;
             /* a sealed envelope can only be opened by a device that speaks modern */
-            if (sealed && !(devs[k].suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
+            if (!skipped && sealed && !(devs[k].suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
                 return 0;
+            expected += !skipped;
             for (size_t e = 0; e < q->n_envelopes; e++) {
                 uint32_t suite = q->envelopes[e]->suite;
 
-                if (q->envelopes[e]->recipient_device == devs[k].id &&
-                    (sealed ? suite == MSV_ENVELOPE_SEALED
-                            : suite <= MSV_SUITE_MODERN &&
-                                  (devs[k].suites & c->suites & MSV_SUITE_BIT(suite))))
-                    found++;
+                if (q->envelopes[e]->recipient_device != devs[k].id)
+                    continue;
+                named[e] = 1;
+                any++;
+                found += sealed ? suite == MSV_ENVELOPE_SEALED
+                                : suite <= MSV_SUITE_MODERN &&
+                                      (devs[k].suites & c->suites & MSV_SUITE_BIT(suite));
             }
-            if (found != 1)
-                return 0;
+            if ((skipped ? any != 0 : any != 1 || found != 1) && !sp->stale[i]) {
+                sp->stale[i] = 1;
+                wrong++;
+            }
         }
     }
-    return expected == q->n_envelopes;
+    for (size_t e = 0; e < q->n_envelopes; e++) {
+        if (!named[e])
+            sp->unknown[sp->n_unknown++] = q->envelopes[e]->recipient_device;
+    }
+    /* a mismatch none of the handles nor envelopes shows (one device under two handles named)
+     * gets every handle's list */
+    sp->precise = wrong > 0 || sp->n_unknown > 0;
+    return !sp->precise && expected == q->n_envelopes;
 }
 
 /*
@@ -2801,9 +2836,11 @@ void msv_server_queue_refused(struct msv_server *s, uint64_t *device_ids, size_t
 
 static void handle_send(struct msv_conn_state *c, const msv_frame *f)
 {
+    static _Thread_local struct stale_parts parts;
+    struct stale_parts *sp = &parts;
     struct msv_server *s = c->w->srv;
     const Msv__Wire__SendRequest *q = f->send;
-    size_t n = q->n_recipient_handles;
+    size_t n = q->n_recipient_handles, stale;
     Msv__Wire__HandleDevices **ptrs = NULL;
     struct handle_result *r = NULL;
     struct msv_pending_send *p;
@@ -2832,7 +2869,7 @@ static void handle_send(struct msv_conn_state *c, const msv_frame *f)
         goto out;
     if (sealed && !sealed_send_allowed(c, f, r))
         goto out;
-    switch (addresses_match(c, q, r, n, sealed)) {
+    switch (addresses_match(c, q, r, n, sealed, sp)) {
     case 1:
         if (!sealed && q->n_envelopes == 0 && !send_probe_paid(c, f->request_id, r, n))
             goto out;
@@ -2840,8 +2877,18 @@ static void handle_send(struct msv_conn_state *c, const msv_frame *f)
     case 0: /* the current devices, for the client to address */
         if (!sealed && !send_probe_paid(c, f->request_id, r, n))
             goto out;
-        if (lookup_all(s, r, n, ptrs, NULL) == MSV_OK) {
-            send_stale(c, f->request_id, ptrs, n);
+        /* the handles addressed wrong first, the lists of those alone sent */
+        stale = sp->precise ? 0 : n;
+        for (size_t i = 0; sp->precise && i < n; i++) {
+            if (sp->stale[i]) {
+                struct handle_result t = r[stale];
+
+                r[stale++] = r[i];
+                r[i] = t;
+            }
+        }
+        if (lookup_all(s, r, stale, ptrs, NULL) == MSV_OK) {
+            send_stale(c, f->request_id, ptrs, stale, sp->unknown, sp->n_unknown);
             goto out;
         }
         /* fall through */
