@@ -1756,6 +1756,66 @@ static void test_mls_empty_groups_dropped(void **state)
     assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_groups"), 3);
 }
 
+struct mls_goer {
+    struct fixture *f;
+    uint64_t account, device; /* account set: the device's removal; else its leave */
+    msv_err err;
+};
+
+static void *mls_goer_run(void *arg)
+{
+    struct mls_goer *g = arg;
+
+    g->err = g->account != 0 ? OPS(g->f)->device_remove(IMPL(g->f), g->account, g->device)
+                             : OPS(g->f)->mls_leave(IMPL(g->f), (const uint8_t *)"pair", 4,
+                                                    g->device, NULL, 0, 1, 2, NULL);
+    return NULL;
+}
+
+/*
+ * The last two members of a group go at once on PostgreSQL: one's device is removed while the
+ * other leaves. Each used to look at the group while the other's going was not committed, both
+ * saw a member left, and the empty group stayed for good. Now both take the group's row first,
+ * so the second sees the first gone. The removal is held midway here (a claim of its device
+ * locked by another session) while the leave comes.
+ */
+static void test_mls_last_two_go_at_once(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "pair-a"), b = make_account(f, "pair-b");
+    uint64_t d = make_device(f, a), e = make_device(f, b);
+    struct mls_goer removal = {.f = f, .account = a, .device = d}, leave = {.f = f, .device = e};
+    pthread_t t1, t2;
+    long long logged = 0;
+    PGconn *db;
+    PGresult *res;
+    char sql[160];
+
+    assert_int_equal(mls_commit_logged(f, "pair", 0, d, a, &e, 1, NULL, 0), MSV_OK);
+    seed_claim(f, b, d, 5000);
+    db = PQconnectdb(f->path);
+    assert_int_equal(PQstatus(db), CONNECTION_OK);
+    snprintf(sql, sizeof(sql), "BEGIN; SELECT 1 FROM mls_claims WHERE device_id = %llu FOR UPDATE;",
+             (unsigned long long)d);
+    res = PQexec(db, sql);
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+    assert_int_equal(pthread_create(&t1, NULL, mls_goer_run, &removal), 0);
+    usleep(500 * 1000); /* the removal waits on the claim, its group looked at */
+    assert_int_equal(pthread_create(&t2, NULL, mls_goer_run, &leave), 0);
+    usleep(500 * 1000);
+    res = PQexec(db, "COMMIT;");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    assert_int_equal(pthread_join(t1, NULL), 0);
+    assert_int_equal(pthread_join(t2, NULL), 0);
+    PQfinish(db);
+    assert_int_equal(removal.err, MSV_OK);
+    assert_int_equal(leave.err, MSV_OK);
+    assert_false(mls_group_kept(f, "pair", &logged));
+    assert_int_equal(logged, 0);
+}
+
 static void test_mls_store(void **state)
 {
     struct fixture *f = *state;
@@ -3217,6 +3277,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mls_commit_log, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_welcome_kept, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_commit_lock_order, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_mls_last_two_go_at_once, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_kem_prekeys, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_with_first_prekeys_atomic, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup_pg, teardown),

@@ -1646,27 +1646,27 @@ static msv_err account_deleted_read(struct pg_conn *c, struct msv_account_delete
 }
 
 /*
- * The groups whose every member is among the devices IN names (a subquery): they are empty
- * once those go. Once empty a group stays empty (a commit needs a member), so its row and its
- * commit log go with its last member instead of staying for good.
+ * The groups of the devices IN names (a subquery or a list), for their removal: first their
+ * rows locked, in one order, after the devices' (as a commit and a leave take a group's row),
+ * so that no member comes or goes meanwhile; then, in one statement, those whose every member
+ * is among them go with their commit logs. Once empty a group stays empty (a commit needs a
+ * member), so its row and its log go with its last member instead of staying for good.
  */
-#define MLS_ONLY_DEVICE(in)                                                                       \
-    "SELECT m.group_id FROM mls_members m WHERE m.device_id IN (" in ") AND NOT EXISTS (SELECT 1" \
-    " FROM mls_members o WHERE o.group_id = m.group_id AND o.device_id NOT IN (" in "))"
+#define MLS_GROUPS_OF(in) "SELECT group_id FROM mls_members WHERE device_id IN (" in ")"
+#define MLS_GROUPS_LOCK(in)                                                                    \
+    "SELECT 1 FROM mls_groups WHERE group_id IN (" MLS_GROUPS_OF(in) ") ORDER BY group_id FOR" \
+                                                                     " UPDATE;"
+#define MLS_GROUPS_DROP(in)                                                                        \
+    "WITH gone AS (DELETE FROM mls_groups g WHERE g.group_id IN (" MLS_GROUPS_OF(                  \
+        in) ") AND NOT EXISTS (SELECT 1 FROM mls_members o WHERE o.group_id = g.group_id AND"      \
+            " o.device_id NOT IN (" in ")) RETURNING g.group_id) DELETE FROM mls_commit_log WHERE" \
+            " group_id IN (SELECT group_id FROM gone);"
 
 static msv_err account_delete(struct pg_conn *c, const char *handle, int64_t now_ms,
                               struct msv_account_deleted *out)
 {
     /* $1: the account; the devices' rows go before the devices themselves */
     static const char *const drops[] = {
-        /* the devices' rows first, so that no commit of theirs runs meanwhile (one holds a
-         * device's row from before it takes any other lock); then the groups only they were in
-         * go, with their logs, as their last member's leave takes them (mls_group_drop) */
-        "SELECT 1 FROM devices WHERE account_id = $1 FOR UPDATE;",
-        "DELETE FROM mls_commit_log WHERE group_id IN (" MLS_ONLY_DEVICE(
-            "SELECT id FROM devices WHERE account_id = $1") ");",
-        "DELETE FROM mls_groups WHERE group_id IN (" MLS_ONLY_DEVICE(
-            "SELECT id FROM devices WHERE account_id = $1") ");",
         "DELETE FROM queue WHERE device_id IN (SELECT id FROM devices WHERE account_id = $1);",
         "DELETE FROM queue_usage WHERE device_id IN "
         "(SELECT id FROM devices WHERE account_id = $1);",
@@ -1678,6 +1678,11 @@ static msv_err account_delete(struct pg_conn *c, const char *handle, int64_t now
         "(SELECT id FROM devices WHERE account_id = $1);",
         "DELETE FROM mls_key_packages WHERE device_id IN "
         "(SELECT id FROM devices WHERE account_id = $1);",
+        /* their groups' rows (no commit naming a device of the account runs meanwhile: it
+         * holds the device's advisory lock, which account_deleted_read took), and those only
+         * they were in go, with their logs (MLS_GROUPS_DROP) */
+        MLS_GROUPS_LOCK("SELECT id FROM devices WHERE account_id = $1"),
+        MLS_GROUPS_DROP("SELECT id FROM devices WHERE account_id = $1"),
         "DELETE FROM mls_members WHERE device_id IN (SELECT id FROM devices WHERE account_id = "
         "$1);",
         "DELETE FROM mls_claims WHERE account_id = $1 OR device_id IN "
@@ -2020,10 +2025,10 @@ static msv_err device_remove(struct pg_conn *c, uint64_t account_id, uint64_t de
         "DELETE FROM one_time_prekeys WHERE device_id = $1;",
         "DELETE FROM kem_prekeys WHERE device_id = $1;",
         "DELETE FROM mls_key_packages WHERE device_id = $1;",
-        /* the groups it alone was in go, with their logs: its row deleted first, no commit of
-         * its runs meanwhile, and nobody else could make one in them */
-        "DELETE FROM mls_commit_log WHERE group_id IN (" MLS_ONLY_DEVICE("$1") ");",
-        "DELETE FROM mls_groups WHERE group_id IN (" MLS_ONLY_DEVICE("$1") ");",
+        /* its groups' rows (its own row deleted first: no commit of its runs meanwhile), and
+         * those it alone was in go, with their logs (MLS_GROUPS_DROP) */
+        MLS_GROUPS_LOCK("$1"),
+        MLS_GROUPS_DROP("$1"),
         "DELETE FROM mls_members WHERE device_id = $1;",
         "DELETE FROM mls_claims WHERE device_id = $1;",
     };
@@ -2031,9 +2036,14 @@ static msv_err device_remove(struct pg_conn *c, uint64_t account_id, uint64_t de
     size_t n = 0;
     msv_err err = lock_account(c, account_id);
 
+    a_i64(&a, (int64_t)device_id);
+    /* the device's advisory lock before any row, as an account's deletion takes its devices':
+     * a commit, Welcome or leave with a copy for it takes that lock first too, so none holds
+     * its queue counter or membership while this waits for their group */
+    if (err == MSV_OK)
+        err = run(c, "SELECT pg_advisory_xact_lock($1);", &a);
     if (err != MSV_OK)
         return err;
-    a_i64(&a, (int64_t)device_id);
     a_i64(&a, (int64_t)account_id);
     err = run_count(c, "DELETE FROM devices WHERE id = $1 AND account_id = $2;", &a, &n);
     if (err == MSV_OK && n == 0)
@@ -3057,21 +3067,18 @@ static msv_err mls_members_change(struct pg_conn *c, const struct msv_mls_commit
     return err;
 }
 
-/* The group goes with its commit log if it has no member left (MLS_ONLY_DEVICE); its row is
- * locked by the caller, so no commit adds one meanwhile. */
+/* The group goes with its commit log if it has no member left (MLS_GROUPS_DROP); its row is
+ * locked by the caller, so no member comes or goes meanwhile. */
 static msv_err mls_group_drop(struct pg_conn *c, const uint8_t *group_id, size_t group_len)
 {
     struct args a = {0};
-    size_t n = 0;
-    msv_err err;
 
     a_bytes(&a, group_id, group_len);
-    err = run_count(c,
-                    "DELETE FROM mls_groups WHERE group_id = $1 AND NOT EXISTS (SELECT 1 FROM"
-                    " mls_members WHERE group_id = $1);",
-                    &a, &n);
-    return err == MSV_OK && n > 0 ? run(c, "DELETE FROM mls_commit_log WHERE group_id = $1;", &a)
-                                  : err;
+    return run(c,
+               "WITH gone AS (DELETE FROM mls_groups WHERE group_id = $1 AND NOT EXISTS (SELECT 1"
+               " FROM mls_members WHERE group_id = $1) RETURNING group_id) DELETE FROM"
+               " mls_commit_log WHERE group_id IN (SELECT group_id FROM gone);",
+               &a);
 }
 
 /* The group's row, locked until the end of the transaction (created at epoch 0 if it is

@@ -926,13 +926,15 @@ static msv_err device_approve(void *impl, uint64_t account_id, uint64_t device_i
 }
 
 /*
- * The groups whose every member is among the devices IN names (an SQL list or subquery): they
- * are empty once those go. Once empty a group stays empty (a commit needs a member), so its
- * row and its commit log go with its last member instead of staying for good.
+ * The groups whose every member is among the devices IN names (a subquery or a list): they are
+ * empty once those go. Once empty a group stays empty (a commit needs a member), so its row and
+ * its commit log go with its last member instead of staying for good. Each group is looked at
+ * once, from the devices' memberships.
  */
-#define MLS_ONLY_DEVICE(in)                                                                       \
-    "SELECT m.group_id FROM mls_members m WHERE m.device_id IN (" in ") AND NOT EXISTS (SELECT 1" \
-    " FROM mls_members o WHERE o.group_id = m.group_id AND o.device_id NOT IN (" in "))"
+#define MLS_ONLY_DEVICE(in)                                                                      \
+    "SELECT g.group_id FROM mls_groups g WHERE g.group_id IN (SELECT group_id FROM mls_members"  \
+    " WHERE device_id IN (" in ")) AND NOT EXISTS (SELECT 1 FROM mls_members o WHERE o.group_id" \
+    " = g.group_id AND o.device_id NOT IN (" in "))"
 
 static msv_err device_remove_locked(struct sqlite_store *s, uint64_t account_id, uint64_t device_id)
 {
