@@ -764,8 +764,7 @@ static size_t stale_targets(const msv_frame *answer, const char *const *targets,
     memset(stale, 0, n);
     for (size_t i = 0; e != NULL && !e->partial && i < n; i++) {
         for (size_t j = 0; j < e->n_current && !stale[i]; j++)
-            stale[i] = e->current[j]->handle.len == strlen(targets[i]) &&
-                       memcmp(e->current[j]->handle.data, targets[i], strlen(targets[i])) == 0;
+            stale[i] = msv_lookup_result_is_for(e->current[j], targets[i]); /* case folded */
         for (size_t d = 0; d < hds[i]->n_devices && !stale[i]; d++) {
             for (size_t u = 0; u < e->n_unknown_devices && !stale[i]; u++)
                 stale[i] = hds[i]->devices[d]->device_id == e->unknown_devices[u];

@@ -2556,6 +2556,35 @@ struct stale_parts {
     int precise;
 };
 
+/* An envelope's device and its place in the send, sorted by device (addresses_match). */
+struct envelope_at {
+    uint64_t device;
+    size_t index;
+};
+
+static int cmp_envelope_at(const void *a, const void *b)
+{
+    const struct envelope_at *x = a, *y = b;
+
+    return x->device < y->device ? -1 : x->device > y->device ? 1 : x->index < y->index ? -1 : 1;
+}
+
+/* The first of the n sorted envelopes of device (n if none). */
+static size_t envelopes_from(const struct envelope_at *sorted, size_t n, uint64_t device)
+{
+    size_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (sorted[mid].device < device)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 /*
  * The envelopes must address every device of the named handles except the
  * sending one, each once, in that device's suite (sealed: all of them, sealed). Returns 1 if they
@@ -2567,6 +2596,7 @@ static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__Send
 {
     static _Thread_local struct msv_dir_device devs[SEND_ENVELOPES_MAX + 1];
     static _Thread_local uint8_t named[SEND_ENVELOPES_MAX]; /* the envelope's device is named */
+    static _Thread_local struct envelope_at by_device[SEND_ENVELOPES_MAX];
     size_t expected = 0, wrong = 0;
 
     sp->precise = 0;
@@ -2575,6 +2605,11 @@ static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__Send
         return 0;
     memset(sp->stale, 0, n);
     memset(named, 0, q->n_envelopes);
+    /* the envelopes by device, each device's found by a binary search: a send naming many
+     * devices costs a logarithm per device, not a pass over every envelope */
+    for (size_t e = 0; e < q->n_envelopes; e++)
+        by_device[e] = (struct envelope_at){q->envelopes[e]->recipient_device, e};
+    qsort(by_device, q->n_envelopes, sizeof(*by_device), cmp_envelope_at);
     for (size_t i = 0; i < n; i++) {
         size_t count = 0;
         msv_err err = dir_devices(c->w->srv, r[i].handle, devs, SEND_ENVELOPES_MAX + 1, &count);
@@ -2594,11 +2629,11 @@ static int addresses_match(const struct msv_conn_state *c, const Msv__Wire__Send
             if (!skipped && sealed && !(devs[k].suites & MSV_SUITE_BIT(MSV_SUITE_MODERN)))
                 return 0;
             expected += !skipped;
-            for (size_t e = 0; e < q->n_envelopes; e++) {
+            for (size_t at = envelopes_from(by_device, q->n_envelopes, devs[k].id);
+                 at < q->n_envelopes && by_device[at].device == devs[k].id; at++) {
+                size_t e = by_device[at].index;
                 uint32_t suite = q->envelopes[e]->suite;
 
-                if (q->envelopes[e]->recipient_device != devs[k].id)
-                    continue;
                 named[e] = 1;
                 any++;
                 found += sealed ? suite == MSV_ENVELOPE_SEALED
