@@ -762,6 +762,52 @@ static void test_attachment_quotas(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * However small, each attachment is a file and a record: an account keeps at most
+ * attachments_per_account at once (R67), so tiny uploads cannot fill the disk's inodes or the
+ * database under a byte quota they barely touch. Removing the device that uploaded them frees
+ * none of them: they stay the account's.
+ */
+static void test_attachment_count_bounded(void **state)
+{
+    struct test_server s;
+    struct test_device a1, a2, b1;
+    uint8_t id[32], sha[32], data[1] = {7};
+
+    (void)state;
+    SHA256(data, sizeof(data), sha);
+    test_server_init(&s, "[blobs]\nattachments_per_account = 3\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    test_add_device(&s, "alice@example.org", &a1, &a2);
+    test_register(&s, "bob@example.org", &b1);
+    for (int i = 0; i < 3; i++) {
+        blob_open(i < 2 ? &a2 : &a1, 1, id);
+        blob_upload(i < 2 ? &a2 : &a1, id, data, sizeof(data));
+        test_expect_ok(blob_finish(i < 2 ? &a2 : &a1, id, sha));
+    }
+    test_expect_error(blob_create(&a1, 1), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    assert_int_equal(test_server_metric(&s, "blobs_refused_total"), 1);
+    /* the device that uploaded two goes: they are still the account's */
+    {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+
+        rm.device_id = a2.device_id;
+        req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+        req.remove_device = &rm;
+        test_expect_ok(test_request(a1.conn, &req));
+    }
+    test_expect_error(blob_create(&a1, 1), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    assert_int_equal(test_server_metric(&s, "blobs_refused_total"), 2);
+    /* another account's own bound */
+    blob_open(&b1, 1, id);
+    test_device_free(&a1);
+    test_device_free(&a2);
+    test_device_free(&b1);
+    test_server_cleanup(&s);
+}
+
 /* The request id of the next answer on d's connection (pushes skipped); its error to *code. */
 static uint64_t next_answer_code(struct test_device *d, int *code)
 {
@@ -990,6 +1036,7 @@ int main(void)
         cmocka_unit_test(test_full_device_left_out),
         cmocka_unit_test(test_sealed_sends_hit_queue_cap),
         cmocka_unit_test(test_attachment_quotas),
+        cmocka_unit_test(test_attachment_count_bounded),
         cmocka_unit_test(test_blob_finish_off_loop_and_throttled),
         cmocka_unit_test(test_blob_finish_checks_at_once),
         cmocka_unit_test(test_blob_finish_answer_frees_its_check),

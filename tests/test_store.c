@@ -515,6 +515,7 @@ static void test_migration_to_v3(void **state)
                      "DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
                      "DROP TABLE mls_claims; DROP TABLE device_approvals;"
                      "DROP TABLE mls_commit_log;"
+                     "DROP INDEX blobs_by_account; ALTER TABLE blobs DROP COLUMN account_id;"
                      "DELETE FROM schema_version WHERE version >= 3;",
                      NULL, NULL, NULL),
         SQLITE_OK);
@@ -2814,6 +2815,25 @@ static void test_blob_usage(void **state)
     assert_int_equal(list[0].attachment_bytes, 123);
     assert_int_equal(list[1].attachment_bytes, 7000);
     msv_account_summaries_free(list, n);
+    /* a removed device's attachments stay its account's: in its quota, its operator's view,
+     * and its deletion (before, removing the device freed them from the account's quota and
+     * its deletion left them, readable by their ids) */
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, d2), MSV_OK);
+    assert_int_equal(OPS(f)->blob_usage(IMPL(f), d1, 500, &u), MSV_OK);
+    assert_int_equal(u.account_bytes, 123);
+    assert_int_equal(OPS(f)->account_list(IMPL(f), &list, &n), MSV_OK);
+    assert_int_equal(list[0].attachment_bytes, 123);
+    msv_account_summaries_free(list, n);
+    {
+        struct msv_account_deleted del = {0};
+        struct msv_blob_rec got;
+
+        assert_int_equal(OPS(f)->account_delete(IMPL(f), "a@x", 9000, &del), MSV_OK);
+        assert_int_equal(del.n_blobs, 3);
+        msv_account_deleted_clear(&del);
+        assert_int_equal(OPS(f)->blob_get(IMPL(f), r[2].id, &got), MSV_ERR_NOT_FOUND);
+        assert_int_equal(OPS(f)->blob_get(IMPL(f), r[3].id, &got), MSV_OK);
+    }
 }
 
 /* What was committed survives closing; a database from a newer schema is refused. */
@@ -2867,7 +2887,8 @@ static void test_reopen_and_schema(void **state)
                      " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
                      " DROP TABLE mls_claims; ALTER TABLE kt_log DROP COLUMN pub;"
                      " DROP TABLE device_approvals; DROP TABLE mls_commit_log;"
-                     " DROP SEQUENCE connection_order; UPDATE missive_schema SET version = 6;"
+                     " DROP SEQUENCE connection_order; ALTER TABLE blobs DROP COLUMN account_id;"
+                     " UPDATE missive_schema SET version = 6;"
                    : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
                      " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
                      " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
@@ -2877,6 +2898,7 @@ static void test_reopen_and_schema(void **state)
                      " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
                      " DROP TABLE mls_claims; ALTER TABLE kt_log DROP COLUMN pub;"
                      " DROP TABLE device_approvals; DROP TABLE mls_commit_log;"
+                     " DROP INDEX blobs_by_account; ALTER TABLE blobs DROP COLUMN account_id;"
                      " DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");

@@ -38,9 +38,10 @@ static void send_progress(struct msv_conn_state *c, uint64_t request_id,
 }
 
 /*
- * The uploading device's quotas: unfinished uploads, and bytes (at their declared size) of
- * the device and of its account. Answers a refusal itself and returns 0. Creates on other
- * workers at the same moment are not seen, so a quota may be passed by a few uploads.
+ * The uploading device's quotas: unfinished uploads, bytes (at their declared size) of the
+ * device and of its account, and the account's number of attachments. Answers a refusal itself and
+ * returns 0. Creates on other workers at the same moment are not seen, so a quota may be passed by
+ * a few uploads.
  */
 static int quota_allows(struct msv_conn_state *c, uint64_t request_id, uint64_t size)
 {
@@ -59,6 +60,10 @@ static int quota_allows(struct msv_conn_state *c, uint64_t request_id, uint64_t 
         why = "this device's attachments would pass its quota";
     else if (u.account_bytes + size > s->cfg.blob_account_bytes)
         why = "this account's attachments would pass its quota";
+    /* each a file and a record, however small: their number is bounded too */
+    else if (u.account_count >= s->cfg.blob_account_count)
+        why = "this account keeps as many attachments as the server allows; wait for some to "
+              "expire";
     if (why == NULL)
         return 1;
     atomic_fetch_add(&s->m.blobs_refused, 1);

@@ -80,6 +80,7 @@ static const struct option_def options[] = {
     {"blobs", "open_uploads_per_device", OPT_U32, F(blob_open_max), 1, 100000},
     {"blobs", "bytes_per_device", OPT_U64, F(blob_device_bytes), 1, 1125899906842624.0},
     {"blobs", "bytes_per_account", OPT_U64, F(blob_account_bytes), 1, 1125899906842624.0},
+    {"blobs", "attachments_per_account", OPT_U32, F(blob_account_count), 1, 100000000},
     {"blobs", "unfinished_ttl_hours", OPT_MS_HOURS, F(blob_unfinished_ttl_ms), 1, 720},
     {"blobs", "finish_checks", OPT_U32, F(blob_finish_checks), 1, 256},
     {"blobs", "finish_fail_rate", OPT_DOUBLE, F(blob_finish_fail_rate), 0.0001, 1e6},
@@ -216,6 +217,7 @@ void msv_config_defaults(struct msv_config *c)
     c->blob_open_max = 8;
     c->blob_device_bytes = 2ull << 30;
     c->blob_account_bytes = 4ull << 30;
+    c->blob_account_count = 100000;
     c->blob_unfinished_ttl_ms = 6ull * 3600 * 1000;
     c->blob_finish_checks = 8;
     c->blob_finish_fail_rate = 0.01;

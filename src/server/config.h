@@ -63,6 +63,7 @@ struct msv_config {
     unsigned blob_open_max;      /* unfinished uploads per device */
     uint64_t blob_device_bytes;  /* attachment bytes per device, finished or not */
     uint64_t blob_account_bytes; /* the same for all of an account's devices */
+    unsigned blob_account_count; /* attachments kept for an account's devices at once */
     uint64_t blob_unfinished_ttl_ms;
     unsigned blob_finish_checks;  /* BlobFinish digests running at once (threads) */
     double blob_finish_fail_rate; /* failed BlobFinish per second per device */

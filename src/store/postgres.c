@@ -649,6 +649,13 @@ static msv_err finish(struct pg_conn *c, msv_err err)
 #define CONNECTION_ORDER_SCHEMA         \
     "CREATE SEQUENCE connection_order;" \
     "ALTER TABLE mls_members ADD COLUMN added_by_account BIGINT NOT NULL DEFAULT 0;"
+/* The account of each attachment's uploading device, kept after the device is removed, so
+ * that the account's quota and deletion count it (0: a device removed before). */
+#define BLOB_ACCOUNT_SCHEMA                                                             \
+    "ALTER TABLE blobs ADD COLUMN account_id BIGINT NOT NULL DEFAULT 0;"                \
+    "UPDATE blobs SET account_id = COALESCE((SELECT account_id FROM devices WHERE id =" \
+    " blobs.owner_device), 0);"                                                         \
+    "CREATE INDEX blobs_by_account ON blobs(account_id);"
 #define USERNAME_SCHEMA \
     "ALTER TABLE accounts ADD COLUMN username_changed_ms BIGINT NOT NULL DEFAULT 0;"
 
@@ -712,7 +719,8 @@ static const char schema[] =
     "  pk BYTEA NOT NULL,"
     "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA INVITES_SCHEMA
         QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA KEM_PREKEYS_SCHEMA USERNAME_SCHEMA MLS_SCHEMA
-            DEVICE_APPROVALS_SCHEMA MLS_LOG_SCHEMA MLS_WELCOME_SCHEMA CONNECTION_ORDER_SCHEMA;
+            DEVICE_APPROVALS_SCHEMA MLS_LOG_SCHEMA MLS_WELCOME_SCHEMA CONNECTION_ORDER_SCHEMA
+                BLOB_ACCOUNT_SCHEMA;
 
 static const char *const upgrades[] = {
     /* 6 -> 7: attachment quotas sum a device's attachments */
@@ -751,6 +759,8 @@ static const char *const upgrades[] = {
     MLS_WELCOME_SCHEMA,
     /* 21 -> 22: the order of connections across nodes, and who added members of others */
     CONNECTION_ORDER_SCHEMA,
+    /* 22 -> 23: each attachment's account */
+    BLOB_ACCOUNT_SCHEMA,
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -934,8 +944,7 @@ static msv_err account_list(struct pg_conn *c, struct msv_account_summary **out,
               "  WHERE d.account_id = a.id),"
               " (SELECT COALESCE(SUM(octet_length(q.ciphertext)), 0)::BIGINT FROM queue q"
               "  JOIN devices d ON q.sender_device = d.id WHERE d.account_id = a.id),"
-              " (SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM blobs b JOIN devices d"
-              "  ON b.owner_device = d.id WHERE d.account_id = a.id)"
+              " (SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM blobs b WHERE b.account_id = a.id)"
               " FROM accounts a ORDER BY a.handle;",
               NULL, &r);
 
@@ -1629,8 +1638,8 @@ static msv_err account_deleted_read(struct pg_conn *c, struct msv_account_delete
     if (out->devices == NULL)
         return MSV_ERR_NOMEM;
     err = query(c,
-                "SELECT b.id FROM blobs b JOIN devices d ON b.owner_device = d.id"
-                " WHERE d.account_id = $1;",
+                "SELECT id FROM blobs WHERE account_id = $1 OR owner_device IN (SELECT id FROM"
+                " devices WHERE account_id = $1);",
                 &a, &r);
     if (err != MSV_OK)
         return err;
@@ -1688,7 +1697,8 @@ static msv_err account_delete(struct pg_conn *c, const char *handle, int64_t now
         "DELETE FROM mls_claims WHERE account_id = $1 OR device_id IN "
         "(SELECT id FROM devices WHERE account_id = $1);",
         "DELETE FROM mls_commit_log WHERE account_id = $1;",
-        "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = $1);",
+        "DELETE FROM blobs WHERE account_id = $1 OR owner_device IN (SELECT id FROM devices WHERE"
+        " account_id = $1);",
         "DELETE FROM reports WHERE reporter_id = $1 OR reported_id = $1;",
         "DELETE FROM devices WHERE account_id = $1;",
         "DELETE FROM device_approvals WHERE account_id = $1;",
@@ -3543,8 +3553,9 @@ static msv_err blob_create(struct pg_conn *c, const struct msv_blob_rec *b)
     a_bytes(&a, b->sha256, 32);
     a_i64(&a, b->expires_ms);
     return run(c,
-               "INSERT INTO blobs (id, owner_device, size, received, complete, sha256, expires_ms)"
-               " VALUES ($1, $2, $3, $4, $5, $6, $7);",
+               "INSERT INTO blobs (id, owner_device, size, received, complete, sha256, expires_ms,"
+               " account_id) VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE((SELECT account_id FROM"
+               " devices WHERE id = $2), 0));",
                &a);
 }
 
@@ -3608,15 +3619,17 @@ static msv_err blob_usage(struct pg_conn *c, uint64_t device_id, int64_t now_ms,
                 "  AND expires_ms > $2),"
                 " (SELECT COALESCE(SUM(size), 0)::BIGINT FROM blobs WHERE owner_device = $1"
                 "  AND expires_ms > $2),"
-                " (SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM devices d JOIN blobs b"
-                "  ON b.owner_device = d.id WHERE d.account_id ="
-                "  (SELECT account_id FROM devices WHERE id = $1) AND b.expires_ms > $2);",
+                " (SELECT COALESCE(SUM(size), 0)::BIGINT FROM blobs WHERE account_id ="
+                "  (SELECT account_id FROM devices WHERE id = $1) AND expires_ms > $2),"
+                " (SELECT COUNT(*) FROM blobs WHERE account_id ="
+                "  (SELECT account_id FROM devices WHERE id = $1) AND expires_ms > $2);",
                 &a, &r);
     if (err != MSV_OK)
         return err;
     *out = (struct msv_blob_usage){.open = (uint64_t)col_i64(r, 0, 0),
                                    .device_bytes = (uint64_t)col_i64(r, 0, 1),
-                                   .account_bytes = (uint64_t)col_i64(r, 0, 2)};
+                                   .account_bytes = (uint64_t)col_i64(r, 0, 2),
+                                   .account_count = (uint64_t)col_i64(r, 0, 3)};
     PQclear(r);
     return MSV_OK;
 }

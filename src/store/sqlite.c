@@ -307,6 +307,12 @@ static const char *const migrations[] = {
     /* 21 -> 22: the account whose device added each member of another account (0: its own
      * account's, or added before), which adds a device to a bounded number of groups */
     "ALTER TABLE mls_members ADD COLUMN added_by_account INTEGER NOT NULL DEFAULT 0;",
+    /* 22 -> 23: the account of each attachment's uploading device, kept after the device is
+     * removed, so that the account's quota and deletion count it (0: a device removed before) */
+    "ALTER TABLE blobs ADD COLUMN account_id INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE blobs SET account_id = COALESCE((SELECT account_id FROM devices WHERE id ="
+    " blobs.owner_device), 0);"
+    "CREATE INDEX blobs_by_account ON blobs(account_id);",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -422,8 +428,7 @@ static msv_err account_list(void *impl, struct msv_account_summary **out, size_t
                 "  WHERE d.account_id = a.id),"
                 " (SELECT COALESCE(SUM(LENGTH(q.ciphertext)), 0) FROM queue q JOIN devices d"
                 "  ON q.sender_device = d.id WHERE d.account_id = a.id),"
-                " (SELECT COALESCE(SUM(b.size), 0) FROM blobs b JOIN devices d"
-                "  ON b.owner_device = d.id WHERE d.account_id = a.id)"
+                " (SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.account_id = a.id)"
                 " FROM accounts a ORDER BY a.handle;",
                 &st);
 
@@ -1564,7 +1569,8 @@ static msv_err account_delete_locked(struct sqlite_store *s, const char *handle,
         "DELETE FROM mls_claims WHERE account_id = ?1 OR device_id IN "
         "(SELECT id FROM devices WHERE account_id = ?1);",
         "DELETE FROM mls_commit_log WHERE account_id = ?1;",
-        "DELETE FROM blobs WHERE owner_device IN (SELECT id FROM devices WHERE account_id = ?1);",
+        "DELETE FROM blobs WHERE account_id = ?1 OR owner_device IN (SELECT id FROM devices WHERE"
+        " account_id = ?1);",
         "DELETE FROM reports WHERE reporter_id = ?1 OR reported_id = ?1;",
         "DELETE FROM devices WHERE account_id = ?1;",
         "DELETE FROM device_approvals WHERE account_id = ?1;",
@@ -1583,7 +1589,7 @@ static msv_err account_delete_locked(struct sqlite_store *s, const char *handle,
                            sizeof(*out->devices), read_id, (void **)&out->devices, &out->n_devices);
     if (err == MSV_OK)
         err = account_rows(s,
-                           "SELECT id FROM blobs WHERE owner_device IN "
+                           "SELECT id FROM blobs WHERE account_id = ?1 OR owner_device IN "
                            "(SELECT id FROM devices WHERE account_id = ?1);",
                            out->account_id, sizeof(*out->blobs), read_blob_id, (void **)&out->blobs,
                            &out->n_blobs);
@@ -2202,7 +2208,8 @@ static msv_err blob_create(void *impl, const struct msv_blob_rec *r)
     sqlite3_stmt *st = NULL;
     msv_err err = prepare(s,
                           "INSERT INTO blobs (id, owner_device, size, received, complete, "
-                          "sha256, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
+                          "sha256, expires_ms, account_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+                          "COALESCE((SELECT account_id FROM devices WHERE id = ?2), 0));",
                           &st);
 
     if (err != MSV_OK)
@@ -2227,9 +2234,10 @@ static msv_err blob_usage(void *impl, uint64_t device_id, int64_t now_ms,
         "SELECT (SELECT COUNT(*) FROM blobs WHERE owner_device = ?1 AND complete = 0"
         "  AND expires_ms > ?2),"
         " (SELECT COALESCE(SUM(size), 0) FROM blobs WHERE owner_device = ?1 AND expires_ms > ?2),"
-        " (SELECT COALESCE(SUM(b.size), 0) FROM devices d JOIN blobs b ON b.owner_device = d.id"
-        "  WHERE d.account_id = (SELECT account_id FROM devices WHERE id = ?1)"
-        "  AND b.expires_ms > ?2);",
+        " (SELECT COALESCE(SUM(size), 0) FROM blobs WHERE account_id ="
+        "  (SELECT account_id FROM devices WHERE id = ?1) AND expires_ms > ?2),"
+        " (SELECT COUNT(*) FROM blobs WHERE account_id ="
+        "  (SELECT account_id FROM devices WHERE id = ?1) AND expires_ms > ?2);",
         &st);
 
     if (err != MSV_OK)
@@ -2239,7 +2247,8 @@ static msv_err blob_usage(void *impl, uint64_t device_id, int64_t now_ms,
     if (sqlite3_step(st) == SQLITE_ROW)
         *out = (struct msv_blob_usage){.open = (uint64_t)sqlite3_column_int64(st, 0),
                                        .device_bytes = (uint64_t)sqlite3_column_int64(st, 1),
-                                       .account_bytes = (uint64_t)sqlite3_column_int64(st, 2)};
+                                       .account_bytes = (uint64_t)sqlite3_column_int64(st, 2),
+                                       .account_count = (uint64_t)sqlite3_column_int64(st, 3)};
     else
         err = MSV_ERR_IO;
     release(s, st);

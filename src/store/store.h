@@ -110,6 +110,7 @@ struct msv_blob_usage {
     uint64_t open;          /* the device's unfinished uploads */
     uint64_t device_bytes;  /* the device's attachments, finished or not, at their declared size */
     uint64_t account_bytes; /* the same for every device of its account */
+    uint64_t account_count; /* its account's attachments, finished or not */
 };
 
 /* A leaf of the transparency log (include/missive/kt.h). */
@@ -758,6 +759,6 @@ MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_
                                                    size_t *n);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 22
+#define MSV_STORE_SCHEMA_VERSION 23
 
 #endif
