@@ -442,6 +442,17 @@ void test_register_suites(struct test_server *s, const char *handle, struct test
     test_device_connect(s, d);
 }
 
+msv_frame *test_remove_device(struct test_device *by, uint64_t device_id)
+{
+    Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
+
+    rm.device_id = device_id;
+    req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
+    req.remove_device = &rm;
+    return test_request(by->conn, &req);
+}
+
 msv_frame *test_approve(struct test_device *approver, uint64_t device_id)
 {
     return test_approve_key(approver, device_id, NULL);

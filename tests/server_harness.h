@@ -79,6 +79,8 @@ void test_add_device(struct test_server *s, const char *handle, struct test_devi
 /* A device added to handle's account with its password, waiting for approval (not connected). */
 void test_enroll_pending(struct test_server *s, const char *handle, struct test_device *d);
 /* Approves a pending device from an authenticated one; returns the answer (caller frees). */
+/* by's account removes device_id (the answer). */
+msv_frame *test_remove_device(struct test_device *by, uint64_t device_id);
 msv_frame *test_approve(struct test_device *approver, uint64_t device_id);
 /* The same with the approver's approval record of the device whose key is key (docs/
  * transparency.md, "Signed device lists"), as a client sends it. */

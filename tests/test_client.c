@@ -6469,14 +6469,8 @@ static void test_stale_send_looks_up_what_changed(void **state)
     assert_int_equal(queued_for(&s, b2.device_id), 1);
     /* alice removes a device: the relay names it, alice alone is looked up again */
     {
-        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
-        Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
-        msv_frame *r;
+        msv_frame *r = test_remove_device(&a1, a2.device_id);
 
-        rm.device_id = a2.device_id;
-        req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
-        req.remove_device = &rm;
-        r = test_request(a1.conn, &req);
         assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_OK);
         msv_frame_free(r);
     }

@@ -789,15 +789,7 @@ static void test_attachment_count_bounded(void **state)
     test_expect_error(blob_create(&a1, 1), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
     assert_int_equal(test_server_metric(&s, "blobs_refused_total"), 1);
     /* the device that uploaded two goes: they are still the account's */
-    {
-        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
-        Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
-
-        rm.device_id = a2.device_id;
-        req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
-        req.remove_device = &rm;
-        test_expect_ok(test_request(a1.conn, &req));
-    }
+    test_expect_ok(test_remove_device(&a1, a2.device_id));
     test_expect_error(blob_create(&a1, 1), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
     assert_int_equal(test_server_metric(&s, "blobs_refused_total"), 2);
     /* another account's own bound */

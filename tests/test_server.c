@@ -491,15 +491,7 @@ static void test_stale_answer_names_what_changed(void **state)
     assert_false(r->error->partial);
     msv_frame_free(r);
     /* carol removes a device: no list changed that the send missed, the removed one is named */
-    {
-        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
-        Msv__Wire__RemoveDevice rm = MSV__WIRE__REMOVE_DEVICE__INIT;
-
-        rm.device_id = c2.device_id;
-        req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
-        req.remove_device = &rm;
-        expect_ok(test_request(c1.conn, &req));
-    }
+    expect_ok(test_remove_device(&c1, c2.device_id));
     r = test_send(&a1, handles, 2, (struct test_device *[]){&b1, &b2, &c1, &c2}, 4, "c2 gone");
     assert_int_equal(error_code(r), MSV__WIRE__ERROR_CODE__ERROR_STALE_DEVICES);
     assert_int_equal(r->error->n_current, 0);
