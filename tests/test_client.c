@@ -7504,6 +7504,98 @@ static void test_group_concurrent_changes(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * carol leaves while alice renames the group, neither having heard of the other, and carol's
+ * state wins the epoch (the lower hash). Every device ends at carol's leave: alice's took it
+ * judged on the state both followed (a member may leave). Before, alice's device judged the
+ * leave against her own rename, found a member undoing an admin's change, refused it, and
+ * alice and bob held two states for good.
+ */
+static void test_group_leave_crossing_a_change(void **state)
+{
+    const char *left[2] = {"alice@example.org", "bob@example.org"};
+    const char *all[3] = {"alice@example.org", "bob@example.org", "carol@example.org"};
+    const char *admins[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    struct msv_group_rec g = {0};
+    uint8_t gid[16], leave[32], rename[32], ha[32], hb[32];
+    char conversation[40], name[32];
+
+    (void)state;
+    club_of_three(&s, &alice, &bob, &carol, gid, conversation);
+    group_state_hash(gid, 2, "club", left, 2, admins, 1, leave);
+    for (int i = 0;; i++) { /* a new name whose state loses to the leave's */
+        snprintf(name, sizeof(name), "club %d", i);
+        group_state_hash(gid, 2, name, all, 3, admins, 1, rename);
+        if (memcmp(rename, leave, 32) > 0)
+            break;
+    }
+    assert_int_equal(msv_client_group_leave(carol, "club"), MSV_OK);
+    assert_int_equal(msv_client_group_change(alice, "club", name, NULL, 0, NULL, 0), MSV_OK);
+    receive_now(bob);
+    receive_now(alice);
+    held_group_hash(alice, gid, ha);
+    held_group_hash(bob, gid, hb);
+    assert_memory_equal(ha, leave, 32);
+    assert_memory_equal(hb, leave, 32);
+    assert_int_equal(msv_client_db_group_get(alice->db, gid, NULL, &g), MSV_OK);
+    assert_string_equal(g.name, "club");
+    assert_null(strstr(g.members, "carol"));
+    msv_group_clear(&g);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
+/*
+ * alice removes bob, an admin too, while bob renames the group, and bob's state wins the
+ * epoch. Every device ends at bob's rename: carol's and alice's, which already held bob's
+ * removal, took his change as one that may win it (he was a member of the state both
+ * followed). Before, they dropped it unseen (he was no member of what they held), while bob's
+ * device refused the removal: bob held a group the others did not.
+ */
+static void test_group_removal_crossing_a_change(void **state)
+{
+    const char *kept[2] = {"alice@example.org", "carol@example.org"};
+    const char *all[3] = {"alice@example.org", "bob@example.org", "carol@example.org"};
+    const char *one[1] = {"alice@example.org"}, *two[2] = {"alice@example.org", "bob@example.org"};
+    const char *bob_handle[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    uint8_t gid[16], removal[32], rename[32], h[32];
+    char conversation[40], name[32];
+
+    (void)state;
+    club_of_three(&s, &alice, &bob, &carol, gid, conversation);
+    assert_int_equal(msv_client_group_admin(alice, "club", "bob@example.org", 1), MSV_OK);
+    assert_int_equal(receive_now(bob), 1);
+    assert_int_equal(receive_now(carol), 1);
+    group_state_hash(gid, 3, "club", kept, 2, one, 1, removal);
+    for (int i = 0;; i++) { /* a new name whose state wins over the removal's */
+        snprintf(name, sizeof(name), "bob's club %d", i);
+        group_state_hash(gid, 3, name, all, 3, two, 2, rename);
+        if (memcmp(rename, removal, 32) < 0)
+            break;
+    }
+    assert_int_equal(msv_client_group_change(bob, conversation, name, NULL, 0, NULL, 0), MSV_OK);
+    assert_int_equal(msv_client_group_change(alice, "club", NULL, NULL, 0, bob_handle, 1), MSV_OK);
+    receive_now(carol);
+    receive_now(alice);
+    receive_now(bob);
+    held_group_hash(alice, gid, h);
+    assert_memory_equal(h, rename, 32);
+    held_group_hash(bob, gid, h);
+    assert_memory_equal(h, rename, 32);
+    held_group_hash(carol, gid, h);
+    assert_memory_equal(h, rename, 32);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
 static const char *status_of(struct msv_client *c, const uint8_t id[16])
 {
     static char status[32];
@@ -8127,6 +8219,8 @@ int main(void)
         cmocka_unit_test(test_invite_parse),
         cmocka_unit_test(test_invite_settings_admins_only),
         cmocka_unit_test(test_group_concurrent_changes),
+        cmocka_unit_test(test_group_leave_crossing_a_change),
+        cmocka_unit_test(test_group_removal_crossing_a_change),
         cmocka_unit_test(test_receipts_only_from_recipients),
         cmocka_unit_test(test_reused_message_id),
         cmocka_unit_test(test_sync_from_another_account),

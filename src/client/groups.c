@@ -1087,6 +1087,16 @@ static msv_err made_state(struct msv_client *c, const struct msv_payload *p,
     return err;
 }
 
+int client_group_was_member(struct msv_client *c, const uint8_t gid[16], const char *handle)
+{
+    struct group_state prev = {0};
+    int was = state_load(c, "group-prev", gid, &prev) == MSV_OK &&
+              listed(prev.members, prev.n_members, handle);
+
+    state_clear(&prev);
+    return was;
+}
+
 msv_err client_group_take(struct msv_client *c, const char *author, uint64_t device,
                           const struct msv_payload *p, int *applied, char **text)
 {
@@ -1124,7 +1134,10 @@ msv_err client_group_take(struct msv_client *c, const char *author, uint64_t dev
         base = base_of(&held, &prev, has_prev, p, &now);
     if (err == MSV_OK && why == NULL)
         err = made_state(c, p, has_held ? &held : NULL, base, &now, &why);
-    if (err == MSV_OK && why == NULL && has_held &&
+    /* who may make it is judged on the state it follows: a change that wins its epoch from the
+     * one held (base prev) against the state before both, not against the one it displaces
+     * (a member's leave crossing an admin's rename is a leave, not a rename undone by a member) */
+    if (err == MSV_OK && why == NULL && has_held && base != &prev &&
         (why = not_allowed(&held, &now, author)) == NULL && base == NULL)
         why = "out of order";
     if (err == MSV_OK && why == NULL && base == &prev && (why = not_allowed(&prev, &now, author)))

@@ -166,6 +166,11 @@ msv_err client_refuse_blocked(struct msv_client *c, const char *const *handles, 
 /* Whether privacy setting name ("read-receipts", "typing") is on; on if it cannot be read. */
 int client_privacy_on(struct msv_client *c, const char *name);
 /*
+ * Whether handle is a member of the state before the one held of group gid (a change of theirs
+ * at the held epoch may still win it: client_group_take judges it).
+ */
+int client_group_was_member(struct msv_client *c, const uint8_t gid[16], const char *handle);
+/*
  * Checks a group change from author's device against the group state this
  * device holds (docs/groups.md) and applies it if it passes. *applied: 1 if
  * it did; *text (caller frees) says for history what the change did, or why
