@@ -7596,6 +7596,93 @@ static void test_group_removal_crossing_a_change(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * eve holds alice's invite link and, before frank uses it, sends him a group of her own under
+ * the link's group id. frank then joins by the link and alice adds him: frank's device takes
+ * alice's change whole in the place of eve's group, which it never accepted, and accepts it.
+ * eve's next change accepts nothing (she is no admin the link named). Before, frank's device
+ * dropped alice's change unseen (she was no member of eve's group) and took eve's next change
+ * as the group he asked to join.
+ */
+static void test_join_not_squatted(void **state)
+{
+    const char *ef[2] = {"eve@example.org", "frank@example.org"};
+    const char *e[1] = {"eve@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol, *eve, *frank;
+    struct msv_group_rec g = {0};
+    uint8_t gid[16], zero[32] = {0}, h[32];
+    char conversation[40], *uri = NULL;
+    const char *members =
+        "alice@example.org\nbob@example.org\ncarol@example.org\nfrank@example.org\n";
+
+    (void)state;
+    club_of_three(&s, &alice, &bob, &carol, gid, conversation);
+    eve = client_for(&s, "eve", "eve@example.org");
+    frank = client_for(&s, "frank", "frank@example.org");
+    assert_int_equal(msv_client_group_invite(alice, "club", MSV_INVITE_SHOW, 0, &uri), MSV_OK);
+    send_signed_change(eve, gid, 1, zero, ef, 2, e, 1, 0);
+    receive_now(frank);
+    assert_int_equal(msv_client_group_join(frank, uri), MSV_OK);
+    receive_now(alice);
+    assert_members(alice, gid, members);
+    receive_now(frank);
+    assert_members(frank, gid, members);
+    assert_int_equal(msv_client_db_group_get(frank->db, gid, NULL, &g), MSV_OK);
+    assert_true(g.accepted);
+    msv_group_clear(&g);
+    /* eve's change on her own state changes nothing of it */
+    held_group_hash(frank, gid, h);
+    send_signed_change(eve, gid, 2, h, ef, 2, e, 1, 0);
+    receive_now(frank);
+    assert_members(frank, gid, members);
+    free(uri);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    msv_client_close(eve);
+    msv_client_close(frank);
+    test_server_cleanup(&s);
+}
+
+/*
+ * The same link's group started by eve, who is no admin it names, is never accepted as the
+ * group frank asked to join, though eve's changes reach him.
+ */
+static void test_join_not_accepted_from_another(void **state)
+{
+    const char *ef[2] = {"eve@example.org", "frank@example.org"};
+    const char *e[1] = {"eve@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol, *eve, *frank;
+    struct msv_group_rec g = {0};
+    uint8_t gid[16], zero[32] = {0}, h[32];
+    char conversation[40], *uri = NULL;
+
+    (void)state;
+    club_of_three(&s, &alice, &bob, &carol, gid, conversation);
+    eve = client_for(&s, "eve", "eve@example.org");
+    frank = client_for(&s, "frank", "frank@example.org");
+    assert_int_equal(msv_client_group_invite(alice, "club", MSV_INVITE_SHOW, 1, &uri), MSV_OK);
+    /* approval on: alice does not add frank; eve's group comes instead */
+    assert_int_equal(msv_client_group_join(frank, uri), MSV_OK);
+    send_signed_change(eve, gid, 1, zero, ef, 2, e, 1, 0);
+    receive_now(frank);
+    held_group_hash(frank, gid, h);
+    send_signed_change(eve, gid, 2, h, ef, 2, e, 1, 0);
+    receive_now(frank);
+    assert_int_equal(msv_client_db_group_get(frank->db, gid, NULL, &g), MSV_OK);
+    assert_false(g.accepted);
+    msv_group_clear(&g);
+    free(uri);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    msv_client_close(eve);
+    msv_client_close(frank);
+    test_server_cleanup(&s);
+}
+
 static const char *status_of(struct msv_client *c, const uint8_t id[16])
 {
     static char status[32];
@@ -8221,6 +8308,8 @@ int main(void)
         cmocka_unit_test(test_group_concurrent_changes),
         cmocka_unit_test(test_group_leave_crossing_a_change),
         cmocka_unit_test(test_group_removal_crossing_a_change),
+        cmocka_unit_test(test_join_not_squatted),
+        cmocka_unit_test(test_join_not_accepted_from_another),
         cmocka_unit_test(test_receipts_only_from_recipients),
         cmocka_unit_test(test_reused_message_id),
         cmocka_unit_test(test_sync_from_another_account),

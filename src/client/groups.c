@@ -1087,6 +1087,16 @@ static msv_err made_state(struct msv_client *c, const struct msv_payload *p,
     return err;
 }
 
+/* Whether this device accepted group gid (an unknown group: no). */
+static int group_accepted(struct msv_client *c, const uint8_t gid[16])
+{
+    struct msv_group_rec g = {0};
+    int accepted = msv_client_db_group_get(c->db, gid, NULL, &g) == MSV_OK && g.accepted;
+
+    msv_group_clear(&g);
+    return accepted;
+}
+
 int client_group_was_member(struct msv_client *c, const uint8_t gid[16], const char *handle)
 {
     struct group_state prev = {0};
@@ -1119,6 +1129,16 @@ msv_err client_group_take(struct msv_client *c, const char *author, uint64_t dev
     if (has_held && p->has_group_signature && p->group_epoch > held.epoch &&
         !(p->group_epoch == held.epoch + 1 && memcmp(p->group_prev_hash, held.hash, 32) == 0) &&
         listed(held.admins, held.n_admins, author) && copied_lately(c, copied)) {
+        state_clear(&held);
+        has_held = 0;
+    }
+    /* a group this account asked to join by a link and holds unaccepted: a signed change by
+     * an admin the link named that does not follow the state held is taken whole, as by a
+     * device that holds none (another who held the link may have started a group under its
+     * id first, to take the joiner in) */
+    if (has_held && p->has_group_signature && !group_accepted(c, p->group_id) &&
+        !(p->group_epoch == held.epoch + 1 && memcmp(p->group_prev_hash, held.hash, 32) == 0) &&
+        client_join_invited_by(c, p->group_id, author)) {
         state_clear(&held);
         has_held = 0;
     }

@@ -321,8 +321,11 @@ msv_err client_group_ctx_make(struct msv_client *c, const uint8_t gid[16], const
 msv_err client_mls_group_ctx(struct msv_client *c, const uint8_t gid[16],
                              struct client_group_ctx *g);
 
-/* After a change of group gid was applied: accepts it if this account asked to join it. */
-msv_err client_join_arrived(struct msv_client *c, const uint8_t gid[16]);
+/* Whether this account asked to join group gid by a link naming author as an admin. */
+int client_join_invited_by(struct msv_client *c, const uint8_t gid[16], const char *author);
+/* After author's change of group gid was applied: accepts the group if this account asked to
+ * join it by a link naming author as an admin. */
+msv_err client_join_arrived(struct msv_client *c, const uint8_t gid[16], const char *author);
 
 /* Applies a SYNC payload from sender's device: only if sender is this account (else ignored). */
 /* A LINK_HISTORY payload from device of sender (src/client/link_history.c): the history this

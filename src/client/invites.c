@@ -10,8 +10,9 @@
  * Each device keeps, per group, the link's settings under "group-link:<hex>"
  * (u64be version || u8 flags || secret), the waiting requests under
  * "join-pending:<hex>" (a handle a line), and, on the joiner's side,
- * "join-asked:<hex>" until the group arrives; "join-refused" counts the
- * requests refused (u64be), naming nobody.
+ * "join-asked:<hex>" until the group arrives (u64be ms asked || the link's admins, a handle a
+ * line; "1" from before it named them: any admin); "join-refused" counts the requests refused
+ * (u64be), naming nobody.
  */
 #include "client/internal.h"
 
@@ -687,17 +688,44 @@ msv_err client_take_join(struct msv_client *c, const char *sender, const struct 
     return take_request(c, sender, p, on_message, ctx);
 }
 
-msv_err client_join_arrived(struct msv_client *c, const uint8_t gid[16])
+#define JOIN_ASKED_MS (30LL * 24 * 3600 * 1000) /* how long an ask waits for its group */
+
+int client_join_invited_by(struct msv_client *c, const uint8_t gid[16], const char *author)
+{
+    char key[64];
+    uint8_t *v = NULL;
+    size_t len = 0, n = strlen(author);
+    int by = 0;
+
+    group_key("join-asked", gid, key);
+    if (msv_client_db_get(c->db, key, &v, &len) != MSV_OK)
+        return 0;
+    if (len == 1 && v[0] == '1') {
+        by = 1; /* asked before the link's admins were kept */
+    } else if (len >= 8 && msv_wall_ms() - (int64_t)msv_get_u64be(v) < JOIN_ASKED_MS) {
+        for (size_t at = 8; at < len && !by;) {
+            const uint8_t *end = memchr(v + at, '\n', len - at);
+            size_t line = end != NULL ? (size_t)(end - (v + at)) : len - at;
+
+            by = line == n && memcmp(v + at, author, n) == 0;
+            at += line + 1;
+        }
+    }
+    free(v);
+    return by;
+}
+
+msv_err client_join_arrived(struct msv_client *c, const uint8_t gid[16], const char *author)
 {
     struct msv_group_rec g = {0};
     char key[64];
-    uint8_t *v = NULL;
-    size_t len = 0;
-    msv_err err;
+    msv_err err = MSV_OK;
 
+    /* only from an admin the link named: a group started under its id by another who holds the
+     * link is not the one this account asked to join */
+    if (!client_join_invited_by(c, gid, author))
+        return MSV_OK;
     group_key("join-asked", gid, key);
-    err = msv_client_db_get(c->db, key, &v, &len);
-    free(v);
     if (err == MSV_OK)
         err = msv_client_db_group_get(c->db, gid, NULL, &g);
     if (err == MSV_OK && is_member(&g, c->handle)) {
@@ -730,9 +758,22 @@ msv_err msv_client_group_join(struct msv_client *c, const char *uri)
     memcpy(p.group_id, inv.group_id, 16);
     join_proof(inv.secret, inv.group_id, c->handle, p.join_proof);
     group_key("join-asked", inv.group_id, key);
-    /* asked before it is sent: the group that answers is then taken as this account's */
-    if (err == MSV_OK)
-        err = msv_client_db_set(c->db, key, "1", 1);
+    /* asked before it is sent: the group that answers, from an admin the link names, is then
+     * taken as this account's */
+    if (err == MSV_OK) {
+        uint8_t asked[8 + MSV_INVITE_ADMINS_MAX * (MSV_HANDLE_MAX + 1)];
+        size_t len = 8;
+
+        msv_put_u64be(asked, (uint64_t)msv_wall_ms());
+        for (size_t i = 0; i < inv.n_admins; i++) {
+            size_t n = strlen(inv.admins[i]);
+
+            memcpy(asked + len, inv.admins[i], n);
+            len += n;
+            asked[len++] = '\n';
+        }
+        err = msv_client_db_set(c->db, key, asked, len);
+    }
     if (err == MSV_OK)
         err = client_send_payload(c, (const char *const *)inv.admins, inv.n_admins, &p, NULL, NULL,
                                   NULL, 0, NULL, id);

@@ -428,6 +428,13 @@ static msv_err group_sender(struct msv_client *c, const char *sender, const stru
     if (err == MSV_ERR_AUTH && g->name != NULL && p->kind == MSV_KIND_GROUP_CHANGE &&
         p->has_group_state_hash && client_group_was_member(c, p->group_id, sender))
         err = MSV_OK;
+    /* one by an admin a link named, of a group this account asked to join by it and holds
+     * unaccepted (another who held the link may have started one under its id first):
+     * client_group_take() takes it whole, in that one's place */
+    if (err == MSV_ERR_AUTH && g->name != NULL && !g->accepted &&
+        p->kind == MSV_KIND_GROUP_CHANGE && p->has_group_state_hash &&
+        client_join_invited_by(c, p->group_id, sender))
+        err = MSV_OK;
     return err;
 }
 
@@ -900,7 +907,7 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
         err = learn_group(c, sender, from->device, p, &group, &applied, &text);
         msv_group_clear(&group);
         if (err == MSV_OK && applied)
-            err = client_join_arrived(c, p->group_id);
+            err = client_join_arrived(c, p->group_id, sender);
         if (err != MSV_OK) {
             msv_secret_free(text, strlen(text));
             msv_payload_free(p);
