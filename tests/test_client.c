@@ -7596,6 +7596,45 @@ static void test_group_removal_crossing_a_change(void **state)
     test_server_cleanup(&s);
 }
 
+/* The five of a squatted link: alice's club (with bob and carol) and its link (approval as
+ * given), eve who holds the link too, and frank who uses it. */
+struct squat {
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol, *eve, *frank;
+    uint8_t gid[16];
+    char conversation[40], *uri;
+};
+
+static void squat_start(struct squat *q, int approval)
+{
+    memset(q, 0, sizeof(*q));
+    club_of_three(&q->s, &q->alice, &q->bob, &q->carol, q->gid, q->conversation);
+    q->eve = client_for(&q->s, "eve", "eve@example.org");
+    q->frank = client_for(&q->s, "frank", "frank@example.org");
+    assert_int_equal(msv_client_group_invite(q->alice, "club", MSV_INVITE_SHOW, approval, &q->uri),
+                     MSV_OK);
+}
+
+/* eve's own group under the link's id, naming frank, at epoch (after the state prev). */
+static void squat_send(struct squat *q, uint64_t epoch, const uint8_t prev[32])
+{
+    const char *ef[2] = {"eve@example.org", "frank@example.org"};
+    const char *e[1] = {"eve@example.org"};
+
+    send_signed_change(q->eve, q->gid, epoch, prev, ef, 2, e, 1, 0);
+}
+
+static void squat_end(struct squat *q)
+{
+    free(q->uri);
+    msv_client_close(q->alice);
+    msv_client_close(q->bob);
+    msv_client_close(q->carol);
+    msv_client_close(q->eve);
+    msv_client_close(q->frank);
+    test_server_cleanup(&q->s);
+}
+
 /*
  * eve holds alice's invite link and, before frank uses it, sends him a group of her own under
  * the link's group id. frank then joins by the link and alice adds him: frank's device takes
@@ -7606,43 +7645,30 @@ static void test_group_removal_crossing_a_change(void **state)
  */
 static void test_join_not_squatted(void **state)
 {
-    const char *ef[2] = {"eve@example.org", "frank@example.org"};
-    const char *e[1] = {"eve@example.org"};
-    struct test_server s;
-    struct msv_client *alice, *bob, *carol, *eve, *frank;
+    struct squat q;
     struct msv_group_rec g = {0};
-    uint8_t gid[16], zero[32] = {0}, h[32];
-    char conversation[40], *uri = NULL;
+    uint8_t zero[32] = {0}, h[32];
     const char *members =
         "alice@example.org\nbob@example.org\ncarol@example.org\nfrank@example.org\n";
 
     (void)state;
-    club_of_three(&s, &alice, &bob, &carol, gid, conversation);
-    eve = client_for(&s, "eve", "eve@example.org");
-    frank = client_for(&s, "frank", "frank@example.org");
-    assert_int_equal(msv_client_group_invite(alice, "club", MSV_INVITE_SHOW, 0, &uri), MSV_OK);
-    send_signed_change(eve, gid, 1, zero, ef, 2, e, 1, 0);
-    receive_now(frank);
-    assert_int_equal(msv_client_group_join(frank, uri), MSV_OK);
-    receive_now(alice);
-    assert_members(alice, gid, members);
-    receive_now(frank);
-    assert_members(frank, gid, members);
-    assert_int_equal(msv_client_db_group_get(frank->db, gid, NULL, &g), MSV_OK);
+    squat_start(&q, 0);
+    squat_send(&q, 1, zero);
+    receive_now(q.frank);
+    assert_int_equal(msv_client_group_join(q.frank, q.uri), MSV_OK);
+    receive_now(q.alice);
+    assert_members(q.alice, q.gid, members);
+    receive_now(q.frank);
+    assert_members(q.frank, q.gid, members);
+    assert_int_equal(msv_client_db_group_get(q.frank->db, q.gid, NULL, &g), MSV_OK);
     assert_true(g.accepted);
     msv_group_clear(&g);
     /* eve's change on her own state changes nothing of it */
-    held_group_hash(frank, gid, h);
-    send_signed_change(eve, gid, 2, h, ef, 2, e, 1, 0);
-    receive_now(frank);
-    assert_members(frank, gid, members);
-    free(uri);
-    msv_client_close(alice);
-    msv_client_close(bob);
-    msv_client_close(carol);
-    msv_client_close(eve);
-    msv_client_close(frank);
-    test_server_cleanup(&s);
+    held_group_hash(q.frank, q.gid, h);
+    squat_send(&q, 2, h);
+    receive_now(q.frank);
+    assert_members(q.frank, q.gid, members);
+    squat_end(&q);
 }
 
 /*
@@ -7651,36 +7677,22 @@ static void test_join_not_squatted(void **state)
  */
 static void test_join_not_accepted_from_another(void **state)
 {
-    const char *ef[2] = {"eve@example.org", "frank@example.org"};
-    const char *e[1] = {"eve@example.org"};
-    struct test_server s;
-    struct msv_client *alice, *bob, *carol, *eve, *frank;
+    struct squat q;
     struct msv_group_rec g = {0};
-    uint8_t gid[16], zero[32] = {0}, h[32];
-    char conversation[40], *uri = NULL;
+    uint8_t zero[32] = {0}, h[32];
 
     (void)state;
-    club_of_three(&s, &alice, &bob, &carol, gid, conversation);
-    eve = client_for(&s, "eve", "eve@example.org");
-    frank = client_for(&s, "frank", "frank@example.org");
-    assert_int_equal(msv_client_group_invite(alice, "club", MSV_INVITE_SHOW, 1, &uri), MSV_OK);
-    /* approval on: alice does not add frank; eve's group comes instead */
-    assert_int_equal(msv_client_group_join(frank, uri), MSV_OK);
-    send_signed_change(eve, gid, 1, zero, ef, 2, e, 1, 0);
-    receive_now(frank);
-    held_group_hash(frank, gid, h);
-    send_signed_change(eve, gid, 2, h, ef, 2, e, 1, 0);
-    receive_now(frank);
-    assert_int_equal(msv_client_db_group_get(frank->db, gid, NULL, &g), MSV_OK);
+    squat_start(&q, 1); /* approval on: alice does not add frank; eve's group comes instead */
+    assert_int_equal(msv_client_group_join(q.frank, q.uri), MSV_OK);
+    squat_send(&q, 1, zero);
+    receive_now(q.frank);
+    held_group_hash(q.frank, q.gid, h);
+    squat_send(&q, 2, h);
+    receive_now(q.frank);
+    assert_int_equal(msv_client_db_group_get(q.frank->db, q.gid, NULL, &g), MSV_OK);
     assert_false(g.accepted);
     msv_group_clear(&g);
-    free(uri);
-    msv_client_close(alice);
-    msv_client_close(bob);
-    msv_client_close(carol);
-    msv_client_close(eve);
-    msv_client_close(frank);
-    test_server_cleanup(&s);
+    squat_end(&q);
 }
 
 static const char *status_of(struct msv_client *c, const uint8_t id[16])
