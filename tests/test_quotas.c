@@ -800,6 +800,52 @@ static void test_attachment_count_bounded(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * An upload published (renamed from .part) whose record's update then failed, or a crash
+ * between the two: its finish made again succeeds from the published bytes and the
+ * attachment can be read. Before, every finish read .part, found none and answered "storage
+ * failed" until the upload expired.
+ */
+static void test_finish_after_publish(void **state)
+{
+    struct test_server s;
+    struct test_device a1;
+    uint8_t id[32], sha[32], data[1000];
+    char hex[65], part[512], done[512];
+
+    (void)state;
+    memset(data, 0x5a, sizeof(data));
+    SHA256(data, sizeof(data), sha);
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &a1);
+    blob_open(&a1, sizeof(data), id);
+    blob_upload(&a1, id, data, sizeof(data));
+    assert_int_equal(msv_hex_encode(id, 32, hex, sizeof(hex)), MSV_OK);
+    snprintf(part, sizeof(part), "%s/data/blobs/%s.part", s.dir, hex);
+    snprintf(done, sizeof(done), "%s/data/blobs/%s", s.dir, hex);
+    assert_int_equal(rename(part, done), 0); /* published; the record still says unfinished */
+    test_expect_ok(blob_finish(&a1, id, sha));
+    test_expect_ok(blob_finish(&a1, id, sha));
+    {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__BlobGet get = MSV__WIRE__BLOB_GET__INIT;
+        msv_frame *r;
+
+        get.blob_id = (ProtobufCBinaryData){32, id};
+        get.length = sizeof(data);
+        req.body_case = MSV__WIRE__FRAME__BODY_BLOB_GET;
+        req.blob_get = &get;
+        r = test_request(a1.conn, &req);
+        assert_int_equal(r->body_case, MSV__WIRE__FRAME__BODY_BLOB_DATA);
+        assert_int_equal(r->blob_data->data.len, sizeof(data));
+        assert_memory_equal(r->blob_data->data.data, data, sizeof(data));
+        msv_frame_free(r);
+    }
+    test_device_free(&a1);
+    test_server_cleanup(&s);
+}
+
 /* The request id of the next answer on d's connection (pushes skipped); its error to *code. */
 static uint64_t next_answer_code(struct test_device *d, int *code)
 {
@@ -1029,6 +1075,7 @@ int main(void)
         cmocka_unit_test(test_sealed_sends_hit_queue_cap),
         cmocka_unit_test(test_attachment_quotas),
         cmocka_unit_test(test_attachment_count_bounded),
+        cmocka_unit_test(test_finish_after_publish),
         cmocka_unit_test(test_blob_finish_off_loop_and_throttled),
         cmocka_unit_test(test_blob_finish_checks_at_once),
         cmocka_unit_test(test_blob_finish_answer_frees_its_check),

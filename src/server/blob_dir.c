@@ -68,6 +68,12 @@ static msv_err dir_digest(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], uint8_t
 
     path_of(impl, id, 1, path, sizeof(path));
     fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        /* published already, its record not yet saying so (a failure or a crash between the
+         * two): the finish is made again from the published bytes */
+        path_of(impl, id, 0, path, sizeof(path));
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
     if (ctx == NULL || fd < 0 || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
         goto out;
     while ((n = read(fd, buf, sizeof(buf))) > 0) {
@@ -83,13 +89,28 @@ out:
     return err;
 }
 
+/*
+ * The upload under its final name, the directory synced so that the rename outlives a power
+ * loss before the record says it is complete. Published already (the record's update failed
+ * after, and the finish is made again): done.
+ */
 static msv_err dir_publish(void *impl, const uint8_t id[MSV_BLOB_ID_LEN])
 {
+    const struct blob_dir *d = impl;
     char part[1200], done[1200];
+    struct stat st;
+    int fd, ok;
 
     path_of(impl, id, 1, part, sizeof(part));
     path_of(impl, id, 0, done, sizeof(done));
-    return rename(part, done) == 0 ? MSV_OK : MSV_ERR_IO;
+    if (rename(part, done) != 0 &&
+        !(errno == ENOENT && stat(done, &st) == 0 && S_ISREG(st.st_mode)))
+        return MSV_ERR_IO;
+    fd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ok = fd >= 0 && fsync(fd) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok ? MSV_OK : MSV_ERR_IO;
 }
 
 static msv_err dir_read_at(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], uint64_t offset,
