@@ -122,7 +122,9 @@ static void blob_name(const uint8_t id[MSV_BLOB_ID_LEN], char hex[2 * MSV_BLOB_I
 /*
  * Copies the complete, unexpired attachments the database at db records from src_dir to
  * dst_dir (made, 0700), checking each one's size and SHA-256; with dst_dir NULL, only checks
- * them. Returns 0 and *count, or 1 (said).
+ * them. Returns 0 and *count, or 1 (said). Copying into a backup (db its copy of the live
+ * database), an attachment whose file is gone (it expired, or its account was deleted, since
+ * the database was copied) is left out, its record deleted from the copy, and said.
  */
 static int copy_blobs(const char *db, const char *src_dir, const char *dst_dir, int64_t now,
                       size_t *count)
@@ -140,13 +142,23 @@ static int copy_blobs(const char *db, const char *src_dir, const char *dst_dir, 
     for (i = 0; rc == 0 && i < n; i++) {
         uint8_t sha[32];
         uint64_t size = 0;
+        int copied;
 
         if (list[i].expires_ms <= now)
             continue; /* the server deletes it at its next sweep */
         blob_name(list[i].id, hex);
         snprintf(src, sizeof(src), "%s/%s", src_dir, hex);
         snprintf(dst, sizeof(dst), "%s/%s", dst_dir ? dst_dir : "", hex);
-        if (copy_file(src, dst_dir ? dst : NULL, &size, sha) != 0)
+        copied = copy_file(src, dst_dir ? dst : NULL, &size, sha) == 0;
+        if (!copied && errno == ENOENT && dst_dir != NULL) {
+            if (msv_store_sqlite_blob_forget(db, list[i].id) != MSV_OK)
+                rc = say("%s: the record of attachment %s cannot be left out", db, hex);
+            else
+                fprintf(stderr,
+                        "missive-admin: attachment %s went while the backup ran (it expired, or "
+                        "its account was deleted): left out\n",
+                        hex);
+        } else if (!copied)
             rc = say("attachment %s cannot be copied: %s", src, strerror(errno));
         else if (size != list[i].size || sodium_memcmp(sha, list[i].sha256, 32) != 0)
             rc = say("attachment %s does not have the size and SHA-256 its record names", src);

@@ -87,6 +87,16 @@ wait "$sender" && ok || bad "carol's sends were over before the backup ended"
 expect 1 "backup over an existing directory" -- "$A" --data-dir srv backup copy
 [ "$(stat -c %a copy)" = 700 ] && [ "$(stat -c %a copy/missive.db)" = 600 ] && [ "$(stat -c %a copy/log.key)" = 600 ] &&
     [ -s copy/backup.ok ] && [ "$(ls copy/blobs | wc -l)" = 1 ] && ok || bad "the backup's files: $(ls -lR copy)"
+# an attachment whose file goes while a backup runs (it expired, or its account was deleted) is
+# left out of it, said, and the backup is whole without it (before, the backup failed)
+live=$(ls srv/blobs | head -1)
+mv "srv/blobs/$live" gone.blob
+expect 0 "backup with an attachment gone meanwhile" -- "$A" --data-dir srv backup copy2
+grep -q "attachment $live went while the backup ran" err.txt && grep -q "and 0 attachments$" out.txt && ok ||
+    bad "gone meanwhile: $(cat out.txt err.txt)"
+expect 0 "that backup restores" -- "$A" --data-dir fresh2 restore copy2
+mv gone.blob "srv/blobs/$live"
+rm -rf copy2 fresh2
 kill -TERM "$pid"; wait "$pid"; pid=
 
 # bad backups and a directory in use are refused before anything is written

@@ -4015,6 +4015,22 @@ msv_err msv_store_sqlite_blob_files(const char *path, struct msv_blob_file **out
     return err;
 }
 
+msv_err msv_store_sqlite_blob_forget(const char *path, const uint8_t id[MSV_BLOB_ID_LEN])
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    msv_err err = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK
+                      ? msv_sql_prepare(db, "DELETE FROM blobs WHERE id = ?;", &st)
+                      : MSV_ERR_IO;
+
+    if (err == MSV_OK) {
+        sqlite3_bind_blob(st, 1, id, MSV_BLOB_ID_LEN, SQLITE_STATIC);
+        err = msv_sql_run(st);
+    }
+    sqlite3_close(db);
+    return err;
+}
+
 void msv_store_close(struct msv_store *s)
 {
     if (s == NULL)

@@ -757,6 +757,9 @@ struct msv_blob_file {
  */
 MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_blob_file **out,
                                                    size_t *n);
+/* Deletes the record of attachment id from the SQLite store at path (a backup's copy). */
+MSV_MUST_CHECK msv_err msv_store_sqlite_blob_forget(const char *path,
+                                                    const uint8_t id[MSV_BLOB_ID_LEN]);
 
 /* The schema version this build writes. */
 #define MSV_STORE_SCHEMA_VERSION 23
