@@ -7695,6 +7695,62 @@ static void test_join_not_accepted_from_another(void **state)
     squat_end(&q);
 }
 
+/*
+ * dave joins by alice's link (approval off) and alice removes him: his next request by the same
+ * link waits for an admin instead of bringing him straight back, on the device of an admin who
+ * did not remove him too (bob's). bob, who leaves by himself, is not held so. Before, dave was
+ * added again at once.
+ */
+static void test_removed_member_waits_to_rejoin(void **state)
+{
+    const char *dave_handle[1] = {"dave@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol, *dave;
+    struct msv_invite inv;
+    struct msv_payload p;
+    struct join_seen seen = {{0}, 0};
+    uint8_t gid[16];
+    char conversation[40], *uri = NULL;
+
+    (void)state;
+    club_of_three(&s, &alice, &bob, &carol, gid, conversation);
+    dave = client_for(&s, "dave", "dave@example.org");
+    assert_int_equal(msv_client_group_admin(alice, "club", "bob@example.org", 1), MSV_OK);
+    assert_int_equal(receive_now(bob), 1);
+    assert_int_equal(msv_client_group_invite(alice, "club", MSV_INVITE_SHOW, 0, &uri), MSV_OK);
+    assert_int_equal(msv_invite_parse(uri, &inv), MSV_OK);
+    join_request(&inv, "dave@example.org", &p);
+    assert_int_equal(client_take_join(alice, "dave@example.org", &p, note_join, &seen), MSV_OK);
+    assert_string_equal(seen.status, "added");
+    assert_int_equal(msv_client_group_change(alice, "club", NULL, NULL, 0, dave_handle, 1), MSV_OK);
+    receive_now(bob);
+    /* alice's device, which removed him, and bob's, which took her change */
+    assert_int_equal(client_take_join(alice, "dave@example.org", &p, note_join, &seen), MSV_OK);
+    assert_string_equal(seen.status, "pending");
+    assert_int_equal(client_take_join(bob, "dave@example.org", &p, note_join, &seen), MSV_OK);
+    assert_string_equal(seen.status, "pending");
+    /* an admin's approval brings him back, and the mark goes with it */
+    assert_int_equal(msv_client_group_decide(alice, "club", "dave@example.org", 1), MSV_OK);
+    assert_members(alice, gid,
+                   "alice@example.org\nbob@example.org\ncarol@example.org\ndave@example.org\n");
+    /* carol leaves by herself: her ask by the link is let in as anyone's */
+    receive_now(carol);
+    assert_int_equal(msv_client_group_leave(carol, "club"), MSV_OK);
+    receive_now(alice);
+    assert_members(alice, gid, "alice@example.org\nbob@example.org\ndave@example.org\n");
+    seen.status[0] = '\0';
+    join_request(&inv, "carol@example.org", &p);
+    assert_int_equal(client_take_join(alice, "carol@example.org", &p, note_join, &seen), MSV_OK);
+    assert_string_equal(seen.status, "added");
+    msv_invite_clear(&inv);
+    free(uri);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    msv_client_close(dave);
+    test_server_cleanup(&s);
+}
+
 static const char *status_of(struct msv_client *c, const uint8_t id[16])
 {
     static char status[32];
@@ -8322,6 +8378,7 @@ int main(void)
         cmocka_unit_test(test_group_removal_crossing_a_change),
         cmocka_unit_test(test_join_not_squatted),
         cmocka_unit_test(test_join_not_accepted_from_another),
+        cmocka_unit_test(test_removed_member_waits_to_rejoin),
         cmocka_unit_test(test_receipts_only_from_recipients),
         cmocka_unit_test(test_reused_message_id),
         cmocka_unit_test(test_sync_from_another_account),

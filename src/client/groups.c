@@ -620,6 +620,120 @@ static msv_err change_delta(struct msv_client *c, const uint8_t gid[16],
 }
 
 /*
+ * "join-removed:<hex>": the handles taken out of the group by another since they were last
+ * in it (a line each; at most JOIN_REMOVED_MAX, the oldest dropped first). A request of theirs
+ * by the group's link waits for an admin, whatever its approval setting (invites.c): a member
+ * removed would otherwise come straight back with the link it was given.
+ */
+#define JOIN_REMOVED "join-removed"
+#define JOIN_REMOVED_MAX 1024
+
+int client_lines_name(const uint8_t *v, size_t len, const char *handle)
+{
+    size_t n = strlen(handle);
+
+    for (size_t at = 0; at < len;) {
+        const uint8_t *end = memchr(v + at, '\n', len - at);
+        size_t line = end != NULL ? (size_t)(end - (v + at)) : len - at;
+
+        if (line == n && memcmp(v + at, handle, n) == 0)
+            return 1;
+        at += line + 1;
+    }
+    return 0;
+}
+
+/* Whether handle was taken out of group gid by another since it was last in it. */
+int client_group_was_removed(struct msv_client *c, const uint8_t gid[16], const char *handle)
+{
+    char key[64];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int found;
+
+    state_key(JOIN_REMOVED, gid, key);
+    if (msv_client_db_get(c->db, key, &v, &len) != MSV_OK)
+        return 0;
+    found = client_lines_name(v, len, handle);
+    free(v);
+    return found;
+}
+
+/* Whether the line of len bytes at v names a member of s. */
+static int line_listed(const struct group_state *s, const uint8_t *v, size_t len)
+{
+    char h[MSV_HANDLE_MAX + 1];
+
+    if (len > MSV_HANDLE_MAX)
+        return 0;
+    memcpy(h, v, len);
+    h[len] = '\0';
+    return listed(s->members, s->n_members, h);
+}
+
+/* After author's change from before to now: those it took out noted, those in now forgotten. */
+static msv_err removed_note(struct msv_client *c, const uint8_t gid[16],
+                            const struct group_state *before, const struct group_state *now,
+                            const char *author)
+{
+    char key[64];
+    uint8_t *v = NULL;
+    size_t len = 0, old = 0, added = 0, drop, seen = 0;
+    struct msv_buf out;
+    msv_err err;
+
+    state_key(JOIN_REMOVED, gid, key);
+    err = msv_client_db_get(c->db, key, &v, &len);
+    if (err == MSV_ERR_NOT_FOUND)
+        err = MSV_OK;
+    if (err != MSV_OK)
+        return err;
+    /* the old lines of those not back in the group, then the ones it took out; the oldest go
+     * past JOIN_REMOVED_MAX */
+    for (size_t at = 0; at < len;) {
+        const uint8_t *end = memchr(v + at, '\n', len - at);
+        size_t line = end != NULL ? (size_t)(end - (v + at)) : len - at;
+
+        old += !line_listed(now, v + at, line);
+        at += line + 1;
+    }
+    for (size_t i = 0; before != NULL && i < before->n_members; i++)
+        added += strcmp(before->members[i], author) != 0 &&
+                 !listed(now->members, now->n_members, before->members[i]);
+    drop = old + added > JOIN_REMOVED_MAX ? old + added - JOIN_REMOVED_MAX : 0;
+    msv_buf_init(&out, len + 256);
+    for (size_t at = 0; err == MSV_OK && at < len;) {
+        const uint8_t *end = memchr(v + at, '\n', len - at);
+        size_t line = end != NULL ? (size_t)(end - (v + at)) : len - at;
+
+        if (!line_listed(now, v + at, line) && seen++ >= drop) {
+            err = msv_buf_put(&out, v + at, line);
+            if (err == MSV_OK)
+                err = msv_buf_put(&out, (const uint8_t *)"\n", 1);
+        }
+        at += line + 1;
+    }
+    for (size_t i = 0; err == MSV_OK && before != NULL && i < before->n_members; i++) {
+        const char *h = before->members[i];
+
+        if (strcmp(h, author) == 0 || listed(now->members, now->n_members, h))
+            continue;
+        err = msv_buf_put(&out, (const uint8_t *)h, strlen(h));
+        if (err == MSV_OK)
+            err = msv_buf_put(&out, (const uint8_t *)"\n", 1);
+    }
+    free(v);
+    v = NULL;
+    if (err == MSV_OK)
+        err = msv_buf_finish(&out, &v, &len);
+    msv_buf_clear(&out);
+    if (err == MSV_OK)
+        err = len > 0 ? msv_client_db_set(c->db, key, v, len) : msv_client_db_unset(c->db, key);
+    free(v);
+    return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
+}
+
+/*
  * Signs now as the change that follows then (NULL: the creation), holds it and
  * sends it to the members of both: removed members hear of it too.
  */
@@ -654,6 +768,8 @@ static msv_err commit_change(struct msv_client *c, const uint8_t gid[16],
         err = describe(c->handle, then, now, NULL, &text);
     if (err == MSV_OK)
         err = state_apply(c, gid, now, then, 1);
+    if (err == MSV_OK)
+        err = removed_note(c, gid, then, now, c->handle);
     for (size_t i = 0; err == MSV_OK && then != NULL && i < then->n_members; i++)
         targets[t++] = then->members[i];
     for (size_t i = 0; err == MSV_OK && i < now->n_members; i++)
@@ -1168,6 +1284,8 @@ msv_err client_group_take(struct msv_client *c, const char *author, uint64_t dev
         why = "not an admin";
     if (err == MSV_OK && why == NULL) {
         err = state_apply(c, p->group_id, &now, base, strcmp(author, c->handle) == 0);
+        if (err == MSV_OK)
+            err = removed_note(c, p->group_id, base, &now, author);
         if (err == MSV_OK)
             err = msv_client_db_unset(c->db, copied);
         *applied = err == MSV_OK;

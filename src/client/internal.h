@@ -170,6 +170,10 @@ int client_privacy_on(struct msv_client *c, const char *name);
  * at the held epoch may still win it: client_group_take judges it).
  */
 int client_group_was_member(struct msv_client *c, const uint8_t gid[16], const char *handle);
+/* Whether the lines (handles, '\n' after each) of len bytes at v name handle. */
+int client_lines_name(const uint8_t *v, size_t len, const char *handle);
+/* Whether handle was taken out of group gid by another member since it was last in it. */
+int client_group_was_removed(struct msv_client *c, const uint8_t gid[16], const char *handle);
 /*
  * Checks a group change from author's device against the group state this
  * device holds (docs/groups.md) and applies it if it passes. *applied: 1 if

@@ -655,6 +655,9 @@ static msv_err take_request(struct msv_client *c, const char *sender, const stru
     if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && !valid))
         err = refuse_request(c, on_message, ctx);
     else if (err == MSV_OK && !is_member(&g, sender)) { /* else an admin added them first */
+        /* one taken out of the group by another since waits for an admin all the same: the
+         * link it was given would otherwise bring it straight back */
+        approval = approval || client_group_was_removed(c, p->group_id, sender);
         msv_client_group_conversation(p->group_id, conversation);
         err = approval ? pending_add(c, p->group_id, sender) : add_member(c, p->group_id, sender);
         in.status = err == MSV_OK ? (approval ? "pending" : "added") : "full";
@@ -694,7 +697,7 @@ int client_join_invited_by(struct msv_client *c, const uint8_t gid[16], const ch
 {
     char key[64];
     uint8_t *v = NULL;
-    size_t len = 0, n = strlen(author);
+    size_t len = 0;
     int by = 0;
 
     group_key("join-asked", gid, key);
@@ -703,13 +706,7 @@ int client_join_invited_by(struct msv_client *c, const uint8_t gid[16], const ch
     if (len == 1 && v[0] == '1') {
         by = 1; /* asked before the link's admins were kept */
     } else if (len >= 8 && msv_wall_ms() - (int64_t)msv_get_u64be(v) < JOIN_ASKED_MS) {
-        for (size_t at = 8; at < len && !by;) {
-            const uint8_t *end = memchr(v + at, '\n', len - at);
-            size_t line = end != NULL ? (size_t)(end - (v + at)) : len - at;
-
-            by = line == n && memcmp(v + at, author, n) == 0;
-            at += line + 1;
-        }
+        by = client_lines_name(v + 8, len - 8, author);
     }
     free(v);
     return by;
