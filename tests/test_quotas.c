@@ -749,6 +749,9 @@ static void test_attachment_quotas(void **state)
     blob_open(&a2, 3000, id3);
     test_expect_error(blob_create(&a2, 200), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
     assert_int_equal(test_server_metric(&s, "blobs_refused_total"), 3);
+    /* past the largest size: refused and counted as well */
+    test_expect_error(blob_create(&a2, 100001), MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    assert_int_equal(test_server_metric(&s, "blobs_refused_total"), 4);
     /* an hour on, the three unfinished uploads are gone; the finished one stays */
     test_server_set_clock(&s, t0 + 61 * 60 * 1000);
     for (int i = 0; i < 50 && test_server_metric(&s, "blobs_expired_total") < 3; i++)
@@ -929,7 +932,7 @@ static void test_blob_finish_off_loop_and_throttled(void **state)
     test_expect_error(blob_finish(&a1, id, wrong), MSV__WIRE__ERROR_CODE__ERROR_AUTH);
     test_expect_error(blob_finish(&a1, id, wrong), MSV__WIRE__ERROR_CODE__ERROR_AUTH);
     test_expect_error(blob_finish(&a1, id, wrong), MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
-    assert_int_equal(test_server_metric(&s, "blob_finish_failed_total"), 2);
+    assert_int_equal(test_server_metric(&s, "blob_finish_failed_total"), 3); /* the refusal too */
     /* a stop while a check runs waits for it and exits cleanly (test_server_cleanup) */
     blob_open(&a1, size, id);
     blob_upload_all(&a1, id, data, size);

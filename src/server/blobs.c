@@ -79,6 +79,7 @@ void msv_blob_create(struct msv_conn_state *c, const msv_frame *f)
     struct msv_blob_rec r = {0};
 
     if (f->blob_create->size == 0 || f->blob_create->size > s->cfg.blob_max) {
+        atomic_fetch_add(&s->m.blobs_refused, 1);
         msv_conn_send_error(c, f->request_id, E_TOO_BIG,
                             "attachment size must be from 1 byte to the server's limit");
         return;
@@ -312,6 +313,7 @@ void msv_blob_finish(struct msv_conn_state *c, const msv_frame *f)
         return;
     }
     if (!msv_server_take_token(s, MSV_LIMIT_BLOB_FINISH, c->device_id, 1)) {
+        atomic_fetch_add(&s->m.blob_finish_failed, 1); /* as docs/missived.md says */
         msv_conn_send_error(c, f->request_id, E_RATE,
                             "too many uploads that did not match their SHA-256; wait");
         return;

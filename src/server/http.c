@@ -369,9 +369,11 @@ static const struct {
     M(prekeys_exhausted, "prekeys_exhausted_total", "counter",
       "Claims that found a device with no one-time prekey left."),
     M(blobs_refused, "blobs_refused_total", "counter",
-      "Uploads refused: too many unfinished, or over the device's or account's bytes."),
+      "Uploads refused: past the largest size, too many unfinished, over the device's or "
+      "account's bytes, or over the account's number of attachments."),
     M(blob_finish_failed, "blob_finish_failed_total", "counter",
-      "BlobFinish requests whose bytes did not have the SHA-256 named."),
+      "BlobFinish requests whose bytes did not have the SHA-256 named, and those refused "
+      "because the device's bucket of such failures was empty."),
     M(blob_finish_busy, "blob_finish_busy_total", "counter",
       "BlobFinish requests refused because finish_checks checks were running."),
     M(admin_requests, "admin_requests_total", "counter",
