@@ -747,6 +747,8 @@ static int cmd_log_rotate_key(struct admin *a)
     return rc;
 }
 
+#define ADMIN_EXPIRE_BATCH 10000
+
 static int cmd_expire(struct admin *a)
 {
     int64_t now = msv_config_now_ms(&a->cfg);
@@ -759,13 +761,17 @@ static int cmd_expire(struct admin *a)
     if (err != MSV_OK)
         return fail("expiring envelopes", err);
     snprintf(dir, sizeof(dir), "%s/blobs", a->cfg.data_dir);
-    err = OPS(a)->blob_expire(IMPL(a), now, &ids, &n);
-    if (err == MSV_OK && n > 0)
-        err = msv_blob_backend_open_dir(dir, &blobs);
-    for (size_t i = 0; err == MSV_OK && i < n; i++)
-        blobs->ops->remove(blobs->impl, ids[i]);
+    err = msv_blob_backend_open_dir(dir, &blobs);
+    /* in batches, each committed before its files go, until one is not full */
+    for (size_t got = ADMIN_EXPIRE_BATCH; err == MSV_OK && got == ADMIN_EXPIRE_BATCH;) {
+        err = OPS(a)->blob_expire(IMPL(a), now, ADMIN_EXPIRE_BATCH, &ids, &got);
+        for (size_t i = 0; err == MSV_OK && i < got; i++)
+            blobs->ops->remove(blobs->impl, ids[i]);
+        n += err == MSV_OK ? got : 0;
+        free(ids);
+        ids = NULL;
+    }
     msv_blob_backend_close(blobs);
-    free(ids);
     if (err != MSV_OK)
         return fail("expiring attachments", err);
     if (a->json)

@@ -2764,10 +2764,25 @@ static void test_blobs(void **state)
     assert_memory_equal(got.sha256, r.sha256, 32);
     r.expires_ms = 500;
     assert_int_equal(OPS(f)->blob_update(IMPL(f), &r), MSV_OK);
-    assert_int_equal(OPS(f)->blob_expire(IMPL(f), 499, &ids, &n), MSV_OK);
+    assert_int_equal(OPS(f)->blob_expire(IMPL(f), 499, 10, &ids, &n), MSV_OK);
     assert_int_equal(n, 0);
     free(ids);
-    assert_int_equal(OPS(f)->blob_expire(IMPL(f), 500, &ids, &n), MSV_OK);
+    /* two more due: at most max go at once, the soonest due first */
+    {
+        struct msv_blob_rec more = r;
+
+        for (int i = 0; i < 2; i++) {
+            more.id[0] = (uint8_t)(0xe0 + i);
+            more.expires_ms = 300 + i;
+            assert_int_equal(OPS(f)->blob_create(IMPL(f), &more), MSV_OK);
+        }
+        assert_int_equal(OPS(f)->blob_expire(IMPL(f), 500, 2, &ids, &n), MSV_OK);
+        assert_int_equal(n, 2);
+        assert_true((ids[0][0] == 0xe0 && ids[1][0] == 0xe1) ||
+                    (ids[0][0] == 0xe1 && ids[1][0] == 0xe0));
+        free(ids);
+    }
+    assert_int_equal(OPS(f)->blob_expire(IMPL(f), 500, 2, &ids, &n), MSV_OK);
     assert_int_equal(n, 1);
     assert_memory_equal(ids[0], r.id, MSV_BLOB_ID_LEN);
     free(ids);

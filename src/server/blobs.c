@@ -412,7 +412,9 @@ void msv_blobs_expire(struct msv_server *s, int64_t now_ms)
     uint8_t(*ids)[MSV_BLOB_ID_LEN] = NULL;
     size_t n = 0;
 
-    if (s->store->ops->blob_expire(s->store->impl, now_ms, &ids, &n) != MSV_OK)
+    /* a bounded batch a tick: each file is unlinked on this worker's loop (the next tick goes
+     * on where this one stopped) */
+    if (s->store->ops->blob_expire(s->store->impl, now_ms, BLOB_EXPIRE_MAX, &ids, &n) != MSV_OK)
         return;
     for (size_t i = 0; i < n; i++)
         s->blobs->ops->remove(s->blobs->impl, ids[i]);

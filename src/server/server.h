@@ -477,6 +477,8 @@ int msv_server_quota_notice_due(struct msv_server *s, uint64_t device_id);
 void msv_blobs_sweep(struct msv_server *s);
 #define BLOB_ORPHAN_AGE_S 600
 #define BLOB_SWEEP_MAX 65536
+/* attachments deleted at expiry in one tick of the expiry timer, at most */
+#define BLOB_EXPIRE_MAX 5000
 #define BLOB_SWEEP_EVERY_MS (3600LL * 1000)
 /* A connection goes: the answers of its BlobFinish checks still running are dropped. */
 void msv_blob_jobs_forget(struct msv_conn_state *c);

@@ -3634,8 +3634,8 @@ static msv_err blob_usage(struct pg_conn *c, uint64_t device_id, int64_t now_ms,
     return MSV_OK;
 }
 
-static msv_err blob_expire(struct pg_conn *c, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
-                           size_t *count)
+static msv_err blob_expire(struct pg_conn *c, int64_t now_ms, size_t max,
+                           uint8_t (**ids)[MSV_BLOB_ID_LEN], size_t *count)
 {
     struct args a = {0};
     PGresult *r = NULL;
@@ -3644,7 +3644,12 @@ static msv_err blob_expire(struct pg_conn *c, int64_t now_ms, uint8_t (**ids)[MS
     msv_err err;
 
     a_i64(&a, now_ms);
-    err = query(c, "DELETE FROM blobs WHERE expires_ms <= $1 RETURNING id;", &a, &r);
+    a_i64(&a, (int64_t)max);
+    err =
+        query(c,
+              "DELETE FROM blobs WHERE id IN (SELECT id FROM blobs WHERE expires_ms <= $1 ORDER BY"
+              " expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id;",
+              &a, &r);
     if (err != MSV_OK)
         return err;
     list = malloc((size_t)(PQntuples(r) ? PQntuples(r) : 1) * MSV_BLOB_ID_LEN);
@@ -4014,10 +4019,10 @@ static msv_err p_blob_usage(void *impl, uint64_t device_id, int64_t now_ms,
     POOLED(blob_usage(c_, device_id, now_ms, out));
 }
 
-static msv_err p_blob_expire(void *impl, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
-                             size_t *count)
+static msv_err p_blob_expire(void *impl, int64_t now_ms, size_t max,
+                             uint8_t (**ids)[MSV_BLOB_ID_LEN], size_t *count)
 {
-    POOLED(blob_expire(c_, now_ms, ids, count));
+    POOLED(blob_expire(c_, now_ms, max, ids, count));
 }
 
 static msv_err p_kt_read(void *impl, uint64_t start, size_t max, struct msv_kt_rec **out,

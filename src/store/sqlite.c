@@ -2305,18 +2305,20 @@ static msv_err blob_update(void *impl, const struct msv_blob_rec *r)
     return err == MSV_OK && changed == 0 ? MSV_ERR_NOT_FOUND : err;
 }
 
-static msv_err blob_expire_locked(struct sqlite_store *s, int64_t now_ms,
+static msv_err blob_expire_locked(struct sqlite_store *s, int64_t now_ms, size_t max,
                                   uint8_t (**ids)[MSV_BLOB_ID_LEN], size_t *count)
 {
     sqlite3_stmt *st = NULL;
     uint8_t(*list)[MSV_BLOB_ID_LEN] = NULL;
     size_t n = 0, cap = 0;
-    msv_err err = prepare(s, "SELECT id FROM blobs WHERE expires_ms <= ?;", &st);
+    msv_err err =
+        prepare(s, "SELECT id FROM blobs WHERE expires_ms <= ? ORDER BY expires_ms LIMIT ?;", &st);
     int rc = SQLITE_DONE;
 
     if (err != MSV_OK)
         return err;
     sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (sqlite3_column_bytes(st, 0) != MSV_BLOB_ID_LEN)
             continue;
@@ -2334,10 +2336,10 @@ static msv_err blob_expire_locked(struct sqlite_store *s, int64_t now_ms,
     if (err == MSV_OK && rc != SQLITE_DONE)
         err = msv_sql_err(rc);
     release(s, st);
-    if (err == MSV_OK && n > 0) {
-        err = prepare(s, "DELETE FROM blobs WHERE expires_ms <= ?;", &st);
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        err = prepare(s, "DELETE FROM blobs WHERE id = ?;", &st);
         if (err == MSV_OK) {
-            sqlite3_bind_int64(st, 1, now_ms);
+            sqlite3_bind_blob(st, 1, list[i], MSV_BLOB_ID_LEN, SQLITE_STATIC);
             err = run(s, st);
         }
     }
@@ -3712,10 +3714,10 @@ static msv_err l_blob_usage(void *impl, uint64_t device_id, int64_t now_ms,
     LOCKED(blob_usage(impl, device_id, now_ms, out));
 }
 
-static msv_err l_blob_expire(void *impl, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
-                             size_t *count)
+static msv_err l_blob_expire(void *impl, int64_t now_ms, size_t max,
+                             uint8_t (**ids)[MSV_BLOB_ID_LEN], size_t *count)
 {
-    TRANSACTION(blob_expire_locked(impl, now_ms, ids, count));
+    TRANSACTION(blob_expire_locked(impl, now_ms, max, ids, count));
 }
 
 static void sqlite_close(void *impl)

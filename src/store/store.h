@@ -514,8 +514,9 @@ struct msv_store_ops {
     /* device_id's usage (see the struct), counting attachments not expired at now_ms. */
     msv_err (*blob_usage)(void *impl, uint64_t device_id, int64_t now_ms,
                           struct msv_blob_usage *out);
-    /* Removes expired blobs (complete or not); their ids go to *ids (caller frees). */
-    msv_err (*blob_expire)(void *impl, int64_t now_ms, uint8_t (**ids)[MSV_BLOB_ID_LEN],
+    /* Removes at most max expired blobs (complete or not), the soonest expired first; their
+     * ids go to *ids (caller frees). */
+    msv_err (*blob_expire)(void *impl, int64_t now_ms, size_t max, uint8_t (**ids)[MSV_BLOB_ID_LEN],
                            size_t *count);
 
     /* the transparency log: at most max leaves from index start on, in order */
