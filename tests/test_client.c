@@ -7083,13 +7083,16 @@ static void held_group_hash(struct msv_client *c, const uint8_t gid[16], uint8_t
  * Sends, as from, a group change to the state (epoch, members, admins) said to
  * follow prev, signed by from's device (spoiled: one bit of the signature flipped).
  */
-static void send_signed_change(struct msv_client *from, const uint8_t gid[16], uint64_t epoch,
-                               const uint8_t prev[32], const char *const *m, size_t nm,
-                               const char *const *a, size_t na, int spoiled)
+/* from signs and sends to `to` a change of group gid to the state (name, m, a) at epoch after
+ * prev (its signature spoiled if asked). */
+static void send_named_change(struct msv_client *from, const uint8_t gid[16], uint64_t epoch,
+                              const uint8_t prev[32], const char *name, const char *const *m,
+                              size_t nm, const char *const *a, size_t na, const char *const *to,
+                              size_t n_to, int spoiled)
 {
     struct msv_payload p = {.kind = MSV_KIND_GROUP_CHANGE,
                             .has_group = true,
-                            .group_name = "club",
+                            .group_name = (char *)name,
                             .participants = (char **)m,
                             .participant_count = nm,
                             .has_group_signature = true,
@@ -7101,7 +7104,7 @@ static void send_signed_change(struct msv_client *from, const uint8_t gid[16], u
 
     memcpy(p.group_id, gid, 16);
     memcpy(p.group_prev_hash, prev, 32);
-    group_state_hash(gid, epoch, "club", m, nm, a, na, hash);
+    group_state_hash(gid, epoch, name, m, nm, a, na, hash);
     memcpy(msg, "MSV-group-change-v1", 19);
     memcpy(msg + 19, gid, 16);
     for (int i = 7; i >= 0; i--)
@@ -7115,7 +7118,14 @@ static void send_signed_change(struct msv_client *from, const uint8_t gid[16], u
         p.group_signature[p.group_signature_len / 2] ^= 1;
     msv_client_group_conversation(gid, conversation);
     assert_int_equal(
-        client_send_payload(from, m, nm, &p, "forged", conversation, NULL, 0, NULL, id), MSV_OK);
+        client_send_payload(from, to, n_to, &p, "forged", conversation, NULL, 0, NULL, id), MSV_OK);
+}
+
+static void send_signed_change(struct msv_client *from, const uint8_t gid[16], uint64_t epoch,
+                               const uint8_t prev[32], const char *const *m, size_t nm,
+                               const char *const *a, size_t na, int spoiled)
+{
+    send_named_change(from, gid, epoch, prev, "club", m, nm, a, na, m, nm, spoiled);
 }
 
 static void assert_members(struct msv_client *c, const uint8_t gid[16], const char *members)
@@ -7550,46 +7560,49 @@ static void test_group_leave_crossing_a_change(void **state)
 }
 
 /*
- * alice removes bob, an admin too, while bob renames the group, and bob's state wins the
- * epoch. Every device ends at bob's rename: carol's and alice's, which already held bob's
- * removal, took his change as one that may win it (he was a member of the state both
- * followed). Before, they dropped it unseen (he was no member of what they held), while bob's
- * device refused the removal: bob held a group the others did not.
+ * alice demotes bob; bob's patched client then signs, on the state before, a change that
+ * removes alice and makes him the only admin, its name chosen so that its hash is lower than
+ * the demotion's. It wins that epoch by the hash, but it is no leave: it is judged on the
+ * state held too, where bob is no admin, and refused. (Judged on the state before alone, bob
+ * took the group back whenever he liked.)
  */
-static void test_group_removal_crossing_a_change(void **state)
+static void test_demoted_admin_cannot_take_back(void **state)
 {
-    const char *kept[2] = {"alice@example.org", "carol@example.org"};
+    const char *kept[2] = {"bob@example.org", "carol@example.org"};
     const char *all[3] = {"alice@example.org", "bob@example.org", "carol@example.org"};
-    const char *one[1] = {"alice@example.org"}, *two[2] = {"alice@example.org", "bob@example.org"};
-    const char *bob_handle[1] = {"bob@example.org"};
+    const char *alice_only[1] = {"alice@example.org"}, *bob_only[1] = {"bob@example.org"};
     struct test_server s;
     struct msv_client *alice, *bob, *carol;
-    uint8_t gid[16], removal[32], rename[32], h[32];
+    uint8_t gid[16], before[32], demoted[32], taken[32], h[32];
     char conversation[40], name[32];
+    const char *members = "alice@example.org\nbob@example.org\ncarol@example.org\n";
 
     (void)state;
     club_of_three(&s, &alice, &bob, &carol, gid, conversation);
     assert_int_equal(msv_client_group_admin(alice, "club", "bob@example.org", 1), MSV_OK);
-    assert_int_equal(receive_now(bob), 1);
-    assert_int_equal(receive_now(carol), 1);
-    group_state_hash(gid, 3, "club", kept, 2, one, 1, removal);
-    for (int i = 0;; i++) { /* a new name whose state wins over the removal's */
-        snprintf(name, sizeof(name), "bob's club %d", i);
-        group_state_hash(gid, 3, name, all, 3, two, 2, rename);
-        if (memcmp(rename, removal, 32) < 0)
+    receive_now(bob);
+    receive_now(carol);
+    held_group_hash(carol, gid, before);
+    assert_int_equal(msv_client_group_admin(alice, "club", "bob@example.org", 0), MSV_OK);
+    receive_now(bob);
+    receive_now(carol);
+    group_state_hash(gid, 3, "club", all, 3, alice_only, 1, demoted);
+    held_group_hash(carol, gid, h);
+    assert_memory_equal(h, demoted, 32);
+    for (int i = 0;; i++) {
+        snprintf(name, sizeof(name), "bob's %d", i);
+        group_state_hash(gid, 3, name, kept, 2, bob_only, 1, taken);
+        if (memcmp(taken, demoted, 32) < 0)
             break;
     }
-    assert_int_equal(msv_client_group_change(bob, conversation, name, NULL, 0, NULL, 0), MSV_OK);
-    assert_int_equal(msv_client_group_change(alice, "club", NULL, NULL, 0, bob_handle, 1), MSV_OK);
+    send_named_change(bob, gid, 3, before, name, kept, 2, bob_only, 1, all, 3, 0);
     receive_now(carol);
     receive_now(alice);
-    receive_now(bob);
-    held_group_hash(alice, gid, h);
-    assert_memory_equal(h, rename, 32);
-    held_group_hash(bob, gid, h);
-    assert_memory_equal(h, rename, 32);
     held_group_hash(carol, gid, h);
-    assert_memory_equal(h, rename, 32);
+    assert_memory_equal(h, demoted, 32);
+    held_group_hash(alice, gid, h);
+    assert_memory_equal(h, demoted, 32);
+    assert_members(carol, gid, members);
     msv_client_close(alice);
     msv_client_close(bob);
     msv_client_close(carol);
@@ -7668,6 +7681,50 @@ static void test_join_not_squatted(void **state)
     squat_send(&q, 2, h);
     receive_now(q.frank);
     assert_members(q.frank, q.gid, members);
+    squat_end(&q);
+}
+
+/*
+ * frank asks to join by alice's link (which names alice alone). Before alice's change adding
+ * him reaches him, bob (an admin the link does not name) renames the group on it, and frank
+ * takes that change first, whole, unaccepted. alice's older change then takes its place whole
+ * and is accepted: frank is one epoch behind the group. The state so taken is marked as a copy
+ * is, so alice's next change, which does not follow it, is taken whole and frank is level with
+ * everyone again. Before, he held the older state for good, every later change refused as out
+ * of order.
+ */
+static void test_join_taken_behind_catches_up(void **state)
+{
+    const char *four[4] = {"alice@example.org", "bob@example.org", "carol@example.org",
+                           "frank@example.org"};
+    const char *admins[2] = {"alice@example.org", "bob@example.org"};
+    struct squat q;
+    uint8_t added[32], h[32], ha[32];
+    struct msv_group_rec g = {0};
+
+    (void)state;
+    squat_start(&q, 0);
+    assert_int_equal(msv_client_group_admin(q.alice, "club", "bob@example.org", 1), MSV_OK);
+    receive_now(q.bob);
+    receive_now(q.carol);
+    assert_int_equal(msv_client_group_join(q.frank, q.uri), MSV_OK);
+    /* the state alice's add of frank makes, and bob's rename of it, sent before she makes it */
+    group_state_hash(q.gid, 3, "club", four, 4, admins, 2, added);
+    send_named_change(q.bob, q.gid, 4, added, "bob's club", four, 4, admins, 2, four, 4, 0);
+    receive_now(q.frank);
+    receive_now(q.alice); /* frank's request (she adds him), then bob's rename */
+    receive_now(q.frank);
+    assert_int_equal(msv_client_db_group_get(q.frank->db, q.gid, NULL, &g), MSV_OK);
+    assert_true(g.accepted);
+    msv_group_clear(&g);
+    held_group_hash(q.frank, q.gid, h);
+    assert_memory_equal(h, added, 32); /* one behind */
+    assert_int_equal(msv_client_group_change(q.alice, "bob's club", "club again", NULL, 0, NULL, 0),
+                     MSV_OK);
+    receive_now(q.frank);
+    held_group_hash(q.alice, q.gid, ha);
+    held_group_hash(q.frank, q.gid, h);
+    assert_memory_equal(h, ha, 32);
     squat_end(&q);
 }
 
@@ -8375,9 +8432,10 @@ int main(void)
         cmocka_unit_test(test_invite_settings_admins_only),
         cmocka_unit_test(test_group_concurrent_changes),
         cmocka_unit_test(test_group_leave_crossing_a_change),
-        cmocka_unit_test(test_group_removal_crossing_a_change),
+        cmocka_unit_test(test_demoted_admin_cannot_take_back),
         cmocka_unit_test(test_join_not_squatted),
         cmocka_unit_test(test_join_not_accepted_from_another),
+        cmocka_unit_test(test_join_taken_behind_catches_up),
         cmocka_unit_test(test_removed_member_waits_to_rejoin),
         cmocka_unit_test(test_receipts_only_from_recipients),
         cmocka_unit_test(test_reused_message_id),

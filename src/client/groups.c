@@ -1213,23 +1213,13 @@ static int group_accepted(struct msv_client *c, const uint8_t gid[16])
     return accepted;
 }
 
-int client_group_was_member(struct msv_client *c, const uint8_t gid[16], const char *handle)
-{
-    struct group_state prev = {0};
-    int was = state_load(c, "group-prev", gid, &prev) == MSV_OK &&
-              listed(prev.members, prev.n_members, handle);
-
-    state_clear(&prev);
-    return was;
-}
-
 msv_err client_group_take(struct msv_client *c, const char *author, uint64_t device,
                           const struct msv_payload *p, int *applied, char **text)
 {
     struct group_state held = {0}, prev = {0}, now = {0};
     const struct group_state *base = NULL;
     const char *why = NULL;
-    int has_held, has_prev;
+    int has_held, has_prev, leave_wins, joined_whole = 0;
     char copied[64];
     msv_err err = state_load(c, "group-state", p->group_id, &held);
 
@@ -1257,6 +1247,7 @@ msv_err client_group_take(struct msv_client *c, const char *author, uint64_t dev
         client_join_invited_by(c, p->group_id, author)) {
         state_clear(&held);
         has_held = 0;
+        joined_whole = 1;
     }
     has_prev = has_held && state_load(c, "group-prev", p->group_id, &prev) == MSV_OK;
     if (err == MSV_OK && !p->has_group_signature)
@@ -1270,10 +1261,13 @@ msv_err client_group_take(struct msv_client *c, const char *author, uint64_t dev
         base = base_of(&held, &prev, has_prev, p, &now);
     if (err == MSV_OK && why == NULL)
         err = made_state(c, p, has_held ? &held : NULL, base, &now, &why);
-    /* who may make it is judged on the state it follows: a change that wins its epoch from the
-     * one held (base prev) against the state before both, not against the one it displaces
-     * (a member's leave crossing an admin's rename is a leave, not a rename undone by a member) */
-    if (err == MSV_OK && why == NULL && has_held && base != &prev &&
+    /* a member's leave that wins its epoch from the state held (base prev) is judged on the
+     * state before both, not on the one it displaces: a leave crossing an admin's rename is a
+     * leave, not a rename undone by a member. Any other winner is judged on both, so that an
+     * admin the held state removed or demoted cannot take the group back by a change on the
+     * state before, made after (the lower hash is the author's to choose) */
+    leave_wins = base == &prev && is_leaving(&prev, &now, author);
+    if (err == MSV_OK && why == NULL && has_held && !leave_wins &&
         (why = not_allowed(&held, &now, author)) == NULL && base == NULL)
         why = "out of order";
     if (err == MSV_OK && why == NULL && base == &prev && (why = not_allowed(&prev, &now, author)))
@@ -1286,7 +1280,15 @@ msv_err client_group_take(struct msv_client *c, const char *author, uint64_t dev
         err = state_apply(c, p->group_id, &now, base, strcmp(author, c->handle) == 0);
         if (err == MSV_OK)
             err = removed_note(c, p->group_id, base, &now, author);
-        if (err == MSV_OK)
+        /* a state taken whole in place of another may be behind the group (a later change
+         * came first, and this older one put it back): marked as a copy is, so that a later
+         * signed change by an admin of it is taken whole for a week */
+        if (err == MSV_OK && joined_whole) {
+            uint8_t mark[8];
+
+            msv_put_u64be(mark, (uint64_t)msv_wall_ms());
+            err = msv_client_db_set(c->db, copied, mark, sizeof(mark));
+        } else if (err == MSV_OK)
             err = msv_client_db_unset(c->db, copied);
         *applied = err == MSV_OK;
     }

@@ -165,11 +165,6 @@ const char *client_blocked_among(struct msv_client *c, const char *const *handle
 msv_err client_refuse_blocked(struct msv_client *c, const char *const *handles, size_t n);
 /* Whether privacy setting name ("read-receipts", "typing") is on; on if it cannot be read. */
 int client_privacy_on(struct msv_client *c, const char *name);
-/*
- * Whether handle is a member of the state before the one held of group gid (a change of theirs
- * at the held epoch may still win it: client_group_take judges it).
- */
-int client_group_was_member(struct msv_client *c, const uint8_t gid[16], const char *handle);
 /* Whether the lines (handles, '\n' after each) of len bytes at v name handle. */
 int client_lines_name(const uint8_t *v, size_t len, const char *handle);
 /* Whether handle was taken out of group gid by another member since it was last in it. */

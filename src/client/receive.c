@@ -422,12 +422,6 @@ static msv_err group_sender(struct msv_client *c, const char *sender, const stru
         if (strcmp(members[i], sender) == 0)
             err = MSV_OK;
     free(known);
-    /* a change by a member the held state took out (an admin's removal of them crossing their
-     * own change): it may win that epoch, and client_group_take() judges it on the state
-     * before */
-    if (err == MSV_ERR_AUTH && g->name != NULL && p->kind == MSV_KIND_GROUP_CHANGE &&
-        p->has_group_state_hash && client_group_was_member(c, p->group_id, sender))
-        err = MSV_OK;
     /* one by an admin a link named, of a group this account asked to join by it and holds
      * unaccepted (another who held the link may have started one under its id first):
      * client_group_take() takes it whole, in that one's place */
