@@ -123,11 +123,13 @@ static void blob_name(const uint8_t id[MSV_BLOB_ID_LEN], char hex[2 * MSV_BLOB_I
  * Copies the complete, unexpired attachments the database at db records from src_dir to
  * dst_dir (made, 0700), checking each one's size and SHA-256; with dst_dir NULL, only checks
  * them. Returns 0 and *count, or 1 (said). Copying into a backup (db its copy of the live
- * database), an attachment whose file is gone (it expired, or its account was deleted, since
- * the database was copied) is left out, its record deleted from the copy, and said.
+ * database, live), an attachment whose file is gone because the live database no longer
+ * records it (it expired, or its account was deleted, since the database was copied) is left
+ * out, its record deleted from the copy, and said; a file gone that live still records fails
+ * the backup (a directory unmounted, a file lost).
  */
-static int copy_blobs(const char *db, const char *src_dir, const char *dst_dir, int64_t now,
-                      size_t *count)
+static int copy_blobs(const char *db, const char *live, const char *src_dir, const char *dst_dir,
+                      int64_t now, size_t *count)
 {
     struct msv_blob_file *list = NULL;
     char src[PATH_LEN], dst[PATH_LEN], hex[2 * MSV_BLOB_ID_LEN + 1];
@@ -150,7 +152,8 @@ static int copy_blobs(const char *db, const char *src_dir, const char *dst_dir, 
         snprintf(src, sizeof(src), "%s/%s", src_dir, hex);
         snprintf(dst, sizeof(dst), "%s/%s", dst_dir ? dst_dir : "", hex);
         copied = copy_file(src, dst_dir ? dst : NULL, &size, sha) == 0;
-        if (!copied && errno == ENOENT && dst_dir != NULL) {
+        if (!copied && errno == ENOENT && live != NULL &&
+            msv_store_sqlite_blob_kept(live, list[i].id, now) == 0) {
             if (msv_store_sqlite_blob_forget(db, list[i].id) != MSV_OK)
                 rc = say("%s: the record of attachment %s cannot be left out", db, hex);
             else
@@ -257,8 +260,12 @@ int admin_backup(const struct msv_config *cfg, const char *dest, int json)
     }
     snprintf(blobs, sizeof(blobs), "%s/blobs", shared);
     snprintf(dst_blobs, sizeof(dst_blobs), "%s/blobs", dest);
+    /* tests only: a pause between the database's copy and the attachments', for what the
+     * server does meanwhile (tests/test_ops.sh) */
+    if (getenv("MISSIVE_ADMIN_TEST_PAUSE_MS") != NULL)
+        usleep((useconds_t)strtoul(getenv("MISSIVE_ADMIN_TEST_PAUSE_MS"), NULL, 10) * 1000);
     if (copy_keys(shared, dest) != 0 ||
-        copy_blobs(copy, blobs, dst_blobs, msv_config_now_ms(cfg), &n) != 0 ||
+        copy_blobs(copy, db, blobs, dst_blobs, msv_config_now_ms(cfg), &n) != 0 ||
         mark_complete(dest, n) != 0) {
         fprintf(stderr, "missive-admin: %s is incomplete (no backup.ok): remove it\n", dest);
         return 1;
@@ -331,7 +338,7 @@ static int check_backup(const struct msv_config *cfg, const char *src)
     if (check_log_key(src) != 0)
         return 1;
     snprintf(tmp, sizeof(tmp), "%s/blobs", src);
-    return copy_blobs(path, tmp, NULL, msv_config_now_ms(cfg), &n);
+    return copy_blobs(path, NULL, tmp, NULL, msv_config_now_ms(cfg), &n);
 }
 
 int admin_restore(const struct msv_config *cfg, const char *src, int json)
@@ -357,7 +364,7 @@ int admin_restore(const struct msv_config *cfg, const char *src, int json)
     if (err != MSV_OK)
         return say("copying %s failed: %s", db, msv_strerror(err));
     if (copy_keys(src, shared) != 0 ||
-        copy_blobs(db, blobs, dst_blobs, msv_config_now_ms(cfg), &n) != 0 ||
+        copy_blobs(db, NULL, blobs, dst_blobs, msv_config_now_ms(cfg), &n) != 0 ||
         !sync_dir(cfg->data_dir) || !sync_dir(shared)) {
         fprintf(stderr, "missive-admin: the restore into %s failed; empty it before trying again\n",
                 cfg->data_dir);

@@ -87,16 +87,28 @@ wait "$sender" && ok || bad "carol's sends were over before the backup ended"
 expect 1 "backup over an existing directory" -- "$A" --data-dir srv backup copy
 [ "$(stat -c %a copy)" = 700 ] && [ "$(stat -c %a copy/missive.db)" = 600 ] && [ "$(stat -c %a copy/log.key)" = 600 ] &&
     [ -s copy/backup.ok ] && [ "$(ls copy/blobs | wc -l)" = 1 ] && ok || bad "the backup's files: $(ls -lR copy)"
-# an attachment whose file goes while a backup runs (it expired, or its account was deleted) is
-# left out of it, said, and the backup is whole without it (before, the backup failed)
+# an attachment file the database still records, gone (a directory unmounted, a file lost):
+# the backup fails, and says which
 live=$(ls srv/blobs | head -1)
 mv "srv/blobs/$live" gone.blob
-expect 0 "backup with an attachment gone meanwhile" -- "$A" --data-dir srv backup copy2
+expect 1 "backup with an attachment's file lost" -- "$A" --data-dir srv backup copy2
+grep -q "attachment .*$live cannot be copied" err.txt && [ ! -e copy2/backup.ok ] && ok ||
+    bad "lost: $(cat err.txt)"
+rm -rf copy2
+# one that goes while the backup runs, its record with it (it expired, or its account was
+# deleted, after the database was copied): left out of the backup, said, and the backup is
+# whole without it (before, the backup failed)
+mv gone.blob "srv/blobs/$live"
+MISSIVE_ADMIN_TEST_PAUSE_MS=3000 "$A" --data-dir srv backup copy2 >out.txt 2>err.txt &
+backup=$!
+sleep 1
+python3 -c "import sqlite3, sys; d = sqlite3.connect(sys.argv[1], timeout=10); d.execute('DELETE FROM blobs WHERE hex(id) = upper(?)', (sys.argv[2],)); d.commit()" srv/missive.db "$live"
+mv "srv/blobs/$live" gone.blob
+wait "$backup" && ok || bad "backup with an attachment gone meanwhile: $(cat err.txt)"
 grep -q "attachment $live went while the backup ran" err.txt && grep -q "and 0 attachments$" out.txt && ok ||
     bad "gone meanwhile: $(cat out.txt err.txt)"
 expect 0 "that backup restores" -- "$A" --data-dir fresh2 restore copy2
-mv gone.blob "srv/blobs/$live"
-rm -rf copy2 fresh2
+rm -rf copy2 fresh2 gone.blob
 kill -TERM "$pid"; wait "$pid"; pid=
 
 # bad backups and a directory in use are refused before anything is written

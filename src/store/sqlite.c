@@ -4017,6 +4017,27 @@ msv_err msv_store_sqlite_blob_files(const char *path, struct msv_blob_file **out
     return err;
 }
 
+int msv_store_sqlite_blob_kept(const char *path, const uint8_t id[MSV_BLOB_ID_LEN], int64_t now_ms)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    msv_err err = open_read_only(path, &db);
+    int kept = -1, rc;
+
+    if (err == MSV_OK)
+        err = msv_sql_prepare(
+            db, "SELECT 1 FROM blobs WHERE id = ? AND complete = 1 AND expires_ms > ?;", &st);
+    if (err == MSV_OK) {
+        sqlite3_bind_blob(st, 1, id, MSV_BLOB_ID_LEN, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, now_ms);
+        rc = sqlite3_step(st);
+        kept = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return kept;
+}
+
 msv_err msv_store_sqlite_blob_forget(const char *path, const uint8_t id[MSV_BLOB_ID_LEN])
 {
     sqlite3 *db = NULL;

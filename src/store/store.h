@@ -758,6 +758,9 @@ struct msv_blob_file {
  */
 MSV_MUST_CHECK msv_err msv_store_sqlite_blob_files(const char *path, struct msv_blob_file **out,
                                                    size_t *n);
+/* Whether the SQLite store at path (read-only) still records attachment id complete and
+ * unexpired at now_ms: 1, 0, or -1 if it cannot be read. */
+int msv_store_sqlite_blob_kept(const char *path, const uint8_t id[MSV_BLOB_ID_LEN], int64_t now_ms);
 /* Deletes the record of attachment id from the SQLite store at path (a backup's copy). */
 MSV_MUST_CHECK msv_err msv_store_sqlite_blob_forget(const char *path,
                                                     const uint8_t id[MSV_BLOB_ID_LEN]);
