@@ -2851,6 +2851,30 @@ static void test_blob_usage(void **state)
     }
 }
 
+/*
+ * PostgreSQL: an attachment a node of an older missived wrote during a rolling upgrade (no
+ * account) is given its device's account when a store opens, so that its account's quota and
+ * deletion count it.
+ */
+static void test_blob_account_backfilled(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "older@x"), d = make_device(f, a);
+    struct msv_blob_usage u;
+    char sql[256];
+
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO blobs (id, owner_device, size, received, complete, sha256, expires_ms,"
+             " account_id) VALUES ('\\x0102'::BYTEA, %llu, 77, 77, TRUE, '\\x00'::BYTEA, 5000, 0);",
+             (unsigned long long)d);
+    raw_exec(f, sql);
+    assert_int_equal(OPS(f)->blob_usage(IMPL(f), d, 500, &u), MSV_OK);
+    assert_int_equal(u.account_bytes, 0);
+    reopen(f);
+    assert_int_equal(OPS(f)->blob_usage(IMPL(f), d, 500, &u), MSV_OK);
+    assert_int_equal(u.account_bytes, 77);
+}
+
 /* What was committed survives closing; a database from a newer schema is refused. */
 static void test_reopen_and_schema(void **state)
 {
@@ -3315,6 +3339,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mls_welcome_kept, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_commit_lock_order, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_mls_last_two_go_at_once, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_blob_account_backfilled, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_kem_prekeys, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_with_first_prekeys_atomic, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_operator_views, setup_pg, teardown),
