@@ -7609,6 +7609,57 @@ static void test_demoted_admin_cannot_take_back(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * alice demotes bob while carol leaves, and carol's leave wins the epoch by its hash. It is
+ * not taken: it would bring bob back as an admin, undoing the demotion, so it is judged on the
+ * state held too and refused, and every member left holds the demotion. (Judged on the state
+ * before alone, any member's leave, or an accomplice's, undid an admin's removal or demotion
+ * half the time.) A group is created until the leave's hash is the lower, as none is chosen.
+ */
+static void test_leave_does_not_undo_a_demotion(void **state)
+{
+    const char *two[2] = {"bob@example.org", "carol@example.org"};
+    const char *all[3] = {"alice@example.org", "bob@example.org", "carol@example.org"};
+    const char *ab[2] = {"alice@example.org", "bob@example.org"};
+    const char *alice_only[1] = {"alice@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *carol;
+    uint8_t gid[16], demoted[32], left[32], h[32];
+    char conversation[40], name[32];
+
+    (void)state;
+    club_of_three(&s, &alice, &bob, &carol, gid, conversation);
+    for (int i = 0;; i++) {
+        snprintf(name, sizeof(name), "club %d", i);
+        assert_int_equal(msv_client_group_create(alice, name, two, 2, gid), MSV_OK);
+        group_state_hash(gid, 3, name, all, 3, alice_only, 1, demoted);
+        group_state_hash(gid, 3, name, ab, 2, ab, 2, left);
+        if (memcmp(left, demoted, 32) < 0)
+            break;
+    }
+    msv_client_group_conversation(gid, conversation);
+    receive_now(bob);
+    receive_now(carol);
+    assert_int_equal(msv_client_group_accept(bob, conversation), MSV_OK);
+    assert_int_equal(msv_client_group_accept(carol, conversation), MSV_OK);
+    assert_int_equal(msv_client_group_admin(alice, name, "bob@example.org", 1), MSV_OK);
+    receive_now(bob);
+    receive_now(carol);
+    /* at once: alice demotes bob, carol leaves */
+    assert_int_equal(msv_client_group_admin(alice, name, "bob@example.org", 0), MSV_OK);
+    assert_int_equal(msv_client_group_leave(carol, name), MSV_OK);
+    receive_now(alice);
+    receive_now(bob);
+    held_group_hash(alice, gid, h);
+    assert_memory_equal(h, demoted, 32);
+    held_group_hash(bob, gid, h);
+    assert_memory_equal(h, demoted, 32);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(carol);
+    test_server_cleanup(&s);
+}
+
 /* The five of a squatted link: alice's club (with bob and carol) and its link (approval as
  * given), eve who holds the link too, and frank who uses it. */
 struct squat {
@@ -8433,6 +8484,7 @@ int main(void)
         cmocka_unit_test(test_group_concurrent_changes),
         cmocka_unit_test(test_group_leave_crossing_a_change),
         cmocka_unit_test(test_demoted_admin_cannot_take_back),
+        cmocka_unit_test(test_leave_does_not_undo_a_demotion),
         cmocka_unit_test(test_join_not_squatted),
         cmocka_unit_test(test_join_not_accepted_from_another),
         cmocka_unit_test(test_join_taken_behind_catches_up),

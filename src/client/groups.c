@@ -451,6 +451,45 @@ static int is_leaving(const struct group_state *then, const struct group_state *
     return 1;
 }
 
+/* Whether list b (nb) is list a (na) in its order with handle left out (if there). */
+static int same_but(char *const *a, size_t na, char *const *b, size_t nb, const char *handle)
+{
+    size_t j = 0;
+
+    for (size_t i = 0; i < na; i++) {
+        if (strcmp(a[i], handle) == 0)
+            continue;
+        if (j == nb || strcmp(a[i], b[j]) != 0)
+            return 0;
+        j++;
+    }
+    return j == nb;
+}
+
+/*
+ * Whether now, a winner of its epoch over held (both after prev), is author's own leave that
+ * undoes nothing of held but what held added: now is prev without author, in prev's order (so
+ * that its hash is not the author's to choose), and held took nobody out of prev's members or
+ * admins but author. Such a leave is judged on prev alone; any other winner on held too.
+ */
+static int leave_alone(const struct group_state *prev, const struct group_state *held,
+                       const struct group_state *now, const char *author)
+{
+    if (!is_leaving(prev, now, author) ||
+        !same_but(prev->members, prev->n_members, now->members, now->n_members, author) ||
+        !same_but(prev->admins, prev->n_admins, now->admins, now->n_admins, author))
+        return 0;
+    for (size_t i = 0; i < prev->n_members; i++)
+        if (strcmp(prev->members[i], author) != 0 &&
+            !listed(held->members, held->n_members, prev->members[i]))
+            return 0;
+    for (size_t i = 0; i < prev->n_admins; i++)
+        if (strcmp(prev->admins[i], author) != 0 &&
+            !listed(held->admins, held->n_admins, prev->admins[i]))
+            return 0;
+    return 1;
+}
+
 /* "VERB A, B" for the handles of a that other lacks, after "; " if something came before. */
 static void describe_list(struct msv_buf *b, const char *verb, char *const *a, size_t na,
                           char *const *other, size_t no, int *any)
@@ -1263,10 +1302,11 @@ msv_err client_group_take(struct msv_client *c, const char *author, uint64_t dev
         err = made_state(c, p, has_held ? &held : NULL, base, &now, &why);
     /* a member's leave that wins its epoch from the state held (base prev) is judged on the
      * state before both, not on the one it displaces: a leave crossing an admin's rename is a
-     * leave, not a rename undone by a member. Any other winner is judged on both, so that an
-     * admin the held state removed or demoted cannot take the group back by a change on the
-     * state before, made after (the lower hash is the author's to choose) */
-    leave_wins = base == &prev && is_leaving(&prev, &now, author);
+     * leave, not a rename undone by a member (leave_alone: one that would bring back someone
+     * held took out is not). Any other winner is judged on both, so that an admin the held
+     * state removed or demoted cannot take the group back by a change on the state before,
+     * made after (the lower hash is the author's to choose) */
+    leave_wins = base == &prev && leave_alone(&prev, &held, &now, author);
     if (err == MSV_OK && why == NULL && has_held && !leave_wins &&
         (why = not_allowed(&held, &now, author)) == NULL && base == NULL)
         why = "out of order";
@@ -1285,8 +1325,12 @@ msv_err client_group_take(struct msv_client *c, const char *author, uint64_t dev
          * signed change by an admin of it is taken whole for a week */
         if (err == MSV_OK && joined_whole) {
             uint8_t mark[8];
+            int64_t wall = msv_wall_ms();
 
-            msv_put_u64be(mark, (uint64_t)msv_wall_ms());
+            /* from when it was made, as a copy's: one the server held back gets no longer */
+            msv_put_u64be(mark, p->sent_at_ms > 0 && (int64_t)p->sent_at_ms < wall
+                                    ? p->sent_at_ms
+                                    : (uint64_t)wall);
             err = msv_client_db_set(c->db, copied, mark, sizeof(mark));
         } else if (err == MSV_OK)
             err = msv_client_db_unset(c->db, copied);
