@@ -144,7 +144,7 @@ static int copy_blobs(const char *db, const char *live, const char *src_dir, con
     for (i = 0; rc == 0 && i < n; i++) {
         uint8_t sha[32];
         uint64_t size = 0;
-        int copied;
+        int copied, failed, kept;
 
         if (list[i].expires_ms <= now)
             continue; /* the server deletes it at its next sweep */
@@ -152,8 +152,15 @@ static int copy_blobs(const char *db, const char *live, const char *src_dir, con
         snprintf(src, sizeof(src), "%s/%s", src_dir, hex);
         snprintf(dst, sizeof(dst), "%s/%s", dst_dir ? dst_dir : "", hex);
         copied = copy_file(src, dst_dir ? dst : NULL, &size, sha) == 0;
-        if (!copied && errno == ENOENT && live != NULL &&
-            msv_store_sqlite_blob_kept(live, list[i].id, now) == 0) {
+        failed = copied ? 0 : errno;
+        kept = !copied && failed == ENOENT && live != NULL
+                   ? msv_store_sqlite_blob_kept(live, list[i].id, now)
+                   : 1;
+        if (kept < 0) {
+            rc = say("attachment %s is gone, and %s cannot be read to tell whether it went "
+                     "meanwhile",
+                     src, live);
+        } else if (kept == 0) {
             if (msv_store_sqlite_blob_forget(db, list[i].id) != MSV_OK)
                 rc = say("%s: the record of attachment %s cannot be left out", db, hex);
             else
@@ -162,7 +169,7 @@ static int copy_blobs(const char *db, const char *live, const char *src_dir, con
                         "its account was deleted): left out\n",
                         hex);
         } else if (!copied)
-            rc = say("attachment %s cannot be copied: %s", src, strerror(errno));
+            rc = say("attachment %s cannot be copied: %s", src, strerror(failed));
         else if (size != list[i].size || sodium_memcmp(sha, list[i].sha256, 32) != 0)
             rc = say("attachment %s does not have the size and SHA-256 its record names", src);
         else
@@ -260,10 +267,18 @@ int admin_backup(const struct msv_config *cfg, const char *dest, int json)
     }
     snprintf(blobs, sizeof(blobs), "%s/blobs", shared);
     snprintf(dst_blobs, sizeof(dst_blobs), "%s/blobs", dest);
-    /* tests only: a pause between the database's copy and the attachments', for what the
-     * server does meanwhile (tests/test_ops.sh) */
-    if (getenv("MISSIVE_ADMIN_TEST_PAUSE_MS") != NULL)
-        usleep((useconds_t)strtoul(getenv("MISSIVE_ADMIN_TEST_PAUSE_MS"), NULL, 10) * 1000);
+    /* tests only: a pause (at most 10 s) between the database's copy and the attachments',
+     * for what the server does meanwhile, begun once DEST.paused exists (tests/test_ops.sh) */
+    if (getenv("MISSIVE_ADMIN_TEST_PAUSE_MS") != NULL) {
+        unsigned long ms = strtoul(getenv("MISSIVE_ADMIN_TEST_PAUSE_MS"), NULL, 10);
+        char paused[PATH_LEN];
+        FILE *f;
+
+        snprintf(paused, sizeof(paused), "%s.paused", dest);
+        if ((f = fopen(paused, "w")) != NULL)
+            fclose(f);
+        usleep((useconds_t)(ms < 10000 ? ms : 10000) * 1000);
+    }
     if (copy_keys(shared, dest) != 0 ||
         copy_blobs(copy, db, blobs, dst_blobs, msv_config_now_ms(cfg), &n) != 0 ||
         mark_complete(dest, n) != 0) {

@@ -99,16 +99,16 @@ rm -rf copy2
 # deleted, after the database was copied): left out of the backup, said, and the backup is
 # whole without it (before, the backup failed)
 mv gone.blob "srv/blobs/$live"
-MISSIVE_ADMIN_TEST_PAUSE_MS=3000 "$A" --data-dir srv backup copy2 >out.txt 2>err.txt &
+MISSIVE_ADMIN_TEST_PAUSE_MS=4000 "$A" --data-dir srv backup copy2 >out.txt 2>err.txt &
 backup=$!
-sleep 1
+for _ in $(seq 300); do [ -e copy2.paused ] && break; sleep 0.1; done
 python3 -c "import sqlite3, sys; d = sqlite3.connect(sys.argv[1], timeout=10); d.execute('DELETE FROM blobs WHERE hex(id) = upper(?)', (sys.argv[2],)); d.commit()" srv/missive.db "$live"
 mv "srv/blobs/$live" gone.blob
 wait "$backup" && ok || bad "backup with an attachment gone meanwhile: $(cat err.txt)"
 grep -q "attachment $live went while the backup ran" err.txt && grep -q "and 0 attachments$" out.txt && ok ||
     bad "gone meanwhile: $(cat out.txt err.txt)"
 expect 0 "that backup restores" -- "$A" --data-dir fresh2 restore copy2
-rm -rf copy2 fresh2 gone.blob
+rm -rf copy2 copy2.paused fresh2 gone.blob
 kill -TERM "$pid"; wait "$pid"; pid=
 
 # bad backups and a directory in use are refused before anything is written
