@@ -842,9 +842,10 @@ static msv_err migrate(PGconn *db)
                               "'connection_order'), (extract(epoch FROM clock_timestamp()) *"
                               " 1000000)::BIGINT));");
     /* attachments a node of an older missived made during a rolling upgrade (no account
-     * written): given their device's account as the store opens */
+     * written): given their device's account as the store opens (best effort: the next open
+     * tries again) */
     if (err == MSV_OK)
-        err = exec_script(db, "UPDATE blobs SET account_id = d.account_id FROM devices d WHERE"
+        (void)exec_script(db, "UPDATE blobs SET account_id = d.account_id FROM devices d WHERE"
                               " blobs.account_id = 0 AND d.id = blobs.owner_device;");
     (void)exec_script(db, "SELECT pg_advisory_unlock(19795, 1);");
     return err;
