@@ -667,35 +667,13 @@ static msv_err change_delta(struct msv_client *c, const uint8_t gid[16],
 #define JOIN_REMOVED "join-removed"
 #define JOIN_REMOVED_MAX 1024
 
-int client_lines_name(const uint8_t *v, size_t len, const char *handle)
-{
-    size_t n = strlen(handle);
-
-    for (size_t at = 0; at < len;) {
-        const uint8_t *end = memchr(v + at, '\n', len - at);
-        size_t line = end != NULL ? (size_t)(end - (v + at)) : len - at;
-
-        if (line == n && memcmp(v + at, handle, n) == 0)
-            return 1;
-        at += line + 1;
-    }
-    return 0;
-}
-
 /* Whether handle was taken out of group gid by another since it was last in it. */
 int client_group_was_removed(struct msv_client *c, const uint8_t gid[16], const char *handle)
 {
     char key[64];
-    uint8_t *v = NULL;
-    size_t len = 0;
-    int found;
 
     state_key(JOIN_REMOVED, gid, key);
-    if (msv_client_db_get(c->db, key, &v, &len) != MSV_OK)
-        return 0;
-    found = client_lines_name(v, len, handle);
-    free(v);
-    return found;
+    return client_setting_names(c, key, handle);
 }
 
 /* Whether the line of len bytes at v names a member of s. */
@@ -717,7 +695,7 @@ static msv_err removed_note(struct msv_client *c, const uint8_t gid[16],
 {
     char key[64];
     uint8_t *v = NULL;
-    size_t len = 0, old = 0, added = 0, drop, seen = 0;
+    size_t len = 0, lines = 0, from = 0;
     struct msv_buf out;
     msv_err err;
 
@@ -727,25 +705,13 @@ static msv_err removed_note(struct msv_client *c, const uint8_t gid[16],
         err = MSV_OK;
     if (err != MSV_OK)
         return err;
-    /* the old lines of those not back in the group, then the ones it took out; the oldest go
-     * past JOIN_REMOVED_MAX */
-    for (size_t at = 0; at < len;) {
-        const uint8_t *end = memchr(v + at, '\n', len - at);
-        size_t line = end != NULL ? (size_t)(end - (v + at)) : len - at;
-
-        old += !line_listed(now, v + at, line);
-        at += line + 1;
-    }
-    for (size_t i = 0; before != NULL && i < before->n_members; i++)
-        added += strcmp(before->members[i], author) != 0 &&
-                 !listed(now->members, now->n_members, before->members[i]);
-    drop = old + added > JOIN_REMOVED_MAX ? old + added - JOIN_REMOVED_MAX : 0;
+    /* the old lines of those not back in the group, then the ones it took out */
     msv_buf_init(&out, len + 256);
     for (size_t at = 0; err == MSV_OK && at < len;) {
         const uint8_t *end = memchr(v + at, '\n', len - at);
         size_t line = end != NULL ? (size_t)(end - (v + at)) : len - at;
 
-        if (!line_listed(now, v + at, line) && seen++ >= drop) {
+        if (!line_listed(now, v + at, line)) {
             err = msv_buf_put(&out, v + at, line);
             if (err == MSV_OK)
                 err = msv_buf_put(&out, (const uint8_t *)"\n", 1);
@@ -766,8 +732,14 @@ static msv_err removed_note(struct msv_client *c, const uint8_t gid[16],
     if (err == MSV_OK)
         err = msv_buf_finish(&out, &v, &len);
     msv_buf_clear(&out);
+    /* the oldest go past JOIN_REMOVED_MAX */
+    for (size_t i = 0; err == MSV_OK && i < len; i++)
+        lines += v[i] == '\n';
+    for (; err == MSV_OK && lines > JOIN_REMOVED_MAX; lines--)
+        from += (size_t)((uint8_t *)memchr(v + from, '\n', len - from) - (v + from)) + 1;
     if (err == MSV_OK)
-        err = len > 0 ? msv_client_db_set(c->db, key, v, len) : msv_client_db_unset(c->db, key);
+        err = len > from ? msv_client_db_set(c->db, key, v + from, len - from)
+                         : msv_client_db_unset(c->db, key);
     free(v);
     return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
 }

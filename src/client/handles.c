@@ -34,8 +34,7 @@ void msv_handles_free(char **handles, size_t n)
     free(handles);
 }
 
-/* Whether the one-a-line list v (len bytes) holds handle. */
-static int list_has(const uint8_t *v, size_t len, const char *handle)
+int client_lines_name(const uint8_t *v, size_t len, const char *handle)
 {
     size_t hl = strlen(handle);
 
@@ -50,11 +49,12 @@ static int list_has(const uint8_t *v, size_t len, const char *handle)
     return 0;
 }
 
-static int setting_has(struct msv_client *c, const char *key, const char *handle)
+int client_setting_names(struct msv_client *c, const char *key, const char *handle)
 {
     uint8_t *v = NULL;
     size_t len = 0;
-    int has = msv_client_db_get(c->db, key, &v, &len) == MSV_OK && list_has(v, len, handle);
+    int has =
+        msv_client_db_get(c->db, key, &v, &len) == MSV_OK && client_lines_name(v, len, handle);
 
     free(v);
     return has;
@@ -68,7 +68,7 @@ msv_err client_handle_watch(struct msv_client *c, const char *handle)
 
     if (err == MSV_ERR_NOT_FOUND)
         err = MSV_OK;
-    if (err != MSV_OK || hl == 0 || list_has(v, len, handle)) {
+    if (err != MSV_OK || hl == 0 || client_lines_name(v, len, handle)) {
         free(v);
         return err;
     }
@@ -99,7 +99,7 @@ static msv_err unlist_handle(struct msv_client *c, const char *key, const char *
     size_t len = 0, hl = strlen(handle), k = 0;
     msv_err err = msv_client_db_get(c->db, key, &v, &len);
 
-    if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && !list_has(v, len, handle))) {
+    if (err == MSV_ERR_NOT_FOUND || (err == MSV_OK && !client_lines_name(v, len, handle))) {
         free(v);
         return MSV_OK;
     }
@@ -129,7 +129,7 @@ msv_err client_handle_removed(struct msv_client *c, const char *handle)
 {
     char key[300];
 
-    if (!setting_has(c, WATCHED_SETTING, handle))
+    if (!client_setting_names(c, WATCHED_SETTING, handle))
         return MSV_OK; /* expected of watched handles only: as many as those, at most */
     client_removed_key(key, handle);
     return msv_client_db_set(c->db, key, "", 0);
@@ -197,8 +197,8 @@ msv_err msv_client_handles(struct msv_client *c, char ***out, size_t *n)
 
 int client_is_own_handle(struct msv_client *c, const char *handle)
 {
-    return strcmp(handle, c->handle) == 0 || setting_has(c, HANDLES_SETTING, handle) ||
-           setting_has(c, WATCHED_SETTING, handle);
+    return strcmp(handle, c->handle) == 0 || client_setting_names(c, HANDLES_SETTING, handle) ||
+           client_setting_names(c, WATCHED_SETTING, handle);
 }
 
 /* Persists handle as this device's own (the one it authenticates with). */

@@ -165,8 +165,10 @@ const char *client_blocked_among(struct msv_client *c, const char *const *handle
 msv_err client_refuse_blocked(struct msv_client *c, const char *const *handles, size_t n);
 /* Whether privacy setting name ("read-receipts", "typing") is on; on if it cannot be read. */
 int client_privacy_on(struct msv_client *c, const char *name);
-/* Whether the lines (handles, '\n' after each) of len bytes at v name handle. */
+/* Whether the one-a-line list of handles v (len bytes) holds handle (src/client/handles.c). */
 int client_lines_name(const uint8_t *v, size_t len, const char *handle);
+/* The same of the list in setting key (none: no). */
+int client_setting_names(struct msv_client *c, const char *key, const char *handle);
 /* Whether handle was taken out of group gid by another member since it was last in it. */
 int client_group_was_removed(struct msv_client *c, const uint8_t gid[16], const char *handle);
 /*
