@@ -3625,10 +3625,9 @@ static msv_err blob_usage(struct pg_conn *c, uint64_t device_id, int64_t now_ms,
                 "  AND expires_ms > $2),"
                 " (SELECT COALESCE(SUM(size), 0)::BIGINT FROM blobs WHERE owner_device = $1"
                 "  AND expires_ms > $2),"
-                " (SELECT COALESCE(SUM(size), 0)::BIGINT FROM blobs WHERE account_id ="
-                "  (SELECT account_id FROM devices WHERE id = $1) AND expires_ms > $2),"
-                " (SELECT COUNT(*) FROM blobs WHERE account_id ="
-                "  (SELECT account_id FROM devices WHERE id = $1) AND expires_ms > $2);",
+                " a.bytes, a.n FROM (SELECT COALESCE(SUM(size), 0)::BIGINT AS bytes, COUNT(*) AS n"
+                "  FROM blobs WHERE account_id = (SELECT account_id FROM devices WHERE id = $1)"
+                "  AND expires_ms > $2) AS a;",
                 &a, &r);
     if (err != MSV_OK)
         return err;

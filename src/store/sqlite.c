@@ -2234,10 +2234,9 @@ static msv_err blob_usage(void *impl, uint64_t device_id, int64_t now_ms,
         "SELECT (SELECT COUNT(*) FROM blobs WHERE owner_device = ?1 AND complete = 0"
         "  AND expires_ms > ?2),"
         " (SELECT COALESCE(SUM(size), 0) FROM blobs WHERE owner_device = ?1 AND expires_ms > ?2),"
-        " (SELECT COALESCE(SUM(size), 0) FROM blobs WHERE account_id ="
-        "  (SELECT account_id FROM devices WHERE id = ?1) AND expires_ms > ?2),"
-        " (SELECT COUNT(*) FROM blobs WHERE account_id ="
-        "  (SELECT account_id FROM devices WHERE id = ?1) AND expires_ms > ?2);",
+        " a.bytes, a.n FROM (SELECT COALESCE(SUM(size), 0) AS bytes, COUNT(*) AS n FROM blobs"
+        "  WHERE account_id = (SELECT account_id FROM devices WHERE id = ?1)"
+        "  AND expires_ms > ?2) AS a;",
         &st);
 
     if (err != MSV_OK)
