@@ -749,13 +749,13 @@ static msv_err target_sets_load(struct msv_client *c, const char *const *targets
 }
 
 /*
- * Which of the n targets a stale answer says changed (stale[i] set; the count returned): those
+ * Which of the n targets a stale answer says changed (stale[i] set): those
  * whose current devices it lists, and those whose set as sent (hds) holds a device it names as
  * none of the send's handles'. Every target when it cannot tell (a partial answer, or one that
  * names none of them).
  */
-static size_t stale_targets(const msv_frame *answer, const char *const *targets,
-                            Msv__Wire__HandleDevices *const *hds, size_t n, uint8_t *stale)
+static void stale_targets(const msv_frame *answer, const char *const *targets,
+                          Msv__Wire__HandleDevices *const *hds, size_t n, uint8_t *stale)
 {
     const Msv__Wire__Error *e =
         answer != NULL && answer->body_case == MSV__WIRE__FRAME__BODY_ERROR ? answer->error : NULL;
@@ -771,11 +771,8 @@ static size_t stale_targets(const msv_frame *answer, const char *const *targets,
         }
         count += stale[i];
     }
-    if (count == 0) {
+    if (count == 0)
         memset(stale, 1, n);
-        count = n;
-    }
-    return count;
 }
 
 /*
