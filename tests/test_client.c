@@ -7459,6 +7459,158 @@ static void test_invite_settings_admins_only(void **state)
  * order each device gets the two changes in, all end with the same state,
  * the change of the lower hash (docs/groups.md, "Two changes of one epoch").
  */
+/* A group change held once it has read its state, until let go (client test_group_read). */
+struct held_edit {
+    struct msv_client *c;
+    const char *add;
+    int paused[2], go[2]; /* pipes: it says it read; it is let go */
+    msv_err err;
+};
+
+static void edit_reads(void *arg)
+{
+    struct held_edit *h = arg;
+    char byte = 1;
+
+    assert_int_equal(write(h->paused[1], &byte, 1), 1);
+    assert_int_equal(read(h->go[0], &byte, 1), 1);
+}
+
+static void *edit_adds(void *arg)
+{
+    struct held_edit *h = arg;
+    const char *add[1] = {h->add};
+
+    h->err = msv_client_group_change(h->c, "club", NULL, add, 1, NULL, 0);
+    return NULL;
+}
+
+/* The members of c's group gid as its record lists them, one a line. */
+static char *group_members(struct msv_client *c, const uint8_t gid[16])
+{
+    struct msv_group_rec g = {0};
+    char *members;
+
+    assert_int_equal(msv_client_db_group_get(c->db, gid, NULL, &g), MSV_OK);
+    members = strdup(g.members);
+    msv_group_clear(&g);
+    assert_non_null(members);
+    return members;
+}
+
+/*
+ * Two processes of one account change a group at once: the second waits for the first to
+ * queue its change, then changes the state the first made. Before, each changed the state both
+ * had read, and the one held last replaced the other's: alice's device held a group without
+ * dave, which bob held with him.
+ */
+static void test_group_changes_from_two_processes(void **state)
+{
+    const char *one[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *alice2, *bob;
+    struct held_edit first = {0}, second = {0};
+    pthread_t t1, t2;
+    uint8_t gid[16], ha[32], hb[32];
+    char path[200], byte = 1, *members;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    (void)client_for(&s, "carol", "carol@example.org");
+    (void)client_for(&s, "dave", "dave@example.org");
+    assert_int_equal(msv_client_group_create(alice, "club", one, 1, gid), MSV_OK);
+    snprintf(path, sizeof(path), "%s/alice", s.dir);
+    assert_int_equal(msv_client_open(path, NULL, &alice2), MSV_OK);
+    first.c = alice;
+    first.add = "carol@example.org";
+    assert_int_equal(pipe(first.paused), 0);
+    assert_int_equal(pipe(first.go), 0);
+    alice->test_group_read = edit_reads;
+    alice->test_group_arg = &first;
+    assert_int_equal(pthread_create(&t1, NULL, edit_adds, &first), 0);
+    assert_int_equal(read(first.paused[0], &byte, 1), 1); /* the first has read the state */
+    second.c = alice2;
+    second.add = "dave@example.org";
+    assert_int_equal(pthread_create(&t2, NULL, edit_adds, &second), 0);
+    usleep(1000 * 1000); /* the second reads the state, or waits to */
+    assert_int_equal(write(first.go[1], &byte, 1), 1);
+    assert_int_equal(pthread_join(t1, NULL), 0);
+    assert_int_equal(pthread_join(t2, NULL), 0);
+    assert_int_equal(first.err, MSV_OK);
+    assert_int_equal(second.err, MSV_OK);
+    alice->test_group_read = NULL;
+    members = group_members(alice, gid);
+    assert_non_null(strstr(members, "carol@example.org"));
+    assert_non_null(strstr(members, "dave@example.org"));
+    free(members);
+    receive_all(bob);
+    held_group_hash(alice, gid, ha);
+    held_group_hash(bob, gid, hb);
+    assert_memory_equal(ha, hb, 32);
+    for (int i = 0; i < 2; i++) {
+        close(first.paused[i]);
+        close(first.go[i]);
+    }
+    msv_client_close(alice2);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A change is held if and only if it is queued to go, in one transaction: when its queueing
+ * fails (here the outbox refuses it), the device keeps the state before, and says so. Before,
+ * it held the new state, which no member was ever told of.
+ */
+static void test_group_change_held_only_if_queued(void **state)
+{
+    const char *one[1] = {"bob@example.org"}, *add[1] = {"carol@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    uint8_t gid[16], before[32], after[32], hb[32];
+    char path[200], *members, *msg = NULL;
+    sqlite3 *db = NULL;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    (void)client_for(&s, "carol", "carol@example.org");
+    assert_int_equal(msv_client_group_create(alice, "club", one, 1, gid), MSV_OK);
+    held_group_hash(alice, gid, before);
+    snprintf(path, sizeof(path), "%s/alice/state.db", s.dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TRIGGER outbox_full BEFORE INSERT ON outbox BEGIN "
+                                  "SELECT RAISE(ABORT, 'full'); END;",
+                                  NULL, NULL, &msg),
+                     SQLITE_OK);
+    assert_int_not_equal(msv_client_group_change(alice, "club", NULL, add, 1, NULL, 0), MSV_OK);
+    held_group_hash(alice, gid, after);
+    assert_memory_equal(before, after, 32);
+    members = group_members(alice, gid);
+    assert_null(strstr(members, "carol@example.org"));
+    free(members);
+    assert_int_equal(sqlite3_exec(db, "DROP TRIGGER outbox_full;", NULL, NULL, &msg), SQLITE_OK);
+    sqlite3_close(db);
+    /* made again, it goes, and the members agree */
+    assert_int_equal(msv_client_group_change(alice, "club", NULL, add, 1, NULL, 0), MSV_OK);
+    receive_all(bob);
+    held_group_hash(alice, gid, after);
+    held_group_hash(bob, gid, hb);
+    assert_memory_equal(after, hb, 32);
+    members = group_members(bob, gid);
+    assert_non_null(strstr(members, "carol@example.org"));
+    free(members);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 static void test_group_concurrent_changes(void **state)
 {
     const char *two[2] = {"bob@example.org", "carol@example.org"};
@@ -8482,6 +8634,8 @@ int main(void)
         cmocka_unit_test(test_invite_parse),
         cmocka_unit_test(test_invite_settings_admins_only),
         cmocka_unit_test(test_group_concurrent_changes),
+        cmocka_unit_test(test_group_changes_from_two_processes),
+        cmocka_unit_test(test_group_change_held_only_if_queued),
         cmocka_unit_test(test_group_leave_crossing_a_change),
         cmocka_unit_test(test_demoted_admin_cannot_take_back),
         cmocka_unit_test(test_leave_does_not_undo_a_demotion),

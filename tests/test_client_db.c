@@ -70,6 +70,55 @@ static void test_settings_and_privacy(void **state)
     free(v);
 }
 
+/* Whether setting key holds value. */
+static int holds(struct fixture *f, const char *key, const char *value)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int same = msv_client_db_get(f->db, key, &v, &len) == MSV_OK && len == strlen(value) &&
+               memcmp(v, value, len) == 0;
+
+    free(v);
+    return same;
+}
+
+/*
+ * A caller's transaction takes in the operations within it, their own transactions too (as
+ * savepoints): all kept, or none. An inner operation's failure undoes its own writes only,
+ * and the caller decides the rest.
+ */
+static void test_transactions_nest(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(msv_client_db_begin(f->db), MSV_OK);
+    assert_int_equal(msv_client_db_set(f->db, "a", "1", 1), MSV_OK);
+    assert_int_equal(msv_client_db_set2(f->db, "b", "2", 1, "c", "3", 1), MSV_OK);
+    assert_int_equal(msv_client_db_end(f->db, MSV_ERR_IO), MSV_ERR_IO);
+    assert_false(holds(f, "a", "1"));
+    assert_false(holds(f, "b", "2"));
+    assert_false(holds(f, "c", "3"));
+    /* kept: every write, the inner transaction's too */
+    assert_int_equal(msv_client_db_begin(f->db), MSV_OK);
+    assert_int_equal(msv_client_db_set(f->db, "a", "1", 1), MSV_OK);
+    assert_int_equal(msv_client_db_begin(f->db), MSV_OK);
+    assert_int_equal(msv_client_db_set(f->db, "b", "2", 1), MSV_OK);
+    assert_int_equal(msv_client_db_end(f->db, MSV_ERR_INVALID), MSV_ERR_INVALID);
+    assert_int_equal(msv_client_db_set2(f->db, "c", "3", 1, "d", "4", 1), MSV_OK);
+    assert_int_equal(msv_client_db_end(f->db, MSV_OK), MSV_OK);
+    assert_true(holds(f, "a", "1"));
+    assert_false(holds(f, "b", "2")); /* its own transaction failed */
+    assert_true(holds(f, "c", "3"));
+    assert_true(holds(f, "d", "4"));
+    /* outside any, an end is refused, and the next begin is the outer one again */
+    assert_int_equal(msv_client_db_end(f->db, MSV_OK), MSV_ERR_INVALID);
+    assert_int_equal(msv_client_db_set2(f->db, "e", "5", 1, "f", "6", 1), MSV_OK);
+    msv_client_db_close(f->db);
+    assert_int_equal(msv_client_db_open(f->path, &f->db), MSV_OK);
+    assert_true(holds(f, "c", "3"));
+    assert_true(holds(f, "f", "6"));
+}
+
 static void test_contacts(void **state)
 {
     struct fixture *f = *state;
@@ -642,6 +691,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_settings_and_privacy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transactions_nest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_contacts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_known_devices_changes, setup, teardown),

@@ -146,6 +146,16 @@ struct msv_client {
     /* the account's lock of its MLS groups' states (mlsgroups.c), held as the session lock */
     int mls_lock_fd;
     unsigned mls_lock_depth;
+    /* tests only: called by a group's change once it has read the state it changes */
+    void (*test_group_read)(void *arg);
+    void *test_group_arg;
+    /* what the next client_send_payload writes in the transaction that puts its payload in the
+     * outbox (taken at its start, so that a send within it does not take it): a group's new
+     * state, kept if and only if the change is queued to go */
+    const struct client_outbox_with {
+        msv_err (*write)(struct msv_client *c, void *arg);
+        void *arg;
+    } * outbox_with;
     /* a connection made while one of those locks was held (its sends take the session lock,
      * which would wait under the MLS lock for a process waiting for the MLS lock under the
      * session lock), or within a flush, did not send the outbox: it goes once none is held,

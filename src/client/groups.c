@@ -379,20 +379,26 @@ static msv_err state_save(struct msv_client *c, const char *what, const uint8_t 
     return err;
 }
 
-/* Holds now (prev before it, or none): the signed state, then the group's name and members. */
+/*
+ * Holds now (prev before it, or none): the signed state, then the group's name and members, in
+ * one transaction (a crash between them would leave a state whose record, or the one before,
+ * is another's).
+ */
 static msv_err state_apply(struct msv_client *c, const uint8_t gid[16],
                            const struct group_state *now, const struct group_state *prev,
                            int accepted)
 {
     char *list = NULL;
-    msv_err err = state_save(c, "group-prev", gid, prev);
+    msv_err err = client_join_members(now->members, now->n_members, &list);
 
-    if (err == MSV_OK)
-        err = state_save(c, "group-state", gid, now);
-    if (err == MSV_OK)
-        err = client_join_members(now->members, now->n_members, &list);
-    if (err == MSV_OK)
-        err = msv_client_db_group_put(c->db, gid, now->name, list, accepted, msv_wall_ms());
+    if (err == MSV_OK && (err = msv_client_db_begin(c->db)) == MSV_OK) {
+        err = state_save(c, "group-prev", gid, prev);
+        if (err == MSV_OK)
+            err = state_save(c, "group-state", gid, now);
+        if (err == MSV_OK)
+            err = msv_client_db_group_put(c->db, gid, now->name, list, accepted, msv_wall_ms());
+        err = msv_client_db_end(c->db, err);
+    }
     free(list);
     return err;
 }
@@ -744,9 +750,29 @@ static msv_err removed_note(struct msv_client *c, const uint8_t gid[16],
     return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
 }
 
+struct change_held {
+    const uint8_t *gid;
+    const struct group_state *then, *now;
+    int written;
+};
+
+/* A change's new state, held in the transaction that queues the change (client_send_payload). */
+static msv_err change_hold(struct msv_client *c, void *arg)
+{
+    struct change_held *h = arg;
+    msv_err err = state_apply(c, h->gid, h->now, h->then, 1);
+
+    if (err == MSV_OK)
+        err = removed_note(c, h->gid, h->then, h->now, c->handle);
+    h->written = err == MSV_OK;
+    return err;
+}
+
 /*
  * Signs now as the change that follows then (NULL: the creation), holds it and
- * sends it to the members of both: removed members hear of it too.
+ * sends it to the members of both: removed members hear of it too. The state is held if and
+ * only if the change is queued to go, both in one transaction: a failure, or a crash, between
+ * the two would leave this device on a state no other member is told of.
  */
 static msv_err commit_change(struct msv_client *c, const uint8_t gid[16],
                              const struct group_state *then, struct group_state *now)
@@ -760,6 +786,8 @@ static msv_err commit_change(struct msv_client *c, const uint8_t gid[16],
                             .group_name = now->name};
     uint8_t msg[CHANGE_MSG_LEN], id[16], *state = NULL;
     char conversation[40], *text = NULL, uri[80];
+    struct change_held held = {gid, then, now, 0};
+    const struct client_outbox_with with = {change_hold, &held};
     size_t t = 0;
     msv_err err = targets && delta ? MSV_OK : MSV_ERR_NOMEM;
 
@@ -777,18 +805,19 @@ static msv_err commit_change(struct msv_client *c, const uint8_t gid[16],
         err = change_delta(c, gid, then, now, &p, delta, &state, uri);
     if (err == MSV_OK)
         err = describe(c->handle, then, now, NULL, &text);
-    if (err == MSV_OK)
-        err = state_apply(c, gid, now, then, 1);
-    if (err == MSV_OK)
-        err = removed_note(c, gid, then, now, c->handle);
     for (size_t i = 0; err == MSV_OK && then != NULL && i < then->n_members; i++)
         targets[t++] = then->members[i];
     for (size_t i = 0; err == MSV_OK && i < now->n_members; i++)
         if (then == NULL || !listed(then->members, then->n_members, now->members[i]))
             targets[t++] = now->members[i];
     msv_client_group_conversation(gid, conversation);
-    if (err == MSV_OK)
+    if (err == MSV_OK) {
+        c->outbox_with = &with;
         err = client_send_payload(c, targets, t, &p, text, conversation, NULL, 0, NULL, id);
+        c->outbox_with = NULL;
+    }
+    if (err == MSV_OK && !held.written)
+        err = MSV_ERR_IO; /* not queued (nothing sent), so not held either */
     sodium_memzero(p.group_state_ref.key, sizeof(p.group_state_ref.key));
     free(text);
     free(state);
@@ -832,6 +861,9 @@ msv_err msv_client_group_create(struct msv_client *c, const char *name, const ch
     if (n == 0 || n >= MEMBERS_MAX || name == NULL || name[0] == '\0')
         return MSV_ERR_INVALID;
     msv_random_bytes(group_id, 16);
+    /* the name checked free and taken under the lock, as a change's state is (edit_group) */
+    if ((err = client_sessions_hold(c)) != MSV_OK)
+        return err;
     err = name_is_free(c, name);
     if (err == MSV_OK && (s.name = strdup(name)) == NULL)
         err = MSV_ERR_NOMEM;
@@ -843,6 +875,7 @@ msv_err msv_client_group_create(struct msv_client *c, const char *name, const ch
         err = list_add(&s.admins, &s.n_admins, c->handle, strlen(c->handle));
     if (err == MSV_OK)
         err = commit_change(c, group_id, NULL, &s);
+    client_sessions_release(c);
     if (err == MSV_OK)
         err = mls_follow(c, group_id);
     state_clear(&s);
@@ -887,12 +920,24 @@ struct group_edit {
     int leave;
 };
 
-/* Makes the change e to the group which, checked as every member will check it, and sends it. */
+/*
+ * Makes the change e to the group which, checked as every member will check it, and sends it.
+ * The account's session lock is held from reading the state to queueing its change: a receive
+ * applies a member's change under it, and another process's change waits for it, so that none
+ * is made from a state another has replaced meanwhile (and lost). The MLS group follows after
+ * (its lock comes before the session lock).
+ */
 static msv_err edit_group(struct msv_client *c, const char *which, const struct group_edit *e)
 {
     struct group_state then = {0}, now = {0};
     struct msv_group_rec g = {0};
-    msv_err err = held_state(c, which, &then);
+    msv_err err = client_sessions_hold(c);
+
+    if (err != MSV_OK)
+        return err;
+    err = held_state(c, which, &then);
+    if (c->test_group_read != NULL)
+        c->test_group_read(c->test_group_arg);
 
     if (err == MSV_OK)
         err = msv_client_group_find(c, which, &g);
@@ -936,6 +981,7 @@ static msv_err edit_group(struct msv_client *c, const char *which, const struct 
         err = MSV_ERR_INVALID; /* a group keeps a member and an admin */
     if (err == MSV_OK)
         err = commit_change(c, g.group_id, &then, &now);
+    client_sessions_release(c);
     /* a member who left commits nothing more: the next admin's change removes its leaves */
     if (err == MSV_OK && !e->leave)
         err = mls_follow(c, g.group_id);

@@ -124,7 +124,8 @@ msv_err client_send_control(struct msv_client *c, enum msv_payload_kind kind,
  * The one way out: p (its kind and content set) goes to every device of the
  * targets and of this account. Files and long text are attached first (for
  * messages); history shows text under conversation, queued until the relay
- * accepts the message, then sent.
+ * accepts the message, then sent. c->outbox_with, if set, is written in the
+ * transaction that queues it, and cleared.
  */
 msv_err client_send_payload(struct msv_client *c, const char *const *targets_in, size_t n_in,
                             struct msv_payload *p, const char *text, const char *conversation,
@@ -557,7 +558,9 @@ int client_chain_holds(const struct client_in_flight *chain, const uint8_t *id, 
 /*
  * The account's session lock (sessions.c), held by a receive from before it asks whether a
  * delivery was taken until that delivery is: two processes of one account that get the same
- * delivery (a connection replaced while its deliveries were unacknowledged) take it once.
+ * delivery (a connection replaced while its deliveries were unacknowledged) take it once. A
+ * group's change holds it from reading the group's state to queueing the next (groups.c), as a
+ * receive does applying one, so that no process changes a state another has read.
  */
 MSV_MUST_CHECK msv_err client_sessions_hold(struct msv_client *c);
 void client_sessions_release(struct msv_client *c);

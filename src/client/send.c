@@ -1621,7 +1621,8 @@ static msv_err attach(struct msv_client *c, const char *text, const struct msv_f
  * The one way out: p (its kind and content set) goes to every device of the
  * targets and of this account. Files and long text are attached first (for
  * messages); history shows text under conversation, queued until the relay
- * accepts the message, then sent.
+ * accepts the message, then sent. c->outbox_with, if set, is written in the
+ * transaction that queues it, and cleared.
  */
 msv_err client_send_payload(struct msv_client *c, const char *const *targets_in, size_t n_in,
                             struct msv_payload *p, const char *text, const char *conversation,
@@ -1638,8 +1639,11 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     char *recipients = NULL, *stored = NULL;
     int64_t written = c->written_ms; /* of a send this one is made in (a receipt in a receive) */
     int64_t now;
+    const struct client_outbox_with *with = c->outbox_with;
+    int began = 0, queued = 0;
     msv_err err = MSV_OK;
 
+    c->outbox_with = NULL;
     /* a group change goes to the members before and after it */
     if (n_in == 0 || n_in > 2 * MEMBERS_MAX || n_files >= MSV_ATTACHMENTS_MAX)
         return MSV_ERR_INVALID;
@@ -1751,14 +1755,23 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         rec.expires_at_ms = rec.sent_at_ms + (int64_t)p->timer_s * 1000;
     }
     /* shown as queued until the relay accepts it, and kept in the outbox until then; control
-     * messages (receipts, typing, edits) are not history */
-    err = msv_client_db_outbox_put(c->db, conversation != NULL ? &rec : NULL, p->message_id,
-                                   recipients, pt, pt_len, msv_wall_ms());
-    if (err != MSV_OK && stored != NULL)
-        (void)client_delete_files(c, p->message_id); /* no message holds them */
+     * messages (receipts, typing, edits) are not history. What the caller writes with it
+     * (outbox_with) is kept only with it, and it only with that */
+    if (with != NULL && (err = msv_client_db_begin(c->db)) == MSV_OK) {
+        began = 1;
+        err = with->write(c, with->arg);
+    }
+    if (err == MSV_OK)
+        queued = (err = msv_client_db_outbox_put(c->db, conversation != NULL ? &rec : NULL,
+                                                 p->message_id, recipients, pt, pt_len,
+                                                 msv_wall_ms())) == MSV_OK;
     /* who may send receipts for it */
     if (err == MSV_OK && conversation != NULL)
         err = msv_client_db_recipients_put(c->db, p->message_id, targets, t);
+    if (began && (err = msv_client_db_end(c->db, err)) != MSV_OK)
+        queued = 0;
+    if (!queued && stored != NULL)
+        (void)client_delete_files(c, p->message_id); /* no message holds them */
     if (err == MSV_OK) {
         /* a connection made again for it (a retry), or for a send within it (a receipt of a
          * receive it made), flushes the outbox without it */

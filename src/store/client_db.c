@@ -11,6 +11,9 @@
 
 struct msv_client_db {
     sqlite3 *db;
+    /* transactions open (msv_client_db_begin, and each operation's own): the outermost is
+     * BEGIN IMMEDIATE, the ones within it savepoints */
+    unsigned depth;
 };
 
 /* Unix milliseconds in SQL, the stamps of synced state. */
@@ -209,12 +212,13 @@ msv_err msv_client_db_set(struct msv_client_db *db, const char *key, const void 
                                        key, value, len);
 }
 
+static msv_err transaction_begin(struct msv_client_db *db);
 static msv_err finish_transaction(struct msv_client_db *db, msv_err err);
 
 msv_err msv_client_db_set2(struct msv_client_db *db, const char *key, const void *value, size_t len,
                            const char *key2, const void *value2, size_t len2)
 {
-    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+    msv_err err = transaction_begin(db);
 
     if (err == MSV_OK)
         err = msv_client_db_set(db, key, value, len);
@@ -529,13 +533,52 @@ static msv_err replace_locked(struct msv_client_db *db, const char *handle,
     return err;
 }
 
-/* Ends the transaction BEGIN IMMEDIATE opened: COMMIT if err is MSV_OK, else ROLLBACK. */
+/*
+ * Opens a transaction: BEGIN IMMEDIATE, or within one already open a savepoint, so that an
+ * operation with a transaction of its own can be part of a caller's (msv_client_db_begin).
+ */
+static msv_err transaction_begin(struct msv_client_db *db)
+{
+    msv_err err = msv_sql_exec(db->db, db->depth == 0 ? "BEGIN IMMEDIATE;" : "SAVEPOINT inner;");
+
+    if (err == MSV_OK)
+        db->depth++;
+    return err;
+}
+
+/*
+ * Ends what transaction_begin opened: kept if err is MSV_OK, else undone. Within an outer
+ * transaction a failure is undone back to the savepoint, and the outer one decides the rest.
+ */
 static msv_err finish_transaction(struct msv_client_db *db, msv_err err)
 {
+    if (db->depth == 0)
+        return err == MSV_OK ? MSV_ERR_INVALID : err;
+    if (--db->depth > 0) {
+        if (err != MSV_OK)
+            msv_sql_exec(db->db, "ROLLBACK TO inner;");
+        msv_err released = msv_sql_exec(db->db, "RELEASE inner;");
+        return err == MSV_OK ? released : err;
+    }
     if (err == MSV_OK)
         err = msv_sql_exec(db->db, "COMMIT;");
     if (err != MSV_OK)
         msv_sql_exec(db->db, "ROLLBACK;");
+    return err;
+}
+
+msv_err msv_client_db_begin(struct msv_client_db *db)
+{
+    return transaction_begin(db);
+}
+
+msv_err msv_client_db_end(struct msv_client_db *db, msv_err err)
+{
+    int outer = db->depth == 1;
+
+    err = finish_transaction(db, err);
+    if (err == MSV_OK && outer)
+        drop_old_pages(db); /* what the writes replaced, once committed */
     return err;
 }
 
@@ -551,7 +594,7 @@ msv_err msv_client_db_known_replace(struct msv_client_db *db, const char *handle
         return err;
     *changed = old_n > 0 && !same_devices(old, old_n, devs, n);
     msv_known_devices_free(old, old_n);
-    err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+    err = transaction_begin(db);
     if (err == MSV_OK)
         err = replace_locked(db, handle, devs, n, now_ms);
     return finish_transaction(db, err);
@@ -749,7 +792,7 @@ static msv_err forget_old_text(struct msv_client_db *db, msv_err err)
 msv_err msv_client_db_message_rewrite(struct msv_client_db *db, const uint8_t message_id[16],
                                       const char *text, const char *status)
 {
-    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+    msv_err err = transaction_begin(db);
 
     if (err != MSV_OK)
         return err;
@@ -785,7 +828,7 @@ static msv_err versions_put_locked(struct msv_client_db *db, const uint8_t messa
 msv_err msv_client_db_message_edit(struct msv_client_db *db, const uint8_t message_id[16],
                                    uint32_t edit_number, const char *text, int64_t at_ms)
 {
-    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+    msv_err err = transaction_begin(db);
 
     if (err != MSV_OK)
         return err;
@@ -975,7 +1018,7 @@ msv_err msv_client_db_messages_delete(struct msv_client_db *db, const uint8_t (*
         "DELETE FROM reactions WHERE message_id = ?1;",
         "DELETE FROM mentions WHERE message_id = ?1;",
     };
-    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+    msv_err err = transaction_begin(db);
 
     for (size_t k = 0; err == MSV_OK && k < n; k++)
         for (size_t i = 0; err == MSV_OK && i < sizeof(sql) / sizeof(sql[0]); i++)
@@ -1488,7 +1531,7 @@ msv_err msv_client_db_outbox_put(struct msv_client_db *db, const struct msv_mess
                                  const uint8_t message_id[16], const char *recipients,
                                  const uint8_t *payload, size_t len, int64_t now_ms)
 {
-    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+    msv_err err = transaction_begin(db);
 
     if (err != MSV_OK)
         return err;
@@ -1503,7 +1546,7 @@ msv_err msv_client_db_outbox_settle(struct msv_client_db *db, const uint8_t mess
                                     const char *status)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+    msv_err err = transaction_begin(db);
 
     if (err != MSV_OK)
         return err;
@@ -1525,7 +1568,7 @@ msv_err msv_client_db_outbox_owed(struct msv_client_db *db, const uint8_t messag
                                   const char *recipients, const char *status)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+    msv_err err = transaction_begin(db);
 
     if (err != MSV_OK)
         return err;
@@ -1775,7 +1818,7 @@ static msv_err sync_apply_locked(struct msv_client_db *db, const struct msv_sync
 msv_err msv_client_db_sync_apply(struct msv_client_db *db, const struct msv_sync_entry *e,
                                  int *applied)
 {
-    msv_err err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+    msv_err err = transaction_begin(db);
 
     *applied = 0;
     if (err == MSV_OK)
@@ -1880,7 +1923,7 @@ msv_err msv_client_db_import_history(struct msv_client_db *db, const char *path,
     err = msv_sql_run(st);
     if (err != MSV_OK)
         return err;
-    err = msv_sql_exec(db->db, "BEGIN IMMEDIATE;");
+    err = transaction_begin(db);
     if (err == MSV_OK) {
         err = import_tables(db);
         if (err == MSV_OK)

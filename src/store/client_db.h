@@ -24,6 +24,16 @@ MSV_MUST_CHECK msv_err msv_client_db_set(struct msv_client_db *db, const char *k
                                          const void *value, size_t len);
 MSV_MUST_CHECK msv_err msv_client_db_get(struct msv_client_db *db, const char *key, uint8_t **value,
                                          size_t *len);
+/*
+ * Opens a transaction that the operations called before msv_client_db_end() join (each of
+ * theirs becomes a savepoint within it): all of their writes are kept, or none. Begins nest;
+ * the database is locked for writing until the outermost ends, so hold none across a network
+ * round.
+ */
+MSV_MUST_CHECK msv_err msv_client_db_begin(struct msv_client_db *db);
+/* Ends msv_client_db_begin's transaction: kept if err is MSV_OK (returned if the commit fails),
+ * else undone and err returned. */
+MSV_MUST_CHECK msv_err msv_client_db_end(struct msv_client_db *db, msv_err err);
 /* Sets two settings in one transaction: both or neither. */
 MSV_MUST_CHECK msv_err msv_client_db_set2(struct msv_client_db *db, const char *key,
                                           const void *value, size_t len, const char *key2,
