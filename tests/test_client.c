@@ -7561,6 +7561,55 @@ static void test_group_changes_from_two_processes(void **state)
 }
 
 /*
+ * A change queued while the server was out of reach goes before a later one, even one that a
+ * second process makes (its connection sends the queue first, and what still cannot go holds
+ * the new change back behind it). Before, the later change went at once and the earlier one
+ * after it: bob refused the later one as out of order, for good, and held another state than
+ * alice.
+ */
+static void test_group_changes_keep_their_order(void **state)
+{
+    const char *one[1] = {"bob@example.org"}, *carol[1] = {"carol@example.org"},
+               *dave[1] = {"dave@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *alice2, *bob;
+    uint8_t gid[16], ha[32], hb[32];
+    char path[200], *members;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    (void)client_for(&s, "carol", "carol@example.org");
+    (void)client_for(&s, "dave", "dave@example.org");
+    assert_int_equal(msv_client_group_create(alice, "club", one, 1, gid), MSV_OK);
+    receive_all(bob);
+    drop_connection(alice);
+    test_server_stop(&s);
+    assert_int_not_equal(msv_client_group_change(alice, "club", NULL, carol, 1, NULL, 0), MSV_OK);
+    assert_int_equal(outbox_size(alice), 1);
+    test_server_start(&s);
+    snprintf(path, sizeof(path), "%s/alice", s.dir);
+    assert_int_equal(msv_client_open(path, NULL, &alice2), MSV_OK);
+    assert_int_equal(msv_client_group_change(alice2, "club", NULL, dave, 1, NULL, 0), MSV_OK);
+    assert_int_equal(outbox_size(alice2), 0);
+    drop_connection(bob); /* to the server before its restart */
+    receive_all(bob);
+    held_group_hash(alice2, gid, ha);
+    held_group_hash(bob, gid, hb);
+    assert_memory_equal(ha, hb, 32);
+    members = group_members(bob, gid);
+    assert_non_null(strstr(members, "carol@example.org"));
+    assert_non_null(strstr(members, "dave@example.org"));
+    free(members);
+    msv_client_close(alice2);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
  * A change is held if and only if it is queued to go, in one transaction: when its queueing
  * fails (here the outbox refuses it), the device keeps the state before, and says so. Before,
  * it held the new state, which no member was ever told of.
@@ -8636,6 +8685,7 @@ int main(void)
         cmocka_unit_test(test_group_concurrent_changes),
         cmocka_unit_test(test_group_changes_from_two_processes),
         cmocka_unit_test(test_group_change_held_only_if_queued),
+        cmocka_unit_test(test_group_changes_keep_their_order),
         cmocka_unit_test(test_group_leave_crossing_a_change),
         cmocka_unit_test(test_demoted_admin_cannot_take_back),
         cmocka_unit_test(test_leave_does_not_undo_a_demotion),

@@ -155,6 +155,7 @@ struct msv_client {
     const struct client_outbox_with {
         msv_err (*write)(struct msv_client *c, void *arg);
         void *arg;
+        int queue_only; /* queued, not sent: older messages of its group wait to go first */
     } * outbox_with;
     /* a connection made while one of those locks was held (its sends take the session lock,
      * which would wait under the MLS lock for a process waiting for the MLS lock under the

@@ -750,6 +750,20 @@ static msv_err removed_note(struct msv_client *c, const uint8_t gid[16],
     return err == MSV_ERR_NOT_FOUND ? MSV_OK : err;
 }
 
+/* Sends what waits in the outbox, if no lock forbids it now (msv_client_connect says why). */
+static void flush_outbox(struct msv_client *c)
+{
+    if (c->conn == NULL) {
+        if (msv_client_connect(c) != MSV_OK) {
+            msv_conn_close(c->conn);
+            c->conn = NULL;
+        }
+        return;
+    }
+    c->outbox_deferred = 1;
+    client_outbox_later(c);
+}
+
 struct change_held {
     const uint8_t *gid;
     const struct group_state *then, *now;
@@ -775,7 +789,8 @@ static msv_err change_hold(struct msv_client *c, void *arg)
  * the two would leave this device on a state no other member is told of.
  */
 static msv_err commit_change(struct msv_client *c, const uint8_t gid[16],
-                             const struct group_state *then, struct group_state *now)
+                             const struct group_state *then, struct group_state *now, int behind,
+                             uint8_t id[16])
 {
     static const uint8_t zero[32];
     const char **targets = calloc(2 * MEMBERS_MAX, sizeof(*targets));
@@ -784,10 +799,10 @@ static msv_err commit_change(struct msv_client *c, const uint8_t gid[16],
                             .has_group = true,
                             .has_group_signature = true,
                             .group_name = now->name};
-    uint8_t msg[CHANGE_MSG_LEN], id[16], *state = NULL;
+    uint8_t msg[CHANGE_MSG_LEN], *state = NULL;
     char conversation[40], *text = NULL, uri[80];
     struct change_held held = {gid, then, now, 0};
-    const struct client_outbox_with with = {change_hold, &held};
+    const struct client_outbox_with with = {change_hold, &held, behind};
     size_t t = 0;
     msv_err err = targets && delta ? MSV_OK : MSV_ERR_NOMEM;
 
@@ -856,6 +871,7 @@ msv_err msv_client_group_create(struct msv_client *c, const char *name, const ch
                                 size_t n, uint8_t group_id[16])
 {
     struct group_state s = {0};
+    uint8_t id[16];
     msv_err err;
 
     if (n == 0 || n >= MEMBERS_MAX || name == NULL || name[0] == '\0')
@@ -874,7 +890,7 @@ msv_err msv_client_group_create(struct msv_client *c, const char *name, const ch
     if (err == MSV_OK)
         err = list_add(&s.admins, &s.n_admins, c->handle, strlen(c->handle));
     if (err == MSV_OK)
-        err = commit_change(c, group_id, NULL, &s);
+        err = commit_change(c, group_id, NULL, &s, 0, id);
     client_sessions_release(c);
     if (err == MSV_OK)
         err = mls_follow(c, group_id);
@@ -931,16 +947,24 @@ static msv_err edit_group(struct msv_client *c, const char *which, const struct 
 {
     struct group_state then = {0}, now = {0};
     struct msv_group_rec g = {0};
-    msv_err err = client_sessions_hold(c);
+    uint8_t id[16];
+    int behind = 0;
+    msv_err err;
 
-    if (err != MSV_OK)
+    /* what older changes of the group wait in the outbox go first, as a send's connection
+     * sends them (not under the lock: their sends take it) */
+    if (msv_client_group_find(c, which, &g) == MSV_OK && client_outbox_holds(c, NULL, g.group_id))
+        flush_outbox(c);
+    msv_group_clear(&g);
+    if ((err = client_sessions_hold(c)) != MSV_OK)
         return err;
     err = held_state(c, which, &then);
-    if (c->test_group_read != NULL)
+    if (err == MSV_OK && c->test_group_read != NULL)
         c->test_group_read(c->test_group_arg);
-
     if (err == MSV_OK)
         err = msv_client_group_find(c, which, &g);
+    /* those that could not go (the server out of reach): this one goes after them */
+    behind = err == MSV_OK && client_outbox_holds(c, NULL, g.group_id);
     if (err == MSV_OK && !listed(then.members, then.n_members, c->handle))
         err = MSV_ERR_NOT_FOUND; /* no longer a member: nothing to change */
     if (err == MSV_OK && !e->leave && !listed(then.admins, then.n_admins, c->handle))
@@ -980,8 +1004,17 @@ static msv_err edit_group(struct msv_client *c, const char *which, const struct 
     if (err == MSV_OK && (now.n_members == 0 || now.n_admins == 0) && !e->leave)
         err = MSV_ERR_INVALID; /* a group keeps a member and an admin */
     if (err == MSV_OK)
-        err = commit_change(c, g.group_id, &then, &now);
+        err = commit_change(c, g.group_id, &then, &now, behind, id);
     client_sessions_release(c);
+    if (err == MSV_OK && behind) {
+        flush_outbox(c);
+        if (client_outbox_holds(c, id, NULL)) {
+            err = MSV_ERR_IO;
+            snprintf(c->why.message, sizeof(c->why.message),
+                     "the change is queued behind the group's earlier changes that could not be "
+                     "sent yet, and goes after them");
+        }
+    }
     /* a member who left commits nothing more: the next admin's change removes its leaves */
     if (err == MSV_OK && !e->leave)
         err = mls_follow(c, g.group_id);

@@ -62,6 +62,8 @@ msv_err client_device_hash(uint32_t suite, const uint8_t *identity, size_t len, 
  */
 #define MSV_OUTBOX_OWED_DAYS 30
 msv_err client_flush_outbox(struct msv_client *c);
+/* Whether the outbox holds message id (group_id NULL), or else a payload of group group_id. */
+int client_outbox_holds(struct msv_client *c, const uint8_t *id, const uint8_t *group_id);
 /* The outbox a connection made under a lock left (outbox_deferred), sent now if no lock is held
  * and a connection is up: after a command (msv_client_sync_flush), when no send is under way. */
 void client_outbox_later(struct msv_client *c);

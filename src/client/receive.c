@@ -472,7 +472,12 @@ static msv_err learn_group(struct msv_client *c, const char *sender, uint64_t de
     msv_err err;
 
     if (p->kind == MSV_KIND_GROUP_CHANGE) {
+        /* under the session lock, as a change of this account's is made (held already for a
+         * per-device copy; not for one that came as a group's MLS message) */
+        if ((err = client_sessions_hold(c)) != MSV_OK)
+            return err;
         err = client_group_take(c, sender, device, p, applied, &said);
+        client_sessions_release(c);
         if (err == MSV_OK) {
             free(*text);
             *text = said;

@@ -1456,6 +1456,27 @@ int client_chain_holds(const struct client_in_flight *chain, const uint8_t *id, 
     return 0;
 }
 
+int client_outbox_holds(struct msv_client *c, const uint8_t *id, const uint8_t *group_id)
+{
+    struct msv_outbox_rec *o = NULL;
+    size_t n = 0;
+    int holds = 0;
+
+    if (msv_client_db_outbox(c->db, &o, &n) != MSV_OK)
+        return 1; /* unknown: as if it did */
+    for (size_t i = 0; !holds && i < n; i++) {
+        struct msv_payload *p = NULL;
+
+        if (id != NULL)
+            holds = memcmp(o[i].message_id, id, 16) == 0;
+        else if (msv_payload_parse(o[i].payload, o[i].payload_len, &p) == MSV_OK)
+            holds = p->has_group && memcmp(p->group_id, group_id, 16) == 0;
+        msv_payload_free(p);
+    }
+    msv_outbox_free(o, n);
+    return holds;
+}
+
 msv_err client_flush_outbox(struct msv_client *c)
 {
     struct msv_outbox_rec *o = NULL;
@@ -1772,7 +1793,10 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         queued = 0;
     if (!queued && stored != NULL)
         (void)client_delete_files(c, p->message_id); /* no message holds them */
-    if (err == MSV_OK) {
+    if (err == MSV_OK && with != NULL && with->queue_only) {
+        /* older messages of its group wait in the outbox: it goes after them, with them */
+        c->outbox_deferred = 1;
+    } else if (err == MSV_OK) {
         /* a connection made again for it (a retry), or for a send within it (a receipt of a
          * receive it made), flushes the outbox without it */
         struct client_in_flight f = {p->message_id, c->in_flight};

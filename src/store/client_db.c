@@ -220,8 +220,9 @@ msv_err msv_client_db_set2(struct msv_client_db *db, const char *key, const void
 {
     msv_err err = transaction_begin(db);
 
-    if (err == MSV_OK)
-        err = msv_client_db_set(db, key, value, len);
+    if (err != MSV_OK)
+        return err;
+    err = msv_client_db_set(db, key, value, len);
     if (err == MSV_OK)
         err = msv_client_db_set(db, key2, value2, len2);
     err = finish_transaction(db, err);
@@ -539,7 +540,13 @@ static msv_err replace_locked(struct msv_client_db *db, const char *handle,
  */
 static msv_err transaction_begin(struct msv_client_db *db)
 {
-    msv_err err = msv_sql_exec(db->db, db->depth == 0 ? "BEGIN IMMEDIATE;" : "SAVEPOINT inner;");
+    msv_err err;
+
+    /* an outer transaction SQLite undid by itself (a full disk, say): nothing joins it, or a
+     * savepoint would open a transaction of its own and keep its writes alone */
+    if (db->depth > 0 && sqlite3_get_autocommit(db->db))
+        return MSV_ERR_IO;
+    err = msv_sql_exec(db->db, db->depth == 0 ? "BEGIN IMMEDIATE;" : "SAVEPOINT inner;");
 
     if (err == MSV_OK)
         db->depth++;
@@ -555,11 +562,17 @@ static msv_err finish_transaction(struct msv_client_db *db, msv_err err)
     if (db->depth == 0)
         return err == MSV_OK ? MSV_ERR_INVALID : err;
     if (--db->depth > 0) {
-        if (err != MSV_OK)
-            msv_sql_exec(db->db, "ROLLBACK TO inner;");
-        msv_err released = msv_sql_exec(db->db, "RELEASE inner;");
+        msv_err released;
+
+        if (sqlite3_get_autocommit(db->db))
+            return err == MSV_OK ? MSV_ERR_IO : err; /* the outer one was undone by SQLite */
+        if (err != MSV_OK && msv_sql_exec(db->db, "ROLLBACK TO inner;") != MSV_OK)
+            return err; /* the outer one must not keep the writes: it fails with this */
+        released = msv_sql_exec(db->db, "RELEASE inner;");
         return err == MSV_OK ? released : err;
     }
+    if (err == MSV_OK && sqlite3_get_autocommit(db->db))
+        err = MSV_ERR_IO; /* undone by SQLite already */
     if (err == MSV_OK)
         err = msv_sql_exec(db->db, "COMMIT;");
     if (err != MSV_OK)
@@ -595,9 +608,9 @@ msv_err msv_client_db_known_replace(struct msv_client_db *db, const char *handle
     *changed = old_n > 0 && !same_devices(old, old_n, devs, n);
     msv_known_devices_free(old, old_n);
     err = transaction_begin(db);
-    if (err == MSV_OK)
-        err = replace_locked(db, handle, devs, n, now_ms);
-    return finish_transaction(db, err);
+    if (err != MSV_OK)
+        return err;
+    return finish_transaction(db, replace_locked(db, handle, devs, n, now_ms));
 }
 
 /* ---- messages ------------------------------------------------------------------------- */
@@ -1020,6 +1033,8 @@ msv_err msv_client_db_messages_delete(struct msv_client_db *db, const uint8_t (*
     };
     msv_err err = transaction_begin(db);
 
+    if (err != MSV_OK)
+        return err;
     for (size_t k = 0; err == MSV_OK && k < n; k++)
         for (size_t i = 0; err == MSV_OK && i < sizeof(sql) / sizeof(sql[0]); i++)
             err = message_run(db, sql[i], ids[k]);
@@ -1821,9 +1836,9 @@ msv_err msv_client_db_sync_apply(struct msv_client_db *db, const struct msv_sync
     msv_err err = transaction_begin(db);
 
     *applied = 0;
-    if (err == MSV_OK)
-        err = sync_apply_locked(db, e, applied);
-    err = finish_transaction(db, err);
+    if (err != MSV_OK)
+        return err;
+    err = finish_transaction(db, sync_apply_locked(db, e, applied));
     if (err != MSV_OK)
         *applied = 0;
     return err;
