@@ -7660,6 +7660,63 @@ static void test_group_change_held_only_if_queued(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * One account invites bob to group after group: at most 20 of its invitations wait to be
+ * accepted, the next are dropped (acknowledged, counted, told in its conversation once a day),
+ * and once bob accepts one, one more is taken. Another's invitations still come. Before, every
+ * invitation made a group on bob's device, without end.
+ */
+static void test_invitations_bounded(void **state)
+{
+    const char *bob_only[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *bob, *dave, *erin;
+    uint8_t gid[16], first[16];
+    char name[32], conversation[40];
+    size_t from = 0, all = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    bob = client_for(&s, "bob", "bob@example.org");
+    dave = client_for(&s, "dave", "dave@example.org");
+    erin = client_for(&s, "erin", "erin@example.org");
+    for (int i = 0; i < CLIENT_INVITES_FROM_ONE + 2; i++) {
+        snprintf(name, sizeof(name), "spam %d", i);
+        assert_int_equal(msv_client_group_create(dave, name, bob_only, 1, gid), MSV_OK);
+        if (i == 0)
+            memcpy(first, gid, 16);
+    }
+    receive_all(bob);
+    assert_int_equal(msv_client_db_invitations(bob->db, "dave@example.org", &from, &all), MSV_OK);
+    assert_int_equal(from, CLIENT_INVITES_FROM_ONE);
+    assert_int_equal(all, CLIENT_INVITES_FROM_ONE);
+    assert_int_equal(msv_client_invitations_dropped(bob), 2);
+    assert_int_equal(history_count(bob, "dave@example.org", "was dropped"), 1); /* told once */
+    /* the notice is no message of bob's: dave's own messages are still requests */
+    assert_int_equal(msv_client_send(dave, bob_only, 1, "hi", NULL, 0, NULL, gid), MSV_OK);
+    receive_all(bob);
+    assert_true(msv_client_is_request(bob, "dave@example.org"));
+    /* another's invitation comes */
+    assert_int_equal(msv_client_group_create(erin, "friends", bob_only, 1, gid), MSV_OK);
+    receive_all(bob);
+    assert_int_equal(msv_client_db_invitations(bob->db, "erin@example.org", &from, &all), MSV_OK);
+    assert_int_equal(from, 1);
+    assert_int_equal(all, CLIENT_INVITES_FROM_ONE + 1);
+    /* one accepted: one more of dave's is taken */
+    msv_client_group_conversation(first, conversation);
+    assert_int_equal(msv_client_group_accept(bob, conversation), MSV_OK);
+    assert_int_equal(msv_client_group_create(dave, "one more", bob_only, 1, gid), MSV_OK);
+    receive_all(bob);
+    assert_int_equal(msv_client_db_invitations(bob->db, "dave@example.org", &from, &all), MSV_OK);
+    assert_int_equal(from, CLIENT_INVITES_FROM_ONE);
+    assert_int_equal(msv_client_invitations_dropped(bob), 2);
+    msv_client_close(bob);
+    msv_client_close(dave);
+    msv_client_close(erin);
+    test_server_cleanup(&s);
+}
+
 static void test_group_concurrent_changes(void **state)
 {
     const char *two[2] = {"bob@example.org", "carol@example.org"};
@@ -8683,6 +8740,7 @@ int main(void)
         cmocka_unit_test(test_invite_parse),
         cmocka_unit_test(test_invite_settings_admins_only),
         cmocka_unit_test(test_group_concurrent_changes),
+        cmocka_unit_test(test_invitations_bounded),
         cmocka_unit_test(test_group_changes_from_two_processes),
         cmocka_unit_test(test_group_change_held_only_if_queued),
         cmocka_unit_test(test_group_changes_keep_their_order),

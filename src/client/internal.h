@@ -325,6 +325,17 @@ msv_err client_group_ctx_make(struct msv_client *c, const uint8_t gid[16], const
 msv_err client_mls_group_ctx(struct msv_client *c, const uint8_t gid[16],
                              struct client_group_ctx *g);
 
+/*
+ * Group invitations waiting to be accepted (a group someone else made, with this account in
+ * it): at most CLIENT_INVITES_FROM_ONE from one handle and CLIENT_INVITES_MAX in all. Before a
+ * message of a group this device does not know creates it: *taken 0 if inviter's invitation is
+ * dropped (told, at most once a day for each inviter). The group made, its inviter is recorded
+ * (msv_client_db_group_invited).
+ */
+#define CLIENT_INVITES_FROM_ONE 20
+#define CLIENT_INVITES_MAX 1000
+MSV_MUST_CHECK msv_err client_invitation_check(struct msv_client *c, const uint8_t gid[16],
+                                               const char *inviter, int *taken);
 /* Whether this account asked to join group gid by a link naming author as an admin. */
 int client_join_invited_by(struct msv_client *c, const uint8_t gid[16], const char *author);
 /* After author's change of group gid was applied: accepts the group if this account asked to

@@ -693,6 +693,74 @@ msv_err client_take_join(struct msv_client *c, const char *sender, const struct 
 
 #define JOIN_ASKED_MS (30LL * 24 * 3600 * 1000) /* how long an ask waits for its group */
 
+#define INVITES_SAID "invites-said:" /* + handle: when the last dropped invitation was told */
+#define INVITES_DROPPED "invitations-dropped"
+
+uint64_t msv_client_invitations_dropped(struct msv_client *c)
+{
+    return client_counter(c, INVITES_DROPPED);
+}
+#define INVITES_SAY_MS (24LL * 3600 * 1000)
+
+/* Tells, at most once a day for each inviter, that an invitation of theirs was dropped. */
+static msv_err invitation_dropped(struct msv_client *c, const char *inviter, size_t from)
+{
+    struct msv_message_rec rec = {.kind = MSV_KIND_MESSAGE, .status = "notice", .outgoing = 1};
+    char key[sizeof(INVITES_SAID) + MSV_HANDLE_MAX + 1], text[600];
+    uint8_t *v = NULL, at[8];
+    size_t len = 0;
+    int64_t now = msv_wall_ms(), said = 0;
+
+    snprintf(key, sizeof(key), INVITES_SAID "%s", inviter);
+    if (msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len == 8)
+        said = (int64_t)msv_get_u64be(v);
+    free(v);
+    if (said > 0 && said <= now && now - said < INVITES_SAY_MS)
+        return MSV_OK;
+    if (from >= CLIENT_INVITES_FROM_ONE)
+        snprintf(text, sizeof(text),
+                 "a group invitation from %s was dropped: %zu of theirs wait to be accepted "
+                 "already (at most %d); accept them (missive groups), or block %s",
+                 inviter, from, CLIENT_INVITES_FROM_ONE, inviter);
+    else
+        snprintf(text, sizeof(text),
+                 "a group invitation from %s was dropped: %d invitations wait to be accepted "
+                 "already; accept them (missive groups), or block who sends them",
+                 inviter, CLIENT_INVITES_MAX);
+    msv_random_bytes(rec.message_id, 16);
+    rec.conversation = (char *)inviter;
+    rec.sender = c->handle;
+    rec.sender_device = c->device_id;
+    rec.text = text;
+    rec.sent_at_ms = rec.stored_at_ms = now;
+    msv_put_u64be(at, (uint64_t)now);
+    if (c->on_mls_notice != NULL)
+        c->on_mls_notice(c->ctx, inviter, text);
+    return msv_client_db_set(c->db, key, at, sizeof(at)) == MSV_OK
+               ? msv_client_db_message_put(c->db, &rec)
+               : MSV_ERR_IO;
+}
+
+msv_err client_invitation_check(struct msv_client *c, const uint8_t gid[16], const char *inviter,
+                                int *taken)
+{
+    size_t from = 0, all = 0;
+    msv_err err;
+
+    *taken = 1;
+    /* this account's own (another device's), and a group asked for by its link */
+    if (strcmp(inviter, c->handle) == 0 || client_is_own_handle(c, inviter) ||
+        client_join_invited_by(c, gid, inviter))
+        return MSV_OK;
+    err = msv_client_db_invitations(c->db, inviter, &from, &all);
+    if (err == MSV_OK && (from >= CLIENT_INVITES_FROM_ONE || all >= CLIENT_INVITES_MAX)) {
+        *taken = 0;
+        (void)client_counter_bump(c, INVITES_DROPPED);
+        err = invitation_dropped(c, inviter, from);
+    }
+    return err;
+}
+
 int client_join_invited_by(struct msv_client *c, const uint8_t gid[16], const char *author)
 {
     char key[64];

@@ -812,7 +812,7 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
     struct msv_message_rec rec = {.status = "received"};
     struct msv_group_rec group = {0};
     char *sender = from->sender, *text = NULL, group_conversation[40], note[600];
-    int applied = 0, request = 0, shown = 0;
+    int applied = 0, request = 0, shown = 0, invitation = 0, taken = 1;
     msv_err err = msv_payload_parse(pt, pt_len, &p);
 
     if (err == MSV_OK && p->sent_at_ms != 0 &&
@@ -885,6 +885,15 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
         msv_payload_free(p);
         return err == MSV_ERR_AUTH ? MSV_ERR_EXISTS : err;
     }
+    /* a group this device does not know: an invitation, unless too many of its inviter's (or
+     * in all) wait to be accepted; then dropped, told, and acknowledged */
+    invitation = p->has_group && group.name == NULL;
+    if (invitation &&
+        ((err = client_invitation_check(c, p->group_id, sender, &taken)) != MSV_OK || !taken)) {
+        msv_group_clear(&group);
+        msv_payload_free(p);
+        return err == MSV_OK ? MSV_ERR_EXISTS : err;
+    }
     /* a member's device that cannot read the group's MLS group asks to be added again (an
      * admin's device replaces its leaf at the end of the receive; failing to record it, its
      * next message asks again) */
@@ -905,6 +914,8 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
         rec.conversation = group_conversation;
         err = learn_group(c, sender, from->device, p, &group, &applied, &text);
         msv_group_clear(&group);
+        if (err == MSV_OK && invitation)
+            err = msv_client_db_group_invited(c->db, p->group_id, sender);
         if (err == MSV_OK && applied)
             err = client_join_arrived(c, p->group_id, sender);
         if (err != MSV_OK) {

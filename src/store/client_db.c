@@ -134,6 +134,9 @@ static const char *const migrations[] = {
     "CREATE INDEX messages_expiring ON messages(expires_at_ms) WHERE expires_at_ms IS NOT NULL;",
     /* an outbox entry that the others have, owed to its recipients only (msv_outbox_rec) */
     "ALTER TABLE outbox ADD COLUMN owed INTEGER NOT NULL DEFAULT 0;",
+    /* who invited this account to a group it has not accepted (msv_client_db_invitations) */
+    "ALTER TABLE groups ADD COLUMN invited_by TEXT;"
+    "CREATE INDEX groups_invited ON groups(invited_by) WHERE accepted = 0;",
 };
 
 /*
@@ -1061,7 +1064,10 @@ msv_err msv_client_db_has_outgoing(struct msv_client_db *db, const char *convers
 {
     sqlite3_stmt *st = NULL;
     msv_err err = msv_sql_prepare(
-        db->db, "SELECT 1 FROM messages WHERE conversation = ? AND outgoing = 1 LIMIT 1;", &st);
+        db->db,
+        "SELECT 1 FROM messages WHERE conversation = ? AND outgoing = 1 AND status != 'notice' "
+        "LIMIT 1;",
+        &st);
     int rc;
 
     if (err != MSV_OK)
@@ -1319,6 +1325,42 @@ msv_err msv_client_db_group_accept(struct msv_client_db *db, const uint8_t group
     err = msv_sql_run(st);
     if (err == MSV_OK && sqlite3_changes(db->db) == 0)
         err = MSV_ERR_NOT_FOUND;
+    return err;
+}
+
+msv_err msv_client_db_group_invited(struct msv_client_db *db, const uint8_t group_id[16],
+                                    const char *handle)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(
+        db->db, "UPDATE groups SET invited_by = ?2 WHERE group_id = ?1 AND accepted = 0;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, group_id, 16, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, handle, -1, SQLITE_TRANSIENT);
+    return msv_sql_run(st);
+}
+
+msv_err msv_client_db_invitations(struct msv_client_db *db, const char *handle, size_t *from,
+                                  size_t *all)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = msv_sql_prepare(db->db,
+                                  "SELECT count(*), count(*) FILTER (WHERE invited_by = ?) FROM "
+                                  "groups WHERE accepted = 0;",
+                                  &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *all = (size_t)sqlite3_column_int64(st, 0);
+        *from = (size_t)sqlite3_column_int64(st, 1);
+    } else {
+        err = MSV_ERR_IO;
+    }
+    sqlite3_finalize(st);
     return err;
 }
 

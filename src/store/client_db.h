@@ -284,6 +284,12 @@ struct msv_group_rec {
 MSV_MUST_CHECK msv_err msv_client_db_group_put(struct msv_client_db *db, const uint8_t group_id[16],
                                                const char *name, const char *members, int accepted,
                                                int64_t now_ms);
+/* Records who invited this account to group_id, while it is not accepted. */
+MSV_MUST_CHECK msv_err msv_client_db_group_invited(struct msv_client_db *db,
+                                                   const uint8_t group_id[16], const char *handle);
+/* How many groups wait to be accepted: *from those handle invited to, *all in all. */
+MSV_MUST_CHECK msv_err msv_client_db_invitations(struct msv_client_db *db, const char *handle,
+                                                 size_t *from, size_t *all);
 /* Accepts an invitation; MSV_ERR_NOT_FOUND if there is no such group. */
 MSV_MUST_CHECK msv_err msv_client_db_group_accept(struct msv_client_db *db,
                                                   const uint8_t group_id[16]);
