@@ -14,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 #include <libpq-fe.h>
@@ -24,6 +26,7 @@
 #include "missive/util.h"
 #include "missive/crypto.h"
 #include "missive/kt.h"
+#include "server/blob_backend.h"
 #include "store/store.h"
 
 struct fixture {
@@ -3266,10 +3269,80 @@ static void test_nodes_share_database(void **state)
     msv_store_close(other);
 }
 
+/*
+ * The attachment files the orphan sweep looks at: those last written before a time, the lowest
+ * ids above the last one given, in order, so that a walk going on from where the last batch
+ * ended reaches every old file, however many there are before it. Before, each sweep listed the
+ * same first files the directory gave, recorded ones too, and never got past them.
+ */
+static void test_blob_dir_walk(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_blob_backend *b = NULL;
+    uint8_t ids[10][MSV_BLOB_ID_LEN], after[MSV_BLOB_ID_LEN];
+    const struct timespec old[2] = {{time(NULL) - 3600, 0}, {time(NULL) - 3600, 0}};
+    char dir[128], path[200], hex[2 * MSV_BLOB_ID_LEN + 1];
+    size_t walked = 0, batches = 0;
+    int have_after = 0;
+
+    snprintf(dir, sizeof(dir), "%s/blobs", f->dir);
+    assert_int_equal(msv_blob_backend_open_dir(dir, &b), MSV_OK);
+    for (int i = 0; i < 11; i++) {
+        uint8_t id[MSV_BLOB_ID_LEN];
+
+        msv_random_bytes(id, sizeof(id));
+        assert_int_equal(b->ops->create(b->impl, id), MSV_OK);
+        assert_int_equal(b->ops->write_at(b->impl, id, 0, (const uint8_t *)"x", 1), MSV_OK);
+        if (i % 2 == 0)
+            assert_int_equal(b->ops->publish(b->impl, id), MSV_OK);
+        if (i == 10)
+            break; /* the eleventh is new: not listed */
+        memcpy(ids[i], id, sizeof(id));
+        assert_int_equal(msv_hex_encode(id, sizeof(id), hex, sizeof(hex)), MSV_OK);
+        snprintf(path, sizeof(path), "%s/%s%s", dir, hex, i % 2 == 0 ? "" : ".part");
+        assert_int_equal(utimensat(AT_FDCWD, path, old, 0), 0);
+    }
+    for (;;) {
+        uint8_t(*got)[MSV_BLOB_ID_LEN] = NULL;
+        size_t n = 0;
+
+        assert_int_equal(
+            b->ops->list_before(b->impl, time(NULL) - 600, have_after ? after : NULL, 3, &got, &n),
+            MSV_OK);
+        assert_true(n <= 3);
+        batches++;
+        for (size_t k = 0; k < n; k++) {
+            int found = -1;
+
+            /* in order, each above the batch before's last: none given twice */
+            if (k > 0)
+                assert_true(memcmp(got[k - 1], got[k], MSV_BLOB_ID_LEN) < 0);
+            if (k == 0 && have_after)
+                assert_true(memcmp(after, got[k], MSV_BLOB_ID_LEN) < 0);
+            for (int i = 0; i < 10; i++)
+                if (memcmp(ids[i], got[k], MSV_BLOB_ID_LEN) == 0)
+                    found = i;
+            assert_true(found >= 0);
+            walked++;
+        }
+        if (n > 0) {
+            memcpy(after, got[n - 1], MSV_BLOB_ID_LEN);
+            have_after = 1;
+        }
+        free(got);
+        if (n < 3)
+            break;
+    }
+    assert_int_equal(walked, 10);
+    assert_int_equal(batches, 4);
+    msv_blob_backend_close(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_accounts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blob_dir_walk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_account_password, setup, teardown),
         cmocka_unit_test_setup_teardown(test_account_delete, setup, teardown),

@@ -26,10 +26,12 @@ struct msv_blob_backend_ops {
     msv_err (*read_at)(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], uint64_t offset,
                        uint8_t *data, size_t len);
     /*
-     * The objects, published or not, last written before before_s (seconds since the epoch),
-     * at most max of them; *ids: caller frees (NULL when none).
+     * The objects, published or not, last written before before_s (seconds since the epoch):
+     * the max of them with the lowest ids above after (NULL: from the lowest), in ascending
+     * order, so that a walk that goes on from the last id given reaches every object however
+     * many there are; *ids: caller frees (NULL when none).
      */
-    msv_err (*list_before)(void *impl, int64_t before_s, size_t max,
+    msv_err (*list_before)(void *impl, int64_t before_s, const uint8_t *after, size_t max,
                            uint8_t (**ids)[MSV_BLOB_ID_LEN], size_t *count);
     /* Deletes an object, published or not; missing is fine. */
     void (*remove)(void *impl, const uint8_t id[MSV_BLOB_ID_LEN]);

@@ -144,38 +144,95 @@ static int id_of(const char *name, uint8_t id[MSV_BLOB_ID_LEN])
     return msv_hex_decode(hex, id, MSV_BLOB_ID_LEN, &n) == MSV_OK && n == MSV_BLOB_ID_LEN;
 }
 
-static msv_err dir_list_before(void *impl, int64_t before_s, size_t max,
+typedef uint8_t blob_id[MSV_BLOB_ID_LEN];
+
+/* Moves heap[i] down the max-heap of n ids (the highest at the top). */
+static void heap_down(blob_id *heap, size_t n, size_t i)
+{
+    for (;;) {
+        size_t top = i, l = 2 * i + 1, r = 2 * i + 2;
+        blob_id t;
+
+        if (l < n && memcmp(heap[l], heap[top], MSV_BLOB_ID_LEN) > 0)
+            top = l;
+        if (r < n && memcmp(heap[r], heap[top], MSV_BLOB_ID_LEN) > 0)
+            top = r;
+        if (top == i)
+            return;
+        memcpy(t, heap[i], MSV_BLOB_ID_LEN);
+        memcpy(heap[i], heap[top], MSV_BLOB_ID_LEN);
+        memcpy(heap[top], t, MSV_BLOB_ID_LEN);
+        i = top;
+    }
+}
+
+static void heap_up(blob_id *heap, size_t i)
+{
+    while (i > 0 && memcmp(heap[(i - 1) / 2], heap[i], MSV_BLOB_ID_LEN) < 0) {
+        blob_id t;
+
+        memcpy(t, heap[i], MSV_BLOB_ID_LEN);
+        memcpy(heap[i], heap[(i - 1) / 2], MSV_BLOB_ID_LEN);
+        memcpy(heap[(i - 1) / 2], t, MSV_BLOB_ID_LEN);
+        i = (i - 1) / 2;
+    }
+}
+
+/*
+ * One pass over the directory keeps the max lowest ids above after in a max-heap (an id is
+ * compared before its file is looked at, so a pass stats few files more than it keeps), then
+ * sorts them.
+ */
+static msv_err dir_list_before(void *impl, int64_t before_s, const uint8_t *after, size_t max,
                                uint8_t (**ids)[MSV_BLOB_ID_LEN], size_t *count)
 {
     const struct blob_dir *d = impl;
-    struct msv_buf list;
+    blob_id *heap = max > 0 ? calloc(max, sizeof(*heap)) : NULL;
     DIR *dir = opendir(d->dir);
     struct dirent *e;
-    uint8_t *bytes = NULL;
-    size_t n = 0, len = 0;
-    msv_err err = dir != NULL ? MSV_OK : MSV_ERR_IO;
+    size_t n = 0;
+    msv_err err = dir == NULL ? MSV_ERR_IO : heap == NULL && max > 0 ? MSV_ERR_NOMEM : MSV_OK;
 
-    msv_buf_init(&list, max * MSV_BLOB_ID_LEN);
-    while (err == MSV_OK && n < max && (e = readdir(dir)) != NULL) {
-        uint8_t id[MSV_BLOB_ID_LEN];
+    while (err == MSV_OK && max > 0 && (e = readdir(dir)) != NULL) {
+        blob_id id;
         struct stat st;
 
-        if (!id_of(e->d_name, id) ||
+        if (!id_of(e->d_name, id) || (after != NULL && memcmp(id, after, MSV_BLOB_ID_LEN) <= 0) ||
+            (n == max && memcmp(id, heap[0], MSV_BLOB_ID_LEN) >= 0) ||
             fstatat(dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
             st.st_mtime >= before_s)
             continue;
-        err = msv_buf_put(&list, id, sizeof(id));
-        n++;
+        /* (a .part and a published file never share an id for long: the publishing renames
+         * one to the other; should both be there, the id is given twice, which is harmless) */
+        if (n < max) {
+            memcpy(heap[n], id, MSV_BLOB_ID_LEN);
+            heap_up(heap, n++);
+        } else {
+            memcpy(heap[0], id, MSV_BLOB_ID_LEN);
+            heap_down(heap, n, 0);
+        }
     }
     if (dir != NULL)
         closedir(dir);
-    if (err == MSV_OK)
-        err = msv_buf_finish(&list, &bytes, &len);
-    msv_buf_clear(&list);
-    if (err != MSV_OK)
+    if (err != MSV_OK) {
+        free(heap);
         return err;
-    *ids = (uint8_t(*)[MSV_BLOB_ID_LEN])bytes;
-    *count = len / MSV_BLOB_ID_LEN;
+    }
+    /* the heap sorted in place: the highest to the end, one at a time */
+    for (size_t end = n; end > 1; end--) {
+        blob_id t;
+
+        memcpy(t, heap[0], MSV_BLOB_ID_LEN);
+        memcpy(heap[0], heap[end - 1], MSV_BLOB_ID_LEN);
+        memcpy(heap[end - 1], t, MSV_BLOB_ID_LEN);
+        heap_down(heap, end - 1, 0);
+    }
+    if (n == 0) {
+        free(heap);
+        heap = NULL;
+    }
+    *ids = (uint8_t(*)[MSV_BLOB_ID_LEN])heap;
+    *count = n;
     return MSV_OK;
 }
 

@@ -437,9 +437,17 @@ void msv_blobs_sweep(struct msv_server *s)
     size_t n = 0, swept = 0;
 
     s->blobs_swept_ms = msv_mono_ms();
+    /* BLOB_SWEEP_MAX files a sweep, in id order, each sweep going on from the last id the one
+     * before looked at: a store holding more old files than that, recorded ones among them,
+     * has every file looked at within a few sweeps (before, every sweep looked at the same
+     * first ones, and orphans past them stayed) */
     if (s->blobs->ops->list_before(s->blobs->impl, (int64_t)time(NULL) - BLOB_ORPHAN_AGE_S,
+                                   s->blobs_sweep_has_from ? s->blobs_sweep_from : NULL,
                                    BLOB_SWEEP_MAX, &ids, &n) != MSV_OK)
         return;
+    s->blobs_sweep_has_from = n == BLOB_SWEEP_MAX;
+    if (s->blobs_sweep_has_from)
+        memcpy(s->blobs_sweep_from, ids[n - 1], MSV_BLOB_ID_LEN);
     for (size_t i = 0; i < n; i++) {
         struct msv_blob_rec r;
 

@@ -249,6 +249,9 @@ struct msv_server {
     struct msv_store *store;
     struct msv_blob_backend *blobs;
     int64_t blobs_swept_ms; /* monotonic: the last sweep of files no record names */
+    /* where the next sweep goes on (the last id the one before looked at), if anywhere */
+    uint8_t blobs_sweep_from[MSV_BLOB_ID_LEN];
+    int blobs_sweep_has_from;
     SSL_CTX *tls;
     uint8_t fingerprint[32];
     struct msv_worker *workers;
