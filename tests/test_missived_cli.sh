@@ -45,6 +45,18 @@ sed -i 's/^connections = 5$/connections = 6/' small_pool.ini
 expect 1 "start on an unreachable PostgreSQL, pool big enough" -- "$D" --config small_pool.ini
 grep -q 'store_pool_small' err.txt && bad "a warning of a pool of 2 x workers: $(cat err.txt)" || ok
 
+# a data directory, or its attachments' directory, that other users may write: refused at
+# start, before anything is made in it
+mkdir -p open priv/blobs && chmod 777 open priv/blobs && chmod 700 priv
+printf '[server]\nlisten_port = 0\ndata_dir = %s/open\n[http]\nlisten_port = 0\n' "$work" > open.ini
+expect 1 "a data directory others may write" -- "$D" --config open.ini
+grep -q "open is not private (mode 0777" err.txt && ok || bad "open data_dir message: $(cat err.txt)"
+[ -z "$(ls -A open)" ] && ok || bad "something was made in it: $(ls open)"
+printf '[server]\nlisten_port = 0\ndata_dir = %s/priv\n[http]\nlisten_port = 0\n' "$work" > priv.ini
+expect 1 "an attachments' directory others may write" -- "$D" --config priv.ini
+grep -q "blobs is not private (mode 0777" err.txt && ok || bad "open blobs message: $(cat err.txt)"
+[ "$(ls -A priv)" = blobs ] && ok || bad "something was made beside it: $(ls priv)"
+
 printf '[srever]\nlisten_port = 1\n' > bad3.ini
 expect 2 "unknown section" -- "$D" --config bad3.ini --check-config
 grep -q 'unknown option \[srever\] listen_port' err.txt && ok || bad "unknown option message"

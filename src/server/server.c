@@ -25,6 +25,7 @@
 #include "server/log.h"
 #include "server/notify.h"
 #include "server/tls.h"
+#include "util/privdir.h"
 
 #define OUTPUT_HIGH (256u * 1024u) /* stop pushing deliveries above this much unsent output */
 #define OUTPUT_MAX (1u << 20)      /* stop reading requests above this: answers must drain first */
@@ -2277,17 +2278,50 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&s->limits_lock);
 }
 
+/*
+ * Refuses a directory of missived's that another user may write (or owns): they could replace
+ * the database, the log key or an attachment's file, or link one elsewhere.
+ */
+static msv_err dir_private(const char *dir, char *err, size_t err_len)
+{
+    struct stat st;
+
+    if (stat(dir, &st) != 0) {
+        snprintf(err, err_len, "cannot use %s: %s", dir, strerror(errno));
+        return MSV_ERR_IO;
+    }
+    if (msv_privdir_is_private(&st))
+        return MSV_OK;
+    snprintf(err, err_len,
+             "%s is %s (mode %04o, owner %lu): other users could replace its files; make it "
+             "owned by the user missived runs as, and writable by it alone (chmod 700)",
+             dir, S_ISDIR(st.st_mode) ? "not private" : "not a directory",
+             (unsigned)(st.st_mode & 07777), (unsigned long)st.st_uid);
+    return MSV_ERR_INVALID;
+}
+
 static msv_err make_dirs(const struct msv_config *c, char *err, size_t err_len)
 {
     const char *dirs[] = {c->data_dir, msv_config_shared_dir(c)};
+    msv_err e = MSV_OK;
 
-    for (size_t i = 0; i < 2; i++) {
+    for (size_t i = 0; i < 2 && e == MSV_OK; i++) {
         if (mkdir(dirs[i], 0700) != 0 && errno != EEXIST) {
             snprintf(err, err_len, "cannot create %s: %s", dirs[i], strerror(errno));
             return MSV_ERR_IO;
         }
+        e = dir_private(dirs[i], err, err_len);
     }
-    return MSV_OK;
+    /* the attachments' directory too, if there is one, before anything is opened or made */
+    if (e == MSV_OK) {
+        char blobs[sizeof(c->data_dir) + 8];
+        struct stat st;
+
+        snprintf(blobs, sizeof(blobs), "%s/blobs", msv_config_shared_dir(c));
+        if (lstat(blobs, &st) == 0)
+            e = dir_private(blobs, err, err_len);
+    }
+    return e;
 }
 
 /*
@@ -2501,6 +2535,8 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
         snprintf(err, err_len, "cannot use %s for attachments", db);
         goto fail;
     }
+    if ((e = dir_private(db, err, err_len)) != MSV_OK)
+        goto fail;
     msv_blobs_sweep(s);
     e = msv_tls_server_ctx(cfg, &s->tls, s->fingerprint, err, err_len);
     if (e != MSV_OK)
