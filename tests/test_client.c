@@ -7663,15 +7663,18 @@ static void test_group_change_held_only_if_queued(void **state)
 /*
  * One account invites bob to group after group: at most 20 of its invitations wait to be
  * accepted, the next are dropped (acknowledged, counted, told in its conversation once a day),
- * and once bob accepts one, one more is taken. Another's invitations still come. Before, every
- * invitation made a group on bob's device, without end.
+ * and once bob accepts one, one more is taken. Another's invitations still come. Blocking the
+ * inviter drops its invitations, and makes room. When the room in all is taken (by many
+ * inviters), the oldest invitation goes for a new one, told once. Before, every invitation
+ * made a group on bob's device, without end.
  */
 static void test_invitations_bounded(void **state)
 {
     const char *bob_only[1] = {"bob@example.org"};
     struct test_server s;
     struct msv_client *bob, *dave, *erin;
-    uint8_t gid[16], first[16];
+    struct msv_group_rec g = {0};
+    uint8_t gid[16], first[16], last[3][16], erins[16];
     char name[32], conversation[40];
     size_t from = 0, all = 0;
 
@@ -7698,7 +7701,7 @@ static void test_invitations_bounded(void **state)
     receive_all(bob);
     assert_true(msv_client_is_request(bob, "dave@example.org"));
     /* another's invitation comes */
-    assert_int_equal(msv_client_group_create(erin, "friends", bob_only, 1, gid), MSV_OK);
+    assert_int_equal(msv_client_group_create(erin, "friends", bob_only, 1, erins), MSV_OK);
     receive_all(bob);
     assert_int_equal(msv_client_db_invitations(bob->db, "erin@example.org", &from, &all), MSV_OK);
     assert_int_equal(from, 1);
@@ -7711,6 +7714,28 @@ static void test_invitations_bounded(void **state)
     assert_int_equal(msv_client_db_invitations(bob->db, "dave@example.org", &from, &all), MSV_OK);
     assert_int_equal(from, CLIENT_INVITES_FROM_ONE);
     assert_int_equal(msv_client_invitations_dropped(bob), 2);
+    /* dave blocked: his invitations are gone, erin's stays */
+    assert_int_equal(msv_client_block(bob, "dave@example.org"), MSV_OK);
+    assert_int_equal(msv_client_db_invitations(bob->db, "dave@example.org", &from, &all), MSV_OK);
+    assert_int_equal(from, 0);
+    assert_int_equal(all, 1);
+    assert_int_equal(msv_client_db_group_get(bob->db, erins, NULL, &g), MSV_OK);
+    msv_group_clear(&g);
+    /* room for 3 in all: erin's next three invitations take it, and the oldest goes */
+    bob->invites_max = 3;
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof(name), "more %d", i);
+        assert_int_equal(msv_client_group_create(erin, name, bob_only, 1, last[i]), MSV_OK);
+        receive_all(bob);
+    }
+    assert_int_equal(msv_client_db_invitations(bob->db, "erin@example.org", &from, &all), MSV_OK);
+    assert_int_equal(all, 3);
+    assert_int_equal(msv_client_db_group_get(bob->db, erins, NULL, &g), MSV_ERR_NOT_FOUND);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(msv_client_db_group_get(bob->db, last[i], NULL, &g), MSV_OK);
+        msv_group_clear(&g);
+    }
+    assert_int_equal(msv_client_invitations_dropped(bob), 3);
     msv_client_close(bob);
     msv_client_close(dave);
     msv_client_close(erin);

@@ -146,6 +146,8 @@ struct msv_client {
     /* the account's lock of its MLS groups' states (mlsgroups.c), held as the session lock */
     int mls_lock_fd;
     unsigned mls_lock_depth;
+    /* group invitations that may wait at once (0: CLIENT_INVITES_MAX; a test's smaller one) */
+    size_t invites_max;
     /* tests only: called by a group's change once it has read the state it changes */
     void (*test_group_read)(void *arg);
     void *test_group_arg;

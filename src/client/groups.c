@@ -403,6 +403,23 @@ static msv_err state_apply(struct msv_client *c, const uint8_t gid[16],
     return err;
 }
 
+msv_err client_group_forget(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[64];
+    msv_err err = msv_client_db_begin(c->db);
+
+    if (err != MSV_OK)
+        return err;
+    err = msv_client_db_invitation_drop(c->db, gid);
+    state_key("group-state", gid, key);
+    if (err == MSV_OK)
+        err = msv_client_db_unset(c->db, key);
+    state_key("group-prev", gid, key);
+    if (err == MSV_OK)
+        err = msv_client_db_unset(c->db, key);
+    return msv_client_db_end(c->db, err);
+}
+
 /* The state a group had before signed changes, from its record: the members, this account admin. */
 static msv_err state_of_record(struct msv_client *c, const struct msv_group_rec *g,
                                struct group_state *s)

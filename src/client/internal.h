@@ -336,6 +336,13 @@ msv_err client_mls_group_ctx(struct msv_client *c, const uint8_t gid[16],
 #define CLIENT_INVITES_MAX 1000
 MSV_MUST_CHECK msv_err client_invitation_check(struct msv_client *c, const uint8_t gid[16],
                                                const char *inviter, int *taken);
+/* Forgets the invitations inviter made (NULL: the oldest of all), their messages too: on a
+ * block, and to make room. */
+MSV_MUST_CHECK msv_err client_invitations_forget(struct msv_client *c, const char *inviter);
+/* Forgets invitation gid: its record and its signed states (groups.c). */
+MSV_MUST_CHECK msv_err client_group_forget(struct msv_client *c, const uint8_t gid[16]);
+/* Deletes the messages of conversation, with their files (msgrequests.c). */
+MSV_MUST_CHECK msv_err client_delete_conversation(struct msv_client *c, const char *conversation);
 /* Whether this account asked to join group gid by a link naming author as an admin. */
 int client_join_invited_by(struct msv_client *c, const uint8_t gid[16], const char *author);
 /* After author's change of group gid was applied: accepts the group if this account asked to

@@ -702,14 +702,20 @@ uint64_t msv_client_invitations_dropped(struct msv_client *c)
 }
 #define INVITES_SAY_MS (24LL * 3600 * 1000)
 
-/* Tells, at most once a day for each inviter, that an invitation of theirs was dropped. */
-static msv_err invitation_dropped(struct msv_client *c, const char *inviter, size_t from)
+/*
+ * Tells, at most once a day for each key (an inviter's handle, or "" for invitations dropped
+ * to make room), that invitations were dropped: on stderr (on_mls_notice), and, for an
+ * inviter's, as a notice in the conversation with it. The records of what was told over a day
+ * ago are dropped then, so that they stay as few as the inviters told within the day.
+ */
+static msv_err invitations_told(struct msv_client *c, const char *inviter, const char *text)
 {
     struct msv_message_rec rec = {.kind = MSV_KIND_MESSAGE, .status = "notice", .outgoing = 1};
-    char key[sizeof(INVITES_SAID) + MSV_HANDLE_MAX + 1], text[600];
+    char key[sizeof(INVITES_SAID) + MSV_HANDLE_MAX + 1];
     uint8_t *v = NULL, at[8];
     size_t len = 0;
     int64_t now = msv_wall_ms(), said = 0;
+    msv_err err;
 
     snprintf(key, sizeof(key), INVITES_SAID "%s", inviter);
     if (msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len == 8)
@@ -717,46 +723,76 @@ static msv_err invitation_dropped(struct msv_client *c, const char *inviter, siz
     free(v);
     if (said > 0 && said <= now && now - said < INVITES_SAY_MS)
         return MSV_OK;
-    if (from >= CLIENT_INVITES_FROM_ONE)
-        snprintf(text, sizeof(text),
-                 "a group invitation from %s was dropped: %zu of theirs wait to be accepted "
-                 "already (at most %d); accept them (missive groups), or block %s",
-                 inviter, from, CLIENT_INVITES_FROM_ONE, inviter);
-    else
-        snprintf(text, sizeof(text),
-                 "a group invitation from %s was dropped: %d invitations wait to be accepted "
-                 "already; accept them (missive groups), or block who sends them",
-                 inviter, CLIENT_INVITES_MAX);
+    err = msv_client_db_unset_prefix_outside(c->db, INVITES_SAID, (uint64_t)(now - INVITES_SAY_MS),
+                                             (uint64_t)now);
+    msv_put_u64be(at, (uint64_t)now);
+    if (err == MSV_OK)
+        err = msv_client_db_set(c->db, key, at, sizeof(at));
+    if (c->on_mls_notice != NULL)
+        c->on_mls_notice(c->ctx, inviter[0] ? inviter : "groups", text);
+    if (err != MSV_OK || inviter[0] == '\0')
+        return err;
     msv_random_bytes(rec.message_id, 16);
     rec.conversation = (char *)inviter;
     rec.sender = c->handle;
     rec.sender_device = c->device_id;
-    rec.text = text;
+    rec.text = (char *)text;
     rec.sent_at_ms = rec.stored_at_ms = now;
-    msv_put_u64be(at, (uint64_t)now);
-    if (c->on_mls_notice != NULL)
-        c->on_mls_notice(c->ctx, inviter, text);
-    return msv_client_db_set(c->db, key, at, sizeof(at)) == MSV_OK
-               ? msv_client_db_message_put(c->db, &rec)
-               : MSV_ERR_IO;
+    return msv_client_db_message_put(c->db, &rec);
+}
+
+msv_err client_invitations_forget(struct msv_client *c, const char *inviter)
+{
+    uint8_t(*ids)[16] = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_invitations_by(c->db, inviter, &ids, &n);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        char conversation[40];
+
+        msv_client_group_conversation(ids[i], conversation);
+        err = client_delete_conversation(c, conversation);
+        if (err == MSV_OK)
+            err = client_group_forget(c, ids[i]);
+    }
+    free(ids);
+    return err;
 }
 
 msv_err client_invitation_check(struct msv_client *c, const uint8_t gid[16], const char *inviter,
                                 int *taken)
 {
-    size_t from = 0, all = 0;
+    size_t from = 0, all = 0, most = c->invites_max > 0 ? c->invites_max : CLIENT_INVITES_MAX;
+    char text[600];
     msv_err err;
 
     *taken = 1;
-    /* this account's own (another device's), and a group asked for by its link */
+    /* this account's own (another device's, another handle's), and a group asked for by its
+     * link */
     if (strcmp(inviter, c->handle) == 0 || client_is_own_handle(c, inviter) ||
         client_join_invited_by(c, gid, inviter))
         return MSV_OK;
     err = msv_client_db_invitations(c->db, inviter, &from, &all);
-    if (err == MSV_OK && (from >= CLIENT_INVITES_FROM_ONE || all >= CLIENT_INVITES_MAX)) {
+    if (err == MSV_OK && from >= CLIENT_INVITES_FROM_ONE) {
         *taken = 0;
         (void)client_counter_bump(c, INVITES_DROPPED);
-        err = invitation_dropped(c, inviter, from);
+        snprintf(text, sizeof(text),
+                 "a group invitation from %s was dropped: %zu of theirs wait to be accepted "
+                 "already (at most %d); accept them (missive groups), or block %s",
+                 inviter, from, CLIENT_INVITES_FROM_ONE, inviter);
+        return invitations_told(c, inviter, text);
+    }
+    /* all the room taken (by many inviters): the oldest invitation goes, told */
+    if (err == MSV_OK && all >= most) {
+        err = client_invitations_forget(c, NULL);
+        if (err == MSV_OK) {
+            (void)client_counter_bump(c, INVITES_DROPPED);
+            snprintf(text, sizeof(text),
+                     "%zu group invitations waited to be accepted: the oldest were dropped to "
+                     "make room for new ones",
+                     most);
+            err = invitations_told(c, "", text);
+        }
     }
     return err;
 }

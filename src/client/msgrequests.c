@@ -168,7 +168,7 @@ msv_err client_requests_written(struct msv_client *c, const char *const *handles
 }
 
 /* Deletes a conversation's messages: their files first, then everything the database holds. */
-static msv_err delete_conversation(struct msv_client *c, const char *conversation)
+msv_err client_delete_conversation(struct msv_client *c, const char *conversation)
 {
     struct msv_message_rec *m = NULL;
     uint8_t(*ids)[16] = NULL;
@@ -196,7 +196,7 @@ msv_err msv_client_request_delete(struct msv_client *c, const char *handle)
     memset(&c->why, 0, sizeof(c->why));
     if (!msv_client_is_request(c, handle))
         return not_a_request(c, handle);
-    err = delete_conversation(c, handle);
+    err = client_delete_conversation(c, handle);
     request_key(handle, key);
     /* no state left: its next message is a request again */
     if (err == MSV_OK)

@@ -96,7 +96,9 @@ msv_err msv_client_block(struct msv_client *c, const char *handle)
     if (err != MSV_OK)
         return err;
     block_key(BLOCK_PREFIX, handle, key, sizeof(key));
-    return msv_client_db_set(c->db, key, "1", 1);
+    err = msv_client_db_set(c->db, key, "1", 1);
+    /* its group invitations go with it (room for others' then) */
+    return err == MSV_OK ? client_invitations_forget(c, handle) : err;
 }
 
 msv_err msv_client_unblock(struct msv_client *c, const char *handle)

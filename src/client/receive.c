@@ -885,9 +885,11 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
         msv_payload_free(p);
         return err == MSV_ERR_AUTH ? MSV_ERR_EXISTS : err;
     }
-    /* a group this device does not know: an invitation, unless too many of its inviter's (or
-     * in all) wait to be accepted; then dropped, told, and acknowledged */
-    invitation = p->has_group && group.name == NULL;
+    /* a group this device does not know, from another: an invitation, unless too many of its
+     * inviter's wait to be accepted (then dropped, told, and acknowledged); too many in all,
+     * and the oldest goes */
+    invitation = p->has_group && group.name == NULL && strcmp(sender, c->handle) != 0 &&
+                 !client_is_own_handle(c, sender);
     if (invitation &&
         ((err = client_invitation_check(c, p->group_id, sender, &taken)) != MSV_OK || !taken)) {
         msv_group_clear(&group);

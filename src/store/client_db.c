@@ -7,6 +7,7 @@
 
 #include "missive/util.h"
 #include "store/sql.h"
+#include "util/buf.h"
 #include "util/endian.h"
 
 struct msv_client_db {
@@ -1348,7 +1349,7 @@ msv_err msv_client_db_invitations(struct msv_client_db *db, const char *handle, 
     sqlite3_stmt *st = NULL;
     msv_err err = msv_sql_prepare(db->db,
                                   "SELECT count(*), count(*) FILTER (WHERE invited_by = ?) FROM "
-                                  "groups WHERE accepted = 0;",
+                                  "groups WHERE accepted = 0 AND invited_by IS NOT NULL;",
                                   &st);
 
     if (err != MSV_OK)
@@ -1362,6 +1363,56 @@ msv_err msv_client_db_invitations(struct msv_client_db *db, const char *handle, 
     }
     sqlite3_finalize(st);
     return err;
+}
+
+msv_err msv_client_db_invitations_by(struct msv_client_db *db, const char *handle,
+                                     uint8_t (**ids)[16], size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    struct msv_buf out;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    int rc;
+    /* handle NULL: the oldest invitation (the one changed longest ago) alone */
+    msv_err err =
+        msv_sql_prepare(db->db,
+                        handle != NULL ? "SELECT group_id FROM groups WHERE accepted = 0 AND "
+                                         "invited_by = ?;"
+                                       : "SELECT group_id FROM groups WHERE accepted = 0 AND "
+                                         "invited_by IS NOT NULL ORDER BY updated_ms LIMIT 1;",
+                        &st);
+
+    if (err != MSV_OK)
+        return err;
+    if (handle != NULL)
+        sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    msv_buf_init(&out, (size_t)16 * 65536);
+    while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (sqlite3_column_bytes(st, 0) == 16)
+            err = msv_buf_put(&out, sqlite3_column_blob(st, 0), 16);
+    if (err == MSV_OK && rc != SQLITE_DONE)
+        err = msv_sql_err(rc);
+    sqlite3_finalize(st);
+    if (err == MSV_OK)
+        err = msv_buf_finish(&out, &bytes, &len);
+    msv_buf_clear(&out);
+    if (err != MSV_OK)
+        return err;
+    *ids = (uint8_t(*)[16])bytes;
+    *n = len / 16;
+    return MSV_OK;
+}
+
+msv_err msv_client_db_invitation_drop(struct msv_client_db *db, const uint8_t group_id[16])
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err =
+        msv_sql_prepare(db->db, "DELETE FROM groups WHERE group_id = ? AND accepted = 0;", &st);
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, group_id, 16, SQLITE_TRANSIENT);
+    return msv_sql_run(st);
 }
 
 static msv_err read_group(sqlite3_stmt *st, struct msv_group_rec *g)

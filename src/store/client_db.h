@@ -287,7 +287,15 @@ MSV_MUST_CHECK msv_err msv_client_db_group_put(struct msv_client_db *db, const u
 /* Records who invited this account to group_id, while it is not accepted. */
 MSV_MUST_CHECK msv_err msv_client_db_group_invited(struct msv_client_db *db,
                                                    const uint8_t group_id[16], const char *handle);
-/* How many groups wait to be accepted: *from those handle invited to, *all in all. */
+/* The invitations handle made that wait to be accepted; handle NULL: the one changed longest
+ * ago of all (at most one). *ids: caller frees (NULL when none). */
+MSV_MUST_CHECK msv_err msv_client_db_invitations_by(struct msv_client_db *db, const char *handle,
+                                                    uint8_t (**ids)[16], size_t *n);
+/* Deletes group_id's record if it is an invitation (not accepted). */
+MSV_MUST_CHECK msv_err msv_client_db_invitation_drop(struct msv_client_db *db,
+                                                     const uint8_t group_id[16]);
+/* How many groups wait to be accepted, of those whose inviter is recorded: *from those handle
+ * invited to, *all in all. */
 MSV_MUST_CHECK msv_err msv_client_db_invitations(struct msv_client_db *db, const char *handle,
                                                  size_t *from, size_t *all);
 /* Accepts an invitation; MSV_ERR_NOT_FOUND if there is no such group. */
