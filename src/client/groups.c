@@ -403,21 +403,28 @@ static msv_err state_apply(struct msv_client *c, const uint8_t gid[16],
     return err;
 }
 
-msv_err client_group_forget(struct msv_client *c, const uint8_t gid[16])
+msv_err client_group_forget(struct msv_client *c, const uint8_t gid[16], int *dropped)
 {
+    static const char *const what[] = {"group-state", "group-prev", "mls-group"};
     char key[64];
     msv_err err = msv_client_db_begin(c->db);
 
+    *dropped = 0;
     if (err != MSV_OK)
         return err;
     err = msv_client_db_invitation_drop(c->db, gid);
-    state_key("group-state", gid, key);
-    if (err == MSV_OK)
+    /* accepted meanwhile, or gone: nothing of it is touched */
+    *dropped = err == MSV_OK;
+    if (err == MSV_ERR_NOT_FOUND)
+        err = MSV_OK;
+    for (size_t i = 0; err == MSV_OK && *dropped && i < sizeof(what) / sizeof(what[0]); i++) {
+        state_key(what[i], gid, key);
         err = msv_client_db_unset(c->db, key);
-    state_key("group-prev", gid, key);
-    if (err == MSV_OK)
-        err = msv_client_db_unset(c->db, key);
-    return msv_client_db_end(c->db, err);
+    }
+    err = msv_client_db_end(c->db, err);
+    if (err != MSV_OK)
+        *dropped = 0;
+    return err;
 }
 
 /* The state a group had before signed changes, from its record: the members, this account admin. */

@@ -336,11 +336,12 @@ msv_err client_mls_group_ctx(struct msv_client *c, const uint8_t gid[16],
 #define CLIENT_INVITES_MAX 1000
 MSV_MUST_CHECK msv_err client_invitation_check(struct msv_client *c, const uint8_t gid[16],
                                                const char *inviter, int *taken);
-/* Forgets the invitations inviter made (NULL: the oldest of all), their messages too: on a
- * block, and to make room. */
+/* Forgets the invitations inviter made, with their messages (on a block). */
 MSV_MUST_CHECK msv_err client_invitations_forget(struct msv_client *c, const char *inviter);
-/* Forgets invitation gid: its record and its signed states (groups.c). */
-MSV_MUST_CHECK msv_err client_group_forget(struct msv_client *c, const uint8_t gid[16]);
+/* Forgets invitation gid, if it still is one (*dropped): its record, its signed states and its
+ * MLS state (groups.c). */
+MSV_MUST_CHECK msv_err client_group_forget(struct msv_client *c, const uint8_t gid[16],
+                                           int *dropped);
 /* Deletes the messages of conversation, with their files (msgrequests.c). */
 MSV_MUST_CHECK msv_err client_delete_conversation(struct msv_client *c, const char *conversation);
 /* Whether this account asked to join group gid by a link naming author as an admin. */

@@ -745,17 +745,24 @@ msv_err client_invitations_forget(struct msv_client *c, const char *inviter)
 {
     uint8_t(*ids)[16] = NULL;
     size_t n = 0;
-    msv_err err = msv_client_db_invitations_by(c->db, inviter, &ids, &n);
+    /* under the session lock, as a receive makes an invitation: none made meanwhile is missed */
+    msv_err err = client_sessions_hold(c);
 
+    if (err != MSV_OK)
+        return err;
+    err = msv_client_db_invitations_by(c->db, inviter, &ids, &n);
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         char conversation[40];
+        int dropped = 0;
 
+        /* the record first: an invitation accepted meanwhile is kept, with its messages */
+        err = client_group_forget(c, ids[i], &dropped);
         msv_client_group_conversation(ids[i], conversation);
-        err = client_delete_conversation(c, conversation);
-        if (err == MSV_OK)
-            err = client_group_forget(c, ids[i]);
+        if (err == MSV_OK && dropped)
+            err = client_delete_conversation(c, conversation);
     }
     free(ids);
+    client_sessions_release(c);
     return err;
 }
 
@@ -773,28 +780,23 @@ msv_err client_invitation_check(struct msv_client *c, const uint8_t gid[16], con
         client_join_invited_by(c, gid, inviter))
         return MSV_OK;
     err = msv_client_db_invitations(c->db, inviter, &from, &all);
-    if (err == MSV_OK && from >= CLIENT_INVITES_FROM_ONE) {
-        *taken = 0;
-        (void)client_counter_bump(c, INVITES_DROPPED);
+    if (err != MSV_OK || (from < CLIENT_INVITES_FROM_ONE && all < most))
+        return err;
+    *taken = 0;
+    (void)client_counter_bump(c, INVITES_DROPPED);
+    if (from >= CLIENT_INVITES_FROM_ONE) {
         snprintf(text, sizeof(text),
                  "a group invitation from %s was dropped: %zu of theirs wait to be accepted "
                  "already (at most %d); accept them (missive groups), or block %s",
                  inviter, from, CLIENT_INVITES_FROM_ONE, inviter);
         return invitations_told(c, inviter, text);
     }
-    /* all the room taken (by many inviters): the oldest invitation goes, told */
-    if (err == MSV_OK && all >= most) {
-        err = client_invitations_forget(c, NULL);
-        if (err == MSV_OK) {
-            (void)client_counter_bump(c, INVITES_DROPPED);
-            snprintf(text, sizeof(text),
-                     "%zu group invitations waited to be accepted: the oldest were dropped to "
-                     "make room for new ones",
-                     most);
-            err = invitations_told(c, "", text);
-        }
-    }
-    return err;
+    /* all the room taken (by many inviters): told once a day in all, naming none of them */
+    snprintf(text, sizeof(text),
+             "group invitations are being dropped: %zu wait to be accepted already; accept "
+             "them (missive groups), or block who sends them",
+             all);
+    return invitations_told(c, "", text);
 }
 
 int client_join_invited_by(struct msv_client *c, const uint8_t gid[16], const char *author)

@@ -77,8 +77,10 @@ msv_err msv_client_block(struct msv_client *c, const char *handle)
     if (!handle_is_wellformed(handle) || strcmp(handle, c->handle) == 0)
         return refuse(c, MSV_REFUSAL_BLOCKED, MSV_ERR_INVALID, "", handle,
                       " is not a handle someone else has (name@domain)");
+    /* (blocked already: its invitations are looked for again, should a block have failed
+     * after it was recorded) */
     if (msv_client_is_blocked(c, handle))
-        return MSV_OK;
+        return client_invitations_forget(c, handle);
     err = msv_client_db_settings(c->db, BLOCK_PREFIX, MSV_BLOCKED_MAX, &list, &n);
     msv_settings_free(list, n);
     if (err != MSV_OK)

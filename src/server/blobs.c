@@ -431,24 +431,16 @@ void msv_blobs_expire(struct msv_server *s, int64_t now_ms)
  * leaves them, as does one between a file's creation and its record's (no upload waits that
  * long for its record). At start, then hourly (docs/missived.md, "Deleting an account").
  */
-void msv_blobs_sweep(struct msv_server *s)
+/*
+ * Removes the files among ids (ascending) that no record names, up to the first above last (if
+ * given); *stop: where it stopped (the count it looked at).
+ */
+static size_t sweep_ids(struct msv_server *s, uint8_t (*ids)[MSV_BLOB_ID_LEN], size_t n,
+                        const uint8_t *last, size_t *stop)
 {
-    uint8_t(*ids)[MSV_BLOB_ID_LEN] = NULL;
-    size_t n = 0, swept = 0;
+    size_t swept = 0, i;
 
-    s->blobs_swept_ms = msv_mono_ms();
-    /* BLOB_SWEEP_MAX files a sweep, in id order, each sweep going on from the last id the one
-     * before looked at: a store holding more old files than that, recorded ones among them,
-     * has every file looked at within a few sweeps (before, every sweep looked at the same
-     * first ones, and orphans past them stayed) */
-    if (s->blobs->ops->list_before(s->blobs->impl, (int64_t)time(NULL) - BLOB_ORPHAN_AGE_S,
-                                   s->blobs_sweep_has_from ? s->blobs_sweep_from : NULL,
-                                   BLOB_SWEEP_MAX, &ids, &n) != MSV_OK)
-        return;
-    s->blobs_sweep_has_from = n == BLOB_SWEEP_MAX;
-    if (s->blobs_sweep_has_from)
-        memcpy(s->blobs_sweep_from, ids[n - 1], MSV_BLOB_ID_LEN);
-    for (size_t i = 0; i < n; i++) {
+    for (i = 0; i < n && (last == NULL || memcmp(ids[i], last, MSV_BLOB_ID_LEN) <= 0); i++) {
         struct msv_blob_rec r;
 
         if (s->store->ops->blob_get(s->store->impl, ids[i], &r) != MSV_ERR_NOT_FOUND)
@@ -456,7 +448,48 @@ void msv_blobs_sweep(struct msv_server *s)
         s->blobs->ops->remove(s->blobs->impl, ids[i]);
         swept++;
     }
+    *stop = i;
+    return swept;
+}
+
+void msv_blobs_sweep(struct msv_server *s)
+{
+    uint8_t(*ids)[MSV_BLOB_ID_LEN] = NULL, from[MSV_BLOB_ID_LEN];
+    int64_t before = (int64_t)time(NULL) - BLOB_ORPHAN_AGE_S;
+    int had = s->blobs_sweep_has_from;
+    size_t n = 0, swept = 0, stop = 0;
+
+    s->blobs_swept_ms = msv_mono_ms();
+    memcpy(from, s->blobs_sweep_from, sizeof(from));
+    /*
+     * BLOB_SWEEP_MAX files a sweep, in id order around the ids, each sweep going on from the
+     * last id the one before looked at (the first from a random one): a store holding more old
+     * files than that, recorded ones among them, has every file looked at within a few sweeps
+     * (before, every sweep looked at the same first ones, and orphans past them stayed).
+     */
+    if (s->blobs->ops->list_before(s->blobs->impl, before, had ? from : NULL, BLOB_SWEEP_MAX, &ids,
+                                   &n) != MSV_OK)
+        return;
+    swept = sweep_ids(s, ids, n, NULL, &stop);
+    s->blobs_sweep_has_from = n == BLOB_SWEEP_MAX;
+    if (s->blobs_sweep_has_from)
+        memcpy(s->blobs_sweep_from, ids[n - 1], MSV_BLOB_ID_LEN);
     free(ids);
+    ids = NULL;
+    /* the end reached short of a whole batch: on from the lowest, up to where this one began */
+    if (had && n < BLOB_SWEEP_MAX) {
+        size_t budget = BLOB_SWEEP_MAX - n;
+
+        if (s->blobs->ops->list_before(s->blobs->impl, before, NULL, budget, &ids, &n) != MSV_OK)
+            n = 0;
+        swept += sweep_ids(s, ids, n, from, &stop);
+        /* the whole budget spent below where it began: the next goes on from there; else the
+         * round is done, and the next starts from the lowest */
+        s->blobs_sweep_has_from = n > 0 && n == budget && stop == n;
+        if (s->blobs_sweep_has_from)
+            memcpy(s->blobs_sweep_from, ids[n - 1], MSV_BLOB_ID_LEN);
+        free(ids);
+    }
     if (swept > 0) {
         atomic_fetch_add(&s->m.blobs_swept, swept);
         msv_log(MSV_LOG_INFO, "blobs_swept", "count=%zu", swept);

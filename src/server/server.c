@@ -2537,6 +2537,10 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
     }
     if ((e = dir_private(db, err, err_len)) != MSV_OK)
         goto fail;
+    /* the sweeps start at a random id: a node restarted before its sweeps went round (a store
+     * of more old files than a sweep looks at) still reaches every file, in time */
+    msv_random_bytes(s->blobs_sweep_from, sizeof(s->blobs_sweep_from));
+    s->blobs_sweep_has_from = 1;
     msv_blobs_sweep(s);
     e = msv_tls_server_ctx(cfg, &s->tls, s->fingerprint, err, err_len);
     if (e != MSV_OK)

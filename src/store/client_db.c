@@ -1373,19 +1373,12 @@ msv_err msv_client_db_invitations_by(struct msv_client_db *db, const char *handl
     uint8_t *bytes = NULL;
     size_t len = 0;
     int rc;
-    /* handle NULL: the oldest invitation (the one changed longest ago) alone */
-    msv_err err =
-        msv_sql_prepare(db->db,
-                        handle != NULL ? "SELECT group_id FROM groups WHERE accepted = 0 AND "
-                                         "invited_by = ?;"
-                                       : "SELECT group_id FROM groups WHERE accepted = 0 AND "
-                                         "invited_by IS NOT NULL ORDER BY updated_ms LIMIT 1;",
-                        &st);
+    msv_err err = msv_sql_prepare(
+        db->db, "SELECT group_id FROM groups WHERE accepted = 0 AND invited_by = ?;", &st);
 
     if (err != MSV_OK)
         return err;
-    if (handle != NULL)
-        sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 1, handle, -1, SQLITE_TRANSIENT);
     msv_buf_init(&out, (size_t)16 * 65536);
     while (err == MSV_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
         if (sqlite3_column_bytes(st, 0) == 16)
@@ -1412,7 +1405,8 @@ msv_err msv_client_db_invitation_drop(struct msv_client_db *db, const uint8_t gr
     if (err != MSV_OK)
         return err;
     sqlite3_bind_blob(st, 1, group_id, 16, SQLITE_TRANSIENT);
-    return msv_sql_run(st);
+    err = msv_sql_run(st);
+    return err == MSV_OK && sqlite3_changes(db->db) == 0 ? MSV_ERR_NOT_FOUND : err;
 }
 
 static msv_err read_group(sqlite3_stmt *st, struct msv_group_rec *g)

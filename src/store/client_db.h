@@ -287,11 +287,11 @@ MSV_MUST_CHECK msv_err msv_client_db_group_put(struct msv_client_db *db, const u
 /* Records who invited this account to group_id, while it is not accepted. */
 MSV_MUST_CHECK msv_err msv_client_db_group_invited(struct msv_client_db *db,
                                                    const uint8_t group_id[16], const char *handle);
-/* The invitations handle made that wait to be accepted; handle NULL: the one changed longest
- * ago of all (at most one). *ids: caller frees (NULL when none). */
+/* The invitations handle made that wait to be accepted; *ids: caller frees (NULL when none). */
 MSV_MUST_CHECK msv_err msv_client_db_invitations_by(struct msv_client_db *db, const char *handle,
                                                     uint8_t (**ids)[16], size_t *n);
-/* Deletes group_id's record if it is an invitation (not accepted). */
+/* Deletes group_id's record if it is an invitation (not accepted); MSV_ERR_NOT_FOUND if it is
+ * none (accepted, or no such group). */
 MSV_MUST_CHECK msv_err msv_client_db_invitation_drop(struct msv_client_db *db,
                                                      const uint8_t group_id[16]);
 /* How many groups wait to be accepted, of those whose inviter is recorded: *from those handle
