@@ -962,9 +962,10 @@ struct group_edit {
 
 /*
  * Makes the change e to the group which, checked as every member will check it, and sends it.
- * The account's session lock is held from reading the state to queueing its change: a receive
- * applies a member's change under it, and another process's change waits for it, so that none
- * is made from a state another has replaced meanwhile (and lost). The MLS group follows after
+ * The account's session lock is held from reading the state until its change is sent (or
+ * queued, if it cannot go): a receive applies a member's change under it, and another
+ * process's change waits for it, so that none is made from a state another has replaced
+ * meanwhile (and lost). The MLS group follows after
  * (its lock comes before the session lock).
  */
 static msv_err edit_group(struct msv_client *c, const char *which, const struct group_edit *e)

@@ -580,8 +580,9 @@ int client_chain_holds(const struct client_in_flight *chain, const uint8_t *id, 
  * The account's session lock (sessions.c), held by a receive from before it asks whether a
  * delivery was taken until that delivery is: two processes of one account that get the same
  * delivery (a connection replaced while its deliveries were unacknowledged) take it once. A
- * group's change holds it from reading the group's state to queueing the next (groups.c), as a
- * receive does applying one, so that no process changes a state another has read.
+ * group's change holds it from reading the group's state until the change is sent or queued
+ * (groups.c), as a receive does applying one, so that no process changes a state another has
+ * read.
  */
 MSV_MUST_CHECK msv_err client_sessions_hold(struct msv_client *c);
 void client_sessions_release(struct msv_client *c);

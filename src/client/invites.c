@@ -694,19 +694,20 @@ msv_err client_take_join(struct msv_client *c, const char *sender, const struct 
 #define JOIN_ASKED_MS (30LL * 24 * 3600 * 1000) /* how long an ask waits for its group */
 
 #define INVITES_SAID "invites-said:" /* + handle: when the last dropped invitation was told */
+#define INVITES_SAY_MS (24LL * 3600 * 1000)
 #define INVITES_DROPPED "invitations-dropped"
 
 uint64_t msv_client_invitations_dropped(struct msv_client *c)
 {
     return client_counter(c, INVITES_DROPPED);
 }
-#define INVITES_SAY_MS (24LL * 3600 * 1000)
 
 /*
  * Tells, at most once a day for each key (an inviter's handle, or "" for invitations dropped
- * to make room), that invitations were dropped: on stderr (on_mls_notice), and, for an
- * inviter's, as a notice in the conversation with it. The records of what was told over a day
- * ago are dropped then, so that they stay as few as the inviters told within the day.
+ * because the room in all was taken), that invitations were dropped: on stderr
+ * (on_mls_notice), and, for an inviter's, as a notice in the conversation with it. The records of
+ * what was told over a day ago are dropped then, so that they stay as few as the inviters told
+ * within the day.
  */
 static msv_err invitations_told(struct msv_client *c, const char *inviter, const char *text)
 {
