@@ -958,7 +958,8 @@ static void test_signed_prekey_rotation(void **state)
 
 /* ---- a directory that lies ----------------------------------------------------------------- */
 
-/* The server's SQLite database, open (the server stopped, or writing with it). */
+/* The server's SQLite database, open (the server stopped, or writing with it: a write of the
+ * server's is waited for, as another node's would be, not failed as "database is locked"). */
 static sqlite3 *server_db(struct test_server *s)
 {
     char path[160];
@@ -966,6 +967,7 @@ static sqlite3 *server_db(struct test_server *s)
 
     snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_busy_timeout(db, 10000), SQLITE_OK);
     return db;
 }
 
