@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <setjmp.h>
 #include <stddef.h>
@@ -131,6 +132,7 @@ struct sender {
     const char *const *to;
     size_t n_to;
     unsigned char *accepted; /* [count]: msv_client_send() said the relay has it */
+    atomic_size_t done;      /* sends made so far, taken or not */
     size_t failed;
     msv_err last_err; /* the last failure, and the client's words for it */
     char last_why[256];
@@ -153,6 +155,7 @@ static void *send_all(void *arg)
             t->last_err = err;
             snprintf(t->last_why, sizeof(t->last_why), "%s", t->c->why.message);
         }
+        atomic_fetch_add(&t->done, 1);
     }
     return NULL;
 }
@@ -344,7 +347,19 @@ static void test_crash_consistency(void **state)
         int joined[SENDERS] = {0};
 
         while (running > 0) {
-            sleep_random_ms(150, 600);
+            /* the first two kills once a third and two thirds of the sends are made (however
+             * fast the senders go), the others at random */
+            size_t due = (size_t)(kills + 1) * SENDERS * per / 3, made = 0;
+
+            if (kills >= 2)
+                sleep_random_ms(150, 600);
+            for (int polls = 0; kills < 2 && made < due && polls < 60000; polls++) {
+                made = 0;
+                for (int j = 0; j < SENDERS; j++)
+                    made += atomic_load(&senders[j].done);
+                if (made < due)
+                    usleep(1000);
+            }
             for (int j = 0; j < SENDERS; j++) {
                 if (!joined[j] && pthread_tryjoin_np(threads[j], NULL) == 0) {
                     joined[j] = 1;
