@@ -342,6 +342,10 @@ MSV_MUST_CHECK msv_err client_invitations_forget(struct msv_client *c, const cha
  * MLS state (groups.c). */
 MSV_MUST_CHECK msv_err client_group_forget(struct msv_client *c, const uint8_t gid[16],
                                            int *dropped);
+/* Keeps text in conversation's history as a notice of this device's (status "notice"; send.c):
+ * no message written there (msv_client_db_has_outgoing). */
+MSV_MUST_CHECK msv_err client_notice_keep(struct msv_client *c, const char *conversation,
+                                          const char *text);
 /* Deletes the messages of conversation, with their files (msgrequests.c). */
 MSV_MUST_CHECK msv_err client_delete_conversation(struct msv_client *c, const char *conversation);
 /* Whether this account asked to join group gid by a link naming author as an admin. */

@@ -711,7 +711,6 @@ uint64_t msv_client_invitations_dropped(struct msv_client *c)
  */
 static msv_err invitations_told(struct msv_client *c, const char *inviter, const char *text)
 {
-    struct msv_message_rec rec = {.kind = MSV_KIND_MESSAGE, .status = "notice", .outgoing = 1};
     char key[sizeof(INVITES_SAID) + MSV_HANDLE_MAX + 1];
     uint8_t *v = NULL, at[8];
     size_t len = 0;
@@ -733,13 +732,7 @@ static msv_err invitations_told(struct msv_client *c, const char *inviter, const
         c->on_mls_notice(c->ctx, inviter[0] ? inviter : "groups", text);
     if (err != MSV_OK || inviter[0] == '\0')
         return err;
-    msv_random_bytes(rec.message_id, 16);
-    rec.conversation = (char *)inviter;
-    rec.sender = c->handle;
-    rec.sender_device = c->device_id;
-    rec.text = (char *)text;
-    rec.sent_at_ms = rec.stored_at_ms = now;
-    return msv_client_db_message_put(c->db, &rec);
+    return client_notice_keep(c, inviter, text);
 }
 
 msv_err client_invitations_forget(struct msv_client *c, const char *inviter)

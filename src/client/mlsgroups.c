@@ -668,18 +668,11 @@ static size_t uncovered(const struct msv_mls_member *m, const struct dir *dir, c
 /* A notice kept in the group's history and told through on_mls_notice. */
 static msv_err notice(struct msv_client *c, const uint8_t gid[16], const char *text)
 {
-    struct msv_message_rec rec = {.kind = MSV_KIND_MESSAGE, .status = "notice", .outgoing = 1};
     char conversation[40];
     msv_err err;
 
     msv_client_group_conversation(gid, conversation);
-    msv_random_bytes(rec.message_id, 16);
-    rec.conversation = conversation;
-    rec.sender = c->handle;
-    rec.sender_device = c->device_id;
-    rec.text = (char *)text;
-    rec.sent_at_ms = rec.stored_at_ms = msv_wall_ms();
-    err = msv_client_db_message_put(c->db, &rec);
+    err = client_notice_keep(c, conversation, text);
     if (c->on_mls_notice != NULL)
         c->on_mls_notice(c->ctx, conversation, text);
     return err;

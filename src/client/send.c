@@ -1195,9 +1195,7 @@ static msv_err outbox_send(struct msv_client *c, const struct msv_outbox_rec *o,
     return err;
 }
 
-/* A notice kept in conversation's history and told through on_not_sent (about handle). */
-static msv_err send_notice(struct msv_client *c, const char *conversation, const char *handle,
-                           const char *text)
+msv_err client_notice_keep(struct msv_client *c, const char *conversation, const char *text)
 {
     struct msv_message_rec rec = {.kind = MSV_KIND_MESSAGE, .status = "notice", .outgoing = 1};
 
@@ -1207,9 +1205,16 @@ static msv_err send_notice(struct msv_client *c, const char *conversation, const
     rec.sender_device = c->device_id;
     rec.text = (char *)text;
     rec.sent_at_ms = rec.stored_at_ms = msv_wall_ms();
+    return msv_client_db_message_put(c->db, &rec);
+}
+
+/* A notice kept in conversation's history and told through on_not_sent (about handle). */
+static msv_err send_notice(struct msv_client *c, const char *conversation, const char *handle,
+                           const char *text)
+{
     if (c->on_not_sent != NULL)
         c->on_not_sent(c->ctx, conversation, handle, text);
-    return msv_client_db_message_put(c->db, &rec);
+    return client_notice_keep(c, conversation, text);
 }
 
 #define GONE_SAID "gone-said:" /* and a hash of conversation and handle: told there once */
