@@ -328,9 +328,9 @@ msv_err client_mls_group_ctx(struct msv_client *c, const uint8_t gid[16],
 /*
  * Group invitations waiting to be accepted (a group someone else made, with this account in
  * it): at most CLIENT_INVITES_FROM_ONE from one handle and CLIENT_INVITES_MAX in all. Before a
- * message of a group this device does not know creates it: *taken 0 if inviter's invitation is
- * dropped (told, at most once a day for each inviter). The group made, its inviter is recorded
- * (msv_client_db_group_invited).
+ * message of a group this device does not know, from inviter (a handle not this account's),
+ * creates it: *taken 0 if the invitation is dropped (told at most once a day for each inviter,
+ * or once a day in all). The group made, its inviter is recorded (msv_client_db_group_invited).
  */
 #define CLIENT_INVITES_FROM_ONE 20
 #define CLIENT_INVITES_MAX 1000

@@ -768,10 +768,9 @@ msv_err client_invitation_check(struct msv_client *c, const uint8_t gid[16], con
     msv_err err;
 
     *taken = 1;
-    /* this account's own (another device's, another handle's), and a group asked for by its
-     * link */
-    if (strcmp(inviter, c->handle) == 0 || client_is_own_handle(c, inviter) ||
-        client_join_invited_by(c, gid, inviter))
+    /* a group asked for by its link (this account's own groups are no invitations: take_payload
+     * asks only for another's) */
+    if (client_join_invited_by(c, gid, inviter))
         return MSV_OK;
     err = msv_client_db_invitations(c->db, inviter, &from, &all);
     if (err != MSV_OK || (from < CLIENT_INVITES_FROM_ONE && all < most))

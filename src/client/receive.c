@@ -886,8 +886,8 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
         return err == MSV_ERR_AUTH ? MSV_ERR_EXISTS : err;
     }
     /* a group this device does not know, from another: an invitation, unless too many of its
-     * inviter's wait to be accepted (then dropped, told, and acknowledged); too many in all,
-     * and the oldest goes */
+     * inviter's, or too many in all, wait to be accepted (then dropped, told, and
+     * acknowledged) */
     invitation = p->has_group && group.name == NULL && strcmp(sender, c->handle) != 0 &&
                  !client_is_own_handle(c, sender);
     if (invitation &&
