@@ -4224,8 +4224,8 @@ static void test_owner_history_skipped_version_v3(void **state)
 }
 
 /*
- * History proofs go to the account's own handles only, and each costs 48 lookups beyond its
- * own: with a bucket of 60, alice's first asks for hers (49 tokens), her second is limited,
+ * History proofs go to the account's own handles only, and each costs 65 lookups beyond its
+ * own: with a bucket of 80, alice's first asks for hers (66 tokens), her second is limited,
  * and a plain lookup still fits; bob asking for alice's history gets none.
  */
 static void test_owner_history_only_own_and_limited(void **state)
@@ -4236,7 +4236,7 @@ static void test_owner_history_only_own_and_limited(void **state)
     msv_frame *r = NULL;
 
     (void)state;
-    test_server_init(&s, "[directory]\nlookup_rate = 0.01\nlookup_burst = 60\n");
+    test_server_init(&s, "[directory]\nlookup_rate = 0.01\nlookup_burst = 80\n");
     test_server_start(&s);
     alice = client_for(&s, "alice", alice_h[0]);
     bob = client_for(&s, "bob", "bob@example.org");
@@ -5071,12 +5071,12 @@ static void test_monitor_rate_limited_alarm(void **state)
     int limited = 0;
 
     (void)state;
-    test_server_init(&s, "[directory]\nlookup_rate = 0.01\nlookup_burst = 60\n");
+    test_server_init(&s, "[directory]\nlookup_rate = 0.01\nlookup_burst = 80\n");
     test_server_start(&s);
     alice = client_for(&s, "alice", h[0]);
     assert_int_equal(monitor(alice, last), 0); /* a complete read */
     reconnect(alice);
-    for (int i = 0; i < 60 && !limited; i++) {
+    for (int i = 0; i < 80 && !limited; i++) {
         msv_err err = msv_request_lookup(alice->conn, h, 1, 0, 0, TEST_TIMEOUT_MS, &r, &alice->why);
 
         msv_frame_free(r);

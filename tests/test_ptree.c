@@ -599,67 +599,86 @@ static void test_entry_steps_attacks(void **state)
     }
 }
 
+/* Whether a lookup of w proves present a version the owner of v proves absent. */
+static int shows_absent(uint32_t w, const uint32_t *absent, size_t na)
+{
+    uint32_t present[MSV_PT_PRESENT_MAX];
+    size_t np = msv_pt_versions_present(w, present);
+
+    for (size_t i = 0; i < np; i++) {
+        for (size_t j = 0; j < na; j++) {
+            if (present[i] == absent[j])
+                return 1;
+        }
+    }
+    return 0;
+}
+
 static void test_version_sets(void **state)
 {
     uint32_t present[MSV_PT_PRESENT_MAX], absent[MSV_PT_ABSENT_MAX];
-    static const uint32_t far[] = {0x3fffffff, 0x40000000, 0x7fffffff, 0x80000000, 0xbfffffff,
-                                   0xc0000000, 0xfffffffe, 0xffffffff, 0x12345678, 0x55555555};
+    /* versions near the ends of the four-bit digits and of every one-bit digit's */
+    static const uint32_t far[] = {0xff,       0x100,      0xfff,      0x1000,     0x1fff,
+                                   0x2000,     0x3fff,     0xffff,     0x10000,    0x3fffffff,
+                                   0x40000000, 0x7fffffff, 0x80000000, 0xbfffffff, 0xc0000000,
+                                   0xfffffffe, 0xffffffff, 0x12345678, 0x55555555, 0x1000fff};
+    /* the owners' versions checked against every version up to 1,100 after theirs */
+    static const uint32_t ranges[][2] = {
+        {0, 1100}, {3900, 4300}, {8100, 8300}, {0xfff0, 0x10010}, {0xfffffc00, 0xffffffff}};
     (void)state;
 
     assert_int_equal(msv_pt_versions_present(0, present), 0);
-    /* 57 = 321 in base 4: 57, 56 (320), 48 (300) */
-    assert_int_equal(msv_pt_versions_present(57, present), 3);
-    assert_int_equal(present[0], 57);
-    assert_int_equal(present[1], 56);
-    assert_int_equal(present[2], 48);
-    /* 15 = 33: 15, 12; with v + 1, a lookup at 15 proves three versions */
-    assert_int_equal(msv_pt_versions_present(15, present), 2);
+    /* 0x139 (313): 0x139, 0x130, 0x100 */
+    assert_int_equal(msv_pt_versions_present(0x139, present), 3);
+    assert_int_equal(present[0], 0x139);
+    assert_int_equal(present[1], 0x130);
+    assert_int_equal(present[2], 0x100);
+    /* 15 is one digit: with v + 1, a lookup at 15 proves two versions; 255 three, 4095 four */
+    assert_int_equal(msv_pt_versions_present(15, present), 1);
+    assert_int_equal(msv_pt_versions_present(255, present), 2);
+    assert_int_equal(msv_pt_versions_present(4095, present), 3);
+    /* 0x5001: 0x5001, 0x5000 (bits 14 and 12), 0x4000 */
+    assert_int_equal(msv_pt_versions_present(0x5001, present), 3);
+    assert_int_equal(present[1], 0x5000);
+    assert_int_equal(present[2], 0x4000);
     assert_int_equal(msv_pt_versions_present(0xffffffff, present), MSV_PT_PRESENT_MAX);
-    /* 5 = 11 in base 4: 6, 7; 8, 12; then 16, 32, 48, 64, ... three per digit above */
-    assert_int_equal(msv_pt_versions_absent(5, absent), 46);
+    /* 5: 6 to 15; 16, 32, ..., 240; 256, ..., 3840; then 4096, 8192, ..., 2^31 */
+    assert_int_equal(msv_pt_versions_absent(5, absent), 60);
     assert_int_equal(absent[0], 6);
-    assert_int_equal(absent[1], 7);
-    assert_int_equal(absent[2], 8);
-    assert_int_equal(absent[3], 12);
-    assert_int_equal(absent[4], 16);
-    assert_int_equal(absent[45], 0xc0000000);
+    assert_int_equal(absent[9], 15);
+    assert_int_equal(absent[10], 16);
+    assert_int_equal(absent[24], 240);
+    assert_int_equal(absent[25], 256);
+    assert_int_equal(absent[40], 4096);
+    assert_int_equal(absent[59], 0x80000000);
+    /* 0x1234: 0x1235 to 0x123f; 0x1240 ...; 0x1300 ...; bit 12 is set: 0x2000, 0x4000, ... */
+    assert_int_equal(msv_pt_versions_absent(0x1234, absent), 11 + 12 + 13 + 19);
+    assert_int_equal(absent[35], 0x1f00);
+    assert_int_equal(absent[36], 0x2000);
+    assert_int_equal(absent[37], 0x4000);
     assert_int_equal(msv_pt_versions_absent(0, absent), MSV_PT_ABSENT_MAX);
     assert_int_equal(msv_pt_versions_absent(UINT32_MAX, absent), 0);
     /* a version w later than v always proves present a version the owner of v proves absent */
-    for (uint32_t v = 0; v < 1100 + sizeof(far) / sizeof(far[0]); v++) {
-        uint32_t at = v < 1100 ? v : far[v - 1100];
-        size_t na = msv_pt_versions_absent(at, absent);
+    for (size_t r = 0; r < sizeof(ranges) / sizeof(ranges[0]); r++) {
+        for (uint64_t v = ranges[r][0]; v < ranges[r][1] + sizeof(far) / sizeof(far[0]); v++) {
+            uint32_t at = v < ranges[r][1] ? (uint32_t)v : far[v - ranges[r][1]];
+            size_t na = msv_pt_versions_absent(at, absent), np;
 
-        for (uint64_t w = (uint64_t)at + 1; w <= UINT32_MAX && w < (uint64_t)at + 1100; w++) {
-            size_t np = msv_pt_versions_present((uint32_t)w, present), hit = 0;
-
-            for (size_t i = 0; i < np; i++) {
-                for (size_t j = 0; j < na; j++)
-                    hit += present[i] == absent[j];
+            for (uint64_t w = (uint64_t)at + 1; w <= UINT32_MAX && w < (uint64_t)at + 1100; w++)
+                assert_true(shows_absent((uint32_t)w, absent, na));
+            /* far later versions too, including those of other top digits */
+            for (size_t f = 0; f < sizeof(far) / sizeof(far[0]); f++)
+                assert_true(far[f] <= at || shows_absent(far[f], absent, na));
+            /* the owner's own versions are never among those it proves absent, which ascend */
+            for (size_t j = 0; j < na; j++) {
+                assert_true(absent[j] > at);
+                assert_true(j == 0 || absent[j] > absent[j - 1]);
             }
-            assert_true(hit > 0);
+            /* and a lookup's versions are its own or earlier, none twice */
+            np = msv_pt_versions_present(at, present);
+            for (size_t i = 0; i < np; i++)
+                assert_true(present[i] <= at && (i == 0 || present[i] < present[i - 1]));
         }
-        /* far later versions too, including those of other top digits */
-        for (size_t f = 0; f < sizeof(far) / sizeof(far[0]); f++) {
-            size_t np = msv_pt_versions_present(far[f], present), hit = 0;
-
-            if (far[f] <= at)
-                continue;
-            for (size_t i = 0; i < np; i++) {
-                for (size_t j = 0; j < na; j++)
-                    hit += present[i] == absent[j];
-            }
-            assert_true(hit > 0);
-        }
-        /* the owner's own versions are never among those it proves absent, which ascend */
-        for (size_t j = 0; j < na; j++) {
-            assert_true(absent[j] > at);
-            assert_true(j == 0 || absent[j] > absent[j - 1]);
-        }
-        /* and a lookup's versions are its own or earlier, none twice */
-        size_t np = msv_pt_versions_present(at, present);
-        for (size_t i = 0; i < np; i++)
-            assert_true(present[i] <= at && (i == 0 || present[i] < present[i - 1]));
     }
 }
 
@@ -780,8 +799,8 @@ static void test_versions(void **state)
                      MSV_ERR_AUTH);
     assert_int_equal(msv_vrf_public_key(MSV_PT_VRF_SUITE, d.sk, d.pk), MSV_OK);
     /*
-     * a skipped version: 7 added without 6 can be shown (its lookup proves 7 and 4 present, 8
-     * absent), and its owner at version 5, who proves 6 and 7 absent, sees it
+     * a skipped version: 7 added without 6 can be shown (its lookup proves 7 present, 8 absent),
+     * and its owner at version 5, who proves 6 to 15 absent, sees it
      */
     add_version(&d, "alice@example.org", 7);
     assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", 7, d.data[7], &got, NULL),
@@ -793,10 +812,11 @@ static void test_versions(void **state)
                      MSV_ERR_AUTH);
     assert_int_equal(lookup(&d, MSV_PT_PRESENCE, "alice@example.org", 7, d.data[7], &got, NULL),
                      MSV_OK);
-    /* a version whose lookup names a missing one cannot be shown: 13 (31 in base 4) needs 12 */
-    add_version(&d, "alice@example.org", 13);
-    assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "alice@example.org", 13, d.data[13 % 8], &got, NULL),
-                     MSV_ERR_AUTH);
+    /* a version whose lookup names a missing one cannot be shown: 0x13 needs 0x10 */
+    add_version(&d, "alice@example.org", 0x13);
+    assert_int_equal(
+        lookup(&d, MSV_PT_LOOKUP, "alice@example.org", 0x13, d.data[0x13 % 8], &got, NULL),
+        MSV_ERR_AUTH);
     msv_ptree_free(d.t);
 }
 
@@ -941,11 +961,11 @@ static void test_multi_absence_elsewhere(void **state)
 }
 
 /*
- * A version proof (format 3) with any byte changed in any of two bits, cut at any length, or
- * one byte longer is refused; so are formats 1 (first byte the kind alone) and 2 (kind + 16). A
- * lookup at version 15 (three versions: 15, 12, 16) and an owner's history at 2^32 - 2 (present
- * 2^32 - 2, absent 2^32 - 1: two versions, where 15 would take 46 VRF verifications per changed
- * byte), and one version shown to its owner (presence of 9 alone).
+ * A version proof (format 4) with any byte changed in any of two bits, cut at any length, or
+ * one byte longer is refused; so are formats 1 (first byte the kind alone), 2 (kind + 16) and 3
+ * (kind + 32). A lookup at version 17 (three versions: 17, 16, 18) and an owner's history at
+ * 2^32 - 2 (present 2^32 - 2, absent 2^32 - 1: two versions, where 17 would take 59 VRF
+ * verifications per changed byte), and one version shown to its owner (presence of 9 alone).
  */
 static void test_version_proof_every_byte(void **state)
 {
@@ -954,12 +974,12 @@ static void test_version_proof_every_byte(void **state)
     (void)state;
 
     dir_init(&d, 30);
-    for (uint32_t v = 1; v <= 15; v++)
+    for (uint32_t v = 1; v <= 17; v++)
         add_version(&d, "alice@example.org", v);
     add_version(&d, "bob@example.org", UINT32_MAX - 1);
     for (int k = 0; k < 3; k++) {
         const char *handle = k != 1 ? "alice@example.org" : "bob@example.org";
-        uint32_t v = k == 0 ? 15 : k == 1 ? UINT32_MAX - 1 : 9;
+        uint32_t v = k == 0 ? 17 : k == 1 ? UINT32_MAX - 1 : 9;
         uint8_t *proof = NULL, *longer;
         size_t len = 0;
         uint32_t got = 0;
@@ -968,7 +988,7 @@ static void test_version_proof_every_byte(void **state)
                                                   &proof, &len),
                          MSV_OK);
         assert_true(len <= MSV_PT_VERSION_PROOF_MAX);
-        assert_int_equal(proof[0], 32 + kinds[k]);
+        assert_int_equal(proof[0], 48 + kinds[k]);
         assert_int_equal(msv_pt_verify_versions(d.root, d.pk, kinds[k], handle, d.data[v % 8], 16,
                                                 proof, len, &got),
                          MSV_OK);
@@ -997,10 +1017,12 @@ static void test_version_proof_every_byte(void **state)
         assert_int_equal(msv_pt_verify_versions(d.root, d.pk, kinds[k], handle, d.data[v % 8], 16,
                                                 proof, len, &got),
                          MSV_ERR_UNSUPPORTED);
-        proof[0] = (uint8_t)(16 + kinds[k]);
-        assert_int_equal(msv_pt_verify_versions(d.root, d.pk, kinds[k], handle, d.data[v % 8], 16,
-                                                proof, len, &got),
-                         MSV_ERR_UNSUPPORTED);
+        for (int f = 16; f <= 32; f += 16) {
+            proof[0] = (uint8_t)(f + kinds[k]);
+            assert_int_equal(msv_pt_verify_versions(d.root, d.pk, kinds[k], handle, d.data[v % 8],
+                                                    16, proof, len, &got),
+                             MSV_ERR_UNSUPPORTED);
+        }
         free(longer);
         free(proof);
     }
@@ -1008,13 +1030,14 @@ static void test_version_proof_every_byte(void **state)
 }
 
 /*
- * A forged version 8 that a lookup could show (8 alone proves itself) is 8 the owner at 5 checks;
- * so is a version 7 shown without 6.
+ * A forged later version that a lookup could show, with the versions its lookup names: 8 and 7
+ * (each proves itself alone, 8 absent for 7), 16, 0x17 (with 16), 4096 (bit 12 alone) and
+ * 0x1001 (with 4096). The owner at 5 proves each of 7, 8, 16 and 4096 absent and sees it.
  */
 static void test_forged_marker_seen_by_owner(void **state)
 {
-    /* 8 (20 in base 4) proves 8 alone; 7 (13) proves 7 and 4, with 8 absent */
-    static const uint32_t forged[] = {8, 7};
+    static const uint32_t forged[][2] = {{8, 0},     {7, 0},    {16, 0},
+                                         {16, 0x17}, {4096, 0}, {4096, 0x1001}};
     struct dir d;
     uint32_t got = 0;
     (void)state;
@@ -1022,16 +1045,20 @@ static void test_forged_marker_seen_by_owner(void **state)
     memset(&d, 0, sizeof(d));
     assert_int_equal(msv_vrf_keygen(MSV_PT_VRF_SUITE, d.sk, d.pk), MSV_OK);
     for (size_t f = 0; f < sizeof(forged) / sizeof(forged[0]); f++) {
+        uint32_t shown = forged[f][1] ? forged[f][1] : forged[f][0];
+
         assert_int_equal(msv_ptree_new(&d.t), MSV_OK);
         for (uint32_t v = 1; v <= 5; v++)
             add_version(&d, "bob@example.org", v);
         assert_int_equal(lookup(&d, MSV_PT_HISTORY, "bob@example.org", 5, d.data[5], &got, NULL),
                          MSV_OK);
-        add_version(&d, "bob@example.org", forged[f]);
-        assert_int_equal(lookup(&d, MSV_PT_LOOKUP, "bob@example.org", forged[f],
-                                d.data[forged[f] % 8], &got, NULL),
-                         MSV_OK);
-        assert_int_equal(got, forged[f]);
+        add_version(&d, "bob@example.org", forged[f][0]);
+        if (forged[f][1])
+            add_version(&d, "bob@example.org", forged[f][1]);
+        assert_int_equal(
+            lookup(&d, MSV_PT_LOOKUP, "bob@example.org", shown, d.data[shown % 8], &got, NULL),
+            MSV_OK);
+        assert_int_equal(got, shown);
         assert_int_equal(lookup(&d, MSV_PT_HISTORY, "bob@example.org", 5, d.data[5], &got, NULL),
                          MSV_ERR_AUTH);
         msv_ptree_free(d.t);

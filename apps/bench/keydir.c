@@ -4,7 +4,7 @@
  * lookup proof and of the owner's history proof, the time to publish an epoch of 1,000
  * changes (with its append-only proof), and the time to audit that proof.
  *
- * The handles looked up (at versions 1, 7 and 63) have real VRF labels; the other
+ * The handles looked up (at versions 1, 7, 255 and 4095) have real VRF labels; the other
  * entries have random labels and values, which is what VRF outputs and commitments look like to the
  * tree (making 10^6 VRF proofs would take minutes and measure the VRF, which B1 does).
  */
@@ -19,17 +19,26 @@
 
 #define HANDLE "alice@example.org" /* at version 7 */
 #define HANDLE_V1 "bob@example.org"
-#define HANDLE_V63 "carol@example.org"
+#define HANDLE_V255 "carol@example.org"
+#define HANDLE_V4095 "dave@example.org"
 #define VERSIONS 7
-/* a lookup's worst case below 64: 63 (333 in base 4), 60, 48; 64 absent */
-#define VERSIONS_MAX 63
+/* the largest lookup below 256: 0xff, 0xf0 present; 0x100 absent */
+#define V255 255
+/*
+ * the largest below 4,096: 0xfff, 0xff0, 0xf00 present; 0x1000 absent. Its handle holds those
+ * three versions only (the tree of 10^3 entries could not hold 4,095 of one handle); the others
+ * would change no byte of the proof's layout, only which random paths the other entries take.
+ */
+#define V4095 4095
+#define V4095_HELD 3
 #define EPOCH 1000
 
 struct keydir {
     struct msv_ptree *t;
     uint8_t sk[MSV_VRF_SECRET_KEY_LEN], pk[MSV_VRF_PUBLIC_KEY_LEN], root[MSV_PT_HASH_LEN];
     uint8_t opening[VERSIONS + 1][MSV_PT_OPENING_LEN], opening_v1[2][MSV_PT_OPENING_LEN];
-    uint8_t opening_v63[VERSIONS_MAX + 1][MSV_PT_OPENING_LEN];
+    uint8_t opening_v255[V255 + 1][MSV_PT_OPENING_LEN],
+        opening_v4095[V4095 + 1][MSV_PT_OPENING_LEN];
     uint8_t data[64]; /* stands for a device set */
 };
 
@@ -59,15 +68,24 @@ static long rss_kib(void)
     return kib;
 }
 
-/* Versions 1..n of handle, as the directory adds them; opening[v] is version v's. */
+/* Versions 1..n of handle, as the directory adds them (or, when sparse, only those a lookup of
+ * n proves present); opening[v] is version v's. */
 static int add_versions(struct keydir *k, const char *handle, uint32_t n,
-                        uint8_t (*opening)[MSV_PT_OPENING_LEN])
+                        uint8_t (*opening)[MSV_PT_OPENING_LEN], int sparse)
 {
     uint8_t alpha[300], pi[MSV_VRF_PROOF_LEN], beta[MSV_VRF_OUTPUT_LEN];
+    uint32_t present[MSV_PT_PRESENT_MAX];
+    size_t held = sparse ? msv_pt_versions_present(n, present) : 0;
     struct msv_pt_entry e;
     size_t len = 0;
 
     for (uint32_t v = 1; v <= n; v++) {
+        int keep = !sparse;
+
+        for (size_t i = 0; i < held; i++)
+            keep |= present[i] == v;
+        if (!keep)
+            continue;
         randombytes_buf(opening[v], MSV_PT_OPENING_LEN);
         if (msv_pt_vrf_input(handle, v, alpha, sizeof(alpha), &len) != MSV_OK ||
             msv_vrf_prove(MSV_PT_VRF_SUITE, k->sk, alpha, len, pi) != MSV_OK ||
@@ -81,11 +99,11 @@ static int add_versions(struct keydir *k, const char *handle, uint32_t n,
     return 0;
 }
 
-/* A tree of n entries (VERSIONS + 1 + VERSIONS_MAX of them the three handles'); *build_s,
+/* A tree of n entries (VERSIONS + 1 + V255 + V4095_HELD of them the four handles'); *build_s,
  * *mem_kib: its cost. */
 static int keydir_build(struct keydir *k, size_t n, double *build_s, long *mem_kib)
 {
-    size_t others = n - VERSIONS - 1 - VERSIONS_MAX;
+    size_t others = n - VERSIONS - 1 - V255 - V4095_HELD;
     struct msv_pt_entry *e = malloc(others * sizeof(*e));
     long before = rss_kib();
     double start;
@@ -104,9 +122,10 @@ static int keydir_build(struct keydir *k, size_t n, double *build_s, long *mem_k
     if (msv_ptree_root(k->t, k->root) != MSV_OK)
         goto out;
     *build_s = cpu_s() - start;
-    if (add_versions(k, HANDLE, VERSIONS, k->opening) != 0 ||
-        add_versions(k, HANDLE_V1, 1, k->opening_v1) != 0 ||
-        add_versions(k, HANDLE_V63, VERSIONS_MAX, k->opening_v63) != 0 ||
+    if (add_versions(k, HANDLE, VERSIONS, k->opening, 0) != 0 ||
+        add_versions(k, HANDLE_V1, 1, k->opening_v1, 0) != 0 ||
+        add_versions(k, HANDLE_V255, V255, k->opening_v255, 0) != 0 ||
+        add_versions(k, HANDLE_V4095, V4095, k->opening_v4095, 1) != 0 ||
         msv_ptree_root(k->t, k->root) != MSV_OK)
         goto out;
     free(e);
@@ -122,9 +141,10 @@ out:
 static int measure_versions(const struct opts *o, struct keydir *k, enum msv_pt_proof_kind kind,
                             const char *handle, uint32_t v, size_t *size, double *verify_s)
 {
-    const uint8_t *opening = strcmp(handle, HANDLE_V1) == 0    ? k->opening_v1[v]
-                             : strcmp(handle, HANDLE_V63) == 0 ? k->opening_v63[v]
-                                                               : k->opening[v];
+    const uint8_t *opening = strcmp(handle, HANDLE_V1) == 0      ? k->opening_v1[v]
+                             : strcmp(handle, HANDLE_V255) == 0  ? k->opening_v255[v]
+                             : strcmp(handle, HANDLE_V4095) == 0 ? k->opening_v4095[v]
+                                                                 : k->opening[v];
     double t[32];
     int runs = o->runs < 32 ? o->runs : 32;
     uint8_t *proof = NULL;
@@ -257,16 +277,17 @@ int bench_keydir(const struct opts *o, FILE *out)
 
     fprintf(out, "### B9: key directory prefix tree\n\n"
                  "| entries | build s | memory MiB | lookup v1 B | lookup v1 verify µs | "
-                 "lookup v7 B | lookup v7 verify µs | lookup v63 B | lookup v63 verify µs | "
+                 "lookup v7 B | lookup v7 verify µs | lookup v255 B | lookup v255 verify µs | "
+                 "lookup v4095 B | lookup v4095 verify µs | "
                  "history v7 B | history v7 verify µs | "
                  "of which one VRF µs | one path µs | epoch of 1,000: publish ms | its proof KiB | "
                  "audit ms |\n"
-                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < n_sizes; i++) {
         struct keydir k;
-        size_t l1 = 0, l7 = 0, l63 = 0, h7 = 0, epoch_len = 0;
-        double build = 0, v1 = 0, v7 = 0, v63 = 0, hv = 0, publish = 0, audit = 0, vrf = 0,
-               path = 0;
+        size_t l1 = 0, l7 = 0, l255 = 0, l4095 = 0, h7 = 0, epoch_len = 0;
+        double build = 0, v1 = 0, v7 = 0, v255 = 0, v4095 = 0, hv = 0, publish = 0, audit = 0,
+               vrf = 0, path = 0;
         long mem = 0;
         int rc;
 
@@ -274,7 +295,8 @@ int bench_keydir(const struct opts *o, FILE *out)
         rc = keydir_build(&k, sizes[i], &build, &mem) ||
              measure_versions(o, &k, MSV_PT_LOOKUP, HANDLE_V1, 1, &l1, &v1) ||
              measure_versions(o, &k, MSV_PT_LOOKUP, HANDLE, VERSIONS, &l7, &v7) ||
-             measure_versions(o, &k, MSV_PT_LOOKUP, HANDLE_V63, VERSIONS_MAX, &l63, &v63) ||
+             measure_versions(o, &k, MSV_PT_LOOKUP, HANDLE_V255, V255, &l255, &v255) ||
+             measure_versions(o, &k, MSV_PT_LOOKUP, HANDLE_V4095, V4095, &l4095, &v4095) ||
              measure_versions(o, &k, MSV_PT_HISTORY, HANDLE, VERSIONS, &h7, &hv) ||
              measure_parts(o, &k, &vrf, &path) || measure_epoch(&k, &publish, &epoch_len, &audit);
         msv_ptree_free(k.t);
@@ -284,22 +306,24 @@ int bench_keydir(const struct opts *o, FILE *out)
             return 1;
         }
         fprintf(out,
-                "| %zu | %.2f | %.1f | %zu | %.1f | %zu | %.1f | %zu | %.1f | %zu | %.1f | %.1f | "
-                "%.1f | %.1f | %.1f | %.1f |\n",
-                sizes[i], build, (double)mem / 1024.0, l1, v1 * 1e6, l7, v7 * 1e6, l63, v63 * 1e6,
-                h7, hv * 1e6, vrf * 1e6, path * 1e6, publish * 1e3, (double)epoch_len / 1024.0,
-                audit * 1e3);
+                "| %zu | %.2f | %.1f | %zu | %.1f | %zu | %.1f | %zu | %.1f | %zu | %.1f | %zu | "
+                "%.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n",
+                sizes[i], build, (double)mem / 1024.0, l1, v1 * 1e6, l7, v7 * 1e6, l255, v255 * 1e6,
+                l4095, v4095 * 1e6, h7, hv * 1e6, vrf * 1e6, path * 1e6, publish * 1e3,
+                (double)epoch_len / 1024.0, audit * 1e3);
     }
     fprintf(
         out,
         "\nGoals at 10^6 entries: a lookup proof of at most 3 KiB, verified in at most "
         "1 ms. Lookup v1: a handle at version 1 (VRF proofs and paths of versions 1 and "
-        "2); v7: at version 7 (13 in base 4: present 7, 4; absent 8); v63: at version 63 (333: "
-        "present 63, 60, 48; absent 64), the largest lookup below version 64; history v7: its "
-        "owner's proof (present 7; absent 8, 12, 16, 32, 48, ..., 3 x 2^30). A lookup at version v "
-        "verifies one VRF proof (ECVRF-EDWARDS25519-SHA512-ELL2) per nonzero base-4 digit of v and "
-        "one for v + 1: they, not the tree, are most of its "
-        "time. Build: the entries other than the two handles', inserted one by one, "
+        "2); v7: at version 7 (present 7; absent 8); v255: at version 255 (present 0xff, 0xf0; "
+        "absent 0x100), the largest lookup below 256; v4095: at version 4,095 (present 0xfff, "
+        "0xff0, 0xf00; absent 0x1000), the largest below 4,096; history v7: its owner's proof "
+        "(present 7; absent 8 to 15, 16 to 240, 256 to 3,840, then 2^12, 2^13, ..., 2^31). A "
+        "lookup at version v verifies one VRF proof (ECVRF-EDWARDS25519-SHA512-ELL2) per nonzero "
+        "digit of v (three of four bits, then one per bit from bit 12) and one for v + 1: they, "
+        "not the tree, are most of its time. Build: the entries other than the four handles', "
+        "inserted one by one, "
         "and the root; memory: resident memory that the tree added. Times are CPU time of the "
         "measuring thread.\n\n");
     return 0;

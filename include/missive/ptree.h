@@ -29,13 +29,14 @@
 /* The most entries one epoch may add (an append-only proof holds at most this many). */
 #define MSV_PT_BATCH_MAX 1000000
 /*
- * The most versions a lookup proves present (one per nonzero base-4 digit of a 32-bit version)
- * and the most a history proves absent (three per digit).
+ * The most versions a lookup proves present (one per nonzero digit of a 32-bit version: three
+ * digits of four bits, then twenty of one) and the most a history proves absent (fifteen per
+ * four-bit digit, one per one-bit digit).
  */
-#define MSV_PT_PRESENT_MAX 16
-#define MSV_PT_ABSENT_MAX 48
+#define MSV_PT_PRESENT_MAX 23
+#define MSV_PT_ABSENT_MAX 65
 /*
- * The longest version proof an honest directory makes: 37 bytes of head, 49 versions of a VRF
+ * The longest version proof an honest directory makes: 37 bytes of head, 66 versions of a VRF
  * proof, a leaf descriptor (at most 65) and at most 256 siblings (33 each, each given once),
  * and 65 node counts.
  */
@@ -198,12 +199,13 @@ MSV_MUST_CHECK msv_err msv_pt_commit(const uint8_t opening[MSV_PT_OPENING_LEN], 
                                      uint8_t value[MSV_PT_VALUE_LEN]);
 
 /*
- * Versions are read as 16 base-4 digits (d_15 ... d_0). The versions a lookup of version v
- * proves present: v, then v with its lowest nonzero digit cleared, one digit at a time, down to
- * its highest digit alone (none for v = 0; at most MSV_PT_PRESENT_MAX). The versions the owner
- * of version v proves absent: for every digit position k and every digit j above d_k, v with
- * digits below k + 1 cleared plus j * 4^k, ascending (none above 2^32 - 1, which is no version;
- * at most MSV_PT_ABSENT_MAX). Any version w > v presented by a lookup then proves present one
+ * Versions are read as 23 digits, lowest first d_0 ... d_22: three of four bits (bits 0-3, 4-7,
+ * 8-11), then one per bit from bit 12 up. The versions a lookup of version v proves present: v,
+ * then v with its lowest nonzero digit cleared, one digit at a time, down to its highest digit
+ * alone (none for v = 0; at most MSV_PT_PRESENT_MAX). The versions the owner of version v
+ * proves absent: for every digit position k and every digit j above d_k, v with digits k and
+ * below cleared plus j in digit k, ascending (none above 2^32 - 1, which is no version; at most
+ * MSV_PT_ABSENT_MAX). Any version w > v presented by a lookup then proves present one
  * version the owner proves absent (docs/transparency.md, "Versions"). Each returns the count.
  */
 size_t msv_pt_versions_present(uint32_t v, uint32_t out[MSV_PT_PRESENT_MAX]);

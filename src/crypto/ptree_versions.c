@@ -1,10 +1,10 @@
 /*
  * Versions in the prefix tree (docs/transparency.md, "Versions"): a handle's entries are
  * versions 1, 2, 3, ... each under its own private label, the VRF output of
- * (handle, version). A version proof (format 3) carries the VRF proof of each version's label
+ * (handle, version). A version proof (format 4) carries the VRF proof of each version's label
  * and one multi-path proof of all the labels (ptree.c), sibling hashes shared:
  *
- *   u8 32 + kind (33 lookup, 34 history, 35 presence) || u32be v || opening of version v (32; only
+ *   u8 48 + kind (49 lookup, 50 history, 51 presence) || u32be v || opening of version v (32; only
  * when v > 0) || for each version kind names, in order: VRF proof (80) || multi-path proof of their
  * labels, in the same order
  *
@@ -21,7 +21,9 @@
 #include "missive/ptree.h"
 
 #define COMMIT_TAG "MSV-pt-commit-v1"
-#define FORMAT_3 32 /* the first byte of a format-3 proof: kind + 32 */
+#define FORMAT_4 48 /* the first byte of a format-4 proof: kind + 48 */
+/* the first bytes of formats 1 to 3, no longer read: kind, kind + 16, kind + 32 */
+#define OLD_FORMATS 3
 #define HANDLE_MAX 255
 
 msv_err msv_pt_vrf_input(const char *handle, uint32_t version, uint8_t *out, size_t cap,
@@ -62,18 +64,34 @@ msv_err msv_pt_commit(const uint8_t opening[MSV_PT_OPENING_LEN], const char *han
     return msv_hmac_sha256_parts(opening, MSV_PT_OPENING_LEN, parts, lens, data_len ? 3 : 2, value);
 }
 
+/*
+ * The digits a version is read as, lowest first: three of four bits (bits 0 to 11), then twenty
+ * of one bit (bits 12 to 31).
+ */
+#define DIGITS 23
+
+static unsigned digit_shift(unsigned k)
+{
+    return k < 3 ? 4 * k : k + 9;
+}
+
+static uint32_t digit_mask(unsigned k)
+{
+    return k < 3 ? 15 : 1;
+}
+
 size_t msv_pt_versions_present(uint32_t v, uint32_t out[MSV_PT_PRESENT_MAX])
 {
     size_t n = 0;
 
-    /* v, then v with its lowest nonzero base-4 digit cleared, while a digit is left */
+    /* v, then v with its lowest nonzero digit cleared, while a digit is left */
     for (uint32_t w = v; w != 0;) {
         unsigned k = 0;
 
         out[n++] = w;
-        while ((w >> 2 * k & 3) == 0)
+        while ((w >> digit_shift(k) & digit_mask(k)) == 0)
             k++;
-        w &= ~((uint32_t)3 << 2 * k);
+        w &= ~(digit_mask(k) << digit_shift(k));
     }
     return n;
 }
@@ -82,11 +100,12 @@ size_t msv_pt_versions_absent(uint32_t v, uint32_t out[MSV_PT_ABSENT_MAX])
 {
     size_t n = 0;
 
-    for (unsigned k = 0; k < 16; k++) {
-        uint64_t above = (uint64_t)v >> (2 * k + 2) << (2 * k + 2);
+    for (unsigned k = 0; k < DIGITS; k++) {
+        unsigned shift = digit_shift(k), next = shift + (k < 3 ? 4 : 1);
+        uint64_t above = (uint64_t)v >> next << next;
 
-        for (uint64_t j = (v >> 2 * k & 3) + 1; j <= 3; j++) {
-            uint64_t w = above + (j << 2 * k);
+        for (uint64_t j = (v >> shift & digit_mask(k)) + 1; j <= digit_mask(k); j++) {
+            uint64_t w = above + (j << shift);
 
             if (w <= UINT32_MAX)
                 out[n++] = (uint32_t)w;
@@ -164,7 +183,7 @@ msv_err msv_ptree_prove_versions_by(struct msv_ptree *t, enum msv_pt_proof_kind 
 {
     uint32_t versions[MSV_PT_MULTI_MAX];
     size_t n = 0, n_present = 0, used = 0, multi_len = 0;
-    uint8_t head[5] = {(uint8_t)(kind + FORMAT_3), (uint8_t)(v >> 24), (uint8_t)(v >> 16),
+    uint8_t head[5] = {(uint8_t)(kind + FORMAT_4), (uint8_t)(v >> 24), (uint8_t)(v >> 16),
                        (uint8_t)(v >> 8), (uint8_t)v};
     uint8_t pi[MSV_VRF_PROOF_LEN], labels[MSV_PT_MULTI_MAX][MSV_PT_LABEL_LEN], *buf = NULL,
                                                                                *multi = NULL;
@@ -191,8 +210,8 @@ out:
     return err;
 }
 
-/* Format 3: the VRF proofs of every version, then one multi-path proof of their labels. */
-static msv_err verify_format_3(const uint8_t root[MSV_PT_HASH_LEN],
+/* Format 4: the VRF proofs of every version, then one multi-path proof of their labels. */
+static msv_err verify_format_4(const uint8_t root[MSV_PT_HASH_LEN],
                                const uint8_t vrf_pk[MSV_VRF_PUBLIC_KEY_LEN],
                                enum msv_pt_proof_kind kind, const char *handle, const uint8_t *data,
                                size_t data_len, const uint8_t *proof, size_t len, uint32_t *version)
@@ -248,14 +267,16 @@ msv_err msv_pt_verify_versions(const uint8_t root[MSV_PT_HASH_LEN],
                                size_t data_len, const uint8_t *proof, size_t len, uint32_t *version)
 {
     /*
-     * formats 1 (the first byte the kind alone, a path proof per version) and 2 (kind + 16: the
-     * versions of base-2 digits) are no longer read
+     * formats 1 (the first byte the kind alone, a path proof per version), 2 (kind + 16: the
+     * versions of base-2 digits) and 3 (kind + 32: of base-4 digits) are no longer read
      */
-    if (len >= 1 && (proof[0] == (uint8_t)kind || proof[0] == (uint8_t)(kind + 16)))
-        return MSV_ERR_UNSUPPORTED; /* another release's format, to tell apart from tampering */
-    if (len < 5 || proof[0] != (uint8_t)(kind + FORMAT_3))
+    for (unsigned f = 0; f < OLD_FORMATS && len >= 1; f++) {
+        if (proof[0] == (uint8_t)(kind + 16 * f))
+            return MSV_ERR_UNSUPPORTED; /* another release's format, told apart from tampering */
+    }
+    if (len < 5 || proof[0] != (uint8_t)(kind + FORMAT_4))
         return MSV_ERR_PARSE;
-    return verify_format_3(root, vrf_pk, kind, handle, data, data_len, proof, len, version);
+    return verify_format_4(root, vrf_pk, kind, handle, data, data_len, proof, len, version);
 }
 
 #define EPOCH_TAG "MSV-kt-epoch-v1"

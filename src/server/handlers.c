@@ -2061,8 +2061,8 @@ static int read_handles(struct msv_conn_state *c, uint64_t request_id,
     return 0;
 }
 
-/* The lookup tokens a history proof costs beyond its lookup's: one per VRF proof it makes (v and up
- * to 47 markers absent, or 48 at version 0) */
+/* The lookup tokens a history proof costs beyond its lookup's: one per VRF proof it makes (v and
+ * up to 64 versions absent, or 65 at version 0) */
 #define HISTORY_COST MSV_PT_ABSENT_MAX
 
 /* lookups started over because the asker's own handles changed while they were read */
@@ -2130,7 +2130,7 @@ static int own_of(struct msv_conn_state *c, uint64_t request_id, const char *con
     return 0;
 }
 
-/* A history proof makes up to 48 VRF proofs (a lookup's are kept): it costs as much. -1 (and
+/* A history proof makes up to 65 VRF proofs (a lookup's are kept): it costs as much. -1 (and
  * the refusal sent) past the account's lookup bucket. */
 static int history_paid(struct msv_conn_state *c, uint64_t request_id, const uint8_t *own, size_t n)
 {

@@ -19,7 +19,7 @@
 /*
  * The most VRF proofs kept (80 bytes each with their labels' 32, and the map's 16: about
  * 130 MB). Kept are the proofs
- * a lookup of each handle's newest version v gives: v, v with its lowest nonzero base-4 digits
+ * a lookup of each handle's newest version v gives: v, v with its lowest nonzero digits
  * cleared one by one, and v + 1; a version leaving that set is dropped. Past the bound a proof is
  * made when a lookup asks for it and not kept.
  */
