@@ -147,8 +147,9 @@ struct web {
     int tls, any_host;
     int loop_abandoned;  /* the loop is not to be run (libwebsockets failed half way) */
     char host_name[300]; /* the one Host value this server answers to: the URL's */
-    int named_localhost; /* --listen localhost with TLS: the URL says localhost */
-    char base[320];      /* http(s)://HOST:PORT */
+    char cookie_name[WEB_COOKIE_NAME_MAX]; /* WEB_COOKIE_PREFIX and the port (set_names) */
+    int named_localhost;                   /* --listen localhost with TLS: the URL says localhost */
+    char base[320];                        /* http(s)://HOST:PORT */
     struct secret tokens[TOKENS_MAX], sessions[SESSIONS_MAX];
     uint64_t serial;
     int64_t token_ms, session_ms, idle_ms;
@@ -537,7 +538,7 @@ static struct secret *session_of(struct web *w, struct lws *wsi, int need_key, u
 
     *status = 401;
     if (header(wsi, WSI_TOKEN_HTTP_COOKIE, cookie, sizeof(cookie)) != 0 ||
-        web_cookie_session(cookie, id) != 0)
+        web_cookie_session(cookie, w->cookie_name, id) != 0)
         return NULL;
     s = secret_find(w->sessions, SESSIONS_MAX, id, w->session_ms, w->idle_ms);
     msv_wipe(id, sizeof(id));
@@ -582,9 +583,8 @@ static int serve_login(struct web *w, struct lws *wsi, struct pss *s)
     secret_end(t);       /* one use */
     open_file_remove(w); /* --open's page has done its work */
     session = secret_new(w, w->sessions, SESSIONS_MAX, hex);
-    snprintf(cookie, sizeof(cookie),
-             WEB_COOKIE "=%s; HttpOnly; SameSite=Strict; Path=/; Max-Age=%lld%s", hex,
-             (long long)(w->session_ms / 1000), w->tls ? "; Secure" : "");
+    snprintf(cookie, sizeof(cookie), "%s=%s; HttpOnly; SameSite=Strict; Path=/; Max-Age=%lld%s",
+             w->cookie_name, hex, (long long)(w->session_ms / 1000), w->tls ? "; Secure" : "");
     /* the page key in the fragment: it reaches the page, never a server or a Referer */
     memcpy(location, "/#k=", 4);
     if (msv_hex_encode(session->key, WEB_SECRET_LEN, location + 4, sizeof(location) - 4) != MSV_OK)
@@ -602,13 +602,16 @@ static int serve_login(struct web *w, struct lws *wsi, struct pss *s)
 static int serve_logout(struct web *w, struct lws *wsi, struct pss *s, struct secret *session)
 {
     struct answer a = {.status = 204};
+    char cookie[WEB_COOKIE_NAME_MAX + 64];
 
     s->close_after = 1; /* a body, if any, is not read */
     if (!origin_ok(w, wsi))
         return answer_text(wsi, s, 403, "a logout comes from the page itself\n");
     secret_end(session); /* its WebSockets close on the next turn (web_turn) */
     a.names[0] = "set-cookie:";
-    a.values[0] = WEB_COOKIE "=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0";
+    snprintf(cookie, sizeof(cookie), "%s=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+             w->cookie_name);
+    a.values[0] = cookie;
     s->mem = (const unsigned char *)"";
     s->len = 0;
     return answer_headers(wsi, &a);
@@ -1552,6 +1555,7 @@ static void set_names(struct web *w)
     /* on every address, with TLS: the certificate is what names the server */
     w->any_host = w->tls && (strcmp(w->host, "0.0.0.0") == 0 || strcmp(w->host, "::") == 0);
     snprintf(w->base, sizeof(w->base), "%s://%s", scheme, w->host_name);
+    snprintf(w->cookie_name, sizeof(w->cookie_name), WEB_COOKIE_PREFIX "%u", w->port);
 }
 
 static int web_listen(struct web *w)

@@ -13,8 +13,14 @@
 
 #define WEB_SECRET_LEN 32 /* login tokens and session ids: random bytes */
 #define WEB_SECRET_HEX (2 * WEB_SECRET_LEN)
-#define WEB_COOKIE "missive_session"
-#define WEB_NAME_MAX 255 /* an uploaded file's name, in bytes */
+/*
+ * The session cookie's name: this prefix and the port the server listens on. A browser sends
+ * a host's cookies to every port of it, so two servers on one host (two accounts, say) each
+ * keep a cookie of their own name in one browser, and a login to one does not end the other's.
+ */
+#define WEB_COOKIE_PREFIX "missive_session_"
+#define WEB_COOKIE_NAME_MAX 32 /* the prefix, a port of up to five digits and the NUL */
+#define WEB_NAME_MAX 255       /* an uploaded file's name, in bytes */
 
 /* A file of the front end, compiled in (cmake/embed_web.cmake). */
 struct web_asset {
@@ -30,8 +36,9 @@ extern const struct web_asset web_assets[];
  * depend on the digits' values, only on the length and the alphabet).
  */
 int web_parse_secret(const char *hex, size_t len, uint8_t out[WEB_SECRET_LEN]);
-/* The session id of a Cookie header's value: 0, or -1 if it names none. */
-int web_cookie_session(const char *cookie, uint8_t out[WEB_SECRET_LEN]);
+/* The session id of a Cookie header's value in the cookie called name (this server's): 0, or -1
+ * if it has none of that name; of several, the first. */
+int web_cookie_session(const char *cookie, const char *name, uint8_t out[WEB_SECRET_LEN]);
 /*
  * "/files/<32 hex>/<index>" into the message id and the index (below 1000):
  * 0, or -1 for any other path.

@@ -15,6 +15,7 @@ static int hex_digit(char c)
 
 int web_parse_secret(const char *hex, size_t len, uint8_t out[WEB_SECRET_LEN])
 {
+    char digits[WEB_SECRET_HEX + 1];
     size_t n = 0;
 
     if (hex == NULL || len != WEB_SECRET_HEX)
@@ -22,24 +23,30 @@ int web_parse_secret(const char *hex, size_t len, uint8_t out[WEB_SECRET_LEN])
     for (size_t i = 0; i < len; i++)
         if (!hex_digit(hex[i]))
             return -1;
-    return msv_hex_decode(hex, out, WEB_SECRET_LEN, &n) == MSV_OK && n == WEB_SECRET_LEN ? 0 : -1;
+    /* the len digits alone: hex may go on (a cookie followed by others) */
+    memcpy(digits, hex, len);
+    digits[len] = '\0';
+    return msv_hex_decode(digits, out, WEB_SECRET_LEN, &n) == MSV_OK && n == WEB_SECRET_LEN ? 0
+                                                                                            : -1;
 }
 
-int web_cookie_session(const char *cookie, uint8_t out[WEB_SECRET_LEN])
+int web_cookie_session(const char *cookie, const char *name, uint8_t out[WEB_SECRET_LEN])
 {
-    static const char name[] = WEB_COOKIE "=";
     const char *p = cookie;
+    size_t name_len = name != NULL ? strlen(name) : 0;
 
-    /* "a=b; missive_session=HEX; c=d": the first cookie of that name */
+    if (name_len == 0)
+        return -1;
+    /* "a=b; missive_session_8080=HEX; c=d": the first cookie of that name */
     while (p != NULL && *p != '\0') {
         size_t len;
 
         while (*p == ' ' || *p == ';')
             p++;
         len = strcspn(p, ";");
-        if (len > sizeof(name) - 1 && strncmp(p, name, sizeof(name) - 1) == 0) {
-            const char *v = p + sizeof(name) - 1;
-            size_t vlen = len - (sizeof(name) - 1);
+        if (len > name_len + 1 && strncmp(p, name, name_len) == 0 && p[name_len] == '=') {
+            const char *v = p + name_len + 1;
+            size_t vlen = len - name_len - 1;
 
             while (vlen > 0 && v[vlen - 1] == ' ')
                 vlen--;

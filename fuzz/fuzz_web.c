@@ -33,7 +33,8 @@ static void check_cookie(const char *s)
 {
     uint8_t v[WEB_SECRET_LEN];
 
-    if (web_cookie_session(s, v) == 0 && strstr(s, WEB_COOKIE "=") == NULL)
+    if (web_cookie_session(s, WEB_COOKIE_PREFIX "8080", v) == 0 &&
+        strstr(s, WEB_COOKIE_PREFIX "8080=") == NULL)
         abort();
 }
 

@@ -336,9 +336,9 @@ def main():
     check(st == 303 and re.match(r"/#k=[0-9a-f]{64}$", h.get("location", "")) is not None,
           "a valid token: 303 to / with the page key in the fragment (%d %s)" % (st, h))
     sc = h.get("set-cookie", "")
-    check(re.match(r"missive_session=[0-9a-f]{64}; HttpOnly; SameSite=Strict; Path=/; "
-                   r"Max-Age=43200$", sc)
-          is not None, "the session cookie's attributes: %r" % sc)
+    check(re.match(r"missive_session_%d=[0-9a-f]{64}; HttpOnly; SameSite=Strict; Path=/; "
+                   r"Max-Age=43200$" % aport, sc)
+          is not None, "the session cookie's name (its port's) and attributes: %r" % sc)
     st, _, _ = get(aport, "/login?token=" + token)
     check(st == 403, "a used token: 403 (%d)" % st)
 
@@ -347,7 +347,7 @@ def main():
                  "/nothing"):
         st, _, _ = get(aport, path)
         check(st == 401, "%s without a cookie: 401 (%d)" % (path, st))
-        st, _, _ = get(aport, path, cookie="missive_session=" + "1" * 64)
+        st, _, _ = get(aport, path, cookie="missive_session_%d=" % aport + "1" * 64)
         check(st == 401, "%s with a wrong cookie: 401 (%d)" % (path, st))
 
     # ---- with it ----
@@ -360,6 +360,10 @@ def main():
         st, h, _ = get(aport, src.decode(), cookie=cookie)
         check(st == 200 and h.get("content-type", "").startswith("text/javascript"),
               "%s is text/javascript (%d %s)" % (src, st, h.get("content-type")))
+    # the browser's other cookies of this host around it (before, one after it broke the login)
+    for jar in (cookie + "; theme=dark", "theme=dark; " + cookie, "a=1;" + cookie + ";b=2"):
+        st, _, _ = get(aport, "/qr.svg?data=x", cookie=jar, key=PAGE_KEYS[cookie])
+        check(st == 200, "the session cookie among others (%r): 200 (%d)" % (jar, st))
     st, _, _ = get(aport, "/app/none.js", cookie=cookie)
     check(st == 404, "an asset that is not there: 404 (%d)" % st)
     for path in ("/qr.svg?data=x", "/files/" + "0" * 32 + "/0"):
@@ -390,7 +394,8 @@ def main():
                                                     (aport + 1))),
                      ("no Origin", dict(cookie=cookie)),
                      ("no cookie", dict(origin=origin)),
-                     ("a wrong cookie", dict(origin=origin, cookie="missive_session=" + "2" * 64)),
+                     ("a wrong cookie", dict(origin=origin, cookie="missive_session_%d=" % aport +
+                                             "2" * 64)),
                      ("a foreign Host", dict(cookie=cookie, origin="http://evil.example:%d" %
                                              aport, host="evil.example:%d" % aport)),
                      # the cookie alone: another local user's server on another port of the
@@ -551,6 +556,14 @@ def more():
           os.path.exists(os.path.join(bup, "b" * 32, "f.txt")),
           "an upload over an hour old is deleted, a newer one kept: %r" % os.listdir(bup))
     _, _, bcookie = login(burl, bport)
+    # one browser, two servers on one host: it sends both cookies to each port, and each server
+    # takes its own (before, both were "missive_session", and bob's login replaced alice's)
+    check(cookie.split("=")[0] != bcookie.split("=")[0], "each server names its cookie apart: %r %r"
+          % (cookie, bcookie))
+    for both, p, own in (("%s; %s" % (cookie, bcookie), aport, cookie),
+                         ("%s; %s" % (bcookie, cookie), bport, bcookie)):
+        st, _, _ = get(p, "/qr.svg?data=x", cookie=both, key=PAGE_KEYS.get(own))
+        check(st == 200, "a jar holding both servers' cookies opens port %d's page (%d)" % (p, st))
     bws = WS(bport, cookie=bcookie, origin="http://127.0.0.1:%d" % bport)
     bws.call("schema", {"version": 2})
     bws.record = []
@@ -802,7 +815,7 @@ def sessions():
     st, _, _ = get(port, "/", cookie=cookie)
     check(st == 200, "the refused logouts changed nothing (%d)" % st)
     st, h, _ = post(port, "/logout", b"", cookie=cookie, origin=origin, flag=False)
-    check(st == 204 and h.get("set-cookie", "").startswith("missive_session=;") and
+    check(st == 204 and h.get("set-cookie", "").startswith("missive_session_%d=;" % port) and
           "Max-Age=0" in h.get("set-cookie", ""), "logout: 204, the cookie taken back (%d %r)" % (
               st, h))
     for path in ("/", "/app/main.js", "/qr.svg?data=x"):
