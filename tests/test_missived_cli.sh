@@ -44,6 +44,12 @@ grep -q 'event=store_pool_small connections=5 workers=3' err.txt && ok || bad "n
 sed -i 's/^connections = 5$/connections = 6/' small_pool.ini
 expect 1 "start on an unreachable PostgreSQL, pool big enough" -- "$D" --config small_pool.ini
 grep -q 'store_pool_small' err.txt && bad "a warning of a pool of 2 x workers: $(cat err.txt)" || ok
+# a lookup bucket too small for an owner's history checks (66 lookups a handle, 10 handles) is
+# warned about at start; the default (2,048) is not
+grep -q 'lookup_burst_small' err.txt && bad "a warning of the default lookup_burst: $(cat err.txt)" || ok
+printf '[directory]\nlookup_burst = 100\n' >> small_pool.ini
+expect 1 "start with a small lookup_burst" -- "$D" --config small_pool.ini
+grep -q 'event=lookup_burst_small lookup_burst=100 ' err.txt && ok || bad "no warning of a small lookup_burst: $(cat err.txt)"
 
 # a data directory, or its attachments' directory, that other users may write: refused at
 # start, before anything is made in it

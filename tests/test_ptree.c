@@ -963,9 +963,10 @@ static void test_multi_absence_elsewhere(void **state)
 /*
  * A version proof (format 4) with any byte changed in any of two bits, cut at any length, or
  * one byte longer is refused; so are formats 1 (first byte the kind alone), 2 (kind + 16) and 3
- * (kind + 32). A lookup at version 17 (three versions: 17, 16, 18) and an owner's history at
- * 2^32 - 2 (present 2^32 - 2, absent 2^32 - 1: two versions, where 17 would take 59 VRF
- * verifications per changed byte), and one version shown to its owner (presence of 9 alone).
+ * (kind + 32), and later ones (kind + 64, kind + 240) told as another release's. A lookup at
+ * version 17 (three versions: 17, 16, 18) and an owner's history at 2^32 - 2 (present 2^32 - 2,
+ * absent 2^32 - 1: two versions, where 17 would take 59 VRF verifications per changed byte), and
+ * one version shown to its owner (presence of 9 alone).
  */
 static void test_version_proof_every_byte(void **state)
 {
@@ -1017,7 +1018,8 @@ static void test_version_proof_every_byte(void **state)
         assert_int_equal(msv_pt_verify_versions(d.root, d.pk, kinds[k], handle, d.data[v % 8], 16,
                                                 proof, len, &got),
                          MSV_ERR_UNSUPPORTED);
-        for (int f = 16; f <= 32; f += 16) {
+        /* formats 2 and 3, and later ones (5 and 16) */
+        for (int f = 16; f <= 240; f += f == 32 ? 32 : f == 64 ? 176 : 16) {
             proof[0] = (uint8_t)(f + kinds[k]);
             assert_int_equal(msv_pt_verify_versions(d.root, d.pk, kinds[k], handle, d.data[v % 8],
                                                     16, proof, len, &got),

@@ -38,10 +38,11 @@
 /*
  * The longest version proof an honest directory makes: 37 bytes of head, 66 versions of a VRF
  * proof, a leaf descriptor (at most 65) and at most 256 siblings (33 each, each given once),
- * and 65 node counts.
+ * and a node count for each of at most 2 x 66 - 1 nodes.
  */
-#define MSV_PT_VERSION_PROOF_MAX \
-    (37 + 65 + (MSV_PT_ABSENT_MAX + 1) * (MSV_VRF_PROOF_LEN + 65 + MSV_PT_PATH_MAX * 33))
+#define MSV_PT_VERSION_PROOF_MAX              \
+    (37 + (2 * (MSV_PT_ABSENT_MAX + 1) - 1) + \
+     (MSV_PT_ABSENT_MAX + 1) * (MSV_VRF_PROOF_LEN + 65 + MSV_PT_PATH_MAX * 33))
 /* The VRF suite of the directory's labels. */
 #define MSV_PT_VRF_SUITE MSV_VRF_EDWARDS25519_SHA512_ELL2
 
@@ -246,9 +247,9 @@ MSV_MUST_CHECK msv_err msv_ptree_prove_versions_by(struct msv_ptree *t, enum msv
  * *version of handle is in the tree committing to data (data may be NULL when data_len is 0;
  * not checked when *version is 0), that the other versions kind names are present or absent as
  * it says, each label the VRF output of its version. MSV_OK and *version (0: the handle is not
- * in the tree); MSV_ERR_UNSUPPORTED for a proof of format 1 or 2 (another release's, never
- * accepted); MSV_ERR_PARSE for bytes that are not a version proof; MSV_ERR_AUTH when it does
- * not hold.
+ * in the tree); MSV_ERR_UNSUPPORTED for a proof of another format (first byte kind + 16 f, f
+ * not 3: another release's, never accepted); MSV_ERR_PARSE for bytes that are not a version proof;
+ * MSV_ERR_AUTH when it does not hold.
  */
 MSV_MUST_CHECK msv_err msv_pt_verify_versions(const uint8_t root[MSV_PT_HASH_LEN],
                                               const uint8_t vrf_pk[MSV_VRF_PUBLIC_KEY_LEN],

@@ -22,8 +22,11 @@
 
 #define COMMIT_TAG "MSV-pt-commit-v1"
 #define FORMAT_4 48 /* the first byte of a format-4 proof: kind + 48 */
-/* the first bytes of formats 1 to 3, no longer read: kind, kind + 16, kind + 32 */
-#define OLD_FORMATS 3
+/*
+ * Every format's first byte is kind + 16 f, f its number less one: those of formats 1 to 3 (no
+ * longer read) and of later ones are told apart from bytes that are no version proof
+ */
+#define FORMAT_STEP 16
 #define HANDLE_MAX 255
 
 msv_err msv_pt_vrf_input(const char *handle, uint32_t version, uint8_t *out, size_t cap,
@@ -268,12 +271,12 @@ msv_err msv_pt_verify_versions(const uint8_t root[MSV_PT_HASH_LEN],
 {
     /*
      * formats 1 (the first byte the kind alone, a path proof per version), 2 (kind + 16: the
-     * versions of base-2 digits) and 3 (kind + 32: of base-4 digits) are no longer read
+     * versions of base-2 digits) and 3 (kind + 32: of base-4 digits) are no longer read, and a
+     * later release's (kind + 64, ...) not yet
      */
-    for (unsigned f = 0; f < OLD_FORMATS && len >= 1; f++) {
-        if (proof[0] == (uint8_t)(kind + 16 * f))
-            return MSV_ERR_UNSUPPORTED; /* another release's format, told apart from tampering */
-    }
+    if (len >= 1 && proof[0] % FORMAT_STEP == (uint8_t)kind &&
+        proof[0] != (uint8_t)(kind + FORMAT_4))
+        return MSV_ERR_UNSUPPORTED; /* another release's format, told apart from tampering */
     if (len < 5 || proof[0] != (uint8_t)(kind + FORMAT_4))
         return MSV_ERR_PARSE;
     return verify_format_4(root, vrf_pk, kind, handle, data, data_len, proof, len, version);

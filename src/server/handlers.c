@@ -1590,8 +1590,6 @@ static void handle_provision_put(struct msv_conn_state *c, const msv_frame *f)
 
 /* ---- handles of an account (docs/wire.md, "Handles") ---------------------------------- */
 
-#define HANDLES_MAX 10 /* per account */
-
 /* The code HandleAdd sends proves the handle for the asking account's HandleVerify only. */
 static void handle_code_hash(uint64_t account, const char *handle, const char *code,
                              uint8_t out[32])
@@ -1669,7 +1667,7 @@ static void handle_handle_add(struct msv_conn_state *c, const msv_frame *f)
         (handles = own_handles(c, f->request_id, &n)) == NULL)
         return;
     free_handles(handles, n);
-    if (n >= HANDLES_MAX) {
+    if (n >= ACCOUNT_HANDLES_MAX) {
         atomic_fetch_add(&s->m.handles_refused, 1);
         msv_conn_send_error(c, f->request_id, E_TOO_BIG,
                             "an account has at most 10 handles; remove one first");
@@ -1702,7 +1700,8 @@ static void handle_handle_verify(struct msv_conn_state *c, const msv_frame *f)
     sodium_memzero(hash, sizeof(hash));
     if (err != MSV_OK)
         return;
-    err = STORE(s)->handle_add(IMPL(s), c->account_id, handle, HANDLES_MAX, msv_server_now_ms(s));
+    err = STORE(s)->handle_add(IMPL(s), c->account_id, handle, ACCOUNT_HANDLES_MAX,
+                               msv_server_now_ms(s));
     if (err != MSV_OK) {
         if (err == MSV_ERR_EXISTS || err == MSV_ERR_TOO_BIG)
             atomic_fetch_add(&s->m.handles_refused, 1);
@@ -1845,7 +1844,8 @@ static void handle_username_set(struct msv_conn_state *c, const msv_frame *f)
     if (set && stamp_username(c, f->request_id, now, &last) != 0)
         goto out;
     if (set)
-        err = STORE(s)->handle_add(IMPL(s), c->account_id, name, HANDLES_MAX + (old != NULL), now);
+        err = STORE(s)->handle_add(IMPL(s), c->account_id, name,
+                                   ACCOUNT_HANDLES_MAX + (old != NULL), now);
     added = set && err == MSV_OK;
     if (err == MSV_OK && old != NULL &&
         (err = STORE(s)->handle_remove(IMPL(s), c->account_id, old, now)) == MSV_ERR_NOT_FOUND) {
@@ -1883,13 +1883,13 @@ static void handle_handle_list(struct msv_conn_state *c, const msv_frame *f)
 {
     Msv__Wire__Frame out = MSV__WIRE__FRAME__INIT;
     Msv__Wire__HandleList list = MSV__WIRE__HANDLE_LIST__INIT;
-    ProtobufCBinaryData items[HANDLES_MAX];
+    ProtobufCBinaryData items[ACCOUNT_HANDLES_MAX];
     size_t n = 0;
     char **handles = own_handles(c, f->request_id, &n);
 
     if (handles == NULL)
         return;
-    list.n_handles = n < HANDLES_MAX ? n : HANDLES_MAX;
+    list.n_handles = n < ACCOUNT_HANDLES_MAX ? n : ACCOUNT_HANDLES_MAX;
     for (size_t i = 0; i < list.n_handles; i++)
         items[i] = (ProtobufCBinaryData){strlen(handles[i]), (uint8_t *)handles[i]};
     list.handles = items;

@@ -20,6 +20,7 @@
 #include <event2/thread.h>
 #include <sodium.h>
 
+#include "missive/ptree.h"
 #include "missive/util.h"
 #include "server/control.h"
 #include "server/log.h"
@@ -2491,6 +2492,14 @@ msv_err msv_server_new(const struct msv_config *cfg, const char *config_path,
                 "workers: requests wait for a connection (at most pool_wait_ms=%u, then are "
                 "refused ERROR_IO)\"",
                 cfg->store_connections, cfg->workers, cfg->store_pool_wait_ms);
+    /* an owner's history check costs a lookup and one per version it proves absent, per handle */
+    if (cfg->lookup_burst < (double)(MSV_PT_ABSENT_MAX + 1) * ACCOUNT_HANDLES_MAX)
+        msv_log(MSV_LOG_WARN, "lookup_burst_small",
+                "lookup_burst=%.0f reason=\"[directory] lookup_burst is below %d: the monitor of "
+                "an account with %d handles cannot check their history (each costs %d lookups); "
+                "it raises its alarm after a day\"",
+                cfg->lookup_burst, (MSV_PT_ABSENT_MAX + 1) * ACCOUNT_HANDLES_MAX,
+                ACCOUNT_HANDLES_MAX, MSV_PT_ABSENT_MAX + 1);
     e = msv_config_open_store(cfg, &s->store, err, err_len);
     if (e != MSV_OK)
         goto fail;

@@ -472,6 +472,8 @@ void msv_blob_status(struct msv_conn_state *c, const msv_frame *f);
 void msv_blob_finish(struct msv_conn_state *c, const msv_frame *f);
 void msv_blob_get(struct msv_conn_state *c, const msv_frame *f);
 void msv_blobs_expire(struct msv_server *s, int64_t now_ms);
+/* The most handles an account has (docs/missive.md, "Several handles"). */
+#define ACCOUNT_HANDLES_MAX 10
 /* The account of a device whose queue is full is told at most this often (per node). */
 #define QUOTA_NOTICE_EVERY_MS (10LL * 60 * 1000)
 /* 1 if device_id's account is to be told now that its queue is full (and noted as told). */
