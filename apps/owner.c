@@ -37,18 +37,21 @@
 #define DAEMON_SCHEMA 2     /* the newest schema served; a connection starts at 1 */
 #define DAEMON_SCHEMA_MIN 1 /* the oldest still served */
 #define PEERS_MAX 64
-#define LINE_MAX_BYTES (1u << 20)  /* a request line; longer ones close the connection */
-#define OUT_MAX_BYTES (16u << 20)  /* what a reader that does not read may leave waiting */
-#define INBOX_MAX 10000            /* what arrived and no 'receive' took yet */
-#define DEFERRED_MAX 4096          /* events held while a request line runs (handle_line) */
-#define BATCH_MAX 32               /* requests in one batch; more: one error, none run */
-#define MONITOR_INTERVAL_MS 300000 /* the transparency log is read this often, and on notices */
-#define EXPIRE_INTERVAL_MS 1000    /* disappearing messages are looked for this often */
+#define LINE_MAX_BYTES (1u << 20)     /* a request line; longer ones are refused and skipped */
+#define OUT_MAX_BYTES (16u << 20)     /* what a reader that does not read may leave waiting */
+#define INBOX_MAX 10000               /* what arrived and no 'receive' took yet */
+#define INBOX_BYTES_MAX (64u << 20)   /* and their size, as answers would carry them */
+#define RECEIVE_ANSWER_MAX (8u << 20) /* one 'receive' answer: the rest waits for the next */
+#define DEFERRED_MAX 4096             /* events held while a request line runs (handle_line) */
+#define BATCH_MAX 32                  /* requests in one batch; more: one error, none run */
+#define MONITOR_INTERVAL_MS 300000    /* the transparency log is read this often, and on notices */
+#define EXPIRE_INTERVAL_MS 1000       /* disappearing messages are looked for this often */
 #define RETRY_MAX_MS 60000
 
 struct inbox_item {
-    json_t *json; /* as 'receive -o json' prints it */
-    char *text;   /* as 'receive' prints it */
+    json_t *json;                  /* as 'receive -o json' prints it */
+    char *text;                    /* as 'receive' prints it */
+    size_t json_bytes, text_bytes; /* each in an answer, as JSON */
 };
 
 struct peer {
@@ -58,8 +61,9 @@ struct peer {
     char *out;
     size_t out_len, out_cap;
     int subscribed, eof;
-    int schema;   /* the schema version this connection asked for (docs/daemon.md) */
-    int skipping; /* the rest of a line over LINE_MAX_BYTES is dropped */
+    int read_done; /* its input ended: it goes once its answers are written */
+    int schema;    /* the schema version this connection asked for (docs/daemon.md) */
+    int skipping;  /* the rest of a line over LINE_MAX_BYTES is dropped */
     /* a 'receive' waiting until nothing arrives for quiet_ms */
     json_t *wait_id;
     int wait_text;
@@ -74,7 +78,7 @@ struct owner {
     struct peer *peers[PEERS_MAX];
     size_t n_peers;
     struct inbox_item *inbox;
-    size_t inbox_len, inbox_dropped;
+    size_t inbox_len, inbox_dropped, inbox_bytes;
     int online, said_offline, monitor_due;
     /* a command ran: what the server pushed meanwhile is taken once its answer is written
      * (handle_line), so that no event is told before an answer read from older state */
@@ -187,7 +191,8 @@ static json_t *rpc_result(json_t *id, json_t *result)
 
 static json_t *rpc_error(json_t *id, int code, const char *message, json_t *data)
 {
-    json_t *e = json_pack("{s:i, s:s}", "code", code, "message", message ? message : "");
+    /* the message may carry a cut character, or the server's words: made valid UTF-8 */
+    json_t *e = json_pack("{s:i, s:o}", "code", code, "message", rpc_text(message ? message : ""));
 
     if (data != NULL)
         json_object_set_new(e, "data", data);
@@ -386,17 +391,42 @@ static char *text_line(const char *prefix, const char *text)
     return line;
 }
 
+/* The bytes text takes as a JSON string in an answer (escapes included). */
+static size_t json_text_bytes(const char *text)
+{
+    json_t *s = text != NULL ? rpc_text(text) : NULL;
+    size_t n = s != NULL ? json_dumpb(s, NULL, 0, JSON_ENCODE_ANY) : 0;
+
+    json_decref(s);
+    return n;
+}
+
+/* Takes the first n items out of the inbox. */
+static void inbox_take(struct owner *ow, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        ow->inbox_bytes -= ow->inbox[i].json_bytes + ow->inbox[i].text_bytes;
+        json_decref(ow->inbox[i].json);
+        free(ow->inbox[i].text);
+    }
+    memmove(ow->inbox, ow->inbox + n, (ow->inbox_len - n) * sizeof(*ow->inbox));
+    ow->inbox_len -= n;
+}
+
 static void inbox_add(struct owner *ow, json_t *json, char *text)
 {
-    if (ow->inbox_len == INBOX_MAX) {
-        /* the oldest goes: history keeps it */
-        json_decref(ow->inbox[0].json);
-        free(ow->inbox[0].text);
-        memmove(ow->inbox, ow->inbox + 1, (INBOX_MAX - 1) * sizeof(*ow->inbox));
-        ow->inbox_len--;
+    struct inbox_item it = {json, text, json_dumpb(json, NULL, 0, JSON_COMPACT),
+                            json_text_bytes(text)};
+
+    /* the oldest go, past either bound: history keeps them */
+    while (ow->inbox_len > 0 &&
+           (ow->inbox_len == INBOX_MAX ||
+            ow->inbox_bytes + it.json_bytes + it.text_bytes > INBOX_BYTES_MAX)) {
+        inbox_take(ow, 1);
         ow->inbox_dropped++;
     }
-    ow->inbox[ow->inbox_len++] = (struct inbox_item){json, text};
+    ow->inbox[ow->inbox_len++] = it;
+    ow->inbox_bytes += it.json_bytes + it.text_bytes;
     /* a waiting 'receive' waits until it has been quiet again */
     for (size_t i = 0; i < ow->n_peers; i++)
         if (ow->peers[i]->wait_id != NULL)
@@ -867,17 +897,29 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
 
 /* ---- 'receive' ------------------------------------------------------------------------ */
 
-/* Everything the inbox holds, which the caller takes. */
+/*
+ * What the inbox holds, oldest first, up to RECEIVE_ANSWER_MAX bytes of answer (one item at
+ * least): the caller takes them, and "more" says that others wait for the next call.
+ */
 static json_t *receive_result(struct owner *ow, struct peer *p)
 {
     json_t *result = json_object();
+    size_t n = 0, bytes = 0;
 
+    while (n < ow->inbox_len) {
+        size_t b = p->wait_text ? ow->inbox[n].text_bytes : ow->inbox[n].json_bytes;
+
+        if (n > 0 && bytes + b > RECEIVE_ANSWER_MAX)
+            break;
+        bytes += b;
+        n++;
+    }
     if (p->wait_text) {
         char *text = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&text, &len);
 
-        for (size_t i = 0; f != NULL && i < ow->inbox_len; i++)
+        for (size_t i = 0; f != NULL && i < n; i++)
             if (ow->inbox[i].text != NULL)
                 fputs(ow->inbox[i].text, f);
         if (f != NULL)
@@ -887,19 +929,17 @@ static json_t *receive_result(struct owner *ow, struct peer *p)
     } else {
         json_t *items = json_array();
 
-        for (size_t i = 0; i < ow->inbox_len; i++)
+        for (size_t i = 0; i < n; i++)
             json_array_append(items, ow->inbox[i].json);
         json_object_set_new(result, "items", items);
     }
     json_object_set_new(result, "stderr", json_string(""));
     if (ow->inbox_dropped > 0)
         json_object_set_new(result, "dropped", json_integer((json_int_t)ow->inbox_dropped));
+    if (n < ow->inbox_len)
+        json_object_set_new(result, "more", json_true());
     /* taken: the next call starts after these */
-    for (size_t i = 0; i < ow->inbox_len; i++) {
-        json_decref(ow->inbox[i].json);
-        free(ow->inbox[i].text);
-    }
-    ow->inbox_len = 0;
+    inbox_take(ow, n);
     ow->inbox_dropped = 0;
     return result;
 }
@@ -925,11 +965,11 @@ static json_t *start_receive(struct owner *ow, struct peer *p, json_t *id, json_
     if (output != NULL && (!json_is_string(output) || (strcmp(json_string_value(output), "text") &&
                                                        strcmp(json_string_value(output), "json"))))
         return rpc_error(id, -32602, "'output' is \"json\" or \"text\"", NULL);
+    if (p->wait_id != NULL)
+        return rpc_error(id, -32600, "a receive is already waiting on this connection", NULL);
     if (wait != NULL)
         s = json_number_value(wait);
     p->wait_text = output != NULL && strcmp(json_string_value(output), "text") == 0;
-    if (p->wait_id != NULL)
-        return rpc_error(id, -32600, "a receive is already waiting on this connection", NULL);
     pump(ow);
     if (s == 0 || in_batch) {
         json_t *r = receive_result(ow, p);
@@ -1133,9 +1173,18 @@ static void peer_read(struct owner *ow, struct peer *p)
         p->in_cap = cap;
     }
     n = read(p->in_fd, p->in + p->in_len, p->in_cap - p->in_len);
-    if (n <= 0) {
-        if (n == 0 || (errno != EAGAIN && errno != EINTR))
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR)
             p->eof = 1;
+        return;
+    }
+    if (n == 0) {
+        /* the end of its input: a last line without its newline runs, and what it asked for
+         * is answered before it goes (owner_step) */
+        p->read_done = 1;
+        if (p->in_len > 0 && !p->skipping && p->in_len <= LINE_MAX_BYTES)
+            handle_line(ow, p, p->in, p->in_len);
+        p->in_len = 0;
         return;
     }
     p->in_len += (size_t)n;
@@ -1143,6 +1192,15 @@ static void peer_read(struct owner *ow, struct peer *p)
         char *nl = memchr(p->in, '\n', p->in_len);
         size_t used;
 
+        if (nl != NULL && !p->skipping && (size_t)(nl - p->in) > LINE_MAX_BYTES) {
+            /* a line over the bound whose end came in the same read: refused as one whose end
+             * had not come yet, and dropped below */
+            json_t *e = rpc_error(NULL, -32600, "a request line over 1 MiB", NULL);
+
+            peer_write(p, e);
+            json_decref(e);
+            p->skipping = 1;
+        }
         if (nl == NULL) {
             if (p->in_len > LINE_MAX_BYTES) {
                 json_t *e = rpc_error(NULL, -32600, "a request line over 1 MiB", NULL);
@@ -1388,9 +1446,13 @@ int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
     finish_receives(ow);
     for (size_t i = 0; i < ow->n_peers; i++)
         peer_flush(ow->peers[i]);
-    for (size_t i = ow->n_peers; i-- > 0;)
-        if (ow->peers[i]->eof)
+    for (size_t i = ow->n_peers; i-- > 0;) {
+        struct peer *p = ow->peers[i];
+
+        /* one whose input ended goes once it is answered, a waiting receive included */
+        if (p->eof || (p->read_done && p->out_len == 0 && p->wait_id == NULL))
             drop_peer(ow, i);
+    }
     now = msv_mono_ms();
     if (now >= ow->expire_at) {
         size_t expired = 0;
@@ -1425,10 +1487,14 @@ int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
 
         if (p->wait_id != NULL && p->wait_until < wake)
             wake = p->wait_until;
-        /* answers waiting: writable is worth waking for, on the socket or on stdout */
-        fds[n++] = (struct pollfd){
-            .fd = p->in_fd,
-            .events = POLLIN | (p->out_len > 0 && p->out_fd == p->in_fd ? POLLOUT : 0)};
+        /* answers waiting: writable is worth waking for, on the socket or on stdout; an input
+         * that ended has nothing more to read (a standard input at its end is not watched: it
+         * would wake the loop at once, every time) */
+        if (!p->read_done || p->out_fd == p->in_fd)
+            fds[n++] = (struct pollfd){
+                .fd = p->in_fd,
+                .events = (short)((p->read_done ? 0 : POLLIN) |
+                                  (p->out_len > 0 && p->out_fd == p->in_fd ? POLLOUT : 0))};
         if (p->out_len > 0 && p->out_fd != p->in_fd)
             fds[n++] = (struct pollfd){.fd = p->out_fd, .events = POLLOUT};
     }
@@ -1453,7 +1519,11 @@ int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
             continue;
         for (size_t i = 0; i < ow->n_peers; i++) {
             if (ow->peers[i]->in_fd == fds[k].fd && !ow->peers[i]->eof) {
-                peer_read(ow, ow->peers[i]);
+                /* a socket whose input ended and that hangs up has nobody left to answer */
+                if (ow->peers[i]->read_done)
+                    ow->peers[i]->eof = (fds[k].revents & (POLLHUP | POLLERR)) != 0;
+                else
+                    peer_read(ow, ow->peers[i]);
                 break;
             }
         }
@@ -1746,9 +1816,10 @@ int daemon_forward(const struct cli *o, const char *dir, const char *command, in
     timeout_ms = strcmp(command, "receive") == 0 ? (int)(o->wait_s * 1000) + 600000 : 3600000;
     response = call(fd, request, timeout_ms);
     json_decref(request);
-    close(fd);
+more:
     if (response == NULL) {
         fprintf(stderr, "missive: the daemon that owns this account did not answer\n");
+        close(fd);
         *rc = EXIT_ERR;
         return 1;
     }
@@ -1781,6 +1852,16 @@ int daemon_forward(const struct cli *o, const char *dir, const char *command, in
     err = json_string_value(json_object_get(body, "stderr"));
     if (err != NULL)
         fputs(err, stderr);
+    /* an answer holds at most 8 MiB of what arrived: the rest is asked for at once */
+    if (json_is_true(json_object_get(body, "more"))) {
+        json_decref(response);
+        request = json_pack("{s:s, s:i, s:s, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", 1, "method",
+                            "receive", "params", "wait", 0, "output", o->json ? "json" : "text");
+        response = request != NULL ? call(fd, request, 600000) : NULL;
+        json_decref(request);
+        goto more;
+    }
     json_decref(response);
+    close(fd);
     return 1;
 }

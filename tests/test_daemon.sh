@@ -215,6 +215,93 @@ oldest=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["me
 as bob -o json history alice@example.org --limit 1 --before "$oldest" >out.txt 2>err.txt
 [ "$(longs)" = 1 ] && [ ! -s err.txt ] && ok || bad "--before reaches the one left out: $(head -c 200 out.txt) $(cat err.txt)"
 
+# bad input at the edges of a request line, each answered (each fails before its fix)
+cat >edges.py <<'EOF'
+import json, socket, sys, time
+path = sys.argv[1]
+
+def conn():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.settimeout(10)
+    return s
+
+def answers(s, n):
+    got, out = b"", []
+    try:
+        while len(out) < n:
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            got += d
+            while b"\n" in got:
+                line, got = got.split(b"\n", 1)
+                out.append(json.loads(line))
+    except OSError:
+        pass
+    return out
+
+# an unknown key whose name the error message cuts inside a character (one of the two: each
+# character is two bytes): still an answer
+codes = []
+for lead in ("a", "ab"):
+    s = conn()
+    s.sendall((json.dumps({"jsonrpc": "2.0", "id": "cut", "method": "history",
+                           "params": {lead + "\u00e9" * 200: 1}}) + "\n").encode())
+    a = answers(s, 1)
+    codes.append(a[0]["error"]["code"] if a else None)
+print("cut", codes)
+# a request, then the end of the input (half-closed): answered before the daemon lets it go
+s = conn()
+s.sendall(b'{"jsonrpc":"2.0","id":"half","method":"receive","params":{"wait":1}}\n')
+s.shutdown(socket.SHUT_WR)
+a = answers(s, 1)
+print("half", a[0].get("id") if a else None, "result" in a[0] if a else None)
+# a last line without its newline
+s = conn()
+s.sendall(b'{"jsonrpc":"2.0","id":"last","method":"status"}')
+s.shutdown(socket.SHUT_WR)
+a = answers(s, 1)
+print("last", a[0].get("id") if a else None)
+# a line just over 1 MiB whose end comes with it: refused, and the next line answered
+s = conn()
+head = b'{"jsonrpc":"2.0","id":"big","method":"status","params":{"x":"'
+tail = b'"}}'
+line = head + b"a" * ((1 << 20) + 10 - len(head) - len(tail)) + tail
+s.sendall(line + b'\n{"jsonrpc":"2.0","id":"next","method":"status"}\n')
+a = answers(s, 2)
+print("big", [r.get("error", {}).get("code", r.get("id")) for r in a])
+# a receive refused as a second one changes nothing of the first
+s = conn()
+s.sendall(b'{"jsonrpc":"2.0","id":"w1","method":"receive","params":{"wait":2}}\n'
+          b'{"jsonrpc":"2.0","id":"w2","method":"receive","params":{"wait":2,"output":"text"}}\n')
+a = answers(s, 2)
+print("second", [(r.get("id"), r.get("error", {}).get("code"), sorted(r.get("result", {})))
+                 for r in a])
+EOF
+python3 edges.py "$sock" >out.txt 2>&1
+grep -qx 'cut \[-32602, -32602\]' out.txt && ok || bad "an error message cut inside a character: $(tr "\n" "|" <out.txt)"
+grep -qx 'half half True' out.txt && ok || bad "a half-closed connection's receive: $(tr "\n" "|" <out.txt)"
+grep -qx 'last last' out.txt && ok || bad "a last line without its newline: $(tr "\n" "|" <out.txt)"
+grep -qx "big \[-32600, 'next'\]" out.txt && ok || bad "a line over 1 MiB that ends in the read: $(tr "\n" "|" <out.txt)"
+grep -qx "second \[('w2', -32600, \[\]), ('w1', None, \['items', 'stderr'\])\]" out.txt && ok ||
+    bad "a refused second receive: $(tr "\n" "|" <out.txt)"
+
+# what arrived and takes more than one answer (30 texts of 100,000 control characters, each
+# about 600 KB in JSON, 18 MB in all): 'receive' gives it over several answers, all of it, none
+# lost (before, the one answer passed 16 MiB: the client was let go, the items already taken)
+python3 -c 'import sys; sys.stdout.write("\x01" * 100000)' >ctl.txt
+for i in $(seq 30); do as alice send bob@example.org <ctl.txt >/dev/null 2>&1 || bad "control text $i not sent"; done
+as alice send bob@example.org --text "ctl done" >/dev/null 2>&1 || bad "the text after them not sent"
+ctl() { python3 -c 'import json,sys; print(sum(len(json.loads(l).get("text", "")) == 100000 for l in sys.stdin if l.startswith("{")))' <out.txt; }
+# one sender's messages come in order: the last one there, all are
+for _ in $(seq 100); do
+    as bob history alice@example.org --limit 1 2>/dev/null | grep -q "ctl done" && break
+    sleep 0.2
+done
+expect 0 "receive of 18 MB" -- as bob -o json receive --wait 0
+[ "$(ctl)" = 30 ] && ok || bad "all 30 control texts received: $(ctl) of 30, $(head -c 300 err.txt)"
+
 # the server goes away: the daemon says so, keeps answering, and sends what waited once it is back
 cat >follow.py <<'EOF'
 import json, socket, sys
