@@ -54,6 +54,8 @@ extern char **environ;
 #define CONN_LOG_MS 10000         /* refusals are logged at most this often */
 #define WS_IN_MAX (1u << 20)      /* a message from the page: a request line's bound */
 #define WS_OUT_MAX (16u << 20)    /* what waits for a page that does not read */
+#define PAGE_BATCH_MAX 32         /* requests in a batch from the page, as the owner's bound */
+#define REQUEST_HEADERS_MAX 16384 /* a request's headers, all together */
 #define TO_OWNER_MAX (4u << 20)   /* requests not yet taken by the owner */
 #define UPLOAD_MAX (256ull << 20) /* one uploaded file */
 #define UPLOAD_TTL_S 3600         /* an upload not sent is deleted after this */
@@ -530,7 +532,7 @@ static int origin_ok(struct web *w, struct lws *wsi)
 static struct secret *session_of(struct web *w, struct lws *wsi, int need_key, unsigned *status)
 {
     /* lws_get_urlarg_by_name() copies each argument of the query in turn into arg */
-    char cookie[2048], arg[4096];
+    char cookie[REQUEST_HEADERS_MAX], arg[4096];
     const char *k;
     uint8_t id[WEB_SECRET_LEN], key[WEB_SECRET_LEN];
     struct secret *s = NULL;
@@ -911,7 +913,9 @@ static int finish_upload(struct lws *wsi, struct pss *s)
 {
     char *json = NULL, *slash;
     json_t *j;
-    int failed = s->up_failed || s->up_len != s->up_expected || close(s->up_fd) != 0;
+    /* closed whatever happened: a descriptor kept would hold the blocks of a file removed */
+    int closed = close(s->up_fd) == 0;
+    int failed = s->up_failed || s->up_len != s->up_expected || !closed;
 
     s->up_fd = -1;
     s->uploading = 0;
@@ -1165,6 +1169,9 @@ static const char *page_refusal(const struct web *w, json_t *req)
 
     if (method != NULL && (strcmp(method, "backup") == 0 || strcmp(method, "restore") == 0))
         return "the web page makes no backup and restores none; use the command line";
+    /* a session would outlive its hours and its logout, and push out the owner's token */
+    if (method != NULL && strcmp(method, "web-login") == 0)
+        return "the web page makes no login links; use missive web --url";
     /* (a number would name a file of the owner's working directory: refused too) */
     if (files != NULL && !json_is_array(files) && !json_is_string(files))
         return "a file the web page sends is one it uploaded";
@@ -1202,6 +1209,10 @@ static json_t *page_refusals(const struct web *w, json_t *req)
 
         return why == NULL ? NULL : page_error(req, why);
     }
+    /* as the owner would (its bound): one answer, not one per request */
+    if (json_array_size(req) > PAGE_BATCH_MAX)
+        return json_pack("{s:s, s:n, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", "error", "code",
+                         -32600, "message", "a batch holds at most 32 requests");
     /* one refused: none of the batch runs, each told why */
     out = json_array();
     json_array_foreach(req, i, one)
@@ -1225,10 +1236,17 @@ static int queue_raw(struct bridge *b, const char *line, size_t len);
 static int from_page(struct web *w, struct bridge *b)
 {
     json_t *req = json_loadb(b->rx, b->rx_len, 0, NULL);
-    json_t *refused = req != NULL ? page_refusals(w, req) : NULL;
+    json_t *refused =
+        req != NULL ? page_refusals(w, req)
+                    : json_pack("{s:s, s:n, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", "error", "code",
+                                -32700, "message", "the message from the page is not JSON");
     char *line = req ? json_dumps(req, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     int rc;
 
+    /*
+     * what this side cannot read is answered here, never passed on as it came: the owner reads
+     * the line after its breaks are gone, and might take what the checks above never saw
+     */
     if (refused != NULL) {
         char *answer = json_dumps(refused, JSON_COMPACT);
 
@@ -1250,16 +1268,11 @@ static int from_page(struct web *w, struct bridge *b)
         note_uploads(w, b, req);
     }
     json_decref(req);
-    if (line == NULL) {
-        /* not JSON: the owner says so; a line break in it must not make two lines */
-        for (size_t i = 0; i < b->rx_len; i++)
-            if (b->rx[i] == '\n' || b->rx[i] == '\r')
-                b->rx[i] = ' ';
-        rc = append(&b->to_owner, &b->to_len, &b->to_cap, b->rx, b->rx_len, TO_OWNER_MAX);
-    } else {
-        rc = append(&b->to_owner, &b->to_len, &b->to_cap, line, strlen(line), TO_OWNER_MAX);
-        free(line);
-    }
+    /* as this side read it (one line: JSON_COMPACT writes no line break) */
+    rc = line != NULL
+             ? append(&b->to_owner, &b->to_len, &b->to_cap, line, strlen(line), TO_OWNER_MAX)
+             : -1;
+    free(line);
     b->rx_len = 0;
     if (rc == 0)
         rc = append(&b->to_owner, &b->to_len, &b->to_cap, "\n", 1, TO_OWNER_MAX);
@@ -1281,9 +1294,11 @@ static void to_owner(struct bridge *b)
 /* A message for the page, queued as it is. */
 static int queue_raw(struct bridge *b, const char *line, size_t len)
 {
-    struct ws_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
+    struct ws_msg *m;
 
-    if (m == NULL)
+    /* past the bound the page does not read what it asks for: let go, as a refusal */
+    if (b->queued + len > WS_OUT_MAX + TO_OWNER_MAX ||
+        (m = malloc(sizeof(*m) + LWS_PRE + len)) == NULL)
         return -1;
     m->next = NULL;
     m->len = len;
@@ -1576,6 +1591,9 @@ static int web_listen(struct web *w)
     info.timeout_secs = UNAUTH_MS / 1000; /* for the headers of a request, among others */
     info.keepalive_timeout = 30;
     info.server_string = "missive";
+    /* a browser sends a host's cookies of every port: other local sites' may fill the Cookie
+     * header (libwebsockets' default for all the headers is 4 KiB) */
+    info.max_http_header_data = REQUEST_HEADERS_MAX;
     if (w->tls) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = w->o->tls_cert;
