@@ -55,6 +55,8 @@ extern char **environ;
 #define WS_IN_MAX (1u << 20)      /* a message from the page: a request line's bound */
 #define WS_OUT_MAX (16u << 20)    /* what waits for a page that does not read */
 #define PAGE_BATCH_MAX 32         /* requests in a batch from the page, as the owner's bound */
+#define FULL_WAIT_S 60            /* a page with WS_OUT_MAX waiting is let go unless it reads */
+#define ENDED_WAIT_S 5            /* a WebSocket whose session ended is closed at the latest */
 #define REQUEST_HEADERS_MAX 16384 /* a request's headers, all together */
 #define TO_OWNER_MAX (4u << 20)   /* requests not yet taken by the owner */
 #define UPLOAD_MAX (256ull << 20) /* one uploaded file */
@@ -117,6 +119,7 @@ struct bridge {
     size_t rx_len, rx_cap;
     int owner_gone;
     int session_ended; /* logged out or out of time: closed when next writable */
+    int full;          /* WS_OUT_MAX waits for the page: it is let go unless it reads in time */
     struct secret *session;
     uint64_t serial; /* the session's, while its slot holds it */
     json_t *uploads; /* [[request id, [upload dirs]]...]: deleted once answered */
@@ -1250,8 +1253,11 @@ static int from_page(struct web *w, struct bridge *b)
     if (refused != NULL) {
         char *answer = json_dumps(refused, JSON_COMPACT);
 
-        /* not as an answer of the owner's: a pending send's uploads stay (answered) */
-        rc = answer != NULL ? queue_raw(b, answer, strlen(answer)) : -1;
+        /* not as an answer of the owner's: a pending send's uploads stay (answered); past the
+         * bound the page does not read what it asks for, and is let go */
+        rc = answer != NULL && b->queued + strlen(answer) <= WS_OUT_MAX
+                 ? queue_raw(b, answer, strlen(answer))
+                 : -1;
         free(answer);
         free(line);
         json_decref(refused);
@@ -1294,11 +1300,9 @@ static void to_owner(struct bridge *b)
 /* A message for the page, queued as it is. */
 static int queue_raw(struct bridge *b, const char *line, size_t len)
 {
-    struct ws_msg *m;
+    struct ws_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
 
-    /* past the bound the page does not read what it asks for: let go, as a refusal */
-    if (b->queued + len > WS_OUT_MAX + TO_OWNER_MAX ||
-        (m = malloc(sizeof(*m) + LWS_PRE + len)) == NULL)
+    if (m == NULL)
         return -1;
     m->next = NULL;
     m->len = len;
@@ -1358,6 +1362,11 @@ static void from_owner(struct bridge *b)
                    WS_OUT_MAX) != 0)
             b->owner_gone = 1;
     }
+    /* a page that does not read goes after a while at the bound; one that reads stays */
+    if (b->queued >= WS_OUT_MAX && !b->full) {
+        b->full = 1;
+        lws_set_timeout(b->wsi, PENDING_TIMEOUT_USER_OK, FULL_WAIT_S);
+    }
     if (b->head != NULL || b->owner_gone)
         lws_callback_on_writable(b->wsi);
 }
@@ -1383,6 +1392,10 @@ static int ws_writable(struct bridge *b)
         b->tail = NULL;
     b->queued -= m->len;
     free(m);
+    if (b->full && b->queued < WS_OUT_MAX) {
+        b->full = 0;
+        lws_set_timeout(b->wsi, NO_PENDING_TIMEOUT, 0);
+    }
     if (b->head != NULL || b->owner_gone)
         lws_callback_on_writable(b->wsi);
     return 0;
@@ -1391,6 +1404,8 @@ static int ws_writable(struct bridge *b)
 static int ws_receive(struct web *w, struct lws *wsi, struct bridge *b, const void *in, size_t len)
 {
     if (b->session_ended || !bridge_session_live(w, b)) {
+        if (!b->session_ended) /* closed when writable, or at the latest in a few seconds */
+            lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, ENDED_WAIT_S);
         b->session_ended = 1; /* ended, or out of time: nothing more reaches the owner */
         lws_callback_on_writable(wsi);
         return 0;
@@ -1698,6 +1713,7 @@ static void web_turn(struct web *w)
     for (struct bridge *b = w->bridges; b != NULL; b = b->next) {
         if (!b->session_ended && !bridge_session_live(w, b)) {
             b->session_ended = 1; /* logged out, or out of time: the WebSocket closes */
+            lws_set_timeout(b->wsi, PENDING_TIMEOUT_USER_OK, ENDED_WAIT_S);
             lws_callback_on_writable(b->wsi);
             continue;
         }
