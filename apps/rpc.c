@@ -102,9 +102,12 @@ int rpc_build_argv(const char *method, json_t *params, struct rpc_argv *b, char 
     {
         int known = 0, has_arg = option_has_arg(key, &known);
 
+        /* read by the owner itself (secrets never go on a command line), each for its methods */
         if (strcmp(key, "args") == 0 || strcmp(key, "output") == 0 ||
-            strcmp(key, "backup-passphrase") == 0 || strcmp(key, "password") == 0 ||
-            strcmp(key, "new-password") == 0)
+            (strcmp(key, "backup-passphrase") == 0 &&
+             (strcmp(method, "backup") == 0 || strcmp(method, "restore") == 0)) ||
+            ((strcmp(key, "password") == 0 || strcmp(key, "new-password") == 0) &&
+             (strcmp(method, "password") == 0 || strcmp(method, "account") == 0)))
             continue;
         if (!known) {
             snprintf(why, why_len, "'%s' is not a parameter of %s", key, method);

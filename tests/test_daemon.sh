@@ -278,6 +278,13 @@ s.sendall(b'{"jsonrpc":"2.0","id":"w1","method":"receive","params":{"wait":2}}\n
 a = answers(s, 2)
 print("second", [(r.get("id"), r.get("error", {}).get("code"), sorted(r.get("result", {})))
                  for r in a])
+# a password where no method reads one: an unknown parameter, as any other (before, taken)
+s = conn()
+s.sendall(b'{"jsonrpc":"2.0","id":"pw","method":"contacts","params":{"password":"12345678"}}\n'
+          b'{"jsonrpc":"2.0","id":"bp","method":"send","params":{"args":["x@example.org"],'
+          b'"text":"t","backup-passphrase":"p"}}\n')
+a = answers(s, 2)
+print("secrets", [(r.get("id"), r.get("error", {}).get("code")) for r in a])
 EOF
 python3 edges.py "$sock" >out.txt 2>&1
 grep -qx 'cut \[-32602, -32602\]' out.txt && ok || bad "an error message cut inside a character: $(tr "\n" "|" <out.txt)"
@@ -286,6 +293,8 @@ grep -qx 'last last' out.txt && ok || bad "a last line without its newline: $(tr
 grep -qx "big \[-32600, 'next'\]" out.txt && ok || bad "a line over 1 MiB that ends in the read: $(tr "\n" "|" <out.txt)"
 grep -qx "second \[('w2', -32600, \[\]), ('w1', None, \['items', 'stderr'\])\]" out.txt && ok ||
     bad "a refused second receive: $(tr "\n" "|" <out.txt)"
+grep -qx "secrets \[('pw', -32602), ('bp', -32602)\]" out.txt && ok ||
+    bad "a password or passphrase given to a method that reads none: $(tr "\n" "|" <out.txt)"
 
 # what arrived and takes more than one answer (30 texts of 100,000 control characters, each
 # about 600 KB in JSON, 18 MB in all): 'receive' gives it over several answers, all of it, none
