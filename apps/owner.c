@@ -79,6 +79,7 @@ struct owner {
     size_t n_peers;
     struct inbox_item *inbox;
     size_t inbox_len, inbox_dropped, inbox_bytes;
+    size_t line_received; /* bytes of items the receives of the line running took */
     int online, said_offline, monitor_due;
     /* a command ran: what the server pushed meanwhile is taken once its answer is written
      * (handle_line), so that no event is told before an answer read from older state */
@@ -904,16 +905,18 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
 static json_t *receive_result(struct owner *ow, struct peer *p)
 {
     json_t *result = json_object();
-    size_t n = 0, bytes = 0;
+    size_t n = 0, bytes = ow->line_received;
 
+    /* the receives of one batch share the bound: their answers go in one line */
     while (n < ow->inbox_len) {
         size_t b = p->wait_text ? ow->inbox[n].text_bytes : ow->inbox[n].json_bytes;
 
-        if (n > 0 && bytes + b > RECEIVE_ANSWER_MAX)
+        if ((n > 0 || ow->line_received > 0) && bytes + b > RECEIVE_ANSWER_MAX)
             break;
         bytes += b;
         n++;
     }
+    ow->line_received = bytes;
     if (p->wait_text) {
         char *text = NULL;
         size_t len = 0;
@@ -1091,8 +1094,10 @@ static json_t *handle_request(struct owner *ow, struct peer *p, json_t *req, int
 
         response = r ? rpc_result(id, r) : rpc_error(id, -32000, failed, NULL);
         json_decref(r);
+    } else if (strcmp(method, "receive") == 0 && notification) {
+        response = NULL; /* no answer to carry what arrived: it stays for the next receive */
     } else if (strcmp(method, "receive") == 0) {
-        response = start_receive(ow, p, id ? id : json_null(), params, in_batch || notification);
+        response = start_receive(ow, p, id, params, in_batch);
     } else if (strcmp(method, "listen") != 0 && cli_account_command(method)) {
         response = run_command(ow, id, method, params);
     } else {
@@ -1118,6 +1123,7 @@ static void handle_line(struct owner *ow, struct peer *p, const char *line, size
         return; /* an empty line: nothing asked */
     }
     ow->deferring = 1;
+    ow->line_received = 0;
     if (req == NULL) {
         response = rpc_error(NULL, -32700, "not JSON", json_string(jerr.text));
     } else if (json_is_array(req)) {
@@ -1150,6 +1156,7 @@ static void handle_line(struct owner *ow, struct peer *p, const char *line, size
     json_decref(response);
     json_decref(req);
     ow->deferring = 0;
+    ow->line_received = 0; /* a waiting receive answers in a line of its own */
     tell_deferred(ow);
     if (ow->pump_due) {
         ow->pump_due = 0;
@@ -1434,15 +1441,9 @@ void owner_pump(struct owner *ow)
     pump(ow);
 }
 
-int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
+/* Answers the receives whose wait is over, writes what waits, and lets go of the peers done. */
+static void answer_and_drop(struct owner *ow)
 {
-    struct pollfd fds[PEERS_MAX + 3];
-    size_t n = 0, first_peer, server = SIZE_MAX, listener = SIZE_MAX, extra = SIZE_MAX;
-    int64_t now, wake;
-    struct timespec ts;
-    int ready = 0;
-
-    keep_connected(ow);
     finish_receives(ow);
     for (size_t i = 0; i < ow->n_peers; i++)
         peer_flush(ow->peers[i]);
@@ -1453,6 +1454,18 @@ int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
         if (p->eof || (p->read_done && p->out_len == 0 && p->wait_id == NULL))
             drop_peer(ow, i);
     }
+}
+
+int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
+{
+    struct pollfd fds[PEERS_MAX + 3];
+    size_t n = 0, first_peer, server = SIZE_MAX, listener = SIZE_MAX, extra = SIZE_MAX;
+    int64_t now, wake;
+    struct timespec ts;
+    int ready = 0;
+
+    keep_connected(ow);
+    answer_and_drop(ow);
     now = msv_mono_ms();
     if (now >= ow->expire_at) {
         size_t expired = 0;
@@ -1532,9 +1545,8 @@ int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
         ready = -1;
     else if (extra != SIZE_MAX && fds[extra].revents)
         ready = 1;
-    finish_receives(ow);
-    for (size_t i = 0; i < ow->n_peers; i++)
-        peer_flush(ow->peers[i]);
+    /* a --stdio daemon whose input ended and is answered stops now, not a turn later */
+    answer_and_drop(ow);
     return ready;
 }
 
