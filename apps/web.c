@@ -1392,9 +1392,11 @@ static int ws_writable(struct bridge *b)
         b->tail = NULL;
     b->queued -= m->len;
     free(m);
-    if (b->full && b->queued < WS_OUT_MAX) {
-        b->full = 0;
-        lws_set_timeout(b->wsi, NO_PENDING_TIMEOUT, 0);
+    /* the page reads: it has another minute, or none is counted once below the bound */
+    if (b->full) {
+        b->full = b->queued >= WS_OUT_MAX;
+        lws_set_timeout(b->wsi, b->full ? PENDING_TIMEOUT_USER_OK : NO_PENDING_TIMEOUT,
+                        b->full ? FULL_WAIT_S : 0);
     }
     if (b->head != NULL || b->owner_gone)
         lws_callback_on_writable(b->wsi);
@@ -1715,8 +1717,9 @@ static void web_turn(struct web *w)
             b->session_ended = 1; /* logged out, or out of time: the WebSocket closes */
             lws_set_timeout(b->wsi, PENDING_TIMEOUT_USER_OK, ENDED_WAIT_S);
             lws_callback_on_writable(b->wsi);
-            continue;
         }
+        if (b->session_ended)
+            continue; /* nothing more goes either way: it closes */
         to_owner(b);
         from_owner(b);
     }

@@ -2,9 +2,10 @@
  * What a browser (or anyone who reaches the port) sends missive web that
  * libwebsockets hands over as bytes (apps/web_parse.c), on any bytes: a
  * secret is accepted only as exactly 64 hex digits and decodes to them; a
- * cookie yields a session only from a missive_session= value; a /files path
- * is accepted only in its one spelling, which it gives back; an upload's name
- * is never a path; a --listen address has a host and a port below 65536.
+ * cookie yields a session only from a missive_session_PORT= value (this
+ * server's port's); a /files path is accepted only in its one spelling, which
+ * it gives back; an upload's name is never a path; a --listen address has a
+ * host and a port below 65536.
  */
 #include <stdint.h>
 #include <stdio.h>

@@ -1035,7 +1035,7 @@ def upload_disk_full():
     def limited():
         tie()
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (5 << 20, 5 << 20))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20))
 
     p = subprocess.Popen([M, "--data-dir", "dev-bob", "--account", "bob@example.org", "web"],
                          env=ENV, stdout=subprocess.PIPE, stderr=open("bob.web.err", "ab"),
@@ -1044,7 +1044,7 @@ def upload_disk_full():
     url = p.stdout.readline().strip()[5:]
     port = int(re.match(r"http://127\.0\.0\.1:(\d+)/", url).group(1))
     _, _, cookie = login(url, port)
-    st, _, _ = upload(port, cookie, "big.bin", os.urandom(6 << 20))
+    st, _, _ = upload(port, cookie, "big.bin", os.urandom(10 << 20))
     check(st == 400, "an upload past what can be written: 400 (%d)" % st)
     held = []
     for fd in os.listdir("/proc/%d/fd" % p.pid):
