@@ -1070,9 +1070,22 @@ static json_t *handle_request(struct owner *ow, struct peer *p, json_t *req, int
     const char *why = NULL;
     int code = rpc_check_request(req, &why);
 
+    /* a notification is answered never, not even with its params refused (JSON-RPC 2.0, 4.1) */
+    if (code == -32602 && notification)
+        return NULL;
     if (code != 0)
         return rpc_error(code == -32600 && !json_is_string(id) && !json_is_integer(id) ? NULL : id,
                          code, why, NULL);
+    /* the rest of a line after 'leave' (or an account deleted): the device is gone */
+    if (ow->c->device_id == 0) {
+        json_t *data = json_pack("{s:s, s:[], s:i}", "stderr",
+                                 "missive: this device left its account: nothing more runs\n",
+                                 "items", "exit_status", 1);
+
+        return notification
+                   ? (json_decref(data), NULL)
+                   : rpc_error(id, -32001, "this device left its account: nothing more runs", data);
+    }
     if (params == NULL)
         params = owned = json_object();
     if (strcmp(method, "status") == 0) {

@@ -69,6 +69,14 @@ void rpc_argv_free(struct rpc_argv *b)
         free(b->owned[i]);
 }
 
+/* Whether the option names a file: its value is a string (a number would name a file of the
+ * owner's working directory). */
+static int names_file(const char *name)
+{
+    return strcmp(name, "file") == 0 || strcmp(name, "avatar") == 0 || strcmp(name, "image") == 0 ||
+           strcmp(name, "backup-passphrase-file") == 0;
+}
+
 /* A parameter's value as an argument: strings as they are, numbers written out. */
 static int argv_add_value(struct rpc_argv *b, json_t *v)
 {
@@ -128,11 +136,15 @@ int rpc_build_argv(const char *method, json_t *params, struct rpc_argv *b, char 
 
             json_array_foreach(v, i, f)
             {
+                if (!json_is_string(f))
+                    goto bad_file;
                 if (argv_add(b, opt, 1) != 0 || argv_add_value(b, f) != 0)
                     goto bad_value;
             }
             continue;
         }
+        if (names_file(key) && !json_is_string(v))
+            goto bad_file;
         if (argv_add(b, opt, 1) != 0 || argv_add_value(b, v) != 0)
             goto bad_value;
     }
@@ -155,6 +167,9 @@ int rpc_build_argv(const char *method, json_t *params, struct rpc_argv *b, char 
     return 0;
 bad_value:
     snprintf(why, why_len, "'%s' takes a string or a number", key);
+    return -1;
+bad_file:
+    snprintf(why, why_len, "'%s' names a file: a string (or, for 'file', strings)", key);
     return -1;
 too_many:
     snprintf(why, why_len, "too many parameters");

@@ -285,6 +285,15 @@ s.sendall(b'{"jsonrpc":"2.0","id":"pw","method":"contacts","params":{"password":
           b'"text":"t","backup-passphrase":"p"}}\n')
 a = answers(s, 2)
 print("secrets", [(r.get("id"), r.get("error", {}).get("code")) for r in a])
+# a file named by a number (it would be a file of the daemon's working directory), and a
+# notification whose params are refused: the first -32602, the second no answer at all
+s = conn()
+s.sendall(b'{"jsonrpc":"2.0","id":"num","method":"send","params":{"args":["x@example.org"],'
+          b'"text":"t","file":[42]}}\n'
+          b'{"jsonrpc":"2.0","method":"status","params":[1]}\n'
+          b'{"jsonrpc":"2.0","id":"after","method":"status"}\n')
+a = answers(s, 2)
+print("types", [(r.get("id"), r.get("error", {}).get("code")) for r in a])
 EOF
 python3 edges.py "$sock" >out.txt 2>&1
 grep -qx 'cut \[-32602, -32602\]' out.txt && ok || bad "an error message cut inside a character: $(tr "\n" "|" <out.txt)"
@@ -295,6 +304,8 @@ grep -qx "second \[('w2', -32600, \[\]), ('w1', None, \['items', 'stderr'\])\]" 
     bad "a refused second receive: $(tr "\n" "|" <out.txt)"
 grep -qx "secrets \[('pw', -32602), ('bp', -32602)\]" out.txt && ok ||
     bad "a password or passphrase given to a method that reads none: $(tr "\n" "|" <out.txt)"
+grep -qx "types \[('num', -32602), ('after', None)\]" out.txt && ok ||
+    bad "a file named by a number; a notification's params refused unanswered: $(tr "\n" "|" <out.txt)"
 
 # what arrived and takes more than one answer (30 texts of 100,000 control characters, each
 # about 600 KB in JSON, 18 MB in all): 'receive' gives it over several answers, all of it, none
