@@ -104,7 +104,7 @@ size_t msv_pt_versions_absent(uint32_t v, uint32_t out[MSV_PT_ABSENT_MAX])
     size_t n = 0;
 
     for (unsigned k = 0; k < DIGITS; k++) {
-        unsigned shift = digit_shift(k), next = shift + (k < 3 ? 4 : 1);
+        unsigned shift = digit_shift(k), next = digit_shift(k + 1); /* 32 past the last */
         uint64_t above = (uint64_t)v >> next << next;
 
         for (uint64_t j = (v >> shift & digit_mask(k)) + 1; j <= digit_mask(k); j++) {

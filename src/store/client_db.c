@@ -1314,19 +1314,23 @@ msv_err msv_client_db_group_put(struct msv_client_db *db, const uint8_t group_id
     return msv_sql_run(st);
 }
 
-msv_err msv_client_db_group_accept(struct msv_client_db *db, const uint8_t group_id[16])
+/* Runs sql on the group group_id (its one parameter): MSV_ERR_NOT_FOUND if no row changed. */
+static msv_err group_row_change(struct msv_client_db *db, const char *sql,
+                                const uint8_t group_id[16])
 {
     sqlite3_stmt *st = NULL;
-    msv_err err =
-        msv_sql_prepare(db->db, "UPDATE groups SET accepted = 1 WHERE group_id = ?;", &st);
+    msv_err err = msv_sql_prepare(db->db, sql, &st);
 
     if (err != MSV_OK)
         return err;
     sqlite3_bind_blob(st, 1, group_id, 16, SQLITE_TRANSIENT);
     err = msv_sql_run(st);
-    if (err == MSV_OK && sqlite3_changes(db->db) == 0)
-        err = MSV_ERR_NOT_FOUND;
-    return err;
+    return err == MSV_OK && sqlite3_changes(db->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+}
+
+msv_err msv_client_db_group_accept(struct msv_client_db *db, const uint8_t group_id[16])
+{
+    return group_row_change(db, "UPDATE groups SET accepted = 1 WHERE group_id = ?;", group_id);
 }
 
 msv_err msv_client_db_group_invited(struct msv_client_db *db, const uint8_t group_id[16],
@@ -1398,15 +1402,8 @@ msv_err msv_client_db_invitations_by(struct msv_client_db *db, const char *handl
 
 msv_err msv_client_db_invitation_drop(struct msv_client_db *db, const uint8_t group_id[16])
 {
-    sqlite3_stmt *st = NULL;
-    msv_err err =
-        msv_sql_prepare(db->db, "DELETE FROM groups WHERE group_id = ? AND accepted = 0;", &st);
-
-    if (err != MSV_OK)
-        return err;
-    sqlite3_bind_blob(st, 1, group_id, 16, SQLITE_TRANSIENT);
-    err = msv_sql_run(st);
-    return err == MSV_OK && sqlite3_changes(db->db) == 0 ? MSV_ERR_NOT_FOUND : err;
+    return group_row_change(db, "DELETE FROM groups WHERE group_id = ? AND accepted = 0;",
+                            group_id);
 }
 
 static msv_err read_group(sqlite3_stmt *st, struct msv_group_rec *g)
