@@ -69,9 +69,7 @@ void rpc_argv_free(struct rpc_argv *b)
         free(b->owned[i]);
 }
 
-/* Whether the option names a file: its value is a string (a number would name a file of the
- * owner's working directory). */
-static int names_file(const char *name)
+int rpc_names_file(const char *name)
 {
     return strcmp(name, "file") == 0 || strcmp(name, "avatar") == 0 || strcmp(name, "image") == 0 ||
            strcmp(name, "backup-passphrase-file") == 0;
@@ -143,7 +141,7 @@ int rpc_build_argv(const char *method, json_t *params, struct rpc_argv *b, char 
             }
             continue;
         }
-        if (names_file(key) && !json_is_string(v))
+        if (rpc_names_file(key) && !json_is_string(v))
             goto bad_file;
         if (argv_add(b, opt, 1) != 0 || argv_add_value(b, v) != 0)
             goto bad_value;

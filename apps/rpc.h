@@ -37,6 +37,13 @@ int rpc_build_argv(const char *method, json_t *params, struct rpc_argv *b, char 
 void rpc_argv_free(struct rpc_argv *b);
 
 /*
+ * 1 if the parameter names a file ("file", "avatar", "image", "backup-passphrase-file"): its
+ * value is a string ("file": strings too), never a number, which would name a file of the
+ * daemon's working directory.
+ */
+int rpc_names_file(const char *name);
+
+/*
  * A JSON string of s, whatever its bytes: each byte that is not part of
  * valid UTF-8 becomes U+FFFD, so that every line the daemon writes is JSON.
  */

@@ -38,6 +38,7 @@
 #include "missive/util.h"
 #include "owner.h"
 #include "qrimage.h"
+#include "rpc.h"
 #include "web.h"
 
 extern char **environ;
@@ -1164,10 +1165,8 @@ static void answered(struct bridge *b, json_t *response)
  */
 static const char *page_refusal(const struct web *w, json_t *req)
 {
-    static const char *const one_file[] = {"avatar", "image", "backup-passphrase-file"};
-    const char *method = json_string_value(json_object_get(req, "method"));
-    json_t *params = json_object_get(req, "params"), *files = json_object_get(params, "file");
-    json_t *f;
+    const char *method = json_string_value(json_object_get(req, "method")), *key;
+    json_t *params = json_object_get(req, "params"), *v, *f;
     size_t i;
 
     if (method != NULL && (strcmp(method, "backup") == 0 || strcmp(method, "restore") == 0))
@@ -1175,30 +1174,39 @@ static const char *page_refusal(const struct web *w, json_t *req)
     /* a session would outlive its hours and its logout, and push out the owner's token */
     if (method != NULL && strcmp(method, "web-login") == 0)
         return "the web page makes no login links; use missive web --url";
-    /* (a number would name a file of the owner's working directory: refused too) */
-    if (files != NULL && !json_is_array(files) && !json_is_string(files))
-        return "a file the web page sends is one it uploaded";
-    json_array_foreach(files, i, f)
+    /* every parameter that names a file (a number would name one of the owner's working
+     * directory: refused too, as no upload) */
+    json_object_foreach(params, key, v)
     {
-        if (!uploaded(w, json_string_value(f)))
-            return "a file the web page sends is one it uploaded";
-    }
-    if (json_is_string(files) && !uploaded(w, json_string_value(files)))
-        return "a file the web page sends is one it uploaded";
-    for (i = 0; i < sizeof(one_file) / sizeof(one_file[0]); i++) {
-        json_t *v = json_object_get(params, one_file[i]);
+        const char *why = strcmp(key, "file") == 0 ? "a file the web page sends is one it uploaded"
+                                                   : "a file the web page names is one it uploaded";
 
-        if (v != NULL && !uploaded(w, json_string_value(v)))
-            return "a file the web page names is one it uploaded";
+        if (!rpc_names_file(key))
+            continue;
+        if (strcmp(key, "file") == 0 && json_is_array(v)) {
+            json_array_foreach(v, i, f)
+            {
+                if (!uploaded(w, json_string_value(f)))
+                    return why;
+            }
+        } else if (!uploaded(w, json_string_value(v))) {
+            return why;
+        }
     }
     return NULL;
+}
+
+/* A JSON-RPC error of code for the page, with id (NULL: null). */
+static json_t *page_error_of(json_t *id, int code, const char *why)
+{
+    return json_pack("{s:s, s:O?, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id, "error", "code", code,
+                     "message", why);
 }
 
 /* The error the page gets for req, refused why. */
 static json_t *page_error(json_t *req, const char *why)
 {
-    return json_pack("{s:s, s:O?, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
-                     json_object_get(req, "id"), "error", "code", -32602, "message", why);
+    return page_error_of(json_object_get(req, "id"), -32602, why);
 }
 
 /* The refusals of req (a request or a batch) the page gets at once, or NULL if none. */
@@ -1214,8 +1222,7 @@ static json_t *page_refusals(const struct web *w, json_t *req)
     }
     /* as the owner would (its bound): one answer, not one per request */
     if (json_array_size(req) > PAGE_BATCH_MAX)
-        return json_pack("{s:s, s:n, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", "error", "code",
-                         -32600, "message", "a batch holds at most 32 requests");
+        return page_error_of(NULL, -32600, "a batch holds at most 32 requests");
     /* one refused: none of the batch runs, each told why */
     out = json_array();
     json_array_foreach(req, i, one)
@@ -1239,10 +1246,9 @@ static int queue_raw(struct bridge *b, const char *line, size_t len);
 static int from_page(struct web *w, struct bridge *b)
 {
     json_t *req = json_loadb(b->rx, b->rx_len, 0, NULL);
-    json_t *refused =
-        req != NULL ? page_refusals(w, req)
-                    : json_pack("{s:s, s:n, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", "error", "code",
-                                -32700, "message", "the message from the page is not JSON");
+    json_t *refused = req != NULL
+                          ? page_refusals(w, req)
+                          : page_error_of(NULL, -32700, "the message from the page is not JSON");
     char *line = req ? json_dumps(req, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     int rc;
 
