@@ -7515,6 +7515,37 @@ static char *group_members(struct msv_client *c, const uint8_t gid[16])
     return members;
 }
 
+/* A server with alice, bob, carol and dave registered, and alice's group "club" with bob. */
+static void club_start(struct test_server *s, struct msv_client **alice, struct msv_client **bob,
+                       uint8_t gid[16])
+{
+    const char *one[1] = {"bob@example.org"};
+
+    test_server_init(s, NULL);
+    test_server_start(s);
+    *alice = client_for(s, "alice", "alice@example.org");
+    *bob = client_for(s, "bob", "bob@example.org");
+    msv_client_close(client_for(s, "carol", "carol@example.org")); /* registered */
+    msv_client_close(client_for(s, "dave", "dave@example.org"));
+    assert_int_equal(msv_client_group_create(*alice, "club", one, 1, gid), MSV_OK);
+}
+
+/* a and b hold one state of the group, and listed's record of it names carol and dave. */
+static void club_agreed(struct msv_client *a, struct msv_client *b, struct msv_client *listed,
+                        const uint8_t gid[16])
+{
+    uint8_t ha[32], hb[32];
+    char *members;
+
+    held_group_hash(a, gid, ha);
+    held_group_hash(b, gid, hb);
+    assert_memory_equal(ha, hb, 32);
+    members = group_members(listed, gid);
+    assert_non_null(strstr(members, "carol@example.org"));
+    assert_non_null(strstr(members, "dave@example.org"));
+    free(members);
+}
+
 /*
  * Two processes of one account change a group at once: the second waits for the first to
  * queue its change, then changes the state the first made. Before, each changed the state both
@@ -7523,22 +7554,15 @@ static char *group_members(struct msv_client *c, const uint8_t gid[16])
  */
 static void test_group_changes_from_two_processes(void **state)
 {
-    const char *one[1] = {"bob@example.org"};
     struct test_server s;
     struct msv_client *alice, *alice2, *bob;
     struct held_edit first = {0}, second = {0};
     pthread_t t1, t2;
-    uint8_t gid[16], ha[32], hb[32];
-    char path[200], byte = 1, *members;
+    uint8_t gid[16];
+    char path[200], byte = 1;
 
     (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice = client_for(&s, "alice", "alice@example.org");
-    bob = client_for(&s, "bob", "bob@example.org");
-    msv_client_close(client_for(&s, "carol", "carol@example.org")); /* registered */
-    msv_client_close(client_for(&s, "dave", "dave@example.org"));
-    assert_int_equal(msv_client_group_create(alice, "club", one, 1, gid), MSV_OK);
+    club_start(&s, &alice, &bob, gid);
     snprintf(path, sizeof(path), "%s/alice", s.dir);
     assert_int_equal(msv_client_open(path, NULL, &alice2), MSV_OK);
     first.c = alice;
@@ -7559,14 +7583,8 @@ static void test_group_changes_from_two_processes(void **state)
     assert_int_equal(first.err, MSV_OK);
     assert_int_equal(second.err, MSV_OK);
     alice->test_group_read = NULL;
-    members = group_members(alice, gid);
-    assert_non_null(strstr(members, "carol@example.org"));
-    assert_non_null(strstr(members, "dave@example.org"));
-    free(members);
     receive_all(bob);
-    held_group_hash(alice, gid, ha);
-    held_group_hash(bob, gid, hb);
-    assert_memory_equal(ha, hb, 32);
+    club_agreed(alice, bob, alice, gid);
     for (int i = 0; i < 2; i++) {
         close(first.paused[i]);
         close(first.go[i]);
@@ -7586,21 +7604,14 @@ static void test_group_changes_from_two_processes(void **state)
  */
 static void test_group_changes_keep_their_order(void **state)
 {
-    const char *one[1] = {"bob@example.org"}, *carol[1] = {"carol@example.org"},
-               *dave[1] = {"dave@example.org"};
+    const char *carol[1] = {"carol@example.org"}, *dave[1] = {"dave@example.org"};
     struct test_server s;
     struct msv_client *alice, *alice2, *bob;
-    uint8_t gid[16], ha[32], hb[32];
-    char path[200], *members;
+    uint8_t gid[16];
+    char path[200];
 
     (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice = client_for(&s, "alice", "alice@example.org");
-    bob = client_for(&s, "bob", "bob@example.org");
-    msv_client_close(client_for(&s, "carol", "carol@example.org")); /* registered */
-    msv_client_close(client_for(&s, "dave", "dave@example.org"));
-    assert_int_equal(msv_client_group_create(alice, "club", one, 1, gid), MSV_OK);
+    club_start(&s, &alice, &bob, gid);
     receive_all(bob);
     drop_connection(alice);
     test_server_stop(&s);
@@ -7613,13 +7624,7 @@ static void test_group_changes_keep_their_order(void **state)
     assert_int_equal(outbox_size(alice2), 0);
     drop_connection(bob); /* to the server before its restart */
     receive_all(bob);
-    held_group_hash(alice2, gid, ha);
-    held_group_hash(bob, gid, hb);
-    assert_memory_equal(ha, hb, 32);
-    members = group_members(bob, gid);
-    assert_non_null(strstr(members, "carol@example.org"));
-    assert_non_null(strstr(members, "dave@example.org"));
-    free(members);
+    club_agreed(alice2, bob, bob, gid);
     msv_client_close(alice2);
     msv_client_close(alice);
     msv_client_close(bob);
