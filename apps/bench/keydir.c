@@ -75,17 +75,13 @@ static int add_versions(struct keydir *k, const char *handle, uint32_t n,
 {
     uint8_t alpha[300], pi[MSV_VRF_PROOF_LEN], beta[MSV_VRF_OUTPUT_LEN];
     uint32_t present[MSV_PT_PRESENT_MAX];
-    size_t held = sparse ? msv_pt_versions_present(n, present) : 0;
+    size_t count = sparse ? msv_pt_versions_present(n, present) : n;
     struct msv_pt_entry e;
     size_t len = 0;
 
-    for (uint32_t v = 1; v <= n; v++) {
-        int keep = !sparse;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t v = sparse ? present[i] : (uint32_t)i + 1;
 
-        for (size_t i = 0; i < held; i++)
-            keep |= present[i] == v;
-        if (!keep)
-            continue;
         randombytes_buf(opening[v], MSV_PT_OPENING_LEN);
         if (msv_pt_vrf_input(handle, v, alpha, sizeof(alpha), &len) != MSV_OK ||
             msv_vrf_prove(MSV_PT_VRF_SUITE, k->sk, alpha, len, pi) != MSV_OK ||
