@@ -305,7 +305,8 @@ python3 -c "import json; s=json.load(open('out.txt')); assert s['accounts'] == 5
 # take its reconnection's backoff, so up to 30 s)
 ("$HOLD" dev-bob2/bob@example.org 90 "${ports[C]}" >hold.out 2>&1) &
 hold=$!
-for _ in $(seq 300); do [ "$(rcli PUBSUB NUMSUB "msv:wake:$new" | tail -1)" = 1 ] && break; sleep 0.1; done
+# (node C subscribes before its answer reaches the device, so wait for both)
+for _ in $(seq 300); do grep -q connected hold.out && [ "$(rcli PUBSUB NUMSUB "msv:wake:$new" | tail -1)" = 1 ] && break; sleep 0.1; done
 grep -q connected hold.out && [ "$(rcli PUBSUB NUMSUB "msv:wake:$new" | tail -1)" = 1 ] && ok || bad "node C does not listen for the removal of a device connected for requests alone: $(cat hold.out)"
 ("$M" --data-dir dev-bob2 --account bob@example.org receive --wait 20 >bob2.out 2>&1) &
 bob2=$!
