@@ -64,6 +64,7 @@ enum {
     O_IN,
     O_TEXT,
     O_DAYS,
+    O_RESUME,
     O_PRIVATE_MESSAGE,
     O_NO_PATH,
     O_FORCE,
@@ -77,8 +78,8 @@ struct mls_opts {
     uint16_t suite;
     const char *identity, *out, *private_part, *state, *group_id, *commit, *welcome, *tree, *in,
         *text;
-    const char *key_packages[LIST_MAX], *proposals[LIST_MAX], *psks[LIST_MAX];
-    size_t n_key_packages, n_proposals, n_psks, n_leaves;
+    const char *key_packages[LIST_MAX], *proposals[LIST_MAX], *psks[LIST_MAX], *resume[LIST_MAX];
+    size_t n_key_packages, n_proposals, n_psks, n_resume, n_leaves;
     uint32_t leaves[LIST_MAX];
     unsigned days;
     int private_message, no_path, force, help;
@@ -490,6 +491,7 @@ static const struct option long_opts[] = {
     {"in", required_argument, NULL, O_IN},
     {"text", required_argument, NULL, O_TEXT},
     {"days", required_argument, NULL, O_DAYS},
+    {"resume", required_argument, NULL, O_RESUME},
     {"private-message", no_argument, NULL, O_PRIVATE_MESSAGE},
     {"no-path", no_argument, NULL, O_NO_PATH},
     {"force", no_argument, NULL, O_FORCE},
@@ -541,6 +543,8 @@ static int take(struct mls_opts *o, int c, const char *arg)
         return add_to(o->cmd, o->proposals, &o->n_proposals, arg);
     case O_PSK:
         return add_to(o->cmd, o->psks, &o->n_psks, arg);
+    case O_RESUME:
+        return add_to(o->cmd, o->resume, &o->n_resume, arg);
     case O_PRIVATE_MESSAGE:
         o->private_message = 1;
         return 0;
@@ -810,7 +814,7 @@ static int cmd_key_package(struct mls_opts *o)
 
 /* A new member's state written to a new file: never over one (two creates at once), unless --force.
  */
-static int save_new(const struct mls_opts *o, const struct msv_mls_member *m)
+static int save_new_at(const struct mls_opts *o, const char *path, const struct msv_mls_member *m)
 {
     uint8_t *bytes = NULL;
     size_t len = 0;
@@ -818,16 +822,33 @@ static int save_new(const struct mls_opts *o, const struct msv_mls_member *m)
     msv_err err = msv_mls_member_save(m, &bytes, &len, &why);
 
     if (err != MSV_OK)
-        return fail_why(o->cmd, o->state, why);
-    err = write_new(o->cmd, o->state, bytes, len, o->force);
+        return fail_why(o->cmd, path, why);
+    err = write_new(o->cmd, path, bytes, len, o->force);
     msv_secret_free(bytes, len);
     return err == MSV_OK ? 0 : EXIT_FAILURE;
+}
+
+static int save_new(const struct mls_opts *o, const struct msv_mls_member *m)
+{
+    return save_new_at(o, o->state, m);
+}
+
+/* --group-id HEX into gid (random if not given). */
+static int group_id_of(const struct mls_opts *o, uint8_t gid[MSV_MLS_GROUP_ID_MAX], size_t *len)
+{
+    *len = 16;
+    if (o->group_id != NULL &&
+        (msv_hex_decode(o->group_id, gid, MSV_MLS_GROUP_ID_MAX, len) != MSV_OK || *len == 0))
+        return usage_error(o->cmd, "--group-id takes 1 to 255 bytes in hex");
+    if (o->group_id == NULL)
+        msv_random_bytes(gid, *len);
+    return 0;
 }
 
 static int cmd_create(struct mls_opts *o)
 {
     uint8_t seed[32], gid[MSV_MLS_GROUP_ID_MAX];
-    size_t gid_len = 16;
+    size_t gid_len = 0;
     uint64_t now = (uint64_t)time(NULL);
     struct msv_mls_member *m = NULL;
     msv_err err;
@@ -837,11 +858,8 @@ static int cmd_create(struct mls_opts *o)
         return rc;
     if (strlen(o->identity) > MSV_MLS_IDENTITY_MAX)
         return usage_error(o->cmd, "--identity is longer than 1024 bytes");
-    if (o->group_id != NULL &&
-        (msv_hex_decode(o->group_id, gid, sizeof(gid), &gid_len) != MSV_OK || gid_len == 0))
-        return usage_error(o->cmd, "--group-id takes 1 to 255 bytes in hex");
-    if (o->group_id == NULL)
-        msv_random_bytes(gid, gid_len);
+    if ((rc = group_id_of(o, gid, &gid_len)) != 0)
+        return rc;
     msv_random_bytes(seed, sizeof(seed));
     err = msv_mls_member_create((enum msv_mls_suite)o->suite, gid, gid_len, seed,
                                 (const uint8_t *)o->identity, strlen(o->identity), now - 3600,
@@ -945,7 +963,121 @@ static int cmd_remove_update(struct mls_opts *o)
     return rc;
 }
 
+/* ---- reinit, branch, reinit-group: groups that resume another (RFC 9420 11.2, 11.3) ---- */
+
+static int cmd_reinit(struct mls_opts *o)
+{
+    struct msv_mls_commit_spec spec;
+    struct session s;
+    uint8_t gid[MSV_MLS_GROUP_ID_MAX];
+    size_t gid_len = 0;
+    int rc;
+
+    if ((rc = group_id_of(o, gid, &gid_len)) != 0 ||
+        (rc = check_distinct(o, &o->commit, 1, &o->state, 1)) != 0 ||
+        (rc = check_new(o, o->commit)) != 0)
+        return rc;
+    if ((rc = session_open(&s, o)) == 0) {
+        memset(&spec, 0, sizeof(spec));
+        spec.now = (uint64_t)time(NULL);
+        spec.private_message = o->private_message;
+        spec.reinit = 1;
+        spec.reinit_group_id = gid;
+        spec.reinit_group_id_len = gid_len;
+        /* the group's own suite unless --suite names another */
+        spec.reinit_suite = (o->given & BIT(O_SUITE)) ? (enum msv_mls_suite)o->suite : s.m->suite;
+        spec.reinit_extensions = s.m->ext;
+        spec.reinit_extensions_len = s.m->ext_len;
+        rc = commit_and_save(&s, &spec);
+        if (rc == 0)
+            print_hex("new group", gid, gid_len);
+    }
+    session_close(&s);
+    return rc;
+}
+
+/* branch or reinit-group: the new group from STATE (not changed) written to --out, its
+ * Welcome to --welcome. */
+static int new_group(struct mls_opts *o, int reinit)
+{
+    struct session s;
+    struct file kps[LIST_MAX];
+    struct msv_mls_member *g = NULL;
+    const uint8_t *kp_ptrs[LIST_MAX];
+    size_t kp_lens[LIST_MAX], gid_len = 0, welcome_len = 0;
+    uint8_t gid[MSV_MLS_GROUP_ID_MAX], *welcome = NULL;
+    uint64_t now = (uint64_t)time(NULL);
+    const char *outs[2] = {o->out, o->welcome}, *why = "";
+    msv_err err = MSV_OK;
+    int rc = 0;
+
+    memset(kps, 0, sizeof(kps));
+    memset(&s, 0, sizeof(s));
+    s.fd = -1;
+    if ((rc = check_distinct(o, outs, 2, o->key_packages, o->n_key_packages)) != 0 ||
+        (rc = check_distinct(o, outs, 2, &o->state, 1)) != 0 || (rc = check_new(o, o->out)) != 0 ||
+        (rc = check_new(o, o->welcome)) != 0 ||
+        (!reinit && (rc = group_id_of(o, gid, &gid_len)) != 0))
+        return rc;
+    for (size_t i = 0; i < o->n_key_packages && rc == 0; i++) {
+        if (read_path(o->cmd, o->key_packages[i], &kps[i]) != MSV_OK)
+            rc = EXIT_FAILURE;
+        kp_ptrs[i] = kps[i].p;
+        kp_lens[i] = kps[i].n;
+    }
+    if (rc == 0 && (rc = session_open(&s, o)) == 0) {
+        if (reinit)
+            err = msv_mls_member_reinit(s.m, kp_ptrs, kp_lens, o->n_key_packages, now,
+                                        now + 86400ull * o->days, &g, &welcome, &welcome_len, &why);
+        else
+            err = msv_mls_member_branch(s.m, gid, gid_len, kp_ptrs, kp_lens, o->n_key_packages, now,
+                                        now + 86400ull * o->days, &g, &welcome, &welcome_len, &why);
+        if (err != MSV_OK)
+            rc = why[0] ? fail_why(o->cmd, "no new group", why) : fail(o->cmd, "no new group", err);
+    }
+    /* the Welcome first: a new state nobody else can join is of no use */
+    if (rc == 0 && write_new(o->cmd, o->welcome, welcome, welcome_len, o->force) != MSV_OK)
+        rc = EXIT_FAILURE;
+    if (rc == 0 && (rc = save_new_at(o, o->out, g)) != 0)
+        (void)unlink(o->welcome);
+    if (rc == 0) {
+        print_hex("group", g->group_id, g->group_id_len);
+        printf("cipher suite: %u\nepoch: %llu\n", (unsigned)g->suite, (unsigned long long)g->epoch);
+    }
+    session_close(&s);
+    msv_mls_member_free(g);
+    free(welcome);
+    for (size_t i = 0; i < o->n_key_packages; i++)
+        file_free(&kps[i]);
+    return rc;
+}
+
+static int cmd_branch(struct mls_opts *o)
+{
+    return new_group(o, 0);
+}
+
+static int cmd_reinit_group(struct mls_opts *o)
+{
+    return new_group(o, 1);
+}
+
 /* ---- join ---- */
+
+/* The old groups of --resume, read (each file's lock is not needed: it is replaced whole). */
+static int resume_load(const struct mls_opts *o, struct msv_mls_member **from)
+{
+    for (size_t i = 0; i < o->n_resume; i++) {
+        const char *why = "";
+
+        if (msv_mls_member_load_file(o->resume[i], NULL, 0, &from[i], &why) != MSV_OK) {
+            fprintf(stderr, "%s %s: %s is not a usable MLS state: %s\n", prog, o->cmd, o->resume[i],
+                    why);
+            return EXIT_FAILURE;
+        }
+    }
+    return 0;
+}
 
 /* The private part: its suite, and its keys those of the KeyPackage. */
 static int check_private(const struct mls_opts *o, const struct file *priv, const struct file *kp,
@@ -995,28 +1127,36 @@ static int cmd_join(struct mls_opts *o)
 {
     struct file f[4];
     struct psks psks;
-    struct msv_mls_member *m = NULL;
+    struct msv_mls_member *m = NULL, *from[LIST_MAX];
     uint16_t suite = 0;
     msv_err err;
     int rc;
 
     memset(f, 0, sizeof(f));
     memset(&psks, 0, sizeof(psks));
+    memset(from, 0, sizeof(from));
     if (o->n_key_packages != 1)
         return usage_error(o->cmd, "takes one --key-package");
     const char *inputs[4] = {o->welcome, o->key_packages[0], o->private_part, o->tree};
 
     if ((rc = check_distinct(o, &o->state, 1, inputs, o->tree != NULL ? 4 : 3)) == 0 &&
         (rc = check_new(o, o->state)) == 0 && (rc = psks_parse(o, &psks)) == 0 &&
-        (rc = join_files(o, f)) == 0)
+        (rc = join_files(o, f)) == 0 && (rc = resume_load(o, from)) == 0)
         rc = check_private(o, &f[2], &f[1], &suite);
     if (rc == 0) {
-        err = msv_mls_member_join((enum msv_mls_suite)suite, f[0].p, f[0].n, f[1].p, f[1].n,
-                                  f[2].p + 42, f[2].p + 74, psks.list, psks.n, f[3].p, f[3].n, &m);
+        err = msv_mls_member_join_resuming((enum msv_mls_suite)suite, f[0].p, f[0].n, f[1].p,
+                                           f[1].n, f[2].p + 42, f[2].p + 74, psks.list, psks.n,
+                                           (const struct msv_mls_member *const *)from, o->n_resume,
+                                           f[3].p, f[3].n, &m);
         if (err == MSV_ERR_NOT_FOUND)
             rc = fail_why(o->cmd, "no join",
                           "the Welcome is not for this KeyPackage, names a PSK not given "
-                          "(--psk) or carries no ratchet tree (--tree)");
+                          "(--psk, or an old group's epoch by --resume) or carries no ratchet "
+                          "tree (--tree)");
+        else if (err == MSV_ERR_INVALID)
+            rc = fail_why(o->cmd, "no join",
+                          "the Welcome resumes a group (RFC 9420 11.2, 11.3) it does not match: "
+                          "its epoch, suite, id or extensions, or a member not in the old group");
         else if (err != MSV_OK)
             rc = fail(o->cmd, "the Welcome does not open or check", err);
     }
@@ -1036,6 +1176,8 @@ static int cmd_join(struct mls_opts *o)
         printf("epoch: %llu\nleaf: %u\n", (unsigned long long)m->epoch, (unsigned)m->me);
     }
     msv_mls_member_free(m);
+    for (size_t i = 0; i < o->n_resume; i++)
+        msv_mls_member_free(from[i]);
     psks_free(&psks);
     for (int i = 0; i < 4; i++)
         file_free(&f[i]);
@@ -1069,6 +1211,10 @@ static int process_commit(struct session *s, const struct file *commit, const st
     if (session_save(s, NULL, 0) != 0)
         return EXIT_FAILURE;
     printf("epoch: %llu\n", (unsigned long long)s->m->epoch);
+    if (s->m->reinit) {
+        print_hex("reinitialized as", s->m->reinit_group_id, s->m->reinit_group_id_len);
+        printf("the group is closed: 'reinit-group' makes the new one\n");
+    }
     return 0;
 }
 
@@ -1232,6 +1378,10 @@ static int cmd_epoch(struct mls_opts *o)
         printf("cipher suite: %u\nepoch: %llu\nleaf: %u\nmembers: %u\n", (unsigned)s.m->suite,
                (unsigned long long)s.m->epoch, (unsigned)s.m->me, (unsigned)members);
         print_hex("epoch authenticator", s.m->s.epoch_authenticator, MSV_MLS_NH);
+        if (s.m->reinit) {
+            print_hex("reinitialized as", s.m->reinit_group_id, s.m->reinit_group_id_len);
+            printf("new cipher suite: %u\n", (unsigned)s.m->reinit_suite);
+        }
     }
     session_close(&s);
     return rc;
@@ -1284,16 +1434,51 @@ static const struct {
      "update --state STATE --commit COMMIT_FILE [--private-message] [--force]\n\n"
      "Commits nothing but an UpdatePath: our leaf and path get fresh keys (post-compromise\n"
      "security) and STATE moves to the new epoch.\n"},
+    {"reinit", cmd_reinit,
+     BIT(O_STATE) | BIT(O_COMMIT) | BIT(O_GROUP_ID) | BIT(O_SUITE) | BIT(O_PRIVATE_MESSAGE) |
+         BIT(O_FORCE),
+     BIT(O_STATE) | BIT(O_COMMIT),
+     "reinit --state STATE --commit COMMIT_FILE [--group-id HEX] [--suite 1|3]\n"
+     "         [--private-message] [--force]\n\n"
+     "Commits a ReInit (RFC 9420 11.2) alone: the group is to go on as a new group of\n"
+     "the same members, with the id given (random if not), the suite given (the group's\n"
+     "if not) and the group's extensions. Once the commit is taken, the group is closed\n"
+     "for every member: nothing more is sent or committed in it, and any member makes\n"
+     "the new group with 'reinit-group'.\n"},
+    {"reinit-group", cmd_reinit_group,
+     BIT(O_STATE) | BIT(O_KEY_PACKAGE) | BIT(O_OUT) | BIT(O_WELCOME) | BIT(O_DAYS) | BIT(O_FORCE),
+     BIT(O_STATE) | BIT(O_KEY_PACKAGE) | BIT(O_OUT) | BIT(O_WELCOME),
+     "reinit-group --state STATE --key-package KP_FILE... --out NEW_STATE\n"
+     "         --welcome WELCOME_FILE [--days N] [--force]\n\n"
+     "Makes the group a committed ReInit asks for, from STATE (which does not change):\n"
+     "our leaf with the same identity and signature key, the members of the\n"
+     "KeyPackages (each one of the old group's; give every other member's, in the new\n"
+     "suite) added with the old group's resumption PSK (usage reinit); writes the\n"
+     "Welcome, then NEW_STATE at epoch 1. The others join with their closed states.\n"},
+    {"branch", cmd_branch,
+     BIT(O_STATE) | BIT(O_KEY_PACKAGE) | BIT(O_OUT) | BIT(O_WELCOME) | BIT(O_GROUP_ID) |
+         BIT(O_DAYS) | BIT(O_FORCE),
+     BIT(O_STATE) | BIT(O_KEY_PACKAGE) | BIT(O_OUT) | BIT(O_WELCOME),
+     "branch --state STATE --key-package KP_FILE... --out NEW_STATE --welcome WELCOME_FILE\n"
+     "         [--group-id HEX] [--days N] [--force]\n\n"
+     "Makes a subgroup (RFC 9420 11.3) of some of the group's members, from STATE (which\n"
+     "does not change): a new group of the id given (random if not) in the same suite,\n"
+     "our leaf as in the group, the members of the KeyPackages (each one of the group's)\n"
+     "added with the current epoch's resumption PSK (usage branch); writes the Welcome,\n"
+     "then NEW_STATE at epoch 1. The others join with their states of the group.\n"},
     {"join", cmd_join,
      BIT(O_STATE) | BIT(O_WELCOME) | BIT(O_KEY_PACKAGE) | BIT(O_PRIVATE) | BIT(O_TREE) |
-         BIT(O_PSK) | BIT(O_FORCE),
+         BIT(O_PSK) | BIT(O_RESUME) | BIT(O_FORCE),
      BIT(O_STATE) | BIT(O_WELCOME) | BIT(O_KEY_PACKAGE) | BIT(O_PRIVATE),
      "join --welcome WELCOME_FILE --key-package KP_FILE --private PRIV_FILE\n"
-     "         --state STATE [--tree TREE_FILE] [--psk ID_HEX:PSK_HEX]... [--force]\n\n"
+     "         --state STATE [--tree TREE_FILE] [--psk ID_HEX:PSK_HEX]...\n"
+     "         [--resume OLD_STATE]... [--force]\n\n"
      "Joins from a Welcome made for the KeyPackage: its secrets opened with the private\n"
      "part, the tree (the GroupInfo's, or TREE_FILE: a ratchet_tree extension's\n"
      "content) and the GroupInfo checked; writes STATE, then overwrites PRIV_FILE with\n"
-     "zeros and removes it (its init key would open the Welcome again).\n"},
+     "zeros and removes it (its init key would open the Welcome again). A Welcome\n"
+     "naming a resumption PSK (a branch, a reinitialization) needs our state of that\n"
+     "group (--resume, read only), and is checked against it (RFC 9420 11.2, 11.3).\n"},
     {"process", cmd_process, BIT(O_STATE) | BIT(O_COMMIT) | BIT(O_PROPOSAL) | BIT(O_PSK),
      BIT(O_STATE) | BIT(O_COMMIT),
      "process --state STATE --commit COMMIT_FILE [--proposal PROPOSAL_FILE]...\n"

@@ -151,8 +151,8 @@ _missive_crypto()
     elif [ "$COMP_CWORD" -eq 2 ] && [ "${COMP_WORDS[1]}" = vrf ]; then
         mapfile -t COMPREPLY < <(compgen -W "keygen prove verify --help" -- "$cur")
     elif [ "$COMP_CWORD" -eq 2 ] && [ "${COMP_WORDS[1]}" = mls ]; then
-        mapfile -t COMPREPLY < <(compgen -W "key-package create add remove update join process
-            protect unprotect epoch --help" -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "key-package create add remove update reinit
+            reinit-group branch join process protect unprotect epoch --help" -- "$cur")
     elif [ "${COMP_WORDS[1]}" = mls ] && [ "${COMP_WORDS[COMP_CWORD - 1]}" = --suite ]; then
         mapfile -t COMPREPLY < <(compgen -W "1 3" -- "$cur")
     elif [ "${COMP_WORDS[1]}" = mls ] && [[ $cur == -* ]]; then
@@ -163,7 +163,10 @@ _missive_crypto()
         add) mls_opts="--state --key-package --commit --welcome --private-message --no-path --force --help" ;;
         remove) mls_opts="--state --leaf --commit --private-message --force --help" ;;
         update) mls_opts="--state --commit --private-message --force --help" ;;
-        join) mls_opts="--welcome --key-package --private --state --tree --psk --force --help" ;;
+        reinit) mls_opts="--state --commit --group-id --suite --private-message --force --help" ;;
+        reinit-group) mls_opts="--state --key-package --out --welcome --days --force --help" ;;
+        branch) mls_opts="--state --key-package --out --welcome --group-id --days --force --help" ;;
+        join) mls_opts="--welcome --key-package --private --state --tree --psk --resume --force --help" ;;
         process) mls_opts="--state --commit --proposal --psk --help" ;;
         protect) mls_opts="--state --in --text --out --force --help" ;;
         unprotect) mls_opts="--state --in --out --force --help" ;;

@@ -19,7 +19,12 @@
  *   5  like 2 for c3, A's commit of c2's epoch sent as a PrivateMessage;
  *   6  like 2 for c4, an external commit of D from A's GroupInfo at c2's
  *      epoch, B accepting external commits;
- *   7  A's GroupInfo changed: D joins by an external commit from it.
+ *   7  A's GroupInfo changed: D joins by an external commit from it;
+ *   8  w5 changed, a Welcome to a group B branched from the group at w1's epoch
+ *      with C: C joins from it with its state of that epoch (resumption PSK,
+ *      usage branch, and the checks of RFC 9420 11.3);
+ *   9  like 2 for c5, C's commit at w1's epoch of a ReInit alone; B must stay
+ *      open if it is refused.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +45,9 @@ struct device {
 
 static struct device dev[4]; /* A, B, C, D */
 static struct msv_mls_member *alice;
-static uint8_t *w1, *w2, *c2, *c3, *c4, *gi, *app;
-static size_t w1_len, w2_len, c2_len, c3_len, c4_len, gi_len, app_len;
+static struct msv_mls_member *carol; /* C at w1's epoch */
+static uint8_t *w1, *w2, *w5, *c2, *c3, *c4, *c5, *gi, *app;
+static size_t w1_len, w2_len, w5_len, c2_len, c3_len, c4_len, c5_len, gi_len, app_len;
 
 static void make_device(struct device *d, const char *id)
 {
@@ -65,6 +71,8 @@ static msv_err add(const uint8_t *const *kps, const size_t *lens, size_t n, uint
     spec.now = NOW;
     return msv_mls_member_commit_make(alice, &spec, commit, commit_len, welcome, welcome_len, NULL);
 }
+
+static void setup_resumption(void);
 
 static void setup(void)
 {
@@ -121,6 +129,7 @@ static void setup(void)
             abort();
         msv_mls_member_free(d);
     }
+    setup_resumption();
 }
 
 /* The honest message with the input XORed over it; the caller frees *out. */
@@ -138,6 +147,38 @@ static uint8_t *changed(const uint8_t *honest, size_t honest_len, const uint8_t 
         out[i] ^= in[i];
     *out_len = len;
     return out;
+}
+
+static struct msv_mls_member *bob(void);
+
+/* B branches the group at w1's epoch with C (w5); C commits a ReInit there (c5). */
+static void setup_resumption(void)
+{
+    struct msv_mls_member *b = bob(), *sub = NULL;
+    struct msv_mls_commit_spec spec;
+    const uint8_t *kps[1] = {dev[2].kp};
+    size_t lens[1] = {dev[2].kp_len};
+    uint8_t *none = NULL;
+    size_t none_len = 0;
+
+    if (msv_mls_member_join(MSV_MLS_SUITE_X25519_AES128GCM, w1, w1_len, dev[2].kp, dev[2].kp_len,
+                            dev[2].init_sk, dev[2].leaf_sk, NULL, 0, NULL, 0, &carol) != MSV_OK ||
+        msv_mls_member_set_signer(carol, dev[2].seed) != MSV_OK)
+        abort();
+    if (msv_mls_member_branch(b, (const uint8_t *)"branch", 6, kps, lens, 1, NOW, NOW + 86400, &sub,
+                              &w5, &w5_len, NULL) != MSV_OK)
+        abort();
+    memset(&spec, 0, sizeof(spec));
+    spec.now = NOW;
+    spec.reinit = 1;
+    spec.reinit_group_id = (const uint8_t *)"again";
+    spec.reinit_group_id_len = 5;
+    spec.reinit_suite = MSV_MLS_SUITE_X25519_CHACHA20POLY1305;
+    if (msv_mls_member_commit_make(carol, &spec, &c5, &c5_len, &none, &none_len, NULL) != MSV_OK)
+        abort();
+    msv_mls_member_commit_discard(carol);
+    msv_mls_member_free(sub);
+    msv_mls_member_free(b);
 }
 
 static struct msv_mls_member *bob(void)
@@ -214,6 +255,39 @@ static void application(const uint8_t *in, size_t n)
     free(msg);
 }
 
+static void branch_welcome(const uint8_t *in, size_t n)
+{
+    const struct msv_mls_member *from[1] = {carol};
+    size_t len;
+    uint8_t *msg = changed(w5, w5_len, in, n, &len);
+    struct msv_mls_member *m = NULL;
+
+    if (msv_mls_member_join_resuming(MSV_MLS_SUITE_X25519_AES128GCM, msg, len, dev[2].kp,
+                                     dev[2].kp_len, dev[2].init_sk, dev[2].leaf_sk, NULL, 0, from,
+                                     1, NULL, 0, &m) == MSV_OK) {
+        if (m->epoch != 1)
+            abort(); /* a branch is joined at its epoch 1 */
+        msv_mls_member_free(m);
+    } else if (n == 0) {
+        abort(); /* the honest Welcome is joined */
+    }
+    free(msg);
+}
+
+static void reinit_commit(const uint8_t *in, size_t n)
+{
+    size_t len;
+    uint8_t *msg = changed(c5, c5_len, in, n, &len);
+    struct msv_mls_member *m = bob();
+
+    msv_err err = msv_mls_member_commit(m, NULL, NULL, 0, msg, len);
+
+    if ((err != MSV_OK && m->reinit) || (n == 0 && (err != MSV_OK || !m->reinit)))
+        abort(); /* a refused commit closed the group, or the honest one did not */
+    msv_mls_member_free(m);
+    free(msg);
+}
+
 static void external(const uint8_t *in, size_t n)
 {
     size_t len, commit_len = 0;
@@ -255,7 +329,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1 || size > 65536)
         return 0;
     setup();
-    switch (data[0] % 8) {
+    switch (data[0] % 10) {
     case 0:
         key_package(data + 1, size - 1);
         break;
@@ -276,6 +350,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     case 3:
         application(data + 1, size - 1);
+        break;
+    case 8:
+        branch_welcome(data + 1, size - 1);
+        break;
+    case 9:
+        reinit_commit(data + 1, size - 1);
         break;
     default:
         proposal(data + 1, size - 1);

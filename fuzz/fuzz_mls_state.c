@@ -4,7 +4,7 @@
  * the same bytes (a loaded state is one the loader would write). The seed
  * corpus (fuzz/corpus/mls_state/) holds states missive-crypto mls wrote: a
  * group of one, of two, of three in suite 3, and one after messages were
- * read out of order.
+ * read out of order, and one closed by a ReInit it committed (version 2).
  */
 #include <stdlib.h>
 #include <string.h>

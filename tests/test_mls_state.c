@@ -312,9 +312,13 @@ static void test_bad_files(void)
     CHECK(msv_mls_member_load(copy, len + 1, NULL, 0, &m, &why) == MSV_ERR_PARSE && why &&
               strstr(why, "after") != NULL,
           "an extra byte refused");
-    copy[7] = 2; /* the version */
+    copy[7] = 3; /* the version */
     CHECK(msv_mls_member_load(copy, len, NULL, 0, &m, &why) == MSV_ERR_UNSUPPORTED,
           "an unknown version refused");
+    copy[7] = 2; /* a closed group's, without its ReInit */
+    CHECK(msv_mls_member_load(copy, len, NULL, 0, &m, &why) == MSV_ERR_PARSE && why &&
+              strstr(why, "ReInit") != NULL,
+          "a version-2 state without its ReInit refused");
     for (size_t bit = 0; bit < 8 * len; bit++) {
         memcpy(copy, bytes, len);
         copy[bit / 8] ^= (uint8_t)(1u << (bit % 8));

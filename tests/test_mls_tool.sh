@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # missive-crypto mls from the outside: three parties through key-package, create, add, join,
 # process, protect, unprotect, remove and update in both cipher suites, every member printing
-# the same epoch authenticator; bad input refused with the state files byte-identical after;
+# the same epoch authenticator, then a branch and a reinitialization into the other suite; bad input refused with the state files byte-identical after;
 # outputs that name one file refused, outputs of commands at once never over one another, an
 # output that cannot be written changing nothing, a crash at any write, rename or link leaving
 # the state and its outputs in step; and the working group's passive-client vectors: another implementation's Welcomes joined
@@ -38,7 +38,7 @@ leftover() { ls -d ./*.tmp* ./*.staged* ./*.pending 2>/dev/null; } # what a comm
 flip() { python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[int(sys.argv[3]) % len(b)]^=1; open(sys.argv[2],'wb').write(b)" "$@"; }
 
 # ---- help, usage errors, and the manual page and completion naming every option ----
-subs="key-package create add remove update join process protect unprotect epoch"
+subs="key-package create add remove update reinit reinit-group branch join process protect unprotect epoch"
 expect 0 "mls --help" -- "$M" mls --help
 expect 2 "mls alone" -- "$M" mls
 expect 2 "unknown subcommand" -- "$M" mls frobnicate
@@ -168,6 +168,58 @@ for suite in 1 3; do
     mls epoch --state d.st >ep.txt
     grep -q "^epoch: 5$" ep.txt && grep -q "^members: 3$" ep.txt && grep -q "^cipher suite: $suite$" ep.txt && ok ||
         bad "$suite epoch output: $(cat ep.txt)"
+    # a subgroup of alice and dave (RFC 9420 11.3): dave joins it with his state of the group
+    other=$((suite == 1 ? 3 : 1))
+    expect 0 "$suite key-packages" -- mls key-package --identity d --suite "$suite" --out d2.kp --private d2.priv
+    expect 0 "$suite key-package of eve" -- mls key-package --identity eve --suite "$suite" --out e.kp --private e.priv
+    keep a.st d.st
+    expect 1 "$suite a branch with someone not in the group" -- mls branch --state a.st --key-package e.kp --out x.st --welcome wx
+    grep -q "not one of the old group" err.txt && [ ! -e x.st ] && [ ! -e wx ] && ok || bad "$suite a refused branch: $(cat err.txt)"
+    expect 0 "$suite alice branches with dave" -- mls branch --state a.st --key-package d2.kp --out ab.st --welcome wb --group-id 0c0d
+    grep -q "^epoch: 1$" out.txt && grep -q "^group: 0c0d$" out.txt && ok || bad "$suite branch output: $(cat out.txt)"
+    expect 1 "$suite dave cannot join the branch without the group" -- mls join --welcome wb --key-package d2.kp --private d2.priv --state db.st
+    grep -q -- "--resume" err.txt && [ ! -e db.st ] && ok || bad "$suite a join without --resume: $(cat err.txt)"
+    expect 1 "$suite nor with another group" -- mls join --welcome wb --key-package d2.kp --private d2.priv --state db.st --resume e.st
+    expect 0 "$suite dave joins the branch" -- mls join --welcome wb --key-package d2.kp --private d2.priv --state db.st --resume d.st
+    unchanged "$suite branching and joining leave the group" a.st d.st
+    same_auth "$suite the branch" ab.st db.st
+    expect 0 "$suite alice writes in the branch" -- mls protect --state ab.st --text "just us" --out mb
+    expect 0 "$suite dave reads it" -- mls unprotect --state db.st --in mb --out mb.d
+    expect 1 "$suite carol cannot" -- mls unprotect --state c.st --in mb
+    grep -q "just us" mb.d && ok || bad "$suite the branch's text"
+    # the group reinitialized in the other suite (11.2): carol commits the ReInit, dave makes
+    # the new group, alice and carol join it with their closed states (copies of the states:
+    # the tests below go on in the group)
+    for who in a c d; do cp "$who.st" "$who.o.st"; done
+    expect 0 "$suite carol commits a ReInit" -- mls reinit --state c.o.st --commit cr --suite "$other" --group-id 0a0b
+    expect 0 "$suite alice follows the ReInit" -- mls process --state a.o.st --commit cr
+    grep -q "the group is closed" out.txt && ok || bad "$suite process says the group is closed: $(cat out.txt)"
+    expect 0 "$suite dave follows the ReInit" -- mls process --state d.o.st --commit cr
+    mls epoch --state d.o.st >ep.txt
+    grep -q "^reinitialized as: 0a0b$" ep.txt && grep -q "^new cipher suite: $other$" ep.txt && ok || bad "$suite epoch of a closed group: $(cat ep.txt)"
+    keep a.o.st
+    expect 1 "$suite nothing is sent in a closed group" -- mls protect --state a.o.st --text late --out mx
+    expect 1 "$suite nor committed" -- mls update --state a.o.st --commit cx
+    grep -q "reinitialized" err.txt && ok || bad "$suite says the group was reinitialized: $(cat err.txt)"
+    expect 1 "$suite a branch of a closed group" -- mls branch --state a.o.st --key-package d2.kp --out x.st --welcome wx
+    unchanged "$suite a closed group's refusals" a.o.st
+    expect 1 "$suite reinit-group of an open group" -- mls reinit-group --state ab.st --key-package d2.kp --out x.st --welcome wx
+    grep -q "no ReInit" err.txt && [ ! -e x.st ] && [ ! -e wx ] && ok || bad "$suite reinit-group of an open group: $(cat err.txt)"
+    for who in alice c; do
+        expect 0 "$suite key-package $who in suite $other" -- mls key-package --identity "$who" --suite "$other" --out "$who.r.kp" --private "$who.r.priv"
+    done
+    expect 0 "$suite dave makes the new group" -- mls reinit-group --state d.o.st --key-package alice.r.kp --key-package c.r.kp --out dr.st --welcome wr
+    expect 1 "$suite the new group needs the closed group" -- mls join --welcome wr --key-package c.r.kp --private c.r.priv --state cr.st --resume ab.st
+    [ ! -e cr.st ] && ok || bad "$suite a refused join wrote a state"
+    expect 0 "$suite alice joins the new group" -- mls join --welcome wr --key-package alice.r.kp --private alice.r.priv --state ar.st --resume a.o.st
+    expect 0 "$suite carol joins the new group" -- mls join --welcome wr --key-package c.r.kp --private c.r.priv --state cr.st --resume c.o.st --resume ab.st
+    same_auth "$suite the new group" ar.st cr.st dr.st
+    mls epoch --state cr.st >ep.txt
+    grep -q "^group: 0a0b$" ep.txt && grep -q "^cipher suite: $other$" ep.txt && grep -q "^epoch: 1$" ep.txt && grep -q "^members: 3$" ep.txt &&
+        ok || bad "$suite the new group's epoch: $(cat ep.txt)"
+    expect 0 "$suite carol writes in the new group" -- mls protect --state cr.st --text "again" --out mr
+    expect 0 "$suite alice reads it" -- mls unprotect --state ar.st --in mr --out mr.a
+    grep -q "again" mr.a && ok || bad "$suite the new group's text"
     [ -z "$(leftover)" ] && ok || bad "$suite temporary files left: $(leftover)"
     cd .. || exit 1
 done

@@ -31,25 +31,6 @@
 #include "mls/member.h"
 #include "mls/member_int.h"
 
-/* The identity of our leaf's basic credential. */
-static msv_err leaf_identity(const struct msv_mls_leaf *leaf, uint8_t *out, size_t *out_len)
-{
-    struct msv_reader r;
-    const uint8_t *p;
-    size_t n;
-    uint16_t type;
-
-    msv_reader_init(&r, leaf->raw, leaf->raw_len);
-    if (msv_mls_get_vec(&r, &p, &n) != MSV_OK || msv_mls_get_vec(&r, &p, &n) != MSV_OK ||
-        msv_reader_u16be(&r, &type) != MSV_OK || msv_mls_get_vec(&r, &p, &n) != MSV_OK)
-        return MSV_ERR_PARSE;
-    if (type != 1 || n > MSV_MLS_IDENTITY_MAX)
-        return MSV_ERR_UNSUPPORTED;
-    memcpy(out, p, n);
-    *out_len = n;
-    return MSV_OK;
-}
-
 msv_err msv_mls_member_set_signer(struct msv_mls_member *m, const uint8_t sig_seed[32])
 {
     const struct msv_mls_leaf *leaf = &m->tree.nodes[2 * m->me].leaf;
@@ -61,7 +42,7 @@ msv_err msv_mls_member_set_signer(struct msv_mls_member *m, const uint8_t sig_se
     sodium_memzero(sk, sizeof(sk));
     if (leaf->signature_key_len != 32 || !msv_equal_ct(pk, leaf->signature_key, 32))
         return MSV_ERR_AUTH;
-    err = leaf_identity(leaf, m->identity, &m->identity_len);
+    err = msv_mls_leaf_identity(leaf, m->identity, &m->identity_len);
     if (err != MSV_OK)
         return err;
     memcpy(m->sig_seed, sig_seed, 32);
@@ -551,6 +532,10 @@ static msv_err check_proposals(const struct msv_mls_member *p, const struct comm
 
             if (msv_mls_get_vec(&r, &ext, &ext_len) != MSV_OK || !msv_mls_reader_is_done(&r))
                 return MSV_ERR_PARSE;
+        } else if (e->type == 5 ||
+                   (e->type == 4 && cs->given_id != NULL && e->body_len == cs->given_id_len &&
+                    memcmp(e->body, cs->given_id, e->body_len) == 0)) {
+            continue; /* a ReInit is read as it is applied; the PSK is ours */
         } else {
             *why = "proposal type not supported in our commits";
             return MSV_ERR_INVALID;
@@ -559,8 +544,8 @@ static msv_err check_proposals(const struct msv_mls_member *p, const struct comm
     return MSV_OK;
 }
 
-/* ProposalOrRef proposals<V>: the received ones by reference, our removes and adds by value. */
-static msv_err put_proposals(const struct msv_mls_commit_spec *spec,
+/* ProposalOrRef proposals<V>: the received ones by reference, ours by value. */
+static msv_err put_proposals(const struct msv_mls_commit_spec *spec, const struct commit_state *cs,
                              const struct proposal *received, uint8_t **out, size_t *out_len)
 {
     struct msv_buf w;
@@ -587,6 +572,19 @@ static msv_err put_proposals(const struct msv_mls_commit_spec *spec,
         (void)msv_buf_put_u16be(&w, 1);
         (void)msv_buf_put(&w, spec->key_packages[i] + 4, spec->key_package_lens[i] - 4);
     }
+    if (cs->given_id != NULL) {
+        (void)msv_buf_put_u8(&w, 1);
+        (void)msv_buf_put_u16be(&w, 4);
+        (void)msv_buf_put(&w, cs->given_id, cs->given_id_len);
+    }
+    if (spec->reinit) {
+        (void)msv_buf_put_u8(&w, 1);
+        (void)msv_buf_put_u16be(&w, 5);
+        msv_mls_put_vec(&w, spec->reinit_group_id, spec->reinit_group_id_len);
+        (void)msv_buf_put_u16be(&w, 1);
+        (void)msv_buf_put_u16be(&w, (uint16_t)spec->reinit_suite);
+        msv_mls_put_vec(&w, spec->reinit_extensions, spec->reinit_extensions_len);
+    }
     msv_mls_vec_end(&w, mark);
     return msv_buf_finish(&w, out, out_len);
 }
@@ -594,22 +592,26 @@ static msv_err put_proposals(const struct msv_mls_commit_spec *spec,
 /* The confirmation tag of a commit whose AuthenticatedContent (with a placeholder tag) is ac,
  * from the next epoch's key schedule over the confirmed transcript hash (8.1, 8.2). */
 static msv_err confirmation_tag(const struct msv_mls_member *m, const struct msv_mls_member *p,
-                                const uint8_t *ac, size_t ac_len,
+                                const struct commit_state *cs, const uint8_t *ac, size_t ac_len,
                                 const uint8_t commit_secret[MSV_MLS_NH], uint8_t tag[MSV_MLS_NH])
 {
     struct msv_mls_epoch_secrets ns;
-    uint8_t zero[MSV_MLS_NH] = {0}, confirmed[MSV_MLS_NH], *gc = NULL;
+    uint8_t psk_secret[MSV_MLS_NH], confirmed[MSV_MLS_NH], *gc = NULL;
     size_t gc_len = 0;
     msv_err err = msv_mls_member_confirmed_hash(m, ac, ac_len, confirmed);
 
+    /* the PSKs the commit brings in (8.4): none gives zeros */
+    if (err == MSV_OK)
+        err = msv_mls_psk_secret(cs->psks, cs->n_psks, psk_secret);
     if (err == MSV_OK)
         err = msv_mls_member_group_context(p, p->epoch + 1, confirmed, MSV_MLS_NH, &gc, &gc_len);
     if (err == MSV_OK)
-        err = msv_mls_key_schedule(p->s.init, commit_secret, zero, gc, gc_len, &ns);
+        err = msv_mls_key_schedule(p->s.init, commit_secret, psk_secret, gc, gc_len, &ns);
     if (err == MSV_OK)
         err = msv_mls_mac(ns.confirmation_key, MSV_MLS_NH, confirmed, MSV_MLS_NH, tag);
     free(gc);
     sodium_memzero(&ns, sizeof(ns));
+    sodium_memzero(psk_secret, sizeof(psk_secret));
     return err;
 }
 
@@ -648,7 +650,7 @@ static msv_err frame_commit(struct msv_mls_member *m, struct msv_mls_member *p,
     if (err == MSV_OK)
         err = msv_mls_authenticated_content(&ep, wire, &c, sig, sizeof(sig), &ac, &ac_len);
     if (err == MSV_OK)
-        err = confirmation_tag(m, p, ac, ac_len, pm->commit_secret, tag);
+        err = confirmation_tag(m, p, cs, ac, ac_len, pm->commit_secret, tag);
     free(ac);
     ac = NULL;
     if (err == MSV_OK)
@@ -737,16 +739,17 @@ static msv_err seal_group_info(const struct msv_mls_member *p, const uint8_t *gi
 }
 
 /* One EncryptedGroupSecrets: the KeyPackageRef, the GroupSecrets sealed to its init key. */
-static msv_err put_group_secrets(const struct msv_mls_member *p, const struct proposal *add,
-                                 uint32_t leaf, const struct path_made *pm, const uint8_t *egi,
-                                 size_t egi_len, struct msv_buf *w)
+static msv_err put_group_secrets(const struct msv_mls_member *p, const struct commit_state *cs,
+                                 const struct proposal *add, uint32_t leaf,
+                                 const struct path_made *pm, const uint8_t *egi, size_t egi_len,
+                                 struct msv_buf *w)
 {
     static const char label[] = "MLS 1.0 KeyPackage Reference";
     struct msv_reader r;
     struct msv_buf gs;
     const uint8_t *init;
     uint8_t ref[MSV_MLS_NH], kem[32], *pt = NULL, *ct = NULL;
-    size_t init_len, pt_len = 0, i = msv_mls_member_lowest_above(pm->path, pm->n, leaf);
+    size_t init_len, pt_len = 0, i = msv_mls_member_lowest_above(pm->path, pm->n, leaf), mark;
     uint16_t vs[2];
     msv_err err;
 
@@ -761,7 +764,11 @@ static msv_err put_group_secrets(const struct msv_mls_member *p, const struct pr
     (void)msv_buf_put_u8(&gs, i < pm->n);
     if (i < pm->n)
         msv_mls_put_vec(&gs, pm->secret[i], MSV_MLS_NH);
-    msv_mls_put_vec(&gs, NULL, 0);
+    /* the PSKs the commit brought in, in its order (12.4.3.1) */
+    mark = msv_mls_vec_begin(&gs);
+    for (size_t k = 0; k < cs->n_psks; k++)
+        (void)msv_buf_put(&gs, cs->psks[k].id, cs->psks[k].id_len);
+    msv_mls_vec_end(&gs, mark);
     if (err == MSV_OK)
         err = msv_buf_finish(&gs, &pt, &pt_len);
     else
@@ -799,7 +806,7 @@ static msv_err make_welcome(struct msv_mls_member *p, const struct commit_state 
     for (size_t i = 0; err == MSV_OK && i < cs->n; i++) {
         if (cs->list[i].type != 1)
             continue;
-        err = put_group_secrets(p, &cs->list[i], cs->joiners[k++], pm, egi, egi_len, &w);
+        err = put_group_secrets(p, cs, &cs->list[i], cs->joiners[k++], pm, egi, egi_len, &w);
     }
     msv_mls_vec_end(&w, mark);
     msv_mls_put_vec(&w, egi, egi_len);
@@ -818,6 +825,21 @@ static msv_err check_spec(const struct msv_mls_member *m, const struct msv_mls_c
 {
     if (!m->can_send) {
         *why = "no signature key to send with";
+        return MSV_ERR_INVALID;
+    }
+    if (m->reinit) {
+        *why = "the group was reinitialized: the new group takes its commits";
+        return MSV_ERR_INVALID;
+    }
+    if (spec->reinit &&
+        (spec->n_proposals + spec->n_adds + spec->n_removes > 0 || spec->set_extensions)) {
+        *why = "a ReInit is a commit's only proposal";
+        return MSV_ERR_INVALID;
+    }
+    if (spec->reinit && (spec->reinit_group_id_len > MSV_MLS_GROUP_ID_MAX ||
+                         spec->reinit_extensions_len > MSV_MLS_REINIT_EXT_MAX ||
+                         !msv_mls_suite_is_supported((uint16_t)spec->reinit_suite))) {
+        *why = "the ReInit's group id or extensions are too long, or its suite is not supported";
         return MSV_ERR_INVALID;
     }
     if (spec->n_proposals + spec->n_adds + spec->n_removes + (spec->set_extensions != 0) >
@@ -855,7 +877,7 @@ static msv_err build_commit(struct msv_mls_member *m, struct msv_mls_member *p,
         err = msv_mls_member_receive_proposals(p, &ep, spec->proposals, spec->proposal_lens,
                                                spec->n_proposals, received);
     if (err == MSV_OK)
-        err = put_proposals(spec, received, &props, &props_len);
+        err = put_proposals(spec, cs, received, &props, &props_len);
     /* the proposals applied point into the list: p holds it */
     if (err == MSV_OK)
         err = msv_mls_member_hold(p, props, props_len, &held);
@@ -890,9 +912,11 @@ static msv_err build_commit(struct msv_mls_member *m, struct msv_mls_member *p,
     return err;
 }
 
-msv_err msv_mls_member_commit_make(struct msv_mls_member *m, const struct msv_mls_commit_spec *spec,
-                                   uint8_t **commit, size_t *commit_len, uint8_t **welcome,
-                                   size_t *welcome_len, const char **why)
+/* msv_mls_member_commit_make(), with the PSK of another group a first commit may name. */
+static msv_err make_commit(struct msv_mls_member *m, const struct msv_mls_commit_spec *spec,
+                           const uint8_t *given_id, size_t given_id_len, const uint8_t *given_psk,
+                           uint8_t **commit, size_t *commit_len, uint8_t **welcome,
+                           size_t *welcome_len, const char **why)
 {
     struct msv_mls_member *p = NULL;
     struct commit_state *cs = calloc(1, sizeof(*cs));
@@ -904,6 +928,11 @@ msv_err msv_mls_member_commit_make(struct msv_mls_member *m, const struct msv_ml
     msv_err err = cs == NULL || received == NULL ? MSV_ERR_NOMEM : check_spec(m, spec, &reason);
 
     memset(&pm, 0, sizeof(pm));
+    if (cs != NULL) {
+        cs->given_id = given_id;
+        cs->given_id_len = given_id_len;
+        cs->given_psk = given_psk;
+    }
     if (err == MSV_OK)
         err = clone_member(m, &p);
     if (err == MSV_OK)
@@ -938,6 +967,119 @@ msv_err msv_mls_member_commit_make(struct msv_mls_member *m, const struct msv_ml
     return err;
 }
 
+msv_err msv_mls_member_commit_make(struct msv_mls_member *m, const struct msv_mls_commit_spec *spec,
+                                   uint8_t **commit, size_t *commit_len, uint8_t **welcome,
+                                   size_t *welcome_len, const char **why)
+{
+    return make_commit(m, spec, NULL, 0, NULL, commit, commit_len, welcome, welcome_len, why);
+}
+
+/*
+ * A new group resuming m (11.2, 11.3): ours at first, then its first commit adding the
+ * KeyPackages' members with the PreSharedKey of m's current epoch of the given usage, merged.
+ */
+static msv_err resume(const struct msv_mls_member *m, int usage, const uint8_t *group_id,
+                      size_t group_id_len, enum msv_mls_suite suite, const uint8_t *ext,
+                      size_t ext_len, const uint8_t *const *key_packages,
+                      const size_t *key_package_lens, size_t n, uint64_t now, uint64_t not_after,
+                      struct msv_mls_member **out, uint8_t **welcome, size_t *welcome_len,
+                      const char **why)
+{
+    struct msv_mls_commit_spec spec;
+    struct msv_mls_member *g = NULL;
+    struct msv_buf w;
+    uint8_t nonce[MSV_MLS_NH], *id = NULL, *commit = NULL, *wel = NULL;
+    size_t id_len = 0, commit_len = 0, wel_len = 0;
+    const char *reason = "";
+    msv_err err;
+
+    if (!m->can_send) {
+        *why = "no signature key to sign the new group's first commit with";
+        return MSV_ERR_INVALID;
+    }
+    if (n == 0) {
+        *why = "a new group needs a KeyPackage of each member to add";
+        return MSV_ERR_INVALID;
+    }
+    /* valid from an hour before now, as a clock a little behind ours would have it */
+    err = msv_mls_member_create(suite, group_id, group_id_len, m->sig_seed, m->identity,
+                                m->identity_len, now > 3600 ? now - 3600 : 0, not_after, &g);
+    if (err != MSV_OK) {
+        *why = "the new group's id is too long, or its suite or lifetime is not valid";
+        return err == MSV_ERR_NOMEM ? err : MSV_ERR_INVALID;
+    }
+    /* PreSharedKeyID: resumption (2), usage, the old group's id and epoch, a fresh nonce */
+    randombytes_buf(nonce, sizeof(nonce));
+    msv_buf_init(&w, 2 + 1 + MSV_MLS_GROUP_ID_MAX + 8 + 1 + MSV_MLS_NH + 8);
+    (void)msv_buf_put_u8(&w, 2);
+    (void)msv_buf_put_u8(&w, (uint8_t)usage);
+    msv_mls_put_vec(&w, m->group_id, m->group_id_len);
+    msv_mls_put_u64(&w, m->epoch);
+    msv_mls_put_vec(&w, nonce, sizeof(nonce));
+    err = msv_buf_finish(&w, &id, &id_len);
+    memset(&spec, 0, sizeof(spec));
+    spec.key_packages = key_packages;
+    spec.key_package_lens = key_package_lens;
+    spec.n_adds = n;
+    spec.now = now;
+    spec.extensions = ext;
+    spec.extensions_len = ext_len;
+    spec.set_extensions = ext_len > 0;
+    if (err == MSV_OK)
+        err = make_commit(g, &spec, id, id_len, m->s.resumption_psk, &commit, &commit_len, &wel,
+                          &wel_len, &reason);
+    /* 11.3: each member of the new group one of the old group's */
+    if (err == MSV_OK && msv_mls_leaves_within(&g->pending->tree, &m->tree) != MSV_OK) {
+        reason = "a KeyPackage's identity is not one of the old group's members'";
+        err = MSV_ERR_INVALID;
+    }
+    if (err == MSV_OK)
+        err = msv_mls_member_commit_merge(g);
+    if (err == MSV_OK) {
+        *out = g;
+        *welcome = wel;
+        *welcome_len = wel_len;
+        g = NULL;
+        wel = NULL;
+    } else {
+        *why = reason;
+    }
+    msv_mls_member_free(g);
+    free(id);
+    free(commit);
+    free(wel);
+    return err;
+}
+
+msv_err msv_mls_member_branch(const struct msv_mls_member *m, const uint8_t *group_id,
+                              size_t group_id_len, const uint8_t *const *key_packages,
+                              const size_t *key_package_lens, size_t n, uint64_t now,
+                              uint64_t not_after, struct msv_mls_member **out, uint8_t **welcome,
+                              size_t *welcome_len, const char **why)
+{
+    if (m->reinit) {
+        *why = "the group was reinitialized: branch from the new group";
+        return MSV_ERR_INVALID;
+    }
+    return resume(m, MSV_MLS_USAGE_BRANCH, group_id, group_id_len, m->suite, NULL, 0, key_packages,
+                  key_package_lens, n, now, not_after, out, welcome, welcome_len, why);
+}
+
+msv_err msv_mls_member_reinit(const struct msv_mls_member *m, const uint8_t *const *key_packages,
+                              const size_t *key_package_lens, size_t n, uint64_t now,
+                              uint64_t not_after, struct msv_mls_member **out, uint8_t **welcome,
+                              size_t *welcome_len, const char **why)
+{
+    if (!m->reinit) {
+        *why = "no ReInit was committed in this group";
+        return MSV_ERR_INVALID;
+    }
+    return resume(m, MSV_MLS_USAGE_REINIT, m->reinit_group_id, m->reinit_group_id_len,
+                  (enum msv_mls_suite)m->reinit_suite, m->reinit_ext, m->reinit_ext_len,
+                  key_packages, key_package_lens, n, now, not_after, out, welcome, welcome_len,
+                  why);
+}
+
 msv_err msv_mls_member_commit_merge(struct msv_mls_member *m)
 {
     struct msv_mls_member *p = m->pending;
@@ -970,7 +1112,7 @@ msv_err msv_mls_member_protect(struct msv_mls_member *m, const uint8_t *data, si
     uint32_t generation = 0;
     msv_err err;
 
-    if (!m->can_send)
+    if (!m->can_send || m->reinit)
         return MSV_ERR_INVALID;
     err = msv_mls_member_epoch(m, root, &ep);
     if (err == MSV_OK)

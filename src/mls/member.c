@@ -237,13 +237,115 @@ static msv_err join_tree(struct msv_mls_member *m, const uint8_t *gi, size_t gi_
     return err;
 }
 
+/* An identity, pointing into a leaf. */
+struct ident {
+    const uint8_t *p;
+    size_t n;
+};
+
+static int ident_cmp(const void *a, const void *b)
+{
+    const struct ident *x = a, *y = b;
+
+    if (x->n != y->n)
+        return x->n < y->n ? -1 : 1;
+    return memcmp(x->p, y->p, x->n);
+}
+
+/* The identity of a leaf's basic credential, in place. */
+static msv_err ident_of(const struct msv_mls_leaf *leaf, struct ident *out)
+{
+    struct msv_reader r;
+    uint16_t type;
+
+    msv_reader_init(&r, leaf->raw, leaf->raw_len);
+    if (msv_mls_get_vec(&r, &out->p, &out->n) != MSV_OK ||
+        msv_mls_get_vec(&r, &out->p, &out->n) != MSV_OK || msv_reader_u16be(&r, &type) != MSV_OK ||
+        msv_mls_get_vec(&r, &out->p, &out->n) != MSV_OK)
+        return MSV_ERR_PARSE;
+    return type == 1 ? MSV_OK : MSV_ERR_UNSUPPORTED;
+}
+
+msv_err msv_mls_leaf_identity(const struct msv_mls_leaf *leaf, uint8_t *out, size_t *out_len)
+{
+    struct ident id;
+    msv_err err = ident_of(leaf, &id);
+
+    if (err == MSV_OK && id.n > MSV_MLS_IDENTITY_MAX)
+        err = MSV_ERR_UNSUPPORTED;
+    if (err == MSV_OK) {
+        memcpy(out, id.p, id.n);
+        *out_len = id.n;
+    }
+    return err;
+}
+
+msv_err msv_mls_leaves_within(const struct msv_mls_tree *t, const struct msv_mls_tree *old)
+{
+    struct ident *ids = calloc(old->n_leaves + 1, sizeof(*ids)), id;
+    size_t n = 0;
+    msv_err err = ids == NULL ? MSV_ERR_NOMEM : MSV_OK;
+
+    for (uint32_t i = 0; err == MSV_OK && i < old->n_leaves; i++)
+        if (old->nodes[2 * i].type == 1 && ident_of(&old->nodes[2 * i].leaf, &ids[n]) == MSV_OK)
+            n++;
+    if (err == MSV_OK)
+        qsort(ids, n, sizeof(*ids), ident_cmp);
+    for (uint32_t i = 0; err == MSV_OK && i < t->n_leaves; i++) {
+        if (t->nodes[2 * i].type != 1)
+            continue;
+        if (ident_of(&t->nodes[2 * i].leaf, &id) != MSV_OK ||
+            bsearch(&id, ids, n, sizeof(*ids), ident_cmp) == NULL)
+            err = MSV_ERR_INVALID;
+    }
+    free(ids);
+    return err;
+}
+
+/*
+ * The checks of 11.2 and 11.3 on a member m that joined a group branched or reinitialized from
+ * old, whose resumption PSK of the given epoch the Welcome named with usage.
+ */
+static msv_err check_resumed(const struct msv_mls_member *m, const struct msv_mls_member *old,
+                             int usage, uint64_t epoch)
+{
+    if (m->epoch != 1)
+        return MSV_ERR_INVALID;
+    if (usage == MSV_MLS_USAGE_BRANCH && m->suite != old->suite)
+        return MSV_ERR_INVALID;
+    if (usage == MSV_MLS_USAGE_REINIT &&
+        (!old->reinit || epoch != old->epoch || (uint16_t)m->suite != old->reinit_suite ||
+         m->group_id_len != old->reinit_group_id_len ||
+         memcmp(m->group_id, old->reinit_group_id, m->group_id_len) != 0 ||
+         m->ext_len != old->reinit_ext_len || memcmp(m->ext, old->reinit_ext, m->ext_len) != 0))
+        return MSV_ERR_INVALID;
+    return msv_mls_leaves_within(&m->tree, &old->tree);
+}
+
 msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8_t *welcome, size_t welcome_len,
                             const uint8_t *key_package, size_t key_package_len,
                             const uint8_t init_sk[32], const uint8_t leaf_sk[32],
                             const struct msv_mls_external_psk *psks, size_t n_psks,
                             const uint8_t *tree, size_t tree_len, struct msv_mls_member **out)
 {
+    return msv_mls_member_join_resuming(suite, welcome, welcome_len, key_package, key_package_len,
+                                        init_sk, leaf_sk, psks, n_psks, NULL, 0, tree, tree_len,
+                                        out);
+}
+
+msv_err msv_mls_member_join_resuming(enum msv_mls_suite suite, const uint8_t *welcome,
+                                     size_t welcome_len, const uint8_t *key_package,
+                                     size_t key_package_len, const uint8_t init_sk[32],
+                                     const uint8_t leaf_sk[32],
+                                     const struct msv_mls_external_psk *psks, size_t n_psks,
+                                     const struct msv_mls_member *const *from, size_t n_from,
+                                     const uint8_t *tree, size_t tree_len,
+                                     struct msv_mls_member **out)
+{
     struct msv_mls_member *m = calloc(1, sizeof(*m));
+    struct msv_mls_resumption_psk *res = calloc(n_from * MSV_MLS_RESUMPTION_KEPT + 1, sizeof(*res));
+    size_t *res_from = calloc(n_from * MSV_MLS_RESUMPTION_KEPT + 1, sizeof(*res_from)), n_res = 0;
+    struct msv_mls_welcome_resumption named = {0, 0};
     struct msv_mls_group_info info;
     uint8_t joiner[MSV_MLS_NH], psk_secret[MSV_MLS_NH], ps[MSV_MLS_NH], *gi = NULL;
     uint32_t path[MSV_MLS_PATH_MAX];
@@ -252,16 +354,27 @@ msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8_t *welcome, si
     int has_ps = 0;
     msv_err err;
 
-    if (m == NULL || (m->held = calloc(HELD_MAX, sizeof(uint8_t *))) == NULL) {
+    if (m == NULL || res == NULL || res_from == NULL ||
+        (m->held = calloc(HELD_MAX, sizeof(uint8_t *))) == NULL) {
         msv_mls_member_free(m);
+        free(res);
+        free(res_from);
         return MSV_ERR_NOMEM;
+    }
+    for (size_t f = 0; f < n_from; f++) {
+        for (size_t i = 0; i < from[f]->n_resumption; i++) {
+            res[n_res] = (struct msv_mls_resumption_psk){from[f]->group_id, from[f]->group_id_len,
+                                                         from[f]->resumption[i].epoch,
+                                                         from[f]->resumption[i].psk};
+            res_from[n_res++] = f;
+        }
     }
     m->suite = suite;
     m->psks = psks;
     m->n_psks = n_psks;
-    err =
-        msv_mls_welcome_decrypt(suite, welcome, welcome_len, key_package, key_package_len, init_sk,
-                                psks, n_psks, joiner, psk_secret, ps, &has_ps, &gi, &gi_len);
+    err = msv_mls_welcome_decrypt_resuming(suite, welcome, welcome_len, key_package,
+                                           key_package_len, init_sk, psks, n_psks, res, n_res,
+                                           &named, joiner, psk_secret, ps, &has_ps, &gi, &gi_len);
     if (err == MSV_OK)
         m->held[m->n_held++] = gi; /* the tree may borrow from it */
     if (err == MSV_OK)
@@ -292,6 +405,10 @@ msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8_t *welcome, si
         err = msv_mls_tree_filtered_path(&m->tree, info.signer, path, &n);
     if (err == MSV_OK && has_ps && msv_mls_member_lowest_above(path, n, m->me) < n)
         err = keys_from_path_secret(m, path, n, msv_mls_member_lowest_above(path, n, m->me), ps);
+    if (err == MSV_OK && named.usage != 0)
+        err = check_resumed(m, from[res_from[named.index]], named.usage, res[named.index].epoch);
+    free(res);
+    free(res_from);
     sodium_memzero(joiner, sizeof(joiner));
     sodium_memzero(psk_secret, sizeof(psk_secret));
     sodium_memzero(ps, sizeof(ps));
@@ -687,6 +804,15 @@ static msv_err add_psk(const struct msv_mls_member *m, const struct proposal *p,
     size_t psk_len = 0;
     msv_err err;
 
+    /* the first commit of a branched or reinitialized group names the old group's PSK */
+    if (cs->given_id != NULL && p->body_len == cs->given_id_len &&
+        memcmp(p->body, cs->given_id, p->body_len) == 0) {
+        if (cs->n_psks == MSV_MLS_WELCOME_PSKS_MAX)
+            return MSV_ERR_TOO_BIG;
+        cs->psks[cs->n_psks++] =
+            (struct msv_mls_psk){p->body, p->body_len, cs->given_psk, MSV_MLS_NH};
+        return MSV_OK;
+    }
     msv_reader_init(&r, p->body, p->body_len);
     err = psk_value(m, &r, &psk, &psk_len);
     if (err != MSV_OK)
@@ -734,6 +860,60 @@ static msv_err extensions_supported(const struct msv_mls_member *m)
     return MSV_OK;
 }
 
+/*
+ * A ReInit (12.1.5): group_id<V> || ProtocolVersion version || CipherSuite cipher_suite ||
+ * Extension extensions<V>. A version below ours is invalid; one we do not speak, or a suite we
+ * do not have, is one we could not follow into.
+ */
+static msv_err reinit_read(const uint8_t *body, size_t len, struct commit_state *cs)
+{
+    struct msv_reader r;
+    const uint8_t *id, *ext;
+    size_t id_len, ext_len;
+    uint16_t version, suite;
+
+    msv_reader_init(&r, body, len);
+    if (msv_mls_get_vec(&r, &id, &id_len) != MSV_OK || msv_reader_u16be(&r, &version) != MSV_OK ||
+        msv_reader_u16be(&r, &suite) != MSV_OK || msv_mls_get_vec(&r, &ext, &ext_len) != MSV_OK ||
+        !msv_mls_reader_is_done(&r))
+        return MSV_ERR_PARSE;
+    if (version < 1)
+        return MSV_ERR_INVALID;
+    if (version != 1 || !msv_mls_suite_is_supported(suite))
+        return MSV_ERR_UNSUPPORTED;
+    if (id_len > MSV_MLS_GROUP_ID_MAX || ext_len > MSV_MLS_REINIT_EXT_MAX)
+        return MSV_ERR_TOO_BIG;
+    msv_reader_init(&r, ext, ext_len);
+    while (!msv_mls_reader_is_done(&r)) {
+        const uint8_t *data;
+        size_t data_len;
+        uint16_t type;
+
+        if (msv_reader_u16be(&r, &type) != MSV_OK ||
+            msv_mls_get_vec(&r, &data, &data_len) != MSV_OK)
+            return MSV_ERR_PARSE;
+    }
+    cs->reinit_id = id != NULL ? id : body; /* not NULL: a ReInit was read */
+    cs->reinit_id_len = id_len;
+    cs->reinit_suite = suite;
+    cs->reinit_ext = ext;
+    cs->reinit_ext_len = ext_len;
+    return MSV_OK;
+}
+
+/* Notes the ReInit a commit applied (read by reinit_read()): the group closes. */
+static void keep_reinit(struct msv_mls_member *m, const struct commit_state *cs)
+{
+    if (cs->reinit_id == NULL)
+        return;
+    m->reinit = 1;
+    m->reinit_suite = cs->reinit_suite;
+    memcpy(m->reinit_group_id, cs->reinit_id, cs->reinit_id_len);
+    m->reinit_group_id_len = cs->reinit_id_len;
+    memcpy(m->reinit_ext, cs->reinit_ext, cs->reinit_ext_len);
+    m->reinit_ext_len = cs->reinit_ext_len;
+}
+
 /* 12.4.2: group context extensions, then updates, removes, adds; PSKs collected. */
 msv_err msv_mls_member_apply_proposals(struct msv_mls_member *m, struct commit_state *cs)
 {
@@ -745,8 +925,12 @@ msv_err msv_mls_member_apply_proposals(struct msv_mls_member *m, struct commit_s
     for (size_t i = 0; i < cs->n && err == MSV_OK; i++) {
         uint16_t t = cs->list[i].type;
 
-        if (t != 1 && t != 2 && t != 3 && t != 4 && t != 6 && t != 7)
+        if (t != 1 && t != 2 && t != 3 && t != 4 && t != 5 && t != 6 && t != 7)
             err = MSV_ERR_UNSUPPORTED;
+        /* ReInit: the commit's only proposal (12.2) */
+        if (err == MSV_OK && t == 5)
+            err = cs->n == 1 ? reinit_read(cs->list[i].body, cs->list[i].body_len, cs)
+                             : MSV_ERR_INVALID;
         if (err == MSV_OK && t == 6) {
             struct msv_reader r;
 
@@ -853,6 +1037,7 @@ msv_err msv_mls_member_next_epoch(struct msv_mls_member *m, const uint8_t *ac, s
         m->has_tree_hash = 0;
         m->epoch++;
         keep_resumption(m);
+        keep_reinit(m, cs);
     }
     msv_mls_secret_state_free(&st);
     sodium_memzero(&ns, sizeof(ns));
@@ -1085,6 +1270,9 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
     m->removed_us = 0;
     if (err == MSV_OK && n_proposals > PROPOSALS_MAX)
         err = MSV_ERR_TOO_BIG;
+    /* a group whose ReInit was committed has no next epoch (11.2) */
+    if (err == MSV_OK && m->reinit)
+        err = MSV_ERR_INVALID;
     if (err == MSV_OK)
         err = msv_mls_member_epoch(m, root, &ep);
     if (err == MSV_OK)

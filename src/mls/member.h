@@ -16,9 +16,10 @@
 #define MSV_MLS_MEMBER_KEYS (MSV_MLS_PATH_MAX + 1)
 #define MSV_MLS_GROUP_ID_MAX 255
 #define MSV_MLS_RESUMPTION_KEPT 32
-#define MSV_MLS_SKIPPED_MAX 64    /* keys kept for messages that arrive out of order */
-#define MSV_MLS_FORWARD_MAX 1024  /* generations a message may skip past its ratchet's next */
-#define MSV_MLS_IDENTITY_MAX 1024 /* the basic credential's identity */
+#define MSV_MLS_SKIPPED_MAX 64      /* keys kept for messages that arrive out of order */
+#define MSV_MLS_FORWARD_MAX 1024    /* generations a message may skip past its ratchet's next */
+#define MSV_MLS_IDENTITY_MAX 1024   /* the basic credential's identity */
+#define MSV_MLS_REINIT_EXT_MAX 1024 /* a ReInit's extensions, encoded */
 
 /*
  * The secret tree of the current epoch (9, 9.2): node secrets until their
@@ -114,6 +115,16 @@ struct msv_mls_member {
         uint8_t psk[MSV_MLS_NH];
     } resumption[MSV_MLS_RESUMPTION_KEPT];
     size_t n_resumption;
+    /*
+     * a ReInit this group committed (11.2): the new group's id, suite and extensions. The
+     * group is then closed: nothing more is sent or committed in it.
+     */
+    int reinit;
+    uint16_t reinit_suite;
+    uint8_t reinit_group_id[MSV_MLS_GROUP_ID_MAX];
+    size_t reinit_group_id_len;
+    uint8_t reinit_ext[MSV_MLS_REINIT_EXT_MAX];
+    size_t reinit_ext_len;
     struct msv_mls_secret_state st; /* the epoch's secret tree; s.encryption is wiped */
     /* sending: our Ed25519 seed and identity, an update proposed and not yet committed */
     uint8_t sig_seed[32];
@@ -140,6 +151,20 @@ MSV_MUST_CHECK msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8
                                            const struct msv_mls_external_psk *psks, size_t n_psks,
                                            const uint8_t *tree, size_t tree_len,
                                            struct msv_mls_member **out);
+/*
+ * msv_mls_member_join() with the members of other groups we hold (from, n_from), whose kept
+ * resumption PSKs the Welcome may name (8.6). A Welcome naming one of usage branch or reinit is
+ * checked as 11.2 and 11.3 ask, else refused with MSV_ERR_INVALID: the new group at epoch 1, of
+ * the old group's version and suite (branch) or of the ReInit the old group committed, its
+ * group id, suite and extensions (reinit, the PSK's epoch the one after that commit), and every
+ * leaf's identity one of the old group's members'.
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_join_resuming(
+    enum msv_mls_suite suite, const uint8_t *welcome, size_t welcome_len,
+    const uint8_t *key_package, size_t key_package_len, const uint8_t init_sk[32],
+    const uint8_t leaf_sk[32], const struct msv_mls_external_psk *psks, size_t n_psks,
+    const struct msv_mls_member *const *from, size_t n_from, const uint8_t *tree, size_t tree_len,
+    struct msv_mls_member **out);
 /*
  * Applies a commit (a PublicMessage or PrivateMessage MLSMessage: for the
  * latter, the committer's handshake key from our secret tree) to the next epoch, with the
@@ -214,6 +239,17 @@ struct msv_mls_commit_spec {
      * commit that encrypts nothing to the tree, but renews none of its keys
      */
     int no_path;
+    /*
+     * reinit: a ReInit proposal by value (12.1.5), the commit's only proposal: the new group's
+     * id, cipher suite and extensions (encoded, without their length); once merged, the group
+     * is closed and msv_mls_member_reinit() makes the new one
+     */
+    int reinit;
+    const uint8_t *reinit_group_id;
+    size_t reinit_group_id_len;
+    enum msv_mls_suite reinit_suite;
+    const uint8_t *reinit_extensions;
+    size_t reinit_extensions_len;
 };
 
 /*
@@ -237,6 +273,32 @@ MSV_MUST_CHECK msv_err msv_mls_member_commit_make(struct msv_mls_member *m,
                                                   uint8_t **commit, size_t *commit_len,
                                                   uint8_t **welcome, size_t *welcome_len,
                                                   const char **why);
+/*
+ * A new group branched from m's current epoch (11.3): group_id, m's suite, our leaf of the same
+ * identity and signature key (valid from an hour before now to not_after), the members of the
+ * KeyPackages added in its first commit with a PreSharedKey of type resumption and usage branch (a
+ * fresh nonce), and the Welcome for them. The new group is at epoch 1 in *out; m does not change.
+ * Each KeyPackage's identity must be one of m's members' (MSV_ERR_INVALID, *why saying so).
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_branch(const struct msv_mls_member *m,
+                                             const uint8_t *group_id, size_t group_id_len,
+                                             const uint8_t *const *key_packages,
+                                             const size_t *key_package_lens, size_t n, uint64_t now,
+                                             uint64_t not_after, struct msv_mls_member **out,
+                                             uint8_t **welcome, size_t *welcome_len,
+                                             const char **why);
+/*
+ * The group that m's committed ReInit asks for (11.2): its group id, suite and extensions, our
+ * leaf as in msv_mls_member_branch(), the other members' KeyPackages added with a PreSharedKey
+ * of type resumption and usage reinit of m's current epoch, and the Welcome. MSV_ERR_INVALID
+ * unless m committed a ReInit.
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_reinit(const struct msv_mls_member *m,
+                                             const uint8_t *const *key_packages,
+                                             const size_t *key_package_lens, size_t n, uint64_t now,
+                                             uint64_t not_after, struct msv_mls_member **out,
+                                             uint8_t **welcome, size_t *welcome_len,
+                                             const char **why);
 /* Moves the member to the epoch of the commit it made. MSV_ERR_NOT_FOUND if none waits. */
 MSV_MUST_CHECK msv_err msv_mls_member_commit_merge(struct msv_mls_member *m);
 void msv_mls_member_commit_discard(struct msv_mls_member *m);
@@ -291,6 +353,7 @@ MSV_MUST_CHECK msv_err msv_mls_member_unprotect(struct msv_mls_member *m, const 
 /* ---- the state saved and loaded (state.c; docs/crypto.md, "The state file") ---- */
 
 #define MSV_MLS_STATE_VERSION 1
+#define MSV_MLS_STATE_VERSION_REINIT 2 /* version 1 and the ReInit that closed the group */
 #define MSV_MLS_STATE_MAX (128u << 20) /* largest state written or read */
 
 /*

@@ -31,7 +31,25 @@ struct commit_state {
     struct msv_mls_psk psks[MSV_MLS_WELCOME_PSKS_MAX];
     size_t n_psks;
     int removes_us; /* a Remove of our own leaf (the commit fails for us) */
+    /* a ReInit read: the new group's id (not NULL, even if empty), suite and extensions */
+    const uint8_t *reinit_id, *reinit_ext;
+    size_t reinit_id_len, reinit_ext_len;
+    uint16_t reinit_suite;
+    /*
+     * the first commit of a group branched or reinitialized by us: the PreSharedKeyID of the
+     * old group's resumption PSK it names, and that PSK (MSV_MLS_NH bytes)
+     */
+    const uint8_t *given_id;
+    size_t given_id_len;
+    const uint8_t *given_psk;
 };
+
+/* The identity of a leaf's basic credential (MSV_ERR_UNSUPPORTED for another kind). */
+MSV_MUST_CHECK msv_err msv_mls_leaf_identity(const struct msv_mls_leaf *leaf, uint8_t *out,
+                                             size_t *out_len);
+/* Whether the identity of each leaf of t is that of a leaf of old (MSV_ERR_INVALID if not). */
+MSV_MUST_CHECK msv_err msv_mls_leaves_within(const struct msv_mls_tree *t,
+                                             const struct msv_mls_tree *old);
 
 /* Frees what m holds (secret tree, tree, copies, extensions), not m itself nor m->pending. */
 void msv_mls_member_clear(struct msv_mls_member *m);

@@ -605,11 +605,46 @@ struct msv_mls_external_psk {
 
 #define MSV_MLS_WELCOME_PSKS_MAX 64
 
+/* ResumptionPSKUsage (8.6) */
+enum msv_mls_psk_usage {
+    MSV_MLS_USAGE_APPLICATION = 1,
+    MSV_MLS_USAGE_REINIT = 2,
+    MSV_MLS_USAGE_BRANCH = 3,
+};
+
+/* A resumption PSK a joiner holds: the resumption_psk of an epoch of a group it is in. */
+struct msv_mls_resumption_psk {
+    const uint8_t *group_id;
+    size_t group_id_len;
+    uint64_t epoch;
+    const uint8_t *psk; /* MSV_MLS_NH bytes */
+};
+
+/* The resumption PSK of usage reinit or branch a Welcome named: which of those given, if any. */
+struct msv_mls_welcome_resumption {
+    int usage; /* 0: none */
+    size_t index;
+};
+
+/*
+ * msv_mls_welcome_decrypt() with resumption PSKs as well: those the GroupSecrets name are
+ * looked up in res (MSV_ERR_NOT_FOUND for one not there); at most one of usage reinit or branch
+ * (else MSV_ERR_INVALID), told in *named for the caller's checks (8.6, 11.2, 11.3).
+ */
+MSV_MUST_CHECK msv_err msv_mls_welcome_decrypt_resuming(
+    enum msv_mls_suite suite, const uint8_t *welcome, size_t welcome_len,
+    const uint8_t *key_package, size_t key_package_len, const uint8_t init_sk[32],
+    const struct msv_mls_external_psk *psks, size_t n_psks,
+    const struct msv_mls_resumption_psk *res, size_t n_res,
+    struct msv_mls_welcome_resumption *named, uint8_t joiner[MSV_MLS_NH],
+    uint8_t psk_secret[MSV_MLS_NH], uint8_t path_secret[MSV_MLS_NH], int *has_path_secret,
+    uint8_t **group_info, size_t *group_info_len);
+
 /*
  * The first half of msv_mls_welcome_open(): the GroupSecrets and GroupInfo
  * decrypted, with the external PSKs the GroupSecrets name looked up in psks
- * (MSV_ERR_NOT_FOUND for one we do not hold; resumption PSKs are
- * MSV_ERR_UNSUPPORTED); the path secret the GroupSecrets may carry (for the
+ * (MSV_ERR_NOT_FOUND for one we do not hold, as is every resumption PSK: see
+ * msv_mls_welcome_decrypt_resuming()); the path secret the GroupSecrets may carry (for the
  * lowest node of the committer's filtered path above us) goes to path_secret
  * with *has_path_secret 1. Nothing of the GroupInfo is checked yet: read it with
  * msv_mls_group_info_read() to find the tree and the signer, then check it

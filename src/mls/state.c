@@ -2,14 +2,15 @@
  * A member's whole state, saved and loaded (docs/crypto.md, "MLS", "The
  * state file"), in the presentation language of RFC 9420 2.1:
  *
- *   MemberState = opaque magic[6] ("MSVMLS") || uint16 version (1) ||
+ *   MemberState = opaque magic[6] ("MSVMLS") || uint16 version (1 or 2) ||
  *     GroupContext group_context (8.1) || opaque interim_transcript_hash<V> ||
  *     opaque confirmation_tag<V> || optional<Node> ratchet_tree<V> (12.4.3.3) ||
  *     uint32 own_leaf || NodeKey private_keys<V> ||
  *     optional<opaque signature_seed[32]> || optional<opaque update_key[32]> ||
  *     uint8 accept_external || opaque epoch_secrets[8][32] ||
  *     ResumptionPsk resumption_psks<V> || NodeSecret node_secrets<V> ||
- *     LeafRatchets ratchets<V> || SkippedKey skipped_keys<V>
+ *     LeafRatchets ratchets<V> || SkippedKey skipped_keys<V> ||
+ *     [version 2 only: ReInit reinit (12.1.5)]
  *   NodeKey = uint32 node || opaque hpke_private_key[32]
  *   ResumptionPsk = uint64 epoch || opaque psk[32]
  *   NodeSecret = uint32 node || opaque secret[32]
@@ -17,6 +18,8 @@
  *   SkippedKey = uint32 leaf || uint8 ratchet || uint32 generation ||
  *                opaque key[Nk] || opaque nonce[12]
  *
+ * Version 2 is a group closed by a ReInit it committed, whose parameters follow; a group
+ * without one is written as version 1.
  * The epoch secrets are sender_data, exporter, external, confirmation_key,
  * membership_key, resumption_psk, epoch_authenticator and init, in that
  * order. The secret tree is written as 9.2 keeps it: the node secrets not yet
@@ -178,7 +181,7 @@ msv_err msv_mls_member_save(const struct msv_mls_member *m, uint8_t **out, size_
         err = msv_mls_tree_write(&m->tree, &tree, &tree_len);
     msv_buf_init(&w, MSV_MLS_STATE_MAX);
     (void)msv_buf_put(&w, magic, sizeof(magic));
-    (void)msv_buf_put_u16be(&w, MSV_MLS_STATE_VERSION);
+    (void)msv_buf_put_u16be(&w, m->reinit ? MSV_MLS_STATE_VERSION_REINIT : MSV_MLS_STATE_VERSION);
     (void)msv_buf_put(&w, gc, gc_len);
     msv_mls_put_vec(&w, m->interim, MSV_MLS_NH);
     msv_mls_put_vec(&w, m->tag, MSV_MLS_NH);
@@ -197,6 +200,12 @@ msv_err msv_mls_member_save(const struct msv_mls_member *m, uint8_t **out, size_
     }
     msv_mls_vec_end(&w, mark);
     put_secret_tree(&w, &m->st);
+    if (m->reinit) {
+        msv_mls_put_vec(&w, m->reinit_group_id, m->reinit_group_id_len);
+        (void)msv_buf_put_u16be(&w, 1);
+        (void)msv_buf_put_u16be(&w, m->reinit_suite);
+        msv_mls_put_vec(&w, m->reinit_ext, m->reinit_ext_len);
+    }
     if (err == MSV_OK)
         err = msv_buf_finish(&w, out, out_len);
     else
@@ -556,6 +565,28 @@ static msv_err check_transcript(const struct msv_mls_member *m, const char **why
     return MSV_OK;
 }
 
+/* The ReInit a version-2 state closed its group with: as a commit's is checked. */
+static msv_err read_reinit(struct msv_reader *r, struct msv_mls_member *m, const char **why)
+{
+    const uint8_t *id, *ext;
+    size_t id_len, ext_len;
+    uint16_t version, suite;
+
+    if (msv_mls_get_vec(r, &id, &id_len) != MSV_OK || msv_reader_u16be(r, &version) != MSV_OK ||
+        msv_reader_u16be(r, &suite) != MSV_OK || msv_mls_get_vec(r, &ext, &ext_len) != MSV_OK)
+        REFUSE("truncated ReInit");
+    if (version != 1 || !msv_mls_suite_is_supported(suite) || id_len > MSV_MLS_GROUP_ID_MAX ||
+        ext_len > MSV_MLS_REINIT_EXT_MAX || !extensions_well_formed(ext, ext_len))
+        REFUSE("bad ReInit");
+    m->reinit = 1;
+    m->reinit_suite = suite;
+    memcpy(m->reinit_group_id, id, id_len);
+    m->reinit_group_id_len = id_len;
+    memcpy(m->reinit_ext, ext, ext_len);
+    m->reinit_ext_len = ext_len;
+    return MSV_OK;
+}
+
 static msv_err read_state(struct msv_reader *r, struct msv_mls_member *m, const char **why)
 {
     uint8_t head[sizeof(magic)], tree_hash[MSV_MLS_NH];
@@ -566,7 +597,7 @@ static msv_err read_state(struct msv_reader *r, struct msv_mls_member *m, const 
         REFUSE("not an MLS state file");
     if (msv_reader_u16be(r, &version) != MSV_OK)
         REFUSE("truncated header");
-    if (version != MSV_MLS_STATE_VERSION) {
+    if (version != MSV_MLS_STATE_VERSION && version != MSV_MLS_STATE_VERSION_REINIT) {
         *why = "state file version not supported";
         return MSV_ERR_UNSUPPORTED;
     }
@@ -588,6 +619,8 @@ static msv_err read_state(struct msv_reader *r, struct msv_mls_member *m, const 
         err = check_transcript(m, why);
     if (err == MSV_OK)
         err = read_secret_tree(r, m, why);
+    if (err == MSV_OK && version == MSV_MLS_STATE_VERSION_REINIT)
+        err = read_reinit(r, m, why);
     if (err == MSV_OK && !msv_mls_reader_is_done(r)) {
         *why = "bytes after the state";
         err = MSV_ERR_PARSE;

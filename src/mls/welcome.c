@@ -78,10 +78,52 @@ static msv_err find_entry(enum msv_mls_suite suite, const uint8_t *msg, size_t l
     return found ? MSV_OK : MSV_ERR_NOT_FOUND;
 }
 
-/* The PSK secret of the GroupSecrets' psks: external ones looked up by id; resumption ones
- * unsupported. */
-static msv_err group_secrets_psks(struct msv_reader *list, const struct msv_mls_external_psk *ext,
-                                  size_t n_ext, uint8_t psk_secret[MSV_MLS_NH])
+/* What the joiner was given to look PSKs up in, and what the Welcome named. */
+struct psk_sources {
+    const struct msv_mls_external_psk *ext;
+    size_t n_ext;
+    const struct msv_mls_resumption_psk *res;
+    size_t n_res;
+    struct msv_mls_welcome_resumption named;
+};
+
+/* A resumption PreSharedKeyID after its type: its key from src, its usage noted. */
+static msv_err resumption_value(struct msv_reader *list, struct psk_sources *src,
+                                const uint8_t **psk, size_t *psk_len)
+{
+    const uint8_t *id, *nonce;
+    size_t id_len, nonce_len, k = 0;
+    uint64_t epoch;
+    uint8_t usage;
+
+    if (msv_reader_u8(list, &usage) != MSV_OK || msv_mls_get_vec(list, &id, &id_len) != MSV_OK ||
+        msv_mls_get_u64(list, &epoch) != MSV_OK ||
+        msv_mls_get_vec(list, &nonce, &nonce_len) != MSV_OK)
+        return MSV_ERR_AUTH;
+    if (usage < MSV_MLS_USAGE_APPLICATION || usage > MSV_MLS_USAGE_BRANCH ||
+        nonce_len != MSV_MLS_NH)
+        return MSV_ERR_INVALID;
+    while (k < src->n_res && !(src->res[k].epoch == epoch && src->res[k].group_id_len == id_len &&
+                               memcmp(src->res[k].group_id, id, id_len) == 0))
+        k++;
+    if (k == src->n_res)
+        return MSV_ERR_NOT_FOUND;
+    if (usage != MSV_MLS_USAGE_APPLICATION) {
+        /* 12.4.3.1: a reinit or branch PSK is the only one of its kind */
+        if (src->named.usage != 0)
+            return MSV_ERR_INVALID;
+        src->named.usage = usage;
+        src->named.index = k;
+    }
+    *psk = src->res[k].psk;
+    *psk_len = MSV_MLS_NH;
+    return MSV_OK;
+}
+
+/* The PSK secret of the GroupSecrets' psks: external ones looked up by id, resumption ones by
+ * group and epoch. */
+static msv_err group_secrets_psks(struct msv_reader *list, struct psk_sources *src,
+                                  uint8_t psk_secret[MSV_MLS_NH])
 {
     struct msv_mls_psk psks[MSV_MLS_WELCOME_PSKS_MAX];
     size_t n = 0;
@@ -96,19 +138,27 @@ static msv_err group_secrets_psks(struct msv_reader *list, const struct msv_mls_
             return MSV_ERR_TOO_BIG;
         if (msv_reader_u8(list, &type) != MSV_OK)
             return MSV_ERR_AUTH;
-        if (type != 1)
-            return MSV_ERR_UNSUPPORTED; /* resumption PSKs: not here yet */
-        if (msv_mls_get_vec(list, &id, &id_len) != MSV_OK ||
-            msv_mls_get_vec(list, &nonce, &nonce_len) != MSV_OK)
-            return MSV_ERR_AUTH;
-        while (k < n_ext && !(ext[k].id_len == id_len && memcmp(ext[k].id, id, id_len) == 0))
-            k++;
-        if (k == n_ext)
-            return MSV_ERR_NOT_FOUND;
+        if (type == 2) {
+            msv_err err = resumption_value(list, src, &psks[n].psk, &psks[n].psk_len);
+
+            if (err != MSV_OK)
+                return err;
+        } else if (type == 1) {
+            if (msv_mls_get_vec(list, &id, &id_len) != MSV_OK ||
+                msv_mls_get_vec(list, &nonce, &nonce_len) != MSV_OK)
+                return MSV_ERR_AUTH;
+            while (k < src->n_ext &&
+                   !(src->ext[k].id_len == id_len && memcmp(src->ext[k].id, id, id_len) == 0))
+                k++;
+            if (k == src->n_ext)
+                return MSV_ERR_NOT_FOUND;
+            psks[n].psk = src->ext[k].psk;
+            psks[n].psk_len = src->ext[k].psk_len;
+        } else {
+            return MSV_ERR_UNSUPPORTED;
+        }
         psks[n].id = list->data + start;
         psks[n].id_len = list->off - start;
-        psks[n].psk = ext[k].psk;
-        psks[n].psk_len = ext[k].psk_len;
         n++;
     }
     return msv_mls_psk_secret(psks, n, psk_secret);
@@ -116,8 +166,7 @@ static msv_err group_secrets_psks(struct msv_reader *list, const struct msv_mls_
 
 /* Decrypts and reads the GroupSecrets: the joiner secret and the PSK secret. */
 static msv_err open_group_secrets(enum msv_mls_suite suite, const uint8_t init_sk[32],
-                                  const struct secrets_entry *e,
-                                  const struct msv_mls_external_psk *ext, size_t n_ext,
+                                  const struct secrets_entry *e, struct psk_sources *src,
                                   uint8_t joiner[MSV_MLS_NH], uint8_t psk_secret[MSV_MLS_NH],
                                   uint8_t path_secret[MSV_MLS_NH], int *has_path_secret)
 {
@@ -141,7 +190,7 @@ static msv_err open_group_secrets(enum msv_mls_suite suite, const uint8_t init_s
         goto out;
     if (present && path_len != MSV_MLS_NH)
         goto out;
-    err = group_secrets_psks(&psks, ext, n_ext, psk_secret);
+    err = group_secrets_psks(&psks, src, psk_secret);
     if (err == MSV_OK) {
         memcpy(joiner, j, MSV_MLS_NH);
         *has_path_secret = present;
@@ -246,14 +295,17 @@ msv_err msv_mls_group_info_check(enum msv_mls_suite suite, const uint8_t *gi, si
     return err;
 }
 
-msv_err msv_mls_welcome_decrypt(enum msv_mls_suite suite, const uint8_t *welcome,
-                                size_t welcome_len, const uint8_t *key_package,
-                                size_t key_package_len, const uint8_t init_sk[32],
-                                const struct msv_mls_external_psk *psks, size_t n_psks,
-                                uint8_t joiner[MSV_MLS_NH], uint8_t psk_secret[MSV_MLS_NH],
-                                uint8_t path_secret[MSV_MLS_NH], int *has_path_secret,
-                                uint8_t **group_info, size_t *group_info_len)
+msv_err msv_mls_welcome_decrypt_resuming(enum msv_mls_suite suite, const uint8_t *welcome,
+                                         size_t welcome_len, const uint8_t *key_package,
+                                         size_t key_package_len, const uint8_t init_sk[32],
+                                         const struct msv_mls_external_psk *psks, size_t n_psks,
+                                         const struct msv_mls_resumption_psk *res, size_t n_res,
+                                         struct msv_mls_welcome_resumption *named,
+                                         uint8_t joiner[MSV_MLS_NH], uint8_t psk_secret[MSV_MLS_NH],
+                                         uint8_t path_secret[MSV_MLS_NH], int *has_path_secret,
+                                         uint8_t **group_info, size_t *group_info_len)
 {
+    struct psk_sources src = {psks, n_psks, res, n_res, {0, 0}};
     struct secrets_entry e;
     uint8_t ref[MSV_MLS_NH], j[MSV_MLS_NH], ps[MSV_MLS_NH], path[MSV_MLS_NH];
     int has_path = 0;
@@ -266,7 +318,7 @@ msv_err msv_mls_welcome_decrypt(enum msv_mls_suite suite, const uint8_t *welcome
     if (err == MSV_OK)
         err = find_entry(suite, welcome, welcome_len, ref, &e);
     if (err == MSV_OK)
-        err = open_group_secrets(suite, init_sk, &e, psks, n_psks, j, ps, path, &has_path);
+        err = open_group_secrets(suite, init_sk, &e, &src, j, ps, path, &has_path);
     if (err == MSV_OK)
         err = open_group_info(suite, j, ps, &e, group_info, group_info_len);
     if (err == MSV_OK) {
@@ -274,11 +326,26 @@ msv_err msv_mls_welcome_decrypt(enum msv_mls_suite suite, const uint8_t *welcome
         memcpy(psk_secret, ps, MSV_MLS_NH);
         memcpy(path_secret, path, MSV_MLS_NH);
         *has_path_secret = has_path;
+        if (named != NULL)
+            *named = src.named;
     }
     sodium_memzero(j, sizeof(j));
     sodium_memzero(ps, sizeof(ps));
     sodium_memzero(path, sizeof(path));
     return err;
+}
+
+msv_err msv_mls_welcome_decrypt(enum msv_mls_suite suite, const uint8_t *welcome,
+                                size_t welcome_len, const uint8_t *key_package,
+                                size_t key_package_len, const uint8_t init_sk[32],
+                                const struct msv_mls_external_psk *psks, size_t n_psks,
+                                uint8_t joiner[MSV_MLS_NH], uint8_t psk_secret[MSV_MLS_NH],
+                                uint8_t path_secret[MSV_MLS_NH], int *has_path_secret,
+                                uint8_t **group_info, size_t *group_info_len)
+{
+    return msv_mls_welcome_decrypt_resuming(
+        suite, welcome, welcome_len, key_package, key_package_len, init_sk, psks, n_psks, NULL, 0,
+        NULL, joiner, psk_secret, path_secret, has_path_secret, group_info, group_info_len);
 }
 
 msv_err msv_mls_welcome_open(enum msv_mls_suite suite, const uint8_t *welcome, size_t welcome_len,
