@@ -4090,6 +4090,47 @@ static void test_group_code_shows_a_fork(void **state)
 }
 
 /*
+ * A hostile member's ReInit: it would close the group for everyone (nothing more sent in it). bob
+ * refuses it, nothing changed, and reads what follows.
+ */
+static void test_reinit_refused(void **state)
+{
+    struct club k;
+    struct msv_mls_member *m;
+    struct msv_mls_commit_spec spec = {.now = (uint64_t)(msv_wall_ms() / 1000),
+                                       .reinit = 1,
+                                       .reinit_group_id = (const uint8_t *)"elsewhere",
+                                       .reinit_group_id_len = 9,
+                                       .reinit_suite = MSV_MLS_SUITE_X25519_AES128GCM};
+    uint8_t *commit = NULL, *welcome = NULL, id[16];
+    size_t commit_len = 0, welcome_len = 0;
+    uint64_t before = 0, after = 0;
+    const char *why = NULL;
+    char code[MSV_GROUP_CODE_LEN + 1], notice[400];
+
+    (void)state;
+    club_on_mls(&k);
+    club_code(&k, k.bob, &before, code);
+    m = stored_member(k.carol, k.gid);
+    assert_int_equal(
+        msv_mls_member_commit_make(m, &spec, &commit, &commit_len, &welcome, &welcome_len, &why),
+        MSV_OK);
+    take_crafted(k.bob, k.gid, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, m->epoch, commit, commit_len,
+                 notice);
+    assert_non_null(strstr(notice, "reinitializes the group"));
+    club_code(&k, k.bob, &after, code);
+    assert_int_equal(after, before);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "still open", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(receive_now(k.bob), 1);
+    assert_sent_by(k.bob, k.conversation, "still open", "alice@example.org", k.alice->device_id);
+    msv_mls_member_free(m);
+    free(commit);
+    free(welcome);
+    club_free(&k);
+}
+
+/*
  * alice, the group's only admin, leaves: her change hands the group to bob and commits nothing
  * (she is gone). bob's device removes her leaf at its receive, its commit carrying him as the
  * admin; carol, whose copy of the signed state is newer than the group context (which names
@@ -4338,6 +4379,7 @@ int main(void)
         cmocka_unit_test(test_context_link_over_a_withheld_change),
         cmocka_unit_test(test_group_code_shows_a_fork),
         cmocka_unit_test(test_last_admin_leaving_hands_over),
+        cmocka_unit_test(test_reinit_refused),
         cmocka_unit_test(test_leaf_without_context_refused),
         cmocka_unit_test(test_made_up_context_takes_nothing),
         cmocka_unit_test(test_context_link_committed_when_shown_again),

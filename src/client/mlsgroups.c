@@ -3677,6 +3677,17 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
         refused = err == MSV_OK;
         goto out;
     }
+    /* a ReInit would close the group for every member: groups here keep their suite and go on
+     * (a member that lost its state joins again), so one is refused like any commit that does
+     * not apply */
+    if (err == MSV_OK && m->reinit) {
+        snprintf(in->notice, sizeof(in->notice),
+                 "a commit of an MLS group (from device %llu) was refused, nothing changed: it "
+                 "reinitializes the group, which groups here never do",
+                 (unsigned long long)sender);
+        refused = 1;
+        goto out;
+    }
     if (err == MSV_OK)
         err = dir_load(c, gid, &dir);
     if (err == MSV_OK && tree_check(m, &dir, why, sizeof(why)) != MSV_OK) {
