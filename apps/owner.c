@@ -138,6 +138,17 @@ int owner_stopping(void)
     return stop_signal != 0;
 }
 
+/*
+ * What the daemon's bounds turned away since it started, for 'status' (schema 2): connections
+ * past PEERS_MAX, request lines over LINE_MAX_BYTES, batches over BATCH_MAX, readers let go with
+ * OUT_MAX_BYTES unread, inbox items dropped past INBOX_MAX or INBOX_BYTES_MAX, and 'receive'
+ * answers cut at RECEIVE_ANSWER_MAX ("more"). One daemon a process: kept here.
+ */
+static struct {
+    uint64_t peers_refused, lines_refused, batches_refused, readers_let_go, inbox_dropped,
+        answers_cut;
+} limits;
+
 /* ---- output to peers ------------------------------------------------------------------ */
 
 static void peer_write(struct peer *p, json_t *j)
@@ -146,6 +157,8 @@ static void peer_write(struct peer *p, json_t *j)
     size_t len = s ? strlen(s) : 0;
 
     if (s == NULL || p->out_len + len + 1 > OUT_MAX_BYTES) {
+        if (s != NULL && !p->eof)
+            limits.readers_let_go++;
         p->eof = 1; /* it does not read what it asked for: let it go */
         free(s);
         return;
@@ -425,6 +438,7 @@ static void inbox_add(struct owner *ow, json_t *json, char *text)
             ow->inbox_bytes + it.json_bytes + it.text_bytes > INBOX_BYTES_MAX)) {
         inbox_take(ow, 1);
         ow->inbox_dropped++;
+        limits.inbox_dropped++;
     }
     ow->inbox[ow->inbox_len++] = it;
     ow->inbox_bytes += it.json_bytes + it.text_bytes;
@@ -939,8 +953,10 @@ static json_t *receive_result(struct owner *ow, struct peer *p)
     json_object_set_new(result, "stderr", json_string(""));
     if (ow->inbox_dropped > 0)
         json_object_set_new(result, "dropped", json_integer((json_int_t)ow->inbox_dropped));
-    if (n < ow->inbox_len)
+    if (n < ow->inbox_len) {
         json_object_set_new(result, "more", json_true());
+        limits.answers_cut++;
+    }
     /* taken: the next call starts after these */
     inbox_take(ow, n);
     ow->inbox_dropped = 0;
@@ -1032,6 +1048,14 @@ static json_t *status(struct owner *ow, const struct peer *p)
     if (s != NULL && p->schema >= 2) {
         json_object_set_new(s, "schemas", schemas_served());
         cli_own_counts_json(ow->c, s);
+        json_object_set_new(s, "daemon_limits",
+                            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "connections_refused",
+                                      (json_int_t)limits.peers_refused, "lines_refused",
+                                      (json_int_t)limits.lines_refused, "batches_refused",
+                                      (json_int_t)limits.batches_refused, "readers_let_go",
+                                      (json_int_t)limits.readers_let_go, "inbox_dropped",
+                                      (json_int_t)limits.inbox_dropped, "answers_cut",
+                                      (json_int_t)limits.answers_cut));
     }
     return s;
 }
@@ -1146,6 +1170,7 @@ static void handle_line(struct owner *ow, struct peer *p, const char *line, size
         if (json_array_size(req) == 0) {
             response = rpc_error(NULL, -32600, "an empty batch", NULL);
         } else if (json_array_size(req) > BATCH_MAX) {
+            limits.batches_refused++;
             response = rpc_error(NULL, -32600, "a batch of more than 32 requests", NULL);
         } else {
             response = json_array();
@@ -1220,13 +1245,16 @@ static void peer_read(struct owner *ow, struct peer *p)
             peer_write(p, e);
             json_decref(e);
             p->skipping = 1;
+            limits.lines_refused++;
         }
         if (nl == NULL) {
             if (p->in_len > LINE_MAX_BYTES) {
                 json_t *e = rpc_error(NULL, -32600, "a request line over 1 MiB", NULL);
 
-                if (!p->skipping)
+                if (!p->skipping) {
                     peer_write(p, e);
+                    limits.lines_refused++;
+                }
                 json_decref(e);
                 p->skipping = 1;
                 p->in_len = 0;
@@ -1536,8 +1564,10 @@ int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
     if (listener != SIZE_MAX && (fds[listener].revents & POLLIN)) {
         int fd = accept4(ow->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
-        if (fd >= 0 && add_peer(ow, fd, fd) != 0)
+        if (fd >= 0 && add_peer(ow, fd, fd) != 0) {
             close(fd); /* PEERS_MAX connections: this one waits for none */
+            limits.peers_refused++;
+        }
     }
     /* peers in poll order: the set may change while requests run, so by descriptor */
     for (size_t k = first_peer; k < n; k++) {

@@ -416,8 +416,14 @@ rpc '{"jsonrpc":"2.0","id":10,"method":"read","params":{"args":["alice@example.o
 [ "$(field 'r["result"].get("subscribed")' | tail -1)" = False ] && ok || bad "unsubscribe: $(tail -1 out.txt)"
 
 # schema 2 for those who ask; schema 1 still for the rest, at once
+rpc "[$(python3 -c 'print(",".join("{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"status\"}" % i for i in range(33)))')]" >/dev/null
 daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":1,"method":"status"}' | tee -a wire2.jsonl >out.txt
 [ "$(field 'r["id"], r["result"]["schema"], r["result"]["schemas"]' | tr '\n' ' ')" = "('schema', 2, [1, 2]) (1, 2, [1, 2]) " ] && ok || bad "schema 2: $(cat out.txt)"
+# what the daemon's bounds turned away so far, counted: the two lines over 1 MiB, the batch of 33
+# just above, the batch of receives cut at 8 MiB; no connection refused, no reader let go
+[ "$(field 'sorted((k, min(v, 1) if k == "answers_cut" else v) for k, v in r["result"]["daemon_limits"].items()) if r["id"] == 1 else None' | tail -1)" = \
+    "[('answers_cut', 1), ('batches_refused', 1), ('connections_refused', 0), ('inbox_dropped', 0), ('lines_refused', 2), ('readers_let_go', 0)]" ] &&
+    ok || bad "the daemon's limits in status: $(tail -1 out.txt)"
 daemon_rpc "$sock" '{"jsonrpc":"2.0","id":1,"method":"schema","params":{"version":3}}' \
     '{"jsonrpc":"2.0","id":2,"method":"schema","params":{"version":"2"}}' \
     '{"jsonrpc":"2.0","id":3,"method":"schema","params":{"version":2,"x":1}}' | tee -a wire.jsonl >out.txt
