@@ -97,6 +97,8 @@ struct owner {
     /* while a command runs (run_command), its output goes to its answer: the streams the
      * hook writes to are these, the owner's own */
     FILE *own_out, *own_err;
+    owner_status_fn status_fn; /* more of 'status' (the web client's counts) */
+    void *status_ctx;
     const char *method_name; /* one more method, served by method (web-login) */
     owner_method method;
     void *method_ctx;
@@ -1056,6 +1058,8 @@ static json_t *status(struct owner *ow, const struct peer *p)
                                       (json_int_t)limits.readers_let_go, "inbox_dropped",
                                       (json_int_t)limits.inbox_dropped, "answers_cut",
                                       (json_int_t)limits.answers_cut));
+        if (ow->status_fn != NULL)
+            ow->status_fn(ow->status_ctx, s);
     }
     return s;
 }
@@ -1447,6 +1451,12 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     ow->signals_caught = 1;
     *out = ow;
     return 0;
+}
+
+void owner_set_status(struct owner *ow, owner_status_fn fn, void *ctx)
+{
+    ow->status_fn = fn;
+    ow->status_ctx = ctx;
 }
 
 void owner_set_method(struct owner *ow, const char *name, owner_method method, void *ctx)

@@ -29,6 +29,9 @@ void owner_set_hook(struct owner *ow, owner_hook hook, void *ctx);
  */
 typedef json_t *(*owner_method)(void *ctx, json_t *params, char *why, size_t why_len);
 void owner_set_method(struct owner *ow, const char *name, owner_method method, void *ctx);
+/* Adds what the owner's user counts to 'status' in schema 2 (fields of status). */
+typedef void (*owner_status_fn)(void *ctx, json_t *status);
+void owner_set_status(struct owner *ow, owner_status_fn fn, void *ctx);
 /*
  * A connected socket (non-blocking; the owner takes it and closes it) becomes
  * a connection like one to the account's socket; -1 when the owner already has

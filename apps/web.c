@@ -105,6 +105,18 @@ struct ws_msg {
     unsigned char data[];
 };
 
+/*
+ * What the web client's bounds turned away since it started, beside the connections (struct
+ * web's refused and dropped_unauth), for 'status' in schema 2 (web_status): messages from a
+ * page over WS_IN_MAX or binary, pages that let WS_OUT_MAX wait (each let go after FULL_WAIT_S
+ * unless it reads), a page's messages refused here (not JSON, a batch over PAGE_BATCH_MAX, a
+ * method or parameter the page may not use), and uploads and images over their size (413).
+ * One web client a process: kept here.
+ */
+static struct {
+    uint64_t messages_refused, pages_at_bound, requests_refused, bodies_too_big;
+} web_limits;
+
 /* A WebSocket and its end of the socket pair to the owner. */
 struct bridge {
     struct bridge *next;
@@ -263,6 +275,22 @@ static void conn_close(struct conn *c)
 {
     c->closing = 1;
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+/* The web client's counts in 'status' (schema 2): web_limits and the connections'. */
+static void web_status(void *ctx, json_t *status)
+{
+    const struct web *w = ctx;
+
+    json_object_set_new(status, "web_limits",
+                        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "connections_refused",
+                                  (json_int_t)w->refused, "closed_before_login",
+                                  (json_int_t)w->dropped_unauth, "messages_refused",
+                                  (json_int_t)web_limits.messages_refused, "pages_at_bound",
+                                  (json_int_t)web_limits.pages_at_bound, "requests_refused",
+                                  (json_int_t)web_limits.requests_refused, "bodies_too_big",
+                                  (json_int_t)web_limits.bodies_too_big, "images_refused",
+                                  (json_int_t)w->qr_refused));
 }
 
 /* Says, at most each CONN_LOG_MS, how many connections were refused or let go. */
@@ -789,8 +817,10 @@ static int body_length(struct lws *wsi, struct pss *s, uint64_t max, const char 
         return answer_text(wsi, s, 411, "an upload says its length\n") == 0 ? -2 : -1;
     errno = 0;
     *len = strtoull(len_text, &end, 10);
-    if (errno != 0 || *end != '\0' || len_text[0] == '-' || *len > max)
+    if (errno != 0 || *end != '\0' || len_text[0] == '-' || *len > max) {
+        web_limits.bodies_too_big++;
         return answer_text(wsi, s, 413, too_big) == 0 ? -2 : -1;
+    }
     return 0;
 }
 
@@ -1259,6 +1289,7 @@ static int from_page(struct web *w, struct bridge *b)
     if (refused != NULL) {
         char *answer = json_dumps(refused, JSON_COMPACT);
 
+        web_limits.requests_refused++;
         /* not as an answer of the owner's: a pending send's uploads stay (answered); past the
          * bound the page does not read what it asks for, and is let go */
         rc = answer != NULL && b->queued + strlen(answer) <= WS_OUT_MAX
@@ -1371,6 +1402,7 @@ static void from_owner(struct bridge *b)
     /* a page that does not read goes after a while at the bound; one that reads stays */
     if (b->queued >= WS_OUT_MAX && !b->full) {
         b->full = 1;
+        web_limits.pages_at_bound++;
         lws_set_timeout(b->wsi, PENDING_TIMEOUT_USER_OK, FULL_WAIT_S);
     }
     if (b->head != NULL || b->owner_gone)
@@ -1420,8 +1452,11 @@ static int ws_receive(struct web *w, struct lws *wsi, struct bridge *b, const vo
     }
     b->session->used_ms = msv_mono_ms();
     /* text only, and no longer than a request line may be */
-    if (lws_frame_is_binary(wsi) || append(&b->rx, &b->rx_len, &b->rx_cap, in, len, WS_IN_MAX) != 0)
+    if (lws_frame_is_binary(wsi) ||
+        append(&b->rx, &b->rx_len, &b->rx_cap, in, len, WS_IN_MAX) != 0) {
+        web_limits.messages_refused++;
         return -1;
+    }
     if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0)
         return 0;
     if (from_page(w, b) != 0)
@@ -1775,6 +1810,7 @@ int web_main(const struct cli *o, struct msv_client *c)
         rc = EXIT_ERR;
     if (rc == 0) {
         owner_set_method(w->ow, "web-login", web_login, w);
+        owner_set_status(w->ow, web_status, w);
         sweep_uploads(w, UPLOAD_TTL_S);
         w->sweep_at = msv_mono_ms() + SWEEP_INTERVAL_MS;
         printf("web: %s\n", url);

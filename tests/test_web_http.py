@@ -558,6 +558,19 @@ def more():
         w.s.close()
     r = ws.call("status")
     check(r is not None and "result" in r, "the page's own connection goes on")
+    # what the web client's bounds turned away so far, in status (schema 2): the two messages
+    # just above, the upload over 256 MiB, the page's requests refused here (not JSON, the batch
+    # of 33 and the refused methods before)
+    w = WS(aport, cookie=cookie, origin=origin)
+    w.call("schema", {"version": 2})
+    r = w.call("status")
+    lim = (r or {}).get("result", {}).get("web_limits", {})
+    check(lim.get("messages_refused") == 2 and lim.get("bodies_too_big") == 1 and
+          lim.get("requests_refused", 0) >= 2 and lim.get("connections_refused") == 0 and
+          lim.get("pages_at_bound") == 0 and lim.get("images_refused") == 0 and
+          "daemon_limits" in r["result"],
+          "the web client's limits in status: %r" % (r,))
+    w.s.close()
 
     # ---- upload -> send -> the other side's /files ----
     # uploads an hour old are deleted (at start, then every minute); newer ones stay
