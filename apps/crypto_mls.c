@@ -761,10 +761,39 @@ static const char *not_ours(const struct msv_mls_member *m, const uint8_t *msg, 
 
 /* ---- key-package ---- */
 
+/*
+ * --state: the identity and signature seed of our leaf in that group (read only), so that the
+ * KeyPackage's member is the group's for a branch or a reinitialization (RFC 9420 11.2, 11.3).
+ */
+static int identity_of_state(const struct mls_opts *o, uint8_t seed[32], uint8_t *identity,
+                             size_t *identity_len)
+{
+    struct msv_mls_member *m = NULL;
+    const char *why = "";
+    int rc = 0;
+
+    if (msv_mls_member_load_file(o->state, NULL, 0, &m, &why) != MSV_OK) {
+        fprintf(stderr, "%s %s: %s is not a usable MLS state: %s\n", prog, o->cmd, o->state, why);
+        return EXIT_FAILURE;
+    }
+    if (!m->can_send)
+        rc = fail_why(o->cmd, o->state, "it holds no signature key");
+    else if (o->identity != NULL && (strlen(o->identity) != m->identity_len ||
+                                     memcmp(o->identity, m->identity, m->identity_len) != 0))
+        rc = usage_error(o->cmd, "--identity is not the identity of our leaf in --state");
+    if (rc == 0) {
+        memcpy(seed, m->sig_seed, 32);
+        memcpy(identity, m->identity, m->identity_len);
+        *identity_len = m->identity_len;
+    }
+    msv_mls_member_free(m);
+    return rc;
+}
+
 static int cmd_key_package(struct mls_opts *o)
 {
-    uint8_t priv[PRIVATE_LEN], *kp = NULL;
-    size_t kp_len = 0;
+    uint8_t priv[PRIVATE_LEN], *kp = NULL, identity[MSV_MLS_IDENTITY_MAX];
+    size_t kp_len = 0, identity_len = 0;
     uint64_t now = (uint64_t)time(NULL);
     msv_err err;
     int rc;
@@ -773,20 +802,31 @@ static int cmd_key_package(struct mls_opts *o)
     struct output staged[2] = {{o->private_part, priv, sizeof(priv), "", "", 0},
                                {o->out, NULL, 0, "", "", 0}};
 
-    if ((rc = check_distinct(o, outs, 2, NULL, 0)) != 0 || (rc = check_new(o, o->out)) != 0 ||
-        (rc = check_new(o, o->private_part)) != 0)
+    if ((rc = check_distinct(o, outs, 2, &o->state, o->state != NULL)) != 0 ||
+        (rc = check_new(o, o->out)) != 0 || (rc = check_new(o, o->private_part)) != 0)
         return rc;
-    if (strlen(o->identity) > MSV_MLS_IDENTITY_MAX)
+    if (o->identity == NULL && o->state == NULL)
+        return usage_error(o->cmd, "--identity or --state is required");
+    if (o->identity != NULL && strlen(o->identity) > MSV_MLS_IDENTITY_MAX)
         return usage_error(o->cmd, "--identity is longer than 1024 bytes");
     memcpy(priv, private_magic, 6);
     priv[6] = 0;
     priv[7] = 1;
     priv[8] = (uint8_t)(o->suite >> 8);
     priv[9] = (uint8_t)o->suite;
-    msv_random_bytes(priv + 10, 32);
-    err = msv_mls_key_package_make((enum msv_mls_suite)o->suite, priv + 10,
-                                   (const uint8_t *)o->identity, strlen(o->identity), now - 3600,
-                                   now + 86400ull * o->days, priv + 42, priv + 74, &kp, &kp_len);
+    if (o->state != NULL) {
+        if ((rc = identity_of_state(o, priv + 10, identity, &identity_len)) != 0) {
+            msv_wipe(priv, sizeof(priv));
+            return rc;
+        }
+    } else {
+        msv_random_bytes(priv + 10, 32);
+        identity_len = strlen(o->identity);
+        memcpy(identity, o->identity, identity_len);
+    }
+    err = msv_mls_key_package_make((enum msv_mls_suite)o->suite, priv + 10, identity, identity_len,
+                                   now - 3600, now + 86400ull * o->days, priv + 42, priv + 74, &kp,
+                                   &kp_len);
     staged[1].p = kp;
     staged[1].n = kp_len;
     /* both staged before either is published: a failure leaves what was there */
@@ -1140,6 +1180,7 @@ static int cmd_join(struct mls_opts *o)
     const char *inputs[4] = {o->welcome, o->key_packages[0], o->private_part, o->tree};
 
     if ((rc = check_distinct(o, &o->state, 1, inputs, o->tree != NULL ? 4 : 3)) == 0 &&
+        (rc = check_distinct(o, &o->state, 1, o->resume, o->n_resume)) == 0 &&
         (rc = check_new(o, o->state)) == 0 && (rc = psks_parse(o, &psks)) == 0 &&
         (rc = join_files(o, f)) == 0 && (rc = resume_load(o, from)) == 0)
         rc = check_private(o, &f[2], &f[1], &suite);
@@ -1396,14 +1437,16 @@ static const struct {
     const char *usage;
 } commands[] = {
     {"key-package", cmd_key_package,
-     BIT(O_IDENTITY) | BIT(O_OUT) | BIT(O_PRIVATE) | BIT(O_SUITE) | BIT(O_DAYS) | BIT(O_FORCE),
-     BIT(O_IDENTITY) | BIT(O_OUT) | BIT(O_PRIVATE),
-     "key-package --identity ID --out KP_FILE --private PRIV_FILE [--suite 1|3]\n"
-     "         [--days N] [--force]\n\n"
+     BIT(O_IDENTITY) | BIT(O_STATE) | BIT(O_OUT) | BIT(O_PRIVATE) | BIT(O_SUITE) | BIT(O_DAYS) |
+         BIT(O_FORCE),
+     BIT(O_OUT) | BIT(O_PRIVATE),
+     "key-package (--identity ID | --state STATE) --out KP_FILE --private PRIV_FILE\n"
+     "         [--suite 1|3] [--days N] [--force]\n\n"
      "Writes a KeyPackage (an MLSMessage) for a basic credential holding ID, valid from\n"
      "an hour ago for N days (84, the most a group takes: RFC 9420 7.2), with fresh\n"
      "keys, and its private part (mode 0600): the signature seed and the init and leaf\n"
-     "HPKE private keys.\n"},
+     "HPKE private keys. With --state (read only), the identity and signature key are\n"
+     "those of our leaf in that group, as a branch or a reinitialization of it needs.\n"},
     {"create", cmd_create,
      BIT(O_IDENTITY) | BIT(O_STATE) | BIT(O_SUITE) | BIT(O_GROUP_ID) | BIT(O_DAYS) | BIT(O_FORCE),
      BIT(O_IDENTITY) | BIT(O_STATE),
@@ -1452,9 +1495,10 @@ static const struct {
      "         --welcome WELCOME_FILE [--days N] [--force]\n\n"
      "Makes the group a committed ReInit asks for, from STATE (which does not change):\n"
      "our leaf with the same identity and signature key, the members of the\n"
-     "KeyPackages (each one of the old group's; give every other member's, in the new\n"
-     "suite) added with the old group's resumption PSK (usage reinit); writes the\n"
-     "Welcome, then NEW_STATE at epoch 1. The others join with their closed states.\n"},
+     "KeyPackages (one of every other member, in the new suite, each with the identity\n"
+     "and signature key of its leaf: key-package's state option makes them) added with\n"
+     "the old group's resumption PSK (usage reinit); writes the Welcome, then NEW_STATE\n"
+     "at epoch 1. The others join with their closed states.\n"},
     {"branch", cmd_branch,
      BIT(O_STATE) | BIT(O_KEY_PACKAGE) | BIT(O_OUT) | BIT(O_WELCOME) | BIT(O_GROUP_ID) |
          BIT(O_DAYS) | BIT(O_FORCE),
@@ -1463,9 +1507,10 @@ static const struct {
      "         [--group-id HEX] [--days N] [--force]\n\n"
      "Makes a subgroup (RFC 9420 11.3) of some of the group's members, from STATE (which\n"
      "does not change): a new group of the id given (random if not) in the same suite,\n"
-     "our leaf as in the group, the members of the KeyPackages (each one of the group's)\n"
-     "added with the current epoch's resumption PSK (usage branch); writes the Welcome,\n"
-     "then NEW_STATE at epoch 1. The others join with their states of the group.\n"},
+     "our leaf as in the group, the members of the KeyPackages (each a member of the\n"
+     "group: the identity and signature key of its leaf) added with the current epoch's\n"
+     "resumption PSK (usage branch); writes the Welcome, then NEW_STATE at epoch 1. The\n"
+     "others join with their states of the group.\n"},
     {"join", cmd_join,
      BIT(O_STATE) | BIT(O_WELCOME) | BIT(O_KEY_PACKAGE) | BIT(O_PRIVATE) | BIT(O_TREE) |
          BIT(O_PSK) | BIT(O_RESUME) | BIT(O_FORCE),

@@ -158,7 +158,7 @@ _missive_crypto()
     elif [ "${COMP_WORDS[1]}" = mls ] && [[ $cur == -* ]]; then
         local mls_opts="--state --help"
         case ${COMP_WORDS[2]} in
-        key-package) mls_opts="--identity --out --private --suite --days --force --help" ;;
+        key-package) mls_opts="--identity --state --out --private --suite --days --force --help" ;;
         create) mls_opts="--identity --state --suite --group-id --days --force --help" ;;
         add) mls_opts="--state --key-package --commit --welcome --private-message --no-path --force --help" ;;
         remove) mls_opts="--state --leaf --commit --private-message --force --help" ;;

@@ -69,6 +69,20 @@ static void fresh_key_package(size_t i, enum msv_mls_suite s)
         fatal("key package");
 }
 
+/* Fresh KeyPackages in suite s of devices 0 to 3, those but device but's into kps (three). */
+static void fresh_others(size_t but, enum msv_mls_suite s, const uint8_t **kps, size_t *lens)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < 4; i++) {
+        fresh_key_package(i, s);
+        if (i == but)
+            continue;
+        kps[n] = devs[i].kp;
+        lens[n++] = devs[i].kp_len;
+    }
+}
+
 static void free_all(void)
 {
     for (size_t i = 0; i < N; i++) {
@@ -102,7 +116,10 @@ static void commit_all(size_t by, const struct msv_mls_commit_spec *spec)
     free(welcome);
 }
 
-/* Devices 0 to 3 in a group made by device 0, device 4 outside it. */
+static uint8_t old_id[MSV_MLS_GROUP_ID_MAX];
+static size_t old_id_len;
+
+/* Devices 0 to 3 in a group made by device 0 (of id old_id), device 4 outside it. */
 static void old_group(enum msv_mls_suite s)
 {
     struct msv_mls_commit_spec spec;
@@ -118,9 +135,12 @@ static void old_group(enum msv_mls_suite s)
         snprintf(devs[i].id, sizeof(devs[i].id), "device-%zu", i);
         fresh_key_package(i, s);
     }
-    if (msv_mls_member_create(s, (const uint8_t *)"old group", 9, devs[0].seed,
-                              (const uint8_t *)devs[0].id, strlen(devs[0].id), NOW - 60,
-                              NOW + 86400, &devs[0].m) != MSV_OK)
+    if (old_id_len == 0) {
+        memcpy(old_id, "old group", 9);
+        old_id_len = 9;
+    }
+    if (msv_mls_member_create(s, old_id, old_id_len, devs[0].seed, (const uint8_t *)devs[0].id,
+                              strlen(devs[0].id), NOW - 60, NOW + 86400, &devs[0].m) != MSV_OK)
         fatal("create");
     for (size_t i = 0; i < 3; i++) {
         kps[i] = devs[i + 1].kp;
@@ -350,14 +370,7 @@ static void test_reinit(enum msv_mls_suite s, enum msv_mls_suite next)
     msv_mls_member_free(devs[2].m);
     devs[2].m = loaded;
     /* device 1 (not the ReInit's committer) makes the new group in the next suite */
-    for (size_t i = 0; i < 4; i++)
-        fresh_key_package(i, next);
-    kps[0] = devs[0].kp;
-    lens[0] = devs[0].kp_len;
-    kps[1] = devs[2].kp;
-    lens[1] = devs[2].kp_len;
-    kps[2] = devs[3].kp;
-    lens[2] = devs[3].kp_len;
+    fresh_others(1, next, kps, lens);
     CHECK(msv_mls_member_reinit(devs[1].m, kps, lens, 3, NOW, NOW + 86400, &devs[1].sub, &w, &w_len,
                                 &why) == MSV_OK,
           "reinit");
@@ -399,10 +412,15 @@ static void test_reinit(enum msv_mls_suite s, enum msv_mls_suite next)
         liar->reinit_suite = (uint16_t)next;
         memcpy(liar->reinit_group_id, "new group", 9);
         liar->reinit_group_id_len = 9;
-        /* (device 3's copy makes it: devices 0 and 2 are added) */
-        if (msv_mls_member_reinit(liar, kps, lens, 2, NOW, NOW + 86400, &made, &lw, &lw_len,
-                                  &why) != MSV_OK)
-            fatal(why);
+        /* (device 3's copy makes it: devices 0, 1 and 2 are added) */
+        {
+            const uint8_t *others[3] = {devs[0].kp, devs[1].kp, devs[2].kp};
+            size_t others_lens[3] = {devs[0].kp_len, devs[1].kp_len, devs[2].kp_len};
+
+            if (msv_mls_member_reinit(liar, others, others_lens, 3, NOW, NOW + 86400, &made, &lw,
+                                      &lw_len, &why) != MSV_OK)
+                fatal(why);
+        }
         {
             struct msv_mls_member *then = NULL;
 
@@ -443,6 +461,166 @@ static void test_reinit(enum msv_mls_suite s, enum msv_mls_suite next)
     free_all();
 }
 
+/*
+ * Group ids of 255 bytes (the most), old and new: the PSK ids in the GroupSecrets grow with
+ * them (before, the GroupSecrets had room for ids of 16 bytes at most, and a ReInit of a group
+ * of a longer id closed it for good).
+ */
+static void test_long_ids(enum msv_mls_suite s)
+{
+    struct msv_mls_commit_spec spec;
+    uint8_t new_id[MSV_MLS_GROUP_ID_MAX], *w = NULL;
+    const uint8_t *kps[3];
+    size_t lens[3], w_len = 0, list[4] = {1, 0, 2, 3};
+    const char *why = "";
+
+    memset(old_id, 'o', sizeof(old_id));
+    old_id_len = sizeof(old_id);
+    memset(new_id, 'n', sizeof(new_id));
+    old_group(s);
+    fresh_key_package(1, s);
+    kps[0] = devs[1].kp;
+    lens[0] = devs[1].kp_len;
+    CHECK(msv_mls_member_branch(devs[0].m, new_id, sizeof(new_id), kps, lens, 1, NOW, NOW + 86400,
+                                &devs[0].sub, &w, &w_len, &why) == MSV_OK,
+          "a branch of a group of a 255-byte id, itself of one");
+    if (w != NULL)
+        CHECK(join_new(1, s, w, w_len, devs[1].m) == MSV_OK, "joined");
+    free(w);
+    w = NULL;
+    msv_mls_member_free(devs[0].sub);
+    msv_mls_member_free(devs[1].sub);
+    devs[0].sub = devs[1].sub = NULL;
+    memset(&spec, 0, sizeof(spec));
+    spec.now = NOW;
+    spec.reinit = 1;
+    spec.reinit_group_id = new_id;
+    spec.reinit_group_id_len = sizeof(new_id);
+    spec.reinit_suite = s;
+    commit_all(0, &spec);
+    fresh_others(1, s, kps, lens);
+    CHECK(msv_mls_member_reinit(devs[1].m, kps, lens, 3, NOW, NOW + 86400, &devs[1].sub, &w, &w_len,
+                                &why) == MSV_OK,
+          "a reinit of a group of a 255-byte id");
+    if (w != NULL) {
+        CHECK(join_new(0, s, w, w_len, devs[0].m) == MSV_OK &&
+                  join_new(2, s, w, w_len, devs[2].m) == MSV_OK &&
+                  join_new(3, s, w, w_len, devs[3].m) == MSV_OK,
+              "the others join it");
+        if (devs[0].sub != NULL && devs[2].sub != NULL && devs[3].sub != NULL)
+            agree_and_talk(list, 4, "the new group of a 255-byte id agrees and talks");
+    }
+    free(w);
+    free_all();
+    old_id_len = 0;
+}
+
+/*
+ * A member is its identity and the signature key of its leaf: a KeyPackage that takes a
+ * member's name with another key is no member (refused by the maker; by each joiner from a maker
+ * whose copy of the old group lies); a reinitialized group has every member of the old one.
+ */
+static void test_members_are_keys(enum msv_mls_suite s)
+{
+    struct msv_mls_member *liar = NULL, *made = NULL, *none = NULL;
+    uint8_t seed[32], init_sk[32], leaf_sk[32], *forged = NULL, *w = NULL, *bytes = NULL, pk[32],
+                                                sk[64];
+    size_t forged_len = 0, w_len = 0, len = 0;
+    const uint8_t *kps[3];
+    size_t lens[3];
+    const char *why = "";
+    struct msv_mls_commit_spec spec;
+
+    old_group(s);
+    /* device 3's name with a key of its own */
+    randombytes_buf(seed, sizeof(seed));
+    if (msv_mls_key_package_make(s, seed, (const uint8_t *)devs[3].id, strlen(devs[3].id), NOW - 60,
+                                 NOW + 86400, init_sk, leaf_sk, &forged, &forged_len) != MSV_OK)
+        fatal("key package");
+    kps[0] = forged;
+    lens[0] = forged_len;
+    CHECK(msv_mls_member_branch(devs[0].m, (const uint8_t *)"sub", 3, kps, lens, 1, NOW,
+                                NOW + 86400, &none, &w, &w_len, &why) == MSV_ERR_INVALID &&
+              none == NULL && strstr(why, "signature key") != NULL,
+          "a member's name with another key is refused by the maker");
+    /* a maker whose copy of the group gives device 3's leaf the forged key: device 1 refuses */
+    if (msv_mls_member_save(devs[0].m, &bytes, &len, NULL) != MSV_OK ||
+        msv_mls_member_load(bytes, len, NULL, 0, &liar, NULL) != MSV_OK)
+        fatal("copy");
+    free(bytes);
+    if (crypto_sign_seed_keypair(pk, sk, seed) != 0)
+        fatal("key");
+    liar->tree.nodes[2 * devs[3].m->me].leaf.signature_key = pk;
+    if (msv_mls_member_branch(liar, (const uint8_t *)"sub", 3, kps, lens, 1, NOW, NOW + 86400,
+                              &made, &w, &w_len, &why) != MSV_OK)
+        fatal(why);
+    /* who holds the forged KeyPackage joins with a state of the group (device 1's stands for
+     * a member's): the new group names device 3 by another key than the group's, refused */
+    {
+        const struct msv_mls_member *from[1] = {devs[1].m};
+        struct msv_mls_member *j = NULL;
+
+        CHECK(msv_mls_member_join_resuming(s, w, w_len, forged, forged_len, init_sk, leaf_sk, NULL,
+                                           0, from, 1, NULL, 0, &j) == MSV_ERR_INVALID &&
+                  j == NULL,
+              "a branch naming a member's name with another key is refused by a joiner");
+    }
+    msv_mls_member_free(made);
+    msv_mls_member_free(liar);
+    made = liar = NULL;
+    free(w);
+    w = NULL;
+    /* a reinitialization that leaves device 3 out: refused by its maker, and by a joiner from
+     * a maker whose copy of the group has no device 3 */
+    memset(&spec, 0, sizeof(spec));
+    spec.now = NOW;
+    spec.reinit = 1;
+    spec.reinit_group_id = (const uint8_t *)"again";
+    spec.reinit_group_id_len = 5;
+    spec.reinit_suite = s;
+    commit_all(0, &spec);
+    fresh_key_package(0, s);
+    fresh_key_package(2, s);
+    kps[0] = devs[0].kp;
+    lens[0] = devs[0].kp_len;
+    kps[1] = devs[2].kp;
+    lens[1] = devs[2].kp_len;
+    CHECK(msv_mls_member_reinit(devs[1].m, kps, lens, 2, NOW, NOW + 86400, &none, &w, &w_len,
+                                &why) == MSV_ERR_INVALID &&
+              none == NULL,
+          "a reinitialization leaving a member out is refused by its maker");
+    if (msv_mls_member_save(devs[1].m, &bytes, &len, NULL) != MSV_OK ||
+        msv_mls_member_load(bytes, len, NULL, 0, &liar, NULL) != MSV_OK)
+        fatal("copy");
+    free(bytes);
+    liar->tree.nodes[2 * devs[3].m->me].type = 0;
+    if (msv_mls_member_reinit(liar, kps, lens, 2, NOW, NOW + 86400, &made, &w, &w_len, &why) !=
+        MSV_OK)
+        fatal(why);
+    CHECK(join_new(0, s, w, w_len, devs[0].m) == MSV_ERR_INVALID && devs[0].sub == NULL,
+          "a reinitialization leaving a member out is refused by a joiner");
+    /* a branch of the epoch a ReInit closed: that PSK is the reinitialization's */
+    msv_mls_member_free(made);
+    made = NULL;
+    free(w);
+    w = NULL;
+    liar->tree.nodes[2 * devs[3].m->me].type = 1;
+    liar->reinit = 0;
+    kps[0] = devs[0].kp;
+    lens[0] = devs[0].kp_len;
+    if (msv_mls_member_branch(liar, (const uint8_t *)"sub", 3, kps, lens, 1, NOW, NOW + 86400,
+                              &made, &w, &w_len, &why) != MSV_OK)
+        fatal(why);
+    CHECK(join_new(0, s, w, w_len, devs[0].m) == MSV_ERR_INVALID && devs[0].sub == NULL,
+          "a branch of the epoch a ReInit closed is refused");
+    msv_mls_member_free(made);
+    msv_mls_member_free(liar);
+    free(w);
+    free(forged);
+    sodium_memzero(sk, sizeof(sk));
+    free_all();
+}
+
 int main(void)
 {
     if (msv_init() != MSV_OK)
@@ -451,6 +629,9 @@ int main(void)
     test_branch(MSV_MLS_SUITE_X25519_CHACHA20POLY1305);
     test_reinit(MSV_MLS_SUITE_X25519_AES128GCM, MSV_MLS_SUITE_X25519_CHACHA20POLY1305);
     test_reinit(MSV_MLS_SUITE_X25519_CHACHA20POLY1305, MSV_MLS_SUITE_X25519_AES128GCM);
+    test_long_ids(MSV_MLS_SUITE_X25519_AES128GCM);
+    test_members_are_keys(MSV_MLS_SUITE_X25519_AES128GCM);
+    test_members_are_keys(MSV_MLS_SUITE_X25519_CHACHA20POLY1305);
     if (failures != 0)
         fprintf(stderr, "%d checks failed\n", failures);
     else

@@ -170,16 +170,21 @@ for suite in 1 3; do
         bad "$suite epoch output: $(cat ep.txt)"
     # a subgroup of alice and dave (RFC 9420 11.3): dave joins it with his state of the group
     other=$((suite == 1 ? 3 : 1))
-    expect 0 "$suite key-packages" -- mls key-package --identity d --suite "$suite" --out d2.kp --private d2.priv
+    expect 0 "$suite key-package of dave's leaf" -- mls key-package --state d.st --suite "$suite" --out d2.kp --private d2.priv
     expect 0 "$suite key-package of eve" -- mls key-package --identity eve --suite "$suite" --out e.kp --private e.priv
+    expect 0 "$suite key-package of dave's name with another key" -- mls key-package --identity d --suite "$suite" --out dx.kp --private dx.priv
+    expect 2 "$suite key-package of another name than the state's" -- mls key-package --identity x --state d.st --out x.kp --private x.priv
     keep a.st d.st
     expect 1 "$suite a branch with someone not in the group" -- mls branch --state a.st --key-package e.kp --out x.st --welcome wx
     grep -q "not one of the old group" err.txt && [ ! -e x.st ] && [ ! -e wx ] && ok || bad "$suite a refused branch: $(cat err.txt)"
+    expect 1 "$suite a branch with a member's name and another key" -- mls branch --state a.st --key-package dx.kp --out x.st --welcome wx
+    grep -q "signature key" err.txt && [ ! -e x.st ] && [ ! -e wx ] && ok || bad "$suite a branch with another key: $(cat err.txt)"
     expect 0 "$suite alice branches with dave" -- mls branch --state a.st --key-package d2.kp --out ab.st --welcome wb --group-id 0c0d
     grep -q "^epoch: 1$" out.txt && grep -q "^group: 0c0d$" out.txt && ok || bad "$suite branch output: $(cat out.txt)"
     expect 1 "$suite dave cannot join the branch without the group" -- mls join --welcome wb --key-package d2.kp --private d2.priv --state db.st
     grep -q -- "--resume" err.txt && [ ! -e db.st ] && ok || bad "$suite a join without --resume: $(cat err.txt)"
     expect 1 "$suite nor with another group" -- mls join --welcome wb --key-package d2.kp --private d2.priv --state db.st --resume e.st
+    expect 1 "$suite nor over the group's own state" -- mls join --welcome wb --key-package d2.kp --private d2.priv --state d.st --resume d.st --force
     expect 0 "$suite dave joins the branch" -- mls join --welcome wb --key-package d2.kp --private d2.priv --state db.st --resume d.st
     unchanged "$suite branching and joining leave the group" a.st d.st
     same_auth "$suite the branch" ab.st db.st
@@ -205,13 +210,15 @@ for suite in 1 3; do
     unchanged "$suite a closed group's refusals" a.o.st
     expect 1 "$suite reinit-group of an open group" -- mls reinit-group --state ab.st --key-package d2.kp --out x.st --welcome wx
     grep -q "no ReInit" err.txt && [ ! -e x.st ] && [ ! -e wx ] && ok || bad "$suite reinit-group of an open group: $(cat err.txt)"
-    for who in alice c; do
-        expect 0 "$suite key-package $who in suite $other" -- mls key-package --identity "$who" --suite "$other" --out "$who.r.kp" --private "$who.r.priv"
+    for who in a c; do
+        expect 0 "$suite key-package $who in suite $other" -- mls key-package --state "$who.o.st" --suite "$other" --out "$who.r.kp" --private "$who.r.priv"
     done
-    expect 0 "$suite dave makes the new group" -- mls reinit-group --state d.o.st --key-package alice.r.kp --key-package c.r.kp --out dr.st --welcome wr
+    expect 1 "$suite the new group leaves out no member" -- mls reinit-group --state d.o.st --key-package a.r.kp --out dr.st --welcome wr
+    grep -q "old group's members" err.txt && [ ! -e dr.st ] && [ ! -e wr ] && ok || bad "$suite a reinit leaving out carol: $(cat err.txt)"
+    expect 0 "$suite dave makes the new group" -- mls reinit-group --state d.o.st --key-package a.r.kp --key-package c.r.kp --out dr.st --welcome wr
     expect 1 "$suite the new group needs the closed group" -- mls join --welcome wr --key-package c.r.kp --private c.r.priv --state cr.st --resume ab.st
     [ ! -e cr.st ] && ok || bad "$suite a refused join wrote a state"
-    expect 0 "$suite alice joins the new group" -- mls join --welcome wr --key-package alice.r.kp --private alice.r.priv --state ar.st --resume a.o.st
+    expect 0 "$suite alice joins the new group" -- mls join --welcome wr --key-package a.r.kp --private a.r.priv --state ar.st --resume a.o.st
     expect 0 "$suite carol joins the new group" -- mls join --welcome wr --key-package c.r.kp --private c.r.priv --state cr.st --resume c.o.st --resume ab.st
     same_auth "$suite the new group" ar.st cr.st dr.st
     mls epoch --state cr.st >ep.txt

@@ -759,7 +759,8 @@ static msv_err put_group_secrets(const struct msv_mls_member *p, const struct co
         return MSV_ERR_PARSE;
     err =
         msv_mls_ref_hash((const uint8_t *)label, sizeof(label) - 1, add->body, add->body_len, ref);
-    msv_buf_init(&gs, 4 * MSV_MLS_NH);
+    /* the joiner and path secrets, and the PSK ids (each up to a 255-byte group id) */
+    msv_buf_init(&gs, MSV_MLS_MESSAGE_MAX);
     msv_mls_put_vec(&gs, p->s.joiner, MSV_MLS_NH);
     (void)msv_buf_put_u8(&gs, i < pm->n);
     if (i < pm->n)
@@ -1028,9 +1029,15 @@ static msv_err resume(const struct msv_mls_member *m, int usage, const uint8_t *
     if (err == MSV_OK)
         err = make_commit(g, &spec, id, id_len, m->s.resumption_psk, &commit, &commit_len, &wel,
                           &wel_len, &reason);
-    /* 11.3: each member of the new group one of the old group's */
-    if (err == MSV_OK && msv_mls_leaves_within(&g->pending->tree, &m->tree) != MSV_OK) {
-        reason = "a KeyPackage's identity is not one of the old group's members'";
+    /* 11.3: each member of the new group one of the old group's (its identity and signature
+     * key); 11.2: a reinitialized group has every one of them */
+    if (err == MSV_OK && msv_mls_members_match(&g->pending->tree, &m->tree,
+                                               usage == MSV_MLS_USAGE_REINIT) != MSV_OK) {
+        reason = usage == MSV_MLS_USAGE_REINIT
+                     ? "the new group is not the old group's members: a KeyPackage of each "
+                       "other member, with the signature key of its leaf, and no one else"
+                     : "a KeyPackage is not one of the old group's members' (its identity and "
+                       "the signature key of its leaf)";
         err = MSV_ERR_INVALID;
     }
     if (err == MSV_OK)

@@ -237,10 +237,10 @@ static msv_err join_tree(struct msv_mls_member *m, const uint8_t *gi, size_t gi_
     return err;
 }
 
-/* An identity, pointing into a leaf. */
+/* A member as resumption matches it: its credential's identity and its signature key, in place. */
 struct ident {
-    const uint8_t *p;
-    size_t n;
+    const uint8_t *p, *key;
+    size_t n, key_len;
 };
 
 static int ident_cmp(const void *a, const void *b)
@@ -249,10 +249,14 @@ static int ident_cmp(const void *a, const void *b)
 
     if (x->n != y->n)
         return x->n < y->n ? -1 : 1;
-    return memcmp(x->p, y->p, x->n);
+    if (x->key_len != y->key_len)
+        return x->key_len < y->key_len ? -1 : 1;
+    int c = memcmp(x->p, y->p, x->n);
+
+    return c != 0 ? c : memcmp(x->key, y->key, x->key_len);
 }
 
-/* The identity of a leaf's basic credential, in place. */
+/* The identity of a leaf's basic credential and its signature key, in place. */
 static msv_err ident_of(const struct msv_mls_leaf *leaf, struct ident *out)
 {
     struct msv_reader r;
@@ -263,6 +267,8 @@ static msv_err ident_of(const struct msv_mls_leaf *leaf, struct ident *out)
         msv_mls_get_vec(&r, &out->p, &out->n) != MSV_OK || msv_reader_u16be(&r, &type) != MSV_OK ||
         msv_mls_get_vec(&r, &out->p, &out->n) != MSV_OK)
         return MSV_ERR_PARSE;
+    out->key = leaf->signature_key;
+    out->key_len = leaf->signature_key_len;
     return type == 1 ? MSV_OK : MSV_ERR_UNSUPPORTED;
 }
 
@@ -280,7 +286,8 @@ msv_err msv_mls_leaf_identity(const struct msv_mls_leaf *leaf, uint8_t *out, siz
     return err;
 }
 
-msv_err msv_mls_leaves_within(const struct msv_mls_tree *t, const struct msv_mls_tree *old)
+/* Whether each member of t (identity and signature key) is one of old's. */
+static msv_err members_within(const struct msv_mls_tree *t, const struct msv_mls_tree *old)
 {
     struct ident *ids = calloc(old->n_leaves + 1, sizeof(*ids)), id;
     size_t n = 0;
@@ -302,6 +309,15 @@ msv_err msv_mls_leaves_within(const struct msv_mls_tree *t, const struct msv_mls
     return err;
 }
 
+msv_err msv_mls_members_match(const struct msv_mls_tree *t, const struct msv_mls_tree *old, int all)
+{
+    msv_err err = members_within(t, old);
+
+    /* a leaf's signature key is no other leaf's (tree validation), so within both ways is the
+     * same members */
+    return err == MSV_OK && all ? members_within(old, t) : err;
+}
+
 /*
  * The checks of 11.2 and 11.3 on a member m that joined a group branched or reinitialized from
  * old, whose resumption PSK of the given epoch the Welcome named with usage.
@@ -311,7 +327,10 @@ static msv_err check_resumed(const struct msv_mls_member *m, const struct msv_ml
 {
     if (m->epoch != 1)
         return MSV_ERR_INVALID;
-    if (usage == MSV_MLS_USAGE_BRANCH && m->suite != old->suite)
+    /* a branch in the old suite, and not of the epoch a ReInit closed (its PSK is for the
+     * reinitialization alone, 11.2) */
+    if (usage == MSV_MLS_USAGE_BRANCH &&
+        (m->suite != old->suite || (old->reinit && epoch == old->epoch)))
         return MSV_ERR_INVALID;
     if (usage == MSV_MLS_USAGE_REINIT &&
         (!old->reinit || epoch != old->epoch || (uint16_t)m->suite != old->reinit_suite ||
@@ -319,7 +338,8 @@ static msv_err check_resumed(const struct msv_mls_member *m, const struct msv_ml
          memcmp(m->group_id, old->reinit_group_id, m->group_id_len) != 0 ||
          m->ext_len != old->reinit_ext_len || memcmp(m->ext, old->reinit_ext, m->ext_len) != 0))
         return MSV_ERR_INVALID;
-    return msv_mls_leaves_within(&m->tree, &old->tree);
+    /* 11.3: each member one of the old group's; 12.4.3.1: a reinit's, every one of them */
+    return msv_mls_members_match(&m->tree, &old->tree, usage == MSV_MLS_USAGE_REINIT);
 }
 
 msv_err msv_mls_member_join(enum msv_mls_suite suite, const uint8_t *welcome, size_t welcome_len,

@@ -47,9 +47,12 @@ struct commit_state {
 /* The identity of a leaf's basic credential (MSV_ERR_UNSUPPORTED for another kind). */
 MSV_MUST_CHECK msv_err msv_mls_leaf_identity(const struct msv_mls_leaf *leaf, uint8_t *out,
                                              size_t *out_len);
-/* Whether the identity of each leaf of t is that of a leaf of old (MSV_ERR_INVALID if not). */
-MSV_MUST_CHECK msv_err msv_mls_leaves_within(const struct msv_mls_tree *t,
-                                             const struct msv_mls_tree *old);
+/*
+ * Whether each member of t (a leaf's basic credential identity and signature key) is a member
+ * of old, and with all, each of old's one of t's: MSV_ERR_INVALID if not.
+ */
+MSV_MUST_CHECK msv_err msv_mls_members_match(const struct msv_mls_tree *t,
+                                             const struct msv_mls_tree *old, int all);
 
 /* Frees what m holds (secret tree, tree, copies, extensions), not m itself nor m->pending. */
 void msv_mls_member_clear(struct msv_mls_member *m);
