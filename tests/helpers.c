@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "client/internal.h"
 #include "missive/util.h"
 
 static void rng_fill(void *ctx, uint8_t *out, size_t n)
@@ -118,5 +119,13 @@ int test_run_group(const char *group, struct CMUnitTest *tests, size_t n)
         cmocka_set_test_filter(getenv("MSV_TEST"));
     if (getenv("MSV_TEST_SKIP") != NULL)
         cmocka_set_skip_filter(getenv("MSV_TEST_SKIP"));
-    return _cmocka_run_group_tests(group, tests, kept, NULL, NULL);
+    int failed = _cmocka_run_group_tests(group, tests, kept, NULL, NULL);
+
+    /* the account's locks in one order, whatever the tests did (src/client/sessions.c) */
+    if (client_lock_order_breaks() > 0) {
+        fprintf(stderr, "%s: the session lock was taken under the MLS lock %lu times\n", group,
+                client_lock_order_breaks());
+        failed++;
+    }
+    return failed;
 }

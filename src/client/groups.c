@@ -965,8 +965,9 @@ struct group_edit {
  * The account's session lock is held from reading the state until its change is sent (or
  * queued, if it cannot go): a receive applies a member's change under it, and another
  * process's change waits for it, so that none is made from a state another has replaced
- * meanwhile (and lost). The MLS group follows after
- * (its lock comes before the session lock).
+ * meanwhile (and lost). The MLS group follows after; a receive that holds the session lock
+ * (a request to join by a link, approved at once) makes it follow under it: the session lock
+ * comes before the MLS lock (sessions.c).
  */
 static msv_err edit_group(struct msv_client *c, const char *which, const struct group_edit *e)
 {

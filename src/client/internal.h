@@ -336,6 +336,9 @@ msv_err client_mls_group_ctx(struct msv_client *c, const uint8_t gid[16],
 #define CLIENT_INVITES_MAX 1000
 MSV_MUST_CHECK msv_err client_invitation_check(struct msv_client *c, const uint8_t gid[16],
                                                const char *inviter, int *taken);
+/* How often, in this process, the session lock was taken under the MLS lock: the wrong order
+ * (sessions.c); 0 unless a path breaks it. */
+unsigned long client_lock_order_breaks(void);
 /* Forgets the invitations inviter made, with their messages (on a block). */
 MSV_MUST_CHECK msv_err client_invitations_forget(struct msv_client *c, const char *inviter);
 /* Forgets invitation gid, if it still is one (*dropped): its record, its signed states and its

@@ -125,8 +125,23 @@ void client_claim_release(int fd)
         close(fd); /* an open file's own locks go with it */
 }
 
+/*
+ * The account's locks are taken in one order: the session lock, then the MLS lock (a receive
+ * holds the session lock and may take the MLS lock; a process holding the MLS lock seals
+ * nothing pairwise and sends no outbox, account.c). Taken the other way, two processes could
+ * wait for each other for good: such a taking is counted, for the tests to find.
+ */
+static unsigned long lock_order_breaks;
+
+unsigned long client_lock_order_breaks(void)
+{
+    return lock_order_breaks;
+}
+
 static msv_err sessions_lock(struct msv_client *c)
 {
+    if (c->mls_lock_depth > 0 && c->session_lock_depth == 0)
+        lock_order_breaks++;
     return client_lock_nested(c, "sessions.lock", &c->session_lock_fd, &c->session_lock_depth);
 }
 
