@@ -957,7 +957,9 @@ static json_t *receive_result(struct owner *ow, struct peer *p)
         json_object_set_new(result, "dropped", json_integer((json_int_t)ow->inbox_dropped));
     if (n < ow->inbox_len) {
         json_object_set_new(result, "more", json_true());
-        limits.answers_cut++;
+        /* an answer the bound stopped short (one of a batch after it carries none) */
+        if (n > 0)
+            limits.answers_cut++;
     }
     /* taken: the next call starts after these */
     inbox_take(ow, n);
@@ -1279,7 +1281,11 @@ static int add_peer(struct owner *ow, int in_fd, int out_fd)
 {
     struct peer *p;
 
-    if (ow->n_peers == PEERS_MAX || (p = calloc(1, sizeof(*p))) == NULL)
+    if (ow->n_peers == PEERS_MAX) {
+        limits.peers_refused++;
+        return -1;
+    }
+    if ((p = calloc(1, sizeof(*p))) == NULL)
         return -1;
     p->in_fd = in_fd;
     p->out_fd = out_fd;
@@ -1574,10 +1580,8 @@ int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
     if (listener != SIZE_MAX && (fds[listener].revents & POLLIN)) {
         int fd = accept4(ow->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
-        if (fd >= 0 && add_peer(ow, fd, fd) != 0) {
+        if (fd >= 0 && add_peer(ow, fd, fd) != 0)
             close(fd); /* PEERS_MAX connections: this one waits for none */
-            limits.peers_refused++;
-        }
     }
     /* peers in poll order: the set may change while requests run, so by descriptor */
     for (size_t k = first_peer; k < n; k++) {

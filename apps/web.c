@@ -110,11 +110,12 @@ struct ws_msg {
  * web's refused and dropped_unauth), for 'status' in schema 2 (web_status): messages from a
  * page over WS_IN_MAX or binary, pages that let WS_OUT_MAX wait (each let go after FULL_WAIT_S
  * unless it reads), a page's messages refused here (not JSON, a batch over PAGE_BATCH_MAX, a
- * method or parameter the page may not use), and uploads and images over their size (413).
- * One web client a process: kept here.
+ * method or parameter the page may not use, a request over 1 MiB as written for the owner),
+ * pages closed with TO_OWNER_MAX of requests the owner did not take yet, and uploads and images
+ * over their size (413). One web client a process: kept here.
  */
 static struct {
-    uint64_t messages_refused, pages_at_bound, requests_refused, bodies_too_big;
+    uint64_t messages_refused, pages_at_bound, requests_refused, bodies_too_big, backlogs_closed;
 } web_limits;
 
 /* A WebSocket and its end of the socket pair to the owner. */
@@ -133,6 +134,7 @@ struct bridge {
     int owner_gone;
     int session_ended; /* logged out or out of time: closed when next writable */
     int full;          /* WS_OUT_MAX waits for the page: it is let go unless it reads in time */
+    int was_full;      /* it was, once: counted (web_limits.pages_at_bound) */
     struct secret *session;
     uint64_t serial; /* the session's, while its slot holds it */
     json_t *uploads; /* [[request id, [upload dirs]]...]: deleted once answered */
@@ -283,14 +285,15 @@ static void web_status(void *ctx, json_t *status)
     const struct web *w = ctx;
 
     json_object_set_new(status, "web_limits",
-                        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "connections_refused",
+                        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "connections_refused",
                                   (json_int_t)w->refused, "closed_before_login",
                                   (json_int_t)w->dropped_unauth, "messages_refused",
                                   (json_int_t)web_limits.messages_refused, "pages_at_bound",
                                   (json_int_t)web_limits.pages_at_bound, "requests_refused",
                                   (json_int_t)web_limits.requests_refused, "bodies_too_big",
                                   (json_int_t)web_limits.bodies_too_big, "images_refused",
-                                  (json_int_t)w->qr_refused));
+                                  (json_int_t)w->qr_refused, "backlogs_closed",
+                                  (json_int_t)web_limits.backlogs_closed));
 }
 
 /* Says, at most each CONN_LOG_MS, how many connections were refused or let go. */
@@ -818,7 +821,8 @@ static int body_length(struct lws *wsi, struct pss *s, uint64_t max, const char 
     errno = 0;
     *len = strtoull(len_text, &end, 10);
     if (errno != 0 || *end != '\0' || len_text[0] == '-' || *len > max) {
-        web_limits.bodies_too_big++;
+        if (errno == 0 && *end == '\0' && len_text[0] != '-') /* a length, over the bound */
+            web_limits.bodies_too_big++;
         return answer_text(wsi, s, 413, too_big) == 0 ? -2 : -1;
     }
     return 0;
@@ -1282,6 +1286,13 @@ static int from_page(struct web *w, struct bridge *b)
     char *line = req ? json_dumps(req, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     int rc;
 
+    /* written again it may be longer than it came (numbers written out in full): past a
+     * request line's bound it is refused here, as the owner would, with its id */
+    if (refused == NULL && line != NULL && strlen(line) > WS_IN_MAX)
+        refused = page_error_of(json_is_object(req) ? json_object_get(req, "id") : NULL, -32600,
+                                "the request is over 1 MiB as written for the daemon (its "
+                                "numbers written out in full)");
+
     /*
      * what this side cannot read is answered here, never passed on as it came: the owner reads
      * the line after its breaks are gone, and might take what the checks above never saw
@@ -1319,6 +1330,9 @@ static int from_page(struct web *w, struct bridge *b)
     b->rx_len = 0;
     if (rc == 0)
         rc = append(&b->to_owner, &b->to_len, &b->to_cap, "\n", 1, TO_OWNER_MAX);
+    /* TO_OWNER_MAX of requests the owner has not taken: the page is let go */
+    if (rc != 0)
+        web_limits.backlogs_closed++;
     return rc;
 }
 
@@ -1402,7 +1416,9 @@ static void from_owner(struct bridge *b)
     /* a page that does not read goes after a while at the bound; one that reads stays */
     if (b->queued >= WS_OUT_MAX && !b->full) {
         b->full = 1;
-        web_limits.pages_at_bound++;
+        if (!b->was_full)
+            web_limits.pages_at_bound++; /* each page once */
+        b->was_full = 1;
         lws_set_timeout(b->wsi, PENDING_TIMEOUT_USER_OK, FULL_WAIT_S);
     }
     if (b->head != NULL || b->owner_gone)

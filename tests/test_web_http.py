@@ -558,17 +558,31 @@ def more():
         w.s.close()
     r = ws.call("status")
     check(r is not None and "result" in r, "the page's own connection goes on")
-    # what the web client's bounds turned away so far, in status (schema 2): the two messages
-    # just above, the upload over 256 MiB, the page's requests refused here (not JSON, the batch
-    # of 33 and the refused methods before)
+    # a message under 1 MiB that is over it as written again for the daemon (its numbers written
+    # out in full: 1e300 is 22 characters then): refused here with its id, not by the daemon
     w = WS(aport, cookie=cookie, origin=origin)
     w.call("schema", {"version": 2})
     r = w.call("status")
+    before = (r or {}).get("result", {})
+    w.send_text('{"jsonrpc":"2.0","id":7,"method":"status","params":{"junk":[%s]}}'
+                % ",".join(["1e300"] * 160000))
+    m = w.recv()
+    got = json.loads(m) if m else {}
+    check(got.get("id") == 7 and got.get("error", {}).get("code") == -32600 and
+          "written" in got["error"].get("message", ""),
+          "a request over 1 MiB as written for the daemon: -32600 with its id: %r" % (m or "")[:300])
+    # what the web client's bounds turned away so far, in status (schema 2): the two messages
+    # just above, the upload over 256 MiB, the page's requests refused here (not JSON, the batch
+    # of 33, the refused methods before, and the one over 1 MiB as written)
+    r = w.call("status")
     lim = (r or {}).get("result", {}).get("web_limits", {})
+    dlim = (r or {}).get("result", {}).get("daemon_limits", {})
     check(lim.get("messages_refused") == 2 and lim.get("bodies_too_big") == 1 and
-          lim.get("requests_refused", 0) >= 2 and lim.get("connections_refused") == 0 and
+          lim.get("requests_refused", 0) >= 3 and lim.get("connections_refused") == 0 and
           lim.get("pages_at_bound") == 0 and lim.get("images_refused") == 0 and
-          "daemon_limits" in r["result"],
+          lim.get("backlogs_closed") == 0 and
+          lim.get("requests_refused") == before.get("web_limits", {}).get("requests_refused", -9) + 1
+          and dlim.get("lines_refused") == before.get("daemon_limits", {}).get("lines_refused"),
           "the web client's limits in status: %r" % (r,))
     w.s.close()
 

@@ -313,8 +313,8 @@ msv_err msv_mls_members_match(const struct msv_mls_tree *t, const struct msv_mls
 {
     msv_err err = members_within(t, old);
 
-    /* a leaf's signature key is no other leaf's (tree validation), so within both ways is the
-     * same members */
+    /* within both ways: the same members (two leaves of one member, were a tree to hold them,
+     * change nothing of that) */
     return err == MSV_OK && all ? members_within(old, t) : err;
 }
 
