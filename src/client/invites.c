@@ -760,6 +760,95 @@ msv_err client_invitations_forget(struct msv_client *c, const char *inviter)
     return err;
 }
 
+/*
+ * "group-declined:<hex of the group id>" = u64be wall ms of the decline: the group's messages
+ * on their way then are dropped when they arrive; kept DECLINED_KEEP_MS (long after the
+ * members took the leave), so each decline leaves one record for a month at most.
+ */
+#define DECLINED "group-declined:"
+#define DECLINED_KEEP_MS (30LL * 24 * 3600 * 1000)
+
+static void declined_key(const uint8_t gid[16], char key[sizeof(DECLINED) + 32])
+{
+    char hex[33];
+
+    if (msv_hex_encode(gid, 16, hex, sizeof(hex)) != MSV_OK)
+        hex[0] = '\0';
+    snprintf(key, sizeof(DECLINED) + 32, DECLINED "%s", hex);
+}
+
+/* Whether list (n handles) names handle. */
+static int names(char *const *list, size_t n, const char *handle)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], handle) == 0)
+            return 1;
+    return 0;
+}
+
+int client_invitation_declined(struct msv_client *c, const struct msv_payload *p)
+{
+    char key[sizeof(DECLINED) + 32];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int64_t at;
+
+    declined_key(p->group_id, key);
+    if (msv_client_db_get(c->db, key, &v, &len) != MSV_OK)
+        return 0;
+    at = len == 8 ? (int64_t)msv_get_u64be(v) : 0;
+    free(v);
+    /* a change made since that names this account a member: invited again */
+    if (p->kind == MSV_KIND_GROUP_CHANGE && (int64_t)p->sent_at_ms > at &&
+        (names(p->participants, p->participant_count, c->handle) ||
+         names(p->group_delta[MSV_DELTA_ADDED], p->group_delta_count[MSV_DELTA_ADDED], c->handle)))
+        return msv_client_db_unset(c->db, key) == MSV_OK ? 0 : 1;
+    return 1;
+}
+
+msv_err msv_client_group_decline(struct msv_client *c, const char *which)
+{
+    struct msv_group_rec g = {0};
+    char key[sizeof(DECLINED) + 32], conversation[40];
+    uint8_t at[8];
+    int64_t now = msv_wall_ms();
+    int dropped = 0;
+    msv_err err =
+        strncmp(which, "group:", 6) == 0 ? msv_client_group_find(c, which, &g) : MSV_ERR_NOT_FOUND;
+
+    if (err == MSV_OK && g.accepted)
+        err = MSV_ERR_NOT_FOUND; /* an accepted group is left, not declined */
+    /* the members are told: this account leaves the group (not a member by this device's
+     * state any more, it has nothing to leave) */
+    if (err == MSV_OK && (err = client_group_leave_invited(c, which)) == MSV_ERR_NOT_FOUND)
+        err = MSV_OK;
+    /* the leave waits in the outbox (the server out of reach): the group stays until it goes,
+     * and declining again forgets it then */
+    if (err == MSV_OK && client_outbox_holds(c, NULL, g.group_id)) {
+        err = MSV_ERR_IO;
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "the group is told once the server is reached; decline it again then");
+    }
+    if (err == MSV_OK) {
+        declined_key(g.group_id, key);
+        msv_put_u64be(at, (uint64_t)now);
+        err = msv_client_db_unset_prefix_outside(c->db, DECLINED,
+                                                 (uint64_t)(now - DECLINED_KEEP_MS), (uint64_t)now);
+        if (err == MSV_OK)
+            err = msv_client_db_set(c->db, key, at, sizeof(at));
+    }
+    /* under the session lock, as a receive makes an invitation (client_invitations_forget) */
+    if (err == MSV_OK && (err = client_sessions_hold(c)) == MSV_OK) {
+        err = client_group_forget(c, g.group_id, &dropped);
+        msv_client_group_conversation(g.group_id, conversation);
+        if (err == MSV_OK && dropped)
+            err = client_delete_conversation(c, conversation);
+        client_sessions_release(c);
+    }
+    msv_group_clear(&g);
+    return err;
+}
+
 msv_err client_invitation_check(struct msv_client *c, const uint8_t gid[16], const char *inviter,
                                 int *taken)
 {

@@ -226,7 +226,15 @@ function renderRequests() {
             await loadGroups();
             reloadConvs();
           },
-        }, "Accept"))));
+        }, "Accept"),
+        h("button", {
+          type: "button", onclick: async () => {
+            await run("declining", rpc.call("groups", { args: ["decline", g.id] }));
+            if (state.current === g.id) closeConv();
+            await loadGroups();
+            reloadConvs();
+          },
+        }, "Decline"))));
   }
 }
 
