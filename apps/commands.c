@@ -125,14 +125,13 @@ static const struct {
     {"groups",
      "groups [list | create NAME MEMBER... | add GROUP MEMBER... | remove GROUP "
      "MEMBER... | rename GROUP NEW_NAME | promote GROUP MEMBER | demote GROUP MEMBER | "
-     "leave GROUP | accept ID | decline ID | invite GROUP [--approval on|off] [--reset | --off] | "
+     "leave GROUP | accept ID | invite GROUP [--approval on|off] [--reset | --off] | "
      "join URI | requests GROUP | approve GROUP HANDLE | deny GROUP HANDLE | code GROUP]",
      "Group conversations. Members are handles or contact names; every change is sent to "
      "the members' devices, removed members included. A GROUP is its name or its id "
      "(group:HEX, as listed); no two of your groups share a name. A group someone else "
      "made is listed as invited: its messages arrive, but you write to it only once you "
-     "accept it by its id; decline leaves it (its members are told) and forgets it. The creator is "
-     "the first admin; only admins add, remove, "
+     "accept it by its id. The creator is the first admin; only admins add, remove, "
      "rename, promote and demote (the list names them); anyone may leave. Every change "
      "is signed and checked by every member, who refuses and shows what an admin did "
      "not sign. An admin's invite link lets whoever holds it ask to join (join URI): an "
@@ -1681,21 +1680,6 @@ static int cmd_groups(const struct cli *o, struct msv_client *c)
         err = msv_client_group_accept(c, o->argv[1]);
         explain_group(o->argv[1], err);
         return err == MSV_OK ? 0 : fail(c, "accepting the group", err);
-    }
-    if (strcmp(verb, "decline") == 0 && o->argc == 2) {
-        err = msv_client_group_decline(c, o->argv[1]);
-        if (err == MSV_ERR_NOT_FOUND)
-            fprintf(cli_err,
-                    "missive: no invitation %s (an invitation is named by its id, as listed; "
-                    "an accepted group is left: missive groups leave GROUP)\n",
-                    o->argv[1]);
-        if (err != MSV_OK)
-            return fail(c, "declining the invitation", err);
-        if (o->json)
-            emit_json(json_pack("{s:s, s:s}", "group", o->argv[1], "status", "declined"));
-        else
-            fprintf(cli_out, "declined: you left the group, and it is gone from this device\n");
-        return 0;
     }
     if (is_invite_verb(verb))
         return cmd_group_invites(o, c, verb);

@@ -71,7 +71,7 @@ _missive()
     sync) opts="list set unset" ;;
     requests) opts="list accept delete block" ;;
     groups)
-        opts="list create add remove rename promote demote leave accept decline invite join requests approve deny code"
+        opts="list create add remove rename promote demote leave accept invite join requests approve deny code"
         opts="$opts --approval --reset --off" ;;
     send) opts="--text --file --group --reply-to --from" ;;
     profile) opts="show set clear-avatar --name --avatar" ;;

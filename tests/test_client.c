@@ -7764,81 +7764,6 @@ static void test_invitations_bounded(void **state)
     test_server_cleanup(&s);
 }
 
-/*
- * bob declines alice's group: he leaves it (alice and carol take the change), and his device
- * forgets it; a message of it on its way then is dropped when it comes, not made an invitation
- * again; alice adding him again later is an invitation again. Only an invitation is declined,
- * by its id.
- */
-static void test_invitation_declined(void **state)
-{
-    const char *three[3] = {"bob@example.org", "carol@example.org", "dan@example.org"};
-    const char *bob_only[1] = {"bob@example.org"};
-    struct test_server s;
-    struct msv_client *alice, *bob, *carol, *dan;
-    struct msv_group_rec g = {0};
-    uint8_t gid[16], id[16];
-    char conversation[40];
-    size_t from = 0, all = 0;
-
-    (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice = client_for(&s, "alice", "alice@example.org");
-    bob = client_for(&s, "bob", "bob@example.org");
-    carol = client_for(&s, "carol", "carol@example.org");
-    dan = client_for(&s, "dan", "dan@example.org");
-    assert_int_equal(msv_client_group_create(alice, "club", three, 3, gid), MSV_OK);
-    msv_client_group_conversation(gid, conversation);
-    receive_all(bob);
-    receive_all(carol);
-    assert_int_equal(msv_client_db_group_get(bob->db, gid, NULL, &g), MSV_OK);
-    assert_false(g.accepted);
-    msv_group_clear(&g);
-    /* by name, or a group that is no invitation: not declined */
-    assert_int_equal(msv_client_group_decline(bob, "club"), MSV_ERR_NOT_FOUND);
-    assert_int_equal(msv_client_group_accept(carol, conversation), MSV_OK);
-    assert_int_equal(msv_client_group_decline(carol, conversation), MSV_ERR_NOT_FOUND);
-    /* a message on its way while bob declines, as per-device copies (alice blocked dan, a
-     * member: one MLS message would reach him too) */
-    assert_int_equal(msv_client_block(alice, "dan@example.org"), MSV_OK);
-    assert_int_equal(msv_client_group_send(alice, "club", "on its way", NULL, 0, NULL, id), MSV_OK);
-    assert_int_equal(msv_client_unblock(alice, "dan@example.org"), MSV_OK);
-    assert_int_equal(msv_client_group_decline(bob, conversation), MSV_OK);
-    assert_int_equal(msv_client_db_group_get(bob->db, gid, NULL, &g), MSV_ERR_NOT_FOUND);
-    receive_all(bob);
-    assert_int_equal(msv_client_db_group_get(bob->db, gid, NULL, &g), MSV_ERR_NOT_FOUND);
-    assert_int_equal(history_count(bob, conversation, "on its way"), 0);
-    assert_int_equal(msv_client_db_invitations(bob->db, "alice@example.org", &from, &all), MSV_OK);
-    assert_int_equal(from, 0);
-    /* alice and carol take his leave */
-    receive_all(alice);
-    receive_all(carol);
-    assert_int_equal(msv_client_db_group_get(alice->db, gid, NULL, &g), MSV_OK);
-    assert_null(strstr(g.members, "bob@example.org"));
-    msv_group_clear(&g);
-    assert_int_equal(msv_client_db_group_get(carol->db, gid, NULL, &g), MSV_OK);
-    assert_null(strstr(g.members, "bob@example.org"));
-    msv_group_clear(&g);
-    assert_int_equal(msv_client_group_send(alice, "club", "without bob", NULL, 0, NULL, id),
-                     MSV_OK);
-    receive_all(carol);
-    assert_int_equal(history_count(carol, conversation, "without bob"), 1);
-    receive_all(bob);
-    assert_int_equal(history_count(bob, conversation, "without bob"), 0);
-    /* added again: an invitation again */
-    assert_int_equal(msv_client_group_change(alice, "club", NULL, bob_only, 1, NULL, 0), MSV_OK);
-    receive_all(bob);
-    assert_int_equal(msv_client_db_group_get(bob->db, gid, NULL, &g), MSV_OK);
-    assert_false(g.accepted);
-    msv_group_clear(&g);
-    msv_client_close(alice);
-    msv_client_close(bob);
-    msv_client_close(carol);
-    msv_client_close(dan);
-    test_server_cleanup(&s);
-}
-
 static void test_group_concurrent_changes(void **state)
 {
     const char *two[2] = {"bob@example.org", "carol@example.org"};
@@ -8863,7 +8788,6 @@ int main(void)
         cmocka_unit_test(test_invite_settings_admins_only),
         cmocka_unit_test(test_group_concurrent_changes),
         cmocka_unit_test(test_invitations_bounded),
-        cmocka_unit_test(test_invitation_declined),
         cmocka_unit_test(test_group_changes_from_two_processes),
         cmocka_unit_test(test_group_change_held_only_if_queued),
         cmocka_unit_test(test_group_changes_keep_their_order),

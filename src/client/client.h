@@ -412,15 +412,6 @@ MSV_MUST_CHECK msv_err msv_client_group_find(struct msv_client *c, const char *w
  */
 MSV_MUST_CHECK msv_err msv_client_group_accept(struct msv_client *c, const char *which);
 /*
- * Declines an invitation (a group by its id, "group:<hex>", not accepted): this account leaves
- * the group (a signed change its members apply, as msv_client_group_leave makes), and this
- * device forgets it with its messages. The group's messages that were on their way are dropped
- * when they arrive; a later change of the group that names this account a member makes it an
- * invitation again. MSV_ERR_NOT_FOUND: no such invitation (an accepted group is left with
- * msv_client_group_leave); MSV_ERR_IO: the server was not reached (nothing forgotten yet).
- */
-MSV_MUST_CHECK msv_err msv_client_group_decline(struct msv_client *c, const char *which);
-/*
  * name: as for msv_client_group_find(), an accepted group only. new_name NULL
  * keeps the name; add and remove list handles.
  */

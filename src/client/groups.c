@@ -923,11 +923,10 @@ msv_err msv_client_group_create(struct msv_client *c, const char *name, const ch
 }
 
 /* The state this device holds for an accepted group (built from its record if it has none). */
-static msv_err held_state(struct msv_client *c, const char *which, int invited,
-                          struct group_state *s)
+static msv_err held_state(struct msv_client *c, const char *which, struct group_state *s)
 {
     struct msv_group_rec g;
-    msv_err err = invited ? msv_client_group_find(c, which, &g) : joined_group(c, which, &g);
+    msv_err err = joined_group(c, which, &g);
 
     if (err != MSV_OK)
         return err;
@@ -959,7 +958,6 @@ struct group_edit {
     size_t n_add, n_remove;
     const char *promote, *demote;
     int leave;
-    int invited; /* leaving a group not accepted (declining it): its state is an invitation's */
 };
 
 /*
@@ -986,7 +984,7 @@ static msv_err edit_group(struct msv_client *c, const char *which, const struct 
     msv_group_clear(&g);
     if ((err = client_sessions_hold(c)) != MSV_OK)
         return err;
-    err = held_state(c, which, e->invited, &then);
+    err = held_state(c, which, &then);
     if (err == MSV_OK && c->test_group_read != NULL)
         c->test_group_read(c->test_group_arg);
     if (err == MSV_OK)
@@ -1073,13 +1071,6 @@ msv_err msv_client_group_admin(struct msv_client *c, const char *which, const ch
 msv_err msv_client_group_leave(struct msv_client *c, const char *which)
 {
     struct group_edit e = {.leave = 1};
-
-    return edit_group(c, which, &e);
-}
-
-msv_err client_group_leave_invited(struct msv_client *c, const char *which)
-{
-    struct group_edit e = {.leave = 1, .invited = 1};
 
     return edit_group(c, which, &e);
 }

@@ -339,14 +339,6 @@ MSV_MUST_CHECK msv_err client_invitation_check(struct msv_client *c, const uint8
 /* How often, in this process, the session lock was taken under the MLS lock: the wrong order
  * (sessions.c); 0 unless a path breaks it. */
 unsigned long client_lock_order_breaks(void);
-/*
- * Whether a message of group p->group_id, which this device does not know, is of a group this
- * account declined (msv_client_group_decline): dropped then, unless it is a change made since
- * that names this account a member (an invitation again: the record goes).
- */
-int client_invitation_declined(struct msv_client *c, const struct msv_payload *p);
-/* Leaves group which, an invitation (not accepted) too: msv_client_group_leave's change. */
-MSV_MUST_CHECK msv_err client_group_leave_invited(struct msv_client *c, const char *which);
 /* Forgets the invitations inviter made, with their messages (on a block). */
 MSV_MUST_CHECK msv_err client_invitations_forget(struct msv_client *c, const char *inviter);
 /* Forgets invitation gid, if it still is one (*dropped): its record, its signed states and its

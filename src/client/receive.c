@@ -890,12 +890,6 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
      * acknowledged) */
     invitation = p->has_group && group.name == NULL && strcmp(sender, c->handle) != 0 &&
                  !client_is_own_handle(c, sender);
-    /* of a group this account declined, on its way then: dropped (acknowledged) */
-    if (invitation && client_invitation_declined(c, p)) {
-        msv_group_clear(&group);
-        msv_payload_free(p);
-        return MSV_ERR_EXISTS;
-    }
     if (invitation &&
         ((err = client_invitation_check(c, p->group_id, sender, &taken)) != MSV_OK || !taken)) {
         msv_group_clear(&group);

@@ -226,15 +226,7 @@ function renderRequests() {
             await loadGroups();
             reloadConvs();
           },
-        }, "Accept"),
-        h("button", {
-          type: "button", onclick: async () => {
-            await run("declining", rpc.call("groups", { args: ["decline", g.id] }));
-            if (state.current === g.id) closeConv();
-            await loadGroups();
-            reloadConvs();
-          },
-        }, "Decline"))));
+        }, "Accept"))));
   }
 }
 
