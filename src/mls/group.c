@@ -578,12 +578,13 @@ static msv_err put_proposals(const struct msv_mls_commit_spec *spec, const struc
         (void)msv_buf_put(&w, cs->given_id, cs->given_id_len);
     }
     if (spec->reinit) {
+        struct mls_reinit ri = {spec->reinit_group_id, spec->reinit_extensions,
+                                spec->reinit_group_id_len, spec->reinit_extensions_len,
+                                (uint16_t)spec->reinit_suite};
+
         (void)msv_buf_put_u8(&w, 1);
         (void)msv_buf_put_u16be(&w, 5);
-        msv_mls_put_vec(&w, spec->reinit_group_id, spec->reinit_group_id_len);
-        (void)msv_buf_put_u16be(&w, 1);
-        (void)msv_buf_put_u16be(&w, (uint16_t)spec->reinit_suite);
-        msv_mls_put_vec(&w, spec->reinit_extensions, spec->reinit_extensions_len);
+        msv_mls_reinit_put(&w, &ri);
     }
     msv_mls_vec_end(&w, mark);
     return msv_buf_finish(&w, out, out_len);

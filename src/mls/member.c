@@ -880,58 +880,54 @@ static msv_err extensions_supported(const struct msv_mls_member *m)
     return MSV_OK;
 }
 
-/*
- * A ReInit (12.1.5): group_id<V> || ProtocolVersion version || CipherSuite cipher_suite ||
- * Extension extensions<V>. A version below ours is invalid; one we do not speak, or a suite we
- * do not have, is one we could not follow into.
- */
-static msv_err reinit_read(const uint8_t *body, size_t len, struct commit_state *cs)
+msv_err msv_mls_reinit_read(struct msv_reader *r, struct mls_reinit *out)
 {
-    struct msv_reader r;
-    const uint8_t *id, *ext;
-    size_t id_len, ext_len;
-    uint16_t version, suite;
+    uint16_t version;
 
-    msv_reader_init(&r, body, len);
-    if (msv_mls_get_vec(&r, &id, &id_len) != MSV_OK || msv_reader_u16be(&r, &version) != MSV_OK ||
-        msv_reader_u16be(&r, &suite) != MSV_OK || msv_mls_get_vec(&r, &ext, &ext_len) != MSV_OK ||
-        !msv_mls_reader_is_done(&r))
+    if (msv_mls_get_vec(r, &out->id, &out->id_len) != MSV_OK ||
+        msv_reader_u16be(r, &version) != MSV_OK || msv_reader_u16be(r, &out->suite) != MSV_OK ||
+        msv_mls_get_vec(r, &out->ext, &out->ext_len) != MSV_OK)
         return MSV_ERR_PARSE;
     if (version < 1)
         return MSV_ERR_INVALID;
-    if (version != 1 || !msv_mls_suite_is_supported(suite))
+    if (version != 1 || !msv_mls_suite_is_supported(out->suite))
         return MSV_ERR_UNSUPPORTED;
-    if (id_len > MSV_MLS_GROUP_ID_MAX || ext_len > MSV_MLS_REINIT_EXT_MAX)
+    if (out->id_len > MSV_MLS_GROUP_ID_MAX || out->ext_len > MSV_MLS_REINIT_EXT_MAX)
         return MSV_ERR_TOO_BIG;
-    msv_reader_init(&r, ext, ext_len);
-    while (!msv_mls_reader_is_done(&r)) {
-        const uint8_t *data;
-        size_t data_len;
-        uint16_t type;
-
-        if (msv_reader_u16be(&r, &type) != MSV_OK ||
-            msv_mls_get_vec(&r, &data, &data_len) != MSV_OK)
-            return MSV_ERR_PARSE;
-    }
-    cs->reinit_id = id != NULL ? id : body; /* not NULL: a ReInit was read */
-    cs->reinit_id_len = id_len;
-    cs->reinit_suite = suite;
-    cs->reinit_ext = ext;
-    cs->reinit_ext_len = ext_len;
-    return MSV_OK;
+    return msv_mls_extensions_well_formed(out->ext, out->ext_len) ? MSV_OK : MSV_ERR_PARSE;
 }
 
-/* Notes the ReInit a commit applied (read by reinit_read()): the group closes. */
-static void keep_reinit(struct msv_mls_member *m, const struct commit_state *cs)
+void msv_mls_reinit_put(struct msv_buf *w, const struct mls_reinit *ri)
 {
-    if (cs->reinit_id == NULL)
-        return;
+    msv_mls_put_vec(w, ri->id, ri->id_len);
+    (void)msv_buf_put_u16be(w, 1);
+    (void)msv_buf_put_u16be(w, ri->suite);
+    msv_mls_put_vec(w, ri->ext, ri->ext_len);
+}
+
+void msv_mls_member_close(struct msv_mls_member *m, const struct mls_reinit *ri)
+{
     m->reinit = 1;
-    m->reinit_suite = cs->reinit_suite;
-    memcpy(m->reinit_group_id, cs->reinit_id, cs->reinit_id_len);
-    m->reinit_group_id_len = cs->reinit_id_len;
-    memcpy(m->reinit_ext, cs->reinit_ext, cs->reinit_ext_len);
-    m->reinit_ext_len = cs->reinit_ext_len;
+    m->reinit_suite = ri->suite;
+    memcpy(m->reinit_group_id, ri->id, ri->id_len);
+    m->reinit_group_id_len = ri->id_len;
+    memcpy(m->reinit_ext, ri->ext, ri->ext_len);
+    m->reinit_ext_len = ri->ext_len;
+}
+
+/* A commit's ReInit proposal, its body whole (a version below ours is invalid; one we do not
+ * speak, or a suite we do not have, is one we could not follow into). */
+static msv_err reinit_take(const uint8_t *body, size_t len, struct commit_state *cs)
+{
+    struct msv_reader r;
+    msv_err err;
+
+    msv_reader_init(&r, body, len);
+    err = msv_mls_reinit_read(&r, &cs->reinit);
+    if (err == MSV_OK && !msv_mls_reader_is_done(&r))
+        err = MSV_ERR_PARSE;
+    cs->has_reinit = err == MSV_OK;
+    return err;
 }
 
 /* 12.4.2: group context extensions, then updates, removes, adds; PSKs collected. */
@@ -949,7 +945,7 @@ msv_err msv_mls_member_apply_proposals(struct msv_mls_member *m, struct commit_s
             err = MSV_ERR_UNSUPPORTED;
         /* ReInit: the commit's only proposal (12.2) */
         if (err == MSV_OK && t == 5)
-            err = cs->n == 1 ? reinit_read(cs->list[i].body, cs->list[i].body_len, cs)
+            err = cs->n == 1 ? reinit_take(cs->list[i].body, cs->list[i].body_len, cs)
                              : MSV_ERR_INVALID;
         if (err == MSV_OK && t == 6) {
             struct msv_reader r;
@@ -1057,7 +1053,8 @@ msv_err msv_mls_member_next_epoch(struct msv_mls_member *m, const uint8_t *ac, s
         m->has_tree_hash = 0;
         m->epoch++;
         keep_resumption(m);
-        keep_reinit(m, cs);
+        if (cs->has_reinit)
+            msv_mls_member_close(m, &cs->reinit);
     }
     msv_mls_secret_state_free(&st);
     sodium_memzero(&ns, sizeof(ns));

@@ -19,6 +19,13 @@ struct proposal {
     uint32_t sender;
 };
 
+/* A ReInit's body (12.1.5), pointing into the bytes it was read from. */
+struct mls_reinit {
+    const uint8_t *id, *ext;
+    size_t id_len, ext_len;
+    uint16_t suite;
+};
+
 struct commit_state {
     struct proposal list[PROPOSALS_MAX]; /* the proposals the commit applies */
     size_t n;
@@ -30,11 +37,9 @@ struct commit_state {
     size_t n_joiners;
     struct msv_mls_psk psks[MSV_MLS_WELCOME_PSKS_MAX];
     size_t n_psks;
-    int removes_us; /* a Remove of our own leaf (the commit fails for us) */
-    /* a ReInit read: the new group's id (not NULL, even if empty), suite and extensions */
-    const uint8_t *reinit_id, *reinit_ext;
-    size_t reinit_id_len, reinit_ext_len;
-    uint16_t reinit_suite;
+    int removes_us;           /* a Remove of our own leaf (the commit fails for us) */
+    struct mls_reinit reinit; /* a ReInit read (has_reinit) */
+    int has_reinit;
     /*
      * the first commit of a group branched or reinitialized by us: the PreSharedKeyID of the
      * old group's resumption PSK it names, and that PSK (MSV_MLS_NH bytes)
@@ -44,6 +49,20 @@ struct commit_state {
     const uint8_t *given_psk;
 };
 
+/* Whether an Extension list (encoded without its length) reads whole. */
+int msv_mls_extensions_well_formed(const uint8_t *p, size_t n);
+/*
+ * A ReInit read at r: group_id<V> || ProtocolVersion version || CipherSuite cipher_suite ||
+ * Extension extensions<V>. MSV_ERR_PARSE if it does not read (its extensions too),
+ * MSV_ERR_INVALID for a version below ours, MSV_ERR_UNSUPPORTED for a version we do not speak
+ * or a suite we do not have, MSV_ERR_TOO_BIG past MSV_MLS_GROUP_ID_MAX or
+ * MSV_MLS_REINIT_EXT_MAX.
+ */
+MSV_MUST_CHECK msv_err msv_mls_reinit_read(struct msv_reader *r, struct mls_reinit *out);
+/* A ReInit of version 1 written to w. */
+void msv_mls_reinit_put(struct msv_buf *w, const struct mls_reinit *ri);
+/* m closed by the ReInit ri (read by msv_mls_reinit_read()): its parameters kept. */
+void msv_mls_member_close(struct msv_mls_member *m, const struct mls_reinit *ri);
 /* The identity of a leaf's basic credential (MSV_ERR_UNSUPPORTED for another kind). */
 MSV_MUST_CHECK msv_err msv_mls_leaf_identity(const struct msv_mls_leaf *leaf, uint8_t *out,
                                              size_t *out_len);

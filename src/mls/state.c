@@ -201,10 +201,10 @@ msv_err msv_mls_member_save(const struct msv_mls_member *m, uint8_t **out, size_
     msv_mls_vec_end(&w, mark);
     put_secret_tree(&w, &m->st);
     if (m->reinit) {
-        msv_mls_put_vec(&w, m->reinit_group_id, m->reinit_group_id_len);
-        (void)msv_buf_put_u16be(&w, 1);
-        (void)msv_buf_put_u16be(&w, m->reinit_suite);
-        msv_mls_put_vec(&w, m->reinit_ext, m->reinit_ext_len);
+        struct mls_reinit ri = {m->reinit_group_id, m->reinit_ext, m->reinit_group_id_len,
+                                m->reinit_ext_len, m->reinit_suite};
+
+        msv_mls_reinit_put(&w, &ri);
     }
     if (err == MSV_OK)
         err = msv_buf_finish(&w, out, out_len);
@@ -250,7 +250,7 @@ static int get_exact(struct msv_reader *r, uint8_t *out, size_t n)
 }
 
 /* An Extension list: type and data of each, nothing left over. */
-static int extensions_well_formed(const uint8_t *p, size_t n)
+int msv_mls_extensions_well_formed(const uint8_t *p, size_t n)
 {
     struct msv_reader r, data;
     uint16_t type;
@@ -286,7 +286,7 @@ static msv_err read_context(struct msv_reader *r, struct msv_mls_member *m,
     /* the transcript hash is empty only at epoch 0 of a group created here (11) */
     if (!(cth_len == MSV_MLS_NH || (cth_len == 0 && m->epoch == 0)))
         REFUSE("bad confirmed transcript hash");
-    if (!extensions_well_formed(ext, ext_len))
+    if (!msv_mls_extensions_well_formed(ext, ext_len))
         REFUSE("bad group context extensions");
     m->suite = (enum msv_mls_suite)suite;
     memcpy(m->group_id, id, id_len);
@@ -568,22 +568,11 @@ static msv_err check_transcript(const struct msv_mls_member *m, const char **why
 /* The ReInit a version-2 state closed its group with: as a commit's is checked. */
 static msv_err read_reinit(struct msv_reader *r, struct msv_mls_member *m, const char **why)
 {
-    const uint8_t *id, *ext;
-    size_t id_len, ext_len;
-    uint16_t version, suite;
+    struct mls_reinit ri;
 
-    if (msv_mls_get_vec(r, &id, &id_len) != MSV_OK || msv_reader_u16be(r, &version) != MSV_OK ||
-        msv_reader_u16be(r, &suite) != MSV_OK || msv_mls_get_vec(r, &ext, &ext_len) != MSV_OK)
-        REFUSE("truncated ReInit");
-    if (version != 1 || !msv_mls_suite_is_supported(suite) || id_len > MSV_MLS_GROUP_ID_MAX ||
-        ext_len > MSV_MLS_REINIT_EXT_MAX || !extensions_well_formed(ext, ext_len))
+    if (msv_mls_reinit_read(r, &ri) != MSV_OK)
         REFUSE("bad ReInit");
-    m->reinit = 1;
-    m->reinit_suite = suite;
-    memcpy(m->reinit_group_id, id, id_len);
-    m->reinit_group_id_len = id_len;
-    memcpy(m->reinit_ext, ext, ext_len);
-    m->reinit_ext_len = ext_len;
+    msv_mls_member_close(m, &ri);
     return MSV_OK;
 }
 
