@@ -761,6 +761,17 @@ static const char *not_ours(const struct msv_mls_member *m, const uint8_t *msg, 
 
 /* ---- key-package ---- */
 
+/* A state file read only (a group we branch from, resume, or take our leaf's keys from). */
+static int load_read_only(const struct mls_opts *o, const char *path, struct msv_mls_member **m)
+{
+    const char *why = "";
+
+    if (msv_mls_member_load_file(path, NULL, 0, m, &why) == MSV_OK)
+        return 0;
+    fprintf(stderr, "%s %s: %s is not a usable MLS state: %s\n", prog, o->cmd, path, why);
+    return EXIT_FAILURE;
+}
+
 /*
  * --state: the identity and signature seed of our leaf in that group (read only), so that the
  * KeyPackage's member is the group's for a branch or a reinitialization (RFC 9420 11.2, 11.3).
@@ -769,13 +780,10 @@ static int identity_of_state(const struct mls_opts *o, uint8_t seed[32], uint8_t
                              size_t *identity_len)
 {
     struct msv_mls_member *m = NULL;
-    const char *why = "";
-    int rc = 0;
+    int rc = load_read_only(o, o->state, &m);
 
-    if (msv_mls_member_load_file(o->state, NULL, 0, &m, &why) != MSV_OK) {
-        fprintf(stderr, "%s %s: %s is not a usable MLS state: %s\n", prog, o->cmd, o->state, why);
-        return EXIT_FAILURE;
-    }
+    if (rc != 0)
+        return rc;
     if (!m->can_send)
         rc = fail_why(o->cmd, o->state, "it holds no signature key");
     else if (o->identity != NULL && (strlen(o->identity) != m->identity_len ||
@@ -1108,13 +1116,8 @@ static int cmd_reinit_group(struct mls_opts *o)
 static int resume_load(const struct mls_opts *o, struct msv_mls_member **from)
 {
     for (size_t i = 0; i < o->n_resume; i++) {
-        const char *why = "";
-
-        if (msv_mls_member_load_file(o->resume[i], NULL, 0, &from[i], &why) != MSV_OK) {
-            fprintf(stderr, "%s %s: %s is not a usable MLS state: %s\n", prog, o->cmd, o->resume[i],
-                    why);
+        if (load_read_only(o, o->resume[i], &from[i]) != 0)
             return EXIT_FAILURE;
-        }
     }
     return 0;
 }
