@@ -83,6 +83,20 @@ static void fresh_others(size_t but, enum msv_mls_suite s, const uint8_t **kps, 
     }
 }
 
+/* A copy of m, as its state file would give it again. */
+static struct msv_mls_member *copy_of(const struct msv_mls_member *m)
+{
+    struct msv_mls_member *copy = NULL;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+
+    if (msv_mls_member_save(m, &bytes, &len, NULL) != MSV_OK ||
+        msv_mls_member_load(bytes, len, NULL, 0, &copy, NULL) != MSV_OK)
+        fatal("copy");
+    msv_secret_free(bytes, len);
+    return copy;
+}
+
 static void free_all(void)
 {
     for (size_t i = 0; i < N; i++) {
@@ -263,14 +277,11 @@ static void test_branch(enum msv_mls_suite s)
      * names a member device 3's group no longer has; with its state of then, it joins */
     {
         struct msv_mls_commit_spec spec;
-        struct msv_mls_member *then = NULL;
+        struct msv_mls_member *then = copy_of(devs[3].m);
         uint32_t leaf = devs[1].m->me;
-        uint8_t *c = NULL, *cw = NULL, *bytes = NULL;
-        size_t c_len = 0, cw_len = 0, len = 0;
+        uint8_t *c = NULL, *cw = NULL;
+        size_t c_len = 0, cw_len = 0;
 
-        if (msv_mls_member_save(devs[3].m, &bytes, &len, NULL) != MSV_OK ||
-            msv_mls_member_load(bytes, len, NULL, 0, &then, NULL) != MSV_OK)
-            fatal("copy");
         memset(&spec, 0, sizeof(spec));
         spec.removes = &leaf;
         spec.n_removes = 1;
@@ -283,7 +294,6 @@ static void test_branch(enum msv_mls_suite s)
               "a branch naming a member the joiner's old group no longer has is refused");
         CHECK(join_new(3, s, w, w_len, then) == MSV_OK, "device 3 joins the branch");
         msv_mls_member_free(then);
-        free(bytes);
         free(c);
         free(cw);
     }
@@ -329,11 +339,7 @@ static void test_reinit(enum msv_mls_suite s, enum msv_mls_suite next)
         spec.n_removes = 0;
     }
     /* device 3 keeps its state of before the ReInit */
-    if (msv_mls_member_save(devs[3].m, &bytes, &len, NULL) != MSV_OK ||
-        msv_mls_member_load(bytes, len, NULL, 0, &before, NULL) != MSV_OK)
-        fatal("copy");
-    free(bytes);
-    bytes = NULL;
+    before = copy_of(devs[3].m);
     commit_all(0, &spec);
     for (size_t i = 0; i < 4; i++) {
         CHECK(devs[i].m->reinit && devs[i].m->reinit_suite == (uint16_t)next &&
@@ -386,11 +392,7 @@ static void test_reinit(enum msv_mls_suite s, enum msv_mls_suite next)
         uint8_t *lw = NULL;
         size_t lw_len = 0;
 
-        if (msv_mls_member_save(devs[1].m, &bytes, &len, NULL) != MSV_OK ||
-            msv_mls_member_load(bytes, len, NULL, 0, &liar, NULL) != MSV_OK)
-            fatal("copy");
-        free(bytes);
-        bytes = NULL;
+        liar = copy_of(devs[1].m);
         liar->reinit_group_id[0] ^= 1;
         if (msv_mls_member_reinit(liar, kps, lens, 3, NOW, NOW + 86400, &made, &lw, &lw_len,
                                   &why) != MSV_OK)
@@ -403,11 +405,7 @@ static void test_reinit(enum msv_mls_suite s, enum msv_mls_suite next)
         made = NULL;
         lw = NULL;
         /* the group before the ReInit, its copy told it had one */
-        if (msv_mls_member_save(before, &bytes, &len, NULL) != MSV_OK ||
-            msv_mls_member_load(bytes, len, NULL, 0, &liar, NULL) != MSV_OK)
-            fatal("copy");
-        free(bytes);
-        bytes = NULL;
+        liar = copy_of(before);
         liar->reinit = 1;
         liar->reinit_suite = (uint16_t)next;
         memcpy(liar->reinit_group_id, "new group", 9);
@@ -422,13 +420,8 @@ static void test_reinit(enum msv_mls_suite s, enum msv_mls_suite next)
                 fatal(why);
         }
         {
-            struct msv_mls_member *then = NULL;
+            struct msv_mls_member *then = copy_of(before);
 
-            if (msv_mls_member_save(before, &bytes, &len, NULL) != MSV_OK ||
-                msv_mls_member_load(bytes, len, NULL, 0, &then, NULL) != MSV_OK)
-                fatal("copy");
-            free(bytes);
-            bytes = NULL;
             /* device 0 with the old group as it was before the ReInit (device 3's copy of it:
              * the same tree and resumption PSKs) */
             CHECK(join_new(0, next, lw, lw_len, then) == MSV_ERR_INVALID && devs[0].sub == NULL,
@@ -523,9 +516,8 @@ static void test_long_ids(enum msv_mls_suite s)
 static void test_members_are_keys(enum msv_mls_suite s)
 {
     struct msv_mls_member *liar = NULL, *made = NULL, *none = NULL;
-    uint8_t seed[32], init_sk[32], leaf_sk[32], *forged = NULL, *w = NULL, *bytes = NULL, pk[32],
-                                                sk[64];
-    size_t forged_len = 0, w_len = 0, len = 0;
+    uint8_t seed[32], init_sk[32], leaf_sk[32], *forged = NULL, *w = NULL, pk[32], sk[64];
+    size_t forged_len = 0, w_len = 0;
     const uint8_t *kps[3];
     size_t lens[3];
     const char *why = "";
@@ -544,10 +536,7 @@ static void test_members_are_keys(enum msv_mls_suite s)
               none == NULL && strstr(why, "signature key") != NULL,
           "a member's name with another key is refused by the maker");
     /* a maker whose copy of the group gives device 3's leaf the forged key: device 1 refuses */
-    if (msv_mls_member_save(devs[0].m, &bytes, &len, NULL) != MSV_OK ||
-        msv_mls_member_load(bytes, len, NULL, 0, &liar, NULL) != MSV_OK)
-        fatal("copy");
-    free(bytes);
+    liar = copy_of(devs[0].m);
     if (crypto_sign_seed_keypair(pk, sk, seed) != 0)
         fatal("key");
     liar->tree.nodes[2 * devs[3].m->me].leaf.signature_key = pk;
@@ -589,10 +578,7 @@ static void test_members_are_keys(enum msv_mls_suite s)
                                 &why) == MSV_ERR_INVALID &&
               none == NULL,
           "a reinitialization leaving a member out is refused by its maker");
-    if (msv_mls_member_save(devs[1].m, &bytes, &len, NULL) != MSV_OK ||
-        msv_mls_member_load(bytes, len, NULL, 0, &liar, NULL) != MSV_OK)
-        fatal("copy");
-    free(bytes);
+    liar = copy_of(devs[1].m);
     liar->tree.nodes[2 * devs[3].m->me].type = 0;
     if (msv_mls_member_reinit(liar, kps, lens, 2, NOW, NOW + 86400, &made, &w, &w_len, &why) !=
         MSV_OK)
