@@ -786,32 +786,21 @@ static const uint8_t *resumption_psk(const struct msv_mls_member *m, const uint8
 static msv_err psk_value(const struct msv_mls_member *m, struct msv_reader *r, const uint8_t **psk,
                          size_t *psk_len)
 {
-    const uint8_t *id, *nonce;
-    size_t id_len, nonce_len, k = 0;
-    uint64_t epoch;
-    uint8_t type, usage;
+    struct msv_mls_psk_id id;
+    const struct msv_mls_external_psk *ext;
 
-    if (msv_reader_u8(r, &type) != MSV_OK)
+    /* in a commit, a resumption PSK of usage application alone (12.1.4) */
+    if (msv_mls_psk_id_read(r, &id) != MSV_OK || (id.type == 2 && id.usage != 1))
         return MSV_ERR_PARSE;
-    if (type == 2) {
-        if (msv_reader_u8(r, &usage) != MSV_OK || usage != 1 ||
-            msv_mls_get_vec(r, &id, &id_len) != MSV_OK || msv_mls_get_u64(r, &epoch) != MSV_OK ||
-            msv_mls_get_vec(r, &nonce, &nonce_len) != MSV_OK)
-            return MSV_ERR_PARSE;
-        *psk = resumption_psk(m, id, id_len, epoch);
+    if (id.type == 2) {
+        *psk = resumption_psk(m, id.id, id.id_len, id.epoch);
         *psk_len = MSV_MLS_NH;
         return *psk != NULL ? MSV_OK : MSV_ERR_NOT_FOUND;
     }
-    if (type != 1 || msv_mls_get_vec(r, &id, &id_len) != MSV_OK ||
-        msv_mls_get_vec(r, &nonce, &nonce_len) != MSV_OK)
-        return MSV_ERR_PARSE;
-    while (k < m->n_psks &&
-           !(m->psks[k].id_len == id_len && memcmp(m->psks[k].id, id, id_len) == 0))
-        k++;
-    if (k == m->n_psks)
+    if ((ext = msv_mls_external_psk_find(m->psks, m->n_psks, id.id, id.id_len)) == NULL)
         return MSV_ERR_NOT_FOUND;
-    *psk = m->psks[k].psk;
-    *psk_len = m->psks[k].psk_len;
+    *psk = ext->psk;
+    *psk_len = ext->psk_len;
     return MSV_OK;
 }
 

@@ -92,21 +92,12 @@ msv_err msv_mls_skip_key_package(struct msv_reader *r)
 /* PreSharedKeyID (8.4) */
 static msv_err skip_psk_id(struct msv_reader *r)
 {
-    uint8_t type, usage;
+    struct msv_mls_psk_id id;
 
-    CHECK(msv_reader_u8(r, &type));
-    if (type == 1) {
-        CHECK(skip_vec(r)); /* psk_id */
-    } else if (type == 2) {
-        CHECK(msv_reader_u8(r, &usage));
-        if (usage < 1 || usage > 3)
-            return MSV_ERR_PARSE;
-        CHECK(skip_vec(r));    /* psk_group_id */
-        CHECK(skip_raw(r, 8)); /* psk_epoch */
-    } else {
+    /* an external or resumption PreSharedKeyID, of a usage RFC 9420 defines */
+    if (msv_mls_psk_id_read(r, &id) != MSV_OK || (id.type == 2 && (id.usage < 1 || id.usage > 3)))
         return MSV_ERR_PARSE;
-    }
-    return skip_vec(r); /* psk_nonce */
+    return MSV_OK;
 }
 
 msv_err msv_mls_skip_proposal_body(struct msv_reader *r, uint16_t type)

@@ -251,6 +251,20 @@ struct msv_mls_psk {
 MSV_MUST_CHECK msv_err msv_mls_psk_id_external(const uint8_t *psk_id, size_t psk_id_len,
                                                const uint8_t *nonce, size_t nonce_len,
                                                uint8_t **out, size_t *out_len);
+/* A PreSharedKeyID read (8.4), pointing into the bytes it was read from. */
+struct msv_mls_psk_id {
+    uint8_t type;      /* 1 external, 2 resumption */
+    uint8_t usage;     /* resumption: ResumptionPSKUsage */
+    const uint8_t *id; /* external: psk_id; resumption: psk_group_id */
+    size_t id_len;
+    uint64_t epoch; /* resumption: psk_epoch */
+    const uint8_t *nonce;
+    size_t nonce_len;
+};
+
+/* Reads a PreSharedKeyID at r: MSV_ERR_PARSE if it does not read, MSV_ERR_UNSUPPORTED for a
+ * type other than external and resumption. Nothing of it is checked further. */
+MSV_MUST_CHECK msv_err msv_mls_psk_id_read(struct msv_reader *r, struct msv_mls_psk_id *out);
 /* psk_secret of n keys (Nh zero bytes for none); n at most 65535. */
 MSV_MUST_CHECK msv_err msv_mls_psk_secret(const struct msv_mls_psk *psks, size_t n,
                                           uint8_t out[MSV_MLS_NH]);
@@ -604,6 +618,11 @@ struct msv_mls_external_psk {
 };
 
 #define MSV_MLS_WELCOME_PSKS_MAX 64
+
+/* The external PSK of id among the n of list; NULL if none. */
+const struct msv_mls_external_psk *
+msv_mls_external_psk_find(const struct msv_mls_external_psk *list, size_t n, const uint8_t *id,
+                          size_t id_len);
 
 /* ResumptionPSKUsage (8.6) */
 enum msv_mls_psk_usage {

@@ -130,6 +130,32 @@ msv_err msv_mls_exporter(const uint8_t exporter_secret[MSV_MLS_NH], const uint8_
     return err;
 }
 
+msv_err msv_mls_psk_id_read(struct msv_reader *r, struct msv_mls_psk_id *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (msv_reader_u8(r, &out->type) != MSV_OK)
+        return MSV_ERR_PARSE;
+    if (out->type != 1 && out->type != 2)
+        return MSV_ERR_UNSUPPORTED;
+    if (out->type == 2 && msv_reader_u8(r, &out->usage) != MSV_OK)
+        return MSV_ERR_PARSE;
+    if (msv_mls_get_vec(r, &out->id, &out->id_len) != MSV_OK ||
+        (out->type == 2 && msv_mls_get_u64(r, &out->epoch) != MSV_OK) ||
+        msv_mls_get_vec(r, &out->nonce, &out->nonce_len) != MSV_OK)
+        return MSV_ERR_PARSE;
+    return MSV_OK;
+}
+
+const struct msv_mls_external_psk *
+msv_mls_external_psk_find(const struct msv_mls_external_psk *list, size_t n, const uint8_t *id,
+                          size_t id_len)
+{
+    for (size_t k = 0; k < n; k++)
+        if (list[k].id_len == id_len && memcmp(list[k].id, id, id_len) == 0)
+            return &list[k];
+    return NULL;
+}
+
 msv_err msv_mls_psk_id_external(const uint8_t *psk_id, size_t psk_id_len, const uint8_t *nonce,
                                 size_t nonce_len, uint8_t **out, size_t *out_len)
 {

@@ -87,32 +87,26 @@ struct psk_sources {
     struct msv_mls_welcome_resumption named;
 };
 
-/* A resumption PreSharedKeyID after its type: its key from src, its usage noted. */
-static msv_err resumption_value(struct msv_reader *list, struct psk_sources *src,
+/* A resumption PreSharedKeyID's key from src, its usage noted. */
+static msv_err resumption_value(const struct msv_mls_psk_id *id, struct psk_sources *src,
                                 const uint8_t **psk, size_t *psk_len)
 {
-    const uint8_t *id, *nonce;
-    size_t id_len, nonce_len, k = 0;
-    uint64_t epoch;
-    uint8_t usage;
+    size_t k = 0;
 
-    if (msv_reader_u8(list, &usage) != MSV_OK || msv_mls_get_vec(list, &id, &id_len) != MSV_OK ||
-        msv_mls_get_u64(list, &epoch) != MSV_OK ||
-        msv_mls_get_vec(list, &nonce, &nonce_len) != MSV_OK)
-        return MSV_ERR_AUTH;
-    if (usage < MSV_MLS_USAGE_APPLICATION || usage > MSV_MLS_USAGE_BRANCH ||
-        nonce_len != MSV_MLS_NH)
+    if (id->usage < MSV_MLS_USAGE_APPLICATION || id->usage > MSV_MLS_USAGE_BRANCH ||
+        id->nonce_len != MSV_MLS_NH)
         return MSV_ERR_INVALID;
-    while (k < src->n_res && !(src->res[k].epoch == epoch && src->res[k].group_id_len == id_len &&
-                               memcmp(src->res[k].group_id, id, id_len) == 0))
+    while (k < src->n_res &&
+           !(src->res[k].epoch == id->epoch && src->res[k].group_id_len == id->id_len &&
+             memcmp(src->res[k].group_id, id->id, id->id_len) == 0))
         k++;
     if (k == src->n_res)
         return MSV_ERR_NOT_FOUND;
-    if (usage != MSV_MLS_USAGE_APPLICATION) {
+    if (id->usage != MSV_MLS_USAGE_APPLICATION) {
         /* 12.4.3.1: a reinit or branch PSK is the only one of its kind */
         if (src->named.usage != 0)
             return MSV_ERR_INVALID;
-        src->named.usage = usage;
+        src->named.usage = id->usage;
         src->named.index = k;
     }
     *psk = src->res[k].psk;
@@ -129,33 +123,27 @@ static msv_err group_secrets_psks(struct msv_reader *list, struct psk_sources *s
     size_t n = 0;
 
     while (!msv_mls_reader_is_done(list)) {
-        size_t start = list->off, k = 0;
-        const uint8_t *id, *nonce;
-        size_t id_len, nonce_len;
-        uint8_t type;
+        size_t start = list->off;
+        struct msv_mls_psk_id id;
+        const struct msv_mls_external_psk *ext;
+        msv_err err;
 
         if (n == MSV_MLS_WELCOME_PSKS_MAX)
             return MSV_ERR_TOO_BIG;
-        if (msv_reader_u8(list, &type) != MSV_OK)
-            return MSV_ERR_AUTH;
-        if (type == 2) {
-            msv_err err = resumption_value(list, src, &psks[n].psk, &psks[n].psk_len);
-
+        /* (inside the GroupSecrets' encryption: what does not read is a forgery) */
+        err = msv_mls_psk_id_read(list, &id);
+        if (err != MSV_OK)
+            return err == MSV_ERR_PARSE ? MSV_ERR_AUTH : err;
+        if (id.type == 2) {
+            err = resumption_value(&id, src, &psks[n].psk, &psks[n].psk_len);
             if (err != MSV_OK)
                 return err;
-        } else if (type == 1) {
-            if (msv_mls_get_vec(list, &id, &id_len) != MSV_OK ||
-                msv_mls_get_vec(list, &nonce, &nonce_len) != MSV_OK)
-                return MSV_ERR_AUTH;
-            while (k < src->n_ext &&
-                   !(src->ext[k].id_len == id_len && memcmp(src->ext[k].id, id, id_len) == 0))
-                k++;
-            if (k == src->n_ext)
-                return MSV_ERR_NOT_FOUND;
-            psks[n].psk = src->ext[k].psk;
-            psks[n].psk_len = src->ext[k].psk_len;
         } else {
-            return MSV_ERR_UNSUPPORTED;
+            ext = msv_mls_external_psk_find(src->ext, src->n_ext, id.id, id.id_len);
+            if (ext == NULL)
+                return MSV_ERR_NOT_FOUND;
+            psks[n].psk = ext->psk;
+            psks[n].psk_len = ext->psk_len;
         }
         psks[n].id = list->data + start;
         psks[n].id_len = list->off - start;
