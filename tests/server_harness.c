@@ -343,8 +343,10 @@ size_t test_server_queued(struct test_server *s, struct test_queued **rows)
     assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     sqlite3_busy_timeout(db, TEST_TIMEOUT_MS);
     assert_int_equal(sqlite3_prepare_v2(db,
-                                        "SELECT device_id, sender_device, sender_handle, suite, "
-                                        "ciphertext FROM queue ORDER BY id;",
+                                        "SELECT q.device_id, q.sender_device, q.sender_handle,"
+                                        " q.suite, CASE WHEN q.body_id IS NULL THEN q.ciphertext"
+                                        " ELSE b.body END FROM queue q LEFT JOIN queue_bodies b"
+                                        " ON b.id = q.body_id ORDER BY q.id;",
                                         -1, &st, NULL),
                      SQLITE_OK);
     while (sqlite3_step(st) == SQLITE_ROW) {

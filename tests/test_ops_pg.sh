@@ -36,6 +36,13 @@ python3 -c 'import sqlite3; d = sqlite3.connect("srv/missive.db"); d.execute("up
 # and accounts up to id 40 (a deleted account's id is never given out again)
 python3 -c 'import sqlite3; d = sqlite3.connect("srv/missive.db"); d.execute("update account_seq set last = 40"); d.commit()' &&
     ok || bad "the accounts' record of ids given out"
+# a group's two copies of one message for a device no longer there, sharing one stored body
+python3 -c 'import sqlite3
+d = sqlite3.connect("srv/missive.db")
+b = d.execute("insert into queue_bodies (body, refs) values (?, 2)", (b"B" * 300,)).lastrowid
+for _ in range(2):
+    d.execute("insert into queue (device_id, sender_device, sender_handle, suite, ciphertext, enqueued_ms, expires_ms, body_id, body_len) values (999999, 1, ?, 160, ?, 0, 9223372036854775807, ?, 300)", ("a", b"", b))
+d.commit()' && ok || bad "a shared body queued"
 expect 2 "migrate without a target" -- "$A" --data-dir srv migrate
 expect 2 "--to-postgres with another command" -- "$A" --data-dir srv --to-postgres "$MSV_TEST_POSTGRES" stats
 expect 1 "migrate to an unreachable PostgreSQL" -- "$A" --data-dir srv migrate --to-postgres "host=127.0.0.1 port=1 dbname=x connect_timeout=2"
@@ -47,6 +54,13 @@ grep -Eq '^accounts +3 +3$' out.txt && grep -Eq '^devices +3 +3$' out.txt && gre
 # every table's two counts are equal
 awk 'NR > 1 && NF == 3 && $2 != $3 { exit 1 }' out.txt && ok || bad "counts differ: $(cat out.txt)"
 [ "$(pg_rows "SELECT COUNT(*) FROM accounts")" = 3 ] && ok || bad "accounts in PostgreSQL"
+[ "$(pg_rows "SELECT COUNT(*), SUM(octet_length(b.body)), MIN(b.refs) FROM queue q JOIN queue_bodies b ON b.id = q.body_id WHERE q.device_id = 999999")" = "2|600|2" ] &&
+    ok || bad "the shared body: $(pg_rows "SELECT * FROM queue_bodies")"
+[ "$(pg_rows "SELECT bytes FROM queue_usage WHERE device_id = 999999")" = 600 ] && ok || bad "its copies' usage"
+[ "$(pg_rows "SELECT nextval(pg_get_serial_sequence('queue_bodies', 'id')) > MAX(id) FROM queue_bodies")" = t ] &&
+    ok || bad "the bodies' sequence goes on past SQLite's"
+pg_rows "DELETE FROM queue WHERE device_id = 999999" >/dev/null
+[ "$(pg_rows "SELECT COUNT(*) FROM queue_bodies")" = 0 ] && ok || bad "the body went with its copies"
 [ "$(pg_rows "SELECT envelopes FROM queue_usage ORDER BY envelopes DESC LIMIT 1")" = "$(python3 -c 'import sqlite3; print(sqlite3.connect("srv/missive.db").execute("select max(envelopes) from queue_usage").fetchone()[0])')" ] &&
     ok || bad "the queue counters were counted twice"
 expect 1 "migrate into a database that is not empty" -- "$A" --data-dir srv -o json migrate --to-postgres "$MSV_TEST_POSTGRES"

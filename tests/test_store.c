@@ -498,29 +498,32 @@ static void test_migration_to_v3(void **state)
     /* back to the v2 layout: no AUTOINCREMENT on devices */
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     assert_int_equal(
-        sqlite3_exec(db,
-                     "CREATE TABLE d2 (id INTEGER PRIMARY KEY, account_id INTEGER NOT NULL, "
-                     "suite INTEGER NOT NULL, identity BLOB NOT NULL, push_token BLOB NOT NULL, "
-                     "created_ms BIGINT NOT NULL, approved INTEGER NOT NULL DEFAULT 1);"
-                     "INSERT INTO d2 SELECT id, account_id, suite, identity, push_token, "
-                     "created_ms, approved FROM devices;"
-                     "DROP TABLE devices; ALTER TABLE d2 RENAME TO devices;"
-                     "DELETE FROM sqlite_sequence WHERE name = 'devices';"
-                     "DROP TABLE kt_log; DROP TABLE signed_prekeys; DROP TABLE one_time_prekeys;"
-                     "ALTER TABLE accounts DROP COLUMN suspended;"
-                     "DROP INDEX blobs_by_owner;"
-                     "DROP TABLE queue_usage; DROP TRIGGER queue_usage_in;"
-                     "DROP TRIGGER queue_usage_out; DROP TABLE reports; DROP TABLE invites;"
-                     "DROP TABLE queue_refusals;"
-                     "DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
-                     "DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
-                     "ALTER TABLE accounts DROP COLUMN username_changed_ms;"
-                     "DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
-                     "DROP TABLE mls_claims; DROP TABLE device_approvals;"
-                     "DROP TABLE mls_commit_log;"
-                     "DROP INDEX blobs_by_account; ALTER TABLE blobs DROP COLUMN account_id;"
-                     "DELETE FROM schema_version WHERE version >= 3;",
-                     NULL, NULL, NULL),
+        sqlite3_exec(
+            db,
+            "CREATE TABLE d2 (id INTEGER PRIMARY KEY, account_id INTEGER NOT NULL, "
+            "suite INTEGER NOT NULL, identity BLOB NOT NULL, push_token BLOB NOT NULL, "
+            "created_ms BIGINT NOT NULL, approved INTEGER NOT NULL DEFAULT 1);"
+            "INSERT INTO d2 SELECT id, account_id, suite, identity, push_token, "
+            "created_ms, approved FROM devices;"
+            "DROP TABLE devices; ALTER TABLE d2 RENAME TO devices;"
+            "DELETE FROM sqlite_sequence WHERE name = 'devices';"
+            "DROP TABLE kt_log; DROP TABLE signed_prekeys; DROP TABLE one_time_prekeys;"
+            "ALTER TABLE accounts DROP COLUMN suspended;"
+            "DROP INDEX blobs_by_owner;"
+            "DROP TABLE queue_usage; DROP TRIGGER queue_usage_in;"
+            "DROP TRIGGER queue_usage_out; DROP TABLE reports; DROP TABLE invites;"
+            "DROP TRIGGER queue_bodies_out; DROP TABLE queue_bodies;"
+            "ALTER TABLE queue DROP COLUMN body_id; ALTER TABLE queue DROP COLUMN body_len;"
+            "DROP TABLE queue_refusals;"
+            "DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
+            "DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
+            "ALTER TABLE accounts DROP COLUMN username_changed_ms;"
+            "DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
+            "DROP TABLE mls_claims; DROP TABLE device_approvals;"
+            "DROP TABLE mls_commit_log;"
+            "DROP INDEX blobs_by_account; ALTER TABLE blobs DROP COLUMN account_id;"
+            "DELETE FROM schema_version WHERE version >= 3;",
+            NULL, NULL, NULL),
         SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(msv_store_open_sqlite(f->path, &f->store), MSV_OK);
@@ -1540,6 +1543,100 @@ static void test_queue_usage_counters(void **state)
         /* a scan of 20,000 rows per call takes seconds here; a counter, milliseconds */
         assert_true((double)(clock() - t0) / CLOCKS_PER_SEC < 0.5);
     }
+}
+
+/* The body of one fetched envelope of device d, read alone and in a read of several. */
+static void assert_queued(struct fixture *f, uint64_t d, size_t n, const char *body, size_t len)
+{
+    struct msv_queue_rec *recs = NULL;
+    struct msv_queue_read rd = {.device_id = d, .limit = 10};
+    size_t got = 0;
+
+    assert_int_equal(OPS(f)->queue_fetch(IMPL(f), d, 0, 0, 10, &recs, &got), MSV_OK);
+    assert_int_equal(got, n);
+    for (size_t i = 0; i < got; i++) {
+        assert_int_equal(recs[i].ciphertext_len, len);
+        assert_memory_equal(recs[i].ciphertext, body, len);
+    }
+    msv_queue_recs_free(recs, got);
+    assert_int_equal(OPS(f)->queue_fetch_many(IMPL(f), &rd, 1, 0), MSV_OK);
+    assert_int_equal(rd.count, n);
+    for (size_t i = 0; i < rd.count; i++)
+        assert_memory_equal(rd.recs[i].ciphertext, body, len);
+    msv_queue_recs_free(rd.recs, rd.count);
+}
+
+/*
+ * A group's copies of one message (msv_queue_in.shared) keep one body between them: each device
+ * reads it whole and counts its length in its usage, and the body goes with the last copy,
+ * whichever path takes the copies (acknowledgement, commit, device removal, expiry).
+ */
+static void test_queue_shared_bodies(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "g"), d[4], ids[8];
+    static const char body[] = "one MLS delivery for every member device of the group";
+    size_t len = sizeof(body) - 1, deleted = 0, expired = 0;
+    struct msv_queue_in in[8];
+    struct msv_queue_ack ack;
+    struct msv_store_stats st;
+
+    for (size_t i = 0; i < 4; i++)
+        d[i] = make_device(f, a);
+    for (size_t i = 0; i < 8; i++)
+        in[i] = (struct msv_queue_in){.device_id = d[i % 4],
+                                      .sender_device = d[0],
+                                      .sender_handle = "g",
+                                      .suite = 160,
+                                      .ciphertext = (const uint8_t *)body,
+                                      .ciphertext_len = len,
+                                      .shared = 1};
+    /* items 0-3: one body for four copies; 4: a private ciphertext; 5: a run of one is kept in
+     * its row; 6-7: a second body (expiring earlier) */
+    in[4].shared = 0;
+    in[5].ciphertext = (const uint8_t *)"five";
+    in[5].ciphertext_len = 4;
+    in[6].expires_ms = in[7].expires_ms = 50;
+    assert_int_equal(OPS(f)->queue_put(IMPL(f), in, 8, 0, 100, ids), MSV_OK);
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM queue_bodies"), 2);
+    assert_int_equal(count_rows(f, "SELECT SUM(refs) FROM queue_bodies"), 6);
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM queue WHERE body_id IS NOT NULL"), 6);
+    assert_int_equal(count_rows(f, "SELECT MAX(LENGTH(ciphertext)) FROM queue WHERE body_id IS NOT"
+                                   " NULL"),
+                     0);
+    assert_usage(f, d[0], 2, 2 * len);
+    assert_usage(f, d[1], 2, len + 4);
+    assert_usage(f, d[2], 2, 2 * len);
+    assert_usage(f, d[3], 2, 2 * len);
+    assert_int_equal(OPS(f)->stats(IMPL(f), &st), MSV_OK);
+    assert_int_equal(st.queued, 8);
+    assert_int_equal(st.queued_bytes, 2 * len + len + 4); /* the bodies once, the private one */
+    assert_queued(f, d[2], 2, body, len);
+    /* the second body expires with its two copies, the first stays */
+    assert_int_equal(OPS(f)->queue_expire(IMPL(f), 60, &expired), MSV_OK);
+    assert_int_equal(expired, 2);
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM queue_bodies"), 1);
+    assert_queued(f, d[3], 1, body, len);
+    /* device 0's copy and its private one acknowledged: the body stays for the others */
+    assert_int_equal(OPS(f)->queue_ack(IMPL(f), d[0], (uint64_t[]){ids[0], ids[4]}, 2, &deleted),
+                     MSV_OK);
+    assert_int_equal(deleted, 2);
+    assert_int_equal(count_rows(f, "SELECT SUM(refs) FROM queue_bodies"), 3);
+    assert_usage(f, d[0], 0, 0);
+    /* device 1 removed: its copy goes */
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, d[1]), MSV_OK);
+    assert_int_equal(count_rows(f, "SELECT SUM(refs) FROM queue_bodies"), 2);
+    assert_queued(f, d[2], 1, body, len);
+    /* the last two in one group commit: the body goes with them */
+    ack = (struct msv_queue_ack){.device_id = d[2], .ids = &ids[2], .n = 1};
+    assert_int_equal(OPS(f)->queue_commit(IMPL(f), NULL, 0, 0, 100, NULL, &ack, 1), MSV_OK);
+    assert_int_equal(ack.deleted, 1);
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM queue_bodies"), 1);
+    assert_int_equal(OPS(f)->queue_ack(IMPL(f), d[3], &ids[3], 1, &deleted), MSV_OK);
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM queue_bodies"), 0);
+    assert_int_equal(OPS(f)->stats(IMPL(f), &st), MSV_OK);
+    assert_int_equal(st.queued, 0); /* device 1's own one went with the device */
+    assert_int_equal(st.queued_bytes, 0);
 }
 
 struct mls_racer {
@@ -2919,29 +3016,34 @@ static void test_reopen_and_schema(void **state)
                      MSV_OK);
     msv_store_close(f->store);
     f->store = NULL;
-    raw_exec(f,
-             f->pg ? "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
-                     " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
-                     " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
-                     " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
-                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
-                     " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
-                     " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
-                     " DROP TABLE mls_claims; ALTER TABLE kt_log DROP COLUMN pub;"
-                     " DROP TABLE device_approvals; DROP TABLE mls_commit_log;"
-                     " DROP SEQUENCE connection_order; ALTER TABLE blobs DROP COLUMN account_id;"
-                     " UPDATE missive_schema SET version = 6;"
-                   : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
-                     " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
-                     " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
-                     " DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
-                     " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
-                     " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
-                     " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
-                     " DROP TABLE mls_claims; ALTER TABLE kt_log DROP COLUMN pub;"
-                     " DROP TABLE device_approvals; DROP TABLE mls_commit_log;"
-                     " DROP INDEX blobs_by_account; ALTER TABLE blobs DROP COLUMN account_id;"
-                     " DELETE FROM schema_version WHERE version >= 7;");
+    raw_exec(
+        f, f->pg ? "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
+                   " DROP TRIGGER queue_usage_in ON queue; DROP TRIGGER queue_usage_out ON queue;"
+                   " DROP FUNCTION queue_usage_add; DROP FUNCTION queue_usage_sub;"
+                   " DROP TRIGGER queue_bodies_out ON queue; DROP FUNCTION queue_bodies_sub;"
+                   " DROP TABLE queue_bodies; ALTER TABLE queue DROP COLUMN body_id,"
+                   " DROP COLUMN body_len;"
+                   " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
+                   " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
+                   " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
+                   " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
+                   " DROP TABLE mls_claims; ALTER TABLE kt_log DROP COLUMN pub;"
+                   " DROP TABLE device_approvals; DROP TABLE mls_commit_log;"
+                   " DROP SEQUENCE connection_order; ALTER TABLE blobs DROP COLUMN account_id;"
+                   " UPDATE missive_schema SET version = 6;"
+                 : "DROP INDEX blobs_by_owner; DROP TABLE queue_usage;"
+                   " DROP TRIGGER queue_usage_in; DROP TRIGGER queue_usage_out;"
+                   " DROP TRIGGER queue_bodies_out; DROP TABLE queue_bodies;"
+                   " ALTER TABLE queue DROP COLUMN body_id; ALTER TABLE queue DROP COLUMN body_len;"
+                   " DROP TABLE reports; DROP TABLE invites; DROP TABLE queue_refusals;"
+                   " DROP TRIGGER account_seq_up; DROP TABLE account_seq;"
+                   " DROP TABLE account_handles; DROP TABLE kem_prekeys; DROP TABLE kt_labels;"
+                   " ALTER TABLE accounts DROP COLUMN username_changed_ms;"
+                   " DROP TABLE mls_key_packages; DROP TABLE mls_groups; DROP TABLE mls_members;"
+                   " DROP TABLE mls_claims; ALTER TABLE kt_log DROP COLUMN pub;"
+                   " DROP TABLE device_approvals; DROP TABLE mls_commit_log;"
+                   " DROP INDEX blobs_by_account; ALTER TABLE blobs DROP COLUMN account_id;"
+                   " DELETE FROM schema_version WHERE version >= 7;");
     reopen(f);
     raw_exec(f, "DROP INDEX blobs_by_owner; CREATE INDEX blobs_by_owner ON blobs(owner_device);");
     assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM mls_commit_log"), 0);
@@ -3104,9 +3206,9 @@ static void *write_rounds(void *arg)
 
     for (int i = 0; i < w->rounds; i++) {
         struct msv_queue_in in[3] = {
-            {w->devices[0], 7, "a", 4, text, sizeof(text), 0},
-            {w->devices[1], 7, "a", 4, text, sizeof(text), 0},
-            {w->devices[i % 2], 7, "", 4, text, 1, 0},
+            {w->devices[0], 7, "a", 4, text, sizeof(text), 0, 0},
+            {w->devices[1], 7, "a", 4, text, sizeof(text), 0, 0},
+            {w->devices[i % 2], 7, "", 4, text, 1, 0, 0},
         };
         uint64_t ids[3];
 
@@ -3363,6 +3465,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_usage_counters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_shared_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mls_store, setup, teardown),
@@ -3403,6 +3506,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_commit, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_device_removal_drops_queue, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_usage_counters, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_shared_bodies, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_queue_refusals, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_pg_faults, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_prekeys_and_tokens, setup_pg, teardown),

@@ -7,7 +7,8 @@
  *     to the members, all in one store transaction, so that of two commits for one epoch (from
  *     two workers or two nodes) exactly one wins;
  * and queues proposals, application messages (uploaded once, one copy per member device but the
- * sender) and Welcomes through the relay's queue, under its caps. Each group's newest commits
+ * sender, its body stored once for them all: msv_queue_in.shared) and Welcomes through the
+ * relay's queue, under its caps. Each group's newest commits
  * are kept in its log (MLS_LOG_KEPT of it, MLS_LOG_ACCOUNT_MAX of one account's sending, as
  * long as a queued copy), which a member device that missed one reads to catch up; a Welcome
  * that a new member's full queue left out is kept for it (one a membership), for it to ask for.
@@ -37,7 +38,6 @@
 #define MLS_DEVICE_GROUPS_BY_ACCOUNT_MAX 250
 #define MLS_CHANGES_MAX 1000              /* devices added and removed by one commit */
 #define MLS_RECIPIENTS_MAX 1000           /* devices one Welcome is for */
-#define MLS_COPIED_MAX (64u << 20)        /* bytes one send may copy: size x copies */
 #define MLS_CLAIM_TTL_MS 3600000          /* a claim lets its account add the device this long */
 #define MLS_CLAIMS_OPEN_MAX 10000         /* open claims per account, the oldest dropped */
 #define MLS_FULL_NAMED 1000               /* devices left out for a full queue named in an answer */
@@ -456,7 +456,7 @@ static void tell_full(struct msv_server *s, struct mls_send *m)
     msv_server_queue_refused(s, m->full, m->n_full);
 }
 
-/* One copy of the delivery for each of targets but the sender. */
+/* One copy of the delivery for each of targets but the sender, sharing its stored body. */
 static int make_items(struct mls_send *m, const uint64_t *targets, size_t n)
 {
     struct msv_conn_state *c = m->c;
@@ -473,7 +473,8 @@ static int make_items(struct mls_send *m, const uint64_t *targets, size_t n)
                                                        .sender_handle = c->handle ? c->handle : "",
                                                        .suite = MLS_DELIVERY_SUITE,
                                                        .ciphertext = m->packed,
-                                                       .ciphertext_len = m->packed_len};
+                                                       .ciphertext_len = m->packed_len,
+                                                       .shared = 1};
     }
     return 1;
 }
@@ -750,13 +751,6 @@ static void route(struct mls_send *m)
     if (m->packed == NULL || !make_items(m, q->n_recipients ? q->recipients : m->members,
                                          q->n_recipients ? q->n_recipients : m->n_members)) {
         msv_conn_send_error(m->c, m->f->request_id, E_IO, "out of memory");
-        return;
-    }
-    /* one send holds the store while it copies: at most MLS_COPIED_MAX bytes of copies */
-    if ((uint64_t)m->packed_len * m->n_items > MLS_COPIED_MAX) {
-        refuse(m->c, m->f->request_id, E_TOO_BIG,
-               "the message times the members it goes to is more than 64 MiB: send it "
-               "smaller (as an attachment's key, say)");
         return;
     }
     if (is_commit)

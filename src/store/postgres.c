@@ -551,6 +551,41 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "CREATE TRIGGER queue_usage_out AFTER DELETE ON queue REFERENCING OLD TABLE AS gone"       \
     "  FOR EACH STATEMENT EXECUTE FUNCTION queue_usage_sub();"
 
+/*
+ * A group's copies of one message share its body, stored once (queue_bodies); each copy's row
+ * names it (body_id) and counts its length (body_len) in its device's usage. A body goes with
+ * its last copy (refs, taken down by a statement trigger): the bodies a statement touches are
+ * locked in ascending order first, so that two deletes of copies cannot deadlock on them.
+ */
+#define QUEUE_BODIES_SCHEMA                                                                     \
+    "CREATE TABLE queue_bodies ("                                                               \
+    "  id BIGSERIAL PRIMARY KEY,"                                                               \
+    "  body BYTEA NOT NULL,"                                                                    \
+    "  refs BIGINT NOT NULL);"                                                                  \
+    "ALTER TABLE queue ADD COLUMN body_id BIGINT;"                                              \
+    "ALTER TABLE queue ADD COLUMN body_len BIGINT NOT NULL DEFAULT 0;"                          \
+    "CREATE OR REPLACE FUNCTION queue_usage_add() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN" \
+    "  INSERT INTO queue_usage SELECT device_id, COUNT(*),"                                     \
+    "  SUM(octet_length(ciphertext) + body_len) FROM added GROUP BY device_id"                  \
+    "  ORDER BY device_id ON CONFLICT (device_id) DO UPDATE SET"                                \
+    "  envelopes = queue_usage.envelopes + excluded.envelopes,"                                 \
+    "  bytes = queue_usage.bytes + excluded.bytes; RETURN NULL; END $$;"                        \
+    "CREATE OR REPLACE FUNCTION queue_usage_sub() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN" \
+    "  INSERT INTO queue_usage SELECT device_id, -COUNT(*),"                                    \
+    "  -SUM(octet_length(ciphertext) + body_len) FROM gone GROUP BY device_id"                  \
+    "  ORDER BY device_id ON CONFLICT (device_id) DO UPDATE SET"                                \
+    "  envelopes = queue_usage.envelopes + excluded.envelopes,"                                 \
+    "  bytes = queue_usage.bytes + excluded.bytes; RETURN NULL; END $$;"                        \
+    "CREATE FUNCTION queue_bodies_sub() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"           \
+    "  PERFORM 1 FROM queue_bodies WHERE id IN (SELECT body_id FROM gone) ORDER BY id"          \
+    "  FOR UPDATE;"                                                                             \
+    "  UPDATE queue_bodies b SET refs = b.refs - g.n FROM (SELECT body_id, COUNT(*) AS n"       \
+    "  FROM gone WHERE body_id IS NOT NULL GROUP BY body_id) AS g WHERE b.id = g.body_id;"      \
+    "  DELETE FROM queue_bodies WHERE refs <= 0 AND id IN (SELECT body_id FROM gone);"          \
+    "  RETURN NULL; END $$;"                                                                    \
+    "CREATE TRIGGER queue_bodies_out AFTER DELETE ON queue REFERENCING OLD TABLE AS gone"       \
+    "  FOR EACH STATEMENT EXECUTE FUNCTION queue_bodies_sub();"
+
 /* Abuse reports (missive report; missive-admin reports). */
 #define REPORTS_SCHEMA               \
     "CREATE TABLE reports ("         \
@@ -720,7 +755,7 @@ static const char schema[] =
     "  PRIMARY KEY (device_id, key_id));" QUEUE_USAGE_SCHEMA REPORTS_SCHEMA INVITES_SCHEMA
         QUEUE_REFUSALS_SCHEMA ACCOUNT_HANDLES_SCHEMA KEM_PREKEYS_SCHEMA USERNAME_SCHEMA MLS_SCHEMA
             DEVICE_APPROVALS_SCHEMA MLS_LOG_SCHEMA MLS_WELCOME_SCHEMA CONNECTION_ORDER_SCHEMA
-                BLOB_ACCOUNT_SCHEMA;
+                BLOB_ACCOUNT_SCHEMA QUEUE_BODIES_SCHEMA;
 
 static const char *const upgrades[] = {
     /* 6 -> 7: attachment quotas sum a device's attachments */
@@ -761,6 +796,8 @@ static const char *const upgrades[] = {
     CONNECTION_ORDER_SCHEMA,
     /* 22 -> 23: each attachment's account */
     BLOB_ACCOUNT_SCHEMA,
+    /* 23 -> 24: a group's copies of one message share its body */
+    QUEUE_BODIES_SCHEMA,
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) == MSV_STORE_SCHEMA_VERSION - PG_SCHEMA_FIRST,
                "an upgrade for every schema version");
@@ -944,11 +981,13 @@ static msv_err account_list(struct pg_conn *c, struct msv_account_summary **out,
               "  AND NOT d.approved),"
               " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.device_id = d.id"
               "  WHERE d.account_id = a.id),"
-              " (SELECT COALESCE(SUM(octet_length(q.ciphertext)), 0)::BIGINT FROM queue q"
+              " (SELECT COALESCE(SUM(octet_length(q.ciphertext) + q.body_len), 0)::BIGINT"
+              "  FROM queue q"
               "  JOIN devices d ON q.device_id = d.id WHERE d.account_id = a.id),"
               " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.sender_device = d.id"
               "  WHERE d.account_id = a.id),"
-              " (SELECT COALESCE(SUM(octet_length(q.ciphertext)), 0)::BIGINT FROM queue q"
+              " (SELECT COALESCE(SUM(octet_length(q.ciphertext) + q.body_len), 0)::BIGINT"
+              "  FROM queue q"
               "  JOIN devices d ON q.sender_device = d.id WHERE d.account_id = a.id),"
               " (SELECT COALESCE(SUM(b.size), 0)::BIGINT FROM blobs b WHERE b.account_id = a.id)"
               " FROM accounts a ORDER BY a.handle;",
@@ -1284,7 +1323,8 @@ static msv_err stats(struct pg_conn *c, struct msv_store_stats *out)
         " (SELECT COUNT(*) FROM devices WHERE approved),"
         " (SELECT COUNT(*) FROM devices WHERE NOT approved),"
         " (SELECT COUNT(*) FROM queue),"
-        " (SELECT COALESCE(SUM(LENGTH(ciphertext)), 0)::BIGINT FROM queue),"
+        " (SELECT COALESCE(SUM(LENGTH(ciphertext)), 0)::BIGINT FROM queue)"
+        " + (SELECT COALESCE(SUM(LENGTH(body)), 0)::BIGINT FROM queue_bodies),"
         " (SELECT COALESCE(MIN(enqueued_ms), 0) FROM queue),"
         " (SELECT COUNT(*) FROM blobs), (SELECT COALESCE(SUM(size), 0)::BIGINT FROM blobs),"
         " (SELECT COUNT(*) FROM kt_log), (SELECT COUNT(*) FROM one_time_prekeys),"
@@ -2444,23 +2484,60 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The shared bodies of items (msv_queue_in.shared): body[i] the row of item i's, 0 if none. */
+static msv_err bodies_put(struct pg_conn *c, const struct msv_queue_in *items, size_t n,
+                          int64_t *body)
+{
+    msv_err err = MSV_OK;
+
+    for (size_t i = 0, run; i < n && err == MSV_OK; i += run) {
+        struct args a = {0};
+        PGresult *r = NULL;
+
+        if ((run = msv_queue_shared_run(items, n, i)) == 1)
+            continue;
+        a_bytes(&a, items[i].ciphertext, items[i].ciphertext_len);
+        a_i64(&a, (int64_t)run);
+        err =
+            query(c, "INSERT INTO queue_bodies (body, refs) VALUES ($1, $2) RETURNING id;", &a, &r);
+        if (err != MSV_OK)
+            break;
+        if (PQntuples(r) == 1)
+            for (size_t k = 0; k < run; k++)
+                body[i + k] = col_i64(r, 0, 0);
+        else
+            err = MSV_ERR_IO;
+        PQclear(r);
+    }
+    return err;
+}
+
 static msv_err queue_put(struct pg_conn *c, const struct msv_queue_in *items, size_t n,
                          int64_t now_ms, int64_t expires_ms, uint64_t *ids)
 {
     struct text_buf devs = {0}, senders = {0}, handles = {0}, suites = {0}, texts = {0};
-    struct text_buf expiries = {0};
+    struct text_buf expiries = {0}, bodies = {0}, lens = {0};
     struct args a = {0};
     PGresult *r = NULL;
+    int64_t *body;
     msv_err err = MSV_OK;
 
     if (n == 0)
         return MSV_OK;
+    if ((body = calloc(n, sizeof(*body))) == NULL)
+        return MSV_ERR_NOMEM;
+    if ((err = bodies_put(c, items, n, body)) != MSV_OK) {
+        free(body);
+        return err;
+    }
     tb_str(&devs, "{");
     tb_str(&senders, "{");
     tb_str(&handles, "{");
     tb_str(&suites, "{");
     tb_str(&texts, "{");
     tb_str(&expiries, "{");
+    tb_str(&bodies, "{");
+    tb_str(&lens, "{");
     for (size_t i = 0; i < n; i++) {
         const char *sep = i + 1 < n ? "," : "}";
 
@@ -2472,13 +2549,21 @@ static msv_err queue_put(struct pg_conn *c, const struct msv_queue_in *items, si
         tb_str(&handles, sep);
         tb_i64(&suites, items[i].suite);
         tb_str(&suites, sep);
-        tb_hex(&texts, items[i].ciphertext, items[i].ciphertext_len);
+        /* a copy of a shared body holds none of it */
+        tb_hex(&texts, items[i].ciphertext, body[i] != 0 ? 0 : items[i].ciphertext_len);
         tb_str(&texts, sep);
+        if (body[i] != 0)
+            tb_i64(&bodies, body[i]);
+        else
+            tb_str(&bodies, "NULL");
+        tb_str(&bodies, sep);
+        tb_i64(&lens, body[i] != 0 ? (int64_t)items[i].ciphertext_len : 0);
+        tb_str(&lens, sep);
         tb_i64(&expiries, items[i].expires_ms != 0 ? items[i].expires_ms : expires_ms);
         tb_str(&expiries, sep);
     }
     if (devs.failed || senders.failed || handles.failed || suites.failed || texts.failed ||
-        expiries.failed)
+        expiries.failed || bodies.failed || lens.failed)
         err = MSV_ERR_NOMEM;
     a_text(&a, devs.p);
     /* the recipients' locks first, in ascending order: ids then follow commit order per device */
@@ -2493,15 +2578,17 @@ static msv_err queue_put(struct pg_conn *c, const struct msv_queue_in *items, si
     a_text(&a, texts.p);
     a_i64(&a, now_ms);
     a_text(&a, expiries.p);
+    a_text(&a, bodies.p);
+    a_text(&a, lens.p);
     /* rows go in in ordinal order, so the sequence gives the k-th row the k-th smallest id */
     if (err == MSV_OK)
-        err =
-            query(c,
-                  "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext,"
-                  " enqueued_ms, expires_ms) SELECT d, s, h, u, x, $6, e FROM unnest($1::BIGINT[],"
-                  " $2::BIGINT[], $3::TEXT[], $4::INTEGER[], $5::BYTEA[], $7::BIGINT[]) WITH"
-                  " ORDINALITY AS t(d, s, h, u, x, e, o) ORDER BY o RETURNING id;",
-                  &a, &r);
+        err = query(c,
+                    "INSERT INTO queue (device_id, sender_device, sender_handle, suite, ciphertext,"
+                    " enqueued_ms, expires_ms, body_id, body_len) SELECT d, s, h, u, x, $6, e, b, l"
+                    " FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::INTEGER[],"
+                    " $5::BYTEA[], $7::BIGINT[], $8::BIGINT[], $9::BIGINT[]) WITH ORDINALITY AS"
+                    " t(d, s, h, u, x, e, b, l, o) ORDER BY o RETURNING id;",
+                    &a, &r);
     if (err == MSV_OK) {
         if ((size_t)PQntuples(r) != n) {
             err = MSV_ERR_IO;
@@ -2518,6 +2605,9 @@ static msv_err queue_put(struct pg_conn *c, const struct msv_queue_in *items, si
     free(suites.p);
     free(texts.p);
     free(expiries.p);
+    free(bodies.p);
+    free(lens.p);
+    free(body);
     return err;
 }
 
@@ -2539,9 +2629,10 @@ static msv_err queue_fetch(struct pg_conn *c, uint64_t device_id, uint64_t after
     a_i64(&a, now_ms);
     a_i64(&a, (int64_t)limit);
     err = query(c,
-                "SELECT id, device_id, sender_device, sender_handle, suite, ciphertext, enqueued_ms"
-                " FROM queue WHERE device_id = $1 AND id > $2 AND expires_ms > $3 ORDER BY id"
-                " LIMIT $4;",
+                "SELECT q.id, q.device_id, q.sender_device, q.sender_handle, q.suite, CASE WHEN"
+                " q.body_id IS NULL THEN q.ciphertext ELSE b.body END, q.enqueued_ms FROM queue q"
+                " LEFT JOIN queue_bodies b ON b.id = q.body_id WHERE q.device_id = $1 AND q.id >"
+                " $2 AND q.expires_ms > $3 ORDER BY q.id LIMIT $4;",
                 &a, &r);
     if (err != MSV_OK)
         return err;
@@ -2622,10 +2713,11 @@ static msv_err queue_fetch_many(struct pg_conn *c, struct msv_queue_read *reads,
     if (err == MSV_OK)
         err = query(c,
                     "SELECT w.o, q.id, q.device_id, q.sender_device, q.sender_handle, q.suite,"
-                    " q.ciphertext, q.enqueued_ms FROM unnest($1::BIGINT[], $2::BIGINT[],"
-                    " $3::BIGINT[]) WITH ORDINALITY AS w(d, after, lim, o) CROSS JOIN LATERAL"
-                    " (SELECT * FROM queue WHERE device_id = w.d AND id > w.after AND expires_ms >"
-                    " $4 ORDER BY id LIMIT w.lim) AS q ORDER BY w.o, q.id;",
+                    " CASE WHEN q.body_id IS NULL THEN q.ciphertext ELSE b.body END, q.enqueued_ms"
+                    " FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[]) WITH ORDINALITY AS"
+                    " w(d, after, lim, o) CROSS JOIN LATERAL (SELECT * FROM queue WHERE device_id"
+                    " = w.d AND id > w.after AND expires_ms > $4 ORDER BY id LIMIT w.lim) AS q"
+                    " LEFT JOIN queue_bodies b ON b.id = q.body_id ORDER BY w.o, q.id;",
                     &a, &r);
     free(devs.p);
     free(afters.p);

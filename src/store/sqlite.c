@@ -313,6 +313,27 @@ static const char *const migrations[] = {
     "UPDATE blobs SET account_id = COALESCE((SELECT account_id FROM devices WHERE id ="
     " blobs.owner_device), 0);"
     "CREATE INDEX blobs_by_account ON blobs(account_id);",
+    /* 23 -> 24: a group's copies of one message share its body (queue_bodies), stored once;
+     * each copy's row names it (body_id) and counts its length (body_len) in the device's usage;
+     * the body goes with its last copy (refs) */
+    "CREATE TABLE queue_bodies ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  body BLOB NOT NULL,"
+    "  refs INTEGER NOT NULL);"
+    "ALTER TABLE queue ADD COLUMN body_id INTEGER;"
+    "ALTER TABLE queue ADD COLUMN body_len INTEGER NOT NULL DEFAULT 0;"
+    "DROP TRIGGER queue_usage_in;"
+    "DROP TRIGGER queue_usage_out;"
+    "CREATE TRIGGER queue_usage_in AFTER INSERT ON queue BEGIN"
+    "  INSERT INTO queue_usage VALUES (new.device_id, 1, LENGTH(new.ciphertext) + new.body_len)"
+    "  ON CONFLICT (device_id) DO UPDATE SET envelopes = envelopes + 1,"
+    "  bytes = bytes + excluded.bytes; END;"
+    "CREATE TRIGGER queue_usage_out AFTER DELETE ON queue BEGIN"
+    "  UPDATE queue_usage SET envelopes = envelopes - 1,"
+    "  bytes = bytes - LENGTH(old.ciphertext) - old.body_len WHERE device_id = old.device_id; END;"
+    "CREATE TRIGGER queue_bodies_out AFTER DELETE ON queue WHEN old.body_id IS NOT NULL BEGIN"
+    "  UPDATE queue_bodies SET refs = refs - 1 WHERE id = old.body_id;"
+    "  DELETE FROM queue_bodies WHERE id = old.body_id AND refs <= 0; END;",
 };
 
 /* ---- accounts and codes --------------------------------------------------------------- */
@@ -415,22 +436,22 @@ static msv_err account_list(void *impl, struct msv_account_summary **out, size_t
 {
     struct sqlite_store *s = impl;
     sqlite3_stmt *st = NULL;
-    msv_err err =
-        prepare(s,
-                "SELECT a.handle, a.created_ms, a.suspended,"
-                " (SELECT COUNT(*) FROM devices d WHERE d.account_id = a.id AND d.approved = 1),"
-                " (SELECT COUNT(*) FROM devices d WHERE d.account_id = a.id AND d.approved = 0),"
-                " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.device_id = d.id"
-                "  WHERE d.account_id = a.id),"
-                " (SELECT COALESCE(SUM(LENGTH(q.ciphertext)), 0) FROM queue q JOIN devices d"
-                "  ON q.device_id = d.id WHERE d.account_id = a.id),"
-                " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.sender_device = d.id"
-                "  WHERE d.account_id = a.id),"
-                " (SELECT COALESCE(SUM(LENGTH(q.ciphertext)), 0) FROM queue q JOIN devices d"
-                "  ON q.sender_device = d.id WHERE d.account_id = a.id),"
-                " (SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.account_id = a.id)"
-                " FROM accounts a ORDER BY a.handle;",
-                &st);
+    msv_err err = prepare(
+        s,
+        "SELECT a.handle, a.created_ms, a.suspended,"
+        " (SELECT COUNT(*) FROM devices d WHERE d.account_id = a.id AND d.approved = 1),"
+        " (SELECT COUNT(*) FROM devices d WHERE d.account_id = a.id AND d.approved = 0),"
+        " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.device_id = d.id"
+        "  WHERE d.account_id = a.id),"
+        " (SELECT COALESCE(SUM(LENGTH(q.ciphertext) + q.body_len), 0) FROM queue q JOIN devices d"
+        "  ON q.device_id = d.id WHERE d.account_id = a.id),"
+        " (SELECT COUNT(*) FROM queue q JOIN devices d ON q.sender_device = d.id"
+        "  WHERE d.account_id = a.id),"
+        " (SELECT COALESCE(SUM(LENGTH(q.ciphertext) + q.body_len), 0) FROM queue q JOIN devices d"
+        "  ON q.sender_device = d.id WHERE d.account_id = a.id),"
+        " (SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.account_id = a.id)"
+        " FROM accounts a ORDER BY a.handle;",
+        &st);
 
     if (err != MSV_OK)
         return err;
@@ -777,7 +798,8 @@ static msv_err stats(void *impl, struct msv_store_stats *out)
         "SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM accounts WHERE suspended),"
         " (SELECT COUNT(*) FROM devices WHERE approved = 1),"
         " (SELECT COUNT(*) FROM devices WHERE approved = 0),"
-        " (SELECT COUNT(*) FROM queue), (SELECT COALESCE(SUM(LENGTH(ciphertext)), 0) FROM queue),"
+        " (SELECT COUNT(*) FROM queue), (SELECT COALESCE(SUM(LENGTH(ciphertext)), 0) FROM queue)"
+        " + (SELECT COALESCE(SUM(LENGTH(body)), 0) FROM queue_bodies),"
         " (SELECT COALESCE(MIN(enqueued_ms), 0) FROM queue),"
         " (SELECT COUNT(*) FROM blobs), (SELECT COALESCE(SUM(size), 0) FROM blobs),"
         " (SELECT COUNT(*) FROM kt_log), (SELECT COUNT(*) FROM one_time_prekeys),"
@@ -1906,31 +1928,80 @@ static msv_err devices_of_account(void *impl, uint64_t account_id, struct msv_de
 
 /* ---- the queue ------------------------------------------------------------------------ */
 
+/* How many items from items[i] on form one run of a shared body (1: stored in the row). */
+size_t msv_queue_shared_run(const struct msv_queue_in *items, size_t n, size_t i)
+{
+    size_t k = 1;
+
+    while (items[i].shared && i + k < n && items[i + k].shared &&
+           items[i + k].ciphertext == items[i].ciphertext &&
+           items[i + k].ciphertext_len == items[i].ciphertext_len)
+        k++;
+    return k;
+}
+
+/* A body that refs rows of the queue share; *id its row. */
+static msv_err body_put(struct sqlite_store *s, const uint8_t *body, size_t len, size_t refs,
+                        sqlite3_int64 *id)
+{
+    sqlite3_stmt *st = NULL;
+    msv_err err = prepare(s, "INSERT INTO queue_bodies (body, refs) VALUES (?, ?);", &st);
+    int rc;
+
+    if (err != MSV_OK)
+        return err;
+    sqlite3_bind_blob(st, 1, body, (int)len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)refs);
+    rc = sqlite3_step(st);
+    err = rc == SQLITE_DONE ? MSV_OK : msv_sql_err(rc);
+    *id = sqlite3_last_insert_rowid(s->db);
+    release(s, st);
+    return err;
+}
+
 static msv_err queue_put_locked(struct sqlite_store *s, const struct msv_queue_in *items, size_t n,
                                 int64_t now_ms, int64_t expires_ms, uint64_t *ids)
 {
     sqlite3_stmt *st = NULL;
     msv_err err = prepare(s,
                           "INSERT INTO queue (device_id, sender_device, sender_handle, suite, "
-                          "ciphertext, enqueued_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?);",
+                          "ciphertext, enqueued_ms, expires_ms, body_id, body_len) VALUES (?, ?, "
+                          "?, ?, ?, ?, ?, ?, ?);",
                           &st);
+    size_t run = 0; /* items of the current shared body still to come */
+    sqlite3_int64 body = 0;
 
     if (err != MSV_OK)
         return err;
     for (size_t i = 0; i < n && err == MSV_OK; i++) {
         int rc;
 
+        if (run == 0 && (run = msv_queue_shared_run(items, n, i)) > 1)
+            err = body_put(s, items[i].ciphertext, items[i].ciphertext_len, run, &body);
+        if (err != MSV_OK)
+            break;
         sqlite3_reset(st);
         sqlite3_bind_int64(st, 1, (sqlite3_int64)items[i].device_id);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)items[i].sender_device);
         sqlite3_bind_text(st, 3, items[i].sender_handle, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 4, (int)items[i].suite);
-        sqlite3_bind_blob(st, 5, items[i].ciphertext, (int)items[i].ciphertext_len, SQLITE_STATIC);
+        if (body != 0) { /* a copy of a shared body: the row holds none of it */
+            sqlite3_bind_zeroblob(st, 5, 0);
+            sqlite3_bind_int64(st, 8, body);
+            sqlite3_bind_int64(st, 9, (sqlite3_int64)items[i].ciphertext_len);
+        } else {
+            sqlite3_bind_blob(st, 5, items[i].ciphertext, (int)items[i].ciphertext_len,
+                              SQLITE_STATIC);
+            sqlite3_bind_null(st, 8);
+            sqlite3_bind_int64(st, 9, 0);
+        }
         sqlite3_bind_int64(st, 6, now_ms);
         sqlite3_bind_int64(st, 7, items[i].expires_ms != 0 ? items[i].expires_ms : expires_ms);
         rc = sqlite3_step(st);
         err = rc == SQLITE_DONE ? MSV_OK : msv_sql_err(rc);
         ids[i] = (uint64_t)sqlite3_last_insert_rowid(s->db);
+        if (--run == 0)
+            body = 0;
     }
     release(s, st);
     return err;
@@ -1952,9 +2023,10 @@ static msv_err queue_fetch(void *impl, uint64_t device_id, uint64_t after_id, in
     if (recs == NULL)
         return MSV_ERR_NOMEM;
     err = prepare(s,
-                  "SELECT id, device_id, sender_device, sender_handle, suite, ciphertext, "
-                  "enqueued_ms FROM queue WHERE device_id = ? AND id > ? AND expires_ms > ? "
-                  "ORDER BY id LIMIT ?;",
+                  "SELECT q.id, q.device_id, q.sender_device, q.sender_handle, q.suite, CASE"
+                  " WHEN q.body_id IS NULL THEN q.ciphertext ELSE b.body END, q.enqueued_ms"
+                  " FROM queue q LEFT JOIN queue_bodies b ON b.id = q.body_id WHERE"
+                  " q.device_id = ? AND q.id > ? AND q.expires_ms > ? ORDER BY q.id LIMIT ?;",
                   &st);
     if (err == MSV_OK) {
         sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);

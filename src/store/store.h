@@ -61,6 +61,9 @@ struct msv_queue_in {
     const uint8_t *ciphertext;
     size_t ciphertext_len;
     int64_t expires_ms; /* when it may be dropped undelivered; 0: the put's expires_ms */
+    /* stored once for a run of consecutive items of one put that all set it and point at the
+     * same ciphertext (a group's copies of one message): each copy's row names the one body */
+    int shared;
 };
 
 struct msv_queue_rec {
@@ -84,6 +87,8 @@ struct msv_queue_ack {
 
 /* Frees n records and the array. */
 void msv_queue_recs_free(struct msv_queue_rec *recs, size_t n);
+/* How many items from items[i] on share one stored body (msv_queue_in.shared); 1: none. */
+size_t msv_queue_shared_run(const struct msv_queue_in *items, size_t n, size_t i);
 
 /* One device's part of queue_fetch_many. */
 struct msv_queue_read {
@@ -255,7 +260,7 @@ struct msv_account_summary {
     int64_t created_ms;
     int suspended;
     uint64_t devices, pending, queued;
-    uint64_t queued_bytes;           /* ciphertext bytes of queued */
+    uint64_t queued_bytes;           /* ciphertext bytes of queued, each copy counted */
     uint64_t sending, sending_bytes; /* envelopes its devices sent that wait for others */
     uint64_t attachment_bytes;       /* its devices' attachments, finished or not */
 };
@@ -297,8 +302,8 @@ struct msv_queue_usage {
 /* What the store holds (missive-admin stats). */
 struct msv_store_stats {
     uint64_t accounts, suspended, devices, pending_devices;
-    uint64_t queued, queued_bytes;
-    int64_t oldest_queued_ms; /* 0 if the queue is empty */
+    uint64_t queued, queued_bytes; /* queued_bytes as stored: a shared body once */
+    int64_t oldest_queued_ms;      /* 0 if the queue is empty */
     uint64_t blobs, blob_bytes, log_leaves, one_time_prekeys;
     uint64_t database_bytes; /* the database's size (SQLite: its main file; PostgreSQL: on disk) */
 };
@@ -766,6 +771,6 @@ MSV_MUST_CHECK msv_err msv_store_sqlite_blob_forget(const char *path,
                                                     const uint8_t id[MSV_BLOB_ID_LEN]);
 
 /* The schema version this build writes. */
-#define MSV_STORE_SCHEMA_VERSION 23
+#define MSV_STORE_SCHEMA_VERSION 24
 
 #endif
