@@ -14,6 +14,7 @@
 #include "server/config.h"
 #include "server/log.h"
 #include "server/server.h"
+#include "store/store.h"
 
 static void usage(FILE *f)
 {
@@ -62,6 +63,7 @@ int main(int argc, char **argv)
      */
     (void)mallopt(M_TRIM_THRESHOLD, 16 << 20);
     (void)mallopt(M_TOP_PAD, 1 << 20);
+    msv_store_sqlite_tune();
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {

@@ -161,7 +161,7 @@ msv_err msv_client_db_open(const char *path, struct msv_client_db **out)
 
     if (db == NULL)
         return MSV_ERR_NOMEM;
-    err = msv_sql_open(path, migrations, sizeof(migrations) / sizeof(migrations[0]), &db->db);
+    err = msv_sql_open(path, migrations, sizeof(migrations) / sizeof(migrations[0]), 0, &db->db);
     if (err == MSV_OK)
         err = msv_sql_exec(db->db, "PRAGMA secure_delete = ON;");
     if (err != MSV_OK) {

@@ -103,7 +103,8 @@ static msv_err migrate(sqlite3 *db, const char *const *migrations, size_t n)
     return MSV_OK;
 }
 
-msv_err msv_sql_open(const char *path, const char *const *migrations, size_t n, sqlite3 **out)
+msv_err msv_sql_open(const char *path, const char *const *migrations, size_t n, int flags,
+                     sqlite3 **out)
 {
     sqlite3 *db = NULL;
     msv_err err;
@@ -114,7 +115,7 @@ msv_err msv_sql_open(const char *path, const char *const *migrations, size_t n, 
     if (fd < 0)
         return MSV_ERR_IO;
     close(fd);
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | flags, NULL) != SQLITE_OK) {
         sqlite3_close(db);
         return MSV_ERR_IO;
     }

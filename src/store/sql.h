@@ -35,8 +35,10 @@ MSV_MUST_CHECK msv_err msv_sql_rows(sqlite3_stmt *st, size_t elem,
  * Opens path (creating it with mode 0600), sets WAL and synchronous=FULL, and
  * applies migrations[v] for every version v past the recorded one, each in
  * its own transaction. A database from a newer schema is MSV_ERR_UNSUPPORTED.
+ * flags are added to sqlite3_open_v2's (SQLITE_OPEN_NOMUTEX for a connection its caller
+ * serializes itself).
  */
 MSV_MUST_CHECK msv_err msv_sql_open(const char *path, const char *const *migrations, size_t n,
-                                    sqlite3 **out);
+                                    int flags, sqlite3 **out);
 
 #endif

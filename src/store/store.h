@@ -695,6 +695,10 @@ struct msv_store {
  * database at path. *out: caller frees with msv_store_close().
  */
 MSV_MUST_CHECK msv_err msv_store_open_sqlite(const char *path, struct msv_store **out);
+/* Once, at a server's start, before any other use of SQLite in the process: SQLite keeps
+ * no memory statistics, so that its allocator takes no global mutex (SQLite's
+ * sqlite3_config, which is not safe while another thread uses it). */
+void msv_store_sqlite_tune(void);
 /*
  * Connects to PostgreSQL (libpq conninfo: "host=... dbname=..." or a URI)
  * with a pool of connections (0: 4), creating or migrating the schema. With
