@@ -145,7 +145,9 @@ devs = [r[0] for r in db.execute("SELECT id FROM devices WHERE account_id = ?", 
 for (ident,) in db.execute("SELECT identity FROM devices WHERE account_id = ?", (acc,)):
     print("key", bytes(ident).hex())
 for d in devs:
-    for (ct,) in db.execute("SELECT ciphertext FROM queue WHERE device_id = ?", (d,)):
+    for (ct,) in db.execute("SELECT CASE WHEN body_id IS NULL THEN ciphertext ELSE"
+                            " (SELECT body FROM queue_bodies WHERE id = body_id) END"
+                            " FROM queue WHERE device_id = ?", (d,)):
         print("envelope", bytes(ct).hex())
     for (b,) in db.execute("SELECT id FROM blobs WHERE owner_device = ?", (d,)):
         print("blob", bytes(b).hex())

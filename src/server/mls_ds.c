@@ -38,6 +38,7 @@
 #define MLS_DEVICE_GROUPS_BY_ACCOUNT_MAX 250
 #define MLS_CHANGES_MAX 1000              /* devices added and removed by one commit */
 #define MLS_RECIPIENTS_MAX 1000           /* devices one Welcome is for */
+#define MLS_COPIED_MAX (64u << 20)        /* bytes of copies one send makes: size x copies */
 #define MLS_CLAIM_TTL_MS 3600000          /* a claim lets its account add the device this long */
 #define MLS_CLAIMS_OPEN_MAX 10000         /* open claims per account, the oldest dropped */
 #define MLS_FULL_NAMED 1000               /* devices left out for a full queue named in an answer */
@@ -751,6 +752,15 @@ static void route(struct mls_send *m)
     if (m->packed == NULL || !make_items(m, q->n_recipients ? q->recipients : m->members,
                                          q->n_recipients ? q->n_recipients : m->n_members)) {
         msv_conn_send_error(m->c, m->f->request_id, E_IO, "out of memory");
+        return;
+    }
+    /* the body is stored once, but every copy is read and pushed whole (a worker reads the
+     * queues of all its devices a wake-up touches at once): at most MLS_COPIED_MAX bytes of
+     * copies a send */
+    if ((uint64_t)m->packed_len * m->n_items > MLS_COPIED_MAX) {
+        refuse(m->c, m->f->request_id, E_TOO_BIG,
+               "the message times the members it goes to is more than 64 MiB: send it "
+               "smaller (as an attachment's key, say)");
         return;
     }
     if (is_commit)

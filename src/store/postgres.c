@@ -2764,6 +2764,10 @@ static msv_err queue_ack(struct pg_conn *c, uint64_t device_id, const uint64_t *
 
     *deleted = 0;
     a_i64(&a, (int64_t)device_id);
+    /* the device's lock first, as a commit takes its recipients' (QUEUE_USAGE_SCHEMA): the
+     * delete then locks shared bodies and the device's counter in the order a commit does */
+    if (err == MSV_OK && n > 0)
+        err = run(c, "SELECT pg_advisory_xact_lock($1);", &a);
     a_text(&a, list.p);
     if (err == MSV_OK && n > 0)
         err = run_count(c, "DELETE FROM queue WHERE device_id = $1 AND id = ANY ($2::BIGINT[]);",
@@ -4006,7 +4010,7 @@ static msv_err p_queue_last_id(void *impl, uint64_t device_id, int64_t now_ms, u
 static msv_err p_queue_ack(void *impl, uint64_t device_id, const uint64_t *ids, size_t n,
                            size_t *deleted)
 {
-    POOLED(queue_ack(c_, device_id, ids, n, deleted));
+    TRANSACTION(queue_ack(c_, device_id, ids, n, deleted));
 }
 
 static msv_err p_queue_commit(void *impl, const struct msv_queue_in *items, size_t n,
