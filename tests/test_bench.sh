@@ -45,6 +45,13 @@ grep -q '^Hybrid minus classical, bytes per sealed envelope: 1092$' all.txt && o
 awk -F'|' '$3 == " missived " && $2+0 > 0 && $4+0 <= 0 {bad=1} END {exit bad}' all.txt && ok || bad "B2 missived delivered nothing"
 grep -Eq '^\| 100 \| missived \| [1-9][0-9]* \|' all.txt && ok || bad "B2 row"
 grep -Eq '^\| 1 device \| [1-9][0-9]* \|' all.txt && ok || bad "B3 row"
+# B3 over MLS: the delivery service copied messages to every group, and a message is one upload
+grep -q '^### B3 (MLS relay)' all.txt && ok || bad "B3 MLS relay section"
+for n in 10 100; do
+    awk -F'|' -v n="$n devices" '$2 == " " n " " && $3+0 > 0 && $4+0 > 0 && $5+0 > 0 &&
+        $7+0 > 0 && $7+0 < $8+0 / 5 {found=1} END {exit !found}' all.txt &&
+        ok || bad "B3 MLS relay row for $n: $(grep "^| $n devices" all.txt)"
+done
 grep -Eq '^\| 200 \| [0-9]+\.[0-9] \|' all.txt && ok || bad "B4 row"
 grep -Eq '^\| drain: envelopes/s .* \| [1-9][0-9.]* \|' all.txt && ok || bad "B5 drain"
 grep -Eq '^\| lookups/s .* \| [1-9][0-9]* \|' all.txt && ok || bad "B6 lookups"

@@ -58,9 +58,18 @@ struct server_proc {
  * A bench device: every account has devices 1..n; all of them sign with one
  * key (the server checks each signature; the cost is the same).
  */
+/* An MLS group the delivery service holds at epoch 0: devices first .. first + n - 1. */
+struct seed_mls {
+    uint8_t id[16];
+    uint64_t first;
+    size_t n;
+};
+
 struct seed {
     size_t accounts;
     const size_t *devices; /* devices of account i; NULL means 1 each */
+    const struct seed_mls *mls;
+    size_t n_mls;
 };
 /* The device id of account a's device k (both from 0). */
 uint64_t seed_device_id(const struct seed *s, size_t a, size_t k);

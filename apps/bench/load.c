@@ -117,6 +117,29 @@ static void take_latency(struct load *L, const uint8_t *p, size_t len)
     L->lat[L->lat_n++] = (mono_ns() - (double)t) / 1e6;
 }
 
+/* An MLS application message to t's group: opaque to the delivery service, which copies it
+ * to every member device but the sender (the stamp first, for the latency). */
+static void missive_mls_send(struct lconn *c, const struct target *t)
+{
+    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__MlsSend q = MSV__WIRE__MLS_SEND__INIT;
+    uint8_t *message = calloc(1, t->mls_len);
+
+    if (message == NULL || t->mls_len < 8)
+        die("an MLS message the load generator cannot make");
+    put_stamp(message);
+    q.group_id = (ProtobufCBinaryData){t->mls_group_len, (uint8_t *)t->mls_group};
+    q.kind = MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION;
+    q.message = (ProtobufCBinaryData){t->mls_len, message};
+    f.request_id = c->next_req++;
+    f.body_case = MSV__WIRE__FRAME__BODY_MLS_SEND;
+    f.mls_send = &q;
+    send_frame(c, &f);
+    free(message);
+    c->outstanding++;
+    c->L->sent++;
+}
+
 static void missive_send(struct lconn *c)
 {
     const struct target *t = c->to_n > 0 ? &c->to_list[c->to_next++ % c->to_n] : c->to;
@@ -127,6 +150,11 @@ static void missive_send(struct lconn *c)
     ProtobufCBinaryData handles[64];
     uint8_t id[16] = {0}, *payload = calloc(1, L->payload);
 
+    if (t->mls_group != NULL) {
+        free(payload);
+        missive_mls_send(c, t);
+        return;
+    }
     if (payload == NULL || t->n_devices > 128 || t->n_handles > 64)
         die("a send too large for the load generator");
     put_stamp(payload);
@@ -275,6 +303,9 @@ static void missive_frame(struct lconn *c, const msv_frame *f, uint64_t *acks, s
         break;
     case MSV__WIRE__FRAME__BODY_LOOKUP_RESULT:
         L->lookups_done++;
+        break;
+    case MSV__WIRE__FRAME__BODY_MLS_SENT:
+        L->accepted++;
         break;
     case MSV__WIRE__FRAME__BODY_DEVICE_CHANGE:
         return;

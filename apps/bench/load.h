@@ -30,6 +30,9 @@ struct target {
     uint64_t *devices;
     /* MQTT: the topic; XMPP: the recipient's bare JID */
     char topic[40];
+    /* MLS: an application message of mls_len bytes to this group (at epoch 0) instead */
+    const uint8_t *mls_group;
+    size_t mls_group_len, mls_len;
 };
 
 struct load;

@@ -313,6 +313,8 @@ int bench_relay(const struct opts *o, FILE *out)
 
 /* ---- B3: fan-out ------------------------------------------------------------------------- */
 
+static void mls_fanout(const struct opts *o, FILE *out, double group_cost);
+
 #define FAN_SENDERS 8
 #define GROUP_USERS 32
 #define GROUP_DEVICES 3
@@ -438,6 +440,7 @@ int bench_fanout(const struct opts *o, FILE *out)
     stop_server(&mv);
     free_targets(t, accounts);
     free(devices);
+    mls_fanout(o, out, median(cost[n_k], runs));
     return 0;
 }
 
@@ -460,6 +463,152 @@ static void open_file_note(FILE *out, size_t wanted, const struct rlimit *rl, si
             "\n%zu connections need that many open files in each process; this "
             "machine's hard limit is %llu, so the run stopped at %zu.\n",
             wanted, (unsigned long long)rl->rlim_max, ran);
+}
+
+/* ---- B3 (MLS relay): one upload, copied by the delivery service --------------------------- */
+
+#define MLS_MESSAGE_LEN 391 /* a PrivateMessage carrying 256 bytes (B3 MLS, suite 1) */
+#define MLS_SENDERS 4
+#define MLS_GROUPS_MAX 4
+
+/* The bytes of the frames that carry one message to n - 1 other devices of one device each:
+ * as one MLS application message, or sealed per device (a send holds at most 256 handles,
+ * each copy as long as the MLS message). */
+static void upload_bytes(size_t n, size_t *mls, size_t *per_device)
+{
+    static uint8_t body[MLS_MESSAGE_LEN], gid[16];
+    Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+    Msv__Wire__MlsSend m = MSV__WIRE__MLS_SEND__INIT;
+    Msv__Wire__SendRequest q = MSV__WIRE__SEND_REQUEST__INIT;
+    Msv__Wire__Envelope env[256], *envp[256];
+    ProtobufCBinaryData handles[256];
+    uint8_t id[16] = {0};
+    char handle[32];
+
+    m.group_id = (ProtobufCBinaryData){sizeof(gid), gid};
+    m.kind = MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION;
+    m.message = (ProtobufCBinaryData){sizeof(body), body};
+    f.request_id = 1u << 20;
+    f.body_case = MSV__WIRE__FRAME__BODY_MLS_SEND;
+    f.mls_send = &m;
+    *mls = MSV_FRAME_HEADER_LEN + msv__wire__frame__get_packed_size(&f);
+    seed_handle(n, handle); /* handles as long as the group's last one */
+    *per_device = 0;
+    for (size_t left = n - 1; left > 0;) {
+        size_t k = left < 256 ? left : 256;
+
+        for (size_t i = 0; i < k; i++) {
+            msv__wire__envelope__init(&env[i]);
+            env[i].recipient_device = (uint64_t)n;
+            env[i].suite = MSV_SUITE_MODERN;
+            env[i].ciphertext = (ProtobufCBinaryData){sizeof(body), body};
+            envp[i] = &env[i];
+            handles[i] = (ProtobufCBinaryData){strlen(handle), (uint8_t *)handle};
+        }
+        q.message_id = (ProtobufCBinaryData){sizeof(id), id};
+        q.n_recipient_handles = k;
+        q.recipient_handles = handles;
+        q.n_envelopes = k;
+        q.envelopes = envp;
+        f.body_case = MSV__WIRE__FRAME__BODY_SEND;
+        f.send = &q;
+        *per_device += MSV_FRAME_HEADER_LEN + msv__wire__frame__get_packed_size(&f);
+        left -= k;
+    }
+}
+
+/*
+ * B3 extended to MLS groups: groups of N devices (one device per account), every device
+ * connected; MLS_SENDERS members each keep one application message in flight to their group
+ * (opaque bytes: the delivery service never reads them), and missived copies each to the
+ * other N - 1 devices, which acknowledge them. Server CPU per delivered copy, beside the
+ * per-device fan-out of B3's group above (group_cost) and the bytes each way uploads.
+ */
+static void mls_fanout(const struct opts *o, FILE *out, double group_cost)
+{
+    const size_t full[] = {10, 100, 1000, 5000}, quick[] = {10, 100};
+    const size_t *sizes = o->quick ? quick : full;
+    size_t n_sizes = o->quick ? 2 : 4, accounts = 0, n_conns;
+    struct seed_mls groups[MLS_GROUPS_MAX];
+    struct target t[MLS_GROUPS_MAX];
+    double cost[MLS_GROUPS_MAX][32] = {{0}}, rate[MLS_GROUPS_MAX][32] = {{0}};
+    struct server_proc mv;
+    struct rlimit rl;
+    struct seed s;
+    struct lconn *c;
+    struct load L;
+    int runs = net_runs(o);
+
+    for (size_t g = 0; g < n_sizes; g++) {
+        memset(groups[g].id, 0, sizeof(groups[g].id));
+        memcpy(groups[g].id, "bench-mls-group", 15);
+        groups[g].id[15] = (uint8_t)g;
+        groups[g].first = (uint64_t)accounts + 1; /* one device each: device id = account + 1 */
+        groups[g].n = sizes[g];
+        accounts += sizes[g];
+    }
+    n_conns = accounts;
+    if (raise_open_files(&rl) < n_conns)
+        die("B3 (MLS): %zu connections need more open files than this machine allows", n_conns);
+    s = (struct seed){.accounts = accounts, .mls = groups, .n_mls = n_sizes};
+    start_seeded(o, &s, 0, &mv);
+    init_load(&L, &mv);
+    c = load_alloc(&L, n_conns);
+    for (size_t a = 0; a < accounts; a++)
+        as_device(&c[a], &s, a, 0);
+    for (size_t g = 0; g < n_sizes; g++)
+        t[g] = (struct target){.mls_group = groups[g].id,
+                               .mls_group_len = sizeof(groups[g].id),
+                               .mls_len = MLS_MESSAGE_LEN};
+    load_connect(&L, 300);
+    check_ready(&L, n_conns, "missived");
+    L.window = 1;
+    for (int r = 0; r < runs; r++) {
+        for (size_t g = 0; g < n_sizes; g++) {
+            struct snap x, y;
+            uint64_t sends0;
+
+            for (size_t i = 0; i < n_conns; i++)
+                c[i].to = NULL;
+            for (size_t i = 0; i < MLS_SENDERS; i++)
+                c[groups[g].first - 1 + i].to = &t[g];
+            L.closed_loop = 1;
+            load_kick(&L);
+            load_run(&L, o->quick ? 0.2 : 0.5);
+            take_snap(&L, &mv, &x);
+            sends0 = L.accepted;
+            load_run(&L, o->window);
+            take_snap(&L, &mv, &y);
+            L.closed_loop = 0;
+            load_run(&L, o->quick ? 0.5 : 2); /* the last copies drain */
+            cost[g][r] = per((y.cpu - x.cpu) * 1e6, (double)(y.delivered - x.delivered));
+            rate[g][r] = per((double)(L.accepted - sends0), y.t - x.t);
+        }
+    }
+    if (L.lost > 0)
+        die("missived: connections were lost; first error: %s", L.first_error);
+    fprintf(out, "### B3 (MLS relay): one MLS application message to a group of N devices\n\n"
+                 "| group of | messages/s | copies delivered/s | server CPU µs per delivered "
+                 "copy | vs. per-device fan-out (B3's group above) | sender uploads, MLS | "
+                 "sender uploads, per device |\n|---|---|---|---|---|---|---|\n");
+    for (size_t g = 0; g < n_sizes; g++) {
+        double cst = median(cost[g], runs), rt = median(rate[g], runs);
+        size_t mls_b, dev_b;
+
+        upload_bytes(sizes[g], &mls_b, &dev_b);
+        fprintf(out, "| %zu devices | %.0f | %.0f | %.1f | %.2f | %zu B | %zu B |\n", sizes[g], rt,
+                rt * (double)(sizes[g] - 1), cst, per(cst, group_cost), mls_b, dev_b);
+    }
+    fprintf(out,
+            "\nEvery device connected and acknowledging; %d members of the group each keep one "
+            "message of %d bytes in flight; the delivery service stores its body once and "
+            "queues a copy for each other member device in one transaction. Server CPU per "
+            "delivered copy includes taking the send, the copies' commit, pushing each and "
+            "deleting it on acknowledgement. Uploads: the frames one message takes, as one MLS "
+            "message or sealed per device at the same size per copy (256 handles a send).\n\n",
+            MLS_SENDERS, MLS_MESSAGE_LEN);
+    load_free(&L);
+    stop_server(&mv);
 }
 
 /* ---- B4: idle connections ---------------------------------------------------------------- */

@@ -504,6 +504,38 @@ static void seed_label(const uint8_t secret[MSV_VRF_SECRET_KEY_LEN], const char 
     msv_pt_label(beta, label);
 }
 
+/* The MLS groups of seed, as the delivery service keeps them once their commits are taken. */
+static void seed_mls_groups(sqlite3 *db, const struct seed *seed)
+{
+    sqlite3_stmt *g = NULL, *m = NULL;
+
+    if (seed->n_mls == 0)
+        return;
+    sql_ok(db,
+           sqlite3_prepare_v2(db, "INSERT INTO mls_groups (group_id, epoch) VALUES (?, 0)", -1, &g,
+                              NULL),
+           "prepare");
+    sql_ok(db,
+           sqlite3_prepare_v2(db, "INSERT INTO mls_members (group_id, device_id) VALUES (?, ?)", -1,
+                              &m, NULL),
+           "prepare");
+    for (size_t i = 0; i < seed->n_mls; i++) {
+        const struct seed_mls *x = &seed->mls[i];
+
+        sqlite3_bind_blob(g, 1, x->id, sizeof(x->id), SQLITE_STATIC);
+        sql_ok(db, sqlite3_step(g), "MLS group");
+        sqlite3_reset(g);
+        for (size_t k = 0; k < x->n; k++) {
+            sqlite3_bind_blob(m, 1, x->id, sizeof(x->id), SQLITE_STATIC);
+            sqlite3_bind_int64(m, 2, (sqlite3_int64)(x->first + k));
+            sql_ok(db, sqlite3_step(m), "MLS member");
+            sqlite3_reset(m);
+        }
+    }
+    sqlite3_finalize(g);
+    sqlite3_finalize(m);
+}
+
 static void seed_db(const char *path, const char *data_dir, const struct seed *seed,
                     const uint8_t *identity, size_t identity_len)
 {
@@ -592,6 +624,7 @@ static void seed_db(const char *path, const char *data_dir, const struct seed *s
     }
     sqlite3_finalize(lab);
     sodium_memzero(vrf, sizeof(vrf));
+    seed_mls_groups(db, seed);
     sqlite3_finalize(acc);
     sqlite3_finalize(dev);
     sqlite3_finalize(kt);
