@@ -315,6 +315,27 @@ int bench_relay(const struct opts *o, FILE *out)
 
 static void mls_fanout(const struct opts *o, FILE *out, double group_cost);
 
+/* One window of the senders set on L's connections: server CPU per delivered copy and sends
+ * taken a second; then, sending stopped, drain_s for the last copies to be delivered. */
+static void measure_copies(const struct opts *o, struct load *L, const struct server_proc *p,
+                           double drain_s, double *cost, double *rate)
+{
+    struct snap x, y;
+    uint64_t sends0;
+
+    L->closed_loop = 1;
+    load_kick(L);
+    load_run(L, o->quick ? 0.2 : 0.5);
+    take_snap(L, p, &x);
+    sends0 = L->accepted;
+    load_run(L, o->window);
+    take_snap(L, p, &y);
+    L->closed_loop = 0;
+    load_run(L, drain_s);
+    *cost = per((y.cpu - x.cpu) * 1e6, (double)(y.delivered - x.delivered));
+    *rate = per((double)(L->accepted - sends0), y.t - x.t);
+}
+
 #define FAN_SENDERS 8
 #define GROUP_USERS 32
 #define GROUP_DEVICES 3
@@ -384,9 +405,6 @@ int bench_fanout(const struct opts *o, FILE *out)
         for (size_t sc = 0; sc <= n_k; sc++) {
             size_t first = sc < n_k ? sc * 2 * FAN_SENDERS : group0;
             size_t count = sc < n_k ? FAN_SENDERS : GROUP_SENDERS;
-            struct snap x, y;
-            uint64_t sends0;
-
             /* the scenario's senders: the first device of each sending account */
             for (size_t i = 0; i < n_conns; i++)
                 c[i].to = NULL;
@@ -395,17 +413,7 @@ int bench_fanout(const struct opts *o, FILE *out)
 
                 c[dev - 1].to = &t[first + i];
             }
-            L.closed_loop = 1;
-            load_kick(&L);
-            load_run(&L, o->quick ? 0.2 : 0.5);
-            take_snap(&L, &mv, &x);
-            sends0 = L.accepted;
-            load_run(&L, o->window);
-            take_snap(&L, &mv, &y);
-            L.closed_loop = 0;
-            load_run(&L, o->quick ? 0.2 : 0.5); /* the last sends drain */
-            cost[sc][r] = per((y.cpu - x.cpu) * 1e6, (double)(y.delivered - x.delivered));
-            rate[sc][r] = per((double)(L.accepted - sends0), y.t - x.t);
+            measure_copies(o, &L, &mv, o->quick ? 0.2 : 0.5, &cost[sc][r], &rate[sc][r]);
         }
     }
     if (L.lost > 0)
@@ -565,24 +573,11 @@ static void mls_fanout(const struct opts *o, FILE *out, double group_cost)
     L.window = 1;
     for (int r = 0; r < runs; r++) {
         for (size_t g = 0; g < n_sizes; g++) {
-            struct snap x, y;
-            uint64_t sends0;
-
             for (size_t i = 0; i < n_conns; i++)
                 c[i].to = NULL;
             for (size_t i = 0; i < MLS_SENDERS; i++)
                 c[groups[g].first - 1 + i].to = &t[g];
-            L.closed_loop = 1;
-            load_kick(&L);
-            load_run(&L, o->quick ? 0.2 : 0.5);
-            take_snap(&L, &mv, &x);
-            sends0 = L.accepted;
-            load_run(&L, o->window);
-            take_snap(&L, &mv, &y);
-            L.closed_loop = 0;
-            load_run(&L, o->quick ? 0.5 : 2); /* the last copies drain */
-            cost[g][r] = per((y.cpu - x.cpu) * 1e6, (double)(y.delivered - x.delivered));
-            rate[g][r] = per((double)(L.accepted - sends0), y.t - x.t);
+            measure_copies(o, &L, &mv, o->quick ? 0.5 : 2, &cost[g][r], &rate[g][r]);
         }
     }
     if (L.lost > 0)
