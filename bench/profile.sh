@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Where missived's CPU goes under B2's load: runs `missive-bench relay` (1,000 connections,
-# one run, a long full-load window), records missived with linux-perf for SECONDS once the
-# load has started, and prints the samples by category (bench/profile_categories.py).
-#   bench/profile.sh [BUILD_DIR] [SECONDS]     default: build, 10
+# Where a server's CPU goes under B2's load: runs `missive-bench relay` (1,000 connections,
+# one run, a long full-load window), records SERVER (missived, or the Mosquitto it is
+# compared with) with linux-perf for SECONDS once the load has started, and prints the
+# samples by category (bench/profile_categories.py).
+#   bench/profile.sh [BUILD_DIR] [SECONDS] [SERVER]     default: build, 10, missived
 # perf needs kernel.perf_event_paranoid <= 2 to profile a process of the same user
 # (scripts/deps.sh --bench installs linux-perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 seconds=${2:-10}
-case "$seconds" in '' | *[!0-9]*) echo "usage: bench/profile.sh [BUILD_DIR] [SECONDS]" >&2; exit 2 ;; esac
+name=${3:-missived}
+case "$seconds" in '' | *[!0-9]*) echo "usage: bench/profile.sh [BUILD_DIR] [SECONDS] [missived|mosquitto]" >&2; exit 2 ;; esac
+case "$name" in missived | mosquitto) ;; *) echo "profile: SERVER is missived or mosquitto" >&2; exit 2 ;; esac
 command -v perf >/dev/null || { echo "profile: perf is not installed (scripts/deps.sh --bench)" >&2; exit 1; }
 [ -x "$build/missive-bench" ] || { echo "profile: no $build/missive-bench (build it first)" >&2; exit 1; }
 work=$(mktemp -d)
@@ -21,7 +24,7 @@ cleanup() {
 trap cleanup EXIT
 "$build/missive-bench" --runs 1 --window $((seconds * 3)) relay >"$work/bench.out" 2>"$work/bench.err" &
 bench_pid=$!
-# the load has started when a missived of the bench (the seeding may start one of its own
+# the load has started when a server of the bench (the seeding may start a missived of its own
 # before the measured one) uses more than 60% of a core over a second
 hz=$(getconf CLK_TCK)
 server=
@@ -32,7 +35,7 @@ for _ in $(seq 1 1200); do
     now=
     [ -n "$server" ] && now=$(awk '{print $14 + $15}' "/proc/$server/stat" 2>/dev/null)
     if [ -z "$now" ]; then
-        server=$(pgrep -x missived -P "$bench_pid" | head -1 || true)
+        server=$(pgrep -x "$name" -P "$bench_pid" | head -1 || true)
         prev=
     elif [ -n "$prev" ] && [ $((now - prev)) -gt $((hz * 6 / 10)) ]; then
         loaded=1
@@ -41,8 +44,8 @@ for _ in $(seq 1 1200); do
     prev=$now
     sleep 1
 done
-[ "$loaded" = 1 ] || { echo "profile: missived never came under load" >&2; exit 1; }
-echo "profile: missived (pid $server) under load; recording ${seconds}s" >&2
+[ "$loaded" = 1 ] || { echo "profile: $name never came under load" >&2; exit 1; }
+echo "profile: $name (pid $server) under load; recording ${seconds}s" >&2
 perf record -F 999 -g -p "$server" -o "$work/perf.data" -- sleep "$seconds" 2>"$work/perf.err" >/dev/null ||
     { echo "profile: perf record failed:" >&2; cat "$work/perf.err" >&2; exit 1; }
-perf script -i "$work/perf.data" 2>/dev/null | python3 bench/profile_categories.py
+perf script -i "$work/perf.data" 2>/dev/null | python3 bench/profile_categories.py "$name"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Reads `perf script` output (call chains) on standard input and prints the share of samples
 in each category: the library or kernel path a sample's innermost frame is in, kernel samples
-by the system call (or network path) in their chain. Used by bench/profile.sh."""
+by the system call (or network path) in their chain; the server's own code by its name
+(argument 1: missived, the default, or mosquitto). Used by bench/profile.sh."""
 import collections
 import re
 import sys
@@ -32,7 +33,7 @@ LIBS = [
 ]
 
 
-def category(chain):
+def category(chain, server):
     name, dso = chain[0]
     if dso.startswith("[kernel") or dso.startswith("[vdso"):
         kernel = [n for n, d in chain if d.startswith("[kernel")]
@@ -51,18 +52,19 @@ def category(chain):
         if "mutex" in name or "lll_" in name:
             return "libc: mutex"
         return "libc: other"
-    if dso.endswith("missived"):
-        return "missived"
+    if dso.endswith(server):
+        return server
     return "other"
 
 
 def main():
+    server = sys.argv[1] if len(sys.argv) > 1 else "missived"
     counts = collections.Counter()
     chain = []
     for line in list(sys.stdin) + [""]:
         if not line.strip():
             if chain:
-                counts[category(chain)] += 1
+                counts[category(chain, server)] += 1
             chain = []
             continue
         m = FRAME.match(line)
@@ -71,7 +73,7 @@ def main():
     total = sum(counts.values())
     if total == 0:
         sys.exit("profile: no samples")
-    print(f"| share of missived's CPU samples ({total}) | category |")
+    print(f"| share of {server}'s CPU samples ({total}) | category |")
     print("|---|---|")
     for cat, n in counts.most_common():
         print(f"| {100 * n / total:.1f}% | {cat} |")

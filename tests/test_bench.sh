@@ -95,6 +95,12 @@ grep -q '^| share of missived.s CPU samples (4) | category |$' cat.txt &&
     grep -q '^| 25.0% | libc: malloc/free |$' cat.txt && ok || bad "profile categories: $(cat cat.txt)"
 : >empty.txt
 python3 "$CATEGORIES" <empty.txt >/dev/null 2>&1 && bad "no samples accepted" || ok
+# Mosquitto's samples: its own code by its name
+printf '%s\n' 'mosquitto 1 1.0: 1001 cpu-clock:' $'\t5601 packet__read+0x21 (/usr/sbin/mosquitto)' '' \
+    'mosquitto 1 1.1: 1001 cpu-clock:' $'\t7f01 SSL_read+0x4 (/usr/lib/x86_64-linux-gnu/libssl.so.3)' >perf.txt
+python3 "$CATEGORIES" mosquitto <perf.txt >cat.txt
+grep -q '^| share of mosquitto.s CPU samples (2) | category |$' cat.txt && grep -q '^| 50.0% | mosquitto |$' cat.txt &&
+    grep -q '^| 50.0% | TLS (OpenSSL) |$' cat.txt && ok || bad "Mosquitto's categories: $(cat cat.txt)"
 
 # nothing left behind: no server still running from this run, no scratch directory
 bench_gone "$work" && ok || bad "left behind by the bench: $(bench_left "$work")"
