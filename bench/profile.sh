@@ -15,6 +15,8 @@ case "$seconds" in '' | *[!0-9]*) echo "usage: bench/profile.sh [BUILD_DIR] [SEC
 case "$name" in missived | mosquitto) ;; *) echo "profile: SERVER is missived or mosquitto" >&2; exit 2 ;; esac
 command -v perf >/dev/null || { echo "profile: perf is not installed (scripts/deps.sh --bench)" >&2; exit 1; }
 [ -x "$build/missive-bench" ] || { echo "profile: no $build/missive-bench (build it first)" >&2; exit 1; }
+[ "$name" = missived ] || command -v mosquitto >/dev/null ||
+    { echo "profile: Mosquitto is not installed (scripts/deps.sh --bench)" >&2; exit 1; }
 work=$(mktemp -d)
 bench_pid=
 cleanup() {

@@ -49,7 +49,7 @@ grep -Eq '^\| 1 device \| [1-9][0-9]* \|' all.txt && ok || bad "B3 row"
 grep -q '^### B3 (MLS relay)' all.txt && ok || bad "B3 MLS relay section"
 for n in 10 100; do
     awk -F'|' -v n="$n devices" '$2 == " " n " " && $3+0 > 0 && $4+0 > 0 && $5+0 > 0 &&
-        $7+0 > 0 && $7+0 < $8+0 / 5 {found=1} END {exit !found}' all.txt &&
+        $7+0 > 0 && $7+0 < ($8+0) / 5 {found=1} END {exit !found}' all.txt &&
         ok || bad "B3 MLS relay row for $n: $(grep "^| $n devices" all.txt)"
 done
 grep -Eq '^\| 200 \| [0-9]+\.[0-9] \|' all.txt && ok || bad "B4 row"

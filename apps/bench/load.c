@@ -306,6 +306,7 @@ static void missive_frame(struct lconn *c, const msv_frame *f, uint64_t *acks, s
         break;
     case MSV__WIRE__FRAME__BODY_MLS_SENT:
         L->accepted++;
+        L->mls_queued += f->mls_sent->queued;
         break;
     case MSV__WIRE__FRAME__BODY_DEVICE_CHANGE:
         return;

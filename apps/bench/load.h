@@ -100,6 +100,7 @@ struct load {
     size_t lookup_space; /* lookups ask for one of this many accounts */
     uint64_t send_limit; /* closed loop stops after this many sends (0: no limit) */
     uint64_t sent, accepted, delivered, errors, lookups_done;
+    uint64_t mls_queued; /* copies the MLS sends taken were queued for (MlsSent.queued) */
     int record;
     double *lat;
     size_t lat_n, lat_cap;

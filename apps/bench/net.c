@@ -315,10 +315,11 @@ int bench_relay(const struct opts *o, FILE *out)
 
 static void mls_fanout(const struct opts *o, FILE *out, double group_cost);
 
-/* One window of the senders set on L's connections: server CPU per delivered copy and sends
- * taken a second; then, sending stopped, drain_s for the last copies to be delivered. */
+/* One window of the senders set on L's connections: server CPU per delivered copy, sends
+ * taken a second and (copies, if not NULL) copies delivered a second; then, sending stopped,
+ * drain_s for the last copies to be delivered. */
 static void measure_copies(const struct opts *o, struct load *L, const struct server_proc *p,
-                           double drain_s, double *cost, double *rate)
+                           double drain_s, double *cost, double *rate, double *copies)
 {
     struct snap x, y;
     uint64_t sends0;
@@ -334,6 +335,8 @@ static void measure_copies(const struct opts *o, struct load *L, const struct se
     load_run(L, drain_s);
     *cost = per((y.cpu - x.cpu) * 1e6, (double)(y.delivered - x.delivered));
     *rate = per((double)(L->accepted - sends0), y.t - x.t);
+    if (copies != NULL)
+        *copies = per((double)(y.delivered - x.delivered), y.t - x.t);
 }
 
 #define FAN_SENDERS 8
@@ -413,7 +416,7 @@ int bench_fanout(const struct opts *o, FILE *out)
 
                 c[dev - 1].to = &t[first + i];
             }
-            measure_copies(o, &L, &mv, o->quick ? 0.2 : 0.5, &cost[sc][r], &rate[sc][r]);
+            measure_copies(o, &L, &mv, o->quick ? 0.2 : 0.5, &cost[sc][r], &rate[sc][r], NULL);
         }
     }
     if (L.lost > 0)
@@ -540,6 +543,7 @@ static void mls_fanout(const struct opts *o, FILE *out, double group_cost)
     struct seed_mls groups[MLS_GROUPS_MAX];
     struct target t[MLS_GROUPS_MAX];
     double cost[MLS_GROUPS_MAX][32] = {{0}}, rate[MLS_GROUPS_MAX][32] = {{0}};
+    double copies[MLS_GROUPS_MAX][32] = {{0}};
     struct server_proc mv;
     struct rlimit rl;
     struct seed s;
@@ -577,7 +581,13 @@ static void mls_fanout(const struct opts *o, FILE *out, double group_cost)
                 c[i].to = NULL;
             for (size_t i = 0; i < MLS_SENDERS; i++)
                 c[groups[g].first - 1 + i].to = &t[g];
-            measure_copies(o, &L, &mv, o->quick ? 0.5 : 2, &cost[g][r], &rate[g][r]);
+            measure_copies(o, &L, &mv, o->quick ? 0.5 : 2, &cost[g][r], &rate[g][r], &copies[g][r]);
+            /* every copy of every send taken delivered before the next window, none refused */
+            run_to(&L, L.mls_queued, 0, 120);
+            if (L.delivered != L.mls_queued || L.errors > 0)
+                die("B3 (MLS): %llu copies queued, %llu delivered, %llu errors (first: %s)",
+                    (unsigned long long)L.mls_queued, (unsigned long long)L.delivered,
+                    (unsigned long long)L.errors, L.first_error);
         }
     }
     if (L.lost > 0)
@@ -592,7 +602,7 @@ static void mls_fanout(const struct opts *o, FILE *out, double group_cost)
 
         upload_bytes(sizes[g], &mls_b, &dev_b);
         fprintf(out, "| %zu devices | %.0f | %.0f | %.1f | %.2f | %zu B | %zu B |\n", sizes[g], rt,
-                rt * (double)(sizes[g] - 1), cst, per(cst, group_cost), mls_b, dev_b);
+                median(copies[g], runs), cst, per(cst, group_cost), mls_b, dev_b);
     }
     fprintf(out,
             "\nEvery device connected and acknowledging; %d members of the group each keep one "
