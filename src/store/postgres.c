@@ -44,7 +44,7 @@
 #include "util/endian.h"
 
 #define STATEMENTS_MAX 192 /* above the number of statement texts here (about 110) */
-#define PARAMS_MAX 8
+#define PARAMS_MAX 12      /* the most one statement binds is 9 (queue_put) */
 /*
  * Advisory locks: a device's id (the bigint key space) while envelopes for it
  * are enqueued; (19795, 1) while migrating and (19795, 2) while appending to
@@ -87,8 +87,19 @@ struct args {
     char num[PARAMS_MAX][24];
 };
 
+/* A statement binding more than PARAMS_MAX parameters is this file's mistake: stop at once. */
+static void a_room(const struct args *a)
+{
+    if (a->n >= PARAMS_MAX) {
+        fprintf(stderr, "missive store: a PostgreSQL statement binds more than %d parameters\n",
+                PARAMS_MAX);
+        abort();
+    }
+}
+
 static void a_i64(struct args *a, int64_t v)
 {
+    a_room(a);
     snprintf(a->num[a->n], sizeof(a->num[a->n]), "%lld", (long long)v);
     a->v[a->n] = a->num[a->n];
     a->len[a->n] = 0;
@@ -97,6 +108,7 @@ static void a_i64(struct args *a, int64_t v)
 
 static void a_text(struct args *a, const char *s)
 {
+    a_room(a);
     a->v[a->n] = s;
     a->len[a->n] = 0;
     a->fmt[a->n++] = 0;
@@ -104,6 +116,7 @@ static void a_text(struct args *a, const char *s)
 
 static void a_bytes(struct args *a, const void *p, size_t n)
 {
+    a_room(a);
     a->v[a->n] = n > 0 ? p : "";
     a->len[a->n] = (int)n;
     a->fmt[a->n++] = 1;
@@ -554,8 +567,9 @@ static msv_err finish(struct pg_conn *c, msv_err err)
 /*
  * A group's copies of one message share its body, stored once (queue_bodies); each copy's row
  * names it (body_id) and counts its length (body_len) in its device's usage. A body goes with
- * its last copy (refs, taken down by a statement trigger): the bodies a statement touches are
- * locked in ascending order first, so that two deletes of copies cannot deadlock on them.
+ * its last copy (refs, taken down by a statement trigger, which a delete of no shared copy
+ * leaves at one look at what it deleted): the bodies a statement touches are locked in
+ * ascending order first, so that two deletes of copies cannot deadlock on them.
  */
 #define QUEUE_BODIES_SCHEMA                                                                     \
     "CREATE TABLE queue_bodies ("                                                               \
@@ -577,6 +591,7 @@ static msv_err finish(struct pg_conn *c, msv_err err)
     "  envelopes = queue_usage.envelopes + excluded.envelopes,"                                 \
     "  bytes = queue_usage.bytes + excluded.bytes; RETURN NULL; END $$;"                        \
     "CREATE FUNCTION queue_bodies_sub() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"           \
+    "  IF NOT EXISTS (SELECT 1 FROM gone WHERE body_id IS NOT NULL) THEN RETURN NULL; END IF;"  \
     "  PERFORM 1 FROM queue_bodies WHERE id IN (SELECT body_id FROM gone) ORDER BY id"          \
     "  FOR UPDATE;"                                                                             \
     "  UPDATE queue_bodies b SET refs = b.refs - g.n FROM (SELECT body_id, COUNT(*) AS n"       \
