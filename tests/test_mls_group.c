@@ -28,15 +28,7 @@
 #include "mls/member.h"
 #include "mls/mls.h"
 
-static int failures;
-
-#define CHECK(cond, what)                                             \
-    do {                                                              \
-        if (!(cond)) {                                                \
-            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, what); \
-            failures++;                                               \
-        }                                                             \
-    } while (0)
+#include "mls_check.h"
 
 #define NOW 1800000000u
 #define DEVICES 64
@@ -53,12 +45,6 @@ struct device {
 static struct device devs[DEVICES];
 static size_t n_devs;
 static enum msv_mls_suite suite;
-
-static void fatal(const char *what)
-{
-    fprintf(stderr, "fatal: %s\n", what);
-    exit(1);
-}
 
 static size_t new_device(void)
 {

@@ -26,15 +26,7 @@
 #include "mls/member.h"
 #include "mls/mls.h"
 
-static int failures;
-
-#define CHECK(cond, what)                                             \
-    do {                                                              \
-        if (!(cond)) {                                                \
-            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, what); \
-            failures++;                                               \
-        }                                                             \
-    } while (0)
+#include "mls_check.h"
 
 #define NOW 1800000000u
 #define N 5
@@ -50,12 +42,6 @@ struct device {
 };
 
 static struct device devs[N];
-
-static void fatal(const char *what)
-{
-    fprintf(stderr, "fatal: %s\n", what);
-    exit(1);
-}
 
 /* A fresh KeyPackage of device i in suite s (its identity and signature key stay). */
 static void fresh_key_package(size_t i, enum msv_mls_suite s)
