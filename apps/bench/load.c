@@ -148,13 +148,13 @@ static void missive_send(struct lconn *c)
     Msv__Wire__SendRequest q = MSV__WIRE__SEND_REQUEST__INIT;
     Msv__Wire__Envelope env[128], *envp[128];
     ProtobufCBinaryData handles[64];
-    uint8_t id[16] = {0}, *payload = calloc(1, L->payload);
+    uint8_t id[16] = {0}, *payload;
 
     if (t->mls_group != NULL) {
-        free(payload);
         missive_mls_send(c, t);
         return;
     }
+    payload = calloc(1, L->payload);
     if (payload == NULL || t->n_devices > 128 || t->n_handles > 64)
         die("a send too large for the load generator");
     put_stamp(payload);
