@@ -1325,6 +1325,49 @@ static void test_linked_device_joins(void **state)
     club_free(&k);
 }
 
+/*
+ * bob's laptop, added to the club by his phone, writes before it has read its queue, where its
+ * Welcome waits: the send takes the Welcome first, and the message goes on MLS. Before, it
+ * went as per-device copies asking to be added again, and alice's device replaced the leaf the
+ * Welcome had just given it (one more commit, and the first Welcome wasted).
+ */
+static void test_writes_before_its_welcome(void **state)
+{
+    struct club k;
+    struct msv_client *laptop;
+    uint8_t id[16];
+    size_t commits;
+
+    (void)state;
+    laptop = club_bob_laptop(&k);
+    receive_now(k.bob);
+    receive_now(k.alice);
+    receive_now(k.carol);
+    assert_int_equal(
+        queued_mls(&k.s, laptop->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    assert_false(client_mls_is_on(laptop, k.gid));
+    commits =
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL);
+    assert_int_equal(msv_client_group_send(laptop, "club", "laptop first", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_true(client_mls_is_on(laptop, k.gid));
+    assert_int_equal(
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        1);
+    receive_now(k.alice);
+    assert_sent_by(k.alice, k.conversation, "laptop first", "bob@example.org", laptop->device_id);
+    /* nobody asked to be added again, and no leaf was replaced */
+    assert_int_equal(settings_count(k.alice, "mls-rejoin:"), 0);
+    assert_int_equal(
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL),
+        commits);
+    receive_now(k.carol);
+    assert_sent_by(k.carol, k.conversation, "laptop first", "bob@example.org", laptop->device_id);
+    assert_int_equal(history_count(k.carol, k.conversation, "could not be read"), 0);
+    msv_client_close(laptop);
+    club_free(&k);
+}
+
 /* A group state's encoding (docs/groups.md) of gid at epoch: name, members, admins. */
 static uint8_t *state_of(const uint8_t gid[16], uint64_t epoch, const char *name,
                          const char *const *members, size_t n_members, const char *const *admins,
@@ -4336,6 +4379,7 @@ int main(void)
         cmocka_unit_test(test_readded_member_reads),
         cmocka_unit_test(test_commit_during_rate_limit),
         cmocka_unit_test(test_linked_device_joins),
+        cmocka_unit_test(test_writes_before_its_welcome),
         cmocka_unit_test(test_group_copies),
         cmocka_unit_test(test_group_copy_behind),
         cmocka_unit_test(test_group_copy_mark_lasts_a_week),

@@ -1442,6 +1442,13 @@ msv_err client_group_send(struct msv_client *c, const char *name, struct msv_pay
     size_t n = 0;
     msv_err err = joined_group(c, name, &g);
 
+    /* a device that holds no state of the group's MLS group reads its queue first, where the
+     * Welcome adding it may wait; the group as that left it */
+    if (err == MSV_OK && p->kind == MSV_KIND_MESSAGE && client_mls_queue_first(c, g.group_id)) {
+        msv_client_group_conversation(g.group_id, conversation);
+        msv_group_clear(&g);
+        err = joined_group(c, conversation, &g);
+    }
     if (err != MSV_OK)
         return err;
     if ((err = client_members_of(g.members, &members, &n)) != MSV_OK) {

@@ -641,6 +641,16 @@ MSV_MUST_CHECK msv_err client_mls_follow_due(struct msv_client *c, const uint8_t
  */
 int client_mls_unusable(struct msv_client *c, const uint8_t gid[16]);
 /*
+ * Before a message to group gid from this device, which holds no state of its MLS group: the
+ * device's queue read first (its messages told as any read within a send), where the
+ * Welcome adding it may wait (linked or added a moment ago), so that the message goes on MLS
+ * rather than asking the group's admins to add the device again. Not within a receive, nor
+ * by a program that takes its deliveries as they come; at most once a minute per group by a
+ * process (a group that is not on MLS would otherwise read the queue at every message). A
+ * failure leaves everything as it was. 1 if the queue was read (the group may have changed).
+ */
+int client_mls_queue_first(struct msv_client *c, const uint8_t gid[16]);
+/*
  * A group message of device (of member sender), written at sent_at_ms, said it holds no usable
  * state of the group's MLS group: on an admin's device holding the group, that device's leaf
  * is recorded to be replaced at the end of the receive (client_mls_joins), at most once an

@@ -2662,7 +2662,15 @@ msv_err client_mls_refusal_told(struct msv_client *c, const struct client_mls_re
 #define CATCH_UP_READS 16 /* reads of the log one catch-up makes (64 commits, 256 KiB each) */
 #define MLS_CATCH_UP_QUIET_MS 60000
 
-#define WELCOME_ASKED UINT64_MAX /* the quiet table's epoch of an ask for a Welcome kept */
+#define WELCOME_ASKED UINT64_MAX     /* the quiet table's epoch of an ask for a Welcome kept */
+#define QUEUE_FIRST (UINT64_MAX - 1) /* its epoch of a queue read before a send (no state) */
+
+/* Which of the quiet table's three kinds of entry epoch names: a log read, an ask for a
+ * Welcome kept, a queue read before a send. */
+static int quiet_kind(uint64_t epoch)
+{
+    return epoch == WELCOME_ASKED ? 1 : epoch == QUEUE_FIRST ? 2 : 0;
+}
 
 /* Whether a read of what the delivery service keeps (asked: how the request ended, c->why its
  * refusal) is to be made again with the delivery that asked: it got no answer (the connection
@@ -2684,7 +2692,8 @@ static int group_known(struct msv_client *c, const uint8_t gid[16])
 }
 
 /* The slot of group gid in the table of reads that brought nothing (the oldest if none): a
- * read of its log, or an ask for its Welcome kept (epoch WELCOME_ASKED), each its own. */
+ * read of its log, an ask for its Welcome kept (epoch WELCOME_ASKED), or a queue read before a
+ * send (QUEUE_FIRST), each its own. */
 static struct client_mls_quiet *quiet_slot(struct msv_client *c, const uint8_t gid[16],
                                            uint64_t epoch)
 {
@@ -2692,7 +2701,7 @@ static struct client_mls_quiet *quiet_slot(struct msv_client *c, const uint8_t g
 
     for (size_t i = 0; i < MSV_CLIENT_MLS_QUIET; i++) {
         if (memcmp(c->mls_quiet[i].gid, gid, 16) == 0 &&
-            (c->mls_quiet[i].epoch == WELCOME_ASKED) == (epoch == WELCOME_ASKED))
+            quiet_kind(c->mls_quiet[i].epoch) == quiet_kind(epoch))
             return &c->mls_quiet[i];
         if (c->mls_quiet[i].ms < oldest->ms)
             oldest = &c->mls_quiet[i];
@@ -2887,6 +2896,17 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
     if (*moved == 0)
         catch_up_quiet_set(c, gid, gen, start);
     return MSV_OK; /* not a member, no such group, or anything else the server said: as it was */
+}
+
+int client_mls_queue_first(struct msv_client *c, const uint8_t gid[16])
+{
+    if (c->receiving || c->takes_deliveries || client_mls_is_on(c, gid) ||
+        catch_up_quiet(c, gid, 0, QUEUE_FIRST))
+        return 0;
+    catch_up_quiet_set(c, gid, 0, QUEUE_FIRST);
+    /* a failure (no connection) leaves the message as it was: queued, or sent asking */
+    (void)receive_within(c);
+    return 1;
 }
 
 /*
