@@ -312,6 +312,15 @@ receive_until() {
     return $rc
 }
 
+# receive_crashing_at K WHO: WHO's `missive receive` with $F (tests/faulty_io.c) preloaded,
+# killed at its write or sync number K in dev-WHO/ (status 137, as if killed; 0 if it finished
+# first), what it printed in crash.out
+receive_crashing_at() {
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+        MSV_FAULTY_IO_MATCH="$work/dev-$2/" MSV_FAULTY_IO_CRASH_AFTER=$1 LD_PRELOAD="$F" \
+        "$M" --data-dir "dev-$2" --account "$2@example.org" receive >crash.out 2>&1
+}
+
 # rejoined NODE: 0 once node NODE has connected to Redis a second time (within 10 s)
 rejoined() {
     for _ in $(seq 100); do

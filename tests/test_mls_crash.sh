@@ -30,9 +30,7 @@ expect 0 "alice writes to the group" -- as alice send --group crash --text "thro
 crashes=0 kept=0
 db=$(echo dev-bob/bob@example.org/state.db)
 for k in $(seq 0 200); do
-    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
-        MSV_FAULTY_IO_MATCH="$work/dev-bob/" MSV_FAULTY_IO_CRASH_AFTER=$k LD_PRELOAD="$F" \
-        "$M" --data-dir dev-bob --account bob@example.org receive >crash.out 2>&1
+    receive_crashing_at "$k" bob
     rc=$?
     [ "$rc" = 0 ] && break
     [ "$rc" = 137 ] || { bad "a receive exited $rc: $(cat crash.out)"; break; }

@@ -58,6 +58,8 @@ static msv_err receive_within(struct msv_client *c)
 }
 
 static int64_t held_generation(struct msv_client *c, const uint8_t gid[16], uint64_t *epoch);
+static msv_err founded_now(struct msv_client *c, const uint8_t gid[16]);
+static int ask_again_later(const struct msv_client *c, msv_err asked);
 static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t gen, uint64_t target,
                         int force, uint64_t *moved);
 
@@ -356,6 +358,30 @@ static msv_err state_save(struct msv_client *c, const uint8_t gid[16],
     return state_save_with(c, gid, m, dir, roster, roster_len, NULL, NULL, 0);
 }
 
+/* m with its roster as stored (state_save_with), after what b holds. */
+static msv_err state_put(const struct msv_mls_member *m, const struct dir *dir,
+                         const uint8_t *roster, size_t roster_len, struct msv_buf *b)
+{
+    uint8_t *saved = NULL;
+    size_t saved_len = 0, at;
+    const char *why = NULL;
+    msv_err err = msv_mls_member_save(m, &saved, &saved_len, &why);
+
+    if (err != MSV_OK)
+        return err;
+    msv_buf_put_u32be(b, 0);
+    at = b->len;
+    err = dir != NULL ? roster_encode(m, dir, b) : MSV_OK;
+    if (dir == NULL)
+        msv_buf_put(b, roster, roster_len);
+    if (err == MSV_OK && b->failed == MSV_OK) {
+        msv_put_u32be(b->data + at - 4, (uint32_t)(b->len - at));
+        msv_buf_put(b, saved, saved_len);
+    }
+    msv_secret_free(saved, saved_len);
+    return err;
+}
+
 /* state_save, and the setting key2 in the same transaction (key2 NULL: none). */
 static msv_err state_save_with(struct msv_client *c, const uint8_t gid[16],
                                const struct msv_mls_member *m, const struct dir *dir,
@@ -363,28 +389,17 @@ static msv_err state_save_with(struct msv_client *c, const uint8_t gid[16],
                                const uint8_t *value2, size_t len2)
 {
     struct msv_buf b;
-    uint8_t *saved = NULL, *out = NULL;
-    size_t saved_len = 0, out_len = 0, at;
-    const char *why = NULL;
+    uint8_t *out = NULL;
+    size_t out_len = 0;
     char key[sizeof(PREFIX) + 32];
-    msv_err err = msv_mls_member_save(m, &saved, &saved_len, &why);
+    msv_err err;
 
-    if (err != MSV_OK)
-        return err;
     msv_buf_init(&b, MSV_MLS_STATE_MAX);
-    msv_buf_put_u32be(&b, 0);
-    at = b.len;
-    err = dir != NULL ? roster_encode(m, dir, &b) : MSV_OK;
-    if (dir == NULL)
-        msv_buf_put(&b, roster, roster_len);
-    if (err == MSV_OK) {
-        msv_put_u32be(b.data, (uint32_t)(b.len - at));
-        msv_buf_put(&b, saved, saved_len);
+    err = state_put(m, dir, roster, roster_len, &b);
+    if (err == MSV_OK)
         err = msv_buf_finish(&b, &out, &out_len);
-    } else {
+    else
         msv_buf_clear(&b);
-    }
-    msv_secret_free(saved, saved_len);
     state_key(gid, key);
     if (err == MSV_OK)
         err = key2 == NULL ? msv_client_db_set(c->db, key, out, out_len)
@@ -971,6 +986,172 @@ forget:
     free(devices);
     free(v);
     return err == MSV_OK ? msv_client_db_unset(c->db, key) : err;
+}
+
+/*
+ * A commit of this device's is kept from before it goes to the delivery service until its
+ * answer came, with the state it makes and its Welcome, so that a crash or a lost answer in
+ * between does not leave the device behind the group its own commit moved on (and the devices
+ * it added without their Welcome): "mls-own-commit:<hex of the group id>" = u32be generation ||
+ * u64be epoch it was made at || SHA-256 of the commit as sent (or of its reference) || u32be
+ * length of the Welcome record (welcome_record's, for the epoch after; 0: none) || that record
+ * || the state the commit makes, as stored (state_put). The group's commit log settles it
+ * (own_commit_settle): the same commit there, from this device, at the epoch of the state this
+ * device holds, makes that state the one held, its Welcome kept to be sent; anything else
+ * forgets it.
+ */
+#define OWN_COMMIT "mls-own-commit:"
+#define OWN_HEAD 48u
+
+/* Under the lock, before commit goes: the record of it (m holds it as its pending epoch). */
+static msv_err own_commit_keep(struct msv_client *c, const uint8_t gid[16],
+                               const struct msv_mls_member *m, const struct dir *dir,
+                               const uint8_t *commit, size_t commit_len, const uint8_t *kept,
+                               size_t kept_len)
+{
+    struct msv_buf b;
+    uint8_t head[OWN_HEAD], *out = NULL;
+    size_t out_len = 0;
+    char key[KEY_MAX];
+    msv_err err;
+
+    msv_put_u32be(head, generation_of(m));
+    msv_put_u64be(head + 4, m->epoch);
+    crypto_hash_sha256(head + 12, commit, commit_len);
+    msv_put_u32be(head + 44, (uint32_t)kept_len);
+    msv_buf_init(&b, OWN_HEAD + kept_len + MSV_MLS_STATE_MAX);
+    msv_buf_put(&b, head, sizeof(head));
+    msv_buf_put(&b, kept, kept_len);
+    err = state_put(m->pending, dir, NULL, 0, &b);
+    if (err == MSV_OK)
+        err = msv_buf_finish(&b, &out, &out_len);
+    else
+        msv_buf_clear(&b);
+    if (err == MSV_OK)
+        err = msv_client_db_set(c->db, group_key(OWN_COMMIT, gid, key), out, out_len);
+    msv_secret_free(out, out_len);
+    return err;
+}
+
+/* Under the lock: the record forgotten (its answer came). */
+static msv_err own_commit_forget(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+
+    return msv_client_db_unset(c->db, group_key(OWN_COMMIT, gid, key));
+}
+
+/*
+ * Under the lock: this device's commit kept (OWN_COMMIT) against the commit the group's log
+ * holds at the epoch it was made at (logged, as sent; NULL: none there; mine: this device sent
+ * it). The same one, while this device still holds the state it was made from, makes the
+ * state it made the one held and keeps its Welcome to be sent (welcome_flush), in one
+ * transaction; *adopted then. Anything else forgets the record: the delivery service never
+ * took it (another member's commit, or none, at that epoch), or the state moved on.
+ */
+static msv_err own_commit_settle(struct msv_client *c, const uint8_t gid[16], const uint8_t *logged,
+                                 size_t logged_len, int mine, int *adopted)
+{
+    char key[KEY_MAX], skey[sizeof(PREFIX) + 32], wkey[KEY_MAX];
+    uint8_t *v = NULL, digest[32];
+    size_t len = 0, kept_len;
+    uint64_t held_epoch = 0, epoch;
+    int64_t held;
+    uint32_t gen;
+    msv_err err = msv_client_db_get(c->db, group_key(OWN_COMMIT, gid, key), &v, &len);
+
+    *adopted = 0;
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK;
+    if (err != MSV_OK)
+        return err;
+    kept_len = len >= OWN_HEAD ? msv_get_u32be(v + 44) : 0;
+    if (len >= OWN_HEAD && kept_len < len - OWN_HEAD && logged != NULL && mine) {
+        gen = msv_get_u32be(v);
+        epoch = msv_get_u64be(v + 4);
+        held = held_generation(c, gid, &held_epoch);
+        crypto_hash_sha256(digest, logged, logged_len);
+        /* the state it was made from: of its generation at its epoch, or, for a founding (again),
+         * any before it */
+        if (((held == (int64_t)gen && held_epoch == epoch) ||
+             (epoch == 0 && held < (int64_t)gen)) &&
+            sodium_memcmp(digest, v + 12, 32) == 0) {
+            state_key(gid, skey);
+            err = kept_len > 0 ? msv_client_db_set2(c->db, skey, v + OWN_HEAD + kept_len,
+                                                    len - OWN_HEAD - kept_len,
+                                                    group_key(WELCOME_KEPT, gid, wkey),
+                                                    v + OWN_HEAD, kept_len)
+                               : msv_client_db_set(c->db, skey, v + OWN_HEAD + kept_len,
+                                                   len - OWN_HEAD - kept_len);
+            *adopted = err == MSV_OK;
+            if (err == MSV_OK) /* every commit of ours updates our leaf */
+                err = updated_now(c, gid);
+            if (err == MSV_OK && epoch == 0) { /* a founding (again) done */
+                err = msv_client_db_unset(c->db, flag_key(gid, wkey));
+                if (err == MSV_OK)
+                    err = founded_now(c, gid);
+            }
+        }
+    }
+    msv_secret_free(v, len);
+    return err == MSV_OK ? own_commit_forget(c, gid) : err;
+}
+
+/*
+ * Under the lock: a commit of this device's kept (OWN_COMMIT) settled against the group's log
+ * before anything else is committed (a new commit would take its record's place). A log that
+ * cannot be read now (no answer, or refused for the rate) leaves it kept: MSV_ERR_IO.
+ */
+static msv_err own_commit_resolve(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+    uint8_t *v = NULL, id[MLS_ID_LEN];
+    size_t len = 0;
+    msv_frame *r = NULL;
+    const uint8_t *logged = NULL;
+    size_t logged_len = 0;
+    Msv__Wire__MlsDelivery *d = NULL;
+    uint64_t epoch;
+    int mine = 0, adopted = 0;
+    msv_err err = msv_client_db_get(c->db, group_key(OWN_COMMIT, gid, key), &v, &len), asked;
+
+    if (err == MSV_ERR_NOT_FOUND)
+        return MSV_OK;
+    if (err != MSV_OK)
+        return err;
+    if (len < OWN_HEAD) {
+        msv_secret_free(v, len);
+        return own_commit_forget(c, gid);
+    }
+    mls_id(gid, msv_get_u32be(v), id);
+    epoch = msv_get_u64be(v + 4);
+    msv_secret_free(v, len);
+    memset(&c->why, 0, sizeof(c->why));
+    asked = c->conn != NULL ? MSV_OK : msv_client_connect(c);
+    if (asked == MSV_OK)
+        asked = msv_request_mls_commits(c->conn, id, sizeof(id), epoch, TIMEOUT_MS, &r, &c->why);
+    if (ask_again_later(c, asked)) {
+        msv_frame_free(r);
+        return MSV_ERR_IO;
+    }
+    /* the log's commit at that epoch, if it holds one (none, not a member: never taken) */
+    for (size_t i = 0; asked == MSV_OK && i < r->mls_commits->n_commits && logged == NULL; i++) {
+        const Msv__Wire__MlsLogged *l = r->mls_commits->commits[i];
+
+        if (l->epoch != epoch)
+            continue;
+        d = msv__wire__mls_delivery__unpack(NULL, l->delivery.len, l->delivery.data);
+        if (d == NULL || d->kind != MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT || d->epoch != epoch ||
+            d->group_id.len != MLS_ID_LEN || memcmp(d->group_id.data, id, MLS_ID_LEN) != 0)
+            break;
+        logged = d->message.data;
+        logged_len = d->message.len;
+        mine = l->sender_device == c->device_id;
+    }
+    err = own_commit_settle(c, gid, logged, logged_len, mine, &adopted);
+    msv__wire__mls_delivery__free_unpacked(d, NULL);
+    msv_frame_free(r);
+    return err;
 }
 
 /*
@@ -1654,6 +1835,14 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         }
         goto out;
     }
+    /* the Welcome's record, and the commit's with the state it makes, kept before it goes */
+    if (err == MSV_OK && welcome != NULL)
+        err = welcome_record(generation_of(m->pending), m->pending->epoch, &a, welcome, welcome_len,
+                             &kept, &kept_len);
+    if (err == MSV_OK)
+        err = own_commit_keep(c, gid, m, &dir, commit, commit_len, kept, kept_len);
+    if (err != MSV_OK && commit != NULL)
+        msv_mls_member_commit_discard(m);
     if (err == MSV_OK) {
         struct msv_mls_send s = {.group_id = m->group_id,
                                  .group_id_len = m->group_id_len,
@@ -1671,17 +1860,23 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
             c->mls_ds_epoch = sent.epoch;
         if (err != MSV_OK)
             msv_mls_member_commit_discard(m);
+        /* refused: never taken, so forgotten; no answer: kept, for the log to settle */
+        if (err != MSV_OK && err != MSV_ERR_IO) {
+            msv_err forgot = own_commit_forget(c, gid);
+
+            err = forgot != MSV_OK ? forgot : err;
+        }
     }
     if (err == MSV_OK)
         err = msv_mls_member_commit_merge(m);
     /* the Welcome kept with the state its commit made: both or neither */
-    if (err == MSV_OK && welcome != NULL)
-        err =
-            welcome_record(generation_of(m), m->epoch, &a, welcome, welcome_len, &kept, &kept_len);
     if (err == MSV_OK)
         err = state_save_with(c, gid, m, &dir, NULL, 0,
                               welcome != NULL ? group_key(WELCOME_KEPT, gid, kept_key) : NULL, kept,
                               kept_len);
+    /* a crash before this leaves the record of a state held already: forgotten at its settling */
+    if (err == MSV_OK)
+        err = own_commit_forget(c, gid);
     if (err == MSV_OK && refound)
         err = msv_client_db_unset(c->db, flag_key(gid, text));
     if (err == MSV_OK && refound)
@@ -1797,7 +1992,9 @@ again:
         refound = admin && (refound || refound_due(c, gid));
         lately = refound && hourly ? founded_lately(c, gid) : -1;
         c->mls_ds_epoch = 0;
-        if (lately < 0)
+        /* a commit of ours whose answer never came first: the log says whether it was taken */
+        err = own_commit_resolve(c, gid);
+        if (err == MSV_OK && lately < 0)
             err = sync_once(c, gid, start, refound, update, quiet, &changed, &more);
         /* the group's epoch the server gave, kept before any other group's sync can change it */
         ds_epoch = c->mls_ds_epoch;
@@ -2829,12 +3026,24 @@ static int take_logged(struct msv_client *c, const uint8_t gid[16], const uint8_
         msv__wire__mls_delivery__unpack(NULL, l->delivery.len, l->delivery.data);
     int fits = d != NULL && d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT && d->epoch == epoch &&
                l->epoch == epoch && d->group_id.len == MLS_ID_LEN &&
-               memcmp(d->group_id.data, id, MLS_ID_LEN) == 0 && l->sender_device != c->device_id;
+               memcmp(d->group_id.data, id, MLS_ID_LEN) == 0;
     struct client_mls_in in;
     struct client_mls_refusal r;
     uint8_t digest[32] = {0}; /* an application message's alone: none here */
     uint64_t now = 0;
+    int adopted = 0;
 
+    /* this device's own commit, whose answer it never had: the state it made, if kept */
+    if (fits && l->sender_device == c->device_id) {
+        *err = mls_lock(c);
+        if (*err == MSV_OK) {
+            *err = own_commit_settle(c, gid, d->message.data, d->message.len, 1, &adopted);
+            mls_unlock(c);
+        }
+        msv__wire__mls_delivery__free_unpacked(d, NULL);
+        return *err == MSV_OK && adopted && held_generation(c, gid, &now) == (int64_t)gen &&
+               now == epoch + 1;
+    }
     msv__wire__mls_delivery__free_unpacked(d, NULL);
     if (!fits)
         return 0;
@@ -3477,9 +3686,16 @@ static msv_err held_state(struct msv_client *c, const uint8_t gid[16], uint32_t 
     uint32_t held = err == MSV_OK ? generation_of(*m) : 0;
 
     if (err == MSV_ERR_NOT_FOUND) {
-        snprintf(in->notice, sizeof(in->notice),
-                 "a %s of an MLS group this device is not in could not be read", what);
+        char base[sizeof(in->notice)];
+
+        snprintf(base, sizeof(base), "a %s of an MLS group this device is not in could not be read",
+                 what);
+        memcpy(in->notice, base, sizeof(base));
         lost_seen(c, gid, gen, in);
+        /* a commit alone is not told (the group's messages are, and a device that asked to be
+         * added again is sent the commit that replaces its leaf before its Welcome) */
+        if (strcmp(what, "commit") == 0 && strcmp(in->notice, base) == 0)
+            in->notice[0] = '\0';
         return MSV_OK;
     }
     if (err == MSV_OK && held != gen) {
