@@ -2416,6 +2416,79 @@ int client_mls_unusable(struct msv_client *c, const uint8_t gid[16])
                                          !self_is_admin(c, gid) && behind_still(c, gid, &ahead));
 }
 
+/*
+ * "mls-restored:<hex of the group id>" = u32be generation: written into a backup (never into a
+ * new device's copy) for each group whose MLS state the device held, the generation of that
+ * state, since the backup holds no state. On the device restored from it, at the end of its
+ * next receive, a device of the group's only admin account that holds no state of the group
+ * founds it again past that generation, as if a delivery of it had come (lost_seen), so that it
+ * need not wait for a member to write; any other device forgets it (its next message asks to
+ * be added again, "Joining again").
+ */
+#define RESTORED "mls-restored:"
+#define RESTORED_MAX 1024 /* looked at per receive; the rest at the next */
+
+msv_err client_mls_backup_marks(struct msv_client_db *copy)
+{
+    struct msv_group_rec *g = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_groups(copy, &g, &n);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        char key[sizeof(PREFIX) + 32], rkey[KEY_MAX];
+        uint8_t *v = NULL, be[4];
+        size_t len = 0, rl;
+        struct msv_mls_member *m = NULL;
+        const char *why = NULL;
+
+        state_key(g[i].group_id, key);
+        err = msv_client_db_get(copy, key, &v, &len);
+        if (err == MSV_ERR_NOT_FOUND) {
+            err = MSV_OK;
+            continue;
+        }
+        rl = err == MSV_OK && len >= 4 ? msv_get_u32be(v) : 0;
+        /* a state that cannot be read marks nothing: the device asks as before */
+        if (err == MSV_OK && len >= 4 && rl <= len - 4 &&
+            msv_mls_member_load(v + 4 + rl, len - 4 - rl, NULL, 0, &m, &why) == MSV_OK) {
+            msv_put_u32be(be, generation_of(m));
+            err = msv_client_db_set(copy, group_key(RESTORED, g[i].group_id, rkey), be, sizeof(be));
+        }
+        msv_mls_member_free(m);
+        msv_secret_free(v, len);
+    }
+    msv_groups_free(g, n);
+    return err;
+}
+
+static void lost_seen(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
+                      struct client_mls_in *in);
+static int group_known(struct msv_client *c, const uint8_t gid[16]);
+
+/* The marks a backup left (RESTORED), taken and forgotten; a failure tries at the next receive. */
+static void restored_flush(struct msv_client *c)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0;
+
+    if (msv_client_db_settings(c->db, RESTORED, RESTORED_MAX, &s, &n) != MSV_OK)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t gid[16];
+        size_t got = 0;
+        struct client_mls_in in;
+
+        memset(&in, 0, sizeof(in));
+        if (s[i].len == 4 &&
+            msv_hex_decode(s[i].key + strlen(RESTORED), gid, sizeof(gid), &got) == MSV_OK &&
+            got == sizeof(gid) && group_known(c, gid) && !client_mls_is_on(c, gid))
+            lost_seen(c, gid, msv_get_u32be(s[i].value), &in);
+        if (msv_client_db_unset(c->db, s[i].key) != MSV_OK)
+            break;
+    }
+    msv_settings_free(s, n);
+}
+
 void client_mls_joins(struct msv_client *c)
 {
     struct msv_setting *s = NULL;
@@ -2429,6 +2502,7 @@ void client_mls_joins(struct msv_client *c)
         return;
     c->mls_joining = 1;
     welcomes_flush(c);
+    restored_flush(c);
     follows_flush(c);
     if (msv_client_db_settings(c->db, JOIN, MSV_MLS_JOINS_MAX, &s, &n) != MSV_OK)
         n = 0;
