@@ -81,6 +81,8 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
 #define LOOKUP_BATCH 256
 #define MLS_ID_LEN 20 /* the group's id || u32be generation */
 #define REFOUND "mls-refound:"
+#define LOST \
+    "mls-lost:" /* the generation a sole admin's device lost, to found past ("lost_seen") */
 /* "mls-founded:<hex of the group id>" = u64be wall ms this device last founded the group again;
  * what a send or a receive brings about (not a change of the user's) does so at most hourly */
 #define FOUNDED "mls-founded:"
@@ -1041,23 +1043,53 @@ static msv_err own_commit_forget(struct msv_client *c, const uint8_t gid[16])
     return msv_client_db_unset(c->db, group_key(OWN_COMMIT, gid, key));
 }
 
+/* Under the lock: whether this device holds no state of group gid (not: one it cannot read). */
+static int state_absent(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[sizeof(PREFIX) + 32];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err;
+
+    state_key(gid, key);
+    err = msv_client_db_get(c->db, key, &v, &len);
+    msv_secret_free(v, len);
+    return err == MSV_ERR_NOT_FOUND;
+}
+
 /*
- * Under the lock: this device's commit kept (OWN_COMMIT) against the commit the group's log
- * holds at the epoch it was made at (logged, as sent; NULL: none there; mine: this device sent
- * it). The same one, while this device still holds the state it was made from, makes the
- * state it made the one held and keeps its Welcome to be sent (welcome_flush), in one
- * transaction; *adopted then. Anything else forgets the record: the delivery service never
- * took it (another member's commit, or none, at that epoch), or the state moved on.
+ * Under the lock: the state a kept commit of generation gen was made at epoch from is the one
+ * held (of that generation at that epoch; for a founding, epoch 0, none of that generation or
+ * later, and none that could not be read).
  */
-static msv_err own_commit_settle(struct msv_client *c, const uint8_t gid[16], const uint8_t *logged,
-                                 size_t logged_len, int mine, int *adopted)
+static int own_commit_from_held(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
+                                uint64_t epoch)
+{
+    uint64_t held_epoch = 0;
+    int64_t held = held_generation(c, gid, &held_epoch);
+
+    if (held == (int64_t)gen && held_epoch == epoch)
+        return 1;
+    return epoch == 0 && (held >= 0 ? held < (int64_t)gen : state_absent(c, gid));
+}
+
+/*
+ * Under the lock: this device's commit kept (OWN_COMMIT), if it was made at epoch at_epoch of
+ * generation at_gen (else nothing changes), against the commit the group's log holds there
+ * (logged, as sent; NULL: none there; mine: this device sent it). The same one, while this
+ * device still holds the state it was made from, makes the state it made the one held and
+ * keeps its Welcome to be sent, in one transaction (*adopted then), and sends that Welcome at
+ * once (welcome_flush: the group may move on before the receive ends). Anything else forgets
+ * the record: the delivery service never took it (another member's commit, or none, at that
+ * epoch), or the state moved on.
+ */
+static msv_err own_commit_settle(struct msv_client *c, const uint8_t gid[16], uint32_t at_gen,
+                                 uint64_t at_epoch, const uint8_t *logged, size_t logged_len,
+                                 int mine, int *adopted)
 {
     char key[KEY_MAX], skey[sizeof(PREFIX) + 32], wkey[KEY_MAX];
     uint8_t *v = NULL, digest[32];
     size_t len = 0, kept_len;
-    uint64_t held_epoch = 0, epoch;
-    int64_t held;
-    uint32_t gen;
     msv_err err = msv_client_db_get(c->db, group_key(OWN_COMMIT, gid, key), &v, &len);
 
     *adopted = 0;
@@ -1066,16 +1098,15 @@ static msv_err own_commit_settle(struct msv_client *c, const uint8_t gid[16], co
     if (err != MSV_OK)
         return err;
     kept_len = len >= OWN_HEAD ? msv_get_u32be(v + 44) : 0;
-    if (len >= OWN_HEAD && kept_len < len - OWN_HEAD && logged != NULL && mine) {
-        gen = msv_get_u32be(v);
-        epoch = msv_get_u64be(v + 4);
-        held = held_generation(c, gid, &held_epoch);
+    if (len >= OWN_HEAD && kept_len < len - OWN_HEAD &&
+        (msv_get_u32be(v) != at_gen || msv_get_u64be(v + 4) != at_epoch)) {
+        msv_secret_free(v, len); /* the log's word on another commit of ours */
+        return MSV_OK;
+    }
+    if (len >= OWN_HEAD && kept_len < len - OWN_HEAD && logged != NULL && mine &&
+        own_commit_from_held(c, gid, at_gen, at_epoch)) {
         crypto_hash_sha256(digest, logged, logged_len);
-        /* the state it was made from: of its generation at its epoch, or, for a founding (again),
-         * any before it */
-        if (((held == (int64_t)gen && held_epoch == epoch) ||
-             (epoch == 0 && held < (int64_t)gen)) &&
-            sodium_memcmp(digest, v + 12, 32) == 0) {
+        if (sodium_memcmp(digest, v + 12, 32) == 0) {
             state_key(gid, skey);
             err = kept_len > 0 ? msv_client_db_set2(c->db, skey, v + OWN_HEAD + kept_len,
                                                     len - OWN_HEAD - kept_len,
@@ -1086,21 +1117,40 @@ static msv_err own_commit_settle(struct msv_client *c, const uint8_t gid[16], co
             *adopted = err == MSV_OK;
             if (err == MSV_OK) /* every commit of ours updates our leaf */
                 err = updated_now(c, gid);
-            if (err == MSV_OK && epoch == 0) { /* a founding (again) done */
+            /* a founding again done (generation 0 is the group's first founding) */
+            if (err == MSV_OK && at_epoch == 0 && at_gen > 0) {
                 err = msv_client_db_unset(c->db, flag_key(gid, wkey));
+                if (err == MSV_OK)
+                    err = msv_client_db_unset(c->db, group_key(LOST, gid, wkey));
                 if (err == MSV_OK)
                     err = founded_now(c, gid);
             }
         }
     }
     msv_secret_free(v, len);
-    return err == MSV_OK ? own_commit_forget(c, gid) : err;
+    if (err == MSV_OK)
+        err = own_commit_forget(c, gid);
+    /* its Welcome at once, while the group is at the epoch it is for */
+    if (err == MSV_OK && *adopted && kept_len > 0) {
+        struct msv_mls_member *m = NULL;
+        uint8_t *roster = NULL;
+        size_t roster_len = 0;
+        int waiting = 0;
+
+        err = state_load(c, gid, &m, &roster, &roster_len);
+        if (err == MSV_OK)
+            err = welcome_flush(c, gid, m, &waiting);
+        msv_mls_member_free(m);
+        free(roster);
+    }
+    return err;
 }
 
 /*
  * Under the lock: a commit of this device's kept (OWN_COMMIT) settled against the group's log
- * before anything else is committed (a new commit would take its record's place). A log that
- * cannot be read now (no answer, or refused for the rate) leaves it kept: MSV_ERR_IO.
+ * before anything else is committed (a new commit would take its record's place); one whose
+ * state the device holds no longer (moved on) is forgotten without asking. A log that cannot
+ * be read now (no answer, or refused for the rate) leaves it kept: MSV_ERR_IO, said in c->why.
  */
 static msv_err own_commit_resolve(struct msv_client *c, const uint8_t gid[16])
 {
@@ -1111,7 +1161,9 @@ static msv_err own_commit_resolve(struct msv_client *c, const uint8_t gid[16])
     const uint8_t *logged = NULL;
     size_t logged_len = 0;
     Msv__Wire__MlsDelivery *d = NULL;
-    uint64_t epoch;
+    uint64_t epoch, held_epoch = 0;
+    uint32_t gen;
+    int64_t held;
     int mine = 0, adopted = 0;
     msv_err err = msv_client_db_get(c->db, group_key(OWN_COMMIT, gid, key), &v, &len), asked;
 
@@ -1123,15 +1175,22 @@ static msv_err own_commit_resolve(struct msv_client *c, const uint8_t gid[16])
         msv_secret_free(v, len);
         return own_commit_forget(c, gid);
     }
-    mls_id(gid, msv_get_u32be(v), id);
+    gen = msv_get_u32be(v);
     epoch = msv_get_u64be(v + 4);
     msv_secret_free(v, len);
+    held = held_generation(c, gid, &held_epoch);
+    if (held > (int64_t)gen || (held == (int64_t)gen && held_epoch > epoch))
+        return own_commit_forget(c, gid);
+    mls_id(gid, gen, id);
     memset(&c->why, 0, sizeof(c->why));
     asked = c->conn != NULL ? MSV_OK : msv_client_connect(c);
     if (asked == MSV_OK)
         asked = msv_request_mls_commits(c->conn, id, sizeof(id), epoch, TIMEOUT_MS, &r, &c->why);
     if (ask_again_later(c, asked)) {
         msv_frame_free(r);
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "a commit of this device's to the group waits for the server's log to say "
+                 "whether it was taken, and no other is made meanwhile");
         return MSV_ERR_IO;
     }
     /* the log's commit at that epoch, if it holds one (none, not a member: never taken) */
@@ -1148,7 +1207,7 @@ static msv_err own_commit_resolve(struct msv_client *c, const uint8_t gid[16])
         logged_len = d->message.len;
         mine = l->sender_device == c->device_id;
     }
-    err = own_commit_settle(c, gid, logged, logged_len, mine, &adopted);
+    err = own_commit_settle(c, gid, gen, epoch, logged, logged_len, mine, &adopted);
     msv__wire__mls_delivery__free_unpacked(d, NULL);
     msv_frame_free(r);
     return err;
@@ -1487,7 +1546,6 @@ static int rejoin_waiting(struct msv_client *c, const uint8_t gid[16])
  * again past that generation at the end of the receive (at most hourly), every device added
  * anew (docs/crypto.md, "Joining again"). Forgotten once founded.
  */
-#define LOST "mls-lost:"
 #define LOST_GEN_MAX 0x7fffffffu
 
 static int64_t lost_generation(struct msv_client *c, const uint8_t gid[16])
@@ -1855,13 +1913,15 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
                                  .removed = gone,
                                  .n_removed = n_gone};
 
+        memset(&c->why, 0, sizeof(c->why));
         err = msv_request_mls_send(c->conn, &s, TIMEOUT_MS, &sent, &c->why);
         if (err == MSV_ERR_REPLAY) /* the group's epoch, for sync_with's catch-up */
             c->mls_ds_epoch = sent.epoch;
         if (err != MSV_OK)
             msv_mls_member_commit_discard(m);
-        /* refused: never taken, so forgotten; no answer: kept, for the log to settle */
-        if (err != MSV_OK && err != MSV_ERR_IO) {
+        /* refused by the server: never taken, so forgotten; no answer, or one that could not
+         * be read: kept, for the log to settle */
+        if (err != MSV_OK && err != MSV_ERR_IO && c->why.code != 0) {
             msv_err forgot = own_commit_forget(c, gid);
 
             err = forgot != MSV_OK ? forgot : err;
@@ -1988,13 +2048,18 @@ again:
         err = mls_lock(c);
         if (err != MSV_OK)
             return err;
+        /* a commit of ours whose answer never came first: the log says whether it was taken
+         * (a founding again taken so founds nothing more) */
+        err = own_commit_resolve(c, gid);
+        if (err != MSV_OK) {
+            mls_unlock(c);
+            break;
+        }
         /* read under the lock: another process of this account may have founded it again */
         refound = admin && (refound || refound_due(c, gid));
         lately = refound && hourly ? founded_lately(c, gid) : -1;
         c->mls_ds_epoch = 0;
-        /* a commit of ours whose answer never came first: the log says whether it was taken */
-        err = own_commit_resolve(c, gid);
-        if (err == MSV_OK && lately < 0)
+        if (lately < 0)
             err = sync_once(c, gid, start, refound, update, quiet, &changed, &more);
         /* the group's epoch the server gave, kept before any other group's sync can change it */
         ds_epoch = c->mls_ds_epoch;
@@ -3111,7 +3176,8 @@ static int take_logged(struct msv_client *c, const uint8_t gid[16], const uint8_
     if (fits && l->sender_device == c->device_id) {
         *err = mls_lock(c);
         if (*err == MSV_OK) {
-            *err = own_commit_settle(c, gid, d->message.data, d->message.len, 1, &adopted);
+            *err =
+                own_commit_settle(c, gid, gen, epoch, d->message.data, d->message.len, 1, &adopted);
             mls_unlock(c);
         }
         msv__wire__mls_delivery__free_unpacked(d, NULL);
@@ -3186,9 +3252,14 @@ int client_mls_queue_first(struct msv_client *c, const uint8_t gid[16])
     if (c->receiving || c->takes_deliveries || client_mls_is_on(c, gid) ||
         catch_up_quiet(c, gid, 0, QUEUE_FIRST))
         return 0;
+    int synced = c->receive_until_synced;
+
     catch_up_quiet_set(c, gid, 0, QUEUE_FIRST);
-    /* a failure (no connection) leaves the message as it was: queued, or sent asking */
+    /* what is queued now, no waiting for more (one round trip when nothing is); a failure (no
+     * connection) leaves the message as it was: queued, or sent asking */
+    c->receive_until_synced = 1;
     (void)receive_within(c);
+    c->receive_until_synced = synced;
     return 1;
 }
 
