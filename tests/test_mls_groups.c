@@ -2369,6 +2369,70 @@ static uint8_t *club_carol_promoted(struct club *k, const char *what, char *key,
 }
 
 /*
+ * bob's device, its state lost, asks to be added again, and the group's two admins' devices
+ * (alice's, and carol's once promoted) take his ask at once, each in a receive of its own
+ * process that replaces his leaf at its end: whichever commit the delivery service takes
+ * first, the other is refused as stale and its device reads the first at its next receive,
+ * finding nothing left to do. bob joins from one Welcome, nobody is told of a refusal, and the
+ * group talks on MLS after.
+ */
+static void test_two_admins_replace_at_once(void **state)
+{
+    struct club k;
+    char key[80];
+    size_t len = 0;
+    uint8_t id[16];
+    pid_t receivers[2];
+
+    (void)state;
+    free(club_carol_promoted(&k, "mls-group:", key, &len));
+    receive_now(k.alice);
+    state_lost(&k, k.bob);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob asks", NULL, 0, NULL, id), MSV_OK);
+    for (int i = 0; i < 2; i++) {
+        struct msv_client *admin = i == 0 ? k.alice : k.carol;
+
+        msv_conn_close(admin->conn);
+        admin->conn = NULL;
+    }
+    receivers[0] = receiver_of(k.alice);
+    receivers[1] = receiver_of(k.carol);
+    for (int i = 0; i < 2; i++) {
+        int status = 0;
+
+        assert_int_equal(waitpid(receivers[i], &status, 0), receivers[i]);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) >= 10);
+    }
+    receive_now(k.alice);
+    receive_now(k.carol);
+    assert_int_equal(history_count(k.alice, k.conversation, "bob asks"), 1);
+    assert_int_equal(history_count(k.carol, k.conversation, "bob asks"), 1);
+    /* one replacement: one Welcome for bob, and both admins at the same epoch */
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    receive_now(k.bob);
+    assert_true(client_mls_is_on(k.bob, k.gid));
+    for (int i = 0; i < 3; i++) {
+        struct msv_client *c = i == 0 ? k.alice : i == 1 ? k.bob : k.carol;
+
+        assert_int_equal(history_count(c, k.conversation, "refused"), 0);
+        assert_int_equal(history_count(c, k.conversation, "could not be read"), 0);
+    }
+    assert_int_equal(msv_client_group_send(k.bob, "club", "bob back", NULL, 0, NULL, id), MSV_OK);
+    receive_now(k.alice);
+    receive_now(k.carol);
+    assert_sent_by(k.alice, k.conversation, "bob back", "bob@example.org", k.bob->device_id);
+    assert_sent_by(k.carol, k.conversation, "bob back", "bob@example.org", k.bob->device_id);
+    assert_int_equal(msv_client_group_send(k.carol, "club", "carol after", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.alice);
+    receive_now(k.bob);
+    assert_sent_by(k.alice, k.conversation, "carol after", "carol@example.org", k.carol->device_id);
+    assert_sent_by(k.bob, k.conversation, "carol after", "carol@example.org", k.carol->device_id);
+    club_free(&k);
+}
+
+/*
  * bob's lost state asks while he has no KeyPackage on the server: alice's device cannot replace
  * his leaf, keeps his ask, and does not try again at his next message within 15 minutes; once
  * they passed, his next message has her replace it.
@@ -4403,6 +4467,7 @@ int main(void)
         cmocka_unit_test(test_full_recipient_reaches_nobody),
         cmocka_unit_test(test_rejoin_without_key_package),
         cmocka_unit_test(test_replaced_admin_holding_state),
+        cmocka_unit_test(test_two_admins_replace_at_once),
         cmocka_unit_test(test_sole_admin_lost_state_founds_again),
         cmocka_unit_test(test_linked_device_asks_to_join),
         cmocka_unit_test(test_replacement_by_no_admin_refused),
