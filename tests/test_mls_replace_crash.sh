@@ -9,8 +9,7 @@
 # crash left, her next receive goes on: bob's message is shown once, bob joins from a Welcome,
 # and the three talk on MLS after. Then bob loses his state again and alice's device runs two
 # receives at once over his second ask: the leaf is replaced once, and nobody is told of a
-# refused commit or Welcome. Last, alice, the group's only admin, restores her own device from
-# a backup: with nobody writing to the group, her next receive founds it again.
+# refused commit or Welcome.
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 M=$(realpath "${1:?usage: test_mls_replace_crash.sh MISSIVE MISSIVED FAULTY_IO}")
@@ -129,27 +128,4 @@ for who in alice carol; do
     grep -q -i "refused\|could not be read" out.txt && bad "$who told of a refusal: $(cat out.txt)" ||
         ok
 done
-
-# alice, the group's only admin, restores her device from a backup (no MLS state) and nobody
-# writes to the group: her next receive founds it again, from the backup's word of the
-# generation she held, and everyone reads her next message on MLS
-expect 0 "alice's backup" -- as alice backup "$work/alice.backup" --kdf-memory 64 --kdf-passes 1
-rm -rf dev-alice
-expect 0 "alice's device restored" -- "$M" --data-dir dev-alice restore "$work/alice.backup"
-on_mls alice && bad "a restored device holds MLS state: $(cat groups.txt)" || ok
-expect 0 "alice receives, restored" -- as alice receive
-on_mls alice && ok || bad "alice founded the group again: $(cat groups.txt)"
-for who in bob carol; do
-    expect 0 "$who takes the founding's Welcome" -- as "$who" receive
-    on_mls "$who" && ok || bad "$who on the group founded again: $(cat groups.txt)"
-done
-expect 0 "alice writes after her restore" -- as alice send --group "$gid" --text "founded again"
-for who in bob carol; do
-    expect 0 "$who receives" -- as "$who" receive
-    grep -q "founded again" out.txt && ok || bad "$who reads alice's message: $(cat out.txt)"
-    grep -q "could not be read" out.txt && bad "$who: unreadable: $(cat out.txt)" || ok
-done
-[ "$(sqlite3 dev-alice/alice@example.org/state.db \
-    "SELECT count(*) FROM settings WHERE key LIKE 'mls-restored:%'")" = 0 ] && ok ||
-    bad "the backup's marks are still kept"
 finish

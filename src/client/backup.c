@@ -13,7 +13,6 @@
 #include <sodium.h>
 
 #include "client/backup.h"
-#include "client/internal.h"
 #include "client/sessions.h"
 #include "missive/util.h"
 #include "util/endian.h"
@@ -255,10 +254,6 @@ static msv_err snapshot(struct msv_client_db *db, const char *path, struct attac
         err = msv_client_db_unset_prefix(copy, "session:");
     if (err == MSV_OK)
         err = msv_client_db_unset_prefix(copy, "session-prev:");
-    /* which groups' MLS states it held, for a restored device of their only admin to found
-     * them again (a new device is added by the one that approves it) */
-    if (err == MSV_OK && !for_link)
-        err = client_mls_backup_marks(copy);
     if (err == MSV_OK)
         err = msv_sessions_strip_backup_copy(copy); /* nor prekey secrets */
     /* a linked device has keys of its own: this device's stay here; its messages name their

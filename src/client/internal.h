@@ -651,12 +651,6 @@ int client_mls_unusable(struct msv_client *c, const uint8_t gid[16]);
  */
 int client_mls_queue_first(struct msv_client *c, const uint8_t gid[16]);
 /*
- * Into a backup's copy of the database (never a new device's), before its MLS states are
- * stripped: for each group whose state it holds, the generation of that state, so that the
- * restored device of the group's only admin founds the group again at its next receive.
- */
-MSV_MUST_CHECK msv_err client_mls_backup_marks(struct msv_client_db *copy);
-/*
  * A group message of device (of member sender), written at sent_at_ms, said it holds no usable
  * state of the group's MLS group: on an admin's device holding the group, that device's leaf
  * is recorded to be replaced at the end of the receive (client_mls_joins), at most once an

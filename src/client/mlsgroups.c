@@ -1043,6 +1043,17 @@ static msv_err own_commit_forget(struct msv_client *c, const uint8_t gid[16])
     return msv_client_db_unset(c->db, group_key(OWN_COMMIT, gid, key));
 }
 
+/* Under the lock: a founding again of this device's done: its marks gone, its time stamped. */
+static msv_err own_commit_founded(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+    msv_err err = msv_client_db_unset(c->db, flag_key(gid, key));
+
+    if (err == MSV_OK)
+        err = msv_client_db_unset(c->db, group_key(LOST, gid, key));
+    return err == MSV_OK ? founded_now(c, gid) : err;
+}
+
 /* Under the lock: whether this device holds no state of group gid (not: one it cannot read). */
 static int state_absent(struct msv_client *c, const uint8_t gid[16])
 {
@@ -1118,13 +1129,8 @@ static msv_err own_commit_settle(struct msv_client *c, const uint8_t gid[16], ui
             if (err == MSV_OK) /* every commit of ours updates our leaf */
                 err = updated_now(c, gid);
             /* a founding again done (generation 0 is the group's first founding) */
-            if (err == MSV_OK && at_epoch == 0 && at_gen > 0) {
-                err = msv_client_db_unset(c->db, flag_key(gid, wkey));
-                if (err == MSV_OK)
-                    err = msv_client_db_unset(c->db, group_key(LOST, gid, wkey));
-                if (err == MSV_OK)
-                    err = founded_now(c, gid);
-            }
+            if (err == MSV_OK && at_epoch == 0 && at_gen > 0)
+                err = own_commit_founded(c, gid);
         }
     }
     msv_secret_free(v, len);
@@ -1179,8 +1185,12 @@ static msv_err own_commit_resolve(struct msv_client *c, const uint8_t gid[16])
     epoch = msv_get_u64be(v + 4);
     msv_secret_free(v, len);
     held = held_generation(c, gid, &held_epoch);
-    if (held > (int64_t)gen || (held == (int64_t)gen && held_epoch > epoch))
-        return own_commit_forget(c, gid);
+    if (held > (int64_t)gen || (held == (int64_t)gen && held_epoch > epoch)) {
+        /* a founding again whose state is held: what a crash left of its end finished */
+        if (held == (int64_t)gen && epoch == 0 && gen > 0)
+            err = own_commit_founded(c, gid);
+        return err == MSV_OK ? own_commit_forget(c, gid) : err;
+    }
     mls_id(gid, gen, id);
     memset(&c->why, 0, sizeof(c->why));
     asked = c->conn != NULL ? MSV_OK : msv_client_connect(c);
@@ -1934,9 +1944,6 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = state_save_with(c, gid, m, &dir, NULL, 0,
                               welcome != NULL ? group_key(WELCOME_KEPT, gid, kept_key) : NULL, kept,
                               kept_len);
-    /* a crash before this leaves the record of a state held already: forgotten at its settling */
-    if (err == MSV_OK)
-        err = own_commit_forget(c, gid);
     if (err == MSV_OK && refound)
         err = msv_client_db_unset(c->db, flag_key(gid, text));
     if (err == MSV_OK && refound)
@@ -1945,6 +1952,10 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = msv_client_db_unset(c->db, group_key(LOST, gid, text));
     if (err == MSV_OK) /* every commit of ours updates our leaf (its UpdatePath) */
         err = updated_now(c, gid);
+    /* last: a crash before this leaves the record of a state held already, whose settling
+     * finishes what is above (own_commit_resolve) */
+    if (err == MSV_OK)
+        err = own_commit_forget(c, gid);
     /* the Welcome kept: a send that fails is tried again (welcome_flush), the commit done */
     if (err == MSV_OK && welcome != NULL) {
         int waiting = 0;
@@ -2481,79 +2492,6 @@ int client_mls_unusable(struct msv_client *c, const uint8_t gid[16])
                                          !self_is_admin(c, gid) && behind_still(c, gid, &ahead));
 }
 
-/*
- * "mls-restored:<hex of the group id>" = u32be generation: written into a backup (never into a
- * new device's copy) for each group whose MLS state the device held, the generation of that
- * state, since the backup holds no state. On the device restored from it, at the end of its
- * next receive, a device of the group's only admin account that holds no state of the group
- * founds it again past that generation, as if a delivery of it had come (lost_seen), so that it
- * need not wait for a member to write; any other device forgets it (its next message asks to
- * be added again, "Joining again").
- */
-#define RESTORED "mls-restored:"
-#define RESTORED_MAX 1024 /* looked at per receive; the rest at the next */
-
-msv_err client_mls_backup_marks(struct msv_client_db *copy)
-{
-    struct msv_group_rec *g = NULL;
-    size_t n = 0;
-    msv_err err = msv_client_db_groups(copy, &g, &n);
-
-    for (size_t i = 0; err == MSV_OK && i < n; i++) {
-        char key[sizeof(PREFIX) + 32], rkey[KEY_MAX];
-        uint8_t *v = NULL, be[4];
-        size_t len = 0, rl;
-        struct msv_mls_member *m = NULL;
-        const char *why = NULL;
-
-        state_key(g[i].group_id, key);
-        err = msv_client_db_get(copy, key, &v, &len);
-        if (err == MSV_ERR_NOT_FOUND) {
-            err = MSV_OK;
-            continue;
-        }
-        rl = err == MSV_OK && len >= 4 ? msv_get_u32be(v) : 0;
-        /* a state that cannot be read marks nothing: the device asks as before */
-        if (err == MSV_OK && len >= 4 && rl <= len - 4 &&
-            msv_mls_member_load(v + 4 + rl, len - 4 - rl, NULL, 0, &m, &why) == MSV_OK) {
-            msv_put_u32be(be, generation_of(m));
-            err = msv_client_db_set(copy, group_key(RESTORED, g[i].group_id, rkey), be, sizeof(be));
-        }
-        msv_mls_member_free(m);
-        msv_secret_free(v, len);
-    }
-    msv_groups_free(g, n);
-    return err;
-}
-
-static void lost_seen(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
-                      struct client_mls_in *in);
-static int group_known(struct msv_client *c, const uint8_t gid[16]);
-
-/* The marks a backup left (RESTORED), taken and forgotten; a failure tries at the next receive. */
-static void restored_flush(struct msv_client *c)
-{
-    struct msv_setting *s = NULL;
-    size_t n = 0;
-
-    if (msv_client_db_settings(c->db, RESTORED, RESTORED_MAX, &s, &n) != MSV_OK)
-        return;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t gid[16];
-        size_t got = 0;
-        struct client_mls_in in;
-
-        memset(&in, 0, sizeof(in));
-        if (s[i].len == 4 &&
-            msv_hex_decode(s[i].key + strlen(RESTORED), gid, sizeof(gid), &got) == MSV_OK &&
-            got == sizeof(gid) && group_known(c, gid) && !client_mls_is_on(c, gid))
-            lost_seen(c, gid, msv_get_u32be(s[i].value), &in);
-        if (msv_client_db_unset(c->db, s[i].key) != MSV_OK)
-            break;
-    }
-    msv_settings_free(s, n);
-}
-
 void client_mls_joins(struct msv_client *c)
 {
     struct msv_setting *s = NULL;
@@ -2567,7 +2505,6 @@ void client_mls_joins(struct msv_client *c)
         return;
     c->mls_joining = 1;
     welcomes_flush(c);
-    restored_flush(c);
     follows_flush(c);
     if (msv_client_db_settings(c->db, JOIN, MSV_MLS_JOINS_MAX, &s, &n) != MSV_OK)
         n = 0;
