@@ -60,6 +60,24 @@ static size_t history_count(struct msv_client *c, const char *conversation, cons
     return found;
 }
 
+/* Every message of conversation that holds needle is dated from since to now (not 1970). */
+static void assert_dated(struct msv_client *c, const char *conversation, const char *needle,
+                         int64_t since)
+{
+    struct msv_message_rec *m = NULL;
+    size_t n = 0, found = 0;
+
+    assert_int_equal(msv_client_db_history(c->db, conversation, NULL, 0, &m, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++) {
+        if (strstr(m[i].text, needle) == NULL)
+            continue;
+        found++;
+        assert_in_range(m[i].sent_at_ms, since, msv_wall_ms());
+    }
+    msv_messages_free(m, n);
+    assert_true(found > 0);
+}
+
 /* The sender of the one message of conversation that holds needle. */
 static void assert_sent_by(struct msv_client *c, const char *conversation, const char *needle,
                            const char *sender, uint64_t device)
@@ -527,6 +545,7 @@ static void test_attacks_told(void **state)
     uint8_t gid[16], id[16], *welcome = NULL, *commit = NULL;
     size_t welcome_len = 0, commit_len = 0;
     char conversation[40], notice[400];
+    int64_t started = msv_wall_ms();
 
     (void)state;
     test_server_init(&s, NULL);
@@ -570,6 +589,7 @@ static void test_attacks_told(void **state)
      * log's copy, read for the message after it, is refused again, and not told again */
     assert_int_equal(history_count(bob, conversation, "which no member has"), 1);
     assert_int_equal(history_count(bob, conversation, "could not be read"), 1);
+    assert_dated(bob, conversation, "could not be read", started);
     /* the commit given again: looked at again, and not applied */
     take(bob, commit, commit_len, notice);
     assert_non_null(strstr(notice, "was refused, nothing changed"));

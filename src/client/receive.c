@@ -1237,7 +1237,8 @@ static msv_err record_unreadable_at(struct msv_client *c, const uint8_t h[32],
     rec.sender = (char *)in->sender;
     rec.sender_device = in->device;
     rec.text = (char *)text;
-    rec.stored_at_ms = msv_wall_ms();
+    /* dated when it was recorded: what could not be read says no time of its own */
+    rec.sent_at_ms = rec.stored_at_ms = msv_wall_ms();
     err = msv_client_db_message_put(c->db, &rec);
     if (err == MSV_ERR_EXISTS)
         return MSV_OK; /* recorded and shown when it came before */
