@@ -60,9 +60,10 @@ static size_t history_count(struct msv_client *c, const char *conversation, cons
     return found;
 }
 
-/* Every message of conversation that holds needle is dated from since to now (not 1970). */
-static void assert_dated(struct msv_client *c, const char *conversation, const char *needle,
-                         int64_t since)
+/* Runs check on every message of conversation that holds needle; how many there were. */
+static size_t each_holding(struct msv_client *c, const char *conversation, const char *needle,
+                           void (*check)(const struct msv_message_rec *, const void *),
+                           const void *arg)
 {
     struct msv_message_rec *m = NULL;
     size_t n = 0, found = 0;
@@ -72,29 +73,44 @@ static void assert_dated(struct msv_client *c, const char *conversation, const c
         if (strstr(m[i].text, needle) == NULL)
             continue;
         found++;
-        assert_in_range(m[i].sent_at_ms, since, msv_wall_ms());
+        check(&m[i], arg);
     }
     msv_messages_free(m, n);
-    assert_true(found > 0);
+    return found;
+}
+
+static void dated_since(const struct msv_message_rec *m, const void *since)
+{
+    assert_in_range(m->sent_at_ms, *(const int64_t *)since, msv_wall_ms());
+}
+
+/* Every message of conversation that holds needle is dated from since to now (not 1970). */
+static void assert_dated(struct msv_client *c, const char *conversation, const char *needle,
+                         int64_t since)
+{
+    assert_true(each_holding(c, conversation, needle, dated_since, &since) > 0);
+}
+
+struct sent_by {
+    const char *sender;
+    uint64_t device;
+};
+
+static void sent_by(const struct msv_message_rec *m, const void *arg)
+{
+    const struct sent_by *by = arg;
+
+    assert_string_equal(m->sender, by->sender);
+    assert_int_equal(m->sender_device, by->device);
 }
 
 /* The sender of the one message of conversation that holds needle. */
 static void assert_sent_by(struct msv_client *c, const char *conversation, const char *needle,
                            const char *sender, uint64_t device)
 {
-    struct msv_message_rec *m = NULL;
-    size_t n = 0, found = 0;
+    struct sent_by by = {sender, device};
 
-    assert_int_equal(msv_client_db_history(c->db, conversation, NULL, 0, &m, &n), MSV_OK);
-    for (size_t i = 0; i < n; i++) {
-        if (strstr(m[i].text, needle) == NULL)
-            continue;
-        found++;
-        assert_string_equal(m[i].sender, sender);
-        assert_int_equal(m[i].sender_device, device);
-    }
-    msv_messages_free(m, n);
-    assert_int_equal(found, 1);
+    assert_int_equal(each_holding(c, conversation, needle, sent_by, &by), 1);
 }
 
 /* Runs SQL on the server's database. */
