@@ -81,8 +81,8 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
 #define LOOKUP_BATCH 256
 #define MLS_ID_LEN 20 /* the group's id || u32be generation */
 #define REFOUND "mls-refound:"
-#define LOST \
-    "mls-lost:" /* the generation a sole admin's device lost, to found past ("lost_seen") */
+/* "mls-lost:<hex of the group id>" = u32be: the generation to found past (lost_seen, below) */
+#define LOST "mls-lost:"
 /* "mls-founded:<hex of the group id>" = u64be wall ms this device last founded the group again;
  * what a send or a receive brings about (not a change of the user's) does so at most hourly */
 #define FOUNDED "mls-founded:"
@@ -3186,11 +3186,11 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
 
 int client_mls_queue_first(struct msv_client *c, const uint8_t gid[16])
 {
+    int synced = c->receive_until_synced;
+
     if (c->receiving || c->takes_deliveries || client_mls_is_on(c, gid) ||
         catch_up_quiet(c, gid, 0, QUEUE_FIRST))
         return 0;
-    int synced = c->receive_until_synced;
-
     catch_up_quiet_set(c, gid, 0, QUEUE_FIRST);
     /* what is queued now, no waiting for more (one round trip when nothing is); a failure (no
      * connection) leaves the message as it was: queued, or sent asking */
