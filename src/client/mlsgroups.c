@@ -1035,6 +1035,15 @@ static msv_err own_commit_keep(struct msv_client *c, const uint8_t gid[16],
     return err;
 }
 
+/* Whether d (unpacked from the log's entry l) is a commit of group id at epoch. */
+static int logged_commit(const Msv__Wire__MlsDelivery *d, const Msv__Wire__MlsLogged *l,
+                         const uint8_t id[MLS_ID_LEN], uint64_t epoch)
+{
+    return d != NULL && d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT && d->epoch == epoch &&
+           l->epoch == epoch && d->group_id.len == MLS_ID_LEN &&
+           memcmp(d->group_id.data, id, MLS_ID_LEN) == 0;
+}
+
 /* Under the lock: the record forgotten (its answer came). */
 static msv_err own_commit_forget(struct msv_client *c, const uint8_t gid[16])
 {
@@ -1085,8 +1094,9 @@ static int own_commit_from_held(struct msv_client *c, const uint8_t gid[16], uin
 }
 
 /*
- * Under the lock: this device's commit kept (OWN_COMMIT), if it was made at epoch at_epoch of
- * generation at_gen (else nothing changes), against the commit the group's log holds there
+ * Under the lock: this device's commit kept (OWN_COMMIT, its record v as stored), if it was made
+ * at epoch at_epoch of generation at_gen (else nothing changes), against the commit the group's
+ * log holds there
  * (logged, as sent; NULL: none there; mine: this device sent it). The same one, while this
  * device still holds the state it was made from, makes the state it made the one held and
  * keeps its Welcome to be sent, in one transaction (*adopted then), and sends that Welcome at
@@ -1094,26 +1104,19 @@ static int own_commit_from_held(struct msv_client *c, const uint8_t gid[16], uin
  * the record: the delivery service never took it (another member's commit, or none, at that
  * epoch), or the state moved on.
  */
-static msv_err own_commit_settle(struct msv_client *c, const uint8_t gid[16], uint32_t at_gen,
-                                 uint64_t at_epoch, const uint8_t *logged, size_t logged_len,
-                                 int mine, int *adopted)
+static msv_err own_commit_settle(struct msv_client *c, const uint8_t gid[16], const uint8_t *v,
+                                 size_t len, uint32_t at_gen, uint64_t at_epoch,
+                                 const uint8_t *logged, size_t logged_len, int mine, int *adopted)
 {
-    char key[KEY_MAX], skey[sizeof(PREFIX) + 32], wkey[KEY_MAX];
-    uint8_t *v = NULL, digest[32];
-    size_t len = 0, kept_len;
-    msv_err err = msv_client_db_get(c->db, group_key(OWN_COMMIT, gid, key), &v, &len);
+    char skey[sizeof(PREFIX) + 32], wkey[KEY_MAX];
+    uint8_t digest[32];
+    size_t kept_len = len >= OWN_HEAD ? msv_get_u32be(v + 44) : 0;
+    msv_err err = MSV_OK;
 
     *adopted = 0;
-    if (err == MSV_ERR_NOT_FOUND)
-        return MSV_OK;
-    if (err != MSV_OK)
-        return err;
-    kept_len = len >= OWN_HEAD ? msv_get_u32be(v + 44) : 0;
     if (len >= OWN_HEAD && kept_len < len - OWN_HEAD &&
-        (msv_get_u32be(v) != at_gen || msv_get_u64be(v + 4) != at_epoch)) {
-        msv_secret_free(v, len); /* the log's word on another commit of ours */
-        return MSV_OK;
-    }
+        (msv_get_u32be(v) != at_gen || msv_get_u64be(v + 4) != at_epoch))
+        return MSV_OK; /* the log's word on another commit of ours */
     if (len >= OWN_HEAD && kept_len < len - OWN_HEAD && logged != NULL && mine &&
         own_commit_from_held(c, gid, at_gen, at_epoch)) {
         crypto_hash_sha256(digest, logged, logged_len);
@@ -1133,7 +1136,6 @@ static msv_err own_commit_settle(struct msv_client *c, const uint8_t gid[16], ui
                 err = own_commit_founded(c, gid);
         }
     }
-    msv_secret_free(v, len);
     if (err == MSV_OK)
         err = own_commit_forget(c, gid);
     /* its Welcome at once, while the group is at the epoch it is for */
@@ -1183,9 +1185,9 @@ static msv_err own_commit_resolve(struct msv_client *c, const uint8_t gid[16])
     }
     gen = msv_get_u32be(v);
     epoch = msv_get_u64be(v + 4);
-    msv_secret_free(v, len);
     held = held_generation(c, gid, &held_epoch);
     if (held > (int64_t)gen || (held == (int64_t)gen && held_epoch > epoch)) {
+        msv_secret_free(v, len);
         /* a founding again whose state is held: what a crash left of its end finished */
         if (held == (int64_t)gen && epoch == 0 && gen > 0)
             err = own_commit_founded(c, gid);
@@ -1198,6 +1200,7 @@ static msv_err own_commit_resolve(struct msv_client *c, const uint8_t gid[16])
         asked = msv_request_mls_commits(c->conn, id, sizeof(id), epoch, TIMEOUT_MS, &r, &c->why);
     if (ask_again_later(c, asked)) {
         msv_frame_free(r);
+        msv_secret_free(v, len);
         snprintf(c->why.message, sizeof(c->why.message),
                  "a commit of this device's to the group waits for the server's log to say "
                  "whether it was taken, and no other is made meanwhile");
@@ -1210,14 +1213,14 @@ static msv_err own_commit_resolve(struct msv_client *c, const uint8_t gid[16])
         if (l->epoch != epoch)
             continue;
         d = msv__wire__mls_delivery__unpack(NULL, l->delivery.len, l->delivery.data);
-        if (d == NULL || d->kind != MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT || d->epoch != epoch ||
-            d->group_id.len != MLS_ID_LEN || memcmp(d->group_id.data, id, MLS_ID_LEN) != 0)
+        if (!logged_commit(d, l, id, epoch))
             break;
         logged = d->message.data;
         logged_len = d->message.len;
         mine = l->sender_device == c->device_id;
     }
-    err = own_commit_settle(c, gid, gen, epoch, logged, logged_len, mine, &adopted);
+    err = own_commit_settle(c, gid, v, len, gen, epoch, logged, logged_len, mine, &adopted);
+    msv_secret_free(v, len);
     msv__wire__mls_delivery__free_unpacked(d, NULL);
     msv_frame_free(r);
     return err;
@@ -3100,9 +3103,7 @@ static int take_logged(struct msv_client *c, const uint8_t gid[16], const uint8_
 {
     Msv__Wire__MlsDelivery *d =
         msv__wire__mls_delivery__unpack(NULL, l->delivery.len, l->delivery.data);
-    int fits = d != NULL && d->kind == MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT && d->epoch == epoch &&
-               l->epoch == epoch && d->group_id.len == MLS_ID_LEN &&
-               memcmp(d->group_id.data, id, MLS_ID_LEN) == 0;
+    int fits = logged_commit(d, l, id, epoch);
     struct client_mls_in in;
     struct client_mls_refusal r;
     uint8_t digest[32] = {0}; /* an application message's alone: none here */
@@ -3113,8 +3114,17 @@ static int take_logged(struct msv_client *c, const uint8_t gid[16], const uint8_
     if (fits && l->sender_device == c->device_id) {
         *err = mls_lock(c);
         if (*err == MSV_OK) {
-            *err =
-                own_commit_settle(c, gid, gen, epoch, d->message.data, d->message.len, 1, &adopted);
+            uint8_t *v = NULL;
+            size_t len = 0;
+            char key[KEY_MAX];
+
+            *err = msv_client_db_get(c->db, group_key(OWN_COMMIT, gid, key), &v, &len);
+            if (*err == MSV_OK)
+                *err = own_commit_settle(c, gid, v, len, gen, epoch, d->message.data,
+                                         d->message.len, 1, &adopted);
+            else if (*err == MSV_ERR_NOT_FOUND)
+                *err = MSV_OK; /* none kept: it cannot be taken, as before */
+            msv_secret_free(v, len);
             mls_unlock(c);
         }
         msv__wire__mls_delivery__free_unpacked(d, NULL);
