@@ -321,6 +321,14 @@ receive_crashing_at() {
         "$M" --data-dir "dev-$2" --account "$2@example.org" receive >crash.out 2>&1
 }
 
+# on_mls WHO GROUP: WHO's device holds the group named GROUP on MLS (`groups` in groups.txt)
+on_mls() {
+    as "$1" -o json groups >groups.txt &&
+        python3 -c 'import json, sys
+assert any(r["name"] == sys.argv[2] and r["mls"] for r in map(json.loads, open(sys.argv[1])))' \
+            groups.txt "$2" 2>/dev/null
+}
+
 # rejoined NODE: 0 once node NODE has connected to Redis a second time (within 10 s)
 rejoined() {
     for _ in $(seq 100); do

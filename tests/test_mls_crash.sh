@@ -16,13 +16,7 @@ expect 0 "alice makes a group with bob" -- as alice groups create crash bob@exam
 gid=$(as alice groups | grep "^crash	" | cut -f3)
 expect 0 "bob takes its Welcome" -- as bob receive
 expect 0 "bob accepts" -- as bob groups accept "$gid"
-# on_mls: bob holds the group on MLS
-on_mls() {
-    as bob -o json groups >groups.txt &&
-        python3 -c 'import json, sys
-assert any(r["name"] == "crash" and r["mls"] for r in map(json.loads, open(sys.argv[1])))' groups.txt
-}
-on_mls && ok || bad "the group is on MLS for bob: $(cat groups.txt)"
+on_mls bob crash && ok || bad "the group is on MLS for bob: $(cat groups.txt)"
 expect 0 "alice writes to the group" -- as alice send --group crash --text "through the crashes"
 
 # bob's receive killed at its write or sync number k, for k = 0, 1, 2 ... until one finishes;
@@ -65,5 +59,5 @@ expect 0 "bob answers" -- as bob send --group "$gid" --text "bob was here"
 expect 0 "alice receives it" -- as alice receive
 grep -q "bob was here" out.txt && ok || bad "alice reads bob's: $(cat out.txt)"
 grep -q "could not be read" out.txt && bad "alice: unreadable: $(cat out.txt)" || ok
-on_mls && ok || bad "still on MLS: $(cat groups.txt)"
+on_mls bob crash && ok || bad "still on MLS: $(cat groups.txt)"
 finish
