@@ -578,6 +578,17 @@ int cli_account(const struct cli *o, char *handle, size_t handle_len, char *dir,
     return 0;
 }
 
+/* Another program of the device takes its deliveries: this one waits for it, and says so. */
+static void cli_deliveries_wait(void *ctx, const char *pid, int wait_ms)
+{
+    (void)ctx;
+    fprintf(cli_err,
+            "missive: another program of this device%s%s%s takes its deliveries from the server "
+            "(a receive, say); waiting for it to end (at most %d s)\n",
+            pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "", wait_ms / 1000);
+    fflush(cli_err);
+}
+
 /* Opens the account directory dir (its keys sealed by the passphrase o names). */
 int cli_open(const struct cli *o, const char *dir, struct msv_client **c)
 {
@@ -607,6 +618,7 @@ int cli_open(const struct cli *o, const char *dir, struct msv_client **c)
     (*c)->on_mls_notice = cli_mls_notice;
     (*c)->on_outbox_held = cli_outbox_held_notice;
     (*c)->on_send_progress = cli_send_progress;
+    (*c)->on_deliveries_wait = cli_deliveries_wait;
     return 0;
 }
 

@@ -1425,6 +1425,9 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     ow->c = c;
     ow->lock_fd = ow->listen_fd = -1;
     c->takes_deliveries = 1; /* it waits on the connection's socket for them */
+    /* it takes what comes for as long as it runs: a receive that ran before it started is
+     * told its connection was closed (the commands run through the owner from now on) */
+    c->deliveries_take_over = 1;
     c->ctx = ow;
     c->on_key_change = on_key_change;
     c->on_account_new = on_account_new;

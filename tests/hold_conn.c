@@ -5,13 +5,15 @@
  * connection: "closed" and exit status 0 if it did, "open" and 1 if not.
  * With PORT, to that port of the device's server (another node of its cluster); with
  * "deliveries" after it, a connection that takes deliveries (as a receive's; what is
- * pushed on it is read and left unacknowledged, so it comes again).
+ * pushed on it is read and left unacknowledged, so it comes again), which does not wait for
+ * the device's other such connections.
  * Usage: hold_conn DIR SECONDS [PORT [deliveries]] (the keys' passphrase in
  * MISSIVE_PASSPHRASE, if any)
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "client/client.h"
 #include "client/conn.h"
@@ -42,6 +44,15 @@ int main(int argc, char **argv)
     }
     if (c != NULL)
         c->takes_deliveries = deliveries;
+    /* several of these hold one device's connections on several nodes at once, as connections
+     * that died unseen would: each goes past the deliveries lock the others hold, its file made
+     * again (docs/wire.md, "Connections for requests") */
+    if (c != NULL && deliveries) {
+        char path[sizeof(c->dir) + 32];
+
+        snprintf(path, sizeof(path), "%s/deliveries.lock", c->dir);
+        (void)unlink(path);
+    }
     if (c == NULL || msv_client_connect(c) != MSV_OK || c->conn_requests_only == deliveries) {
         fprintf(stderr, "hold_conn: cannot connect as %s\n", argv[1]);
         msv_client_close(c);

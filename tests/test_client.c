@@ -2298,6 +2298,10 @@ static void test_two_receivers_take_once(void **state)
     assert_int_equal(pthread_create(&t1, NULL, receive_one, &r1), 0);
     usleep(1500 * 1000); /* the first has the delivery, and waits for the lock */
     r2.c = bob2;
+    /* the second goes past the deliveries lock the first holds (as a program from before it
+     * would): its file is made again */
+    snprintf(path, sizeof(path), "%s/bob/deliveries.lock", s.dir);
+    assert_int_equal(unlink(path), 0);
     assert_int_equal(pthread_create(&t2, NULL, receive_one, &r2), 0);
     usleep(1500 * 1000); /* the second too, its connection replacing the first's */
     assert_int_equal(flock(fd, LOCK_UN), 0);
@@ -2307,10 +2311,114 @@ static void test_two_receivers_take_once(void **state)
     assert_int_equal(r1.count + r2.count, 1);
     assert_int_equal(history_count(bob, "alice@example.org", "only once"), 1);
     assert_int_equal(history_count(bob, "alice@example.org", "could not be"), 0);
+    msv_client_close(bob2);    /* its connection holds the deliveries lock */
     msv_conn_close(bob->conn); /* the one replaced by bob2's, if it came second */
     bob->conn = NULL;
     receive_all(bob);
     assert_int_equal(history_count(bob, "alice@example.org", "could not be"), 0);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/* on_deliveries_wait: counts the waits told, and keeps the pid told */
+struct deliveries_told {
+    int times;
+    char pid[24];
+};
+
+static void deliveries_told(void *ctx, const char *pid, int wait_ms)
+{
+    struct deliveries_told *t = ctx;
+
+    assert_int_equal(wait_ms, 400);
+    t->times++;
+    snprintf(t->pid, sizeof(t->pid), "%s", pid);
+}
+
+/*
+ * Two processes of bob's that take deliveries go one after the other: the second's connection
+ * waits for the first's (told once, naming the holder's pid), fails MSV_ERR_BUSY past its wait
+ * and leaves the first's open, and is made once the first's is closed. A connection made for a
+ * receive within a command lets the lock go once the receive is over. Under the MLS lock, or
+ * for the account's owner, nothing waits: the connection goes, and the server closes the
+ * first's, telling it why. Before, the second's connection closed the first's at once, which
+ * ended its receive with "input/output error".
+ */
+static void test_deliveries_one_at_a_time(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"}, *to_alice[1] = {"alice@example.org"};
+    struct deliveries_told told = {0};
+    struct test_server s;
+    struct msv_client *alice, *bob, *bob2;
+    char path[200], own[24], words[300];
+    msv_frame *f = NULL;
+    int64_t started;
+    uint8_t id[16];
+    msv_err err;
+
+    (void)state;
+    start_pair(&s, &alice, &bob);
+    snprintf(path, sizeof(path), "%s/bob", s.dir);
+    assert_int_equal(msv_client_open(path, NULL, &bob2), MSV_OK);
+    msv_conn_close(bob->conn);
+    bob->conn = NULL;
+    bob2->takes_deliveries = 1;
+    bob2->deliveries_wait_ms = 400;
+    bob2->ctx = &told;
+    bob2->on_deliveries_wait = deliveries_told;
+    /* the first receives; its connection holds the lock while it is open */
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "to the first", NULL, 0, NULL, id), MSV_OK);
+    receive_all(bob);
+    assert_true(received_text(bob, "to the first"));
+    assert_true(bob->conn_for_receive);
+    started = msv_mono_ms();
+    assert_int_equal(msv_client_connect(bob2), MSV_ERR_BUSY);
+    assert_true(msv_mono_ms() - started >= 400);
+    assert_null(bob2->conn);
+    snprintf(own, sizeof(own), "%ld", (long)getpid());
+    assert_int_equal(told.times, 1);
+    assert_string_equal(told.pid, own);
+    assert_non_null(strstr(bob2->why.message, "another program of this device (pid "));
+    assert_non_null(strstr(bob2->why.message, own));
+    /* a send after the receive connects for requests alone, and lets the lock go */
+    assert_int_equal(msv_client_send(bob, to_alice, 1, "after it", NULL, 0, NULL, id), MSV_OK);
+    assert_true(bob->conn_requests_only);
+    told.times = 0;
+    assert_int_equal(msv_client_connect(bob2), MSV_OK);
+    assert_int_equal(told.times, 0);
+    msv_conn_close(bob2->conn);
+    bob2->conn = NULL;
+    /* under the MLS lock, and for the owner, nothing waits: the first's connection is closed,
+     * and told why */
+    for (int i = 0; i < 2; i++) {
+        bob->takes_deliveries = 1;
+        assert_int_equal(msv_client_connect(bob), MSV_OK);
+        assert_false(bob->conn_requests_only);
+        if (i == 0)
+            bob2->mls_lock_depth = 1;
+        else
+            bob2->deliveries_take_over = 1;
+        assert_int_equal(msv_client_connect(bob2), MSV_OK);
+        assert_int_equal(told.times, 0);
+        bob2->mls_lock_depth = 0;
+        bob2->deliveries_take_over = 0;
+        words[0] = '\0';
+        while ((err = msv_conn_recv(bob->conn, TEST_TIMEOUT_MS, &f)) == MSV_OK) {
+            if (f->body_case == MSV__WIRE__FRAME__BODY_ERROR && f->request_id == 0)
+                snprintf(words, sizeof(words), "%.*s", (int)f->error->message.len,
+                         (const char *)f->error->message.data);
+            msv_frame_free(f);
+        }
+        assert_int_equal(err, MSV_ERR_IO);
+        assert_non_null(strstr(words, "this device connected again"));
+        msv_conn_close(bob->conn);
+        bob->conn = NULL;
+        msv_conn_close(bob2->conn);
+        bob2->conn = NULL;
+    }
+    receive_all(alice);
+    assert_true(received_text(alice, "after it"));
     msv_client_close(bob2);
     msv_client_close(alice);
     msv_client_close(bob);
@@ -3231,7 +3339,10 @@ static void test_stray_last_resort_opens_nothing(void **state)
     test_acquaint(alice, bob);
     assert_int_equal(msv_client_send(bob, to_alice, 1, "hello", NULL, 0, NULL, id), MSV_OK);
     receive_all(alice);
-    receive_all(bob); /* bob's connection takes deliveries now: his receive below keeps it */
+    /* bob's connection takes deliveries, as an owner's: his publishing and his receive below
+     * keep it (one made for a receive alone goes with it) */
+    bob->takes_deliveries = 1;
+    receive_all(bob);
     kem_was = prekey_setting(bob, "kem-last-resort");
     set_prekey_setting(bob, "signed-prekey", prekey_setting(bob, "signed-prekey"), 0);
     assert_int_equal(msv_sessions_publish(bob), MSV_OK);
@@ -8767,6 +8878,7 @@ int main(void)
         cmocka_unit_test(test_sealed_sender_forged),
         cmocka_unit_test(test_parallel_sends_share_sessions),
         cmocka_unit_test(test_two_receivers_take_once),
+        cmocka_unit_test(test_deliveries_one_at_a_time),
         cmocka_unit_test(test_outbox_not_sent_under_a_lock),
         cmocka_unit_test(test_retried_send_goes_once),
         cmocka_unit_test(test_request_connections_used_up),

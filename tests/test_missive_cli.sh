@@ -459,6 +459,34 @@ expect 0 "the restored device reads it" -- "$M" --data-dir newmachine receive
 grep -q "read on MLS" out.txt && ok || bad "the restored device reads the trip: $(cat out.txt)"
 unset MISSIVE_BACKUP_PASSPHRASE
 
+# two receives of one device at once: the server keeps one connection that takes a device's
+# deliveries, so the second waits for the first and says so; both end well, each message
+# shown once. Before, the second's connection closed the first's: "input/output error".
+for i in 1 2 3 4 5 6; do as alice-phone send bob@example.org --text "twice $i" >/dev/null || bad "send $i"; done
+("$M" --data-dir newmachine receive --wait 2 >r1.txt 2>r1.err; echo $? >r1.rc) &
+r1=$!
+sleep 0.3
+"$M" --data-dir newmachine receive --wait 1 >r2.txt 2>r2.err
+echo $? >r2.rc
+wait "$r1"
+[ "$(cat r1.rc) $(cat r2.rc)" = "0 0" ] && ok || bad "two receives: $(cat r1.rc r2.rc r1.err r2.err)"
+[ "$(cat r1.txt r2.txt | grep -c 'alice@example.org)\{0,1\}: twice [1-6]$')" -eq 6 ] && ok ||
+    bad "each message once: $(cat r1.txt r2.txt)"
+cat r1.err r2.err | grep -q "another program of this device (pid [0-9]*) takes its deliveries from the server (a receive, say); waiting for it to end" &&
+    ok || bad "the second says it waits: $(cat r1.err r2.err)"
+# one that goes past the lock (a program from before it) closes the first's connection, and
+# the first is told why
+auths=$(metric auth_ok_total)
+("$M" --data-dir newmachine receive --wait 3 >r1.txt 2>r1.err; echo $? >r1.rc) &
+r1=$!
+# once the first has authenticated, its connection is the device's
+for _ in $(seq 100); do [ "$(metric auth_ok_total)" -gt "$auths" ] && break; sleep 0.1; done
+rm newmachine/bob@example.org/deliveries.lock
+"$M" --data-dir newmachine receive >/dev/null 2>&1 && ok || bad "the receive past the lock"
+wait "$r1"
+[ "$(cat r1.rc)" = 4 ] && grep -q "this device connected again, and the newer connection takes its deliveries" r1.err &&
+    ok || bad "the closed receive says why: $(cat r1.rc r1.err)"
+
 # no device's secret key bytes in anything the client printed or the server logged: any
 # 16 bytes of the exported secret keys, raw or in hex, found there is a leak
 cat srv.log >>"$TRANSCRIPT"

@@ -762,6 +762,10 @@ static void test_two_receivers_take_mls_once(void **state)
     assert_int_equal(flock(fd, LOCK_EX), 0);
     first = receiver_of(k.bob);
     usleep(1500 * 1000); /* the first has the delivery, and waits for the lock */
+    /* the second goes past the deliveries lock the first's connection holds (as one made under
+     * the MLS lock does): its file is made again */
+    snprintf(path, sizeof(path), "%s/deliveries.lock", k.bob->dir);
+    assert_int_equal(unlink(path), 0);
     second = receiver_of(k.bob);
     usleep(1500 * 1000); /* the second too, its connection replacing the first's */
     assert_int_equal(flock(fd, LOCK_UN), 0);
@@ -798,6 +802,7 @@ static void take_within(void *ctx, const struct msv_incoming *in)
 {
     struct nested_taker *t = ctx;
     struct msv_client *again = NULL;
+    char path[sizeof(again->dir) + 32];
     size_t n = 0;
 
     if (in->kind != t->kind)
@@ -807,7 +812,11 @@ static void take_within(void *ctx, const struct msv_incoming *in)
         return;
     /* while the first tells of it (taken, its delivery not yet recorded or acknowledged), a
      * second process starts a receive: it finds the message stored and not yet shown, and,
-     * its connection replacing the first's, is offered the delivery again */
+     * its connection replacing the first's, is offered the delivery again. It goes past the
+     * deliveries lock the first's connection holds (as one under the MLS lock does): its file
+     * is made again */
+    snprintf(path, sizeof(path), "%s/deliveries.lock", t->first->dir);
+    assert_int_equal(unlink(path), 0);
     assert_int_equal(msv_client_open(t->first->dir, NULL, &again), MSV_OK);
     again->receive_until_synced = 1;
     again->mls_in_wait_ms = 500; /* the first holds its claim until this receive is over */
@@ -3594,12 +3603,13 @@ static void test_founding_again_at_most_hourly(void **state)
 
 /*
  * Two processes of alice's device send to the club at once while the delivery service says the
- * group moved on. The server keeps one connection per device, so each process's connection ends
- * the other's: a send that loses its connection stays in the outbox (it goes with the next
- * connection). However they cross, the group is founded again once (one Welcome for bob), and
- * bob reads both messages once alice's outbox is flushed. (The connections ending each other
- * mostly keep the two apart: this passes with the MLS lock taken out too, so it is no test of
- * that lock's window itself.)
+ * group moved on. The server keeps one connection per device that takes deliveries, so the two
+ * processes' reads of the queue wait for each other (the deliveries lock) or, made under the MLS
+ * lock, end each other's connection: a send that loses its connection stays in the outbox (it
+ * goes with the next connection). However they cross, the group is founded again once (one Welcome
+ * for bob), and bob reads both messages once alice's outbox is flushed. (The connections ending
+ * each other mostly keep the two apart: this passes with the MLS lock taken out too, so it is no
+ * test of that lock's window itself.)
  */
 static void test_two_processes_found_once(void **state)
 {

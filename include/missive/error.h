@@ -31,6 +31,7 @@ enum {
     MSV_ERR_AGAIN = -10,      /* more input is needed before anything can be returned */
     MSV_ERR_NOT_FOUND = -11,  /* the named object does not exist */
     MSV_ERR_EXISTS = -12,     /* the object to create exists already */
+    MSV_ERR_BUSY = -13,       /* another process holds what is needed, for longer than waited */
 };
 
 /* Returns a static, human-readable description of err; never NULL. */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -601,14 +602,108 @@ static int outbox_must_wait(const struct msv_client *c)
     return c->session_lock_depth > 0 || c->mls_lock_depth > 0 || c->flushing > 0;
 }
 
+/* The pid the holder of the deliveries lock wrote in it ("" if none). */
+static void deliveries_holder(int fd, char *pid, size_t len)
+{
+    ssize_t n = pread(fd, pid, len - 1, 0);
+
+    pid[n > 0 ? (size_t)n : 0] = '\0';
+    pid[strspn(pid, "0123456789")] = '\0';
+}
+
+/*
+ * Takes the deliveries lock (struct msv_client) for a connection that takes deliveries:
+ * *fd its descriptor, which the connection holds, or -1 when it goes without (the lock held
+ * elsewhere, and the caller does not wait: the owner; or under the session or MLS lock, or
+ * within a send of the outbox, whose holder may be waiting for what this process holds).
+ */
+static msv_err take_deliveries_lock(struct msv_client *c, int *fd)
+{
+    const struct timespec pause = {0, 50 * 1000 * 1000};
+    char path[sizeof(c->dir) + 32], pid[24] = "";
+    int wait_ms =
+        c->deliveries_wait_ms == 0 ? MSV_CLIENT_DELIVERIES_WAIT_MS : c->deliveries_wait_ms;
+    int64_t start = msv_mono_ms(), until = start + (wait_ms > 0 ? wait_ms : 0);
+    int told = 0, n, e;
+
+    snprintf(path, sizeof(path), "%s/deliveries.lock", c->dir);
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (*fd < 0) {
+        e = errno;
+        goto failed;
+    }
+    while (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+        e = errno;
+        if (e == EINTR)
+            continue;
+        if (e != EWOULDBLOCK)
+            goto failed;
+        if (c->deliveries_take_over || outbox_must_wait(c)) {
+            close(*fd);
+            *fd = -1;
+            return MSV_OK;
+        }
+        deliveries_holder(*fd, pid, sizeof(pid));
+        if (msv_mono_ms() >= until) {
+            close(*fd);
+            *fd = -1;
+            snprintf(c->why.message, sizeof(c->why.message),
+                     "another program of this device%s%s%s takes its deliveries from the server "
+                     "(a receive, say), which keeps one connection for them%s",
+                     pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "",
+                     wait_ms > 0 ? "; it did not end in time (run `missive daemon` to use "
+                                   "several commands of the account at once)"
+                                 : "");
+            return MSV_ERR_BUSY;
+        }
+        /* told once the holder's pid is there (it writes it just after taking the lock), or
+         * after a second without */
+        if (!told && (pid[0] != '\0' || msv_mono_ms() >= start + 1000)) {
+            if (c->on_deliveries_wait != NULL)
+                c->on_deliveries_wait(c->ctx, pid, wait_ms);
+            told = 1;
+        }
+        nanosleep(&pause, NULL);
+    }
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(*fd, 0) != 0 || pwrite(*fd, pid, (size_t)n, 0) != n) {
+        /* the pid only names the holder to a waiter */
+    }
+    return MSV_OK;
+failed: /* a local failure: said as one, not as a server out of reach */
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+    snprintf(c->why.message, sizeof(c->why.message), "the account's deliveries.lock: %s",
+             strerror(e));
+    return MSV_ERR_INVALID;
+}
+
+/* A connection as client_plain_conn makes it, holding the deliveries lock unless requests_only. */
+static msv_err conn_for(struct msv_client *c, int requests_only, struct msv_conn **out)
+{
+    int fd = -1;
+    msv_err err = requests_only ? MSV_OK : take_deliveries_lock(c, &fd);
+
+    if (err == MSV_OK)
+        err = client_plain_conn(c, out);
+    if (err == MSV_OK)
+        msv_conn_hold(*out, fd);
+    else if (fd >= 0)
+        close(fd);
+    return err;
+}
+
 msv_err msv_client_connect(struct msv_client *c)
 {
     int requests_only = !c->takes_deliveries && c->receiving == 0, switched = 0;
     msv_err err;
 
     /* one for requests alone serves requests; deliveries need one that takes them (the
-     * outbox was flushed on the first: a receive in a send would send that send again) */
-    if (c->conn != NULL && c->conn_requests_only && !requests_only) {
+     * outbox was flushed on the first: a receive in a send would send that send again); one
+     * made for a receive within a command goes with it, and the deliveries lock with it */
+    if (c->conn != NULL &&
+        ((c->conn_requests_only && !requests_only) || (c->conn_for_receive && requests_only))) {
         msv_conn_close(c->conn);
         c->conn = NULL;
         switched = 1;
@@ -618,7 +713,7 @@ msv_err msv_client_connect(struct msv_client *c)
     if (c->device_id == 0)
         return MSV_ERR_NOT_FOUND; /* not registered yet */
     memset(&c->why, 0, sizeof(c->why));
-    err = client_plain_conn(c, &c->conn);
+    err = conn_for(c, requests_only, &c->conn);
     if (err == MSV_OK) {
         err = msv_conn_auth_as(c->conn, c->handle, c->device_id, c->id, requests_only, TIMEOUT_MS,
                                c->why.message, sizeof(c->why.message));
@@ -630,12 +725,13 @@ msv_err msv_client_connect(struct msv_client *c)
             c->conn = NULL;
             memset(&c->why, 0, sizeof(c->why));
             requests_only = 0;
-            err = client_plain_conn(c, &c->conn);
+            err = conn_for(c, 0, &c->conn);
             if (err == MSV_OK)
                 err = msv_conn_auth(c->conn, c->handle, c->device_id, c->id, TIMEOUT_MS,
                                     c->why.message, sizeof(c->why.message));
         }
         c->conn_requests_only = requests_only;
+        c->conn_for_receive = !requests_only && !c->takes_deliveries && c->receiving > 0;
         /* with its words the server answered that its storage failed (as a send it cannot
          * store); without, it did not answer at all */
         if (err == MSV_ERR_IO && c->why.message[0] != '\0')

@@ -54,6 +54,10 @@ struct msv_client {
      * the server pushes nothing on it, so that processes of one device that send at once do
      * not take each other's connection; msv_client_receive() connects again to take */
     int conn_requests_only;
+    /* conn takes deliveries only for a receive within a command that does not (a send reading
+     * its queue first): once no receive runs, the next connect replaces it by one for requests
+     * alone, so that it holds the deliveries lock (below) no longer than that receive */
+    int conn_for_receive;
     /* every connection takes deliveries, in a receive or not: set by a program that waits on
      * the connection's socket for them (the account's owner: daemon, chat, listen, web) */
     int takes_deliveries;
@@ -206,9 +210,24 @@ struct msv_client {
     /* a send that finds the server out of reach, or is asked to slow down, tries again
      * RETRIES times, after this long and doubling (milliseconds; 0: 500) */
     int send_backoff_ms;
+    /*
+     * The server keeps one connection that takes deliveries per device and closes the older
+     * when another comes, so two processes of a device that take them (two receives, say) go
+     * one after the other: such a connection holds the lock on "<account>/deliveries.lock"
+     * for as long as it lives. How long its making waits for another process's hold (ms; 0:
+     * MSV_CLIENT_DELIVERIES_WAIT_MS; negative: not at all), then MSV_ERR_BUSY with why.message
+     * naming the holder. With deliveries_take_over (the account's owner, which takes what
+     * comes for as long as it runs), or under the session or MLS lock, or while the outbox
+     * is sent, it does not wait: the connection goes without the lock, and the server closes
+     * the holder's. on_deliveries_wait is called once as a wait starts, with the holder's pid
+     * ("" if it wrote none) and the wait; may be NULL.
+     */
+    int deliveries_wait_ms, deliveries_take_over;
+    void (*on_deliveries_wait)(void *ctx, const char *pid, int wait_ms);
 };
 
 #define MSV_CLIENT_RECEIVE_MAX_MS 30000
+#define MSV_CLIENT_DELIVERIES_WAIT_MS 60000
 
 /*
  * Creates an account directory with a fresh device identity for handle at

@@ -48,6 +48,7 @@ struct msv_conn {
     struct pushed *pushed_head, *pushed_tail;
     size_t pushed_frames, pushed_bytes;
     int dropped; /* pushes were dropped: only a new connection brings them */
+    int lock_fd; /* a lock held as long as the connection (msv_conn_hold), or -1 */
 };
 
 /* Waits until fd is ready for what SSL wants; MSV_ERR_AGAIN at the deadline. */
@@ -117,6 +118,7 @@ msv_err msv_conn_open(const char *host, uint16_t port, const uint8_t pin[32], in
     if (c == NULL)
         return MSV_ERR_NOMEM;
     c->next_request = 1;
+    c->lock_fd = -1;
     c->fd = tcp_connect(host, port, timeout_ms);
     c->ctx = SSL_CTX_new(TLS_client_method());
     if (c->fd < 0 || c->ctx == NULL)
@@ -173,8 +175,22 @@ void msv_conn_close(struct msv_conn *c)
     SSL_CTX_free(c->ctx);
     if (c->fd >= 0)
         close(c->fd);
+    if (c->lock_fd >= 0) {
+        /* its holder's pid goes first: a waiter never names a program that let it go */
+        if (ftruncate(c->lock_fd, 0) != 0) {
+            /* the pid only names the holder to a waiter */
+        }
+        close(c->lock_fd); /* the lock goes with the last descriptor of its file */
+    }
     free(c->in);
     free(c);
+}
+
+void msv_conn_hold(struct msv_conn *c, int lock_fd)
+{
+    if (c->lock_fd >= 0)
+        close(c->lock_fd);
+    c->lock_fd = lock_fd;
 }
 
 void msv_conn_fingerprint(const struct msv_conn *c, uint8_t out[32])

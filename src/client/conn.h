@@ -66,6 +66,9 @@ MSV_MUST_CHECK msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int 
  */
 int msv_conn_has_dropped(const struct msv_conn *c);
 
+/* Gives c the descriptor of a lock to hold for as long as c: closed with c (or a later one). */
+void msv_conn_hold(struct msv_conn *c, int lock_fd);
+
 /* Hello, Challenge, Auth: proves the connection belongs to device_id of handle; on a
  * refusal, why (may be NULL) receives the server's reason. MSV_ERR_NOT_FOUND: the account
  * was deleted (ERROR_ACCOUNT_DELETED). */

@@ -3196,17 +3196,22 @@ static msv_err catch_up(struct msv_client *c, const uint8_t gid[16], uint32_t ge
 
 int client_mls_queue_first(struct msv_client *c, const uint8_t gid[16])
 {
-    int synced = c->receive_until_synced;
+    int synced = c->receive_until_synced, waits = c->deliveries_wait_ms;
+    struct msv_refusal why = c->why; /* the send's, whatever the read says */
 
     if (c->receiving || c->takes_deliveries || client_mls_is_on(c, gid) ||
         catch_up_quiet(c, gid, 0, QUEUE_FIRST))
         return 0;
     catch_up_quiet_set(c, gid, 0, QUEUE_FIRST);
     /* what is queued now, no waiting for more (one round trip when nothing is); a failure (no
-     * connection) leaves the message as it was: queued, or sent asking */
+     * connection, another program of the device receiving) leaves the message as it was:
+     * queued, or sent asking */
     c->receive_until_synced = 1;
+    c->deliveries_wait_ms = -1; /* that program's receive takes the Welcome */
     (void)receive_within(c);
     c->receive_until_synced = synced;
+    c->deliveries_wait_ms = waits;
+    c->why = why;
     return 1;
 }
 

@@ -1557,6 +1557,17 @@ static msv_err receive_on(struct msv_client *c, int timeout_ms,
             continue;
         }
         if (f->body_case != MSV__WIRE__FRAME__BODY_DELIVER) {
+            /* the server's words as it closes the connection (a newer one of this device
+             * took its deliveries, say), told with the failure that follows */
+            if (f->request_id == 0 && f->body_case == MSV__WIRE__FRAME__BODY_ERROR &&
+                f->error->message.len > 0) {
+                c->why.code = 0; /* a connection lost, whatever an earlier answer said */
+                snprintf(c->why.message, sizeof(c->why.message), "%.*s",
+                         (int)(f->error->message.len < sizeof(c->why.message)
+                                   ? f->error->message.len
+                                   : sizeof(c->why.message) - 1),
+                         (const char *)f->error->message.data);
+            }
             msv_frame_free(f);
             continue;
         }

@@ -726,6 +726,9 @@ const char msv_server_removed_text[] = "this device was removed from its account
 static const char suspended_text[] = "this account is suspended";
 static const char disconnected_text[] = "the server's operator closed this connection";
 static const char deleted_text[] = "this account was deleted";
+static const char replaced_text[] =
+    "this device connected again, and the newer connection takes its deliveries (another "
+    "program of it, or one whose connection was lost): this one is closed";
 
 /* Hands one worker an order; 0 if there was no memory for it. */
 static int post_close(struct msv_worker *w, const struct msv_close_order *o)
@@ -852,8 +855,7 @@ static void revoke_conn(struct msv_conn_state *c, const char *why)
                                        : "removed_closed",
             "peer=%s device=%llu", c->peer, (unsigned long long)c->device_id);
     c->device_id = 0;
-    if (why != NULL)
-        msv_conn_send_error(c, 0, E_AUTH, why);
+    msv_conn_send_error(c, 0, E_AUTH, why != NULL ? why : replaced_text);
     msv_conn_close_soon(c);
 }
 

@@ -76,6 +76,8 @@ const char *msv_strerror(msv_err err)
         return "not found";
     case MSV_ERR_EXISTS:
         return "already exists";
+    case MSV_ERR_BUSY:
+        return "in use by another process";
     default:
         return "unknown error";
     }
