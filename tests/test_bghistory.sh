@@ -134,7 +134,8 @@ link_wait alice pad || bad "the pad's code: $(cat pad.out pad.err)"
 expect 0 "alice adds the pad" -- as alice devices add "$code" --yes
 link_done && ok || bad "the pad is linked: $(cat pad.out pad.err)"
 pad() { "$M" --data-dir pad --account alice@example.org "$@"; }
-(pad receive --wait 5 >padrecv.out 2>padrecv.err) &
+# exec: the kill below reaches the receive itself, not only a subshell around it
+(exec "$M" --data-dir pad --account alice@example.org receive --wait 5 >padrecv.out 2>padrecv.err) &
 adder=$!
 # the download begins; the server stops answering in its middle, and the import is killed
 for _ in $(seq 3000); do grep -q "importing the history from device 1" padrecv.out 2>/dev/null && break; sleep 0.01; done

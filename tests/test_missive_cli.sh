@@ -463,7 +463,7 @@ unset MISSIVE_BACKUP_PASSPHRASE
 # deliveries, so the second waits for the first and says so; both end well, each message
 # shown once. Before, the second's connection closed the first's: "input/output error".
 for i in 1 2 3 4 5 6; do as alice-phone send bob@example.org --text "twice $i" >/dev/null || bad "send $i"; done
-("$M" --data-dir newmachine receive --wait 2 >r1.txt 2>r1.err; echo $? >r1.rc) &
+("$M" --data-dir newmachine receive --wait 4 >r1.txt 2>r1.err; echo $? >r1.rc) &
 r1=$!
 sleep 0.3
 "$M" --data-dir newmachine receive --wait 1 >r2.txt 2>r2.err
@@ -477,7 +477,7 @@ cat r1.err r2.err | grep -q "another program of this device (pid [0-9]*) takes i
 # one that goes past the lock (a program from before it) closes the first's connection, and
 # the first is told why
 auths=$(metric auth_ok_total)
-("$M" --data-dir newmachine receive --wait 3 >r1.txt 2>r1.err; echo $? >r1.rc) &
+("$M" --data-dir newmachine receive --wait 30 >r1.txt 2>r1.err; echo $? >r1.rc) &
 r1=$!
 # once the first has authenticated, its connection is the device's
 for _ in $(seq 100); do [ "$(metric auth_ok_total)" -gt "$auths" ] && break; sleep 0.1; done

@@ -624,21 +624,19 @@ static msv_err take_deliveries_lock(struct msv_client *c, int *fd)
     int wait_ms =
         c->deliveries_wait_ms == 0 ? MSV_CLIENT_DELIVERIES_WAIT_MS : c->deliveries_wait_ms;
     int64_t start = msv_mono_ms(), until = start + (wait_ms > 0 ? wait_ms : 0);
-    int told = 0, n, e;
+    int told = 0, n;
 
     snprintf(path, sizeof(path), "%s/deliveries.lock", c->dir);
     *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (*fd < 0) {
-        e = errno;
-        goto failed;
-    }
-    while (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
-        e = errno;
+    while (*fd >= 0 && flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+
         if (e == EINTR)
             continue;
-        if (e != EWOULDBLOCK)
-            goto failed;
-        if (c->deliveries_take_over || outbox_must_wait(c)) {
+        /* a lock that cannot be had at all (no descriptor left, say), as one held elsewhere
+         * by a caller that does not wait: the connection goes without it, as before the lock
+         * (failing here would fail a queued message for good within a send of the outbox) */
+        if (e != EWOULDBLOCK || c->deliveries_take_over || outbox_must_wait(c)) {
             close(*fd);
             *fd = -1;
             return MSV_OK;
@@ -665,18 +663,13 @@ static msv_err take_deliveries_lock(struct msv_client *c, int *fd)
         }
         nanosleep(&pause, NULL);
     }
+    if (*fd < 0)
+        return MSV_OK;
     n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
     if (ftruncate(*fd, 0) != 0 || pwrite(*fd, pid, (size_t)n, 0) != n) {
         /* the pid only names the holder to a waiter */
     }
     return MSV_OK;
-failed: /* a local failure: said as one, not as a server out of reach */
-    if (*fd >= 0)
-        close(*fd);
-    *fd = -1;
-    snprintf(c->why.message, sizeof(c->why.message), "the account's deliveries.lock: %s",
-             strerror(e));
-    return MSV_ERR_INVALID;
 }
 
 /* A connection as client_plain_conn makes it, holding the deliveries lock unless requests_only. */
@@ -694,16 +687,39 @@ static msv_err conn_for(struct msv_client *c, int requests_only, struct msv_conn
     return err;
 }
 
+/*
+ * Once a receive within a command is over, its connection (which takes deliveries, and holds
+ * the deliveries lock) is replaced by one for requests alone, made first: the old one serves
+ * on if that fails (refused for the number of such connections, say), and the command keeps
+ * it. Keys were published and the outbox sent on the old one: neither is done again.
+ */
+static void for_requests_again(struct msv_client *c)
+{
+    struct msv_conn *fresh = NULL;
+    msv_err err = client_plain_conn(c, &fresh);
+
+    c->conn_for_receive = 0;
+    if (err == MSV_OK)
+        err = msv_conn_auth_as(fresh, c->handle, c->device_id, c->id, 1, TIMEOUT_MS, NULL, 0);
+    if (err != MSV_OK) {
+        msv_conn_close(fresh);
+        return;
+    }
+    msv_conn_close(c->conn);
+    c->conn = fresh;
+    c->conn_requests_only = 1;
+}
+
 msv_err msv_client_connect(struct msv_client *c)
 {
-    int requests_only = !c->takes_deliveries && c->receiving == 0, switched = 0;
+    int requests_only = !c->takes_deliveries && c->receiving == 0, switched = 0, take_over;
     msv_err err;
 
+    if (c->conn != NULL && c->conn_for_receive && requests_only)
+        for_requests_again(c);
     /* one for requests alone serves requests; deliveries need one that takes them (the
-     * outbox was flushed on the first: a receive in a send would send that send again); one
-     * made for a receive within a command goes with it, and the deliveries lock with it */
-    if (c->conn != NULL &&
-        ((c->conn_requests_only && !requests_only) || (c->conn_for_receive && requests_only))) {
+     * outbox was flushed on the first: a receive in a send would send that send again) */
+    if (c->conn != NULL && c->conn_requests_only && !requests_only) {
         msv_conn_close(c->conn);
         c->conn = NULL;
         switched = 1;
@@ -725,7 +741,10 @@ msv_err msv_client_connect(struct msv_client *c)
             c->conn = NULL;
             memset(&c->why, 0, sizeof(c->why));
             requests_only = 0;
+            take_over = c->deliveries_take_over;
+            c->deliveries_take_over = 1; /* it replaces the other rather than wait for it */
             err = conn_for(c, 0, &c->conn);
+            c->deliveries_take_over = take_over;
             if (err == MSV_OK)
                 err = msv_conn_auth(c->conn, c->handle, c->device_id, c->id, TIMEOUT_MS,
                                     c->why.message, sizeof(c->why.message));
