@@ -112,6 +112,17 @@ static void assert_sent_by(struct msv_client *c, const char *conversation, const
     assert_int_equal(each_holding(c, conversation, needle, sent_by, &by), 1);
 }
 
+/* r1, then r2, receive, and each holds the one message of conversation that holds needle, sent
+ * by sender's device. */
+static void both_read(struct msv_client *r1, struct msv_client *r2, const char *conversation,
+                      const char *needle, const char *sender, uint64_t device)
+{
+    receive_now(r1);
+    receive_now(r2);
+    assert_sent_by(r1, conversation, needle, sender, device);
+    assert_sent_by(r2, conversation, needle, sender, device);
+}
+
 /* Runs SQL on the server's database. */
 static void server_sql(struct test_server *s, const char *sql)
 {
@@ -1356,10 +1367,8 @@ static void test_linked_device_joins(void **state)
     assert_int_equal(history_count(laptop, k.conversation, "refused"), 0);
     assert_int_equal(msv_client_group_send(k.carol, "club", "hello laptop", NULL, 0, NULL, id),
                      MSV_OK);
-    receive_now(laptop);
-    receive_now(k.bob);
-    assert_sent_by(laptop, k.conversation, "hello laptop", "carol@example.org", k.carol->device_id);
-    assert_sent_by(k.bob, k.conversation, "hello laptop", "carol@example.org", k.carol->device_id);
+    both_read(laptop, k.bob, k.conversation, "hello laptop", "carol@example.org",
+              k.carol->device_id);
     assert_int_equal(msv_client_group_send(laptop, "club", "from bob's laptop", NULL, 0, NULL, id),
                      MSV_OK);
     receive_now(k.alice);
@@ -2245,11 +2254,8 @@ static void test_behind_for_good(void **state)
     assert_int_equal(msv_client_group_send(k.alice, "club", "alice founds", NULL, 0, NULL, id),
                      MSV_OK);
     assert_int_equal(history_count(k.alice, k.conversation, "behind its MLS group"), 0);
-    receive_now(k.carol);
-    receive_now(k.bob);
-    assert_sent_by(k.carol, k.conversation, "alice founds", "alice@example.org",
-                   k.alice->device_id);
-    assert_sent_by(k.bob, k.conversation, "alice founds", "alice@example.org", k.alice->device_id);
+    both_read(k.carol, k.bob, k.conversation, "alice founds", "alice@example.org",
+              k.alice->device_id);
     before =
         queued_mls(&k.s, k.alice->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL);
     assert_int_equal(msv_client_group_send(k.bob, "club", "bob is back", NULL, 0, NULL, id),
@@ -2463,16 +2469,11 @@ static void test_two_admins_replace_at_once(void **state)
         assert_int_equal(history_count(c, k.conversation, "could not be read"), 0);
     }
     assert_int_equal(msv_client_group_send(k.bob, "club", "bob back", NULL, 0, NULL, id), MSV_OK);
-    receive_now(k.alice);
-    receive_now(k.carol);
-    assert_sent_by(k.alice, k.conversation, "bob back", "bob@example.org", k.bob->device_id);
-    assert_sent_by(k.carol, k.conversation, "bob back", "bob@example.org", k.bob->device_id);
+    both_read(k.alice, k.carol, k.conversation, "bob back", "bob@example.org", k.bob->device_id);
     assert_int_equal(msv_client_group_send(k.carol, "club", "carol after", NULL, 0, NULL, id),
                      MSV_OK);
-    receive_now(k.alice);
-    receive_now(k.bob);
-    assert_sent_by(k.alice, k.conversation, "carol after", "carol@example.org", k.carol->device_id);
-    assert_sent_by(k.bob, k.conversation, "carol after", "carol@example.org", k.carol->device_id);
+    both_read(k.alice, k.bob, k.conversation, "carol after", "carol@example.org",
+              k.carol->device_id);
     club_free(&k);
 }
 
@@ -2736,10 +2737,8 @@ static void test_full_queue_holds_up_nobody(void **state)
     receive_now(k.alice);
     assert_int_equal(msv_client_group_send(k.alice, "club", "all read it", NULL, 0, NULL, id),
                      MSV_OK);
-    receive_now(k.bob);
-    receive_now(k.carol);
-    assert_sent_by(k.bob, k.conversation, "all read it", "alice@example.org", k.alice->device_id);
-    assert_sent_by(k.carol, k.conversation, "all read it", "alice@example.org", k.alice->device_id);
+    both_read(k.bob, k.carol, k.conversation, "all read it", "alice@example.org",
+              k.alice->device_id);
     assert_int_equal(history_count(k.bob, k.conversation, "refused"), 0);
     assert_int_equal(history_count(k.bob, k.conversation, "replay"), 0);
     club_free(&k);
@@ -2969,10 +2968,7 @@ static void welcome_kept_for_a_full_queue(int lie)
     assert_int_equal(
         queued_mls(&k.s, k.alice->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
         1);
-    receive_now(k.alice);
-    receive_now(k.bob);
-    assert_sent_by(k.alice, k.conversation, "dave on mls", "dave@example.org", dave->device_id);
-    assert_sent_by(k.bob, k.conversation, "dave on mls", "dave@example.org", dave->device_id);
+    both_read(k.alice, k.bob, k.conversation, "dave on mls", "dave@example.org", dave->device_id);
     msv_client_close(dave);
     club_free(&k);
 }
@@ -3023,10 +3019,7 @@ static void test_missed_commit_read_from_log(void **state)
     receive_now(k.alice);
     assert_int_equal(msv_client_group_send(k.bob, "club", "bob answers", NULL, 0, NULL, id),
                      MSV_OK);
-    receive_now(k.alice);
-    receive_now(k.carol);
-    assert_sent_by(k.alice, k.conversation, "bob answers", "bob@example.org", k.bob->device_id);
-    assert_sent_by(k.carol, k.conversation, "bob answers", "bob@example.org", k.bob->device_id);
+    both_read(k.alice, k.carol, k.conversation, "bob answers", "bob@example.org", k.bob->device_id);
     assert_int_equal(history_count(k.bob, k.conversation, "behind its MLS group"), 0);
     assert_int_equal(test_server_metric(&k.s, "mls_log_reads_total"), 0); /* since the restart */
     club_free(&k);
@@ -3227,10 +3220,8 @@ static void test_admin_update_catches_up(void **state)
     assert_int_equal(settings_count(k.alice, "mls-founded:"), 0);
     assert_int_equal(history_count(k.alice, k.conversation, "behind its MLS group"), 0);
     assert_int_equal(test_server_metric(&k.s, "mls_log_commits_served_total"), 1);
-    receive_now(k.bob);
-    receive_now(k.carol);
-    assert_sent_by(k.bob, k.conversation, "alice after", "alice@example.org", k.alice->device_id);
-    assert_sent_by(k.carol, k.conversation, "alice after", "alice@example.org", k.alice->device_id);
+    both_read(k.bob, k.carol, k.conversation, "alice after", "alice@example.org",
+              k.alice->device_id);
     assert_int_equal(history_count(k.bob, k.conversation, "refused"), 0);
     /* her message went once, at the group's epoch, after her update: nothing unreadable */
     assert_int_equal(history_count(k.bob, k.conversation, "could not be read"), 0);
@@ -3330,10 +3321,7 @@ static void test_sole_admin_lost_state_founds_again(void **state)
     assert_int_equal(
         queued_mls(&k.s, k.alice->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
         1);
-    receive_now(k.alice);
-    receive_now(k.carol);
-    assert_sent_by(k.alice, k.conversation, "all on MLS", "bob@example.org", k.bob->device_id);
-    assert_sent_by(k.carol, k.conversation, "all on MLS", "bob@example.org", k.bob->device_id);
+    both_read(k.alice, k.carol, k.conversation, "all on MLS", "bob@example.org", k.bob->device_id);
     /* lost again within the hour: held back, and counted; the founding stays due */
     state_lost(&k, k.alice);
     assert_int_equal(msv_client_group_send(k.bob, "club", "unread again", NULL, 0, NULL, id),

@@ -614,10 +614,11 @@ static void deliveries_holder(int fd, char *pid, size_t len)
 /*
  * Takes the deliveries lock (struct msv_client) for a connection that takes deliveries:
  * *fd its descriptor, which the connection holds, or -1 when it goes without (the lock held
- * elsewhere, and the caller does not wait: the owner; or under the session or MLS lock, or
- * within a send of the outbox, whose holder may be waiting for what this process holds).
+ * elsewhere, and the caller does not wait: take_over, or the owner; or under the session or MLS
+ * lock, or within a send of the outbox, whose holder may be waiting for what this process
+ * holds).
  */
-static msv_err take_deliveries_lock(struct msv_client *c, int *fd)
+static msv_err take_deliveries_lock(struct msv_client *c, int take_over, int *fd)
 {
     const struct timespec pause = {0, 50 * 1000 * 1000};
     char path[sizeof(c->dir) + 32], pid[24] = "";
@@ -636,7 +637,7 @@ static msv_err take_deliveries_lock(struct msv_client *c, int *fd)
         /* a lock that cannot be had at all (no descriptor left, say), as one held elsewhere
          * by a caller that does not wait: the connection goes without it, as before the lock
          * (failing here would fail a queued message for good within a send of the outbox) */
-        if (e != EWOULDBLOCK || c->deliveries_take_over || outbox_must_wait(c)) {
+        if (e != EWOULDBLOCK || take_over || c->deliveries_take_over || outbox_must_wait(c)) {
             close(*fd);
             *fd = -1;
             return MSV_OK;
@@ -672,11 +673,13 @@ static msv_err take_deliveries_lock(struct msv_client *c, int *fd)
     return MSV_OK;
 }
 
-/* A connection as client_plain_conn makes it, holding the deliveries lock unless requests_only. */
-static msv_err conn_for(struct msv_client *c, int requests_only, struct msv_conn **out)
+/* A connection as client_plain_conn makes it, holding the deliveries lock unless requests_only
+ * (take_over: it goes without the lock rather than wait for another process's hold). */
+static msv_err conn_for(struct msv_client *c, int requests_only, int take_over,
+                        struct msv_conn **out)
 {
     int fd = -1;
-    msv_err err = requests_only ? MSV_OK : take_deliveries_lock(c, &fd);
+    msv_err err = requests_only ? MSV_OK : take_deliveries_lock(c, take_over, &fd);
 
     if (err == MSV_OK)
         err = client_plain_conn(c, out);
@@ -712,7 +715,7 @@ static void for_requests_again(struct msv_client *c)
 
 msv_err msv_client_connect(struct msv_client *c)
 {
-    int requests_only = !c->takes_deliveries && c->receiving == 0, switched = 0, take_over;
+    int requests_only = !c->takes_deliveries && c->receiving == 0, switched = 0;
     msv_err err;
 
     if (c->conn != NULL && c->conn_for_receive && requests_only)
@@ -729,7 +732,7 @@ msv_err msv_client_connect(struct msv_client *c)
     if (c->device_id == 0)
         return MSV_ERR_NOT_FOUND; /* not registered yet */
     memset(&c->why, 0, sizeof(c->why));
-    err = conn_for(c, requests_only, &c->conn);
+    err = conn_for(c, requests_only, 0, &c->conn);
     if (err == MSV_OK) {
         err = msv_conn_auth_as(c->conn, c->handle, c->device_id, c->id, requests_only, TIMEOUT_MS,
                                c->why.message, sizeof(c->why.message));
@@ -741,10 +744,7 @@ msv_err msv_client_connect(struct msv_client *c)
             c->conn = NULL;
             memset(&c->why, 0, sizeof(c->why));
             requests_only = 0;
-            take_over = c->deliveries_take_over;
-            c->deliveries_take_over = 1; /* it replaces the other rather than wait for it */
-            err = conn_for(c, 0, &c->conn);
-            c->deliveries_take_over = take_over;
+            err = conn_for(c, 0, 1, &c->conn); /* it replaces the other rather than wait */
             if (err == MSV_OK)
                 err = msv_conn_auth(c->conn, c->handle, c->device_id, c->id, TIMEOUT_MS,
                                     c->why.message, sizeof(c->why.message));

@@ -1111,14 +1111,13 @@ static msv_err own_commit_settle(struct msv_client *c, const uint8_t gid[16], co
     char skey[sizeof(PREFIX) + 32], wkey[KEY_MAX];
     uint8_t digest[32];
     size_t kept_len = len >= OWN_HEAD ? msv_get_u32be(v + 44) : 0;
+    int whole = len >= OWN_HEAD && kept_len < len - OWN_HEAD; /* a record of this version's */
     msv_err err = MSV_OK;
 
     *adopted = 0;
-    if (len >= OWN_HEAD && kept_len < len - OWN_HEAD &&
-        (msv_get_u32be(v) != at_gen || msv_get_u64be(v + 4) != at_epoch))
+    if (whole && (msv_get_u32be(v) != at_gen || msv_get_u64be(v + 4) != at_epoch))
         return MSV_OK; /* the log's word on another commit of ours */
-    if (len >= OWN_HEAD && kept_len < len - OWN_HEAD && logged != NULL && mine &&
-        own_commit_from_held(c, gid, at_gen, at_epoch)) {
+    if (whole && logged != NULL && mine && own_commit_from_held(c, gid, at_gen, at_epoch)) {
         crypto_hash_sha256(digest, logged, logged_len);
         if (sodium_memcmp(digest, v + 12, 32) == 0) {
             state_key(gid, skey);
