@@ -8684,6 +8684,52 @@ static void test_unfetchable_attachment(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * The server's store fails as an attachment is fetched: the server says so (ERROR_IO), and the
+ * message waits, unacknowledged, until the fetch works. Before, any failure of the store was
+ * "no such attachment", which a client takes as gone for good: the file was lost.
+ */
+static void test_attachment_store_failure_not_gone(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    const struct msv_file file = {"kept.txt", "text/plain", (const uint8_t *)"kept", 4};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    uint8_t id[16];
+    size_t n = 0;
+
+    (void)state;
+    start_pair(&s, &alice, &bob);
+    assert_int_equal(msv_client_send(alice, to, 1, "a file", &file, 1, NULL, id), MSV_OK);
+    test_server_stop(&s);
+    /* a record the store cannot read (a fault of its own, not a missing attachment) */
+    server_sql(&s, "CREATE TABLE saved AS SELECT id, sha256 FROM blobs;"
+                   "UPDATE blobs SET sha256 = substr(sha256, 1, 31);");
+    test_server_start(&s);
+    drop_connection(bob);
+    if (msv_client_receive(bob, 500, NULL, NULL, &n) == MSV_OK)
+        assert_int_equal(n, 0); /* nothing taken */
+    assert_int_equal(history_count(bob, NULL, "not available"), 0);
+    test_server_stop(&s);
+    {
+        char sql[160];
+
+        snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM queue WHERE device_id = %llu",
+                 (unsigned long long)bob->device_id);
+        assert_int_equal(server_count(&s, sql), 1); /* not acknowledged: it comes again */
+    }
+    server_sql(&s, "UPDATE blobs SET sha256 = (SELECT sha256 FROM saved WHERE saved.id = blobs.id);"
+                   "DROP TABLE saved;");
+    test_server_start(&s);
+    drop_connection(bob);
+    receive_all(bob);
+    assert_int_equal(history_count(bob, NULL, "not available"), 0);
+    assert_int_equal(history_count(bob, NULL, "kept.txt (4 bytes)]"), 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 /* An account directory another user could write, or whose attachments/ is a link, is not used. */
 static void test_account_directory_checked(void **state)
 {
@@ -8879,6 +8925,7 @@ int main(void)
         cmocka_unit_test(test_parallel_sends_share_sessions),
         cmocka_unit_test(test_two_receivers_take_once),
         cmocka_unit_test(test_deliveries_one_at_a_time),
+        cmocka_unit_test(test_attachment_store_failure_not_gone),
         cmocka_unit_test(test_outbox_not_sent_under_a_lock),
         cmocka_unit_test(test_retried_send_goes_once),
         cmocka_unit_test(test_request_connections_used_up),

@@ -114,10 +114,17 @@ static int load_blob(struct msv_conn_state *c, uint64_t request_id, ProtobufCBin
                      int owner_only, struct msv_blob_rec *r)
 {
     struct msv_server *s = c->w->srv;
+    msv_err err = id.len != MSV_BLOB_ID_LEN ? MSV_ERR_NOT_FOUND
+                                            : s->store->ops->blob_get(s->store->impl, id.data, r);
 
-    if (id.len != MSV_BLOB_ID_LEN ||
-        s->store->ops->blob_get(s->store->impl, id.data, r) != MSV_OK ||
-        (owner_only && r->owner_device != c->device_id) || r->expires_ms <= msv_server_now_ms(s)) {
+    /* a store that failed says so: "no such attachment" is for good, and a client takes a
+     * file it was told is gone as lost */
+    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND) {
+        msv_conn_send_error(c, request_id, E_IO, "storage failed; try again later");
+        return 0;
+    }
+    if (err != MSV_OK || (owner_only && r->owner_device != c->device_id) ||
+        r->expires_ms <= msv_server_now_ms(s)) {
         msv_conn_send_error(c, request_id, E_NOT_FOUND, "no such attachment");
         return 0;
     }

@@ -2349,7 +2349,11 @@ static msv_err blob_get(void *impl, const uint8_t id[MSV_BLOB_ID_LEN], struct ms
         memcpy(out->sha256, sqlite3_column_blob(st, 4), 32);
         out->expires_ms = sqlite3_column_int64(st, 5);
     } else {
-        err = rc == SQLITE_DONE ? MSV_ERR_NOT_FOUND : msv_sql_err(rc);
+        /* a row whose digest is not 32 bytes is not a record this store wrote: a fault, not
+         * an absence (and never an answer made of nothing) */
+        err = rc == SQLITE_DONE  ? MSV_ERR_NOT_FOUND
+              : rc == SQLITE_ROW ? MSV_ERR_IO
+                                 : msv_sql_err(rc);
     }
     release(s, st);
     return err;
