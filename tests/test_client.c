@@ -2311,9 +2311,11 @@ static void test_two_receivers_take_once(void **state)
     assert_int_equal(r1.count + r2.count, 1);
     assert_int_equal(history_count(bob, "alice@example.org", "only once"), 1);
     assert_int_equal(history_count(bob, "alice@example.org", "could not be"), 0);
-    msv_client_close(bob2);    /* its connection holds the deliveries lock */
-    msv_conn_close(bob->conn); /* the one replaced by bob2's, if it came second */
-    bob->conn = NULL;
+    msv_client_close(bob2); /* its connection holds the deliveries lock */
+    /* the one whose connection was replaced takes none again while it runs: a new program */
+    msv_client_close(bob);
+    snprintf(path, sizeof(path), "%s/bob", s.dir);
+    assert_int_equal(msv_client_open(path, NULL, &bob), MSV_OK);
     receive_all(bob);
     assert_int_equal(history_count(bob, "alice@example.org", "could not be"), 0);
     msv_client_close(alice);
@@ -2419,6 +2421,54 @@ static void test_deliveries_one_at_a_time(void **state)
     }
     receive_all(alice);
     assert_true(received_text(alice, "after it"));
+    msv_client_close(bob2);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A program whose connection another program of the device took (an owner starting beside a
+ * receive) does not take it back: before, a send's retries connected again taking deliveries,
+ * and the two took the connection from each other for as long as the retries ran. Its send
+ * goes on a connection for requests alone, and its receives end with the server's words.
+ */
+static void test_taken_connection_not_taken_back(void **state)
+{
+    const char *to_alice[1] = {"alice@example.org"}, *to_bob[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *bob2;
+    char path[200];
+    msv_frame *f = NULL;
+    uint8_t id[16];
+    size_t n = 0;
+
+    (void)state;
+    start_pair(&s, &alice, &bob);
+    snprintf(path, sizeof(path), "%s/bob", s.dir);
+    assert_int_equal(msv_client_open(path, NULL, &bob2), MSV_OK);
+    msv_conn_close(bob->conn);
+    bob->conn = NULL;
+    bob->takes_deliveries = 1;
+    assert_int_equal(msv_client_connect(bob), MSV_OK);
+    assert_false(bob->conn_requests_only);
+    bob2->takes_deliveries = 1;
+    bob2->deliveries_take_over = 1;
+    assert_int_equal(msv_client_connect(bob2), MSV_OK);
+    assert_int_equal(msv_client_send(bob, to_alice, 1, "while taken", NULL, 0, NULL, id), MSV_OK);
+    assert_true(bob->conn_requests_only);
+    /* the owner's connection was left alone: no closing words came on it */
+    assert_int_equal(msv_conn_recv(bob2->conn, 300, &f), MSV_ERR_AGAIN);
+    receive_all(alice);
+    assert_true(received_text(alice, "while taken"));
+    /* what comes is the owner's; the other's receive ends at once, saying why */
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "to the owner", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_receive(bob, 200, NULL, NULL, &n), MSV_ERR_IO);
+    assert_int_equal(n, 0);
+    assert_non_null(strstr(bob->why.message, "this device connected again"));
+    assert_int_equal(msv_conn_recv(bob2->conn, TEST_TIMEOUT_MS, &f), MSV_OK);
+    assert_int_equal(f->body_case, MSV__WIRE__FRAME__BODY_DELIVER);
+    msv_frame_free(f);
     msv_client_close(bob2);
     msv_client_close(alice);
     msv_client_close(bob);
@@ -8925,6 +8975,7 @@ int main(void)
         cmocka_unit_test(test_parallel_sends_share_sessions),
         cmocka_unit_test(test_two_receivers_take_once),
         cmocka_unit_test(test_deliveries_one_at_a_time),
+        cmocka_unit_test(test_taken_connection_not_taken_back),
         cmocka_unit_test(test_attachment_store_failure_not_gone),
         cmocka_unit_test(test_outbox_not_sent_under_a_lock),
         cmocka_unit_test(test_retried_send_goes_once),

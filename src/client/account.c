@@ -341,6 +341,7 @@ void msv_client_close(struct msv_client *c)
     msv_conn_close(c->sealed_conn);
     msv_identity_free(c->id);
     msv_client_db_close(c->db);
+    free(c->deliveries_taken);
     free(c);
 }
 
@@ -673,6 +674,23 @@ static msv_err take_deliveries_lock(struct msv_client *c, int take_over, int *fd
     return MSV_OK;
 }
 
+int client_deliveries_taken(struct msv_client *c, const char *words)
+{
+    if (c->deliveries_taken != NULL)
+        return 1;
+    if (words == NULL || c->deliveries_take_over)
+        return 0;
+    c->deliveries_taken = strdup(words); /* without memory: it connects again as before */
+    return c->deliveries_taken != NULL;
+}
+
+msv_err client_deliveries_gone(struct msv_client *c)
+{
+    c->why.code = 0; /* a connection lost, whatever an earlier answer said */
+    snprintf(c->why.message, sizeof(c->why.message), "%s", c->deliveries_taken);
+    return MSV_ERR_IO;
+}
+
 /* A connection as client_plain_conn makes it, holding the deliveries lock unless requests_only
  * (take_over: it goes without the lock rather than wait for another process's hold). */
 static msv_err conn_for(struct msv_client *c, int requests_only, int take_over,
@@ -715,7 +733,8 @@ static void for_requests_again(struct msv_client *c)
 
 msv_err msv_client_connect(struct msv_client *c)
 {
-    int requests_only = !c->takes_deliveries && c->receiving == 0, switched = 0;
+    int requests_only = (!c->takes_deliveries && c->receiving == 0) || c->deliveries_taken != NULL,
+        switched = 0;
     msv_err err;
 
     if (c->conn != NULL && c->conn_for_receive && requests_only)

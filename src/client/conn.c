@@ -48,6 +48,9 @@ struct msv_conn {
     struct pushed *pushed_head, *pushed_tail;
     size_t pushed_frames, pushed_bytes;
     int dropped; /* pushes were dropped: only a new connection brings them */
+    /* the server's words as it closed this device's connection (ERROR_AUTH under request id 0:
+     * a newer connection of it took its deliveries, say), seen while a request waited */
+    char *ended_why;
     int lock_fd; /* a lock held as long as the connection (msv_conn_hold), or -1 */
 };
 
@@ -170,6 +173,7 @@ void msv_conn_close(struct msv_conn *c)
     if (c == NULL)
         return;
     drop_pushed(c);
+    free(c->ended_why);
     if (c->ssl != NULL)
         SSL_free(c->ssl);
     SSL_CTX_free(c->ctx);
@@ -365,6 +369,12 @@ msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv
             *resp = f;
             return MSV_OK;
         }
+        if (f->request_id == 0 && f->body_case == MSV__WIRE__FRAME__BODY_ERROR &&
+            f->error->code == MSV__WIRE__ERROR_CODE__ERROR_AUTH && c->ended_why == NULL)
+            c->ended_why = f->error->message.len == 0
+                               ? strdup("the server closed this connection")
+                               : strndup((const char *)f->error->message.data,
+                                         f->error->message.len < 512 ? f->error->message.len : 512);
         err = keep_pushed(c, f);
     }
     return err == MSV_ERR_AGAIN ? MSV_ERR_IO : err; /* no answer: the server is unreachable */
@@ -373,6 +383,11 @@ msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv
 int msv_conn_has_dropped(const struct msv_conn *c)
 {
     return c->dropped;
+}
+
+const char *msv_conn_ended_why(const struct msv_conn *c)
+{
+    return c->ended_why;
 }
 
 msv_err msv_conn_auth(struct msv_conn *c, const char *handle, uint64_t device_id,

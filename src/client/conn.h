@@ -65,6 +65,13 @@ MSV_MUST_CHECK msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int 
  * (the caller hangs up once it has taken what was kept).
  */
 int msv_conn_has_dropped(const struct msv_conn *c);
+/*
+ * The server's words (NULL if none, or without memory) if, while msv_conn_request() waited, it
+ * said it closes this connection as its device's (ERROR_AUTH under request id 0: a newer
+ * connection of the device took its deliveries, or the device was removed). The push itself is
+ * still kept for msv_conn_recv().
+ */
+const char *msv_conn_ended_why(const struct msv_conn *c);
 
 /* Gives c the descriptor of a lock to hold for as long as c: closed with c (or a later one). */
 void msv_conn_hold(struct msv_conn *c, int lock_fd);

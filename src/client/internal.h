@@ -593,6 +593,15 @@ int client_chain_holds(const struct client_in_flight *chain, const uint8_t *id, 
  */
 MSV_MUST_CHECK msv_err client_sessions_hold(struct msv_client *c);
 void client_sessions_release(struct msv_client *c);
+/*
+ * Another program of this device took the connection that took its deliveries, or the device
+ * was removed (words: the server's, as it closed it; NULL if it said nothing): recorded in
+ * c->deliveries_taken, unless this is the account's owner (deliveries_take_over), which takes
+ * the connection back. 1 if recorded, now or before.
+ */
+int client_deliveries_taken(struct msv_client *c, const char *words);
+/* A receive after client_deliveries_taken: MSV_ERR_IO, with the server's words in c->why. */
+msv_err client_deliveries_gone(struct msv_client *c);
 
 /*
  * Groups on MLS (mlsgroups.c, docs/crypto.md "Groups on MLS in the client"). A group is on MLS

@@ -1567,6 +1567,8 @@ static msv_err receive_on(struct msv_client *c, int timeout_ms,
                                    ? f->error->message.len
                                    : sizeof(c->why.message) - 1),
                          (const char *)f->error->message.data);
+                if (f->error->code == MSV__WIRE__ERROR_CODE__ERROR_AUTH)
+                    (void)client_deliveries_taken(c, c->why.message);
             }
             msv_frame_free(f);
             continue;
@@ -1632,6 +1634,10 @@ static msv_err receive_on(struct msv_client *c, int timeout_ms,
             err = msv_request_ack(c->conn, &q, 1);
         if (err == MSV_OK)
             last_acked = q;
+        /* another program took the connection as a receipt went (which went on one for
+         * requests alone, where the acknowledgement went too): nothing more comes here */
+        if (err == MSV_OK && c->deliveries_taken != NULL)
+            return client_deliveries_gone(c);
     }
     return err;
 }
@@ -1644,6 +1650,11 @@ msv_err msv_client_receive(struct msv_client *c, int timeout_ms,
     void *outer_ctx = c->receive_ctx;
     msv_err err;
 
+    /* another program of the device took its deliveries from this one: not taken back */
+    if (c->deliveries_taken != NULL) {
+        *count = 0;
+        return client_deliveries_gone(c);
+    }
     /* its connections take deliveries (one for requests alone is replaced by one that does) */
     c->receiving++;
     c->receive_tells = on_message;

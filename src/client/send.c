@@ -1051,9 +1051,19 @@ static int try_later(const struct msv_client *c, msv_err err)
 #define BACKOFF_MS 500
 
 /*
+ * Whether another program of this device took the connection (the server said so as it closed
+ * it: client_deliveries_taken). Then the send goes again at once, on a connection for requests
+ * alone, which takes nothing from the other.
+ */
+static int connection_taken(struct msv_client *c)
+{
+    return c->conn != NULL && client_deliveries_taken(c, msv_conn_ended_why(c->conn));
+}
+
+/*
  * deliver_once, again after a lost connection or a request to slow down:
- * 0.5 s, 1 s, 2 s later. What still fails stays in the outbox for the next
- * command that connects.
+ * 0.5 s, 1 s, 2 s later (at once when another program of the device took the connection).
+ * What still fails stays in the outbox for the next command that connects.
  */
 static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
                                const char *const *targets, size_t n, const uint8_t *pt,
@@ -1067,6 +1077,8 @@ static msv_err deliver_payload(struct msv_client *c, const uint8_t id[16],
         struct timespec pause = {0, 0};
         long ms = (long)(c->send_backoff_ms > 0 ? c->send_backoff_ms : BACKOFF_MS) << i;
 
+        if (connection_taken(c))
+            ms = 0;
         msv_conn_close(c->conn);
         c->conn = NULL;
         msv_conn_close(c->sealed_conn);
