@@ -204,6 +204,7 @@ struct flood {
     size_t size;   /* the ciphertext of each (0: an Ok frame instead of a Deliver) */
     size_t empty;  /* or else a lookup answer of this many empty results (2 bytes each) */
     int gap_ms;    /* between two */
+    int unframed;  /* or else, to the first request, one byte that no frame starts with */
     uint16_t port; /* where it listens */
     pid_t pid;
 };
@@ -232,9 +233,17 @@ static void flood_serve(struct test_server *s, int fd, const struct flood *fl)
     SSL_set_fd(ssl, conn);
     if (SSL_accept(ssl) != 1)
         _exit(3);
-    if (fl->size > 0 || fl->empty > 0) { /* a request comes first; it is never answered */
+    if (fl->size > 0 || fl->empty > 0 || fl->unframed) { /* a request comes first; it is never
+                                                            answered */
         if (SSL_read(ssl, hello, sizeof(hello)) <= 0)
             _exit(4);
+    }
+    if (fl->unframed) { /* then says nothing more until the client hangs up */
+        if (SSL_write(ssl, "", 1) != 1)
+            _exit(5);
+        while (SSL_read(ssl, hello, sizeof(hello)) > 0)
+            ;
+        _exit(0);
     }
     if (fl->empty > 0) {
         lookup.n_results = fl->empty;
@@ -346,6 +355,78 @@ static void flooded_client(const struct flood *fl, long max_kib)
     test_server_cleanup(&s);
 }
 
+/*
+ * A server whose answer cannot be framed (its first byte is not the protocol's version): the
+ * connection is given up as a lost one, and the send goes again, sealed, on a new one. Before,
+ * the byte, never consumed, read as "this device cannot open sealed envelopes" at every later
+ * request: the message went unsealed, told to nobody, and so did every later sealed send on
+ * that connection.
+ */
+static void test_unframed_answer_keeps_sealed(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"};
+    struct test_server s;
+    struct flood fl = {.unframed = 1};
+    struct msv_client *alice, *bob;
+    struct seen seen = {0};
+    struct test_queued *rows = NULL;
+    msv_frame *resp = NULL;
+    uint8_t id[16];
+    size_t n;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = test_client_for(&s, "alice", "alice@example.org");
+    bob = test_client_for(&s, "bob", to_bob[0]);
+    test_acquaint(alice, bob);
+    /* alice learns bob's profile key from his receipt: her next send to him is sealed */
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
+    receive_again(bob, &seen);
+    receive_again(alice, &seen);
+    assert_int_equal(seen.receipts, 1);
+    flood_start(&s, &fl);
+    msv_conn_close(alice->sealed_conn);
+    alice->sealed_conn = NULL;
+    assert_int_equal(
+        msv_conn_open("127.0.0.1", fl.port, s.fingerprint, TEST_TIMEOUT_MS, &alice->sealed_conn),
+        MSV_OK);
+    alice->send_backoff_ms = 100;
+    assert_int_equal(msv_client_send(alice, to_bob, 1, "sealed all the same", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(msv_client_unsealed_sends(alice), 0);
+    n = test_server_queued(&s, &rows);
+    assert_int_equal(n, 1);
+    assert_int_equal(rows[0].device_id, bob->device_id);
+    assert_int_equal(rows[0].sender_device, 0); /* sealed: the relay knows no sender */
+    test_queued_free(rows, n);
+    receive_again(bob, &seen);
+    assert_string_equal(seen.last_text, "sealed all the same");
+    flood_stop(&fl);
+    /* and a connection past such a byte fails every request as a lost one, at once */
+    flood_start(&s, &fl);
+    {
+        Msv__Wire__Frame req = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__Hello hello = MSV__WIRE__HELLO__INIT;
+        struct msv_conn *c = NULL;
+        int64_t started;
+
+        req.body_case = MSV__WIRE__FRAME__BODY_HELLO;
+        req.hello = &hello;
+        assert_int_equal(msv_conn_open("127.0.0.1", fl.port, s.fingerprint, TEST_TIMEOUT_MS, &c),
+                         MSV_OK);
+        assert_int_equal(msv_conn_request(c, &req, TEST_TIMEOUT_MS, &resp), MSV_ERR_IO);
+        started = msv_mono_ms();
+        assert_int_equal(msv_conn_request(c, &req, TEST_TIMEOUT_MS, &resp), MSV_ERR_IO);
+        assert_true(msv_mono_ms() - started < 1000);
+        msv_conn_close(c);
+    }
+    flood_stop(&fl);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 static void test_pushes_bounded(void **state)
 {
     struct flood fl = {.frames = 400, .size = 256 * 1024};
@@ -451,10 +532,14 @@ static void test_backlog_beyond_the_bound(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_server_gone_mid_receive),  cmocka_unit_test(test_silent_server),
-        cmocka_unit_test(test_killed_before_shown),      cmocka_unit_test(test_pushes_bounded),
-        cmocka_unit_test(test_pushes_bounded_decoded),   cmocka_unit_test(test_receive_deadline),
+        cmocka_unit_test(test_server_gone_mid_receive),
+        cmocka_unit_test(test_silent_server),
+        cmocka_unit_test(test_killed_before_shown),
+        cmocka_unit_test(test_pushes_bounded),
+        cmocka_unit_test(test_pushes_bounded_decoded),
+        cmocka_unit_test(test_receive_deadline),
         cmocka_unit_test(test_backlog_beyond_the_bound),
+        cmocka_unit_test(test_unframed_answer_keeps_sealed),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -51,6 +51,9 @@ struct msv_conn {
     /* the server's words as it closed this device's connection (ERROR_AUTH under request id 0:
      * a newer connection of it took its deliveries, say), seen while a request waited */
     char *ended_why;
+    /* a frame that cannot be framed came (its version or length): nothing past it can be
+     * trusted, so every read and write after it fails as a lost connection */
+    int broken;
     int lock_fd; /* a lock held as long as the connection (msv_conn_hold), or -1 */
 };
 
@@ -206,6 +209,8 @@ msv_err msv_conn_send_raw(struct msv_conn *c, const uint8_t *p, size_t len)
 {
     int64_t deadline = msv_mono_ms() + 30000;
 
+    if (c->broken)
+        return MSV_ERR_IO;
     while (len > 0) {
         int n = SSL_write(c->ssl, p, len > INT32_MAX ? INT32_MAX : (int)len);
 
@@ -244,6 +249,12 @@ static msv_err take_frame(struct msv_conn *c, msv_frame **out)
     size_t body_len = 0, used = 0;
     msv_err err = msv_frame_split(c->in, c->in_len, CONN_FRAME_MAX, &body, &body_len, &used);
 
+    if (err != MSV_OK && err != MSV_ERR_AGAIN) {
+        /* not consumed, it would be read again by every later request: the stream ends here,
+         * as a server's that cannot be read (what was asked is tried again, not failed) */
+        c->broken = 1;
+        return MSV_ERR_IO;
+    }
     if (err != MSV_OK)
         return err;
     err = msv_frame_decode(body, body_len, out);
@@ -256,6 +267,8 @@ static msv_err read_frame(struct msv_conn *c, int timeout_ms, msv_frame **out)
 {
     int64_t deadline = msv_mono_ms() + timeout_ms;
 
+    if (c->broken)
+        return MSV_ERR_IO;
     for (;;) {
         msv_err err = take_frame(c, out);
         int n;
