@@ -96,6 +96,9 @@ grep -q "post-quantum sealing key" out.txt err.txt && ok || bad "the JSON refusa
 q "INSERT INTO kem_prekeys SELECT device_id, key_id, last_resort, pk, zeroblob(64) FROM saved"
 expect 3 "an unsigned sealing key: refused" -- as carol send bob@example.org --text "unsigned"
 grep -q "post-quantum sealing key" err.txt && ok || bad "the refusal says why: $(cat err.txt)"
+# what was refused before waits in the outbox, said at each command; it is not failed
+grep -q "is still queued: the server gave no post-quantum sealing key" err.txt && ok ||
+    bad "the earlier refused ones are said to wait: $(cat err.txt)"
 [ "$(one_time)" = "$one_time_before" ] && ok || bad "one-time prekeys handed out: $one_time_before -> $(one_time)"
 q "DELETE FROM kem_prekeys WHERE device_id = $bob_dev AND last_resort = 1"
 q "UPDATE kem_prekeys SET last_resort = 1 WHERE rowid = (SELECT rowid FROM kem_prekeys WHERE device_id = $bob_dev AND last_resort = 0 LIMIT 1)"
@@ -113,6 +116,10 @@ expect 0 "bob's own sealing key again" -- as carol send bob@example.org --text "
     ok || bad "only hybrid sealed envelopes for bob"
 expect 0 "bob receives" -- as bob receive
 grep -q "honest" out.txt && ok || bad "bob read it: $(cat out.txt err.txt)"
+# what was refused for want of a checked key waited in carol's outbox, and went with it
+for text in withheld "withheld json" unsigned one-time; do
+    grep -q "$text" out.txt && ok || bad "bob read the refused \"$text\": $(cat out.txt err.txt)"
+done
 # ---- an older sealing key than carol verified before (ids only grow): refused ----
 key_id=$(q "SELECT key_id FROM kem_prekeys WHERE device_id = $bob_dev AND last_resort = 1")
 newer=$(printf '%08X' $((key_id + 1)))

@@ -1548,6 +1548,8 @@ msv_err client_flush_outbox(struct msv_client *c)
                                outbox_refused(c, &o[i], p, &refused, err, 1)))
             err = outbox_gone(c, &o[i], p, &refused, NULL, TELL_GONE); /* still refused */
         else if (try_later(c, err) || err == MSV_ERR_NOMEM || err == MSV_ERR_AGAIN ||
+                 /* no post-quantum key that checks: it waits, told, until one is served */
+                 (err == MSV_ERR_AUTH && c->why.code == MSV_REFUSAL_PQ) ||
                  /* a recipient's full queues: tried once more (this flush), then failed */
                  (err != MSV_ERR_TOO_BIG && outbox_refused(c, &o[i], p, &refused, err, 0))) {
             err = outbox_held(c, o[i].message_id, err);
