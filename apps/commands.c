@@ -1131,7 +1131,7 @@ static int cmd_devices(const struct cli *o, struct msv_client *c)
             size_t n = 0;
 
             /* its request may still wait in this device's queue: receive (and show) it first */
-            err = msv_client_receive(c, 1000, o->on_incoming ? o->on_incoming : cli_print_incoming,
+            err = msv_client_receive(c, 1000, o->on_incoming ? o->on_incoming : cli_show_or_stop,
                                      o->on_incoming ? o->incoming_ctx : (void *)o, &n);
             if (err == MSV_OK)
                 err = msv_client_approve_device(c, id);
@@ -1905,6 +1905,18 @@ void cli_print_incoming(void *ctx, const struct msv_incoming *in)
     fflush(cli_out);
 }
 
+void cli_show_or_stop(void *ctx, const struct msv_incoming *in)
+{
+    cli_print_incoming(ctx, in);
+    if (fflush(cli_out) != 0 || ferror(cli_out)) {
+        /* nobody sees it: stop before it is recorded as shown, so that the next receive shows
+         * it (and before it is acknowledged: it comes again, and is recognised) */
+        fprintf(cli_err, "missive: cannot write what arrived: %s\n", strerror(errno));
+        fflush(cli_err);
+        _exit(EXIT_ERR);
+    }
+}
+
 /* The transparency monitor found a device of this account that no device of it announced. */
 void cli_print_alarm(void *ctx, const char *warning)
 {
@@ -1937,7 +1949,7 @@ static int cmd_receive(const struct cli *o, struct msv_client *c)
         return cli_usage("receive", cli_err);
     /* without --wait: what is queued, as soon as the server says it all came */
     c->receive_until_synced = !o->wait_given;
-    err = msv_client_receive(c, (int)(o->wait_s * 1000), cli_print_incoming, (void *)o, &n);
+    err = msv_client_receive(c, (int)(o->wait_s * 1000), cli_show_or_stop, (void *)o, &n);
     /* then the log: the notices just received say which new devices are this account's */
     if (err == MSV_OK) {
         c->on_handle_taken = o->json ? cli_handle_taken_json : NULL;

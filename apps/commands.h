@@ -99,6 +99,12 @@ char *cli_quote_line(struct msv_client *c, const struct msv_message_rec *m);
 char *cli_reactions_line(struct msv_client *c, const uint8_t id[16]);
 /* A message or notice as 'receive' prints it; ctx is the struct cli. */
 void cli_print_incoming(void *ctx, const struct msv_incoming *in);
+/*
+ * The same, for a command in a process of its own (not the owner's): output that cannot be
+ * written (a closed pipe, a full disk) ends the process with EXIT_ERR before the message is
+ * recorded as shown, so that the next receive shows it.
+ */
+void cli_show_or_stop(void *ctx, const struct msv_incoming *in);
 /* A transparency alarm as 'receive' prints it (on cli_err, and -o json on cli_out). */
 void cli_print_alarm(void *ctx, const char *warning);
 /*

@@ -46,15 +46,8 @@ static void on_listen_event(void *ctx, json_t *event, const struct msv_incoming 
     const char *state = json_string_value(json_object_get(event, "state"));
 
     if (in != NULL) {
-        cli_print_incoming((void *)l->o, in);
-        if (fflush(cli_out) != 0 || ferror(cli_out)) {
-            /* nobody sees it: stop before it is recorded as shown, so that the next receive
-             * shows it (the lock goes with the process, and the socket goes with the next
-             * owner) */
-            fprintf(cli_err, "missive: cannot write what arrived: %s\n", strerror(errno));
-            fflush(cli_err);
-            _exit(EXIT_ERR);
-        }
+        /* the lock goes with the process, and the socket goes with the next owner */
+        cli_show_or_stop((void *)l->o, in);
     } else if (type != NULL && strcmp(type, "alarm") == 0) {
         cli_print_alarm((void *)l->o, json_string_value(json_object_get(event, "warning")));
     } else if (type != NULL && strcmp(type, "connection") == 0 && state != NULL) {

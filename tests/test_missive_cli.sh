@@ -82,6 +82,16 @@ expect 2 "bad search" -- as alice-phone history --search '"unbalanced'
 # receipts, typing, edits and unsends
 expect 0 "clear bob's queue" -- as bob-phone receive
 expect 0 "alice catches up" -- as alice-phone receive
+# what a receive cannot write (its output full, or a closed pipe) is not recorded as shown:
+# the receive stops, and the next one shows it
+expect 0 "a message bob cannot see at first" -- as alice-phone send bob@example.org --text "written nowhere"
+as bob-phone receive >/dev/full 2>err.txt
+rc=$?
+[ "$rc" = 1 ] && grep -q "cannot write what arrived" err.txt && ok ||
+    bad "a receive whose output is full: exit $rc ($(cat err.txt))"
+expect 0 "bob receives it after all" -- as bob-phone receive
+grep -q "written nowhere" out.txt && ok || bad "shown by the next receive: $(cat out.txt err.txt)"
+expect 0 "alice catches up again" -- as alice-phone receive
 expect 0 "send for receipts" -- as alice-phone send bob@example.org --text "did you get this?"
 id=$(sed -n 's/^sent \([0-9a-f]*\)$/\1/p' out.txt)
 expect 0 "bob receives (a delivery receipt goes back)" -- as bob-phone receive
