@@ -131,6 +131,47 @@ static int64_t wall_ms(void)
  * A second RegisterStart for a handle whose code is pending changes nothing
  * and sends nothing: the first code still registers.
  */
+/*
+ * One account adding devices it never approves: past 8 waiting at once the server refuses the
+ * next (ERROR_TOO_BIG, nothing added, counted). Before, nothing bounded them, and each took a
+ * notice of every later change of the account's devices: n devices left about n * n / 2 notices,
+ * which no cap on the queues counted, in queues nobody read.
+ */
+static void test_pending_devices_bounded(void **state)
+{
+    struct test_server s;
+    struct test_device alice, pending[9];
+    struct msv_refusal why = {0};
+    struct msv_identity *id = NULL;
+    struct msv_conn *c;
+    uint64_t device = 0;
+
+    (void)state;
+    test_server_init(&s, "[accounts]\nregister_burst = 100\n");
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &alice);
+    for (int i = 0; i < 8; i++)
+        test_enroll_pending(&s, "alice@example.org", &pending[i]);
+    c = test_connect(&s);
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &id), MSV_OK);
+    assert_int_not_equal(msv_request_add_device(c, "alice@example.org", TEST_PASSWORD, id, NULL,
+                                                "token", TEST_TIMEOUT_MS, &device, &why),
+                         MSV_OK);
+    assert_int_equal(why.code, MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+    assert_non_null(strstr(why.message, "8 devices waiting for approval"));
+    assert_int_equal(test_server_metric(&s, "devices_refused_full_total"), 1);
+    assert_int_equal(test_server_metric(&s, "devices_added_total"), 9);
+    /* one removed makes room */
+    test_expect_ok(test_remove_device(&alice, pending[0].device_id));
+    test_enroll_pending(&s, "alice@example.org", &pending[8]);
+    msv_identity_free(id);
+    msv_conn_close(c);
+    test_device_free(&alice);
+    for (int i = 0; i < 9; i++)
+        test_device_free(&pending[i]);
+    test_server_cleanup(&s);
+}
+
 static void test_pending_code_is_kept(void **state)
 {
     struct test_server s;
@@ -1067,6 +1108,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pending_code_is_kept),
+        cmocka_unit_test(test_pending_devices_bounded),
         cmocka_unit_test(test_codes_per_handle),
         cmocka_unit_test(test_wrong_codes_keep_the_code),
         cmocka_unit_test(test_wrong_codes_per_handle),

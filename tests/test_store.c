@@ -741,6 +741,44 @@ static void test_signed_device_sets(void **state)
 }
 
 /*
+ * An account has at most MSV_STORE_PENDING_MAX devices waiting for approval: one more is refused
+ * whole (each pending device takes a notice of every change of the account's devices, and reads
+ * none until approved: without a bound, one account linking devices without end filled the disk
+ * with notices); approving or removing one makes room.
+ */
+static void test_pending_devices_bounded(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = make_account(f, "pending@x"), first = 0, id = 0;
+
+    (void)make_device(f, a);
+    for (int i = 0; i < MSV_STORE_PENDING_MAX; i++)
+        assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8, NULL, 0,
+                                            0, 3000, NULL, NULL, i == 0 ? &first : &id),
+                         MSV_OK);
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM devices"), 1 + MSV_STORE_PENDING_MAX);
+    assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8, NULL, 0, 0,
+                                        3000, NULL, NULL, &id),
+                     MSV_ERR_TOO_BIG);
+    assert_int_equal(count_rows(f, "SELECT count(*) FROM devices"), 1 + MSV_STORE_PENDING_MAX);
+    /* another account is not held back by this one's */
+    (void)make_device(f, make_account(f, "other@x"));
+    /* approved ones do not count */
+    assert_int_equal(OPS(f)->device_approve(IMPL(f), a, first, NULL), MSV_OK);
+    assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8, NULL, 0, 0,
+                                        3000, NULL, NULL, &id),
+                     MSV_OK);
+    assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8, NULL, 0, 0,
+                                        3000, NULL, NULL, &first),
+                     MSV_ERR_TOO_BIG);
+    /* nor do removed ones */
+    assert_int_equal(OPS(f)->device_remove(IMPL(f), a, id), MSV_OK);
+    assert_int_equal(OPS(f)->device_add(IMPL(f), a, 3, (const uint8_t *)"identity", 8, NULL, 0, 0,
+                                        3000, NULL, NULL, &id),
+                     MSV_OK);
+}
+
+/*
  * missived checks ApproveDevice.chain_approval against the approver's key before the store's
  * transaction; a removal of that approver committing in between must not leave the new
  * device approved by a device that is gone (its record forgotten: no chain). The store
@@ -3453,6 +3491,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transparency_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signed_device_sets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_approve_races_removal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pending_devices_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_recoveries_one_root, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chain_growth_removal_fits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup, teardown),

@@ -726,6 +726,22 @@ static msv_err add_device(struct msv_server *s, uint64_t account, const char *ha
     return MSV_OK;
 }
 
+/* add_device's failure, answered: MSV_ERR_TOO_BIG is the account's devices waiting for approval
+ * at their bound (MSV_STORE_PENDING_MAX), or its devices at theirs */
+_Static_assert(MSV_STORE_PENDING_MAX == 8, "refuse_device's words name the bound");
+
+static void refuse_device(struct msv_conn_state *c, uint64_t request_id, msv_err err)
+{
+    if (err != MSV_ERR_TOO_BIG) {
+        msv_conn_send_error(c, request_id, E_IO, "storage failed");
+        return;
+    }
+    atomic_fetch_add(&c->w->srv->m.devices_refused_full, 1);
+    msv_conn_send_error(c, request_id, E_TOO_BIG,
+                        "this account has 8 devices waiting for approval already (or as many "
+                        "devices as it may have): approve or remove one of them first");
+}
+
 /*
  * Checks a code against handle's pending one, within the wrong-code allowances: one for this
  * handle from this address and a larger one for the handle from anywhere. A stranger who
@@ -896,7 +912,7 @@ static void handle_add_device(struct msv_conn_state *c, const msv_frame *f)
     if (err == MSV_OK)
         err = add_device(s, account, handle, a->device, &fp, &approved, 1, &device);
     if (err != MSV_OK) {
-        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        refuse_device(c, f->request_id, err);
         return;
     }
     msv_log(MSV_LOG_INFO, "device_added", "account=%llu device=%llu approved=%d",
@@ -1547,7 +1563,7 @@ static void handle_link_device(struct msv_conn_state *c, const msv_frame *f)
     if (err != MSV_OK) {
         msv__wire__new_device__free_unpacked(nd, NULL);
         free(packed);
-        msv_conn_send_error(c, f->request_id, E_IO, "storage failed");
+        refuse_device(c, f->request_id, err == MSV_ERR_PARSE ? MSV_ERR_IO : err);
         return;
     }
     msv_log(MSV_LOG_INFO, "device_linked", "account=%llu device=%llu by=%llu",

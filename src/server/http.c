@@ -219,6 +219,9 @@ static const struct {
     M(invites_used, "invites_used_total", "counter", "Accounts created with an invite."),
     M(devices_added, "devices_added_total", "counter", "Devices registered."),
     M(devices_removed, "devices_removed_total", "counter", "Devices removed."),
+    M(devices_refused_full, "devices_refused_full_total", "counter",
+      "Devices not added (AddDevice, LinkDevice) because their account had 8 devices waiting for "
+      "approval already, or as many devices as it may have."),
     M(lookups, "lookups_total", "counter", "Handles looked up."),
     M(owner_versions, "owner_versions_total", "counter",
       "Versions of handles given to their own accounts' monitors, each with its proofs."),

@@ -2026,6 +2026,20 @@ static msv_err device_add(struct pg_conn *c, uint64_t account_id, uint32_t suite
         PQclear(r);
         r = NULL;
     }
+    /* at most MSV_STORE_PENDING_MAX wait for approval at once, counted under the lock */
+    if (!approved) {
+        int64_t pending;
+
+        err = query(c, "SELECT COUNT(*) FROM devices WHERE account_id = $1 AND NOT approved;", &a,
+                    &r);
+        if (err != MSV_OK)
+            return err;
+        pending = col_i64(r, 0, 0);
+        PQclear(r);
+        r = NULL;
+        if (pending >= MSV_STORE_PENDING_MAX)
+            return MSV_ERR_TOO_BIG;
+    }
     a_i64(&a, suite);
     a_bytes(&a, identity, identity_len);
     a_bytes(&a, push_token, push_token != NULL ? push_token_len : 0);

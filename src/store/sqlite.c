@@ -3041,12 +3041,12 @@ static msv_err approval_put(struct sqlite_store *s, uint64_t device_id,
 }
 
 /* How many approved devices account_id has (device_id 0), or whether device_id is one (1). */
-static msv_err approved_devices(struct sqlite_store *s, uint64_t account_id, uint64_t device_id,
-                                uint32_t *n)
+static msv_err devices_counted(struct sqlite_store *s, uint64_t account_id, int approved,
+                               uint64_t device_id, uint32_t *n)
 {
     sqlite3_stmt *st = NULL;
     msv_err err = prepare(s,
-                          "SELECT COUNT(*) FROM devices WHERE account_id = ?1 AND approved = 1 "
+                          "SELECT COUNT(*) FROM devices WHERE account_id = ?1 AND approved = ?3 "
                           "AND (?2 = 0 OR id = ?2);",
                           &st);
 
@@ -3054,6 +3054,7 @@ static msv_err approved_devices(struct sqlite_store *s, uint64_t account_id, uin
         return err;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
+    sqlite3_bind_int(st, 3, approved ? 1 : 0);
     if (sqlite3_step(st) == SQLITE_ROW)
         *n = (uint32_t)sqlite3_column_int64(st, 0);
     else
@@ -3068,15 +3069,20 @@ static msv_err device_add_logged(void *impl, uint64_t account_id, uint32_t suite
                                  int64_t now_ms, const struct msv_prekey_upload *first,
                                  const struct msv_kt_approval *approval, uint64_t *device_id)
 {
-    uint32_t left = 0, signed_id = 0, n_approved = 0;
+    uint32_t left = 0, signed_id = 0, n_approved = 0, n_pending = 0;
     msv_err err = MSV_OK;
 
     /* a device approving itself (a root, a recovery) is approved only while the account has
      * no approved device, decided in this transaction: else it waits as pending */
     if (approved && self_approved(approval)) {
-        err = approved_devices(impl, account_id, 0, &n_approved);
+        err = devices_counted(impl, account_id, 1, 0, &n_approved);
         approved = n_approved == 0;
     }
+    /* at most MSV_STORE_PENDING_MAX wait for approval at once */
+    if (err == MSV_OK && !approved &&
+        (err = devices_counted(impl, account_id, 0, 0, &n_pending)) == MSV_OK &&
+        n_pending >= MSV_STORE_PENDING_MAX)
+        err = MSV_ERR_TOO_BIG;
     if (err == MSV_OK)
         err = device_add(impl, account_id, suite, identity, identity_len, push_token,
                          push_token_len, approved, now_ms, device_id);
@@ -3101,7 +3107,7 @@ static msv_err device_approve_logged(void *impl, uint64_t account_id, uint64_t d
     /* the approver is still an approved device of the account, in this transaction: one
      * removed since its approval was checked would leave the device with no chain */
     if (approval != NULL && approval->kind == MSV_KT_APPROVED)
-        err = approved_devices(impl, account_id, approval->approver, &approver);
+        err = devices_counted(impl, account_id, 1, approval->approver, &approver);
     if (err == MSV_OK && approver == 0)
         return MSV_ERR_AUTH;
     if (err == MSV_OK)

@@ -13,6 +13,10 @@
 #include "missive/error.h"
 #include "missive/kt.h"
 
+/* Devices an account may have waiting for approval at once (each takes a notice of every change
+ * of the account's devices, and reads none until approved) */
+#define MSV_STORE_PENDING_MAX 8
+
 struct msv_device_rec {
     uint64_t id;
     uint64_t account_id;
@@ -439,7 +443,9 @@ struct msv_store_ops {
      * (docs/transparency.md, "Signed device lists"). A device approved by itself (a root or
      * a recovery record) is approved only if the account has no approved device when the
      * transaction runs; otherwise it is added pending, with no approval kept (two recoveries
-     * at once make one root, never two): device_get says which.
+     * at once make one root, never two): device_get says which. A device that would be
+     * pending while the account has MSV_STORE_PENDING_MAX pending devices already is not
+     * added: MSV_ERR_TOO_BIG, nothing changed (decided in the transaction).
      */
     msv_err (*device_add)(void *impl, uint64_t account_id, uint32_t suite, const uint8_t *identity,
                           size_t identity_len, const uint8_t *push_token, size_t push_token_len,
