@@ -1242,11 +1242,16 @@ static size_t answer_full(struct msv_server *s, struct msv_pending_send *p,
     return n;
 }
 
-/* A send a queue cap refused: nothing of it was stored; the full queues' accounts are told. */
+/*
+ * A send a queue cap refused: nothing of it was stored; the full queues' accounts are told. Its
+ * tokens come back only when the server failed it (storage, a device removed meanwhile): a send
+ * refused for full queues keeps them, so that sends to full queues, each told to an account and
+ * counted in the store, go no faster than the account's rate.
+ */
 static void refuse_send(struct msv_server *s, struct msv_pending_send *p,
                         const struct msv_queue_usage *use, const uint8_t *full_flags, int refused)
 {
-    if (p->account_id != 0) /* nothing was sent: its tokens come back */
+    if (p->account_id != 0 && refused != 1)
         msv_server_refund_token(s, MSV_LIMIT_SEND, p->account_id, (double)p->count);
     if (refused < 0) {
         if (p->c != NULL)
