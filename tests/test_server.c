@@ -3403,6 +3403,44 @@ static void test_first_prekeys(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A device waiting to be linked asks for its message about once a second; faster, its question
+ * is refused unlooked-at (ERROR_RATE_LIMITED, counted). Before, each one, from a connection that
+ * never authenticated, took the addresses' lock and, in a cluster, a round trip to Redis under
+ * the lock every worker's shared limits take, as fast as it could send them.
+ */
+static void test_provision_take_paced(void **state)
+{
+    struct test_server s;
+    struct msv_identity *id = NULL;
+    struct msv_refusal why = {0};
+    struct msv_conn *c;
+    uint8_t address[16], *msg = NULL;
+    size_t len = 0;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    c = test_connect(&s);
+    assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &id), MSV_OK);
+    assert_int_equal(msv_request_provision_open(c, id, NULL, TEST_TIMEOUT_MS, address, &why),
+                     MSV_OK);
+    assert_int_equal(msv_request_provision_take(c, TEST_TIMEOUT_MS, &msg, &len, &why),
+                     MSV_ERR_NOT_FOUND);
+    for (int i = 0; i < 20; i++) {
+        assert_int_not_equal(msv_request_provision_take(c, TEST_TIMEOUT_MS, &msg, &len, &why),
+                             MSV_OK);
+        assert_int_equal(why.code, MSV__WIRE__ERROR_CODE__ERROR_RATE_LIMITED);
+    }
+    assert_int_equal(test_server_metric(&s, "provision_takes_early_total"), 20);
+    usleep(600 * 1000);
+    assert_int_equal(msv_request_provision_take(c, TEST_TIMEOUT_MS, &msg, &len, &why),
+                     MSV_ERR_NOT_FOUND);
+    msv_identity_free(id);
+    msv_conn_close(c);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -3438,6 +3476,7 @@ int main(void)
         cmocka_unit_test(test_io_errors),
         cmocka_unit_test(test_start_on_full_disk),
         cmocka_unit_test(test_prekeys_and_sealed_sender),
+        cmocka_unit_test(test_provision_take_paced),
         cmocka_unit_test(test_suites_per_device),
         cmocka_unit_test(test_log_read_rate),
         cmocka_unit_test(test_log_read_names_no_handle),

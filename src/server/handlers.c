@@ -1502,6 +1502,9 @@ static void handle_provision_open(struct msv_conn_state *c, const msv_frame *f)
     msv_conn_send_frame(c, &out);
 }
 
+/* How often a connection's ProvisionTake is looked at (it asks about once a second) */
+#define PROVISION_TAKE_EVERY_MS 500
+
 static void handle_provision_take(struct msv_conn_state *c, const msv_frame *f)
 {
     struct msv_server *s = c->w->srv;
@@ -1509,7 +1512,20 @@ static void handle_provision_take(struct msv_conn_state *c, const msv_frame *f)
     Msv__Wire__ProvisionMessage pm = MSV__WIRE__PROVISION_MESSAGE__INIT;
     uint8_t *message = NULL;
     size_t len = 0;
-    msv_err err = msv_provision_take(&s->provisions, c, msv_server_now_ms(s), &message, &len);
+    int64_t now = msv_mono_ms();
+    msv_err err;
+
+    /* an unauthenticated connection's question costs the addresses' lock, and in a cluster a
+     * round trip to Redis under the lock every worker's shared limits take: asked faster, it
+     * is refused without either */
+    if (now < c->next_take_ms) {
+        atomic_fetch_add(&s->m.provision_takes_early, 1);
+        msv_conn_send_error(c, f->request_id, E_RATE,
+                            "asked too often: at most every 500 ms on a connection");
+        return;
+    }
+    c->next_take_ms = now + PROVISION_TAKE_EVERY_MS;
+    err = msv_provision_take(&s->provisions, c, msv_server_now_ms(s), &message, &len);
 
     if (err == MSV_ERR_AGAIN && s->shared_limits != NULL)
         err = shared_take(s, c, &message, &len);

@@ -351,6 +351,8 @@ static const struct {
       "address, none free, or a message too big, unknown or a second one."),
     M(provision_delivered, "provision_delivered_total", "counter",
       "Provisioning messages taken by the devices they were left for."),
+    M(provision_takes_early, "provision_takes_early_total", "counter",
+      "ProvisionTake refused unlooked-at: asked again within 500 ms on its connection."),
     M(provision_expired, "provision_expired_total", "counter",
       "Provisioning addresses that expired (10 minutes) before their message was taken."),
     M(code_guesses_refused, "code_guesses_refused_total", "counter",

@@ -39,6 +39,7 @@ struct msv_conn_state {
     uint64_t peer_key;           /* rate-limit key of the peer address */
     int64_t accepted_ms;         /* authentication must follow within auth_timeout_s */
     int64_t waits_until_ms;      /* a device waiting to be linked: unauthenticated until then */
+    int64_t next_take_ms;        /* its next ProvisionTake is looked at from then on */
     struct event *auth_deadline; /* fires auth_timeout_s after accept, handshake or not */
     uint8_t nonce[32];
     int challenged;
@@ -209,6 +210,7 @@ struct msv_metrics {
     _Atomic uint64_t shared_limits_fallback;
     _Atomic uint64_t admin_requests, admin_unauthorized;
     _Atomic uint64_t provision_opened, provision_refused, provision_delivered, provision_expired;
+    _Atomic uint64_t provision_takes_early;
     _Atomic uint64_t mls_key_packages_claimed, mls_last_resort_claims, mls_claims_throttled;
     _Atomic uint64_t mls_commits, mls_stale, mls_messages, mls_copies, mls_refused, mls_skipped,
         mls_log_reads, mls_log_served, mls_welcomes_kept, mls_welcome_reads;
