@@ -3441,6 +3441,43 @@ static void test_provision_take_paced(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * An authentication that fails under a handle whose account was deleted says so whatever device
+ * id it names. Before, the answer told whether the id was another account's approved device
+ * ("authentication failed") or not ("this account was deleted"): anyone could find, without an
+ * account, which device ids exist.
+ */
+static void test_auth_names_no_device(void **state)
+{
+    struct test_server s;
+    struct test_device alice, bob;
+    struct msv_refusal why = {0};
+    uint64_t ids[2];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    test_register(&s, "alice@example.org", &alice);
+    test_register(&s, "bob@example.org", &bob);
+    assert_int_equal(msv_request_account_delete(bob.conn, TEST_PASSWORD, TEST_TIMEOUT_MS, &why),
+                     MSV_OK);
+    ids[0] = alice.device_id; /* exists, approved, another account's */
+    ids[1] = alice.device_id + 1000;
+    for (int i = 0; i < 2; i++) {
+        struct msv_conn *c = test_connect(&s);
+        char words[200] = "";
+        msv_err err = msv_conn_auth(c, "bob@example.org", ids[i], bob.id, TEST_TIMEOUT_MS, words,
+                                    sizeof(words));
+
+        if (err != MSV_ERR_NOT_FOUND)
+            fail_msg("device %d: %s (%s)", i, msv_strerror(err), words);
+        msv_conn_close(c);
+    }
+    test_device_free(&alice);
+    test_device_free(&bob);
+    test_server_cleanup(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -3477,6 +3514,7 @@ int main(void)
         cmocka_unit_test(test_start_on_full_disk),
         cmocka_unit_test(test_prekeys_and_sealed_sender),
         cmocka_unit_test(test_provision_take_paced),
+        cmocka_unit_test(test_auth_names_no_device),
         cmocka_unit_test(test_suites_per_device),
         cmocka_unit_test(test_log_read_rate),
         cmocka_unit_test(test_log_read_names_no_handle),

@@ -385,7 +385,7 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
     const Msv__Wire__Auth *a = f->auth;
     struct msv_device_rec dev = {0};
     uint64_t account = 0;
-    char handle[MSV_HANDLE_MAX + 1];
+    char handle[MSV_HANDLE_MAX + 1], asked[MSV_HANDLE_MAX + 1] = "";
     unsigned suites = 0;
     int suspended = 0;
     msv_err err = MSV_ERR_AUTH;
@@ -397,6 +397,8 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
     c->challenged = 0; /* one attempt per challenge */
     if (normalise_handle(a->handle, handle)) {
         err = STORE(s)->account_get(IMPL(s), handle, &account, NULL);
+        if (err == MSV_ERR_NOT_FOUND) /* handle_moved may put the device's own in handle */
+            memcpy(asked, handle, sizeof(asked));
         if (err == MSV_OK)
             err = STORE(s)->device_get(IMPL(s), a->device_id, &dev);
         /* the handle left the device's account (and may be another account's now) */
@@ -431,8 +433,10 @@ static void handle_auth(struct msv_conn_state *c, const msv_frame *f)
     if (err != MSV_OK) {
         atomic_fetch_add(&s->m.auth_failed, 1);
         msv_log(MSV_LOG_INFO, "auth_failed", "peer=%s", c->peer);
-        /* what the log shows anyone: the handle's newest entry is its tombstone */
-        if (account == 0 && handle_deleted(s, handle))
+        /* what the log shows anyone: the handle's newest entry is its tombstone. Decided by
+         * the handle alone: whether the device id named is some account's is nobody's
+         * business */
+        if (asked[0] != '\0' && handle_deleted(s, asked))
             msv_conn_send_error(c, f->request_id, MSV__WIRE__ERROR_CODE__ERROR_ACCOUNT_DELETED,
                                 deleted_text);
         else
