@@ -3534,6 +3534,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_recoveries_one_root, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_chain_growth_removal_fits, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_approve_races_removal, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_pending_devices_bounded, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_kt_labels_in_transaction, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_handles, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_username_stamp, setup_pg, teardown),
