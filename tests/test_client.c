@@ -2478,6 +2478,58 @@ static void test_taken_connection_not_taken_back(void **state)
 static size_t outbox_size(struct msv_client *c);
 
 /*
+ * A message with a disappearing-message timer whose timer runs out while it still waits in the
+ * outbox (the server out of reach) is deleted unsent, outbox copy and all, and the conversation
+ * says so. Before, it vanished unsent with nothing said, the conversation still showing it as
+ * waiting to go.
+ */
+static void test_expired_in_outbox_is_said(void **state)
+{
+    const char *to_bob[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    char path[1200];
+    sqlite3 *db = NULL;
+    uint8_t id[16];
+    size_t n = 0;
+
+    (void)state;
+    start_pair(&s, &alice, &bob);
+    assert_int_equal(msv_client_timer_set(alice, to_bob[0], 60), MSV_OK);
+    test_server_stop(&s);
+    drop_connection(alice);
+    assert_int_not_equal(msv_client_send(alice, to_bob, 1, "gone unsent", NULL, 0, NULL, id),
+                         MSV_OK);
+    assert_int_equal(outbox_size(alice), 1);
+    /* its timer runs out */
+    snprintf(path, sizeof(path), "%s/state.db", alice->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, TEST_TIMEOUT_MS);
+    assert_int_equal(sqlite3_exec(db,
+                                  "UPDATE messages SET expires_at_ms = 1 WHERE text = "
+                                  "'gone unsent';",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(msv_client_expire(alice, NULL, NULL, &n), MSV_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(outbox_size(alice), 0);
+    assert_int_equal(history_count(alice, NULL, "gone unsent"), 0);
+    assert_int_equal(
+        history_count(
+            alice, NULL,
+            "a message with a disappearing-message timer was not sent to bob@example.org"),
+        1);
+    /* said once: the next expiry finds nothing */
+    assert_int_equal(msv_client_expire(alice, NULL, NULL, &n), MSV_OK);
+    assert_int_equal(history_count(alice, NULL, "was not sent to bob@example.org"), 1);
+    test_server_start(&s);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
  * A connection made while the session lock (or the MLS lock) is held does not send the outbox:
  * its sends take the session lock, and under the MLS lock that waited for a process waiting for
  * the MLS lock under the session lock (a receive taking a group's delivery). It goes once the
@@ -8977,6 +9029,7 @@ int main(void)
         cmocka_unit_test(test_deliveries_one_at_a_time),
         cmocka_unit_test(test_taken_connection_not_taken_back),
         cmocka_unit_test(test_attachment_store_failure_not_gone),
+        cmocka_unit_test(test_expired_in_outbox_is_said),
         cmocka_unit_test(test_outbox_not_sent_under_a_lock),
         cmocka_unit_test(test_retried_send_goes_once),
         cmocka_unit_test(test_request_connections_used_up),

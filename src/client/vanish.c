@@ -256,6 +256,41 @@ msv_err client_delete_files(struct msv_client *c, const uint8_t id[16])
     return err;
 }
 
+/*
+ * Expired message m of this device's own was still in the outbox (o, n: the outbox) for some of
+ * its recipients: the outbox's copy goes with it (a timer leaves no copy), and the conversation
+ * says it never reached them, rather than the message vanishing unsent and unsaid.
+ */
+static msv_err expired_unsent(struct msv_client *c, const struct msv_message_rec *m,
+                              const struct msv_outbox_rec *o, size_t n)
+{
+    char text[700], who[300];
+    size_t at = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (memcmp(o[i].message_id, m->message_id, 16) != 0)
+            continue;
+        /* the recipients, one a line, as "a, b, c" */
+        for (const char *r = o[i].recipients; *r != '\0' && at + 3 < sizeof(who); r++) {
+            if (*r != '\n')
+                who[at++] = *r;
+            else if (r[1] != '\0') {
+                who[at++] = ',';
+                who[at++] = ' ';
+            }
+        }
+        who[at] = '\0';
+        snprintf(text, sizeof(text),
+                 "a message with a disappearing-message timer was not sent to %s: its timer ran "
+                 "out while it waited in this device's outbox, and it was deleted unsent",
+                 who);
+        if (c->on_not_sent != NULL)
+            c->on_not_sent(c->ctx, m->conversation, who, text);
+        return client_notice_keep(c, m->conversation, text);
+    }
+    return MSV_OK;
+}
+
 msv_err msv_client_expire(struct msv_client *c,
                           void (*on_message)(void *ctx, const struct msv_incoming *in), void *ctx,
                           size_t *count)
@@ -267,12 +302,25 @@ msv_err msv_client_expire(struct msv_client *c,
     *count = 0;
     while (err == MSV_OK && n == EXPIRE_BATCH) {
         n = 0;
+        struct msv_outbox_rec *o = NULL;
+        size_t n_out = 0;
+        int own = 0;
+
         err = msv_client_db_messages_expired(c->db, msv_wall_ms(), EXPIRE_BATCH, &m, &n);
-        /* the files first: a crash after them leaves the row, and the next call ends the job */
+        for (size_t i = 0; i < n; i++)
+            own |= m[i].outgoing;
+        if (err == MSV_OK && own)
+            err = msv_client_db_outbox(c->db, &o, &n_out);
+        /* the files first: a crash after them leaves the row, and the next call ends the job
+         * (the notice of what never went comes before the row, whose outbox entry goes with
+         * it: a crash between says it twice rather than never) */
         for (size_t i = 0; err == MSV_OK && i < n; i++) {
             struct msv_incoming in = {.kind = MSV_INCOMING_EXPIRED};
 
-            err = client_delete_files(c, m[i].message_id);
+            if (m[i].outgoing)
+                err = expired_unsent(c, &m[i], o, n_out);
+            if (err == MSV_OK)
+                err = client_delete_files(c, m[i].message_id);
             if (err == MSV_OK)
                 err = msv_client_db_message_delete(c->db, m[i].message_id);
             if (err == MSV_OK)
@@ -284,6 +332,7 @@ msv_err msv_client_expire(struct msv_client *c,
                 on_message(ctx, &in);
             }
         }
+        msv_outbox_free(o, n_out);
         msv_messages_free(m, n);
         m = NULL;
     }
