@@ -758,7 +758,11 @@ msv_err msv_client_connect(struct msv_client *c)
         /* the device has as many connections for requests open as the server allows (dead
          * ones it has not noticed, say): one that takes deliveries, which replaces the
          * device's other such connection, rather than no connection */
-        if (err == MSV_ERR_AGAIN) {
+        if (err == MSV_ERR_AGAIN && c->deliveries_taken != NULL) {
+            /* not past another program of the device that took its deliveries: this one
+             * takes them no more, so the device's connections for requests are full */
+            err = MSV_ERR_BUSY;
+        } else if (err == MSV_ERR_AGAIN) {
             msv_conn_close(c->conn);
             c->conn = NULL;
             memset(&c->why, 0, sizeof(c->why));

@@ -58,10 +58,10 @@ struct msv_client {
      * its queue first): once no receive runs, the next connect replaces it by one for requests
      * alone, so that it holds the deliveries lock (below) no longer than that receive */
     int conn_for_receive;
-    /* the server's words as it closed this program's connection that took deliveries for
-     * another of the device's (or for the device's removal), NULL if it did not: from then on
-     * this program (not the owner, below) connects for requests alone, and its receives end
-     * with those words, so that the two do not take the connection from each other */
+    /* the server's words as it closed this program's connection that took deliveries for a
+     * newer one of the device's (Error.replaced), NULL if it did not: from then on this program
+     * (not the owner, below) connects for requests alone, and its receives end with those
+     * words, so that the two do not take the connection from each other */
     char *deliveries_taken;
     /* every connection takes deliveries, in a receive or not: set by a program that waits on
      * the connection's socket for them (the account's owner: daemon, chat, listen, web) */

@@ -48,8 +48,9 @@ struct msv_conn {
     struct pushed *pushed_head, *pushed_tail;
     size_t pushed_frames, pushed_bytes;
     int dropped; /* pushes were dropped: only a new connection brings them */
-    /* the server's words as it closed this device's connection (ERROR_AUTH under request id 0:
-     * a newer connection of it took its deliveries, say), seen while a request waited */
+    /* the server's words as it closed this connection for a newer one of its device, which
+     * took its deliveries (ERROR_AUTH under request id 0, replaced), seen while a request
+     * waited */
     char *ended_why;
     /* a frame that cannot be framed came (its version or length): nothing past it can be
      * trusted, so every read and write after it fails as a lost connection */
@@ -383,7 +384,8 @@ msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv
             return MSV_OK;
         }
         if (f->request_id == 0 && f->body_case == MSV__WIRE__FRAME__BODY_ERROR &&
-            f->error->code == MSV__WIRE__ERROR_CODE__ERROR_AUTH && c->ended_why == NULL)
+            f->error->code == MSV__WIRE__ERROR_CODE__ERROR_AUTH && f->error->replaced &&
+            c->ended_why == NULL)
             c->ended_why = f->error->message.len == 0
                                ? strdup("the server closed this connection")
                                : strndup((const char *)f->error->message.data,

@@ -594,8 +594,8 @@ int client_chain_holds(const struct client_in_flight *chain, const uint8_t *id, 
 MSV_MUST_CHECK msv_err client_sessions_hold(struct msv_client *c);
 void client_sessions_release(struct msv_client *c);
 /*
- * Another program of this device took the connection that took its deliveries, or the device
- * was removed (words: the server's, as it closed it; NULL if it said nothing): recorded in
+ * Another program of this device took the connection that took its deliveries (words: the
+ * server's, as it closed it; NULL if it said nothing): recorded in
  * c->deliveries_taken, unless this is the account's owner (deliveries_take_over), which takes
  * the connection back. 1 if recorded, now or before.
  */

@@ -1057,7 +1057,9 @@ static int try_later(const struct msv_client *c, msv_err err)
  */
 static int connection_taken(struct msv_client *c)
 {
-    return c->conn != NULL && client_deliveries_taken(c, msv_conn_ended_why(c->conn));
+    const char *why = c->conn != NULL ? msv_conn_ended_why(c->conn) : NULL;
+
+    return why != NULL && client_deliveries_taken(c, why);
 }
 
 /*

@@ -855,7 +855,19 @@ static void revoke_conn(struct msv_conn_state *c, const char *why)
                                        : "removed_closed",
             "peer=%s device=%llu", c->peer, (unsigned long long)c->device_id);
     c->device_id = 0;
-    msv_conn_send_error(c, 0, E_AUTH, why != NULL ? why : replaced_text);
+    if (why == NULL) { /* replaced: said so apart from the words, which are for people */
+        Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
+        Msv__Wire__Error e = MSV__WIRE__ERROR__INIT;
+
+        e.code = MSV__WIRE__ERROR_CODE__ERROR_AUTH;
+        e.message = (ProtobufCBinaryData){sizeof(replaced_text) - 1, (uint8_t *)replaced_text};
+        e.replaced = 1;
+        f.body_case = MSV__WIRE__FRAME__BODY_ERROR;
+        f.error = &e;
+        msv_conn_send_frame(c, &f);
+    } else {
+        msv_conn_send_error(c, 0, E_AUTH, why);
+    }
     msv_conn_close_soon(c);
 }
 
