@@ -2518,11 +2518,11 @@ static void test_expired_in_outbox_is_said(void **state)
     assert_int_equal(
         history_count(
             alice, NULL,
-            "a message with a disappearing-message timer was not sent to bob@example.org"),
+            "a message with a disappearing-message timer may not have reached bob@example.org"),
         1);
     /* said once: the next expiry finds nothing */
     assert_int_equal(msv_client_expire(alice, NULL, NULL, &n), MSV_OK);
-    assert_int_equal(history_count(alice, NULL, "was not sent to bob@example.org"), 1);
+    assert_int_equal(history_count(alice, NULL, "may not have reached bob@example.org"), 1);
     test_server_start(&s);
     msv_client_close(alice);
     msv_client_close(bob);

@@ -259,7 +259,8 @@ msv_err client_delete_files(struct msv_client *c, const uint8_t id[16])
 /*
  * Expired message m of this device's own was still in the outbox (o, n: the outbox) for some of
  * its recipients: the outbox's copy goes with it (a timer leaves no copy), and the conversation
- * says it never reached them, rather than the message vanishing unsent and unsaid.
+ * says it may not have reached them, rather than the message vanishing unsaid. "May": a send
+ * whose answer was lost left it in the outbox although the server had stored it.
  */
 static msv_err expired_unsent(struct msv_client *c, const struct msv_message_rec *m,
                               const struct msv_outbox_rec *o, size_t n)
@@ -281,11 +282,10 @@ static msv_err expired_unsent(struct msv_client *c, const struct msv_message_rec
         }
         who[at] = '\0';
         snprintf(text, sizeof(text),
-                 "a message with a disappearing-message timer was not sent to %s: its timer ran "
-                 "out while it waited in this device's outbox, and it was deleted unsent",
+                 "a message with a disappearing-message timer may not have reached %s: its timer "
+                 "ran out while it still waited in this device's outbox for them (the server had "
+                 "not confirmed it), and it was deleted",
                  who);
-        if (c->on_not_sent != NULL)
-            c->on_not_sent(c->ctx, m->conversation, who, text);
         return client_notice_keep(c, m->conversation, text);
     }
     return MSV_OK;
