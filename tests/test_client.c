@@ -3291,6 +3291,51 @@ static void count_unopened(void *ctx, const char *warning)
     (*(int *)ctx)++;
 }
 
+/* on_unopened: the warning of envelopes whose sending device could not be checked */
+static void count_unchecked(void *ctx, const char *warning)
+{
+    assert_non_null(strstr(warning, "1 message(s) came that this device could not check, naming "
+                                    "nobody"));
+    assert_null(strstr(warning, "alice"));
+    (*(int *)ctx)++;
+}
+
+/*
+ * An envelope naming as its sender a device the directory does not list for the handle it names
+ * (a device removed since it sent, or one the server made up) is dropped, naming nobody, but no
+ * longer silently: counted, and said once. Before, nothing told the user that anything came.
+ */
+static void test_unlisted_sender_said(void **state)
+{
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    uint8_t junk[200];
+    int told = 0;
+
+    (void)state;
+    start_pair(&s, &alice, &bob);
+    test_server_stop(&s);
+    msv_random_bytes(junk, sizeof(junk));
+    test_server_enqueue(&s, bob->device_id, alice->device_id + 777, alice->handle, MSV_SUITE_MODERN,
+                        junk, sizeof(junk));
+    test_server_start(&s);
+    drop_connection(bob);
+    bob->on_unopened = count_unchecked;
+    bob->ctx = &told;
+    assert_int_equal(receive_now(bob), 0);
+    assert_int_equal(msv_client_senders_unchecked(bob), 1);
+    assert_int_equal(told, 1);
+    /* acknowledged: it does not come again, and is said once */
+    drop_connection(bob);
+    assert_int_equal(receive_now(bob), 0);
+    msv_client_tell_unopened(bob);
+    assert_int_equal(msv_client_senders_unchecked(bob), 1);
+    assert_int_equal(told, 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 /*
  * alice keeps bob's sealing key for 3 days; meanwhile bob rotates twice, so he no longer holds
  * its secret. Her envelope sealed to it cannot be opened and names nobody: bob counts it
@@ -9020,6 +9065,7 @@ int main(void)
         cmocka_unit_test(test_old_last_resort_refused),
         cmocka_unit_test(test_gone_device_rechecked),
         cmocka_unit_test(test_sealed_to_key_let_go),
+        cmocka_unit_test(test_unlisted_sender_said),
         cmocka_unit_test(test_lost_one_time_prekeys_reclaimed),
         cmocka_unit_test(test_stray_last_resort_opens_nothing),
         cmocka_unit_test(test_classical_envelope_between_pq_devices),

@@ -98,8 +98,9 @@ struct msv_client {
     /*
      * sealed envelopes came that this device cannot open, naming nobody: sealed classically
      * to this post-quantum device (refused as a downgrade), or to a post-quantum key it does
-     * not hold; counted, and said at most once a minute (what a minute holds back is said at a
-     * later receive's end); may be NULL
+     * not hold; and envelopes whose sending device the directory does not list for the handle
+     * they name (msv_client_senders_unchecked); counted, and said at most once a minute (what a
+     * minute holds back is said at a later receive's end); may be NULL
      */
     void (*on_unopened)(void *ctx, const char *warning);
     /* this post-quantum device read a classical envelope (modern, classic or ecies) from a
@@ -936,6 +937,9 @@ MSV_MUST_CHECK msv_err msv_client_outbox_held(struct msv_client *c, const uint8_
 uint64_t msv_client_sealed_downgrades(struct msv_client *c);
 /* How many sealed envelopes came sealed to a post-quantum key this device does not hold. */
 uint64_t msv_client_sealed_unopenable(struct msv_client *c);
+/* How many envelopes named a sending device the directory does not list (or whose answer did not
+ * check out) for the handle they name: dropped, naming nobody, told through on_unopened. */
+uint64_t msv_client_senders_unchecked(struct msv_client *c);
 /* How many one-time prekey secrets of uploads whose answer was lost were deleted so far. */
 uint64_t msv_client_prekeys_reclaimed(struct msv_client *c);
 /* How many classical envelopes from device_id this post-quantum device read (on_classical). */

@@ -523,6 +523,8 @@ uint32_t client_setting_u32(struct msv_client_db *db, const char *name);
 uint64_t client_counter(struct msv_client *c, const char *name);
 /* Adds one to the count kept in setting name. */
 msv_err client_counter_bump(struct msv_client *c, const char *name);
+/* The count of envelopes dropped because their sending device could not be checked (u64be). */
+#define CLIENT_SENDERS_UNCHECKED "senders-unchecked"
 /*
  * Publishes this device's keys on connecting (msv_sessions_publish); a failure other than the
  * server's "slow down" is counted and told (on_keys_unpublished), never only dropped.

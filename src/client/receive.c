@@ -542,6 +542,8 @@ struct incoming {
     uint64_t device;
     int session_message;
     int sender_proved; /* the sender's device key opened the sealed layer, or the relay named it */
+    int sender_unlisted; /* the directory lists no such device for the handle named (or its
+                          * answer did not check out): dropped, counted, naming nobody */
     int classical; /* a classical envelope from a device of an earlier version, to this [8] one */
     int has_digest;
     uint8_t digest[32]; /* of the envelope read: recorded once read, so a replay is refused */
@@ -580,8 +582,12 @@ static msv_err open_delivery(struct msv_client *c, const Msv__Wire__Deliver *d, 
                  (const char *)d->sender_handle.data);
         in->device = d->sender_device;
     }
-    if (err == MSV_OK)
+    if (err == MSV_OK) {
         err = client_sender_identity(c, in->sender, in->device, &pub);
+        /* not a failure to reach the directory, which leaves the delivery to be taken again */
+        in->sender_unlisted = err == MSV_ERR_NOT_FOUND || err == MSV_ERR_AUTH ||
+                              err == MSV_ERR_PARSE || err == MSV_ERR_UNSUPPORTED;
+    }
     /* the sender's static key proves the claim before anything else reads the envelope */
     if (err == MSV_OK && d->sender_device == 0)
         err = client_sealed_unwrap(c, keys, pub, d->ciphertext.data, d->ciphertext.len, &inner,
@@ -1618,6 +1624,11 @@ static msv_err receive_on(struct msv_client *c, int timeout_ms,
                         : record_unreadable(c, f->deliver, &in, shown, on_message, ctx) != MSV_OK)
                     err = MSV_ERR_IO;
             }
+            /* whose named sender the directory does not list: counted (and said, naming
+             * nobody, with the sealed envelopes that could not be opened) before it goes */
+            if (in.sender_unlisted && !in.sender_proved &&
+                client_counter_bump(c, CLIENT_SENDERS_UNCHECKED) != MSV_OK)
+                err = MSV_ERR_IO;
             /* a redelivery, or a message that is not authentic or recorded as unreadable:
              * acknowledged and dropped, so that the relay does not offer it forever; storage
              * failures are not acknowledged */

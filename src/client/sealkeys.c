@@ -39,6 +39,7 @@
 #define UNOPENABLE "sealed-unopenable"
 #define SAID_REFUSED "sealed-downgrades-said"    /* of REFUSED, how many the user was told of */
 #define SAID_UNOPENABLE "sealed-unopenable-said" /* of UNOPENABLE, the same */
+#define SAID_UNCHECKED "senders-unchecked-said"  /* of CLIENT_SENDERS_UNCHECKED, the same */
 #define UNOPENED_SAID_EVERY_MS 60000
 
 static void cache_name(uint64_t device_id, const struct msv_public_identity *pub, char key[120])
@@ -285,6 +286,11 @@ uint64_t msv_client_sealed_unopenable(struct msv_client *c)
     return client_counter(c, UNOPENABLE);
 }
 
+uint64_t msv_client_senders_unchecked(struct msv_client *c)
+{
+    return client_counter(c, CLIENT_SENDERS_UNCHECKED);
+}
+
 static msv_err set_counter(struct msv_client *c, const char *name, uint64_t n)
 {
     uint8_t v[8];
@@ -305,16 +311,31 @@ void msv_client_tell_unopened(struct msv_client *c)
     uint64_t refused = client_counter(c, REFUSED), unopenable = client_counter(c, UNOPENABLE);
     uint64_t said_refused = client_counter(c, SAID_REFUSED),
              said_unopenable = client_counter(c, SAID_UNOPENABLE);
+    uint64_t unchecked = client_counter(c, CLIENT_SENDERS_UNCHECKED),
+             said_unchecked = client_counter(c, SAID_UNCHECKED);
     int64_t now = msv_mono_ms();
     char warning[600];
 
-    if (c->on_unopened == NULL || (refused <= said_refused && unopenable <= said_unopenable) ||
+    if (c->on_unopened == NULL ||
+        (refused <= said_refused && unopenable <= said_unopenable && unchecked <= said_unchecked) ||
         (c->unopened_said_ms != 0 && now - c->unopened_said_ms < UNOPENED_SAID_EVERY_MS))
         return;
     if (set_counter(c, SAID_REFUSED, refused) != MSV_OK ||
-        set_counter(c, SAID_UNOPENABLE, unopenable) != MSV_OK)
+        set_counter(c, SAID_UNOPENABLE, unopenable) != MSV_OK ||
+        set_counter(c, SAID_UNCHECKED, unchecked) != MSV_OK)
         return; /* told next time */
     c->unopened_said_ms = now;
+    if (unchecked > said_unchecked) {
+        snprintf(warning, sizeof(warning),
+                 "%llu message(s) came that this device could not check, naming nobody: the "
+                 "device each names as its sender is not one the directory lists for the "
+                 "account it names (a device removed since it sent, or one a server made up). "
+                 "Their senders cannot be known; if a message is missing, ask for it again",
+                 (unsigned long long)(unchecked - said_unchecked));
+        c->on_unopened(c->ctx, warning);
+    }
+    if (refused <= said_refused && unopenable <= said_unopenable)
+        return;
     snprintf(warning, sizeof(warning),
              "%llu sealed envelope(s) came that this device cannot open, naming nobody: %llu made "
              "classically to this device, which speaks post-quantum only (a server that strips "
