@@ -128,10 +128,6 @@ static int64_t wall_ms(void)
 }
 
 /*
- * A second RegisterStart for a handle whose code is pending changes nothing
- * and sends nothing: the first code still registers.
- */
-/*
  * One account adding devices it never approves: past 8 waiting at once the server refuses the
  * next (ERROR_TOO_BIG, nothing added, counted). Before, nothing bounded them, and each took a
  * notice of every later change of the account's devices: n devices left about n * n / 2 notices,
@@ -172,6 +168,10 @@ static void test_pending_devices_bounded(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A second RegisterStart for a handle whose code is pending changes nothing
+ * and sends nothing: the first code still registers.
+ */
 static void test_pending_code_is_kept(void **state)
 {
     struct test_server s;
