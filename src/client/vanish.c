@@ -301,11 +301,11 @@ msv_err msv_client_expire(struct msv_client *c,
 
     *count = 0;
     while (err == MSV_OK && n == EXPIRE_BATCH) {
-        n = 0;
         struct msv_outbox_rec *o = NULL;
         size_t n_out = 0;
         int own = 0;
 
+        n = 0;
         err = msv_client_db_messages_expired(c->db, msv_wall_ms(), EXPIRE_BATCH, &m, &n);
         for (size_t i = 0; i < n; i++)
             own |= m[i].outgoing;

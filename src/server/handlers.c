@@ -730,10 +730,10 @@ static msv_err add_device(struct msv_server *s, uint64_t account, const char *ha
     return MSV_OK;
 }
 
-/* add_device's failure, answered: MSV_ERR_TOO_BIG is the account's devices waiting for approval
- * at their bound (MSV_STORE_PENDING_MAX), or its devices at theirs */
 _Static_assert(MSV_STORE_PENDING_MAX == 8, "refuse_device's words name the bound");
 
+/* add_device's failure, answered: MSV_ERR_TOO_BIG is the account's devices waiting for approval
+ * at their bound (MSV_STORE_PENDING_MAX), or its devices at theirs */
 static void refuse_device(struct msv_conn_state *c, uint64_t request_id, msv_err err)
 {
     if (err != MSV_ERR_TOO_BIG) {

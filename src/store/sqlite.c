@@ -3040,7 +3040,8 @@ static msv_err approval_put(struct sqlite_store *s, uint64_t device_id,
     return run(s, st);
 }
 
-/* How many approved devices account_id has (device_id 0), or whether device_id is one (1). */
+/* How many of account_id's devices are approved (approved 1) or pending (0) (device_id 0), or
+ * whether device_id is one of them (1). */
 static msv_err devices_counted(struct sqlite_store *s, uint64_t account_id, int approved,
                                uint64_t device_id, uint32_t *n)
 {
