@@ -157,6 +157,26 @@ static void test_pending_devices_bounded(void **state)
     assert_non_null(strstr(why.message, "8 devices waiting for approval"));
     assert_int_equal(test_server_metric(&s, "devices_refused_full_total"), 1);
     assert_int_equal(test_server_metric(&s, "devices_added_total"), 9);
+    /* nor by QR code: the device waiting at an address is refused too */
+    {
+        struct msv_conn *waiting = test_connect(&s);
+        struct msv_identity *other = NULL;
+        msv_frame *linked = NULL;
+        uint8_t address[16];
+
+        assert_int_equal(msv_identity_generate(MSV_SUITE_MODERN, 0, &other), MSV_OK);
+        assert_int_equal(
+            msv_request_provision_open(waiting, other, NULL, TEST_TIMEOUT_MS, address, &why),
+            MSV_OK);
+        assert_int_not_equal(
+            msv_request_link_device(alice.conn, address, TEST_TIMEOUT_MS, &linked, &why), MSV_OK);
+        assert_null(linked);
+        assert_int_equal(why.code, MSV__WIRE__ERROR_CODE__ERROR_TOO_BIG);
+        assert_int_equal(test_server_metric(&s, "devices_refused_full_total"), 2);
+        msv_identity_free(other);
+        msv_conn_close(waiting);
+    }
+    assert_int_equal(test_server_metric(&s, "devices_added_total"), 9);
     /* one removed makes room */
     test_expect_ok(test_remove_device(&alice, pending[0].device_id));
     test_enroll_pending(&s, "alice@example.org", &pending[8]);
