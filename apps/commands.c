@@ -338,14 +338,14 @@ static int fail(const struct msv_client *c, const char *what, msv_err err)
     return EXIT_ERR;
 }
 
-/* Reads a secret from a file (first line) or the environment; NULL if neither. */
+/* Reads a secret from a file (first line) or the environment (env NULL: not); NULL if neither. */
 static char *secret(const char *file, const char *env)
 {
     char buf[1024];
     FILE *f;
 
     if (file == NULL) {
-        const char *v = getenv(env);
+        const char *v = env != NULL ? getenv(env) : NULL;
 
         return v ? strdup(v) : NULL;
     }
@@ -727,14 +727,23 @@ static int create_device(const struct cli *o, const char *handle, struct msv_cli
     return 0;
 }
 
+/* The environment variable a secret may come from: none for a request to the owner. */
+static const char *secret_env(const struct cli *o, const char *env)
+{
+    return o->secrets_from_request ? NULL : env;
+}
+
 char *cli_password(const struct cli *o)
 {
-    char *pw =
-        o->password != NULL ? strdup(o->password) : secret(o->password_file, "MISSIVE_PASSWORD");
+    char *pw = o->password != NULL ? strdup(o->password)
+                                   : secret(o->password_file, secret_env(o, "MISSIVE_PASSWORD"));
 
     if (pw == NULL || strlen(pw) < 8) {
-        fprintf(cli_err, "missive: set MISSIVE_PASSWORD (8 characters or more) to the account "
-                         "password\n");
+        fprintf(cli_err, o->secrets_from_request
+                             ? "missive: give the account password (\"password\", 8 characters "
+                               "or more)\n"
+                             : "missive: set MISSIVE_PASSWORD (8 characters or more) to the "
+                               "account password\n");
         free_secret(pw);
         return NULL;
     }
@@ -770,8 +779,8 @@ char *cli_ask_secret(const char *prompt)
 
 char *cli_new_password(const struct cli *o)
 {
-    char *pw =
-        o->new_password != NULL ? strdup(o->new_password) : secret(NULL, "MISSIVE_NEW_PASSWORD");
+    char *pw = o->new_password != NULL ? strdup(o->new_password)
+                                       : secret(NULL, secret_env(o, "MISSIVE_NEW_PASSWORD"));
     char *again = NULL;
 
     if (pw == NULL && !o->no_stdin && (pw = cli_ask_secret("new password: ")) != NULL &&
@@ -783,8 +792,11 @@ char *cli_new_password(const struct cli *o)
     }
     free_secret(again);
     if (pw == NULL || strlen(pw) < 8 || strlen(pw) > 1024) {
-        fprintf(cli_err, "missive: set MISSIVE_NEW_PASSWORD (8 to 1024 characters) to the new "
-                         "password\n");
+        fprintf(cli_err, o->secrets_from_request
+                             ? "missive: give the new password (\"new-password\", 8 to 1024 "
+                               "characters)\n"
+                             : "missive: set MISSIVE_NEW_PASSWORD (8 to 1024 characters) to the "
+                               "new password\n");
         free_secret(pw);
         return NULL;
     }
@@ -3107,15 +3119,18 @@ static int cmd_fingerprint(const struct cli *o, struct msv_client *c)
  */
 static char *backup_passphrase(const struct cli *o, int writing)
 {
-    char *pass = o->backup_passphrase != NULL
-                     ? strdup(o->backup_passphrase)
-                     : secret(o->backup_passphrase_file, "MISSIVE_BACKUP_PASSPHRASE");
+    char *pass = o->backup_passphrase != NULL ? strdup(o->backup_passphrase)
+                                              : secret(o->backup_passphrase_file,
+                                                       secret_env(o, "MISSIVE_BACKUP_PASSPHRASE"));
 
     if (pass == NULL || pass[0] == '\0' ||
         (writing && !msv_backup_passphrase_is_long_enough(pass))) {
         fprintf(cli_err,
-                "missive: a backup passphrase of %d characters or more is needed: set "
-                "MISSIVE_BACKUP_PASSPHRASE or give --backup-passphrase-file\n",
+                o->secrets_from_request
+                    ? "missive: a backup passphrase of %d characters or more is needed: give "
+                      "\"backup-passphrase\" or \"backup-passphrase-file\"\n"
+                    : "missive: a backup passphrase of %d characters or more is needed: set "
+                      "MISSIVE_BACKUP_PASSPHRASE or give --backup-passphrase-file\n",
                 MSV_BACKUP_PASSPHRASE_MIN);
         free_secret(pass);
         return NULL;

@@ -26,6 +26,9 @@ struct cli {
     const char *reply_to; /* send: the message id (hex) answered */
     int remove;           /* react: take one's reaction away */
     int json, help, qr, accept, stdio, no_stdin, include_text, archived;
+    /* run for a request to the account's owner: a secret comes from the request (or a file it
+     * names), never from the owner's environment, which is not the caller's */
+    int secrets_from_request;
     const char *reason;        /* report --reason */
     const char *name, *avatar; /* profile set --name, --avatar */
     const char *invite;        /* register --invite */

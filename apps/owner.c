@@ -844,6 +844,7 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
         if (rc == 0) {
             o.json = output == NULL || strcmp(output, "json") == 0;
             o.no_stdin = 1;
+            o.secrets_from_request = 1;
             o.backup_passphrase = json_string_value(pass);
             o.password = json_string_value(pw);
             o.new_password = json_string_value(new_pw);

@@ -87,6 +87,14 @@ expect 0 "the notification did its work" -- as bob contacts
 grep -q "^nb" out.txt && ok || bad "notification: $(cat out.txt)"
 rpc '{"jsonrpc":"2.0","id":1,"method":"contacts","params":{"output":"text"}}' >out.txt
 [ "$(field 'r["result"]["text"]')" = "$(printf 'al\talice@example.org\nalice@example.org\talice@example.org\ncarol@example.org\tcarol@example.org\nnb\tnb@example.org\n')" ] && ok || bad "text output: $(cat out.txt)"
+# the account's password comes from the request, never from the daemon's environment (which
+# holds MISSIVE_PASSWORD here): without one, nothing changes (before, the daemon's was used)
+rpc '{"jsonrpc":"2.0","id":"pw","method":"password","params":{"args":["change"],"new-password":"taken over 1234"}}' \
+    '{"jsonrpc":"2.0","id":"del","method":"account","params":{"args":["delete"],"yes":true}}' >out.txt
+[ "$(field '(r["id"], r["error"]["code"])' | tr '\n' ' ')" = "('pw', -32002) ('del', -32002) " ] &&
+    grep -q 'give the account password' out.txt && ok ||
+    bad "a password change or deletion without the request's password: $(cat out.txt)"
+expect 0 "the account still answers with its password" -- as bob contacts
 # a line over 1 MiB is refused and skipped; the connection and the daemon go on
 python3 -c 'print("{\"x\":\"" + "a" * 1100000 + "\"}")' >big.txt
 cat >big.py <<'EOF'
