@@ -106,7 +106,11 @@ grep -q "last handle" err.txt && ok || bad "the last: $(cat err.txt)"
 expect 0 "the laptop (which went by the removed one) is told, and goes on" -- laptop_m receive
 grep -q "the handle alice@example.org was removed from this account" out.txt && ok ||
     bad "the laptop's notice: $(cat out.txt err.txt)"
-grep -q "WARNING" err.txt && bad "the laptop's monitor after the removal: $(cat err.txt)" || ok
+# no alarm of the monitor (the copies of alice's messages written under the removed handle
+# before the laptop read them name a device that handle no longer lists: they are said, naming
+# nobody, as messages that could not be checked)
+grep -v "could not check, naming nobody" err.txt | grep -q "WARNING" &&
+    bad "the laptop's monitor after the removal: $(cat err.txt)" || ok
 expect 0 "the laptop lists the handles" -- laptop_m handles
 grep -q "^+15550001" out.txt && ok || bad "the laptop after the removal: $(cat out.txt err.txt)"
 expect 1 "a message to the removed handle is refused" -- as bob send alice@example.org --text "are you there"
