@@ -301,7 +301,8 @@ static void patched_commit_with(struct msv_client *c, const uint8_t gid[16], uin
         send.message = commit;
         send.message_len = commit_len;
         assert_int_equal(msv_client_connect(c), MSV_OK);
-        assert_int_equal(msv_request_mls_send(c->conn, &send, 5000, &sent, &c->why), MSV_OK);
+        if (msv_request_mls_send(c->conn, &send, 5000, &sent, &c->why) != MSV_OK)
+            fail_msg("the patched commit was refused: %s", c->why.message);
     }
     msv_mls_member_free(m);
     free(commit);
@@ -353,7 +354,36 @@ static void founding_again_due(struct club *k, struct msv_client *c)
 static const char *club_config = NULL;
 
 /* alice's group "club" with bob and carol, on MLS, each having joined. */
-static void club_on_mls(struct club *k)
+/* The KeyPackage of c's device the server would hand out last: its last-resort one. */
+static uint8_t *last_resort_kp(struct test_server *s, const struct msv_client *c, size_t *len)
+{
+    char path[160], sql[160];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    uint8_t *kp = NULL;
+
+    snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
+    snprintf(sql, sizeof(sql),
+             "SELECT kp FROM mls_key_packages WHERE device_id = %llu AND last_resort = 1",
+             (unsigned long long)c->device_id);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    *len = (size_t)sqlite3_column_bytes(st, 0);
+    kp = malloc(*len);
+    assert_non_null(kp);
+    memcpy(kp, sqlite3_column_blob(st, 0), *len);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return kp;
+}
+
+/*
+ * club_on_mls; with bob_kp, bob's device is added from its last-resort KeyPackage (the server
+ * holds no other of it), whose bytes go to *bob_kp (caller frees).
+ */
+static void club_on_mls_with(struct club *k, uint8_t **bob_kp, size_t *bob_kp_len)
 {
     const char *two[2] = {"bob@example.org", "carol@example.org"};
     size_t bob_kps;
@@ -364,6 +394,15 @@ static void club_on_mls(struct club *k)
     k->bob = test_client_for(&k->s, "bob", "bob@example.org");
     k->carol = test_client_for(&k->s, "carol", "carol@example.org");
     bob_kps = kp_kept(k->bob);
+    if (bob_kp != NULL) {
+        char sql[120];
+
+        snprintf(sql, sizeof(sql),
+                 "DELETE FROM mls_key_packages WHERE device_id = %llu AND last_resort = 0",
+                 (unsigned long long)k->bob->device_id);
+        server_sql(&k->s, sql);
+        *bob_kp = last_resort_kp(&k->s, k->bob, bob_kp_len);
+    }
     assert_int_equal(msv_client_group_create(k->alice, "club", two, 2, k->gid), MSV_OK);
     msv_client_group_conversation(k->gid, k->conversation);
     assert_true(client_mls_is_on(k->alice, k->gid));
@@ -374,10 +413,16 @@ static void club_on_mls(struct club *k)
     assert_int_equal(receive_now(k->carol), 1);
     assert_true(client_mls_is_on(k->bob, k->gid));
     assert_true(client_mls_is_on(k->carol, k->gid));
-    /* the KeyPackage's private part is gone once used */
-    assert_int_equal(kp_kept(k->bob), bob_kps - 1);
+    /* the KeyPackage's private part is gone once used (a last-resort one's is kept) */
+    if (bob_kp == NULL)
+        assert_int_equal(kp_kept(k->bob), bob_kps - 1);
     assert_int_equal(msv_client_group_accept(k->bob, k->conversation), MSV_OK);
     assert_int_equal(msv_client_group_accept(k->carol, k->conversation), MSV_OK);
+}
+
+static void club_on_mls(struct club *k)
+{
+    club_on_mls_with(k, NULL, NULL);
 }
 
 /* A device of owner's account linked by password, owner having received its request. */
@@ -670,6 +715,44 @@ static void test_non_admin_commit_refused_and_refounded(void **state)
     assert_sent_by(k.bob, k.conversation, "founded again", "alice@example.org", k.alice->device_id);
     assert_sent_by(k.carol, k.conversation, "founded again", "alice@example.org",
                    k.alice->device_id);
+    club_free(&k);
+}
+
+/*
+ * carol, no admin, patches her client to remove bob's device and add it again from the very
+ * KeyPackage its leaf came from: the tree is as it was, but bob's device is cut out of the
+ * epochs that follow (its KeyPackage's init key is spent). alice refuses it as a removal by no
+ * admin. Before, her client saw no leaf changed and took it, and bob read nothing more.
+ */
+static void test_leaf_put_back_is_a_removal(void **state)
+{
+    struct club k;
+    uint8_t *kp = NULL, id[16];
+    size_t kp_len = 0;
+    msv_frame *f = NULL;
+    char sql[120];
+
+    (void)state;
+    club_on_mls_with(&k, &kp, &kp_len);
+    /* carol claims a KeyPackage of bob's device, as an add needs (the delivery service's
+     * rule): his last-resort one again, the one his leaf came from */
+    snprintf(sql, sizeof(sql),
+             "DELETE FROM mls_key_packages WHERE device_id = %llu AND last_resort = 0",
+             (unsigned long long)k.bob->device_id);
+    server_sql(&k.s, sql);
+    assert_int_equal(msv_client_connect(k.carol), MSV_OK);
+    assert_int_equal(
+        msv_request_mls_claim(k.carol->conn, "bob@example.org", 5000, &f, &k.carol->why), MSV_OK);
+    msv_frame_free(f);
+    patched_commit(k.carol, k.gid, k.bob->device_id, kp, kp_len, k.bob->device_id);
+    receive_now(k.alice);
+    assert_int_equal(history_count(k.alice, k.conversation, "its committer is no admin"), 1);
+    /* and bob still reads what alice writes */
+    assert_int_equal(msv_client_group_send(k.alice, "club", "still read", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(k.bob);
+    assert_sent_by(k.bob, k.conversation, "still read", "alice@example.org", k.alice->device_id);
+    free(kp);
     club_free(&k);
 }
 
@@ -4463,6 +4546,7 @@ int main(void)
         cmocka_unit_test(test_removed_cannot_read),
         cmocka_unit_test(test_attacks_told),
         cmocka_unit_test(test_non_admin_commit_refused_and_refounded),
+        cmocka_unit_test(test_leaf_put_back_is_a_removal),
         cmocka_unit_test(test_two_processes_one_state),
         cmocka_unit_test(test_two_receivers_take_mls_once),
         cmocka_unit_test(test_kept_mls_payload_taken_once),

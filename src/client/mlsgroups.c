@@ -4048,9 +4048,13 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
      * (handle_admin: by the signed state this device holds, and by the context until this
      * commit while that names the same state or a newer one); any other member only adds
      * devices of its own account */
-    if (err == MSV_OK && (committer(m, was, n_was, &by, &changed) != MSV_OK ||
-                          ((changed || ext_changed) && !admin_by(c, gid, &before, &dir, by) &&
-                           (ext_changed || !own_adds_only(m, was, n_was, &dir, by))))) {
+    /* a leaf removed and added again unchanged (its KeyPackage's LeafNode put back) leaves the
+     * tree as it was, but cut that device out: a removal, as its Remove says */
+    if (err == MSV_OK &&
+        (committer(m, was, n_was, &by, &changed) != MSV_OK ||
+         ((changed || ext_changed || m->removed_leaves > 0) &&
+          !admin_by(c, gid, &before, &dir, by) &&
+          (ext_changed || m->removed_leaves > 0 || !own_adds_only(m, was, n_was, &dir, by))))) {
         snprintf(in->notice, sizeof(in->notice),
                  "a commit of an MLS group (from device %llu) was refused, nothing changed: it "
                  "%s, and its committer is no admin of the group nor adds only its own "

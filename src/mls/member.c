@@ -754,6 +754,7 @@ static msv_err apply_one(struct msv_mls_member *m, const struct proposal *p,
             cs->removes_us = 1;
             return MSV_ERR_INVALID; /* we were removed: nothing follows for us */
         }
+        cs->removes++;
         return msv_mls_tree_remove(&m->tree, index);
     case 1: /* add */
         err = msv_mls_key_package_body_check(m->suite, p->body, p->body_len, 0, &leaf, NULL);
@@ -1274,6 +1275,7 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
 
     m->committer = UINT32_MAX;
     m->removed_us = 0;
+    m->removed_leaves = 0;
     if (err == MSV_OK && n_proposals > PROPOSALS_MAX)
         err = MSV_ERR_TOO_BIG;
     /* a group whose ReInit was committed has no next epoch (11.2) */
@@ -1306,6 +1308,7 @@ msv_err msv_mls_member_commit(struct msv_mls_member *m, const uint8_t *const *pr
         m->committer =
             c.sender_type == MSV_MLS_SENDER_NEW_MEMBER_COMMIT ? UINT32_MAX : c.leaf_index;
         m->removed_us = cs->removes_us;
+        m->removed_leaves = cs->removes;
     }
     /* the next epoch stands; if compacting fails the member keeps its copies */
     if (err == MSV_OK) {

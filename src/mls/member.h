@@ -92,6 +92,9 @@ struct msv_mls_member {
      * (it then failed); not saved */
     uint32_t committer;
     int removed_us;
+    /* and how many other leaves its Removes took out: a leaf removed and added again with the
+     * same LeafNode leaves the tree as it was, but is a removal all the same */
+    uint32_t removed_leaves;
     uint8_t *ext; /* the GroupContext's extensions, encoded without their length */
     size_t ext_len;
     uint8_t cth[MSV_MLS_NH], interim[MSV_MLS_NH];

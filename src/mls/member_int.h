@@ -38,6 +38,7 @@ struct commit_state {
     struct msv_mls_psk psks[MSV_MLS_WELCOME_PSKS_MAX];
     size_t n_psks;
     int removes_us;           /* a Remove of our own leaf (the commit fails for us) */
+    uint32_t removes;         /* the Removes of other leaves it applies */
     struct mls_reinit reinit; /* a ReInit read (has_reinit) */
     int has_reinit;
     /*
