@@ -49,8 +49,7 @@ struct msv_conn {
     size_t pushed_frames, pushed_bytes;
     int dropped; /* pushes were dropped: only a new connection brings them */
     /* the server's words as it closed this connection for a newer one of its device, which
-     * took its deliveries (ERROR_AUTH under request id 0, replaced), seen while a request
-     * waited */
+     * took its deliveries (note_replaced) */
     char *ended_why;
     /* a frame that cannot be framed came (its version or length): nothing past it can be
      * trusted, so every read and write after it fails as a lost connection */
@@ -299,14 +298,30 @@ static msv_err read_frame(struct msv_conn *c, int timeout_ms, msv_frame **out)
     }
 }
 
+/* Keeps the server's words if f says it closes c because a newer connection of its device took
+ * its deliveries (ERROR_AUTH under request id 0, replaced); the first such words stay. */
+static void note_replaced(struct msv_conn *c, const msv_frame *f)
+{
+    if (f->request_id != 0 || f->body_case != MSV__WIRE__FRAME__BODY_ERROR ||
+        f->error->code != MSV__WIRE__ERROR_CODE__ERROR_AUTH || !f->error->replaced ||
+        c->ended_why != NULL)
+        return;
+    c->ended_why = f->error->message.len == 0
+                       ? strdup("the server closed this connection")
+                       : strndup((const char *)f->error->message.data,
+                                 f->error->message.len < 512 ? f->error->message.len : 512);
+}
+
 msv_err msv_conn_recv(struct msv_conn *c, int timeout_ms, msv_frame **out)
 {
+    msv_err err;
+
     if (c->pushed_head != NULL) {
         struct pushed *p = c->pushed_head;
         const uint8_t *body = NULL;
         size_t body_len = 0, used = 0;
-        msv_err err = msv_frame_split(p->wire, p->len, CONN_FRAME_MAX, &body, &body_len, &used);
 
+        err = msv_frame_split(p->wire, p->len, CONN_FRAME_MAX, &body, &body_len, &used);
         if (err == MSV_OK)
             err = msv_frame_decode(body, body_len, out);
         c->pushed_head = p->next;
@@ -316,9 +331,12 @@ msv_err msv_conn_recv(struct msv_conn *c, int timeout_ms, msv_frame **out)
         c->pushed_bytes -= p->len;
         free(p->wire);
         free(p);
-        return err;
+    } else {
+        err = read_frame(c, timeout_ms, out);
     }
-    return read_frame(c, timeout_ms, out);
+    if (err == MSV_OK)
+        note_replaced(c, *out);
+    return err;
 }
 
 /* Sets a push aside until msv_conn_recv(), within the bound (else drops it). */
@@ -383,13 +401,7 @@ msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms, msv
             *resp = f;
             return MSV_OK;
         }
-        if (f->request_id == 0 && f->body_case == MSV__WIRE__FRAME__BODY_ERROR &&
-            f->error->code == MSV__WIRE__ERROR_CODE__ERROR_AUTH && f->error->replaced &&
-            c->ended_why == NULL)
-            c->ended_why = f->error->message.len == 0
-                               ? strdup("the server closed this connection")
-                               : strndup((const char *)f->error->message.data,
-                                         f->error->message.len < 512 ? f->error->message.len : 512);
+        note_replaced(c, f);
         err = keep_pushed(c, f);
     }
     return err == MSV_ERR_AGAIN ? MSV_ERR_IO : err; /* no answer: the server is unreachable */

@@ -66,10 +66,10 @@ MSV_MUST_CHECK msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int 
  */
 int msv_conn_has_dropped(const struct msv_conn *c);
 /*
- * The server's words (NULL if none, or without memory) if, while msv_conn_request() waited, it
- * said it closes this connection because a newer connection of its device took its deliveries
- * (ERROR_AUTH under request id 0, Error.replaced). The push itself is still kept for
- * msv_conn_recv().
+ * The server's words (NULL if none, or without memory) if it said, in a frame read so far (while
+ * msv_conn_request() waited, or by msv_conn_recv()), that it closes this connection because a
+ * newer connection of its device took its deliveries (ERROR_AUTH under request id 0,
+ * Error.replaced). A push read while a request waited is still kept for msv_conn_recv().
  */
 const char *msv_conn_ended_why(const struct msv_conn *c);
 

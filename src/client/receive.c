@@ -1573,8 +1573,7 @@ static msv_err receive_on(struct msv_client *c, int timeout_ms,
                                    ? f->error->message.len
                                    : sizeof(c->why.message) - 1),
                          (const char *)f->error->message.data);
-                if (f->error->code == MSV__WIRE__ERROR_CODE__ERROR_AUTH && f->error->replaced)
-                    (void)client_deliveries_taken(c, c->why.message);
+                (void)client_deliveries_taken(c, msv_conn_ended_why(c->conn));
             }
             msv_frame_free(f);
             continue;

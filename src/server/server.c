@@ -74,8 +74,10 @@ void msv_conn_send_frame(struct msv_conn_state *c, const msv_frame *f)
     free(buf);
 }
 
-void msv_conn_send_error(struct msv_conn_state *c, uint64_t request_id, int code,
-                         const char *message)
+/* An Error; replaced: it closes c because a newer connection of its device took its
+ * deliveries (Error.replaced). */
+static void send_error_frame(struct msv_conn_state *c, uint64_t request_id, int code,
+                             const char *message, int replaced)
 {
     Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
     Msv__Wire__Error e = MSV__WIRE__ERROR__INIT;
@@ -88,10 +90,17 @@ void msv_conn_send_error(struct msv_conn_state *c, uint64_t request_id, int code
     e.code = (Msv__Wire__ErrorCode)code;
     e.message.data = (uint8_t *)message;
     e.message.len = strlen(message);
+    e.replaced = replaced != 0;
     f.request_id = request_id;
     f.body_case = MSV__WIRE__FRAME__BODY_ERROR;
     f.error = &e;
     msv_conn_send_frame(c, &f);
+}
+
+void msv_conn_send_error(struct msv_conn_state *c, uint64_t request_id, int code,
+                         const char *message)
+{
+    send_error_frame(c, request_id, code, message, 0);
 }
 
 void msv_conn_send_ok(struct msv_conn_state *c, uint64_t request_id)
@@ -855,19 +864,8 @@ static void revoke_conn(struct msv_conn_state *c, const char *why)
                                        : "removed_closed",
             "peer=%s device=%llu", c->peer, (unsigned long long)c->device_id);
     c->device_id = 0;
-    if (why == NULL) { /* replaced: said so apart from the words, which are for people */
-        Msv__Wire__Frame f = MSV__WIRE__FRAME__INIT;
-        Msv__Wire__Error e = MSV__WIRE__ERROR__INIT;
-
-        e.code = MSV__WIRE__ERROR_CODE__ERROR_AUTH;
-        e.message = (ProtobufCBinaryData){sizeof(replaced_text) - 1, (uint8_t *)replaced_text};
-        e.replaced = 1;
-        f.body_case = MSV__WIRE__FRAME__BODY_ERROR;
-        f.error = &e;
-        msv_conn_send_frame(c, &f);
-    } else {
-        msv_conn_send_error(c, 0, E_AUTH, why);
-    }
+    /* replaced: said so apart from the words, which are for people */
+    send_error_frame(c, 0, E_AUTH, why != NULL ? why : replaced_text, why == NULL);
     msv_conn_close_soon(c);
 }
 
