@@ -1465,6 +1465,76 @@ static void test_linked_device_joins(void **state)
 }
 
 /*
+ * bob, no admin, removes his laptop from his account: his device commits its leaf out of the
+ * club's MLS group at once, alice and carol take the commit, and carol's next message goes on
+ * MLS to a tree without it (before: the leaf stayed until an admin's next change). His phone,
+ * which is in no MLS group yet, removes his tablet: bob's next receive, told of it, commits the
+ * removal. His patched client removing a device his account still lists is refused.
+ */
+static int tree_holds(struct msv_client *c, const uint8_t gid[16], uint64_t device);
+
+static void test_removed_own_device_committed_out(void **state)
+{
+    struct club k;
+    struct msv_client *laptop, *tablet, *phone, *desk;
+    uint8_t id[16];
+
+    (void)state;
+    laptop = club_bob_laptop(&k);
+    receive_now(k.bob);
+    receive_now(k.alice);
+    receive_now(k.carol);
+    receive_now(laptop);
+    assert_true(tree_holds(k.alice, k.gid, laptop->device_id));
+    assert_int_equal(msv_client_remove_device(k.bob, laptop->device_id), MSV_OK);
+    assert_false(tree_holds(k.bob, k.gid, laptop->device_id));
+    assert_int_equal(settings_count(k.bob, "mls-out:"), 0);
+    receive_now(k.alice);
+    receive_now(k.carol);
+    assert_false(tree_holds(k.alice, k.gid, laptop->device_id));
+    assert_false(tree_holds(k.carol, k.gid, laptop->device_id));
+    assert_int_equal(history_count(k.alice, k.conversation, "refused"), 0);
+    assert_int_equal(history_count(k.carol, k.conversation, "refused"), 0);
+    assert_int_equal(
+        msv_client_group_send(k.carol, "club", "without the laptop", NULL, 0, NULL, id), MSV_OK);
+    both_read(k.alice, k.bob, k.conversation, "without the laptop", "carol@example.org",
+              k.carol->device_id);
+
+    /* removed by a device holding no MLS state: the others of the account commit it */
+    tablet = linked_device(&k.s, k.bob, "bob-tablet");
+    receive_now(k.bob);
+    receive_now(k.alice);
+    receive_now(k.carol);
+    receive_now(tablet);
+    assert_true(client_mls_is_on(tablet, k.gid));
+    phone = linked_device(&k.s, tablet, "bob-phone"); /* the tablet would add it */
+    assert_int_equal(msv_client_remove_device(phone, tablet->device_id), MSV_OK);
+    assert_true(tree_holds(k.bob, k.gid, tablet->device_id));
+    receive_now(k.bob);
+    assert_false(tree_holds(k.bob, k.gid, tablet->device_id));
+    receive_now(k.alice);
+    assert_false(tree_holds(k.alice, k.gid, tablet->device_id));
+    assert_int_equal(history_count(k.alice, k.conversation, "refused"), 0);
+
+    /* a device of his account it lists still: his patched client's removal is refused */
+    desk = linked_device(&k.s, k.bob, "bob-desk");
+    receive_now(k.bob);
+    receive_now(k.alice);
+    assert_true(tree_holds(k.alice, k.gid, desk->device_id));
+    patched_commit(k.bob, k.gid, desk->device_id, NULL, 0, 0);
+    receive_now(k.alice);
+    assert_int_equal(
+        history_count(k.alice, k.conversation, "nor changes only its own account's devices"), 1);
+    assert_true(tree_holds(k.alice, k.gid, desk->device_id));
+
+    msv_client_close(laptop);
+    msv_client_close(tablet);
+    msv_client_close(phone);
+    msv_client_close(desk);
+    club_free(&k);
+}
+
+/*
  * bob's laptop, added to the club by his phone, writes before it has read its queue, where its
  * Welcome waits: the send takes the Welcome first, and the message goes on MLS. Before, it
  * went as per-device copies asking to be added again, and alice's device replaced the leaf the
@@ -1983,9 +2053,11 @@ static void test_linked_device_waits_and_others_refused(void **state)
     patched_commit(k.bob, k.gid, 0, kp, kp_len, tablet->device_id);
     msv_frame_free(f);
     receive_now(k.alice);
-    assert_int_equal(history_count(k.alice, k.conversation, "nor adds only its own account's"), 1);
+    assert_int_equal(
+        history_count(k.alice, k.conversation, "nor changes only its own account's devices"), 1);
     receive_now(k.carol);
-    assert_int_equal(history_count(k.carol, k.conversation, "nor adds only its own account's"), 1);
+    assert_int_equal(
+        history_count(k.carol, k.conversation, "nor changes only its own account's devices"), 1);
 
     msv_client_close(laptop);
     msv_client_close(tablet);
@@ -3504,7 +3576,8 @@ static void test_replacement_by_no_admin_refused(void **state)
     assert_int_equal(
         queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
     receive_now(k.alice);
-    assert_int_equal(history_count(k.alice, k.conversation, "nor adds only its own account's"), 1);
+    assert_int_equal(
+        history_count(k.alice, k.conversation, "nor changes only its own account's devices"), 1);
     receive_now(k.bob);
     assert_int_equal(history_count(k.bob, k.conversation, "no admin's"), 1);
     assert_true(client_mls_is_on(k.bob, k.gid));
@@ -4563,6 +4636,7 @@ int main(void)
         cmocka_unit_test(test_readded_member_reads),
         cmocka_unit_test(test_commit_during_rate_limit),
         cmocka_unit_test(test_linked_device_joins),
+        cmocka_unit_test(test_removed_own_device_committed_out),
         cmocka_unit_test(test_writes_before_its_welcome),
         cmocka_unit_test(test_group_copies),
         cmocka_unit_test(test_group_copy_behind),

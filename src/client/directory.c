@@ -495,6 +495,13 @@ msv_err msv_client_remove_device(struct msv_client *c, uint64_t device_id)
     /* a device gone is owed no history any more (it would hold a place of the few owed) */
     if (err == MSV_OK)
         err = msv_link_history_forget(c, device_id);
+    /* its leaves in the groups on MLS this device is in committed out now (what cannot be
+     * now is tried again at the next receive; the removal stands) */
+    if (err == MSV_OK && device_id != c->device_id) {
+        if (client_mls_out_due(c, device_id) == MSV_OK)
+            client_mls_outs(c);
+        c->why.message[0] = '\0';
+    }
     return err;
 }
 

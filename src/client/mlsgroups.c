@@ -873,6 +873,20 @@ static size_t removals(const struct msv_mls_member *m, const struct dir *dir, ui
     return n;
 }
 
+/* Whether each of the n devices gone is one the roster names under own's handle (this account's).
+ */
+static int own_gone(const uint8_t *roster, size_t roster_len, const struct dir_device *own,
+                    const uint64_t *gone, size_t n)
+{
+    char handle[MSV_HANDLE_MAX + 1];
+
+    for (size_t i = 0; i < n; i++)
+        if (own == NULL || roster_handle(roster, roster_len, gone[i], handle) != MSV_OK ||
+            strcmp(handle, own->handle) != 0)
+            return 0;
+    return 1;
+}
+
 /* The Welcome to the n devices added, once their commit was taken. */
 static msv_err send_welcome(struct msv_client *c, const struct msv_mls_member *m,
                             const uint8_t *welcome, size_t welcome_len, const uint64_t *devices,
@@ -1797,11 +1811,12 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         n_gone = removals(m, &dir, leaves, gone, present);
     /* an admin's commit adds and removes any member's devices; any other member's only adds
      * its own account's devices that this device approved (never one the directory lists again
-     * after its removal), and makes none while the tree holds a device to remove (its commit
-     * would be refused by every member): it is made at a later message */
-    if (err == MSV_OK && !admin && n_gone > 0)
-        goto out;
+     * after its removal) and removes those its account no longer lists, and makes none while
+     * the tree holds another account's device to remove (its commit would be refused by every
+     * member): an admin's commit removes it */
     own = err == MSV_OK ? dir_find(&dir, c->device_id) : NULL;
+    if (err == MSV_OK && !admin && n_gone > 0 && !own_gone(roster, roster_len, own, gone, n_gone))
+        goto out;
     for (size_t i = 0; err == MSV_OK && i < dir.n; i++)
         n_want += want[i] = !present[i] && dir.d[i].device_id != c->device_id &&
                             (admin || (own != NULL && strcmp(dir.d[i].handle, own->handle) == 0 &&
@@ -2249,19 +2264,48 @@ static msv_err join_groups(struct msv_client *c, const struct msv_group_rec *g, 
     return MSV_OK;
 }
 
+/* Which of n try again records (JOIN, OUT) is the oldest. */
+static size_t oldest_record(const struct msv_setting *s, size_t n)
+{
+    size_t oldest = 0;
+
+    for (size_t i = 1; i < n; i++)
+        if (s[i].len == RETRY_VALUE && s[oldest].len == RETRY_VALUE &&
+            msv_get_u64be(s[i].value) < msv_get_u64be(s[oldest].value))
+            oldest = i;
+    return oldest;
+}
+
+/* The try again records under prefix (at most MSV_MLS_JOINS_MAX) and, if there are any, the
+ * groups this device holds; *n 0 if either cannot be read. */
+static void records_and_groups(struct msv_client *c, const char *prefix, struct msv_setting **s,
+                               size_t *n, struct msv_group_rec **g, size_t *n_groups)
+{
+    if (msv_client_db_settings(c->db, prefix, MSV_MLS_JOINS_MAX, s, n) != MSV_OK)
+        *n = 0;
+    if (*n > 0 && msv_client_db_groups(c->db, g, n_groups) != MSV_OK)
+        *n = 0;
+}
+
+/* A try again record under key, wanted from now and due at once. */
+static msv_err record_now(struct msv_client *c, const char *key)
+{
+    uint8_t v[RETRY_VALUE];
+
+    msv_put_u64be(v, (uint64_t)msv_wall_ms());
+    msv_put_u64be(v + 8, 0);
+    return msv_client_db_set(c->db, key, v, sizeof(v));
+}
+
 msv_err client_mls_join_due(struct msv_client *c, uint64_t device_id)
 {
     struct msv_setting *s = NULL;
     size_t n = 0, oldest = 0;
-    uint8_t v[RETRY_VALUE];
     char key[KEY_MAX];
     msv_err err = msv_client_db_settings(c->db, JOIN, SIZE_MAX, &s, &n);
 
     /* bounded: past MSV_MLS_JOINS_MAX waiting, the one waiting longest is given up, and told */
-    for (size_t i = 1; err == MSV_OK && i < n; i++)
-        if (s[i].len == RETRY_VALUE && s[oldest].len == RETRY_VALUE &&
-            msv_get_u64be(s[i].value) < msv_get_u64be(s[oldest].value))
-            oldest = i;
+    oldest = err == MSV_OK ? oldest_record(s, n) : 0;
     if (err == MSV_OK && n >= MSV_MLS_JOINS_MAX) {
         unsigned long long gone = 0;
         struct msv_group_rec *g = NULL;
@@ -2281,9 +2325,7 @@ msv_err client_mls_join_due(struct msv_client *c, uint64_t device_id)
         err = msv_client_db_unset(c->db, s[oldest].key);
     }
     msv_settings_free(s, n);
-    msv_put_u64be(v, (uint64_t)msv_wall_ms());
-    msv_put_u64be(v + 8, 0);
-    return err == MSV_OK ? msv_client_db_set(c->db, join_key(device_id, key), v, sizeof(v)) : err;
+    return err == MSV_OK ? record_now(c, join_key(device_id, key)) : err;
 }
 
 /* The group id a setting key prefix || hex names (0 if it names none). */
@@ -2333,11 +2375,8 @@ static int stale_now(struct msv_client *c, const uint8_t gid[16]);
 msv_err client_mls_follow_due(struct msv_client *c, const uint8_t gid[16])
 {
     char key[KEY_MAX];
-    uint8_t v[RETRY_VALUE];
 
-    msv_put_u64be(v, (uint64_t)msv_wall_ms());
-    msv_put_u64be(v + 8, 0);
-    return msv_client_db_set(c->db, group_key(FOLLOW, gid, key), v, sizeof(v));
+    return record_now(c, group_key(FOLLOW, gid, key));
 }
 
 /*
@@ -2407,6 +2446,118 @@ static void follows_flush(struct msv_client *c)
         }
     }
     msv_settings_free(s, n);
+}
+
+/* "mls-out:<u64 hex of a device>": a device removed from this account, whose leaves this
+ * device commits away (a try again record) */
+#define OUT "mls-out:"
+
+static const char *out_key(uint64_t device, char key[KEY_MAX])
+{
+    snprintf(key, KEY_MAX, OUT "%016llx", (unsigned long long)device);
+    return key;
+}
+
+msv_err client_mls_out_due(struct msv_client *c, uint64_t device_id)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0, oldest = 0;
+    char key[KEY_MAX];
+    msv_err err = device_id != c->device_id ? msv_client_db_settings(c->db, OUT, SIZE_MAX, &s, &n)
+                                            : MSV_ERR_INVALID;
+
+    /* bounded as the devices waiting to join: past it the oldest is left to an admin's next
+     * change (counted) */
+    oldest = err == MSV_OK ? oldest_record(s, n) : 0;
+    if (err == MSV_OK && n >= MSV_MLS_JOINS_MAX) {
+        (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: the admin's change is due */
+        err = msv_client_db_unset(c->db, s[oldest].key);
+    }
+    msv_settings_free(s, n);
+    return err == MSV_OK ? record_now(c, out_key(device_id, key)) : err;
+}
+
+/* Whether a device removed from this account (an out record) still has a leaf in the group. */
+static int out_waiting(struct msv_client *c, const uint8_t gid[16])
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0;
+    int waiting = 0;
+
+    if (msv_client_db_settings(c->db, OUT, MSV_MLS_JOINS_MAX, &s, &n) != MSV_OK)
+        return 0;
+    for (size_t i = 0; i < n && !waiting; i++) {
+        unsigned long long device = 0;
+
+        waiting =
+            sscanf(s[i].key + strlen(OUT), "%16llx", &device) == 1 && has_leaf(c, gid, device);
+    }
+    msv_settings_free(s, n);
+    return waiting;
+}
+
+/*
+ * Each device removed from this account committed out of every group on MLS whose tree holds
+ * it (this account's own removal: any of its devices may commit it, admin or not); forgotten
+ * once no tree here holds it. A pass that fails (the server out of reach, the directory still
+ * listing it, another account's device to remove first, which only an admin's commit does) is
+ * tried again at a later receive, backing off as a joining device is, and given up after
+ * MSV_MLS_JOIN_DAYS, told in each group still holding it.
+ */
+static void outs_flush(struct msv_client *c)
+{
+    struct msv_setting *s = NULL;
+    struct msv_group_rec *g = NULL;
+    size_t n = 0, n_groups = 0;
+    int64_t now = msv_wall_ms();
+
+    records_and_groups(c, OUT, &s, &n, &g, &n_groups);
+    for (size_t i = 0; i < n; i++) {
+        unsigned long long device = 0;
+        uint8_t v[RETRY_VALUE];
+        int held = 0, parsed = s[i].len == RETRY_VALUE &&
+                               sscanf(s[i].key + strlen(OUT), "%16llx", &device) == 1;
+        msv_err err = MSV_OK;
+
+        if (parsed)
+            memcpy(v, s[i].value, RETRY_VALUE);
+        if (parsed && !retry_due(v, now))
+            continue;
+        for (size_t k = 0; parsed && k < n_groups && err != MSV_ERR_IO; k++) {
+            if (!client_mls_is_on(c, g[k].group_id) || !has_leaf(c, g[k].group_id, device))
+                continue;
+            err = sync_with(c, g[k].group_id, 0, 0, 1, 1);
+            held += has_leaf(c, g[k].group_id, device);
+        }
+        if (parsed && (err == MSV_ERR_IO || held > 0) && retry_expired(v, now)) {
+            for (size_t k = 0; k < n_groups; k++)
+                if (client_mls_is_on(c, g[k].group_id) && has_leaf(c, g[k].group_id, device) &&
+                    notice(c, g[k].group_id,
+                           "this device could not commit for days the removal of a device "
+                           "removed from this account; it stays in the group's MLS group until "
+                           "an admin's next change") != MSV_OK)
+                    c->why.message[0] = '\0';             /* shown all the same */
+            (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: told above */
+        } else if (parsed && (err == MSV_ERR_IO || held > 0)) {
+            retry_later(c, v, now);
+            if (msv_client_db_set(c->db, s[i].key, v, sizeof(v)) != MSV_OK)
+                break;
+            continue;
+        }
+        if (msv_client_db_unset(c->db, s[i].key) != MSV_OK)
+            break;
+    }
+    msv_groups_free(g, n_groups);
+    msv_settings_free(s, n);
+}
+
+void client_mls_outs(struct msv_client *c)
+{
+    if (c->mls_joining)
+        return;
+    c->mls_joining = 1;
+    outs_flush(c);
+    c->mls_joining = 0;
 }
 
 msv_err client_mls_rejoin_asked(struct msv_client *c, const uint8_t gid[16], const char *sender,
@@ -2512,10 +2663,8 @@ void client_mls_joins(struct msv_client *c)
     c->mls_joining = 1;
     welcomes_flush(c);
     follows_flush(c);
-    if (msv_client_db_settings(c->db, JOIN, MSV_MLS_JOINS_MAX, &s, &n) != MSV_OK)
-        n = 0;
-    if (n > 0 && msv_client_db_groups(c->db, &g, &n_groups) != MSV_OK)
-        n = 0;
+    outs_flush(c);
+    records_and_groups(c, JOIN, &s, &n, &g, &n_groups);
     for (size_t i = 0; i < n; i++) {
         unsigned long long device = 0;
         char key[KEY_MAX];
@@ -3430,6 +3579,11 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
     /* a removal whose commit failed is committed again first (only an admin commits one) */
     if (err == MSV_OK && admin && stale_now(c, gid))
         err = sync_with(c, gid, 0, 0, 0, 1);
+    /* a device removed from this account is committed out first, so that the message is not
+     * sealed for it; should that fail, the message still goes (the server no longer delivers to
+     * a removed device) and the next receive tries again */
+    if (err == MSV_OK && out_waiting(c, gid) && sync_with(c, gid, 0, 0, 1, 1) != MSV_OK)
+        c->why.message[0] = '\0';
     /* a leaf due for an update commits one first; should that fail, the message still goes,
      * and the next one tries again */
     if (err == MSV_OK && update_due(c, gid) && sync_with(c, gid, 0, 1, 0, 1) != MSV_OK &&
@@ -3882,13 +4036,19 @@ static msv_err committer(const struct msv_mls_member *m, const struct leaf_was *
 }
 
 /*
- * Whether every change a commit made (m now, w before it) adds a device of the account of device
- * by, the committer's, as the verified directory lists them: no leaf removed or replaced.
+ * Whether every change a commit made (m now, w before it) is one of the committer's (device by)
+ * own account: a device added that the verified directory lists under the committer's handle,
+ * or a leaf removed whose device the roster (before the commit) names under that handle and the
+ * directory no longer lists (removed from the account). No leaf of another device is replaced,
+ * nor removed and put back (every Remove the commit carries is one of those removals).
  */
-static int own_adds_only(const struct msv_mls_member *m, const struct leaf_was *w, uint32_t n,
-                         const struct dir *dir, uint64_t by)
+static int own_changes_only(const struct msv_mls_member *m, const struct leaf_was *w, uint32_t n,
+                            const struct dir *dir, const uint8_t *roster, size_t roster_len,
+                            uint64_t by)
 {
     const struct dir_device *committer_d = dir_find(dir, by);
+    uint32_t gone = 0;
+    char handle[MSV_HANDLE_MAX + 1];
 
     if (committer_d == NULL)
         return 0;
@@ -3897,22 +4057,27 @@ static int own_adds_only(const struct msv_mls_member *m, const struct leaf_was *
         const struct dir_device *d;
         int now_used = i < m->tree.n_leaves && leaf_device(m, i, &now_device);
         int was_used = i < n && w[i].used;
-
         uint8_t hash[32];
 
-        if (was_used && (!now_used || now_device != w[i].device))
-            return 0; /* removed or replaced */
-        if (was_used && i != m->committer) {
+        if (was_used && (!now_used || now_device != w[i].device)) {
+            /* removed: only this account's device that its account no longer lists */
+            if (dir_find(dir, w[i].device) != NULL ||
+                roster_handle(roster, roster_len, w[i].device, handle) != MSV_OK ||
+                strcmp(handle, committer_d->handle) != 0)
+                return 0;
+            gone++;
+        } else if (was_used && i != m->committer) {
             leaf_hash(m, i, hash);
             if (memcmp(hash, w[i].hash, 32) != 0)
                 return 0; /* removed and added again in its place */
         }
-        if (now_used && !was_used &&
+        if (now_used && (!was_used || now_device != w[i].device) &&
             ((d = dir_find(dir, now_device)) == NULL ||
              strcmp(d->handle, committer_d->handle) != 0))
             return 0;
     }
-    return 1;
+    /* a Remove whose leaf was put back unchanged is one more than the leaves seen gone */
+    return gone == m->removed_leaves;
 }
 
 /* Whether device is, by the roster, an admin's in the group's signed state. */
@@ -4047,18 +4212,18 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
     /* adding and removing devices and changing the group context are for the group's admins
      * (handle_admin: by the signed state this device holds, and by the context until this
      * commit while that names the same state or a newer one); any other member only adds
-     * devices of its own account */
+     * devices of its own account and removes those its account no longer lists */
     /* a leaf removed and added again unchanged (its KeyPackage's LeafNode put back) leaves the
      * tree as it was, but cut that device out: a removal, as its Remove says */
     if (err == MSV_OK &&
         (committer(m, was, n_was, &by, &changed) != MSV_OK ||
          ((changed || ext_changed || m->removed_leaves > 0) &&
           !admin_by(c, gid, &before, &dir, by) &&
-          (ext_changed || m->removed_leaves > 0 || !own_adds_only(m, was, n_was, &dir, by))))) {
+          (ext_changed || !own_changes_only(m, was, n_was, &dir, roster, roster_len, by))))) {
         snprintf(in->notice, sizeof(in->notice),
                  "a commit of an MLS group (from device %llu) was refused, nothing changed: it "
-                 "%s, and its committer is no admin of the group nor adds only its own "
-                 "account's",
+                 "%s, and its committer is no admin of the group nor changes only its own "
+                 "account's devices",
                  (unsigned long long)by,
                  ext_changed ? "changes the group context" : "adds or removes devices");
         refused = 1;

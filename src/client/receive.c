@@ -1143,6 +1143,11 @@ static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
         account_notice(c, dc, on_message, ctx);
     if (dc->device != NULL && dc->added)
         note_device_change(c, dc);
+    /* removed from the account: its leaves in the groups on MLS committed out (at the end of
+     * the receive; the server's word is only the cue: the verified directory decides) */
+    if (dc->device != NULL && !dc->added && !dc->pending &&
+        client_mls_out_due(c, dc->device->device_id) != MSV_OK)
+        c->why.message[0] = '\0';
     if (on_message != NULL && dc->device != NULL) {
         struct msv_public_identity *pub = NULL;
         char notice[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";
