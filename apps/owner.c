@@ -42,6 +42,7 @@
 #define INBOX_MAX 10000               /* what arrived and no 'receive' took yet */
 #define INBOX_BYTES_MAX (64u << 20)   /* and their size, as answers would carry them */
 #define RECEIVE_ANSWER_MAX (8u << 20) /* one 'receive' answer: the rest waits for the next */
+#define ANSWER_SLACK (64u << 10)      /* an answer's room for what is not its items */
 #define DEFERRED_MAX 4096             /* events held while a request line runs (handle_line) */
 #define BATCH_MAX 32                  /* requests in one batch; more: one error, none run */
 #define MONITOR_INTERVAL_MS 300000    /* the transparency log is read this often, and on notices */
@@ -80,6 +81,9 @@ struct owner {
     struct inbox_item *inbox;
     size_t inbox_len, inbox_dropped, inbox_bytes;
     size_t line_received; /* bytes of items the receives of the line running took */
+    /* the inbox's first items a 'receive' answered: taken once that answer is written (a reader
+     * let go before it leaves them for the next receive) */
+    size_t answered;
     int online, said_offline, monitor_due;
     /* a command ran: what the server pushed meanwhile is taken once its answer is written
      * (handle_line), so that no event is told before an answer read from older state */
@@ -153,7 +157,8 @@ static struct {
 
 /* ---- output to peers ------------------------------------------------------------------ */
 
-static void peer_write(struct peer *p, json_t *j)
+/* j queued for p: 1, or 0 if p was let go instead (it does not read, or no memory). */
+static int peer_write(struct peer *p, json_t *j)
 {
     char *s = json_dumps(j, JSON_COMPACT);
     size_t len = s ? strlen(s) : 0;
@@ -163,7 +168,7 @@ static void peer_write(struct peer *p, json_t *j)
             limits.readers_let_go++;
         p->eof = 1; /* it does not read what it asked for: let it go */
         free(s);
-        return;
+        return 0;
     }
     if (p->out_len + len + 1 > p->out_cap) {
         size_t cap = (p->out_len + len + 1) * 2;
@@ -172,7 +177,7 @@ static void peer_write(struct peer *p, json_t *j)
         if (bigger == NULL) {
             p->eof = 1;
             free(s);
-            return;
+            return 0;
         }
         p->out = bigger;
         p->out_cap = cap;
@@ -181,6 +186,7 @@ static void peer_write(struct peer *p, json_t *j)
     p->out[p->out_len + len] = '\n';
     p->out_len += len + 1;
     free(s);
+    return 1;
 }
 
 static void peer_flush(struct peer *p)
@@ -441,6 +447,8 @@ static void inbox_add(struct owner *ow, json_t *json, char *text)
         inbox_take(ow, 1);
         ow->inbox_dropped++;
         limits.inbox_dropped++;
+        if (ow->answered > 0)
+            ow->answered--; /* an answered one: it goes with its answer all the same */
     }
     ow->inbox[ow->inbox_len++] = it;
     ow->inbox_bytes += it.json_bytes + it.text_bytes;
@@ -916,19 +924,25 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
 /* ---- 'receive' ------------------------------------------------------------------------ */
 
 /*
- * What the inbox holds, oldest first, up to RECEIVE_ANSWER_MAX bytes of answer (one item at
- * least): the caller takes them, and "more" says that others wait for the next call.
+ * What the inbox holds after what the line answered already, oldest first, up to
+ * RECEIVE_ANSWER_MAX bytes of answer (one item at least) and never more than p's output has room
+ * for (none if the first does not fit: "more" says so): marked answered, taken once the answer
+ * is written (receive_written); "more" says that others wait for the next call.
  */
 static json_t *receive_result(struct owner *ow, struct peer *p)
 {
     json_t *result = json_object();
-    size_t n = 0, bytes = ow->line_received;
+    size_t n = 0, bytes = ow->line_received, at = ow->answered;
+    size_t room =
+        p->out_len + ANSWER_SLACK < OUT_MAX_BYTES ? OUT_MAX_BYTES - p->out_len - ANSWER_SLACK : 0;
 
     /* the receives of one batch share the bound: their answers go in one line */
-    while (n < ow->inbox_len) {
-        size_t b = p->wait_text ? ow->inbox[n].text_bytes : ow->inbox[n].json_bytes;
+    while (at + n < ow->inbox_len) {
+        const struct inbox_item *it = &ow->inbox[at + n];
+        size_t b = p->wait_text ? it->text_bytes : it->json_bytes;
 
-        if ((n > 0 || ow->line_received > 0) && bytes + b > RECEIVE_ANSWER_MAX)
+        if (bytes + b > room ||
+            ((n > 0 || ow->line_received > 0) && bytes + b > RECEIVE_ANSWER_MAX))
             break;
         bytes += b;
         n++;
@@ -939,7 +953,7 @@ static json_t *receive_result(struct owner *ow, struct peer *p)
         size_t len = 0;
         FILE *f = open_memstream(&text, &len);
 
-        for (size_t i = 0; f != NULL && i < n; i++)
+        for (size_t i = at; f != NULL && i < at + n; i++)
             if (ow->inbox[i].text != NULL)
                 fputs(ow->inbox[i].text, f);
         if (f != NULL)
@@ -949,23 +963,32 @@ static json_t *receive_result(struct owner *ow, struct peer *p)
     } else {
         json_t *items = json_array();
 
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = at; i < at + n; i++)
             json_array_append(items, ow->inbox[i].json);
         json_object_set_new(result, "items", items);
     }
     json_object_set_new(result, "stderr", json_string(""));
     if (ow->inbox_dropped > 0)
         json_object_set_new(result, "dropped", json_integer((json_int_t)ow->inbox_dropped));
-    if (n < ow->inbox_len) {
+    if (at + n < ow->inbox_len) {
         json_object_set_new(result, "more", json_true());
         /* an answer the bound stopped short (one of a batch after it carries none) */
         if (n > 0)
             limits.answers_cut++;
     }
-    /* taken: the next call starts after these */
-    inbox_take(ow, n);
+    /* the next call of the line starts after these */
+    ow->answered += n;
     ow->inbox_dropped = 0;
     return result;
+}
+
+/* The answer carrying what the line's receives answered was written (1) or not (0, its reader
+ * let go): those items are taken, or stay for the next receive. */
+static void receive_written(struct owner *ow, int written)
+{
+    if (written)
+        inbox_take(ow, ow->answered);
+    ow->answered = 0;
 }
 
 /* 'receive': returns at once what waits, or waits until quiet for "wait" seconds (2). */
@@ -1018,7 +1041,7 @@ static void finish_receives(struct owner *ow)
             continue;
         r = receive_result(ow, p);
         response = rpc_result(p->wait_id, r);
-        peer_write(p, response);
+        receive_written(ow, peer_write(p, response));
         json_decref(response);
         json_decref(r);
         json_decref(p->wait_id);
@@ -1196,8 +1219,7 @@ static void handle_line(struct owner *ow, struct peer *p, const char *line, size
     } else {
         response = handle_request(ow, p, req, 0);
     }
-    if (response != NULL)
-        peer_write(p, response);
+    receive_written(ow, response != NULL && peer_write(p, response));
     json_decref(response);
     json_decref(req);
     ow->deferring = 0;

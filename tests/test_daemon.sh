@@ -224,15 +224,9 @@ as bob -o json history alice@example.org --limit 1 --before "$oldest" >out.txt 2
 [ "$(longs)" = 1 ] && [ ! -s err.txt ] && ok || bad "--before reaches the one left out: $(head -c 200 out.txt) $(cat err.txt)"
 
 # bad input at the edges of a request line, each answered (each fails before its fix)
-cat >edges.py <<'EOF'
-import json, socket, sys, time
-path = sys.argv[1]
-
-def conn():
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
-    s.settimeout(10)
-    return s
+# answers(s, n): the next n answer lines on socket s (fewer if it ends or times out)
+cat >rpc_lines.py <<'EOF'
+import json
 
 def answers(s, n):
     got, out = b"", []
@@ -248,6 +242,17 @@ def answers(s, n):
     except OSError:
         pass
     return out
+EOF
+cat >edges.py <<'EOF'
+import json, socket, sys, time
+from rpc_lines import answers
+path = sys.argv[1]
+
+def conn():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.settimeout(10)
+    return s
 
 # an unknown key whose name the error message cuts inside a character (one of the two: each
 # character is two bytes): still an answer
@@ -319,14 +324,18 @@ grep -qx "types \[('num', -32602), ('after', None)\]" out.txt && ok ||
 # about 600 KB in JSON, 18 MB in all): 'receive' gives it over several answers, all of it, none
 # lost (before, the one answer passed 16 MiB: the client was let go, the items already taken)
 python3 -c 'import sys; sys.stdout.write("\x01" * 100000)' >ctl.txt
-for i in $(seq 30); do as alice send bob@example.org <ctl.txt >/dev/null 2>&1 || bad "control text $i not sent"; done
-as alice send bob@example.org --text "ctl done" >/dev/null 2>&1 || bad "the text after them not sent"
+# ctl_sent LAST: alice sends the 30 texts and then LAST; bob's daemon has them all once LAST is
+# in his history (one sender's messages come in order)
+ctl_sent() {
+    for i in $(seq 30); do as alice send bob@example.org <ctl.txt >/dev/null 2>&1 || bad "control text $i not sent"; done
+    as alice send bob@example.org --text "$1" >/dev/null 2>&1 || bad "the text after them not sent"
+    for _ in $(seq 100); do
+        as bob history alice@example.org --limit 1 2>/dev/null | grep -q "$1" && break
+        sleep 0.2
+    done
+}
 ctl() { python3 -c 'import json,sys; print(sum(len(json.loads(l).get("text", "")) == 100000 for l in sys.stdin if l.startswith("{")))' <out.txt; }
-# one sender's messages come in order: the last one there, all are
-for _ in $(seq 100); do
-    as bob history alice@example.org --limit 1 2>/dev/null | grep -q "ctl done" && break
-    sleep 0.2
-done
+ctl_sent "ctl done"
 # a receive sent as a notification takes nothing (it has no answer to carry it), and the
 # receives of one batch share the 8 MiB (their answers are one line)
 cat >batch_recv.py <<'EOF'
@@ -445,6 +454,36 @@ events_both "$sock" to_both
 cat ev1.txt >>wire.jsonl
 cat ev2.txt >>wire2.jsonl
 grep -q '"to both schemas"' ev1.txt && grep -q '"to both schemas"' ev2.txt && ok || bad "an event in both schemas: $(cat ev1.txt ev2.txt)"
+
+# a reader that asks and does not read: each answer of 'receive' fits what its connection has
+# room for (16 MiB waiting), so it is never let go with items taken; what it was not given
+# waits for the next receive (before: its third answer passed the bound, the reader was let
+# go, and the items that answer had taken were gone)
+ctl_sent "ctl again"
+cat >slow_recv.py <<'EOF'
+import json, socket, sys, time
+from rpc_lines import answers
+s = socket.socket(socket.AF_UNIX)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(sys.argv[1])
+for i in range(1, 6):
+    s.sendall(json.dumps({"jsonrpc": "2.0", "id": i, "method": "receive",
+                          "params": {"wait": 0}}).encode() + b"\n")
+    time.sleep(0.5)
+s.settimeout(20)
+got = answers(s, 5)
+n = sum(len(i.get("text", "")) == 100000 for a in got for i in a.get("result", {}).get("items", []))
+print(len(got), n)
+EOF
+python3 slow_recv.py "$sock" >out.txt 2>&1
+read -r slow_answers slow_items <out.txt
+[ "$slow_answers" = 5 ] && ok || bad "a reader that does not read at once gets all its answers: $(cat out.txt)"
+expect 0 "receive of what the slow reader was not given" -- as bob -o json receive --wait 0
+[ "$(( ${slow_items:-0} + $(ctl) ))" = 30 ] && ok ||
+    bad "all 30 control texts given once, none lost: ${slow_items:-?} to the slow reader, $(ctl) after"
+daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":1,"method":"status"}' | tee -a wire2.jsonl >out.txt
+[ "$(field 'r["result"]["daemon_limits"]["readers_let_go"] if r["id"] == 1 else None' | tail -1)" = 0 ] && ok ||
+    bad "no reader let go: $(cat out.txt)"
 
 # a clean stop removes the socket; commands then run here again
 kill -TERM "$daemon"
