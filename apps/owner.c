@@ -64,7 +64,10 @@ struct peer {
     int subscribed, eof;
     int read_done; /* its input ended: it goes once its answers are written */
     int schema;    /* the schema version this connection asked for (docs/daemon.md) */
-    int skipping;  /* the rest of a line over LINE_MAX_BYTES is dropped */
+    /* this connection's number (schema 2: in its subscribe answer and in the "changed" events
+     * of the commands it ran), so that a client knows the changes it made itself */
+    uint64_t number;
+    int skipping; /* the rest of a line over LINE_MAX_BYTES is dropped */
     /* a 'receive' waiting until nothing arrives for quiet_ms */
     json_t *wait_id;
     int wait_text;
@@ -78,6 +81,7 @@ struct owner {
     char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct peer *peers[PEERS_MAX];
     size_t n_peers;
+    uint64_t peers_made; /* connections numbered so far */
     struct inbox_item *inbox;
     size_t inbox_len, inbox_dropped, inbox_bytes;
     size_t line_received; /* bytes of items the receives of the line running took */
@@ -816,7 +820,8 @@ static int only_shows(const char *method, const struct cli *o)
 }
 
 /* Runs an account command for a request; the response to send. */
-static json_t *run_command(struct owner *ow, json_t *id, const char *method, json_t *params)
+static json_t *run_command(struct owner *ow, const struct peer *p, json_t *id, const char *method,
+                           json_t *params)
 {
     struct rpc_argv b = {.n = 0};
     const char *command = NULL, *output = json_string_value(json_object_get(params, "output"));
@@ -917,7 +922,10 @@ static json_t *run_command(struct owner *ow, json_t *id, const char *method, jso
      * would otherwise put back what an event told it (an unsent message shown again) */
     ow->pump_due = 1;
     if (rc == 0 && !shows)
-        broadcast(ow, json_pack("{s:s, s:s}", "type", "changed", "method", method), NULL);
+        broadcast(ow,
+                  json_pack("{s:s, s:s, s:I}", "type", "changed", "method", method, "connection",
+                            (json_int_t)p->number),
+                  NULL);
     return response;
 }
 
@@ -1151,6 +1159,9 @@ static json_t *handle_request(struct owner *ow, struct peer *p, json_t *req, int
         p->subscribed = strcmp(method, "subscribe") == 0;
         json_t *r = json_pack("{s:b}", "subscribed", p->subscribed);
 
+        if (p->schema >= 2)
+            json_object_set_new(r, "connection", json_integer((json_int_t)p->number));
+
         response = rpc_result(id, r);
         json_decref(r);
     } else if (strcmp(method, "schema") == 0) {
@@ -1166,7 +1177,7 @@ static json_t *handle_request(struct owner *ow, struct peer *p, json_t *req, int
     } else if (strcmp(method, "receive") == 0) {
         response = start_receive(ow, p, id, params, in_batch);
     } else if (strcmp(method, "listen") != 0 && cli_account_command(method)) {
-        response = run_command(ow, id, method, params);
+        response = run_command(ow, p, id, method, params);
     } else {
         response = rpc_error(id, -32601, "no such method", NULL);
     }
@@ -1313,6 +1324,7 @@ static int add_peer(struct owner *ow, int in_fd, int out_fd)
     p->in_fd = in_fd;
     p->out_fd = out_fd;
     p->schema = DAEMON_SCHEMA_MIN; /* what programs written before 'schema' existed expect */
+    p->number = ++ow->peers_made;
     ow->peers[ow->n_peers++] = p;
     return 0;
 }

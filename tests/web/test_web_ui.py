@@ -45,6 +45,17 @@ def type_and_send(d, text):
     box.send_keys(Keys.ENTER)
 
 
+def bob_status(text):
+    """the status of bob's message text to alice, as bob's history has it"""
+    said = owner_says("bob", [("history", {"args": ["alice@example.org"], "limit": 60, "output": "json"})],
+                      wait=0.1)
+    for x in said:
+        for m in (x.get("result") or {}).get("items", []) if x.get("id") == 10 else []:
+            if m.get("text") == text:
+                return m.get("status")
+    return None
+
+
 def mark_of(d, text):
     return js(d, "for(const m of document.querySelectorAll('#log .msg.out'))"
                  "if(m.querySelector('.text').textContent===arguments[0])"
@@ -106,6 +117,11 @@ def main():
     changed = [x["params"]["method"] for x in said if x.get("method") == "event"
                and x["params"]["type"] == "changed"]
     ok(changed == ["contacts"], "only the command that changed something says so: %s" % changed)
+    # and it names the connection that ran it, which that connection's subscribe answer gave
+    sub = [x["result"].get("connection") for x in said if x.get("id") == 2]
+    by = [x["params"].get("connection") for x in said if x.get("method") == "event"
+          and x["params"]["type"] == "changed"]
+    ok(sub and sub[0] and by == sub, "the change names its connection: %s, %s" % (by, sub))
     missive("alice", "contacts", "remove", "bobby")
     a, b = browser("alice"), browser("bob")
     a.get(urls["alice"])
@@ -151,14 +167,48 @@ def main():
        "reopened, only the newest page of messages is loaded")
     ok(until(lambda: js(a, "document.getElementById('log').scrollTop=0") or "hello bob\nsecond line" in texts(a),
              60, 0.2), "scrolling up brings the oldest messages back (history --before)")
+    # what comes while alice's page is scrolled up to older ones is not read yet: no read
+    # receipt goes until the newest are in view (before: it went at once)
+    owner_says("bob", [("send", {"args": ["alice@example.org"], "text": "while alice reads back"})])
+    ok(until(lambda: bob_status("while alice reads back") in ("delivered", "read"), 20),
+       "bob's message reaches alice's page: %s" % bob_status("while alice reads back"))
+    time.sleep(2)
+    ok(bob_status("while alice reads back") == "delivered",
+       "not read while alice's page is scrolled up: %s" % bob_status("while alice reads back"))
     shown = js(a, "return document.querySelectorAll('#log .msg').length")
     ok(0 < shown <= 240, "the document holds a window of the messages, not all %d: %d"
        % (js(a, "return window.missive.list.messages.length"), shown))
     ok(until(lambda: js(a, "const l=document.getElementById('log');l.scrollTop=l.scrollHeight")
-             or "page 259" in texts(a), 60, 0.2), "scrolling down brings the newest back")
+             or "while alice reads back" in texts(a), 60, 0.2), "scrolling down brings the newest back")
+    ok(until(lambda: js(a, "const l=document.getElementById('log');l.scrollTop=l.scrollHeight")
+             or bob_status("while alice reads back") == "read", 20, 0.5),
+       "read once the newest are in view: %s" % bob_status("while alice reads back"))
     a.find_element(By.ID, "log").send_keys(Keys.END)
     ok(until(lambda: js(a, "const l=document.getElementById('log');"
                            "return l.scrollHeight-l.scrollTop-l.clientHeight<80")), "End goes to the newest")
+
+    # ---- the connection lost while more came than a tail holds: no gap is left ----
+    js(a, "window.missive.rpc.stopped=true;window.missive.rpc.ws.close()")
+    ok(until(lambda: not js(a, "return window.missive.rpc.open")), "alice's page loses its connection")
+    said = owner_says("bob", [("send", {"args": ["alice@example.org"], "text": "gap %d" % i})
+                              for i in range(40)], wait=0.5)
+    ok(sum(1 for x in said if "result" in x and x.get("id", 0) >= 10) == 40, "bob sends 40 meanwhile")
+    ok(until(lambda: bob_status("gap 39") == "delivered", 30), "they reach alice's device")
+    js(a, "window.missive.rpc.stopped=false;window.missive.rpc.connect()")
+    ok(until(lambda: "gap 39" in texts(a), 30), "back, alice's page shows the newest")
+    held = js(a, "return window.missive.list.messages.map(m=>m.text)")
+    ok(all("gap %d" % i in held for i in range(40)),
+       "and every one of them, none left in a gap: %s" % [i for i in range(40) if "gap %d" % i not in held])
+    ok(until(lambda: bob_status("gap 0") == "read", 20), "all read: %s" % bob_status("gap 0"))
+
+    # ---- another connection's change reaches the page, even of a kind the page asked to show ----
+    js(a, "window.seenChanged=[];window.missive.rpc.on('changed',e=>window.seenChanged.push(e.method))")
+    owner_says("alice", [("contacts", {"args": ["add", "tabby", "bob@example.org"]})])
+    ok(until(lambda: "contacts" in js(a, "return window.seenChanged")),
+       "the page is told of another connection's change: %s" % js(a, "return window.seenChanged"))
+    js(a, "window.seenChanged=[];window.missive.rpc.call('contacts',{args:['remove','tabby']})")
+    time.sleep(1.5)
+    ok(js(a, "return window.seenChanged") == [], "but not of its own: %s" % js(a, "return window.seenChanged"))
 
     # ---- files both ways: upload progress, inline image, download progress, same bytes ----
     blob = os.path.join(work, "report.bin")

@@ -53,6 +53,11 @@ export class MessageList {
     return this.el.scrollHeight - this.el.scrollTop - this.el.clientHeight < 80;
   }
 
+  // whether the newest message is in the document and scrolled into view
+  newestInView() {
+    return this.hi === this.messages.length && this.atEnd();
+  }
+
   scrollToEnd() {
     this.el.scrollTop = this.el.scrollHeight;
   }
@@ -127,7 +132,7 @@ export class MessageList {
   }
 
   scrolled() {
-    if (this.onScroll) this.onScroll(this.hi === this.messages.length && this.atEnd());
+    if (this.onScroll) this.onScroll(this.newestInView());
     if (this.el.scrollTop < EDGE) this.up();
     else if (this.el.scrollHeight - this.el.scrollTop - this.el.clientHeight < EDGE) this.down();
   }

@@ -44,10 +44,15 @@ window.missive = { rpc, state, list };
 
 // "Newest messages" shows while the newest are out of view; End (in the list) goes there too
 list.onUnseen = () => { $("newest").hidden = false; };
-list.onScroll = (atEnd) => { $("newest").hidden = atEnd; };
+// the newest read once they are in view: not while the list is scrolled up to older ones
+list.onScroll = (atEnd) => {
+  $("newest").hidden = atEnd;
+  if (atEnd) markRead();
+};
 function toNewest() {
   list.jumpToEnd();
   $("newest").hidden = true;
+  markRead();
 }
 $("newest").addEventListener("click", toNewest);
 $("log").addEventListener("keydown", (e) => {
@@ -308,17 +313,32 @@ async function loadOlder(before) {
   return { items, more: items.length > 0 };
 }
 
-// newest messages of the open conversation, merged (after a send, a change elsewhere)
+// newest messages of the open conversation, merged (after a send, a change elsewhere, a
+// reconnection); when none of them is one the list holds, more came than the tail holds (while
+// the connection was lost, say): the newest page is loaded in its place, so that no gap stays
+// between what was shown and what came (and nothing in one is marked read)
+const TAIL = 30;
 let tailTimer = null;
 function refreshTail() {
   clearTimeout(tailTimer);
   tailTimer = setTimeout(async () => {
     const conv = state.current;
     if (!conv) return;
-    const items = await rpc.items("history", convParams(conv, { limit: 30 }));
+    const items = await rpc.items("history", convParams(conv, { limit: TAIL }));
     if (state.current !== conv) return;
     items.forEach(learnName);
-    list.merge(items);
+    if (items.length < TAIL || !list.messages.length || items.some((m) => list.get(m.message_id))) {
+      list.merge(items);
+      return;
+    }
+    const page = await rpc.items("history", convParams(conv, { limit: PAGE }));
+    if (state.current !== conv) return;
+    page.forEach(learnName);
+    const follow = list.newestInView();
+    list.reset(page, page.length > 0);
+    if (follow) list.scrollToEnd();
+    else $("newest").hidden = false;
+    markRead();
   }, 100);
 }
 
@@ -381,7 +401,7 @@ function markRead() {
   clearTimeout(readTimer);
   readTimer = setTimeout(async () => {
     const conv = state.current;
-    if (!conv || document.hidden) return;
+    if (!conv || document.hidden || !list.newestInView()) return;
     const r = convRow(conv);
     if (!r.unread && !list.messages.some((m) => !m.outgoing && m.status === "received")) return;
     await rpc.call("read", convParams(conv)).catch(() => {});

@@ -3,9 +3,11 @@
 // it asks for schema 2 and subscribes; after a loss it reconnects with a
 // backoff from 0.5 s to 30 s.
 //
-// The owner tells every connection of every command that succeeded (event
-// "changed", sent before the command's answer); those this page caused
-// itself are dropped here, so that reloading on "changed" never feeds itself.
+// The owner tells every connection of every command that changed something
+// (event "changed", carrying the number of the connection that ran it, which
+// the subscribe answer gives each connection); those this page caused itself
+// are dropped here, so that reloading on "changed" never feeds itself, and
+// another page's are never taken for this one's.
 
 export class RpcError extends Error {
   constructor(error) {
@@ -14,8 +16,6 @@ export class RpcError extends Error {
     this.data = error ? error.data : null;
   }
 }
-
-const NOT_COMMANDS = new Set(["schema", "subscribe", "unsubscribe", "status", "receive"]);
 
 export class Rpc {
   constructor(url) {
@@ -27,7 +27,7 @@ export class Rpc {
     this.ws = null;
     this.queue = [];
     this.open = false;
-    this.own = new Map(); // method → commands of this page not yet seen as "changed"
+    this.connection = 0; // this connection's number, from its subscribe answer
     this.connect();
   }
 
@@ -59,15 +59,17 @@ export class Rpc {
   opened(ws) {
     this.backoff = 500;
     this.open = true;
+    this.connection = 0;
     const ps = this.batch([["schema", { version: 2 }], ["subscribe", {}], ...(this.first ? this.first() : [])]);
-    Promise.all(ps.slice(0, 2)).catch(() => ws.close());
+    Promise.all(ps.slice(0, 2)).then(([, sub]) => {
+      if (ws === this.ws) this.connection = (sub && sub.connection) || 0;
+    }).catch(() => ws.close());
     const queued = this.queue;
     this.queue = [];
     for (const [ids, text] of queued) {
       for (const id of ids) {
         const p = this.waiting.get(id);
         if (p) p.sent = true;
-        if (p && p.method) this.own.set(p.method, (this.own.get(p.method) || 0) + 1);
       }
       ws.send(text);
     }
@@ -77,7 +79,7 @@ export class Rpc {
   closed(ws) {
     if (ws !== this.ws) return;
     this.open = false;
-    this.own.clear();
+    this.connection = 0;
     // what went out is lost with the connection; what is still queued goes on the next one
     for (const [id, p] of this.waiting) {
       if (!p.sent) continue;
@@ -105,24 +107,16 @@ export class Rpc {
     }
     for (const one of Array.isArray(msg) ? msg : [msg]) {
       if (one.method === "event" && one.params) {
-        if (one.params.type === "changed" && this.settle(one.params.method)) continue;
+        if (one.params.type === "changed" && this.connection && one.params.connection === this.connection) continue;
         this.emit("event", one.params);
         this.emit(one.params.type, one.params);
       } else if (one.id !== undefined && this.waiting.has(one.id)) {
         const p = this.waiting.get(one.id);
         this.waiting.delete(one.id);
-        if (one.error && p.method) this.settle(p.method);
         if (one.error) p.reject(new RpcError(one.error));
         else p.resolve(one.result);
       }
     }
-  }
-
-  // one command of this page's is done (or failed): 1 if it was waiting
-  settle(method) {
-    const n = this.own.get(method) || 0;
-    if (n > 0) this.own.set(method, n - 1);
-    return n > 0;
   }
 
   // call("history", {args: [...], limit: 50}) → the result (for commands: {items, stderr})
@@ -136,12 +130,10 @@ export class Rpc {
     const reqs = [], promises = [];
     for (const [method, params] of calls) {
       const id = this.nextId++;
-      const command = NOT_COMMANDS.has(method) ? null : method;
       reqs.push({ jsonrpc: "2.0", id, method, params: params || {} });
       promises.push(new Promise((resolve, reject) => {
-        this.waiting.set(id, { resolve, reject, sent: this.open, method: command });
+        this.waiting.set(id, { resolve, reject, sent: this.open });
       }));
-      if (command && this.open) this.own.set(command, (this.own.get(command) || 0) + 1);
     }
     const text = JSON.stringify(reqs.length === 1 ? reqs[0] : reqs);
     if (this.open) this.ws.send(text);
