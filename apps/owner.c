@@ -72,6 +72,16 @@ struct peer {
     json_t *wait_id;
     int wait_text;
     int64_t wait_until, quiet_ms;
+    /* items a 'receive' answer of this connection carries, out of the inbox but kept until
+     * that answer is written to the socket (the byte of the stream it ends at: flushed, the
+     * number of bytes written so far, is past it); back in the inbox if the connection goes
+     * first */
+    struct held_item {
+        struct inbox_item it;
+        uint64_t end;
+    } * held;
+    size_t n_held;
+    uint64_t flushed;
 };
 
 struct owner {
@@ -87,7 +97,7 @@ struct owner {
     size_t line_received; /* bytes of items the receives of the line running took */
     /* the inbox's first items a 'receive' answered: taken once that answer is written (a reader
      * let go before it leaves them for the next receive) */
-    size_t answered;
+    size_t answered, answered_dropped;
     int online, said_offline, monitor_due;
     /* a command ran: what the server pushed meanwhile is taken once its answer is written
      * (handle_line), so that no event is told before an answer read from older state */
@@ -164,8 +174,13 @@ static struct {
 /* j queued for p: 1, or 0 if p was let go instead (it does not read, or no memory). */
 static int peer_write(struct peer *p, json_t *j)
 {
-    char *s = json_dumps(j, JSON_COMPACT);
-    size_t len = s ? strlen(s) : 0;
+    char *s;
+    size_t len;
+
+    if (p->eof)
+        return 0; /* let go already: it is dropped on this turn */
+    s = json_dumps(j, JSON_COMPACT);
+    len = s ? strlen(s) : 0;
 
     if (s == NULL || p->out_len + len + 1 > OUT_MAX_BYTES) {
         if (s != NULL && !p->eof)
@@ -193,6 +208,23 @@ static int peer_write(struct peer *p, json_t *j)
     return 1;
 }
 
+static void item_free(struct inbox_item *it)
+{
+    json_decref(it->json);
+    free(it->text);
+}
+
+/* The held items whose answer has been written to the socket: gone for good. */
+static void held_release(struct peer *p)
+{
+    size_t k = 0;
+
+    while (k < p->n_held && p->held[k].end <= p->flushed)
+        item_free(&p->held[k++].it);
+    memmove(p->held, p->held + k, (p->n_held - k) * sizeof(*p->held));
+    p->n_held -= k;
+}
+
 static void peer_flush(struct peer *p)
 {
     while (p->out_len > 0) {
@@ -205,6 +237,8 @@ static void peer_flush(struct peer *p)
         }
         memmove(p->out, p->out + n, p->out_len - (size_t)n);
         p->out_len -= (size_t)n;
+        p->flushed += (uint64_t)n;
+        held_release(p);
     }
 }
 
@@ -427,16 +461,45 @@ static size_t json_text_bytes(const char *text)
     return n;
 }
 
-/* Takes the first n items out of the inbox. */
-static void inbox_take(struct owner *ow, size_t n)
+/* Takes the first n items out of the inbox (into to, or freed if to is NULL). */
+static void inbox_take_into(struct owner *ow, size_t n, struct held_item *to, uint64_t end)
 {
     for (size_t i = 0; i < n; i++) {
         ow->inbox_bytes -= ow->inbox[i].json_bytes + ow->inbox[i].text_bytes;
-        json_decref(ow->inbox[i].json);
-        free(ow->inbox[i].text);
+        if (to != NULL) {
+            to[i].it = ow->inbox[i];
+            to[i].end = end;
+        } else {
+            item_free(&ow->inbox[i]);
+        }
     }
     memmove(ow->inbox, ow->inbox + n, (ow->inbox_len - n) * sizeof(*ow->inbox));
     ow->inbox_len -= n;
+}
+
+static void inbox_take(struct owner *ow, size_t n)
+{
+    inbox_take_into(ow, n, NULL, 0);
+}
+
+/* A connection going with items its answers carried unwritten: they go back to the inbox's
+ * front, as many as it has room for (the oldest of them dropped past it, said as any drop). */
+static void held_return(struct owner *ow, struct peer *p)
+{
+    size_t room = INBOX_MAX - ow->inbox_len, skip = p->n_held > room ? p->n_held - room : 0;
+
+    for (size_t k = 0; k < skip; k++) {
+        item_free(&p->held[k].it);
+        ow->inbox_dropped++;
+        limits.inbox_dropped++;
+    }
+    memmove(ow->inbox + (p->n_held - skip), ow->inbox, ow->inbox_len * sizeof(*ow->inbox));
+    for (size_t k = skip; k < p->n_held; k++) {
+        ow->inbox[k - skip] = p->held[k].it;
+        ow->inbox_bytes += p->held[k].it.json_bytes + p->held[k].it.text_bytes;
+    }
+    ow->inbox_len += p->n_held - skip;
+    p->n_held = 0;
 }
 
 static void inbox_add(struct owner *ow, json_t *json, char *text)
@@ -986,17 +1049,30 @@ static json_t *receive_result(struct owner *ow, struct peer *p)
     }
     /* the next call of the line starts after these */
     ow->answered += n;
+    ow->answered_dropped += ow->inbox_dropped;
     ow->inbox_dropped = 0;
     return result;
 }
 
-/* The answer carrying what the line's receives answered was written (1) or not (0, its reader
- * let go): those items are taken, or stay for the next receive. */
-static void receive_written(struct owner *ow, int written)
+/* The answer carrying what the line's receives answered was queued for p (1) or not (0, p let
+ * go): those items leave the inbox, held by p until the answer is written to its socket, or
+ * stay for the next receive (and the drops it told of are told again). */
+static void receive_written(struct owner *ow, struct peer *p, int written)
 {
-    if (written)
-        inbox_take(ow, ow->answered);
-    ow->answered = 0;
+    struct held_item *grown = written && ow->answered > 0
+                                  ? realloc(p->held, (p->n_held + ow->answered) * sizeof(*p->held))
+                                  : NULL;
+
+    if (grown != NULL) {
+        p->held = grown;
+        inbox_take_into(ow, ow->answered, p->held + p->n_held, p->flushed + p->out_len);
+        p->n_held += ow->answered;
+    } else if (written && ow->answered > 0) {
+        inbox_take(ow, ow->answered); /* no memory to hold them: taken as before */
+    }
+    if (!written)
+        ow->inbox_dropped += ow->answered_dropped;
+    ow->answered = ow->answered_dropped = 0;
 }
 
 /* 'receive': returns at once what waits, or waits until quiet for "wait" seconds (2). */
@@ -1049,7 +1125,7 @@ static void finish_receives(struct owner *ow)
             continue;
         r = receive_result(ow, p);
         response = rpc_result(p->wait_id, r);
-        receive_written(ow, peer_write(p, response));
+        receive_written(ow, p, peer_write(p, response));
         json_decref(response);
         json_decref(r);
         json_decref(p->wait_id);
@@ -1230,7 +1306,7 @@ static void handle_line(struct owner *ow, struct peer *p, const char *line, size
     } else {
         response = handle_request(ow, p, req, 0);
     }
-    receive_written(ow, response != NULL && peer_write(p, response));
+    receive_written(ow, p, response != NULL && peer_write(p, response));
     json_decref(response);
     json_decref(req);
     ow->deferring = 0;
@@ -1334,6 +1410,8 @@ static void drop_peer(struct owner *ow, size_t i)
     struct peer *p = ow->peers[i];
 
     peer_flush(p);
+    held_return(ow, p); /* what its answers carried and did not reach it */
+    free(p->held);
     if (p->in_fd > STDERR_FILENO)
         close(p->in_fd);
     json_decref(p->wait_id);

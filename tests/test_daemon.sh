@@ -324,10 +324,10 @@ grep -qx "types \[('num', -32602), ('after', None)\]" out.txt && ok ||
 # about 600 KB in JSON, 18 MB in all): 'receive' gives it over several answers, all of it, none
 # lost (before, the one answer passed 16 MiB: the client was let go, the items already taken)
 python3 -c 'import sys; sys.stdout.write("\x01" * 100000)' >ctl.txt
-# ctl_sent LAST: alice sends the 30 texts and then LAST; bob's daemon has them all once LAST is
-# in his history (one sender's messages come in order)
+# ctl_sent LAST [N]: alice sends N texts (30) and then LAST; bob's daemon has them all once LAST
+# is in his history (one sender's messages come in order)
 ctl_sent() {
-    for i in $(seq 30); do as alice send bob@example.org <ctl.txt >/dev/null 2>&1 || bad "control text $i not sent"; done
+    for i in $(seq "${2:-30}"); do as alice send bob@example.org <ctl.txt >/dev/null 2>&1 || bad "control text $i not sent"; done
     as alice send bob@example.org --text "$1" >/dev/null 2>&1 || bad "the text after them not sent"
     for _ in $(seq 100); do
         as bob history alice@example.org --limit 1 2>/dev/null | grep -q "$1" && break
@@ -484,6 +484,31 @@ expect 0 "receive of what the slow reader was not given" -- as bob -o json recei
 daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":1,"method":"status"}' | tee -a wire2.jsonl >out.txt
 [ "$(field 'r["result"]["daemon_limits"]["readers_let_go"] if r["id"] == 1 else None' | tail -1)" = 0 ] && ok ||
     bad "no reader let go: $(cat out.txt)"
+
+# a subscriber whose answer to 'receive' waits unread when the events after it pass its 16 MiB:
+# it is let go, and the items that answer carried go back to the inbox for the next receive
+# (before: they were taken as the answer was queued, and went with the connection)
+ctl_sent "ctl third"
+cat >sub_recv.py <<'EOF'
+import json, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(sys.argv[1])
+s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"subscribe"}\n'
+          b'{"jsonrpc":"2.0","id":2,"method":"receive","params":{"wait":0}}\n')
+time.sleep(float(sys.argv[2]))
+EOF
+python3 sub_recv.py "$sock" 120 &
+subr=$!
+sleep 1
+ctl_sent "ctl fourth" 20
+daemon_rpc "$sock" --schema 2 '{"jsonrpc":"2.0","id":1,"method":"status"}' | tee -a wire2.jsonl >out.txt
+[ "$(field 'r["result"]["daemon_limits"]["readers_let_go"] if r["id"] == 1 else None' | tail -1)" = 1 ] && ok ||
+    bad "the subscriber that does not read is let go: $(cat out.txt)"
+kill "$subr" 2>/dev/null
+wait "$subr" 2>/dev/null
+expect 0 "receive after the subscriber went" -- as bob -o json receive --wait 0
+[ "$(ctl)" = 50 ] && ok || bad "all 50 control texts there for receive, none lost with the subscriber: $(ctl)"
 
 # a clean stop removes the socket; commands then run here again
 kill -TERM "$daemon"
