@@ -1476,11 +1476,13 @@ static int tree_holds(struct msv_client *c, const uint8_t gid[16], uint64_t devi
 static void test_removed_own_device_committed_out(void **state)
 {
     struct club k;
-    struct msv_client *laptop, *tablet, *phone, *desk;
+    struct msv_client *laptop, *tablet, *tablet2, *phone, *desk;
     uint8_t id[16];
 
     (void)state;
+    club_config = "[accounts]\nregister_burst = 40\n"; /* five devices linked by password */
     laptop = club_bob_laptop(&k);
+    club_config = NULL;
     receive_now(k.bob);
     receive_now(k.alice);
     receive_now(k.carol);
@@ -1488,7 +1490,7 @@ static void test_removed_own_device_committed_out(void **state)
     assert_true(tree_holds(k.alice, k.gid, laptop->device_id));
     assert_int_equal(msv_client_remove_device(k.bob, laptop->device_id), MSV_OK);
     assert_false(tree_holds(k.bob, k.gid, laptop->device_id));
-    assert_int_equal(settings_count(k.bob, "mls-out:"), 0);
+    assert_int_equal(settings_count(k.bob, "mls-out"), 0);
     receive_now(k.alice);
     receive_now(k.carol);
     assert_false(tree_holds(k.alice, k.gid, laptop->device_id));
@@ -1509,12 +1511,32 @@ static void test_removed_own_device_committed_out(void **state)
     assert_true(client_mls_is_on(tablet, k.gid));
     phone = linked_device(&k.s, tablet, "bob-phone"); /* the tablet would add it */
     assert_int_equal(msv_client_remove_device(phone, tablet->device_id), MSV_OK);
+    assert_int_equal(settings_count(phone, "mls-out"), 0); /* nothing of its own to commit */
     assert_true(tree_holds(k.bob, k.gid, tablet->device_id));
     receive_now(k.bob);
     assert_false(tree_holds(k.bob, k.gid, tablet->device_id));
+    assert_int_equal(settings_count(k.bob, "mls-out"), 0);
     receive_now(k.alice);
     assert_false(tree_holds(k.alice, k.gid, tablet->device_id));
     assert_int_equal(history_count(k.alice, k.conversation, "refused"), 0);
+
+    /* told of a removal, bob's next message commits it first, before it goes */
+    tablet2 = linked_device(&k.s, k.bob, "bob-tablet2");
+    receive_now(k.bob);
+    receive_now(k.alice);
+    receive_now(k.carol);
+    receive_now(tablet2);
+    assert_true(tree_holds(k.alice, k.gid, tablet2->device_id));
+    assert_int_equal(msv_client_remove_device(phone, tablet2->device_id), MSV_OK);
+    assert_int_equal(
+        msv_client_db_set(k.bob->db, "mls-out", (const uint8_t *)"0123456789abcdef", 16),
+        MSV_OK); /* as the server's notice, not read yet, would record it */
+    assert_int_equal(msv_client_group_send(k.bob, "club", "after tablet2", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_false(tree_holds(k.bob, k.gid, tablet2->device_id));
+    receive_now(k.alice);
+    assert_false(tree_holds(k.alice, k.gid, tablet2->device_id));
+    assert_sent_by(k.alice, k.conversation, "after tablet2", "bob@example.org", k.bob->device_id);
 
     /* a device of his account it lists still: his patched client's removal is refused */
     desk = linked_device(&k.s, k.bob, "bob-desk");
@@ -1530,6 +1552,7 @@ static void test_removed_own_device_committed_out(void **state)
     msv_client_close(laptop);
     msv_client_close(tablet);
     msv_client_close(phone);
+    msv_client_close(tablet2);
     msv_client_close(desk);
     club_free(&k);
 }

@@ -643,13 +643,14 @@ MSV_MUST_CHECK msv_err client_mls_send(struct msv_client *c, const uint8_t gid[1
 #define MSV_MLS_JOINS_MAX 16 /* devices waiting at once; the oldest is given up past it */
 MSV_MUST_CHECK msv_err client_mls_join_due(struct msv_client *c, uint64_t device_id);
 /*
- * A device removed from this account (by this device, or told by the server): this device
- * commits its leaf out of each group on MLS it is in (any device of the account may remove
- * the account's own devices that the directory no longer lists), at once through
- * client_mls_outs, at the end of each receive, and before a message to such a group, tried
- * again as a joining device is for MSV_MLS_JOIN_DAYS; at most MSV_MLS_JOINS_MAX recorded.
+ * A device removed from this account (by this device, or told by the server, whose word is
+ * only the cue): the leaves of this account's devices that the verified directory no longer
+ * lists are committed out of each group on MLS this device is in (any device of the account
+ * may remove them): by the remover at once (client_mls_outs), at the end of each receive, and
+ * before a message to such a group (which goes as per-device copies while one stays); tried
+ * again as a joining device is, for MSV_MLS_JOIN_DAYS. One record ("mls-out").
  */
-MSV_MUST_CHECK msv_err client_mls_out_due(struct msv_client *c, uint64_t device_id);
+MSV_MUST_CHECK msv_err client_mls_out_due(struct msv_client *c);
 void client_mls_outs(struct msv_client *c);
 /* An admin's device took another's change of group gid (a member leaving): at the end of the
  * receive (client_mls_joins) it commits what the MLS group must follow (a removal). */

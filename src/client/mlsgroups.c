@@ -2448,107 +2448,132 @@ static void follows_flush(struct msv_client *c)
     msv_settings_free(s, n);
 }
 
-/* "mls-out:<u64 hex of a device>": a device removed from this account, whose leaves this
- * device commits away (a try again record) */
-#define OUT "mls-out:"
+/* "mls-out": a device of this account was removed (by this device, or the server told of one):
+ * the leaves of this account's devices that the verified directory no longer lists are
+ * committed out of each group on MLS (a try again record) */
+#define OUT "mls-out"
 
-static const char *out_key(uint64_t device, char key[KEY_MAX])
+msv_err client_mls_out_due(struct msv_client *c)
 {
-    snprintf(key, KEY_MAX, OUT "%016llx", (unsigned long long)device);
-    return key;
+    uint8_t *v = NULL;
+    size_t len = 0;
+    msv_err err = msv_client_db_get(c->db, OUT, &v, &len);
+
+    free(v);
+    /* one kept already keeps its times: a notice told again and again changes nothing */
+    return err == MSV_ERR_NOT_FOUND ? record_now(c, OUT) : err;
 }
 
-msv_err client_mls_out_due(struct msv_client *c, uint64_t device_id)
+/* This account's devices as the verified directory lists them. */
+static msv_err own_devices(struct msv_client *c, struct dir *own)
 {
-    struct msv_setting *s = NULL;
-    size_t n = 0, oldest = 0;
-    char key[KEY_MAX];
-    msv_err err = device_id != c->device_id ? msv_client_db_settings(c->db, OUT, SIZE_MAX, &s, &n)
-                                            : MSV_ERR_INVALID;
+    char *handle = c->handle;
 
-    /* bounded as the devices waiting to join: past it the oldest is left to an admin's next
-     * change (counted) */
-    oldest = err == MSV_OK ? oldest_record(s, n) : 0;
-    if (err == MSV_OK && n >= MSV_MLS_JOINS_MAX) {
-        (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: the admin's change is due */
-        err = msv_client_db_unset(c->db, s[oldest].key);
-    }
-    msv_settings_free(s, n);
-    return err == MSV_OK ? record_now(c, out_key(device_id, key)) : err;
+    return dir_lookup(c, &handle, 1, 0, own);
 }
 
-/* Whether a device removed from this account (an out record) still has a leaf in the group. */
-static int out_waiting(struct msv_client *c, const uint8_t gid[16])
+/* Whether the group's tree holds a leaf of this account's (by its roster) that own, the
+ * account's devices, no longer lists. */
+static int own_gone_in(struct msv_client *c, const uint8_t gid[16], const struct dir *own)
 {
-    struct msv_setting *s = NULL;
-    size_t n = 0;
-    int waiting = 0;
+    struct msv_mls_member *m = NULL;
+    uint8_t *roster = NULL;
+    size_t roster_len = 0;
+    char handle[MSV_HANDLE_MAX + 1];
+    int gone = 0;
 
-    if (msv_client_db_settings(c->db, OUT, MSV_MLS_JOINS_MAX, &s, &n) != MSV_OK)
+    if (state_load(c, gid, &m, &roster, &roster_len) != MSV_OK)
         return 0;
-    for (size_t i = 0; i < n && !waiting; i++) {
-        unsigned long long device = 0;
+    for (uint32_t i = 0; i < m->tree.n_leaves && !gone; i++) {
+        uint64_t device = 0;
 
-        waiting =
-            sscanf(s[i].key + strlen(OUT), "%16llx", &device) == 1 && has_leaf(c, gid, device);
+        gone = leaf_device(m, i, &device) && dir_find(own, device) == NULL &&
+               roster_handle(roster, roster_len, device, handle) == MSV_OK &&
+               client_is_own_handle(c, handle);
     }
-    msv_settings_free(s, n);
-    return waiting;
+    msv_mls_member_free(m);
+    free(roster);
+    return gone;
 }
 
 /*
- * Each device removed from this account committed out of every group on MLS whose tree holds
- * it (this account's own removal: any of its devices may commit it, admin or not); forgotten
- * once no tree here holds it. A pass that fails (the server out of reach, the directory still
- * listing it, another account's device to remove first, which only an admin's commit does) is
- * tried again at a later receive, backing off as a joining device is, and given up after
- * MSV_MLS_JOIN_DAYS, told in each group still holding it.
+ * The groups on MLS whose trees hold a device removed from this account (own_gone_in) have it
+ * committed out (any of the account's devices may, admin or not); forgotten once none does.
+ * Due at its time unless forced (the removing device, at once). A pass that fails (the
+ * directory or the server out of reach, another account's device in a tree to remove first,
+ * which only an admin's commit does) is tried again at a later receive, backing off as a joining
+ * device is, and given up after MSV_MLS_JOIN_DAYS, told in each group still holding one.
  */
-static void outs_flush(struct msv_client *c)
+static void outs_flush(struct msv_client *c, int force)
 {
-    struct msv_setting *s = NULL;
     struct msv_group_rec *g = NULL;
-    size_t n = 0, n_groups = 0;
+    struct dir own = {0};
+    uint8_t *v = NULL;
+    size_t len = 0, n_groups = 0, held = 0;
     int64_t now = msv_wall_ms();
+    msv_err err = msv_client_db_get(c->db, OUT, &v, &len);
 
-    records_and_groups(c, OUT, &s, &n, &g, &n_groups);
-    for (size_t i = 0; i < n; i++) {
-        unsigned long long device = 0;
-        uint8_t v[RETRY_VALUE];
-        int held = 0, parsed = s[i].len == RETRY_VALUE &&
-                               sscanf(s[i].key + strlen(OUT), "%16llx", &device) == 1;
-        msv_err err = MSV_OK;
-
-        if (parsed)
-            memcpy(v, s[i].value, RETRY_VALUE);
-        if (parsed && !retry_due(v, now))
-            continue;
-        for (size_t k = 0; parsed && k < n_groups && err != MSV_ERR_IO; k++) {
-            if (!client_mls_is_on(c, g[k].group_id) || !has_leaf(c, g[k].group_id, device))
-                continue;
-            err = sync_with(c, g[k].group_id, 0, 0, 1, 1);
-            held += has_leaf(c, g[k].group_id, device);
-        }
-        if (parsed && (err == MSV_ERR_IO || held > 0) && retry_expired(v, now)) {
-            for (size_t k = 0; k < n_groups; k++)
-                if (client_mls_is_on(c, g[k].group_id) && has_leaf(c, g[k].group_id, device) &&
-                    notice(c, g[k].group_id,
-                           "this device could not commit for days the removal of a device "
-                           "removed from this account; it stays in the group's MLS group until "
-                           "an admin's next change") != MSV_OK)
-                    c->why.message[0] = '\0';             /* shown all the same */
-            (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: told above */
-        } else if (parsed && (err == MSV_ERR_IO || held > 0)) {
-            retry_later(c, v, now);
-            if (msv_client_db_set(c->db, s[i].key, v, sizeof(v)) != MSV_OK)
-                break;
-            continue;
-        }
-        if (msv_client_db_unset(c->db, s[i].key) != MSV_OK)
-            break;
+    if (err != MSV_OK || len != RETRY_VALUE || (!force && !retry_due(v, now))) {
+        if (err == MSV_OK && len != RETRY_VALUE && msv_client_db_unset(c->db, OUT) != MSV_OK)
+            c->why.message[0] = '\0'; /* not one of ours: dropped at the next try */
+        free(v);
+        return;
     }
+    err = own_devices(c, &own);
+    if (err == MSV_OK)
+        err = msv_client_db_groups(c->db, &g, &n_groups);
+    for (size_t k = 0; err == MSV_OK && k < n_groups; k++) {
+        if (!client_mls_is_on(c, g[k].group_id) || !own_gone_in(c, g[k].group_id, &own))
+            continue;
+        if (sync_with(c, g[k].group_id, 0, 0, 1, 1) == MSV_ERR_IO)
+            err = MSV_ERR_IO; /* the rest at the next try */
+        held += own_gone_in(c, g[k].group_id, &own);
+    }
+    if (err == MSV_OK && held == 0) {
+        err = msv_client_db_unset(c->db, OUT);
+    } else if (retry_expired(v, now)) {
+        for (size_t k = 0; own.n > 0 && k < n_groups; k++)
+            if (client_mls_is_on(c, g[k].group_id) && own_gone_in(c, g[k].group_id, &own) &&
+                notice(c, g[k].group_id,
+                       "this device could not commit for days the removal of a device removed "
+                       "from this account; it stays in the group's MLS group until an admin's "
+                       "next change") != MSV_OK)
+                c->why.message[0] = '\0';             /* shown all the same */
+        (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: told above */
+        err = msv_client_db_unset(c->db, OUT);
+    } else {
+        retry_later(c, v, now);
+        err = msv_client_db_set(c->db, OUT, v, RETRY_VALUE);
+    }
+    if (err != MSV_OK) /* the record as it was: tried again at the next receive */
+        c->why.message[0] = '\0';
     msv_groups_free(g, n_groups);
-    msv_settings_free(s, n);
+    dir_free(&own);
+    free(v);
+}
+
+/*
+ * Whether a message to the group goes as per-device copies for a device removed from this
+ * account that its tree still holds (while a removal is recorded: its commit made first if
+ * this device can); per-device copies reach only the devices the directory lists.
+ */
+static int out_held(struct msv_client *c, const uint8_t gid[16])
+{
+    struct dir own = {0};
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int held = 0;
+
+    if (msv_client_db_get(c->db, OUT, &v, &len) != MSV_OK)
+        return 0;
+    free(v);
+    if (own_devices(c, &own) == MSV_OK && own_gone_in(c, gid, &own)) {
+        if (sync_with(c, gid, 0, 0, 1, 1) != MSV_OK)
+            c->why.message[0] = '\0';
+        held = own_gone_in(c, gid, &own);
+    }
+    dir_free(&own);
+    return held;
 }
 
 void client_mls_outs(struct msv_client *c)
@@ -2556,7 +2581,7 @@ void client_mls_outs(struct msv_client *c)
     if (c->mls_joining)
         return;
     c->mls_joining = 1;
-    outs_flush(c);
+    outs_flush(c, 1);
     c->mls_joining = 0;
 }
 
@@ -2663,7 +2688,7 @@ void client_mls_joins(struct msv_client *c)
     c->mls_joining = 1;
     welcomes_flush(c);
     follows_flush(c);
-    outs_flush(c);
+    outs_flush(c, 0);
     records_and_groups(c, JOIN, &s, &n, &g, &n_groups);
     for (size_t i = 0; i < n; i++) {
         unsigned long long device = 0;
@@ -3579,11 +3604,12 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
     /* a removal whose commit failed is committed again first (only an admin commits one) */
     if (err == MSV_OK && admin && stale_now(c, gid))
         err = sync_with(c, gid, 0, 0, 0, 1);
-    /* a device removed from this account is committed out first, so that the message is not
-     * sealed for it; should that fail, the message still goes (the server no longer delivers to
-     * a removed device) and the next receive tries again */
-    if (err == MSV_OK && out_waiting(c, gid) && sync_with(c, gid, 0, 0, 1, 1) != MSV_OK)
-        c->why.message[0] = '\0';
+    /* a device removed from this account is committed out first; should that fail, the
+     * message goes as per-device copies, which it cannot read (the next receive tries again) */
+    if (err == MSV_OK && out_held(c, gid)) {
+        *per_device = 1;
+        return MSV_OK;
+    }
     /* a leaf due for an update commits one first; should that fail, the message still goes,
      * and the next one tries again */
     if (err == MSV_OK && update_due(c, gid) && sync_with(c, gid, 0, 1, 0, 1) != MSV_OK &&
