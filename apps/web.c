@@ -31,6 +31,7 @@
 #include <jansson.h>
 #include <libwebsockets.h>
 #include <qrencode.h>
+#include <sodium.h>
 #include <uv.h>
 
 #include "client/files.h"
@@ -82,6 +83,13 @@ struct secret {
      * port of a host, where another local user may listen (docs/web.md).
      */
     uint8_t key[WEB_SECRET_LEN];
+    /*
+     * A session's proof key: the page holds it beside the page key but never sends it; each
+     * WebSocket's first message proves with it that this server is the one the page came from
+     * (what listens on the port once this one stopped knows the page key, which every request
+     * carries, but not this).
+     */
+    uint8_t proof[WEB_SECRET_LEN];
     int64_t at_ms;   /* when it was made */
     int64_t used_ms; /* when a request last carried it */
     uint64_t serial; /* tells a slot's sessions apart */
@@ -96,6 +104,8 @@ struct conn {
     int closing;            /* asked to close */
     struct secret *session; /* a WebSocket's, from its upgrade */
     uint64_t serial;
+    uint8_t nonce[WEB_SECRET_LEN]; /* a WebSocket's n=, which its first message proves */
+    int has_nonce;
 };
 
 /* A message for the page, with the room libwebsockets wants before it. */
@@ -208,6 +218,7 @@ static struct secret *secret_new(struct web *w, struct secret *list, size_t n,
     }
     msv_random_bytes(list[slot].v, WEB_SECRET_LEN);
     msv_random_bytes(list[slot].key, WEB_SECRET_LEN);
+    msv_random_bytes(list[slot].proof, WEB_SECRET_LEN);
     list[slot].at_ms = list[slot].used_ms = msv_mono_ms();
     list[slot].serial = ++w->serial;
     list[slot].live = 1;
@@ -604,7 +615,7 @@ static struct secret *session_of(struct web *w, struct lws *wsi, int need_key, u
 /* GET /login?token=T: a session for an unused token, once. */
 static int serve_login(struct web *w, struct lws *wsi, struct pss *s)
 {
-    char arg[200], hex[WEB_SECRET_HEX + 1], cookie[200], location[WEB_SECRET_HEX + 8];
+    char arg[200], hex[WEB_SECRET_HEX + 1], cookie[200], location[2 * WEB_SECRET_HEX + 12];
     const char *token = lws_get_urlarg_by_name(wsi, "token=", arg, sizeof(arg));
     uint8_t v[WEB_SECRET_LEN];
     struct secret *t = NULL, *session;
@@ -622,9 +633,14 @@ static int serve_login(struct web *w, struct lws *wsi, struct pss *s)
     session = secret_new(w, w->sessions, SESSIONS_MAX, hex);
     snprintf(cookie, sizeof(cookie), "%s=%s; HttpOnly; SameSite=Strict; Path=/; Max-Age=%lld%s",
              w->cookie_name, hex, (long long)(w->session_ms / 1000), w->tls ? "; Secure" : "");
-    /* the page key in the fragment: it reaches the page, never a server or a Referer */
+    /* the page key and the proof key in the fragment: they reach the page, never a server or
+     * a Referer */
     memcpy(location, "/#k=", 4);
-    if (msv_hex_encode(session->key, WEB_SECRET_LEN, location + 4, sizeof(location) - 4) != MSV_OK)
+    if (msv_hex_encode(session->key, WEB_SECRET_LEN, location + 4, WEB_SECRET_HEX + 1) != MSV_OK)
+        location[1] = '\0';
+    memcpy(location + 4 + WEB_SECRET_HEX, "&p=", 3); /* over the key's terminating NUL */
+    if (msv_hex_encode(session->proof, WEB_SECRET_LEN, location + 7 + WEB_SECRET_HEX,
+                       WEB_SECRET_HEX + 1) != MSV_OK)
         location[1] = '\0';
     a.names[0] = "location:";
     a.values[0] = location;
@@ -1044,8 +1060,12 @@ static int confirm_upgrade(struct web *w, struct lws *wsi, struct pss *s)
     if (host_ok(w, wsi) && fetch_ok(wsi, 1, "/ws") && origin_ok(w, wsi) &&
         (session = session_of(w, wsi, 1, &status)) != NULL) {
         if ((conn = conn_of(w, wsi)) != NULL) {
+            char arg[200];
+            const char *n = lws_get_urlarg_by_name(wsi, "n=", arg, sizeof(arg));
+
             conn->session = session; /* the bridge ends with it */
             conn->serial = session->serial;
+            conn->has_nonce = n != NULL && web_parse_secret(n, strlen(n), conn->nonce) == 0;
         }
         return 0;
     }
@@ -1089,6 +1109,36 @@ static void bridge_free(struct web *w, struct bridge *b)
     free(b);
 }
 
+static int queue_raw(struct bridge *b, const char *line, size_t len);
+
+/*
+ * The WebSocket's first message: {"jsonrpc":"2.0","method":"web-hello","params":{"proof":P}},
+ * P the hex of HMAC-SHA256(the session's proof key, "missive web hello" || the page's nonce).
+ */
+static int hello_queue(struct bridge *b, const struct secret *session,
+                       const uint8_t nonce[WEB_SECRET_LEN])
+{
+    static const char label[] = "missive web hello";
+    crypto_auth_hmacsha256_state st;
+    uint8_t mac[crypto_auth_hmacsha256_BYTES];
+    char hex[2 * sizeof(mac) + 1], line[200];
+    int len;
+
+    crypto_auth_hmacsha256_init(&st, session->proof, WEB_SECRET_LEN);
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)label, sizeof(label) - 1);
+    crypto_auth_hmacsha256_update(&st, nonce, WEB_SECRET_LEN);
+    crypto_auth_hmacsha256_final(&st, mac);
+    if (msv_hex_encode(mac, sizeof(mac), hex, sizeof(hex)) != MSV_OK)
+        return -1;
+    len = snprintf(line, sizeof(line),
+                   "{\"jsonrpc\":\"2.0\",\"method\":\"web-hello\",\"params\":{\"proof\":\"%s\"}}",
+                   hex);
+    if (len < 0 || (size_t)len >= sizeof(line) || queue_raw(b, line, (size_t)len) != 0)
+        return -1;
+    lws_callback_on_writable(b->wsi);
+    return 0;
+}
+
 static struct bridge *bridge_new(struct web *w, struct lws *wsi)
 {
     struct bridge *b = calloc(1, sizeof(*b));
@@ -1115,6 +1165,11 @@ static struct bridge *bridge_new(struct web *w, struct lws *wsi)
     b->uploads = json_array();
     b->next = w->bridges;
     w->bridges = b;
+    /* the page's n= proved first, before anything the owner writes */
+    if (conn->has_nonce && hello_queue(b, conn->session, conn->nonce) != 0) {
+        bridge_free(w, b);
+        return NULL;
+    }
     return b;
 }
 

@@ -3,6 +3,8 @@
 every rule of docs/web.md ("Security", "HTTP endpoints") that a browser would
 not let a test break on purpose. Usage: test_web_http.py MISSIVE MISSIVED"""
 import base64
+import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -161,8 +163,10 @@ def raw(port, request, tls=False):
     return status, h, body
 
 
-# the page key each session's login gave (cookie -> key), sent as k= where the page sends it
+# the page key each session's login gave (cookie -> key), sent as k= where the page sends it;
+# and its proof key, which the page never sends
 PAGE_KEYS = {}
+PROOF_KEYS = {}
 
 
 def keyed(path, cookie, key):
@@ -193,9 +197,10 @@ def post(port, path, body, cookie=None, origin=None, flag=True, length=None, key
 def login(url, port):
     status, h, _ = get(port, url.split(port_part(url), 1)[1])
     cookie = h.get("set-cookie", "").split(";")[0]
-    m = re.match(r"/#k=([0-9a-f]{64})$", h.get("location", ""))
+    m = re.match(r"/#k=([0-9a-f]{64})&p=([0-9a-f]{64})$", h.get("location", ""))
     if m:
         PAGE_KEYS[cookie] = m.group(1)
+        PROOF_KEYS[cookie] = m.group(2)
     return status, h, cookie
 
 
@@ -206,13 +211,13 @@ def port_part(url):
 # ---- a WebSocket by hand ----------------------------------------------------------------------
 
 class WS:
-    def __init__(self, port, cookie=None, origin=None, host=None, page_key=None, extra=""):
+    def __init__(self, port, cookie=None, origin=None, host=None, page_key=None, extra="", nonce=None):
         self.s = socket.create_connection(("127.0.0.1", port), timeout=30)
         key = base64.b64encode(os.urandom(16)).decode()
         host = host or "127.0.0.1:%d" % port
         req = ("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (
-                   keyed("/ws", cookie, page_key), host, key))
+                   keyed("/ws" + ("?n=" + nonce if nonce else ""), cookie, page_key), host, key))
         if origin:
             req += "Origin: %s\r\n" % origin
         if cookie:
@@ -334,8 +339,8 @@ def main():
     st, _, _ = get(aport, "/login?token=" + token[:-1])
     check(st == 403, "a short token: 403 (%d)" % st)
     st, h, cookie = login(url, aport)
-    check(st == 303 and re.match(r"/#k=[0-9a-f]{64}$", h.get("location", "")) is not None,
-          "a valid token: 303 to / with the page key in the fragment (%d %s)" % (st, h))
+    check(st == 303 and re.match(r"/#k=[0-9a-f]{64}&p=[0-9a-f]{64}$", h.get("location", "")) is not None,
+          "a valid token: 303 to / with the page key and the proof key in the fragment (%d %s)" % (st, h))
     sc = h.get("set-cookie", "")
     check(re.match(r"missive_session_%d=[0-9a-f]{64}; HttpOnly; SameSite=Strict; Path=/; "
                    r"Max-Age=43200$" % aport, sc)
@@ -412,6 +417,26 @@ def main():
         check("content-security-policy" in ws.headers or ws.status == 0,
               "the refusal carries the headers")
         ws.s.close()
+    # a WebSocket that names a nonce: its first message proves the server holds the session's
+    # proof key, which the page never sends (what listens on the port once this server stopped
+    # cannot make it); a second connection's nonce gets its own proof
+    for _ in range(2):
+        nonce = os.urandom(32).hex()
+        ws = WS(aport, cookie=cookie, origin=origin, nonce=nonce)
+        hello = json.loads(ws.recv() or "{}")
+        want = hmac.new(bytes.fromhex(PROOF_KEYS.get(cookie, "00")), b"missive web hello" +
+                        bytes.fromhex(nonce), hashlib.sha256).hexdigest()
+        check(ws.status == 101 and hello.get("method") == "web-hello" and
+              hello.get("params", {}).get("proof") == want, "the hello proves the nonce: %r" % hello)
+        r = ws.call("schema", {"version": 2})
+        check(r is not None and r.get("result", {}).get("schema") == 2, "then the owner: %r" % r)
+        ws.s.close()
+    ws = WS(aport, cookie=cookie, origin=origin, nonce="zz")
+    r = ws.call("schema", {"version": 2})
+    check(ws.status == 101 and r is not None and r.get("result", {}).get("schema") == 2 and
+          not any("web-hello" in e for e in map(json.dumps, ws.events)),
+          "a nonce that is no nonce: no hello, the owner as before: %r" % r)
+    ws.s.close()
     ws = WS(aport, cookie=cookie, origin=origin)
     check(ws.status == 101, "WebSocket with the session and the page's Origin (%d)" % ws.status)
     r = ws.call("schema", {"version": 2})

@@ -13,14 +13,17 @@ usage: test_web_ui.py MISSIVE MISSIVED [SCREENSHOT-DIR]
 Exit status 77 (skipped) only when chromium, chromedriver or selenium is
 missing on this machine.
 """
+import base64
 import hashlib
 import json
 import os
 import re
+import socket
 import sqlite3
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -517,6 +520,70 @@ def main():
     ok(st == 401, "after Logout the session's cookie gets 401: %r" % st)
     ok(js(b, "return window.missive.rpc.stopped") is True, "the page stopped reconnecting")
     stop_webs()
+
+    # ---- what listens on the port once missive web stopped is not taken for it ----
+    # another local user's server on alice's port answers her page's reconnection: its hello
+    # cannot prove the session's proof key, so the page says so and sends it nothing
+    port = int(re.match(r"http://127\.0\.0\.1:(\d+)/", urls["alice"]).group(1))
+    seen = {"upgrades": 0, "texts": 0}
+    threading.Thread(target=impostor, args=(port, seen), daemon=True).start()
+    ok(until(lambda: "has stopped" in (js(a, "const e=document.getElementById('ended');"
+                                            "return e&&e.textContent") or ""), 30),
+       "alice's page refuses what now answers on its port: %s" % js(a, "return document.body.textContent")[:200])
+    ok(seen["upgrades"] >= 1 and seen["texts"] == 0,
+       "it connected, and sent nothing to it: %s" % seen)
+    ok(js(a, "return window.missive.rpc.stopped") is True, "and stopped reconnecting")
+
+
+def impostor(port, seen):
+    """a server on port that takes WebSocket upgrades, says a hello it cannot prove and a made-up
+    message, and counts the text frames it gets (plain requests get 200)"""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(8)
+    srv.settimeout(60)
+    end = time.time() + 60
+    while time.time() < end:
+        try:
+            c, _ = srv.accept()
+        except OSError:
+            break
+        c.settimeout(5)
+        f = c.makefile("rb")
+        head = []
+        for line in f:
+            if line in (b"\r\n", b"\n"):
+                break
+            head.append(line)
+        key = re.search(rb"(?i)sec-websocket-key: *(\S+)", b"".join(head))
+        if key is None:
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            c.close()
+            continue
+        seen["upgrades"] += 1
+        accept = base64.b64encode(hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        for m in ({"jsonrpc": "2.0", "method": "web-hello", "params": {"proof": "0" * 64}},
+                  {"jsonrpc": "2.0", "method": "event", "params": {"type": "alarm", "notice": "made up"}}):
+            t = json.dumps(m).encode()
+            c.sendall(bytes([0x81, len(t)]) if len(t) < 126 else bytes([0x81, 126]) + struct.pack("!H", len(t)))
+            c.sendall(t)
+        # the page's frames (masked): each text one counted, until it closes
+        try:
+            while True:
+                b0, b1 = f.read(2)
+                sizes = {126: "!H", 127: "!Q"}
+                fmt = sizes.get(b1 & 0x7F)
+                n = struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0] if fmt else b1 & 0x7F
+                if len(f.read(4 + n)) < 4 + n:
+                    break
+                seen["texts"] += (b0 & 0x0F) == 1
+        except (ValueError, OSError, struct.error):
+            pass
+        c.close()
+    srv.close()
 
 
 # a 3x3 PNG, written without any library

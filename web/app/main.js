@@ -7,20 +7,24 @@ import { Rpc } from "./rpc.js";
 import { h, clear, $, dialog, size, when } from "./dom.js";
 import { MessageList } from "./list.js";
 
-// The session's page key (docs/web.md, "Security"): the login's answer puts it in the
-// fragment; this tab keeps it in sessionStorage, which is this origin's alone (a cookie
-// reaches every port of the host), and every request that reaches the account carries it.
-const pageKey = (() => {
-  const m = /^#k=([0-9a-f]{64})$/.exec(location.hash);
+// The session's page key and proof key (docs/web.md, "Security"): the login's answer puts
+// them in the fragment; this tab keeps them in sessionStorage, which is this origin's alone (a
+// cookie reaches every port of the host). Every request that reaches the account carries the
+// page key; the proof key never leaves the page: with it each connection's first message
+// proves that the server is the one the page came from, not whatever listens on the port
+// once that one stopped.
+const [pageKey, proofKey] = (() => {
+  const m = /^#k=([0-9a-f]{64})&p=([0-9a-f]{64})$/.exec(location.hash);
   if (m) {
     sessionStorage.setItem("missive-key", m[1]);
+    sessionStorage.setItem("missive-proof", m[2]);
     history.replaceState(null, "", "/");
   }
-  return sessionStorage.getItem("missive-key") || "";
+  return [sessionStorage.getItem("missive-key") || "", sessionStorage.getItem("missive-proof") || ""];
 })();
 const withKey = (url) => url + (url.includes("?") ? "&" : "?") + "k=" + pageKey;
 
-const rpc = new Rpc(withKey((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws"));
+const rpc = new Rpc(withKey((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws"), proofKey);
 
 const state = {
   me: "",
@@ -970,6 +974,16 @@ function sessionEnded(why) {
     h("h1", {}, why),
     h("p", {}, "To come back, open a new login link: missive web --url")));
 }
+// what answers at the page's address did not prove it is the server the page came from
+// (rpc.js stopped talking to it): nothing more goes there
+rpc.on("impostor", () => {
+  if (ending === "done") return;
+  ending = "done";
+  document.body.replaceChildren(h("main", { id: "ended" },
+    h("h1", {}, "This page's web client has stopped."),
+    h("p", {}, "Something else now answers at this address, and this page no longer talks to it. " +
+      "Close this tab; to come back, start missive web and open its new login link.")));
+});
 rpc.on("close", async () => {
   if (ending) return; // a Logout under way says what happened itself
   showConn(false, "connection to the page's owner lost; reconnecting");
@@ -986,6 +1000,7 @@ $("btn-logout").addEventListener("click", async () => {
   const r = await fetch(withKey("/logout"), { method: "POST" }).catch(() => null);
   if (r && (r.status === 204 || r.status === 401)) {
     sessionStorage.removeItem("missive-key");
+    sessionStorage.removeItem("missive-proof");
     sessionEnded("Logged out.");
   } else {
     ending = false;

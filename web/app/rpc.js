@@ -3,6 +3,10 @@
 // it asks for schema 2 and subscribes; after a loss it reconnects with a
 // backoff from 0.5 s to 30 s.
 //
+// With the session's proof key (main.js), each connection names a fresh nonce (n=) and sends
+// nothing until its first message, "web-hello", proves the server holds that key (HMAC-SHA256
+// of "missive web hello" and the nonce); anything else, and the page stops ("impostor").
+//
 // The owner tells every connection of every command that changed something
 // (event "changed", carrying the number of the connection that ran it, which
 // the subscribe answer gives each connection); those this page caused itself
@@ -18,8 +22,9 @@ export class RpcError extends Error {
 }
 
 export class Rpc {
-  constructor(url) {
+  constructor(url, proofKey = "") {
     this.url = url;
+    this.proofKey = proofKey;
     this.nextId = 1;
     this.waiting = new Map();
     this.listeners = new Map();
@@ -47,11 +52,47 @@ export class Rpc {
   }
 
   connect() {
-    const ws = new WebSocket(this.url);
+    // without the means to check a proof (no key, or no WebCrypto), as before
+    const proving = this.proofKey && globalThis.crypto && crypto.subtle;
+    const nonce = proving ? hex(crypto.getRandomValues(new Uint8Array(32))) : "";
+    const ws = new WebSocket(proving ? this.url + (this.url.includes("?") ? "&" : "?") + "n=" + nonce : this.url);
+    let proved = !proving;
     this.ws = ws;
-    ws.onopen = () => this.opened(ws);
-    ws.onmessage = (ev) => this.received(ev.data);
+    ws.onopen = () => { if (proved) this.opened(ws); };
+    ws.onmessage = async (ev) => {
+      if (proved) return this.received(ev.data);
+      // one first message only: what comes after it waits for the proof's check
+      const held = [];
+      ws.onmessage = (e) => held.push(e.data);
+      if (await this.proves(ev.data, nonce)) {
+        proved = true;
+        ws.onmessage = (e) => this.received(e.data);
+        this.opened(ws);
+        for (const d of held) this.received(d);
+        return;
+      }
+      this.stopped = true;
+      this.emit("impostor", null);
+      ws.close();
+    };
     ws.onclose = () => this.closed(ws);
+  }
+
+  // whether text is the hello that proves this connection's nonce with the proof key
+  async proves(text, nonce) {
+    try {
+      const m = JSON.parse(text);
+      if (!m || m.method !== "web-hello" || !m.params || typeof m.params.proof !== "string") return false;
+      const key = await crypto.subtle.importKey("raw", unhex(this.proofKey), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+      const label = new TextEncoder().encode("missive web hello");
+      const data = new Uint8Array(label.length + 32);
+      data.set(label);
+      data.set(unhex(nonce), label.length);
+      const mac = hex(new Uint8Array(await crypto.subtle.sign("HMAC", key, data)));
+      return mac === m.params.proof;
+    } catch (e) {
+      return false;
+    }
   }
 
   // One batch first: schema 2, subscribe, and the calls this.first() gives (the page's first
@@ -146,4 +187,14 @@ export class Rpc {
     const r = await this.call(method, Object.assign({ output: "json" }, params));
     return r && Array.isArray(r.items) ? r.items : [];
   }
+}
+
+function hex(bytes) {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function unhex(text) {
+  const out = new Uint8Array(text.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(text.substr(2 * i, 2), 16);
+  return out;
 }
