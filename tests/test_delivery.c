@@ -200,12 +200,13 @@ static void test_killed_before_shown(void **state)
 /* ---- a dishonest server, on the real server's certificate ------------------------------ */
 
 struct flood {
-    int frames;    /* how many pushes it sends */
-    size_t size;   /* the ciphertext of each (0: an Ok frame instead of a Deliver) */
-    size_t empty;  /* or else a lookup answer of this many empty results (2 bytes each) */
-    int gap_ms;    /* between two */
-    int unframed;  /* or else, to the first request, one byte that no frame starts with */
-    uint16_t port; /* where it listens */
+    int frames;     /* how many pushes it sends */
+    size_t size;    /* the ciphertext of each (0: an Ok frame instead of a Deliver) */
+    size_t empty;   /* or else a lookup answer of this many empty results (2 bytes each) */
+    int gap_ms;     /* between two */
+    int unframed;   /* or else, to the first request, one byte that no frame starts with */
+    int wrong_kind; /* or else, to the first request, a lookup answer under its request id */
+    uint16_t port;  /* where it listens */
     pid_t pid;
 };
 
@@ -237,6 +238,28 @@ static void flood_serve(struct test_server *s, int fd, const struct flood *fl)
                                                             answered */
         if (SSL_read(ssl, hello, sizeof(hello)) <= 0)
             _exit(4);
+    }
+    if (fl->wrong_kind) { /* the first request read whole, answered with the wrong kind */
+        uint8_t req[1 << 16];
+        const uint8_t *body = NULL;
+        size_t got = 0, body_len = 0, used = 0;
+        msv_frame *asked = NULL;
+        int n;
+
+        while (msv_frame_split(req, got, sizeof(req), &body, &body_len, &used) == MSV_ERR_AGAIN &&
+               got < sizeof(req) && (n = SSL_read(ssl, req + got, (int)(sizeof(req) - got))) > 0)
+            got += (size_t)n;
+        if (msv_frame_decode(body, body_len, &asked) != MSV_OK)
+            _exit(6);
+        f.request_id = asked->request_id;
+        f.body_case = MSV__WIRE__FRAME__BODY_LOOKUP_RESULT;
+        f.lookup_result = &lookup;
+        if (msv_frame_encode(&f, MSV_FRAME_MAX_DEFAULT, &wire, &len) != MSV_OK ||
+            SSL_write(ssl, wire, (int)len) != (int)len)
+            _exit(7);
+        while (SSL_read(ssl, hello, sizeof(hello)) > 0)
+            ;
+        _exit(0);
     }
     if (fl->unframed) { /* then says nothing more until the client hangs up */
         if (SSL_write(ssl, "", 1) != 1)
@@ -356,53 +379,67 @@ static void flooded_client(const struct flood *fl, long max_kib)
 }
 
 /*
- * A server whose answer cannot be framed (its first byte is not the protocol's version): the
- * connection is given up as a lost one, and the send goes again, sealed, on a new one. Before,
- * the byte, never consumed, read as "this device cannot open sealed envelopes" at every later
- * request: the message went unsealed, told to nobody, and so did every later sealed send on
- * that connection.
+ * alice's sealed send to bob goes through a dishonest server that answers fl's way: the
+ * connection is given up as a lost one, and the send goes again, sealed, on a new one to the
+ * real server (then the caller's checks, with alice and the server given back).
  */
-static void test_unframed_answer_keeps_sealed(void **state)
+static void answer_keeps_sealed(struct test_server *s, struct flood *fl, struct msv_client **a,
+                                struct msv_client **b)
 {
     const char *to_bob[1] = {"bob@example.org"};
-    struct test_server s;
-    struct flood fl = {.unframed = 1};
     struct msv_client *alice, *bob;
     struct seen seen = {0};
     struct test_queued *rows = NULL;
-    msv_frame *resp = NULL;
     uint8_t id[16];
     size_t n;
 
-    (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice = test_client_for(&s, "alice", "alice@example.org");
-    bob = test_client_for(&s, "bob", to_bob[0]);
+    test_server_init(s, NULL);
+    test_server_start(s);
+    alice = test_client_for(s, "alice", "alice@example.org");
+    bob = test_client_for(s, "bob", to_bob[0]);
     test_acquaint(alice, bob);
     /* alice learns bob's profile key from his receipt: her next send to him is sealed */
     assert_int_equal(msv_client_send(alice, to_bob, 1, "first", NULL, 0, NULL, id), MSV_OK);
     receive_again(bob, &seen);
     receive_again(alice, &seen);
     assert_int_equal(seen.receipts, 1);
-    flood_start(&s, &fl);
+    flood_start(s, fl);
     msv_conn_close(alice->sealed_conn);
     alice->sealed_conn = NULL;
     assert_int_equal(
-        msv_conn_open("127.0.0.1", fl.port, s.fingerprint, TEST_TIMEOUT_MS, &alice->sealed_conn),
+        msv_conn_open("127.0.0.1", fl->port, s->fingerprint, TEST_TIMEOUT_MS, &alice->sealed_conn),
         MSV_OK);
     alice->send_backoff_ms = 100;
     assert_int_equal(msv_client_send(alice, to_bob, 1, "sealed all the same", NULL, 0, NULL, id),
                      MSV_OK);
     assert_int_equal(msv_client_unsealed_sends(alice), 0);
-    n = test_server_queued(&s, &rows);
+    n = test_server_queued(s, &rows);
     assert_int_equal(n, 1);
     assert_int_equal(rows[0].device_id, bob->device_id);
     assert_int_equal(rows[0].sender_device, 0); /* sealed: the relay knows no sender */
     test_queued_free(rows, n);
     receive_again(bob, &seen);
     assert_string_equal(seen.last_text, "sealed all the same");
-    flood_stop(&fl);
+    flood_stop(fl);
+    *a = alice;
+    *b = bob;
+}
+
+/*
+ * A server whose answer cannot be framed (its first byte is not the protocol's version). Before,
+ * the byte, never consumed, read as "this device cannot open sealed envelopes" at every later
+ * request: the message went unsealed, told to nobody, and so did every later sealed send on
+ * that connection.
+ */
+static void test_unframed_answer_keeps_sealed(void **state)
+{
+    struct test_server s;
+    struct flood fl = {.unframed = 1};
+    struct msv_client *alice, *bob;
+    msv_frame *resp = NULL;
+
+    (void)state;
+    answer_keeps_sealed(&s, &fl, &alice, &bob);
     /* and a connection past such a byte fails every request as a lost one, at once */
     flood_start(&s, &fl);
     {
@@ -422,6 +459,24 @@ static void test_unframed_answer_keeps_sealed(void **state)
         msv_conn_close(c);
     }
     flood_stop(&fl);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
+ * A server that answers a sealed send with a frame of another kind under its request id (a
+ * lookup's answer): taken as a lost connection, and the send goes again. Before, it read as a
+ * refusal that could not be parsed: the message failed.
+ */
+static void test_wrong_kind_answer_keeps_sealed(void **state)
+{
+    struct test_server s;
+    struct flood fl = {.wrong_kind = 1};
+    struct msv_client *alice, *bob;
+
+    (void)state;
+    answer_keeps_sealed(&s, &fl, &alice, &bob);
     msv_client_close(alice);
     msv_client_close(bob);
     test_server_cleanup(&s);
@@ -540,6 +595,7 @@ int main(void)
         cmocka_unit_test(test_receive_deadline),
         cmocka_unit_test(test_backlog_beyond_the_bound),
         cmocka_unit_test(test_unframed_answer_keeps_sealed),
+        cmocka_unit_test(test_wrong_kind_answer_keeps_sealed),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -225,6 +225,11 @@ msv_err msv_conn_send_raw(struct msv_conn *c, const uint8_t *p, size_t len)
     return MSV_OK;
 }
 
+void msv_conn_break(struct msv_conn *c)
+{
+    c->broken = 1;
+}
+
 int msv_conn_fd(const struct msv_conn *c)
 {
     return c->fd;

@@ -60,6 +60,12 @@ MSV_MUST_CHECK msv_err msv_conn_send_request(struct msv_conn *c, msv_frame *req,
 MSV_MUST_CHECK msv_err msv_conn_request(struct msv_conn *c, msv_frame *req, int timeout_ms,
                                         msv_frame **resp);
 /*
+ * The connection is taken as lost from here on (every later request is MSV_ERR_IO at once): its
+ * server broke the protocol (an answer of a kind no request of that kind gets), so nothing more
+ * it says on it is read.
+ */
+void msv_conn_break(struct msv_conn *c);
+/*
  * Whether msv_conn_request() dropped pushes: the relay holds them as
  * delivered on this connection, so only a new connection brings them again
  * (the caller hangs up once it has taken what was kept).

@@ -12,8 +12,13 @@
 
 msv_err msv_request_refusal(const msv_frame *f, struct msv_refusal *why)
 {
-    if (f->body_case != MSV__WIRE__FRAME__BODY_ERROR)
-        return MSV_ERR_PARSE; /* an answer of the wrong kind */
+    /* an answer of the wrong kind, and no refusal: the server broke the protocol, which reads
+     * as a lost connection (what was asked is tried again, not failed) */
+    if (f->body_case != MSV__WIRE__FRAME__BODY_ERROR) {
+        if (why != NULL)
+            memset(why, 0, sizeof(*why));
+        return MSV_ERR_IO;
+    }
     if (why != NULL) {
         why->code = (int)f->error->code;
         snprintf(why->message, sizeof(why->message), "%.*s", (int)f->error->message.len,
@@ -49,6 +54,14 @@ static msv_err run_answered(struct msv_conn *c, msv_frame *req, int want, int ti
         memset(why, 0, sizeof(*why));
     if (err != MSV_OK) /* a silent server is an I/O failure: AGAIN means a stale list */
         return err == MSV_ERR_AGAIN ? MSV_ERR_IO : err;
+    /* an answer of another kind than asked for, and no refusal: the server broke the protocol;
+     * taken as a lost connection (what was asked is tried again on a new one, not failed) */
+    if ((int)(*resp)->body_case != want && (*resp)->body_case != MSV__WIRE__FRAME__BODY_ERROR) {
+        msv_conn_break(c);
+        if (why != NULL)
+            memset(why, 0, sizeof(*why));
+        return MSV_ERR_IO;
+    }
     return (int)(*resp)->body_case == want ? MSV_OK : msv_request_refusal(*resp, why);
 }
 

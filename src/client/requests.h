@@ -21,7 +21,8 @@ struct msv_refusal {
 
 /*
  * An answer f that is not the one asked for, as the library's error: a refusal (Error) mapped
- * by its code, its words kept in why (may be NULL); an answer of another kind MSV_ERR_PARSE.
+ * by its code, its words kept in why (may be NULL); an answer of another kind MSV_ERR_IO, as
+ * a lost connection (the request is tried again, not failed).
  */
 msv_err msv_request_refusal(const msv_frame *f, struct msv_refusal *why);
 
