@@ -8663,6 +8663,54 @@ static void test_reused_message_id(void **state)
  * receipt for it (her client believes it received the message: a line in
  * her own database). Alice takes receipts from bob only.
  */
+/* Runs sql on c's own database beside it (waiting for its writes). */
+static void client_sql(struct msv_client *c, const char *sql)
+{
+    char path[1100], *msg = NULL;
+    sqlite3 *db = NULL;
+
+    snprintf(path, sizeof(path), "%s/state.db", c->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, TEST_TIMEOUT_MS);
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg);
+    sqlite3_close(db);
+}
+
+/*
+ * bob's database refuses to queue his delivery receipt (his outbox cannot be written): the
+ * message is his all the same, and its receipt stays owed, sent at his next receive. Before,
+ * it was owed no more: alice's message stayed "sent".
+ */
+static void test_receipt_not_queued_stays_owed(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    uint8_t id[16];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    test_acquaint(alice, bob);
+    /* (an insert into a table that is not there: an error as the disk's, not a constraint's) */
+    client_sql(bob, "CREATE TABLE doomed (x); CREATE TRIGGER no_outbox BEFORE INSERT ON outbox "
+                    "BEGIN INSERT INTO doomed VALUES (1); END; DROP TABLE doomed;");
+    assert_int_equal(msv_client_send(alice, to, 1, "for bob", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(receive_now(bob), 1);
+    receive_now(alice);
+    assert_string_equal(status_of(alice, id), "sent");
+    client_sql(bob, "DROP TRIGGER no_outbox;");
+    receive_now(bob);
+    receive_now(alice);
+    assert_string_equal(status_of(alice, id), "delivered");
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
 static void test_receipts_only_from_recipients(void **state)
 {
     const char *to[1] = {"bob@example.org"};
@@ -9108,6 +9156,7 @@ int main(void)
         cmocka_unit_test(test_join_taken_behind_catches_up),
         cmocka_unit_test(test_removed_member_waits_to_rejoin),
         cmocka_unit_test(test_receipts_only_from_recipients),
+        cmocka_unit_test(test_receipt_not_queued_stays_owed),
         cmocka_unit_test(test_reused_message_id),
         cmocka_unit_test(test_sync_from_another_account),
         cmocka_unit_test(test_hostile_profile_pointer),

@@ -174,6 +174,9 @@ struct msv_client {
      * session lock), or within a flush, did not send the outbox: it goes once none is held,
      * before a receive waits or after the command (client_outbox_later) */
     int outbox_deferred;
+    /* whether the last payload client_send_payload took was kept in the outbox (whatever its
+     * send then did): a receipt not kept there stays owed */
+    int last_queued;
     /* the sends under way, innermost first (their message ids: a flush leaves them to their
      * sends), and the flushes of the outbox under way (a connection made within one does not
      * flush again) */

@@ -722,10 +722,19 @@ static msv_err show_message(struct msv_client *c, const struct msv_message_rec *
 static msv_err send_receipt(struct msv_client *c, const uint8_t message_id[16],
                             const uint8_t stored_id[16], const char *sender)
 {
-    /* queued in the outbox even when it cannot go now: only a failure to queue it is kept */
-    if (client_send_control(c, MSV_KIND_RECEIPT_DELIVERED, message_id, NULL, sender) ==
-        MSV_ERR_NOMEM)
+    msv_err err;
+
+    /* queued in the outbox even when it cannot go now; one that could not be queued (no
+     * memory, the database failing or busy) stays owed, for the next receive (resume_pending);
+     * one refused for good (the sender blocked since) is owed no more */
+    c->last_queued = 0;
+    err = client_send_control(c, MSV_KIND_RECEIPT_DELIVERED, message_id, NULL, sender);
+    if (err == MSV_ERR_NOMEM)
         return MSV_ERR_NOMEM;
+    if (err != MSV_OK && !c->last_queued && (err == MSV_ERR_IO || err == MSV_ERR_BUSY)) {
+        c->why.message[0] = '\0';
+        return MSV_OK;
+    }
     return msv_client_db_message_done(c->db, stored_id, MSV_MESSAGE_RECEIPT_OWED);
 }
 
