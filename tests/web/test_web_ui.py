@@ -525,8 +525,22 @@ def main():
     # another local user's server on alice's port answers her page's reconnection: its hello
     # cannot prove the session's proof key, so the page says so and sends it nothing
     port = int(re.match(r"http://127\.0\.0\.1:(\d+)/", urls["alice"]).group(1))
-    seen = {"upgrades": 0, "texts": 0}
+    seen = {"upgrades": 0, "texts": 0, "posts": 0, "refused": 0, "refuse": True}
     threading.Thread(target=impostor, args=(port, seen), daemon=True).start()
+    # first it refuses the page's WebSockets, so the page stays as it was: a file the user sends
+    # then is not posted to it (the page uploads only over a proven connection)
+    ok(until(lambda: seen["refused"] > 0, 30), "the page tries to reconnect: %s" % seen)
+    secret = os.path.join(work, "secret.txt")
+    with open(secret, "w") as f:
+        f.write("not for whoever listens next\n")
+    js(a, "window.missive.state.current='bob@example.org'")  # as if its conversation were open
+    a.find_element(By.ID, "file").send_keys(secret)
+    ok(until(lambda: js(a, "return [...document.querySelectorAll('.toast')]"
+                           ".some(t=>t.textContent.includes('not connected'))"), 10),
+       "an upload is refused while not connected")
+    time.sleep(1)
+    ok(seen["posts"] == 0, "nothing was posted to it: %s" % seen)
+    seen["refuse"] = False
     ok(until(lambda: "has stopped" in (js(a, "const e=document.getElementById('ended');"
                                             "return e&&e.textContent") or ""), 30),
        "alice's page refuses what now answers on its port: %s" % js(a, "return document.body.textContent")[:200])
@@ -536,8 +550,9 @@ def main():
 
 
 def impostor(port, seen):
-    """a server on port that takes WebSocket upgrades, says a hello it cannot prove and a made-up
-    message, and counts the text frames it gets (plain requests get 200)"""
+    """a server on port that takes WebSocket upgrades (once seen["refuse"] is off: before, it
+    answers them 200), says a hello it cannot prove and a made-up message, and counts the text
+    frames it gets (plain requests get 200; POSTs are counted)"""
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))
@@ -557,6 +572,10 @@ def impostor(port, seen):
                 break
             head.append(line)
         key = re.search(rb"(?i)sec-websocket-key: *(\S+)", b"".join(head))
+        seen["posts"] += bool(head) and head[0].startswith(b"POST")
+        if key is not None and seen["refuse"]:
+            seen["refused"] += 1
+            key = None
         if key is None:
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
             c.close()

@@ -40,6 +40,7 @@ const state = {
   replyTo: null,
   pendingDevices: new Map(), // device id → fingerprint
   timerS: 0,
+  tailStale: false, // the connection was lost since the open conversation was loaded
 };
 
 const PAGE = 100;
@@ -295,6 +296,7 @@ async function openConv(conv) {
   items.forEach(learnName);
   // fewer than asked for may come back (an answer holds at most 8 MiB): more while any come
   list.reset(items, items.length > 0);
+  state.tailStale = false;
   list.scrollToEnd();
   $("newest").hidden = true;
   markRead();
@@ -321,6 +323,9 @@ async function loadOlder(before) {
 // reconnection); when none of them is one the list holds, more came than the tail holds (while
 // the connection was lost, say): the newest page is loaded in its place, so that no gap stays
 // between what was shown and what came (and nothing in one is marked read)
+// After a lost connection (state.tailStale) the newest page is loaded in place of what was shown
+// whatever came (what events brought meanwhile may stand after a gap), and nothing is marked
+// read before that.
 const TAIL = 30;
 let tailTimer = null;
 function refreshTail() {
@@ -328,10 +333,11 @@ function refreshTail() {
   tailTimer = setTimeout(async () => {
     const conv = state.current;
     if (!conv) return;
-    const items = await rpc.items("history", convParams(conv, { limit: TAIL }));
+    const stale = state.tailStale;
+    const items = stale ? [] : await rpc.items("history", convParams(conv, { limit: TAIL }));
     if (state.current !== conv) return;
     items.forEach(learnName);
-    if (items.length < TAIL || !list.messages.length || items.some((m) => list.get(m.message_id))) {
+    if (!stale && (items.length < TAIL || !list.messages.length || items.some((m) => list.get(m.message_id)))) {
       list.merge(items);
       return;
     }
@@ -342,6 +348,7 @@ function refreshTail() {
     list.reset(page, page.length > 0);
     if (follow) list.scrollToEnd();
     else $("newest").hidden = false;
+    if (stale) state.tailStale = false;
     markRead();
   }, 100);
 }
@@ -405,7 +412,7 @@ function markRead() {
   clearTimeout(readTimer);
   readTimer = setTimeout(async () => {
     const conv = state.current;
-    if (!conv || document.hidden || !list.newestInView()) return;
+    if (!conv || document.hidden || state.tailStale || !list.newestInView()) return;
     const r = convRow(conv);
     if (!r.unread && !list.messages.some((m) => !m.outgoing && m.status === "received")) return;
     await rpc.call("read", convParams(conv)).catch(() => {});
@@ -452,8 +459,13 @@ function keepAtEnd(e) {
   if (log.scrollHeight - log.scrollTop - log.clientHeight - img.offsetHeight < 80) list.scrollToEnd();
 }
 
+// What goes over plain HTTP (files, uploads, pictures of QR codes) goes only while the
+// WebSocket is open and proven (rpc.js): once missive web stops, what listens on its port next
+// gets none of it, nor shows its files here.
+const NOT_CONNECTED = "not connected to missive web: try again once it is";
+
 function fileUrl(m, a) {
-  if (!/^[0-9a-f]{32}$/.test(m.message_id) || !Number.isInteger(a.index)) return null;
+  if (!/^[0-9a-f]{32}$/.test(m.message_id) || !Number.isInteger(a.index) || !rpc.open) return null;
   return withKey("/files/" + m.message_id + "/" + a.index);
 }
 
@@ -463,8 +475,9 @@ function renderFiles(m) {
   if (!Array.isArray(m.attachments) || !m.attachments.length) return null;
   return h("div", { class: "files" }, m.attachments.map((a) => {
     const url = fileUrl(m, a);
-    if (!url) return null;
     const name = String(a.name || "file");
+    if (!url && !rpc.open) return h("span", { class: "fname" }, name + " (shown once connected)");
+    if (!url) return null;
     if (IMAGES.has(a.mime))
       return h("a", { href: url, class: "img", onclick: (e) => { e.preventDefault(); download(url, name, e.currentTarget); } },
         h("img", { src: url, alt: name, onload: keepAtEnd }));
@@ -477,6 +490,10 @@ function renderFiles(m) {
 
 // fetches an attachment with its progress shown, then saves it
 function download(url, name, link) {
+  if (!rpc.open) {
+    toast("download of " + name + ": " + NOT_CONNECTED);
+    return;
+  }
   const bar = h("progress", { max: 100, value: 0, class: "dl", "aria-label": "Downloading " + name });
   link.after(bar);
   const xhr = new XMLHttpRequest();
@@ -713,6 +730,10 @@ async function sendFiles(files) {
 
 function upload(file) {
   return new Promise((resolve, reject) => {
+    if (!rpc.open) {
+      reject(new Error(NOT_CONNECTED));
+      return;
+    }
     const bar = h("progress", { max: 100, value: 0, "aria-label": "Uploading " + file.name });
     const row = h("div", { class: "upload" }, h("span", { class: "fname" }, file.name), " ", bar, h("span", { class: "pct" }, "0%"));
     $("uploads").append(row);
@@ -985,6 +1006,7 @@ rpc.on("impostor", () => {
       "Close this tab; to come back, start missive web and open its new login link.")));
 });
 rpc.on("close", async () => {
+  state.tailStale = true; // what the open conversation shows is loaded again once back
   if (ending) return; // a Logout under way says what happened itself
   showConn(false, "connection to the page's owner lost; reconnecting");
   try {
@@ -1196,6 +1218,7 @@ const LINK_CODE = /^missive-link:1:[0-9a-f]{32}:[0-9a-f]{64}:([0-9a-f]{64})$/;
 
 // The QR code's text in an image (a PNG): its text, null if none is found, or an error.
 async function readQr(blob) {
+  if (!rpc.open) throw new Error(NOT_CONNECTED);
   const r = await fetch(withKey("/qr"), { method: "POST", headers: { "X-Missive-Upload": "1" }, body: blob });
   let j = null;
   try { j = await r.json(); } catch (e) { j = null; }

@@ -58,22 +58,25 @@ export class Rpc {
     const ws = new WebSocket(proving ? this.url + (this.url.includes("?") ? "&" : "?") + "n=" + nonce : this.url);
     let proved = !proving;
     this.ws = ws;
+    this.open = false; // nothing goes before this connection is open (and proven)
     ws.onopen = () => { if (proved) this.opened(ws); };
     ws.onmessage = async (ev) => {
       if (proved) return this.received(ev.data);
       // one first message only: what comes after it waits for the proof's check
       const held = [];
       ws.onmessage = (e) => held.push(e.data);
-      if (await this.proves(ev.data, nonce)) {
-        proved = true;
-        ws.onmessage = (e) => this.received(e.data);
-        this.opened(ws);
-        for (const d of held) this.received(d);
+      if (!(await this.proves(ev.data, nonce))) {
+        this.stopped = true;
+        this.emit("impostor", null);
+        ws.close();
         return;
       }
-      this.stopped = true;
-      this.emit("impostor", null);
-      ws.close();
+      // closed (or replaced) while the proof was checked: nothing goes on it
+      if (ws !== this.ws || ws.readyState !== WebSocket.OPEN) return;
+      proved = true;
+      ws.onmessage = (e) => this.received(e.data);
+      this.opened(ws);
+      for (const d of held) this.received(d);
     };
     ws.onclose = () => this.closed(ws);
   }
