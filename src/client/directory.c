@@ -491,7 +491,7 @@ msv_err msv_client_remove_device(struct msv_client *c, uint64_t device_id)
     /* recorded before the request: a removal the server made whose answer never came (or a
      * crash after it) is committed out of the groups on MLS all the same (a record of none
      * costs one look at the directory) */
-    if (device_id != c->device_id && client_mls_out_due(c) != MSV_OK)
+    if (device_id != c->device_id && client_mls_out_due(c, device_id) != MSV_OK)
         c->why.message[0] = '\0';
     rm.device_id = device_id;
     req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;

@@ -648,9 +648,10 @@ MSV_MUST_CHECK msv_err client_mls_join_due(struct msv_client *c, uint64_t device
  * lists are committed out of each group on MLS this device is in (any device of the account
  * may remove them): by the remover at once (client_mls_outs), at the end of each receive, and
  * before a message to such a group (which goes as per-device copies while one stays); tried
- * again as a joining device is, for MSV_MLS_JOIN_DAYS. One record ("mls-out").
+ * again as a joining device is, for MSV_MLS_JOIN_DAYS. One record ("mls-out"); removed: the
+ * device this device removed (0: a notice), kept until the directory lists it no more.
  */
-MSV_MUST_CHECK msv_err client_mls_out_due(struct msv_client *c);
+MSV_MUST_CHECK msv_err client_mls_out_due(struct msv_client *c, uint64_t removed);
 void client_mls_outs(struct msv_client *c);
 /* An admin's device took another's change of group gid (a member leaving): at the end of the
  * receive (client_mls_joins) it commits what the MLS group must follow (a removal). */

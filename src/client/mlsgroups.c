@@ -2450,18 +2450,58 @@ static void follows_flush(struct msv_client *c)
 
 /* "mls-out": a device of this account was removed (by this device, or the server told of one):
  * the leaves of this account's devices that the verified directory no longer lists are
- * committed out of each group on MLS (a try again record) */
+ * committed out of each group on MLS (a try again record), followed by the u64be ids of the
+ * devices this device removed itself (at most OUT_IDS_MAX): the record holds while the
+ * directory still lists one of them (it has not caught up) */
 #define OUT "mls-out"
+#define OUT_IDS_MAX 16
 
-msv_err client_mls_out_due(struct msv_client *c)
+static int out_valid(size_t len)
 {
-    uint8_t *v = NULL;
-    size_t len = 0;
-    msv_err err = msv_client_db_get(c->db, OUT, &v, &len);
+    return len >= RETRY_VALUE && (len - RETRY_VALUE) % 8 == 0 &&
+           (len - RETRY_VALUE) / 8 <= OUT_IDS_MAX;
+}
 
+msv_err client_mls_out_due(struct msv_client *c, uint64_t removed)
+{
+    uint8_t *v = NULL, next[RETRY_VALUE + 8 * OUT_IDS_MAX];
+    size_t len = 0, n = 0;
+    msv_err err = msv_client_db_get(c->db, OUT, &v, &len);
+    int known = 0;
+
+    if (err == MSV_OK && out_valid(len)) {
+        memcpy(next, v, len);
+        n = (len - RETRY_VALUE) / 8;
+    }
     free(v);
-    /* one kept already keeps its times: a notice told again and again changes nothing */
-    return err == MSV_ERR_NOT_FOUND ? record_now(c, OUT) : err;
+    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
+        return err;
+    /* a record kept already keeps its times, for a notice told again and again changes nothing;
+     * a removal of this device's own starts them again (and is kept until listed no more) */
+    if (err == MSV_OK && n == (len - RETRY_VALUE) / 8 && out_valid(len) && removed == 0)
+        return MSV_OK;
+    for (size_t i = 0; i < n && removed != 0; i++)
+        known |= msv_get_u64be(next + RETRY_VALUE + 8 * i) == removed;
+    if (removed != 0 && !known) {
+        if (n == OUT_IDS_MAX) { /* the oldest goes: its removal is long made */
+            memmove(next + RETRY_VALUE, next + RETRY_VALUE + 8, 8 * (n - 1));
+            n--;
+        }
+        msv_put_u64be(next + RETRY_VALUE + 8 * n++, removed);
+    }
+    msv_put_u64be(next, (uint64_t)msv_wall_ms());
+    msv_put_u64be(next + 8, 0);
+    return msv_client_db_set(c->db, OUT, next, RETRY_VALUE + 8 * n);
+}
+
+/* Whether own (this account's devices, as the directory lists them) still lists a device this
+ * device removed (the record v, len bytes); *which names it. */
+static int out_listed(const uint8_t *v, size_t len, const struct dir *own, uint64_t *which)
+{
+    for (size_t i = RETRY_VALUE; i + 8 <= len; i += 8)
+        if (dir_find(own, (*which = msv_get_u64be(v + i))) != NULL)
+            return 1;
+    return 0;
 }
 
 /* This account's devices as the verified directory lists them. */
@@ -2487,7 +2527,7 @@ static int own_gone_in(struct msv_client *c, const uint8_t gid[16], const struct
     for (uint32_t i = 0; i < m->tree.n_leaves && !gone; i++) {
         uint64_t device = 0;
 
-        gone = leaf_device(m, i, &device) && dir_find(own, device) == NULL &&
+        gone = i != m->me && leaf_device(m, i, &device) && dir_find(own, device) == NULL &&
                roster_handle(roster, roster_len, device, handle) == MSV_OK &&
                client_is_own_handle(c, handle);
     }
@@ -2511,10 +2551,12 @@ static void outs_flush(struct msv_client *c, int force)
     uint8_t *v = NULL;
     size_t len = 0, n_groups = 0, held = 0;
     int64_t now = msv_wall_ms();
+    uint64_t listed = 0;
+    int lags = 0;
     msv_err err = msv_client_db_get(c->db, OUT, &v, &len);
 
-    if (err != MSV_OK || len != RETRY_VALUE || (!force && !retry_due(v, now))) {
-        if (err == MSV_OK && len != RETRY_VALUE && msv_client_db_unset(c->db, OUT) != MSV_OK)
+    if (err != MSV_OK || !out_valid(len) || (!force && !retry_due(v, now))) {
+        if (err == MSV_OK && !out_valid(len) && msv_client_db_unset(c->db, OUT) != MSV_OK)
             c->why.message[0] = '\0'; /* not one of ours: dropped at the next try */
         free(v);
         return;
@@ -2522,6 +2564,9 @@ static void outs_flush(struct msv_client *c, int force)
     err = own_devices(c, &own);
     if (err == MSV_OK)
         err = msv_client_db_groups(c->db, &g, &n_groups);
+    /* a device this device removed that the directory still lists: it has not caught up (or
+     * the server answers from before the removal), and nothing can be judged gone yet */
+    lags = err == MSV_OK && out_listed(v, len, &own, &listed);
     for (size_t k = 0; err == MSV_OK && k < n_groups; k++) {
         if (!client_mls_is_on(c, g[k].group_id) || !own_gone_in(c, g[k].group_id, &own))
             continue;
@@ -2529,21 +2574,37 @@ static void outs_flush(struct msv_client *c, int force)
             err = MSV_ERR_IO; /* the rest at the next try */
         held += own_gone_in(c, g[k].group_id, &own);
     }
-    if (err == MSV_OK && held == 0) {
+    /* given up only once the directory was read (a server failing it for days does not end
+     * the record untold): told in each group still holding such a device, or its leaf */
+    if (err == MSV_OK && held == 0 && !lags) {
         err = msv_client_db_unset(c->db, OUT);
-    } else if (retry_expired(v, now)) {
-        for (size_t k = 0; own.n > 0 && k < n_groups; k++)
-            if (client_mls_is_on(c, g[k].group_id) && own_gone_in(c, g[k].group_id, &own) &&
-                notice(c, g[k].group_id,
-                       "this device could not commit for days the removal of a device removed "
-                       "from this account; it stays in the group's MLS group until an admin's "
-                       "next change") != MSV_OK)
-                c->why.message[0] = '\0';             /* shown all the same */
+    } else if (err == MSV_OK && retry_expired(v, now)) {
+        for (size_t k = 0; k < n_groups; k++) {
+            char text[400];
+
+            if (!client_mls_is_on(c, g[k].group_id) ||
+                !(own_gone_in(c, g[k].group_id, &own) ||
+                  (lags && has_leaf(c, g[k].group_id, listed))))
+                continue;
+            if (lags)
+                snprintf(text, sizeof(text),
+                         "the directory still lists device %llu days after this device removed "
+                         "it from this account; it stays in the group's MLS group until an "
+                         "admin's next change",
+                         (unsigned long long)listed);
+            else
+                snprintf(text, sizeof(text),
+                         "this device could not commit for days the removal of a device "
+                         "removed from this account; it stays in the group's MLS group until "
+                         "an admin's next change");
+            if (notice(c, g[k].group_id, text) != MSV_OK)
+                c->why.message[0] = '\0'; /* shown all the same */
+        }
         (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: told above */
         err = msv_client_db_unset(c->db, OUT);
     } else {
         retry_later(c, v, now);
-        err = msv_client_db_set(c->db, OUT, v, RETRY_VALUE);
+        err = msv_client_db_set(c->db, OUT, v, len);
     }
     if (err != MSV_OK) /* the record as it was: tried again at the next receive */
         c->why.message[0] = '\0';
@@ -2555,7 +2616,8 @@ static void outs_flush(struct msv_client *c, int force)
 /*
  * Whether a message to the group goes as per-device copies for a device removed from this
  * account that its tree still holds (while a removal is recorded: its commit made first if
- * this device can); per-device copies reach only the devices the directory lists.
+ * this device can); per-device copies reach only the devices the directory lists. A directory
+ * that cannot be read holds it too (a per-device send then waits for it).
  */
 static int out_held(struct msv_client *c, const uint8_t gid[16])
 {
@@ -2567,7 +2629,9 @@ static int out_held(struct msv_client *c, const uint8_t gid[16])
     if (msv_client_db_get(c->db, OUT, &v, &len) != MSV_OK)
         return 0;
     free(v);
-    if (own_devices(c, &own) == MSV_OK && own_gone_in(c, gid, &own)) {
+    if (own_devices(c, &own) != MSV_OK)
+        return 1;
+    if (own_gone_in(c, gid, &own)) {
         if (sync_with(c, gid, 0, 0, 1, 1) != MSV_OK)
             c->why.message[0] = '\0';
         held = own_gone_in(c, gid, &own);

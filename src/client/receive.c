@@ -1154,7 +1154,8 @@ static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
         note_device_change(c, dc);
     /* removed from the account: its leaves in the groups on MLS committed out (at the end of
      * the receive; the server's word is only the cue: the verified directory decides) */
-    if (dc->device != NULL && !dc->added && !dc->pending && client_mls_out_due(c) != MSV_OK)
+    if (dc->device != NULL && !dc->added && !dc->pending && dc->device->device_id != c->device_id &&
+        client_mls_out_due(c, 0) != MSV_OK)
         c->why.message[0] = '\0';
     if (on_message != NULL && dc->device != NULL) {
         struct msv_public_identity *pub = NULL;
