@@ -221,6 +221,8 @@ static void held_release(struct peer *p)
 
     while (k < p->n_held && p->held[k].end <= p->flushed)
         item_free(&p->held[k++].it);
+    if (k == 0)
+        return; /* (held may be NULL: nothing held yet) */
     memmove(p->held, p->held + k, (p->n_held - k) * sizeof(*p->held));
     p->n_held -= k;
 }
@@ -487,6 +489,9 @@ static void inbox_take(struct owner *ow, size_t n)
 static void held_return(struct owner *ow, struct peer *p)
 {
     size_t room = INBOX_MAX - ow->inbox_len, skip = p->n_held > room ? p->n_held - room : 0;
+
+    if (p->n_held == 0)
+        return;
 
     for (size_t k = 0; k < skip; k++) {
         item_free(&p->held[k].it);
