@@ -255,8 +255,8 @@ static int cmd_reset_password(struct admin *a, const char *handle)
     }
     if (err != MSV_OK)
         return fail("storing the code", err);
-    if (hook)
-        msv_server_run_hook(a->cfg.verification_hook, handle, code);
+    if (hook && msv_server_run_hook(a->cfg.verification_hook, handle, code) != 0)
+        return fail("running the verification hook", MSV_ERR_IO);
     if (a->json)
         emit(hook ? json_pack("{s:s, s:s}", "handle", handle, "sent", "hook")
                   : json_pack("{s:s, s:s, s:s}", "handle", handle, "sent", "none", "code", code));

@@ -426,6 +426,45 @@ static void test_hook_arguments(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * A hook that hangs (a mail server that never answers), asked for code after code: at most 32
+ * run at once; the next request is refused and counted, nothing kept for it. Before, each
+ * request left one more process running, without end.
+ */
+static void test_hooks_bounded(void **state)
+{
+    struct test_server s;
+    struct msv_conn *c;
+    char hook[128], handle[64];
+    msv_frame *r;
+    FILE *f;
+
+    (void)state;
+    test_server_init(&s, NULL);
+    snprintf(hook, sizeof(hook), "%s/hook.sh", s.dir);
+    f = fopen(hook, "w");
+    assert_non_null(f);
+    fprintf(f, "#!/bin/sh\nexec sleep 30\n");
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(hook, 0700), 0);
+    snprintf(s.extra, sizeof(s.extra),
+             "[accounts]\nverification = hook\nverification_hook = %s\nregister_burst = 100\n",
+             hook);
+    test_server_start(&s);
+    c = test_connect(&s);
+    for (int i = 0; i < 32; i++) {
+        snprintf(handle, sizeof(handle), "hung%d@example.org", i);
+        test_expect_ok(register_start(c, handle));
+    }
+    r = register_start(c, "one.more@example.org");
+    assert_int_equal(test_error_code(r), MSV__WIRE__ERROR_CODE__ERROR_IO);
+    assert_non_null(strstr((const char *)r->error->message.data, "too many on their way"));
+    msv_frame_free(r);
+    assert_int_equal(test_server_metric(&s, "hooks_refused_total"), 1);
+    msv_conn_close(c);
+    test_server_cleanup(&s);
+}
+
 /* d publishes a signed prekey (id 1) and n one-time prekeys (ids 2...); returns how many it holds.
  */
 static uint32_t publish_prekeys(struct test_device *d, size_t n)
@@ -1133,6 +1172,7 @@ int main(void)
         cmocka_unit_test(test_wrong_codes_per_handle),
         cmocka_unit_test(test_handle_grammar),
         cmocka_unit_test(test_hook_arguments),
+        cmocka_unit_test(test_hooks_bounded),
         cmocka_unit_test(test_prekey_claims),
         cmocka_unit_test(test_queue_caps_and_send_rate),
         cmocka_unit_test(test_full_device_left_out),

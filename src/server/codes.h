@@ -10,7 +10,13 @@
 
 /* SHA-256 of "MSV-reset-v1" || handle || 0 || code: never a registration code's hash. */
 void msv_server_reset_code_hash(const char *handle, const char *code, uint8_t out[32]);
-/* Runs hook as `hook -- HANDLE CODE`, detached (no zombie, no wait). */
-void msv_server_run_hook(const char *hook, const char *handle, const char *code);
+/*
+ * Runs hook as `hook -- HANDLE CODE` without waiting for it: 0, or -1 if as many hooks as may
+ * run at once in this process (32) run already (or no process could be made). A hook is killed
+ * once it has run a minute; those that ended are reaped at the next call.
+ */
+int msv_server_run_hook(const char *hook, const char *handle, const char *code);
+/* Whether a hook could run now (one place at least is free). */
+int msv_server_hook_room(void);
 
 #endif

@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -147,24 +150,72 @@ void msv_server_reset_code_hash(const char *handle, const char *code, uint8_t ou
 }
 
 /*
- * Runs the hook as `hook -- HANDLE CODE`, detached (double fork: no zombie, no wait); the
- * "--" keeps the handle an operand whatever option parser the hook uses.
+ * The hooks running (docs/missived.md, "Registration"): at most HOOKS_MAX at once in a process,
+ * each killed once it has run HOOK_MAX_MS, reaped as the next one is asked for (no wait for
+ * any). Shared by the workers of the process.
  */
-void msv_server_run_hook(const char *hook, const char *handle, const char *code)
+#define HOOKS_MAX 32
+#define HOOK_MAX_MS 60000
+
+static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    pid_t pid;
+    int64_t at_ms;
+} hooks[HOOKS_MAX];
+
+/* Under hooks_lock: the slots of hooks that ended freed, those past HOOK_MAX_MS killed first. */
+static void hooks_reap(void)
 {
-    pid_t pid = fork();
+    int64_t now = msv_mono_ms();
 
-    if (pid == 0) {
-        if (fork() == 0) {
-            char *argv[] = {(char *)hook, (char *)"--", (char *)handle, (char *)code, NULL};
+    for (size_t i = 0; i < HOOKS_MAX; i++) {
+        pid_t r;
 
-            execv(hook, argv);
-            _exit(127);
-        }
-        _exit(0);
+        if (hooks[i].pid <= 0)
+            continue;
+        if (now - hooks[i].at_ms > HOOK_MAX_MS)
+            kill(hooks[i].pid, SIGKILL);
+        r = waitpid(hooks[i].pid, NULL, now - hooks[i].at_ms > HOOK_MAX_MS ? 0 : WNOHANG);
+        if (r == hooks[i].pid || (r < 0 && errno == ECHILD))
+            hooks[i].pid = 0;
     }
-    if (pid > 0)
-        waitpid(pid, NULL, 0);
+}
+
+int msv_server_run_hook(const char *hook, const char *handle, const char *code)
+{
+    size_t slot = HOOKS_MAX;
+    pid_t pid = -1;
+
+    pthread_mutex_lock(&hooks_lock);
+    hooks_reap();
+    for (size_t i = 0; i < HOOKS_MAX && slot == HOOKS_MAX; i++)
+        if (hooks[i].pid <= 0)
+            slot = i;
+    if (slot < HOOKS_MAX && (pid = fork()) == 0) {
+        /* the "--" keeps the handle an operand whatever option parser the hook uses */
+        char *argv[] = {(char *)hook, (char *)"--", (char *)handle, (char *)code, NULL};
+
+        execv(hook, argv);
+        _exit(127);
+    }
+    if (pid > 0) {
+        hooks[slot].pid = pid;
+        hooks[slot].at_ms = msv_mono_ms();
+    }
+    pthread_mutex_unlock(&hooks_lock);
+    return pid > 0 ? 0 : -1;
+}
+
+int msv_server_hook_room(void)
+{
+    int room = 0;
+
+    pthread_mutex_lock(&hooks_lock);
+    hooks_reap();
+    for (size_t i = 0; i < HOOKS_MAX && !room; i++)
+        room = hooks[i].pid <= 0;
+    pthread_mutex_unlock(&hooks_lock);
+    return room;
 }
 
 static int rate_ok(struct msv_conn_state *c, uint64_t request_id)
@@ -557,6 +608,16 @@ static msv_err may_register(struct msv_conn_state *c, uint64_t request_id,
     return MSV_ERR_AUTH;
 }
 
+/* A code that could not go for want of a place for its hook: said, counted. */
+static void hook_busy(struct msv_conn_state *c, uint64_t request_id, const char *handle)
+{
+    atomic_fetch_add(&c->w->srv->m.hooks_refused, 1);
+    msv_log(MSV_LOG_WARN, "hook_busy", "handle=%s", handle);
+    msv_conn_send_error(c, request_id, E_IO,
+                        "codes cannot be sent right now (too many on their way); try again in "
+                        "a minute");
+}
+
 /*
  * Keeps hash (wiped here) as handle's pending code, then sends code to the handle through the
  * verification hook and answers Ok; a refusal (put_code) is answered instead.
@@ -565,14 +626,26 @@ static void send_code(struct msv_conn_state *c, uint64_t request_id, const char 
                       const char *code, uint8_t hash[32])
 {
     struct msv_server *s = c->w->srv;
-    msv_err err = put_code(c, request_id, handle, hash);
+    int hook = strcmp(s->cfg.verification, "hook") == 0;
+    msv_err err;
 
+    /* as many hooks as may run at once run already (each a process: a hook that hangs, or a
+     * flood from many addresses): nothing kept, said, counted */
+    if (hook && !msv_server_hook_room()) {
+        sodium_memzero(hash, 32);
+        hook_busy(c, request_id, handle);
+        return;
+    }
+    err = put_code(c, request_id, handle, hash);
     sodium_memzero(hash, 32);
     if (err != MSV_OK)
         return;
-    if (strcmp(s->cfg.verification, "hook") == 0)
-        msv_server_run_hook(s->cfg.verification_hook, handle, code);
-    else /* dev mode: the operator reads the code from the log */
+    /* the last place taken meanwhile by another worker, or no process made: the code kept is
+     * never sent (a request made again replaces it) */
+    if (hook && msv_server_run_hook(s->cfg.verification_hook, handle, code) != 0) {
+        hook_busy(c, request_id, handle);
+        return;
+    } else /* dev mode: the operator reads the code from the log */
         msv_log(MSV_LOG_INFO, "verification_code", "handle=%s code=%s", handle, code);
     msv_conn_send_ok(c, request_id);
 }

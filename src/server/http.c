@@ -222,6 +222,9 @@ static const struct {
     M(devices_refused_full, "devices_refused_full_total", "counter",
       "Devices not added (AddDevice, LinkDevice) because their account had 8 devices waiting for "
       "approval already, or as many devices as it may have."),
+    M(hooks_refused, "hooks_refused_total", "counter",
+      "Verification codes not sent (their request refused) because 32 verification hooks ran "
+      "at once already."),
     M(lookups, "lookups_total", "counter", "Handles looked up."),
     M(owner_versions, "owner_versions_total", "counter",
       "Versions of handles given to their own accounts' monitors, each with its proofs."),

@@ -179,6 +179,7 @@ struct msv_metrics {
     _Atomic uint64_t connections_open, connections_total, frames_in, frames_rejected;
     _Atomic uint64_t auth_ok, auth_failed, registrations, devices_added, devices_removed;
     _Atomic uint64_t devices_refused_full; /* add_device: too many pending, or devices */
+    _Atomic uint64_t hooks_refused;        /* codes not sent: as many hooks run as may */
     _Atomic uint64_t registrations_refused, invites_used;
     _Atomic uint64_t handles_added, handles_removed, handles_refused;
     _Atomic uint64_t usernames_set, usernames_released, usernames_refused, unknown_lookups_refused;
