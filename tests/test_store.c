@@ -1911,6 +1911,55 @@ static void *mls_goer_run(void *arg)
     return NULL;
 }
 
+struct reporter {
+    struct fixture *f;
+    uint64_t account;
+    msv_err err;
+};
+
+static void *reporter_run(void *arg)
+{
+    struct reporter *r = arg;
+    uint64_t id = 0;
+
+    r->err = OPS(r->f)->report_add(IMPL(r->f), r->account, "rep-b@x", "spam", "", 1000, 0, 1, &id);
+    return NULL;
+}
+
+/*
+ * Two reports of one account at once on PostgreSQL, with room for one, the first slow to write
+ * its row (a trigger sleeps before it): only one is taken. Before, the second counted the
+ * reports without the first's, not committed yet (READ COMMITTED), and both went in.
+ */
+static void test_reports_at_once(void **state)
+{
+    struct fixture *f = *state;
+    struct reporter one = {.f = f, .account = make_account(f, "rep-a@x")}, two = one;
+    pthread_t t1, t2;
+    PGconn *db;
+    PGresult *res;
+
+    make_account(f, "rep-b@x");
+    db = PQconnectdb(f->path);
+    assert_int_equal(PQstatus(db), CONNECTION_OK);
+    res = PQexec(db, "CREATE FUNCTION slow_report() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                     "PERFORM pg_sleep(1); RETURN NEW; END $$; CREATE TRIGGER slow BEFORE INSERT "
+                     "ON reports FOR EACH ROW EXECUTE FUNCTION slow_report();");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    assert_int_equal(pthread_create(&t1, NULL, reporter_run, &one), 0);
+    usleep(300 * 1000); /* the first has counted, and sleeps before its row */
+    assert_int_equal(pthread_create(&t2, NULL, reporter_run, &two), 0);
+    assert_int_equal(pthread_join(t1, NULL), 0);
+    assert_int_equal(pthread_join(t2, NULL), 0);
+    res = PQexec(db, "DROP TRIGGER slow ON reports; DROP FUNCTION slow_report();");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    PQfinish(db);
+    assert_true((one.err == MSV_OK && two.err == MSV_ERR_AGAIN) ||
+                (one.err == MSV_ERR_AGAIN && two.err == MSV_OK));
+}
+
 /*
  * The last two members of a group go at once on PostgreSQL: one's device is removed while the
  * other leaves. Each used to look at the group while the other's going was not committed, both
@@ -3532,6 +3581,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transparency_log, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_signed_device_sets, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_two_recoveries_one_root, setup_pg, teardown),
+        cmocka_unit_test_setup_teardown(test_reports_at_once, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_chain_growth_removal_fits, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_approve_races_removal, setup_pg, teardown),
         cmocka_unit_test_setup_teardown(test_pending_devices_bounded, setup_pg, teardown),

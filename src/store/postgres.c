@@ -3839,12 +3839,26 @@ static msv_err p_username_stamp(void *impl, uint64_t account_id, int64_t now_ms,
     POOLED(username_stamp(c_, account_id, now_ms, interval_ms, last_ms));
 }
 
+/* report_add under the reporter's account lock: two reports at once (two nodes, two workers)
+ * count each other, so [reports] per_day holds (READ COMMITTED alone let both see the count
+ * before either and pass it). */
+static msv_err report_add_locked(struct pg_conn *c, uint64_t reporter_account, const char *reported,
+                                 const char *reason, const char *text, int64_t now_ms,
+                                 int64_t since_ms, unsigned max_recent, uint64_t *id)
+{
+    msv_err err = lock_account(c, reporter_account);
+
+    return err == MSV_OK ? report_add(c, reporter_account, reported, reason, text, now_ms, since_ms,
+                                      max_recent, id)
+                         : err;
+}
+
 static msv_err p_report_add(void *impl, uint64_t reporter_account, const char *reported,
                             const char *reason, const char *text, int64_t now_ms, int64_t since_ms,
                             unsigned max_recent, uint64_t *id)
 {
-    POOLED(
-        report_add(c_, reporter_account, reported, reason, text, now_ms, since_ms, max_recent, id));
+    TRANSACTION(report_add_locked(c_, reporter_account, reported, reason, text, now_ms, since_ms,
+                                  max_recent, id));
 }
 
 static msv_err p_report_list(void *impl, size_t limit, struct msv_report **out, size_t *n)
