@@ -422,6 +422,8 @@ static void test_hook_arguments(void **state)
     fclose(f);
     assert_int_equal(strncmp(got, "--|frank@example.org|", 21), 0);
     assert_int_equal(strlen(got), 21 + 7);
+    /* the code goes to the hook alone: never to the log (anyone reading it could register) */
+    assert_int_equal(codes_logged(&s, "frank@example.org"), 0);
     msv_conn_close(c);
     test_server_cleanup(&s);
 }

@@ -151,8 +151,10 @@ void msv_server_reset_code_hash(const char *handle, const char *code, uint8_t ou
 
 /*
  * The hooks running (docs/missived.md, "Registration"): at most HOOKS_MAX at once in a process,
- * each killed once it has run HOOK_MAX_MS, reaped as the next one is asked for (no wait for
- * any). Shared by the workers of the process.
+ * each in a process group of its own, which is killed whole once it has run HOOK_MAX_MS (what
+ * the hook started too: a mailer it pipes to); reaped as the next one is asked for, never
+ * waited for. A hook's place is free only once it is reaped. Shared by the workers of the
+ * process.
  */
 #define HOOKS_MAX 32
 #define HOOK_MAX_MS 60000
@@ -174,8 +176,8 @@ static void hooks_reap(void)
         if (hooks[i].pid <= 0)
             continue;
         if (now - hooks[i].at_ms > HOOK_MAX_MS)
-            kill(hooks[i].pid, SIGKILL);
-        r = waitpid(hooks[i].pid, NULL, now - hooks[i].at_ms > HOOK_MAX_MS ? 0 : WNOHANG);
+            kill(-hooks[i].pid, SIGKILL); /* its group: what it started goes too */
+        r = waitpid(hooks[i].pid, NULL, WNOHANG);
         if (r == hooks[i].pid || (r < 0 && errno == ECHILD))
             hooks[i].pid = 0;
     }
@@ -195,10 +197,12 @@ int msv_server_run_hook(const char *hook, const char *handle, const char *code)
         /* the "--" keeps the handle an operand whatever option parser the hook uses */
         char *argv[] = {(char *)hook, (char *)"--", (char *)handle, (char *)code, NULL};
 
+        (void)setpgid(0, 0);
         execv(hook, argv);
         _exit(127);
     }
     if (pid > 0) {
+        (void)setpgid(pid, pid); /* (as the child does: whichever runs first) */
         hooks[slot].pid = pid;
         hooks[slot].at_ms = msv_mono_ms();
     }
@@ -640,13 +644,16 @@ static void send_code(struct msv_conn_state *c, uint64_t request_id, const char 
     sodium_memzero(hash, 32);
     if (err != MSV_OK)
         return;
-    /* the last place taken meanwhile by another worker, or no process made: the code kept is
-     * never sent (a request made again replaces it) */
-    if (hook && msv_server_run_hook(s->cfg.verification_hook, handle, code) != 0) {
-        hook_busy(c, request_id, handle);
-        return;
-    } else /* dev mode: the operator reads the code from the log */
+    if (hook) {
+        /* the last place taken meanwhile by another worker, or no process made: the code kept
+         * is never sent (a request made again replaces it) */
+        if (msv_server_run_hook(s->cfg.verification_hook, handle, code) != 0) {
+            hook_busy(c, request_id, handle);
+            return;
+        }
+    } else { /* dev mode: the operator reads the code from the log (never with a hook) */
         msv_log(MSV_LOG_INFO, "verification_code", "handle=%s code=%s", handle, code);
+    }
     msv_conn_send_ok(c, request_id);
 }
 
