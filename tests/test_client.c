@@ -8658,11 +8658,6 @@ static void test_reused_message_id(void **state)
     test_server_cleanup(&s);
 }
 
-/*
- * Mallory learns the id of alice's message to bob and sends alice a read
- * receipt for it (her client believes it received the message: a line in
- * her own database). Alice takes receipts from bob only.
- */
 /* Runs sql on c's own database beside it (waiting for its writes). */
 static void client_sql(struct msv_client *c, const char *sql)
 {
@@ -8711,6 +8706,11 @@ static void test_receipt_not_queued_stays_owed(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * Mallory learns the id of alice's message to bob and sends alice a read
+ * receipt for it (her client believes it received the message: a line in
+ * her own database). Alice takes receipts from bob only.
+ */
 static void test_receipts_only_from_recipients(void **state)
 {
     const char *to[1] = {"bob@example.org"};

@@ -1473,6 +1473,19 @@ static void test_linked_device_joins(void **state)
  */
 static int tree_holds(struct msv_client *c, const uint8_t gid[16], uint64_t device);
 
+/* How many removed devices c's removal record names (-1: no record). */
+static int out_record_ids(struct msv_client *c)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int n = -1;
+
+    if (msv_client_db_get(c->db, "mls-out", &v, &len) == MSV_OK)
+        n = (int)(len - 16) / 8;
+    free(v);
+    return n;
+}
+
 static void test_removed_own_device_committed_out(void **state)
 {
     struct club k;
@@ -1543,6 +1556,22 @@ static void test_removed_own_device_committed_out(void **state)
     receive_now(k.bob);
     receive_now(k.alice);
     assert_true(tree_holds(k.alice, k.gid, desk->device_id));
+    /* a removal the server refused is waited for no more; one of a device the directory still
+     * lists (it has not caught up) keeps the record, and nothing is taken out meanwhile */
+    assert_int_not_equal(msv_client_remove_device(k.bob, 999999), MSV_OK);
+    assert_true(out_record_ids(k.bob) <= 0);
+    {
+        uint8_t v[24];
+
+        msv_put_u64be(v, (uint64_t)msv_wall_ms());
+        msv_put_u64be(v + 8, 0);
+        msv_put_u64be(v + 16, desk->device_id);
+        assert_int_equal(msv_client_db_set(k.bob->db, "mls-out", v, sizeof(v)), MSV_OK);
+    }
+    receive_now(k.bob);
+    assert_int_equal(out_record_ids(k.bob), 1);
+    assert_true(tree_holds(k.bob, k.gid, desk->device_id));
+    assert_int_equal(msv_client_db_unset(k.bob->db, "mls-out"), MSV_OK);
     patched_commit(k.bob, k.gid, desk->device_id, NULL, 0, 0);
     receive_now(k.alice);
     assert_int_equal(

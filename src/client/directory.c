@@ -497,6 +497,13 @@ msv_err msv_client_remove_device(struct msv_client *c, uint64_t device_id)
     req.body_case = MSV__WIRE__FRAME__BODY_REMOVE_DEVICE;
     req.remove_device = &rm;
     err = device_request(c, &req);
+    /* refused for good (an answer, not a lost connection): the device stays, nothing waits
+     * (should that fail to be written, the record waits for the directory: told in 7 days) */
+    if (err != MSV_OK && err != MSV_ERR_IO && device_id != c->device_id) {
+        msv_err forgot = client_mls_out_forget(c, device_id);
+
+        (void)forgot; /* the server's refusal is what is said */
+    }
     /* a device gone is owed no history any more (it would hold a place of the few owed) */
     if (err == MSV_OK)
         err = msv_link_history_forget(c, device_id);

@@ -652,6 +652,8 @@ MSV_MUST_CHECK msv_err client_mls_join_due(struct msv_client *c, uint64_t device
  * device this device removed (0: a notice), kept until the directory lists it no more.
  */
 MSV_MUST_CHECK msv_err client_mls_out_due(struct msv_client *c, uint64_t removed);
+/* The removal of device removed was refused by the server for good: no longer waited for. */
+MSV_MUST_CHECK msv_err client_mls_out_forget(struct msv_client *c, uint64_t removed);
 void client_mls_outs(struct msv_client *c);
 /* An admin's device took another's change of group gid (a member leaving): at the end of the
  * receive (client_mls_joins) it commits what the MLS group must follow (a removal). */

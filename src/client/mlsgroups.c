@@ -2462,27 +2462,43 @@ static int out_valid(size_t len)
            (len - RETRY_VALUE) / 8 <= OUT_IDS_MAX;
 }
 
-msv_err client_mls_out_due(struct msv_client *c, uint64_t removed)
+/* The record's change (client_mls_out_due, client_mls_out_forget), in next (n ids): read and
+ * written in one transaction, so that two processes of this device lose neither's. */
+static msv_err out_change(struct msv_client *c, uint64_t removed, int forget)
 {
     uint8_t *v = NULL, next[RETRY_VALUE + 8 * OUT_IDS_MAX];
-    size_t len = 0, n = 0;
-    msv_err err = msv_client_db_get(c->db, OUT, &v, &len);
-    int known = 0;
+    size_t len = 0, n = 0, kept = 0;
+    msv_err err = msv_client_db_begin(c->db);
+    int found = err == MSV_OK && (err = msv_client_db_get(c->db, OUT, &v, &len)) == MSV_OK &&
+                out_valid(len);
 
-    if (err == MSV_OK && out_valid(len)) {
+    if (found) {
         memcpy(next, v, len);
         n = (len - RETRY_VALUE) / 8;
     }
     free(v);
-    if (err != MSV_OK && err != MSV_ERR_NOT_FOUND)
-        return err;
-    /* a record kept already keeps its times, for a notice told again and again changes nothing;
-     * a removal of this device's own starts them again (and is kept until listed no more) */
-    if (err == MSV_OK && n == (len - RETRY_VALUE) / 8 && out_valid(len) && removed == 0)
-        return MSV_OK;
-    for (size_t i = 0; i < n && removed != 0; i++)
-        known |= msv_get_u64be(next + RETRY_VALUE + 8 * i) == removed;
-    if (removed != 0 && !known) {
+    if (err == MSV_ERR_NOT_FOUND)
+        err = MSV_OK;
+    /* kept: every id but removed's (when forgotten), and whether removed was one */
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        uint64_t id = msv_get_u64be(next + RETRY_VALUE + 8 * i);
+
+        if (id == removed && !forget)
+            found = 2;
+        if (id != removed || !forget)
+            msv_put_u64be(next + RETRY_VALUE + 8 * kept++, id);
+    }
+    n = kept;
+    if (err != MSV_OK || forget || (found && removed == 0)) {
+        /* forgotten: the ids written back (a record left without any is settled by the next
+         * flush); a notice told again keeps the record's times: it changes nothing */
+        if (err == MSV_OK && forget && found)
+            err = msv_client_db_set(c->db, OUT, next, RETRY_VALUE + 8 * n);
+        return msv_client_db_end(c->db, err);
+    }
+    /* a removal of this device's own starts the times again (and is kept until the directory
+     * lists it no more) */
+    if (removed != 0 && found != 2) {
         if (n == OUT_IDS_MAX) { /* the oldest goes: its removal is long made */
             memmove(next + RETRY_VALUE, next + RETRY_VALUE + 8, 8 * (n - 1));
             n--;
@@ -2491,7 +2507,38 @@ msv_err client_mls_out_due(struct msv_client *c, uint64_t removed)
     }
     msv_put_u64be(next, (uint64_t)msv_wall_ms());
     msv_put_u64be(next + 8, 0);
-    return msv_client_db_set(c->db, OUT, next, RETRY_VALUE + 8 * n);
+    return msv_client_db_end(c->db, msv_client_db_set(c->db, OUT, next, RETRY_VALUE + 8 * n));
+}
+
+msv_err client_mls_out_due(struct msv_client *c, uint64_t removed)
+{
+    return out_change(c, removed, 0);
+}
+
+msv_err client_mls_out_forget(struct msv_client *c, uint64_t removed)
+{
+    return out_change(c, removed, 1);
+}
+
+/*
+ * The record settled after a pass that read it as v (len bytes): dropped (drop), or kept as
+ * next; neither if another process changed it meanwhile (its change stands, for the next pass).
+ */
+static msv_err out_settle(struct msv_client *c, const uint8_t *v, size_t len, int drop,
+                          const uint8_t *next)
+{
+    uint8_t *now = NULL;
+    size_t now_len = 0;
+    msv_err err = msv_client_db_begin(c->db);
+    int same = err == MSV_OK && (err = msv_client_db_get(c->db, OUT, &now, &now_len)) == MSV_OK &&
+               now_len == len && memcmp(now, v, len) == 0;
+
+    free(now);
+    if (err == MSV_ERR_NOT_FOUND)
+        err = MSV_OK;
+    if (err == MSV_OK && same)
+        err = drop ? msv_client_db_unset(c->db, OUT) : msv_client_db_set(c->db, OUT, next, len);
+    return msv_client_db_end(c->db, err);
 }
 
 /* Whether own (this account's devices, as the directory lists them) still lists a device this
@@ -2577,7 +2624,7 @@ static void outs_flush(struct msv_client *c, int force)
     /* given up only once the directory was read (a server failing it for days does not end
      * the record untold): told in each group still holding such a device, or its leaf */
     if (err == MSV_OK && held == 0 && !lags) {
-        err = msv_client_db_unset(c->db, OUT);
+        err = out_settle(c, v, len, 1, NULL);
     } else if (err == MSV_OK && retry_expired(v, now)) {
         for (size_t k = 0; k < n_groups; k++) {
             char text[400];
@@ -2601,10 +2648,17 @@ static void outs_flush(struct msv_client *c, int force)
                 c->why.message[0] = '\0'; /* shown all the same */
         }
         (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: told above */
-        err = msv_client_db_unset(c->db, OUT);
+        err = out_settle(c, v, len, 1, NULL);
     } else {
-        retry_later(c, v, now);
-        err = msv_client_db_set(c->db, OUT, v, len);
+        uint8_t *next = malloc(len);
+
+        err = next != NULL ? MSV_OK : MSV_ERR_NOMEM;
+        if (err == MSV_OK) {
+            memcpy(next, v, len);
+            retry_later(c, next, now);
+            err = out_settle(c, v, len, 0, next);
+        }
+        free(next);
     }
     if (err != MSV_OK) /* the record as it was: tried again at the next receive */
         c->why.message[0] = '\0';

@@ -1812,7 +1812,6 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
         err = msv_client_db_recipients_put(c->db, p->message_id, targets, t);
     if (began && (err = msv_client_db_end(c->db, err)) != MSV_OK)
         queued = 0;
-    c->last_queued = queued;
     if (!queued && stored != NULL)
         (void)client_delete_files(c, p->message_id); /* no message holds them */
     if (err == MSV_OK && with != NULL && with->queue_only) {
@@ -1839,6 +1838,8 @@ msv_err client_send_payload(struct msv_client *c, const char *const *targets_in,
     else if (err == MSV_OK)
         err = msv_client_db_outbox_settle(c->db, p->message_id, "sent");
 out:
+    /* last: a send within this one (a receipt of a receive its retry made) set it meanwhile */
+    c->last_queued = queued;
     client_refusals_clear(&refused);
     if (shown != NULL && p->participants == (char **)shown) {
         p->participants = NULL;

@@ -1315,7 +1315,7 @@ function safetyDialog(handle) {
     const stateText = s.state === "verified" ? "Verified" : s.state === "changed since verified" ? "CHANGED since you verified it" : "Not verified";
     body.append(h("p", { class: "state " + s.state.replace(/ /g, "-") }, stateText),
       h("div", { class: "digits", "aria-label": "Safety number" }, groupDigits(s.safety_number)),
-      h("img", { class: "qr", src: withKey("/qr.svg?data=" + encodeURIComponent(s.safety_number)), alt: "QR code of the safety number" }),
+      rpc.open ? h("img", { class: "qr", src: withKey("/qr.svg?data=" + encodeURIComponent(s.safety_number)), alt: "QR code of the safety number" }) : null,
       h("p", {}, "Compare these digits with " + whoOf(handle) + " in person or on a call (or scan each other's code). Mark them verified only if they match."),
       h("div", { class: "row" },
         h("button", {
