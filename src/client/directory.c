@@ -476,7 +476,7 @@ static msv_err device_request(struct msv_client *c, Msv__Wire__Frame *req)
     /* refused: the server's words, for the user (a device that no longer waits, an account
      * at its limit of devices, an approval that does not verify) */
     if (err == MSV_OK && resp->body_case != MSV__WIRE__FRAME__BODY_OK)
-        err = msv_request_refusal(resp, &c->why);
+        err = msv_request_answer_refusal(c->conn, resp, &c->why);
     msv_frame_free(resp);
     return err;
 }

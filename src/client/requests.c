@@ -43,6 +43,15 @@ msv_err msv_request_refusal(const msv_frame *f, struct msv_refusal *why)
     }
 }
 
+msv_err msv_request_answer_refusal(struct msv_conn *c, const msv_frame *f, struct msv_refusal *why)
+{
+    /* an answer of another kind than asked for, and no refusal: the server broke the protocol;
+     * the connection is given up (what was asked is tried again on a new one, not failed) */
+    if (f->body_case != MSV__WIRE__FRAME__BODY_ERROR)
+        msv_conn_break(c);
+    return msv_request_refusal(f, why);
+}
+
 /* Runs req; MSV_OK if the answer has body case want, else the refusal. */
 /* As run, but *resp is the answer whatever it was, when there was one (caller frees). */
 static msv_err run_answered(struct msv_conn *c, msv_frame *req, int want, int timeout_ms,
@@ -54,15 +63,7 @@ static msv_err run_answered(struct msv_conn *c, msv_frame *req, int want, int ti
         memset(why, 0, sizeof(*why));
     if (err != MSV_OK) /* a silent server is an I/O failure: AGAIN means a stale list */
         return err == MSV_ERR_AGAIN ? MSV_ERR_IO : err;
-    /* an answer of another kind than asked for, and no refusal: the server broke the protocol;
-     * taken as a lost connection (what was asked is tried again on a new one, not failed) */
-    if ((int)(*resp)->body_case != want && (*resp)->body_case != MSV__WIRE__FRAME__BODY_ERROR) {
-        msv_conn_break(c);
-        if (why != NULL)
-            memset(why, 0, sizeof(*why));
-        return MSV_ERR_IO;
-    }
-    return (int)(*resp)->body_case == want ? MSV_OK : msv_request_refusal(*resp, why);
+    return (int)(*resp)->body_case == want ? MSV_OK : msv_request_answer_refusal(c, *resp, why);
 }
 
 static msv_err run(struct msv_conn *c, msv_frame *req, int want, int timeout_ms,
@@ -631,7 +632,7 @@ msv_err msv_request_mls_send(struct msv_conn *c, const struct msv_mls_send *s, i
         sent->epoch = resp->error->mls_epoch;
         err = MSV_ERR_REPLAY;
     } else {
-        err = msv_request_refusal(resp, why);
+        err = msv_request_answer_refusal(c, resp, why);
     }
     msv_frame_free(resp);
     return err;

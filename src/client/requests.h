@@ -25,6 +25,9 @@ struct msv_refusal {
  * a lost connection (the request is tried again, not failed).
  */
 msv_err msv_request_refusal(const msv_frame *f, struct msv_refusal *why);
+/* msv_request_refusal for an answer read on c: an answer of another kind gives c up too (every
+ * later request on it is MSV_ERR_IO at once). */
+msv_err msv_request_answer_refusal(struct msv_conn *c, const msv_frame *f, struct msv_refusal *why);
 
 struct msv_prekey;
 struct msv_kem_prekey;
