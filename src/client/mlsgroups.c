@@ -2469,9 +2469,11 @@ static msv_err out_change(struct msv_client *c, uint64_t removed, int forget)
     uint8_t *v = NULL, next[RETRY_VALUE + 8 * OUT_IDS_MAX];
     size_t len = 0, n = 0, kept = 0;
     msv_err err = msv_client_db_begin(c->db);
-    int found = err == MSV_OK && (err = msv_client_db_get(c->db, OUT, &v, &len)) == MSV_OK &&
-                out_valid(len);
+    int found;
 
+    if (err != MSV_OK) /* (no transaction to end) */
+        return err;
+    found = (err = msv_client_db_get(c->db, OUT, &v, &len)) == MSV_OK && out_valid(len);
     if (found) {
         memcpy(next, v, len);
         n = (len - RETRY_VALUE) / 8;
@@ -2530,9 +2532,12 @@ static msv_err out_settle(struct msv_client *c, const uint8_t *v, size_t len, in
     uint8_t *now = NULL;
     size_t now_len = 0;
     msv_err err = msv_client_db_begin(c->db);
-    int same = err == MSV_OK && (err = msv_client_db_get(c->db, OUT, &now, &now_len)) == MSV_OK &&
-               now_len == len && memcmp(now, v, len) == 0;
+    int same;
 
+    if (err != MSV_OK) /* (no transaction to end) */
+        return err;
+    same = (err = msv_client_db_get(c->db, OUT, &now, &now_len)) == MSV_OK && now_len == len &&
+           memcmp(now, v, len) == 0;
     free(now);
     if (err == MSV_ERR_NOT_FOUND)
         err = MSV_OK;
