@@ -2264,29 +2264,6 @@ static msv_err join_groups(struct msv_client *c, const struct msv_group_rec *g, 
     return MSV_OK;
 }
 
-/* Which of n try again records (JOIN, OUT) is the oldest. */
-static size_t oldest_record(const struct msv_setting *s, size_t n)
-{
-    size_t oldest = 0;
-
-    for (size_t i = 1; i < n; i++)
-        if (s[i].len == RETRY_VALUE && s[oldest].len == RETRY_VALUE &&
-            msv_get_u64be(s[i].value) < msv_get_u64be(s[oldest].value))
-            oldest = i;
-    return oldest;
-}
-
-/* The try again records under prefix (at most MSV_MLS_JOINS_MAX) and, if there are any, the
- * groups this device holds; *n 0 if either cannot be read. */
-static void records_and_groups(struct msv_client *c, const char *prefix, struct msv_setting **s,
-                               size_t *n, struct msv_group_rec **g, size_t *n_groups)
-{
-    if (msv_client_db_settings(c->db, prefix, MSV_MLS_JOINS_MAX, s, n) != MSV_OK)
-        *n = 0;
-    if (*n > 0 && msv_client_db_groups(c->db, g, n_groups) != MSV_OK)
-        *n = 0;
-}
-
 /* A try again record under key, wanted from now and due at once. */
 static msv_err record_now(struct msv_client *c, const char *key)
 {
@@ -2305,7 +2282,10 @@ msv_err client_mls_join_due(struct msv_client *c, uint64_t device_id)
     msv_err err = msv_client_db_settings(c->db, JOIN, SIZE_MAX, &s, &n);
 
     /* bounded: past MSV_MLS_JOINS_MAX waiting, the one waiting longest is given up, and told */
-    oldest = err == MSV_OK ? oldest_record(s, n) : 0;
+    for (size_t i = 1; err == MSV_OK && i < n; i++)
+        if (s[i].len == RETRY_VALUE && s[oldest].len == RETRY_VALUE &&
+            msv_get_u64be(s[i].value) < msv_get_u64be(s[oldest].value))
+            oldest = i;
     if (err == MSV_OK && n >= MSV_MLS_JOINS_MAX) {
         unsigned long long gone = 0;
         struct msv_group_rec *g = NULL;
@@ -2588,6 +2568,18 @@ static int own_gone_in(struct msv_client *c, const uint8_t gid[16], const struct
     return gone;
 }
 
+/* Whether the group's tree still holds such a leaf (own_gone_in) once this device tried to
+ * commit it out; *synced: that try's result (MSV_OK when none was needed). */
+static int own_gone_after(struct msv_client *c, const uint8_t gid[16], const struct dir *own,
+                          msv_err *synced)
+{
+    *synced = MSV_OK;
+    if (!own_gone_in(c, gid, own))
+        return 0;
+    *synced = sync_with(c, gid, 0, 0, 1, 1);
+    return own_gone_in(c, gid, own);
+}
+
 /*
  * The groups on MLS whose trees hold a device removed from this account (own_gone_in) have it
  * committed out (any of the account's devices may, admin or not); forgotten once none does.
@@ -2620,11 +2612,12 @@ static void outs_flush(struct msv_client *c, int force)
      * the server answers from before the removal), and nothing can be judged gone yet */
     lags = err == MSV_OK && out_listed(v, len, &own, &listed);
     for (size_t k = 0; err == MSV_OK && k < n_groups; k++) {
-        if (!client_mls_is_on(c, g[k].group_id) || !own_gone_in(c, g[k].group_id, &own))
-            continue;
-        if (sync_with(c, g[k].group_id, 0, 0, 1, 1) == MSV_ERR_IO)
+        msv_err synced = MSV_OK;
+
+        if (client_mls_is_on(c, g[k].group_id))
+            held += own_gone_after(c, g[k].group_id, &own, &synced);
+        if (synced == MSV_ERR_IO)
             err = MSV_ERR_IO; /* the rest at the next try */
-        held += own_gone_in(c, g[k].group_id, &own);
     }
     /* given up only once the directory was read (a server failing it for days does not end
      * the record untold): told in each group still holding such a device, or its leaf */
@@ -2684,17 +2677,16 @@ static int out_held(struct msv_client *c, const uint8_t gid[16])
     uint8_t *v = NULL;
     size_t len = 0;
     int held = 0;
+    msv_err synced;
 
     if (msv_client_db_get(c->db, OUT, &v, &len) != MSV_OK)
         return 0;
     free(v);
     if (own_devices(c, &own) != MSV_OK)
         return 1;
-    if (own_gone_in(c, gid, &own)) {
-        if (sync_with(c, gid, 0, 0, 1, 1) != MSV_OK)
-            c->why.message[0] = '\0';
-        held = own_gone_in(c, gid, &own);
-    }
+    held = own_gone_after(c, gid, &own, &synced);
+    if (synced != MSV_OK)
+        c->why.message[0] = '\0';
     dir_free(&own);
     return held;
 }
@@ -2812,7 +2804,10 @@ void client_mls_joins(struct msv_client *c)
     welcomes_flush(c);
     follows_flush(c);
     outs_flush(c, 0);
-    records_and_groups(c, JOIN, &s, &n, &g, &n_groups);
+    if (msv_client_db_settings(c->db, JOIN, MSV_MLS_JOINS_MAX, &s, &n) != MSV_OK)
+        n = 0;
+    if (n > 0 && msv_client_db_groups(c->db, &g, &n_groups) != MSV_OK)
+        n = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned long long device = 0;
         char key[KEY_MAX];
