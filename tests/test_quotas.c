@@ -392,23 +392,32 @@ static void test_handle_grammar(void **state)
     test_server_cleanup(&s);
 }
 
+/* A verification hook in s's directory, a shell script running body; its path in hook. */
+static void hook_written(struct test_server *s, const char *body, char hook[128])
+{
+    FILE *f;
+
+    snprintf(hook, 128, "%s/hook.sh", s->dir);
+    f = fopen(hook, "w");
+    assert_non_null(f);
+    fprintf(f, "#!/bin/sh\n%s", body);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(hook, 0700), 0);
+}
+
 /* The hook gets "--" before the handle, so a handle can never be read as an option. */
 static void test_hook_arguments(void **state)
 {
     struct test_server s;
     struct msv_conn *c;
-    char extra[512], hook[128], out[128], got[256] = "";
+    char extra[512], hook[128], out[128], body[512], got[256] = "";
     FILE *f;
 
     (void)state;
     test_server_init(&s, NULL);
-    snprintf(hook, sizeof(hook), "%s/hook.sh", s.dir);
     snprintf(out, sizeof(out), "%s/hook.out", s.dir);
-    f = fopen(hook, "w");
-    assert_non_null(f);
-    fprintf(f, "#!/bin/sh\nprintf '%%s|' \"$@\" > %s.tmp && mv %s.tmp %s\n", out, out, out);
-    assert_int_equal(fclose(f), 0);
-    assert_int_equal(chmod(hook, 0700), 0);
+    snprintf(body, sizeof(body), "printf '%%s|' \"$@\" > %s.tmp && mv %s.tmp %s\n", out, out, out);
+    hook_written(&s, body, hook);
     snprintf(extra, sizeof(extra), "[accounts]\nverification = hook\nverification_hook = %s\n",
              hook);
     snprintf(s.extra, sizeof(s.extra), "%s", extra);
@@ -439,16 +448,10 @@ static void test_hooks_bounded(void **state)
     struct msv_conn *c;
     char hook[128], handle[64];
     msv_frame *r;
-    FILE *f;
 
     (void)state;
     test_server_init(&s, NULL);
-    snprintf(hook, sizeof(hook), "%s/hook.sh", s.dir);
-    f = fopen(hook, "w");
-    assert_non_null(f);
-    fprintf(f, "#!/bin/sh\nexec sleep 30\n");
-    assert_int_equal(fclose(f), 0);
-    assert_int_equal(chmod(hook, 0700), 0);
+    hook_written(&s, "exec sleep 30\n", hook);
     snprintf(s.extra, sizeof(s.extra),
              "[accounts]\nverification = hook\nverification_hook = %s\nregister_burst = 100\n",
              hook);

@@ -183,16 +183,23 @@ static void hooks_reap(void)
     }
 }
 
+/* Under hooks_lock: a free place, once the ended hooks are reaped (HOOKS_MAX: none). */
+static size_t hooks_free_place(void)
+{
+    hooks_reap();
+    for (size_t i = 0; i < HOOKS_MAX; i++)
+        if (hooks[i].pid <= 0)
+            return i;
+    return HOOKS_MAX;
+}
+
 int msv_server_run_hook(const char *hook, const char *handle, const char *code)
 {
-    size_t slot = HOOKS_MAX;
+    size_t slot;
     pid_t pid = -1;
 
     pthread_mutex_lock(&hooks_lock);
-    hooks_reap();
-    for (size_t i = 0; i < HOOKS_MAX && slot == HOOKS_MAX; i++)
-        if (hooks[i].pid <= 0)
-            slot = i;
+    slot = hooks_free_place();
     if (slot < HOOKS_MAX && (pid = fork()) == 0) {
         /* the "--" keeps the handle an operand whatever option parser the hook uses */
         char *argv[] = {(char *)hook, (char *)"--", (char *)handle, (char *)code, NULL};
@@ -212,12 +219,10 @@ int msv_server_run_hook(const char *hook, const char *handle, const char *code)
 
 int msv_server_hook_room(void)
 {
-    int room = 0;
+    int room;
 
     pthread_mutex_lock(&hooks_lock);
-    hooks_reap();
-    for (size_t i = 0; i < HOOKS_MAX && !room; i++)
-        room = hooks[i].pid <= 0;
+    room = hooks_free_place() < HOOKS_MAX;
     pthread_mutex_unlock(&hooks_lock);
     return room;
 }
