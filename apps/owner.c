@@ -183,9 +183,9 @@ static int peer_write(struct peer *p, json_t *j)
     len = s ? strlen(s) : 0;
 
     if (s == NULL || p->out_len + len + 1 > OUT_MAX_BYTES) {
-        if (s != NULL && !p->eof)
-            limits.readers_let_go++;
-        p->eof = 1; /* it does not read what it asked for: let it go */
+        if (s != NULL)
+            limits.readers_let_go++; /* (once: a peer let go is written to no more, above) */
+        p->eof = 1;                  /* it does not read what it asked for: let it go */
         free(s);
         return 0;
     }
