@@ -515,6 +515,55 @@ static void test_garbage_beside_own_proposal(void)
     free(welcome);
 }
 
+/*
+ * A member's own Remove proposal (how it leaves): a PublicMessage, which another member commits
+ * by reference; every member follows, the leaver's leaf is gone from the tree, and the rest talk.
+ */
+static void test_leave_proposal(void)
+{
+    size_t committer = nth_member(0), u = nth_member(1), before = members();
+    uint32_t leaf = devs[u].m->me;
+    uint8_t *leave = NULL, *commit = NULL, *welcome = NULL;
+    size_t leave_len = 0, commit_len = 0, welcome_len = 0;
+    const uint8_t *props[1];
+    struct msv_mls_commit_spec spec;
+    const char *why = NULL;
+
+    if (msv_mls_member_propose_leave(devs[u].m, &leave, &leave_len) != MSV_OK)
+        fatal("propose leave");
+    CHECK(leave_len > 4 && leave[3] == MSV_MLS_WIRE_PUBLIC, "a leave goes as a PublicMessage");
+    props[0] = leave;
+    memset(&spec, 0, sizeof(spec));
+    spec.proposals = props;
+    spec.proposal_lens = &leave_len;
+    spec.n_proposals = 1;
+    spec.now = NOW;
+    if (msv_mls_member_commit_make(devs[committer].m, &spec, &commit, &commit_len, &welcome,
+                                   &welcome_len, &why) != MSV_OK)
+        fatal("commit of a leave");
+    for (size_t i = 0; i < n_devs; i++) {
+        msv_err err;
+
+        if (!in_group(i) || i == committer)
+            continue;
+        err = msv_mls_member_commit(devs[i].m, props, &leave_len, 1, commit, commit_len);
+        CHECK(i == u ? err != MSV_OK : err == MSV_OK,
+              i == u ? "the leaver is out" : "a member follows the leave's commit");
+    }
+    CHECK(msv_mls_member_commit_merge(devs[committer].m) == MSV_OK, "merge");
+    CHECK(leaf >= devs[committer].m->tree.n_leaves ||
+              devs[committer].m->tree.nodes[2 * leaf].type == 0,
+          "the leaver's leaf is blank (or the tree truncated past it)");
+    msv_mls_member_free(devs[u].m);
+    devs[u].m = NULL;
+    CHECK(members() == before - 1, "one member fewer");
+    check_agreement("members agree after a leave");
+    talk();
+    free(leave);
+    free(commit);
+    free(welcome);
+}
+
 /* ---- refusals that change nothing ---- */
 
 static void expect_unchanged_commit(size_t member, const uint8_t *commit, size_t len,
@@ -1097,6 +1146,7 @@ static void run_suite(enum msv_mls_suite s)
            (unsigned long long)devs[nth_member(0)].m->epoch, n_devs, members());
     test_no_path();
     test_garbage_beside_own_proposal();
+    test_leave_proposal();
     test_refusals();
     test_external_join();
     test_forward_secrecy();

@@ -448,6 +448,95 @@ static msv_err state_load(struct msv_client *c, const uint8_t gid[16], struct ms
     return err;
 }
 
+/*
+ * "mls-leave:<hex of a generation's 20-byte MLS group id>" = u64be first wanted (ms) || u64be
+ * next try (ms) || u64be the epoch this device held of it || its own Remove proposal there (a
+ * PublicMessage): a generation this device moved on from (it joined a later one from a
+ * Welcome, or founded one), which it leaves at the delivery service (leaves_flush), so that
+ * foundings again do not leave its memberships behind (a device is in at most 1,000 groups
+ * there). Written with the later generation's state, in one transaction; at most LEAVES_MAX
+ * (past that the membership stays, counted as a wait given up).
+ */
+#define LEAVE "mls-leave:"
+#define LEAVES_MAX 64
+#define LEAVE_HEAD 24
+
+/* The leave record of the generation old holds (its key in key, its value in *v; *v NULL when
+ * none is kept: LEAVES_MAX of them waiting, or old cannot sign). */
+static msv_err leave_value(struct msv_client *c, struct msv_mls_member *old, char key[KEY_MAX],
+                           uint8_t **v, size_t *len)
+{
+    struct msv_setting *s = NULL;
+    uint8_t *msg = NULL;
+    size_t n = 0, msg_len = 0;
+    char hex[2 * MLS_ID_LEN + 1];
+    uint64_t now = (uint64_t)msv_wall_ms();
+    msv_err err = msv_client_db_settings(c->db, LEAVE, LEAVES_MAX, &s, &n);
+
+    *v = NULL;
+    msv_settings_free(s, n);
+    if (err != MSV_OK || old->group_id_len != MLS_ID_LEN)
+        return err;
+    if (n >= LEAVES_MAX) /* a count: the membership stays, as it did before leaves */
+        return client_counter_bump(c, WAITS_GIVEN_UP);
+    err = msv_mls_member_propose_leave(old, &msg, &msg_len);
+    if (err == MSV_ERR_INVALID) /* it cannot sign (it never could send): nothing to leave with */
+        return MSV_OK;
+    if (err == MSV_OK && (*v = malloc(LEAVE_HEAD + msg_len)) == NULL)
+        err = MSV_ERR_NOMEM;
+    if (err == MSV_OK) {
+        msv_put_u64be(*v, now);
+        msv_put_u64be(*v + 8, now);
+        msv_put_u64be(*v + 16, old->epoch);
+        memcpy(*v + LEAVE_HEAD, msg, msg_len);
+        *len = LEAVE_HEAD + msg_len;
+        err = msv_hex_encode(old->group_id, MLS_ID_LEN, hex, sizeof(hex));
+        snprintf(key, KEY_MAX, LEAVE "%s", hex);
+    }
+    if (err != MSV_OK) {
+        free(*v);
+        *v = NULL;
+    }
+    free(msg);
+    return err;
+}
+
+/* state_save_with, and the leave record (leave_value; lv NULL: none) in the same transaction. */
+static msv_err state_save_leaving(struct msv_client *c, const uint8_t gid[16],
+                                  const struct msv_mls_member *m, const struct dir *dir,
+                                  const char *key2, const uint8_t *value2, size_t len2,
+                                  const char *lkey, const uint8_t *lv, size_t lv_len)
+{
+    msv_err err;
+
+    if (lv == NULL)
+        return state_save_with(c, gid, m, dir, NULL, 0, key2, value2, len2);
+    err = msv_client_db_begin(c->db);
+    if (err != MSV_OK) /* (no transaction to end) */
+        return err;
+    err = msv_client_db_set(c->db, lkey, lv, lv_len);
+    if (err == MSV_OK)
+        err = state_save_with(c, gid, m, dir, NULL, 0, key2, value2, len2);
+    return msv_client_db_end(c->db, err);
+}
+
+/* leave_value of the generation this device holds of the group. */
+static msv_err leave_held(struct msv_client *c, const uint8_t gid[16], char key[KEY_MAX],
+                          uint8_t **v, size_t *len)
+{
+    struct msv_mls_member *old = NULL;
+    uint8_t *roster = NULL;
+    size_t roster_len = 0;
+    msv_err err = state_load(c, gid, &old, &roster, &roster_len);
+
+    *v = NULL;
+    if (err == MSV_OK)
+        err = leave_value(c, old, key, v, len);
+    msv_mls_member_free(old);
+    free(roster);
+    return err;
+}
+
 #define CODE_MAGIC "MSV-group-code-v1"
 
 msv_err msv_client_group_code(struct msv_client *c, const uint8_t group_id[16],
@@ -1741,7 +1830,9 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     size_t roster_len = 0, n_gone = 0, missing = 0, commit_len = 0, welcome_len = 0, n_want = 0,
            kept_len = 0, n_again = 0, n_replaced = 0, again_missing = 0, ext_len = 0;
     int set_ext = 0;
-    char why[300] = "", text[600], kept_key[KEY_MAX];
+    char why[300] = "", text[600], kept_key[KEY_MAX], lkey[KEY_MAX];
+    uint8_t *lv = NULL;
+    size_t lv_len = 0;
     const char *made_why = NULL;
     msv_err err = state_load(c, gid, &m, &roster, &roster_len);
     int creating = err == MSV_ERR_NOT_FOUND;
@@ -1788,6 +1879,8 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     /* founded again: a new group of the next generation, every device added anew */
     if (err == MSV_OK && refound) {
         gen = generation_of(m) + 1;
+        /* the generation it moves on from, left at the delivery service once founded */
+        err = leave_value(c, m, lkey, &lv, &lv_len);
         msv_mls_member_free(m);
         m = NULL;
         creating = 1;
@@ -1962,9 +2055,9 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = msv_mls_member_commit_merge(m);
     /* the Welcome kept with the state its commit made: both or neither */
     if (err == MSV_OK)
-        err = state_save_with(c, gid, m, &dir, NULL, 0,
-                              welcome != NULL ? group_key(WELCOME_KEPT, gid, kept_key) : NULL, kept,
-                              kept_len);
+        err = state_save_leaving(c, gid, m, &dir,
+                                 welcome != NULL ? group_key(WELCOME_KEPT, gid, kept_key) : NULL,
+                                 kept, kept_len, lkey, lv, lv_len);
     if (err == MSV_OK && refound)
         err = msv_client_db_unset(c->db, flag_key(gid, text));
     if (err == MSV_OK && refound)
@@ -2003,6 +2096,7 @@ out:
     free(welcome);
     free(kept);
     free(ext);
+    free(lv);
     client_group_ctx_clear(&ctx);
     return err;
 }
@@ -2691,6 +2785,64 @@ static int out_held(struct msv_client *c, const uint8_t gid[16])
     return held;
 }
 
+/*
+ * The generations this device moved on from (LEAVE records) left at the delivery service, each
+ * by its own Remove proposal there, due at its time: taken, or refused for good (the group gone,
+ * this device no member of it: a crash before the record went), the record goes; no answer or
+ * refused for the rate, it is tried again at a later receive, backing off as a joining device
+ * is (the first such failure ends the pass), and given up after MSV_MLS_JOIN_DAYS, counted.
+ */
+static void leaves_flush(struct msv_client *c)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0;
+    int64_t now = msv_wall_ms();
+    msv_err err = msv_client_db_settings(c->db, LEAVE, LEAVES_MAX, &s, &n);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        uint8_t id[MLS_ID_LEN], *v = s[i].value;
+        size_t got = 0;
+        int parsed = s[i].len > LEAVE_HEAD &&
+                     msv_hex_decode(s[i].key + strlen(LEAVE), id, sizeof(id), &got) == MSV_OK &&
+                     got == MLS_ID_LEN;
+        int done = !parsed;
+
+        if (parsed && !retry_due(v, now))
+            continue;
+        if (parsed && retry_expired(v, now)) {
+            (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: the membership stays */
+            done = 1;
+        } else if (parsed) {
+            uint64_t self = c->device_id;
+            struct msv_mls_sent sent = {0};
+            struct msv_mls_send q = {.group_id = id,
+                                     .group_id_len = MLS_ID_LEN,
+                                     .kind = MSV__WIRE__MLS_KIND__MLS_KIND_PROPOSAL,
+                                     .epoch = msv_get_u64be(v + 16),
+                                     .message = v + LEAVE_HEAD,
+                                     .message_len = s[i].len - LEAVE_HEAD,
+                                     .removed = &self,
+                                     .n_removed = 1};
+
+            memset(&c->why, 0, sizeof(c->why));
+            err = msv_client_connect(c);
+            if (err == MSV_OK)
+                err = msv_request_mls_send(c->conn, &q, TIMEOUT_MS, &sent, &c->why);
+            done = err == MSV_OK || !ask_again_later(c, err);
+        }
+        if (done) {
+            err = msv_client_db_unset(c->db, s[i].key);
+            continue;
+        }
+        retry_later(c, v, now);
+        if (msv_client_db_set(c->db, s[i].key, v, s[i].len) != MSV_OK)
+            break;
+    }
+    if (err != MSV_OK) /* the rest at a later receive */
+        memset(&c->why, 0, sizeof(c->why));
+    msv_settings_free(s, n);
+}
+
 void client_mls_outs(struct msv_client *c)
 {
     if (c->mls_joining)
@@ -2804,6 +2956,7 @@ void client_mls_joins(struct msv_client *c)
     welcomes_flush(c);
     follows_flush(c);
     outs_flush(c, 0);
+    leaves_flush(c);
     if (msv_client_db_settings(c->db, JOIN, MSV_MLS_JOINS_MAX, &s, &n) != MSV_OK)
         n = 0;
     if (n > 0 && msv_client_db_groups(c->db, &g, &n_groups) != MSV_OK)
@@ -4013,13 +4166,20 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
         held = held_generation(c, gid, &held_epoch);
         saving = held < (int64_t)gen || (held == (int64_t)gen && held_epoch < m->epoch);
         if (saving) { /* with the epochs it skipped (before_joined) */
-            uint8_t at[JOINED_VALUE];
+            uint8_t at[JOINED_VALUE], *lv = NULL;
+            size_t lv_len = 0;
+            char lkey[KEY_MAX];
 
             msv_put_u32be(at, gen);
             msv_put_u64be(at + 4, held == (int64_t)gen ? held_epoch : 0);
             msv_put_u64be(at + 12, m->epoch);
-            err = state_save_with(c, gid, m, &dir, NULL, 0, group_key(JOINED, gid, key), at,
-                                  sizeof(at));
+            /* the generation it moves on from, left at the delivery service */
+            if (held >= 0 && held < (int64_t)gen)
+                err = leave_held(c, gid, lkey, &lv, &lv_len);
+            if (err == MSV_OK)
+                err = state_save_leaving(c, gid, m, &dir, group_key(JOINED, gid, key), at,
+                                         sizeof(at), lkey, lv, lv_len);
+            free(lv);
         }
         in->joined = saving && err == MSV_OK;
         /* joined at the group's epoch: a founding again this device meant to make (it held no
@@ -4675,6 +4835,9 @@ msv_err client_mls_take(struct msv_client *c, const uint8_t *delivery, size_t le
                                digest, in);
         break;
     default:
+        /* of a generation this device moved on from: its members leaving it, nothing to take */
+        if (held_generation(c, d->group_id.data, &held_epoch) > (int64_t)gen)
+            break;
         snprintf(in->notice, sizeof(in->notice),
                  "an MLS proposal from device %llu was not taken: this version commits only "
                  "its own changes",

@@ -30,6 +30,7 @@
 #include "missive/util.h"
 #include "mls/member.h"
 #include "mls/member_int.h"
+#include "util/endian.h"
 
 msv_err msv_mls_member_set_signer(struct msv_mls_member *m, const uint8_t sig_seed[32])
 {
@@ -223,12 +224,33 @@ static msv_err update_body(struct msv_mls_member *m, const uint8_t sk[32], const
     return err;
 }
 
-msv_err msv_mls_member_propose_update(struct msv_mls_member *m, int private_message, uint8_t **out,
-                                      size_t *out_len)
+/* A proposal of ours (body: proposal_type || its content), as a PublicMessage MLSMessage or a
+ * PrivateMessage under the next key of our handshake ratchet. */
+static msv_err propose(struct msv_mls_member *m, const uint8_t *body, size_t body_len,
+                       int private_message, uint8_t **out, size_t *out_len)
 {
     struct msv_mls_epoch ep;
     struct msv_mls_content c;
-    uint8_t sk[32], root[MSV_MLS_NH];
+    uint8_t root[MSV_MLS_NH];
+    msv_err err = msv_mls_member_epoch(m, root, &ep);
+
+    if (err != MSV_OK)
+        return err;
+    memset(&c, 0, sizeof(c));
+    c.leaf_index = m->me;
+    c.content_type = MSV_MLS_CONTENT_PROPOSAL;
+    c.body = body;
+    c.body_len = body_len;
+    ep.content_key = msv_mls_member_content_key;
+    ep.content_key_ctx = m;
+    return private_message ? seal_handshake(m, &ep, &c, out, out_len)
+                           : msv_mls_public_protect(&ep, &c, m->sig_seed, out, out_len);
+}
+
+msv_err msv_mls_member_propose_update(struct msv_mls_member *m, int private_message, uint8_t **out,
+                                      size_t *out_len)
+{
+    uint8_t sk[32];
     const uint8_t *body = NULL;
     size_t body_len = 0;
     msv_err err;
@@ -238,24 +260,23 @@ msv_err msv_mls_member_propose_update(struct msv_mls_member *m, int private_mess
     randombytes_buf(sk, sizeof(sk));
     err = update_body(m, sk, &body, &body_len);
     if (err == MSV_OK)
-        err = msv_mls_member_epoch(m, root, &ep);
-    if (err == MSV_OK) {
-        memset(&c, 0, sizeof(c));
-        c.leaf_index = m->me;
-        c.content_type = MSV_MLS_CONTENT_PROPOSAL;
-        c.body = body;
-        c.body_len = body_len;
-        ep.content_key = msv_mls_member_content_key;
-        ep.content_key_ctx = m;
-        err = private_message ? seal_handshake(m, &ep, &c, out, out_len)
-                              : msv_mls_public_protect(&ep, &c, m->sig_seed, out, out_len);
-    }
+        err = propose(m, body, body_len, private_message, out, out_len);
     if (err == MSV_OK) {
         memcpy(m->update_sk, sk, 32);
         m->has_update = 1;
     }
     sodium_memzero(sk, sizeof(sk));
     return err;
+}
+
+msv_err msv_mls_member_propose_leave(struct msv_mls_member *m, uint8_t **out, size_t *out_len)
+{
+    uint8_t body[6] = {0, 3}; /* remove (12.1.3), of our own leaf */
+
+    if (!m->can_send)
+        return MSV_ERR_INVALID;
+    msv_put_u32be(body + 2, m->me);
+    return propose(m, body, sizeof(body), 0, out, out_len);
 }
 
 msv_err msv_mls_member_own_update(struct msv_mls_member *m, const struct msv_mls_epoch *ep,

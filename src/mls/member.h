@@ -217,6 +217,13 @@ MSV_MUST_CHECK msv_err msv_mls_member_set_signer(struct msv_mls_member *m,
 MSV_MUST_CHECK msv_err msv_mls_member_propose_update(struct msv_mls_member *m, int private_message,
                                                      uint8_t **out, size_t *out_len);
 
+/*
+ * A Remove proposal of our own leaf (12.1.3), as a PublicMessage MLSMessage: how a member
+ * leaves a group it no longer needs. Caller frees *out with free().
+ */
+MSV_MUST_CHECK msv_err msv_mls_member_propose_leave(struct msv_mls_member *m, uint8_t **out,
+                                                    size_t *out_len);
+
 /* What a commit carries besides its UpdatePath. */
 struct msv_mls_commit_spec {
     const uint8_t *const *key_packages; /* KeyPackage MLSMessages to add, validated first */
