@@ -3834,6 +3834,137 @@ static void test_superseded_generation_left(void **state)
     club_free(&k);
 }
 
+/*
+ * c, who knows the group's id (a member's patched client, or one removed), makes generation gen
+ * of its MLS group at the delivery service first: a group of its own, with into's device in it
+ * too unless into is NULL (from a KeyPackage c claims).
+ */
+static void squat(struct msv_client *c, const uint8_t gid[16], uint32_t gen,
+                  const struct msv_client *into)
+{
+    uint8_t id[20], seed[32], *commit = NULL, *welcome = NULL;
+    size_t commit_len = 0, welcome_len = 0, kp_len = 0;
+    const uint8_t *kp = NULL;
+    uint64_t now_s = (uint64_t)(msv_wall_ms() / 1000), added = 0;
+    struct msv_mls_member *m = NULL;
+    struct msv_mls_sent sent;
+    msv_frame *claimed = NULL;
+    const char *why = NULL;
+
+    memcpy(id, gid, 16);
+    msv_put_u32be(id + 16, gen);
+    randombytes_buf(seed, sizeof(seed));
+    assert_int_equal(msv_client_connect(c), MSV_OK);
+    if (into != NULL) {
+        assert_int_equal(msv_request_mls_claim(c->conn, into->handle, 5000, &claimed, &c->why),
+                         MSV_OK);
+        for (size_t i = 0; i < claimed->mls_key_packages->n_key_packages; i++) {
+            const Msv__Wire__MlsKeyPackage *x = claimed->mls_key_packages->key_packages[i];
+
+            if (x->device_id == into->device_id) {
+                kp = x->key_package.data;
+                kp_len = x->key_package.len;
+                added = x->device_id;
+            }
+        }
+        assert_non_null(kp);
+    }
+    assert_int_equal(msv_mls_member_create(MSV_MLS_SUITE_X25519_AES128GCM, id, sizeof(id), seed,
+                                           (const uint8_t *)"squatter", 8, now_s - 60,
+                                           now_s + 86400, &m),
+                     MSV_OK);
+    {
+        struct msv_mls_commit_spec spec = {
+            .key_packages = &kp, .key_package_lens = &kp_len, .n_adds = kp != NULL, .now = now_s};
+        struct msv_mls_send send = {.group_id = id,
+                                    .group_id_len = sizeof(id),
+                                    .kind = MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT,
+                                    .added = &added,
+                                    .n_added = kp != NULL};
+
+        assert_int_equal(msv_mls_member_commit_make(m, &spec, &commit, &commit_len, &welcome,
+                                                    &welcome_len, &why),
+                         MSV_OK);
+        send.message = commit;
+        send.message_len = commit_len;
+        assert_int_equal(msv_request_mls_send(c->conn, &send, 5000, &sent, &c->why), MSV_OK);
+    }
+    msv_mls_member_free(m);
+    msv_frame_free(claimed);
+    free(commit);
+    free(welcome);
+}
+
+/* The generation of the club's MLS group c holds. */
+static uint32_t held_gen(struct msv_client *c, const uint8_t gid[16])
+{
+    struct msv_mls_member *m = stored_member(c, gid);
+    uint32_t gen = msv_get_u32be(m->group_id + 16);
+
+    msv_mls_member_free(m);
+    return gen;
+}
+
+/*
+ * carol, a member who knows the club's id, makes its MLS group's next generation at the
+ * delivery service before alice founds it again: alice's founding, which that group does not
+ * have her device in, goes past it by a distance nobody can guess, and the club goes on on MLS.
+ * Before, her founding was refused at every try ("not a member of the group").
+ */
+static void test_squatted_generation_founded_past(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+    uint32_t gen;
+
+    (void)state;
+    club_on_mls(&k);
+    squat(k.carol, k.gid, 1, NULL);
+    founding_again_due(&k, k.alice);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "founded past", NULL, 0, NULL, id),
+                     MSV_OK);
+    gen = held_gen(k.alice, k.gid);
+    assert_in_range(gen, 2, 1 + (1u << 16));
+    assert_int_equal(settings_count(k.alice, "mls-gen-taken:"), 0);
+    both_read(k.bob, k.carol, k.conversation, "founded past", "alice@example.org",
+              k.alice->device_id);
+    assert_int_equal(held_gen(k.bob, k.gid), gen);
+    assert_int_equal(held_gen(k.carol, k.gid), gen);
+    assert_int_equal(ds_rows(&k.s, "mls_members", k.gid, gen), 3);
+    club_free(&k);
+}
+
+/*
+ * The same, the squatter's group holding alice's device too (as another admin's founding at the
+ * same moment would): refused as stale, her founding waits a minute for that founding's Welcome
+ * (her message waits in the outbox meanwhile, said), then goes past it.
+ */
+static void test_squatted_generation_with_her_waits_a_minute(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+    char key[80];
+
+    (void)state;
+    club_on_mls(&k);
+    squat(k.carol, k.gid, 1, k.alice);
+    founding_again_due(&k, k.alice);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "held back", NULL, 0, NULL, id),
+                     MSV_ERR_REPLAY);
+    assert_non_null(strstr(k.alice->why.message, "kept moving on"));
+    assert_int_equal(held_gen(k.alice, k.gid), 0);
+    assert_int_equal(settings_count(k.alice, "mls-gen-taken:"), 1);
+    time_moved_back(k.alice, club_key(&k, "mls-gen-taken:", key), 13, 5, 61000);
+    msv_conn_close(k.alice->conn); /* the next connection sends what waits in the outbox */
+    k.alice->conn = NULL;
+    assert_int_equal(msv_client_group_send(k.alice, "club", "past it", NULL, 0, NULL, id), MSV_OK);
+    assert_true(held_gen(k.alice, k.gid) > 1);
+    both_read(k.bob, k.carol, k.conversation, "past it", "alice@example.org", k.alice->device_id);
+    assert_sent_by(k.bob, k.conversation, "held back", "alice@example.org", k.alice->device_id);
+    assert_int_equal(held_gen(k.bob, k.gid), held_gen(k.alice, k.gid));
+    club_free(&k);
+}
+
 /* The delivery service's every MLS group moved on by five epochs no member was sent. */
 static void epochs_moved_on(struct club *k)
 {
@@ -4794,6 +4925,8 @@ int main(void)
         cmocka_unit_test(test_lost_generation_at_the_top),
         cmocka_unit_test(test_send_crossing_a_founding_again),
         cmocka_unit_test(test_superseded_generation_left),
+        cmocka_unit_test(test_squatted_generation_founded_past),
+        cmocka_unit_test(test_squatted_generation_with_her_waits_a_minute),
         cmocka_unit_test(test_founding_again_at_most_hourly),
         cmocka_unit_test(test_two_processes_found_once),
         cmocka_unit_test(test_leave_followed_by_admin),

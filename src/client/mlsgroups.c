@@ -1680,6 +1680,58 @@ static int64_t lost_generation(struct msv_client *c, const uint8_t gid[16])
     return gen;
 }
 
+/*
+ * "mls-gen-taken:<hex of the group id>" = u32be generation || u8 how (1: this device is no
+ * member of it; 0: refused as stale) || u64be wall ms: a generation of the group's MLS group
+ * that this device's founding found held at the delivery service by a group it did not make:
+ * someone who knows the group's id (a member, or one removed) made it first, or another admin's
+ * device founded it at the same moment (whose Welcome a receive brings). The next founding goes
+ * past it, by a distance nobody can guess (GEN_JUMP), once that other founding could not be an
+ * admin's (this device is no member of it) or its Welcome had a minute to come (a device that
+ * joined it since founds past it anyway). Forgotten once this device founds the group.
+ */
+#define GEN_TAKEN "mls-gen-taken:"
+#define GEN_TAKEN_VALUE 13
+#define GEN_JUMP (1u << 16)
+#define GEN_TAKEN_WAIT_MS 60000
+
+static uint32_t past_taken(struct msv_client *c, const uint8_t gid[16], uint32_t gen)
+{
+    char key[KEY_MAX];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    uint32_t taken = 0;
+    int past = 0;
+
+    if (msv_client_db_get(c->db, group_key(GEN_TAKEN, gid, key), &v, &len) == MSV_OK &&
+        len == GEN_TAKEN_VALUE) {
+        taken = msv_get_u32be(v);
+        past = taken >= gen && taken < LOST_GEN_MAX &&
+               (v[4] == 1 || msv_wall_ms() - (int64_t)msv_get_u64be(v + 5) >= GEN_TAKEN_WAIT_MS);
+    }
+    free(v);
+    return past ? taken + 1 + randombytes_uniform(GEN_JUMP) : gen;
+}
+
+/* The founding of generation gen refused (how: as past_taken's): recorded, unless one refused
+ * before is recorded for it (its time stands). */
+static msv_err taken_record(struct msv_client *c, const uint8_t gid[16], uint32_t gen, int how)
+{
+    char key[KEY_MAX];
+    uint8_t *v = NULL, next[GEN_TAKEN_VALUE];
+    size_t len = 0;
+    int same = msv_client_db_get(c->db, group_key(GEN_TAKEN, gid, key), &v, &len) == MSV_OK &&
+               len == GEN_TAKEN_VALUE && msv_get_u32be(v) == gen && v[4] >= how;
+
+    free(v);
+    if (same)
+        return MSV_OK;
+    msv_put_u32be(next, gen);
+    next[4] = (uint8_t)how;
+    msv_put_u64be(next + 5, (uint64_t)msv_wall_ms());
+    return msv_client_db_set(c->db, key, next, sizeof(next));
+}
+
 /* ---- the group context's authority (docs/crypto.md, "The group context") ---------------- */
 
 /* How far past the signed state this device holds a group context may name one: the change on
@@ -1891,6 +1943,9 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = msv_client_connect(c);
     if (err == MSV_OK)
         err = dir_load(c, gid, &dir);
+    /* past a generation someone else's group holds */
+    if (err == MSV_OK && creating)
+        gen = past_taken(c, gid, gen);
     if (err == MSV_OK && creating)
         err = member_new(c, gid, gen, &m);
     if (err == MSV_OK &&
@@ -2050,6 +2105,16 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
 
             err = forgot != MSV_OK ? forgot : err;
         }
+        /* a founding whose generation a group this device did not make holds: recorded, and
+         * tried again (sync_with) past it when that group cannot be another admin's founding */
+        if (creating && (err == MSV_ERR_REPLAY ||
+                         (err == MSV_ERR_INVALID &&
+                          c->why.code == MSV__WIRE__ERROR_CODE__ERROR_MLS_NOT_MEMBER))) {
+            msv_err noted = taken_record(c, gid, gen, err == MSV_ERR_INVALID);
+
+            c->mls_ds_epoch = 0; /* that group's epoch, not this one's */
+            err = noted != MSV_OK ? noted : MSV_ERR_REPLAY;
+        }
     }
     if (err == MSV_OK)
         err = msv_mls_member_commit_merge(m);
@@ -2064,6 +2129,8 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = founded_now(c, gid);
     if (err == MSV_OK && lost >= 0)
         err = msv_client_db_unset(c->db, group_key(LOST, gid, text));
+    if (err == MSV_OK && creating)
+        err = msv_client_db_unset(c->db, group_key(GEN_TAKEN, gid, text));
     if (err == MSV_OK) /* every commit of ours updates our leaf (its UpdatePath) */
         err = updated_now(c, gid);
     /* last: a crash before this leaves the record of a state held already, whose settling
