@@ -3761,24 +3761,21 @@ static void test_send_crossing_a_founding_again(void **state)
     club_free(&k);
 }
 
-/* How many member devices (rows: groups) the delivery service holds for generation gen of the
- * group gid's MLS group. */
-static size_t ds_rows(struct test_server *s, const char *table, const uint8_t gid[16], uint32_t gen)
+/* The count the server's database answers sql with (blob, if not NULL, bound to its ?). */
+static size_t server_count(struct test_server *s, const char *sql, const uint8_t *blob,
+                           size_t blob_len)
 {
-    char path[160], sql[120];
-    uint8_t id[20];
+    char path[160];
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     size_t n;
 
-    memcpy(id, gid, 16);
-    msv_put_u32be(id + 16, gen);
     snprintf(path, sizeof(path), "%s/data/missive.db", s->dir);
-    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM %s WHERE group_id = ?", table);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 5000);
     assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_bind_blob(st, 1, id, sizeof(id), SQLITE_STATIC), SQLITE_OK);
+    if (blob != NULL)
+        assert_int_equal(sqlite3_bind_blob(st, 1, blob, (int)blob_len, SQLITE_STATIC), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     n = (size_t)sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
@@ -3786,12 +3783,52 @@ static size_t ds_rows(struct test_server *s, const char *table, const uint8_t gi
     return n;
 }
 
+/* How many rows of table (mls_members: member devices; mls_groups: groups) the delivery service
+ * holds for generation gen of the group gid's MLS group. */
+static size_t ds_rows(struct test_server *s, const char *table, const uint8_t gid[16], uint32_t gen)
+{
+    char sql[120];
+    uint8_t id[20];
+
+    memcpy(id, gid, 16);
+    msv_put_u32be(id + 16, gen);
+    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM %s WHERE group_id = ?", table);
+    return server_count(s, sql, id, sizeof(id));
+}
+
+/* How many claims of one of c's device's KeyPackages the server holds open. */
+static size_t claims_of(struct test_server *s, const struct msv_client *c)
+{
+    char sql[120];
+
+    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM mls_claims WHERE device_id = %llu",
+             (unsigned long long)c->device_id);
+    return server_count(s, sql, NULL, 0);
+}
+
+/* c's records of generations to leave dated a day and a second back, so that they are due; how
+ * many there were. */
+static size_t leaves_aged(struct msv_client *c)
+{
+    struct msv_setting *v = NULL;
+    size_t n = 0;
+
+    assert_int_equal(msv_client_db_settings(c->db, "mls-leave:", SIZE_MAX, &v, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(v[i].len > 24);
+        msv_put_u64be(v[i].value, msv_get_u64be(v[i].value) - 86401000);
+        assert_int_equal(msv_client_db_set(c->db, v[i].key, v[i].value, v[i].len), MSV_OK);
+    }
+    msv_settings_free(v, n);
+    return n;
+}
+
 /*
  * Founding the group again moves its devices on to the next generation, and each leaves the
- * generation it moved on from at the delivery service (its own Remove proposal there): the old
- * one keeps no member and goes, so that foundings again do not fill the 1,000 groups a device
- * may be in there. A leave with no answer is tried again; the leaves are told to nobody.
- * Before, every device stayed a member of every generation.
+ * generation it moved on from at the delivery service a day later (its own Remove proposal
+ * there): the old one keeps no member and goes, so that foundings again do not fill the 1,000
+ * groups a device may be in there. A leave with no answer is tried again; the leaves are told to
+ * nobody. Before, every device stayed a member of every generation.
  */
 static void test_superseded_generation_left(void **state)
 {
@@ -3804,12 +3841,20 @@ static void test_superseded_generation_left(void **state)
     founding_again_due(&k, k.alice);
     assert_int_equal(msv_client_group_send(k.alice, "club", "founded", NULL, 0, NULL, id), MSV_OK);
     assert_int_equal(ds_rows(&k.s, "mls_members", k.gid, 1), 3);
-    assert_int_equal(settings_count(k.alice, "mls-leave:"), 1); /* the founder's, kept */
     both_read(k.bob, k.carol, k.conversation, "founded", "alice@example.org", k.alice->device_id);
+    /* each keeps the old generation for a day (a device that has not read its queue yet may
+     * write there meanwhile) */
+    receive_now(k.alice);
+    assert_int_equal(ds_rows(&k.s, "mls_members", k.gid, 0), 3);
+    assert_int_equal(leaves_aged(k.bob), 1);
+    assert_int_equal(leaves_aged(k.carol), 1);
+    receive_now(k.bob);
+    receive_now(k.carol);
     assert_int_equal(settings_count(k.bob, "mls-leave:"), 0);
     assert_int_equal(settings_count(k.carol, "mls-leave:"), 0);
     assert_int_equal(ds_rows(&k.s, "mls_members", k.gid, 0), 1); /* alice's alone */
     /* alice's leave finds no server: kept, and tried again at her next receive */
+    assert_int_equal(leaves_aged(k.alice), 1);
     k.alice->mls_join_retry_ms = 1;
     for (struct msv_client **o = (struct msv_client *[]){k.alice, k.bob, k.carol, NULL}; *o; o++) {
         msv_conn_close((*o)->conn);
@@ -3906,6 +3951,35 @@ static uint32_t held_gen(struct msv_client *c, const uint8_t gid[16])
 }
 
 /*
+ * carol, away for over a day while alice founds the club again, writes in the generation the
+ * others have left before she reads her queue: nobody there takes it, so her device reads its queue
+ * (the Welcome) and the message goes again in the new generation, where bob and alice read it.
+ * Before, it went to nobody, and nobody was told.
+ */
+static void test_writes_where_nobody_is_left(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+
+    (void)state;
+    club_on_mls(&k);
+    founding_again_due(&k, k.alice);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "founded", NULL, 0, NULL, id), MSV_OK);
+    receive_now(k.bob);
+    assert_int_equal(leaves_aged(k.bob), 1);
+    assert_int_equal(leaves_aged(k.alice), 1);
+    receive_now(k.bob);
+    receive_now(k.alice);
+    assert_int_equal(ds_rows(&k.s, "mls_members", k.gid, 0), 1); /* carol's alone */
+    assert_int_equal(msv_client_group_send(k.carol, "club", "from behind", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(held_gen(k.carol, k.gid), 1);
+    both_read(k.bob, k.alice, k.conversation, "from behind", "carol@example.org",
+              k.carol->device_id);
+    club_free(&k);
+}
+
+/*
  * carol, a member who knows the club's id, makes its MLS group's next generation at the
  * delivery service before alice founds it again: alice's founding, which that group does not
  * have her device in, goes past it by a distance nobody can guess, and the club goes on on MLS.
@@ -3944,16 +4018,23 @@ static void test_squatted_generation_with_her_waits_a_minute(void **state)
     struct club k;
     uint8_t id[16];
     char key[80];
+    size_t claims;
 
     (void)state;
     club_on_mls(&k);
     squat(k.carol, k.gid, 1, k.alice);
     founding_again_due(&k, k.alice);
+    claims = claims_of(&k.s, k.bob);
     assert_int_equal(msv_client_group_send(k.alice, "club", "held back", NULL, 0, NULL, id),
-                     MSV_ERR_REPLAY);
-    assert_non_null(strstr(k.alice->why.message, "kept moving on"));
+                     MSV_ERR_IO);
+    assert_non_null(strstr(k.alice->why.message, "waits a minute"));
     assert_int_equal(held_gen(k.alice, k.gid), 0);
     assert_int_equal(settings_count(k.alice, "mls-gen-taken:"), 1);
+    /* one founding tried, not one a try: nothing more claimed while she waits */
+    assert_int_equal(claims_of(&k.s, k.bob), claims + 1);
+    assert_int_equal(msv_client_group_send(k.alice, "club", "still held", NULL, 0, NULL, id),
+                     MSV_ERR_IO);
+    assert_int_equal(claims_of(&k.s, k.bob), claims + 1);
     time_moved_back(k.alice, club_key(&k, "mls-gen-taken:", key), 13, 5, 61000);
     msv_conn_close(k.alice->conn); /* the next connection sends what waits in the outbox */
     k.alice->conn = NULL;
@@ -3961,6 +4042,7 @@ static void test_squatted_generation_with_her_waits_a_minute(void **state)
     assert_true(held_gen(k.alice, k.gid) > 1);
     both_read(k.bob, k.carol, k.conversation, "past it", "alice@example.org", k.alice->device_id);
     assert_sent_by(k.bob, k.conversation, "held back", "alice@example.org", k.alice->device_id);
+    assert_sent_by(k.bob, k.conversation, "still held", "alice@example.org", k.alice->device_id);
     assert_int_equal(held_gen(k.bob, k.gid), held_gen(k.alice, k.gid));
     club_free(&k);
 }
@@ -4925,6 +5007,7 @@ int main(void)
         cmocka_unit_test(test_lost_generation_at_the_top),
         cmocka_unit_test(test_send_crossing_a_founding_again),
         cmocka_unit_test(test_superseded_generation_left),
+        cmocka_unit_test(test_writes_where_nobody_is_left),
         cmocka_unit_test(test_squatted_generation_founded_past),
         cmocka_unit_test(test_squatted_generation_with_her_waits_a_minute),
         cmocka_unit_test(test_founding_again_at_most_hourly),

@@ -452,14 +452,18 @@ static msv_err state_load(struct msv_client *c, const uint8_t gid[16], struct ms
  * "mls-leave:<hex of a generation's 20-byte MLS group id>" = u64be first wanted (ms) || u64be
  * next try (ms) || u64be the epoch this device held of it || its own Remove proposal there (a
  * PublicMessage): a generation this device moved on from (it joined a later one from a
- * Welcome, or founded one), which it leaves at the delivery service (leaves_flush), so that
- * foundings again do not leave its memberships behind (a device is in at most 1,000 groups
- * there). Written with the later generation's state, in one transaction; at most LEAVES_MAX
- * (past that the membership stays, counted as a wait given up).
+ * Welcome, or founded one), which it leaves at the delivery service a day later (leaves_flush),
+ * so that foundings again do not leave its memberships behind (a device is in at most 1,000
+ * groups there). Written with the later generation's state, in one transaction; at most
+ * LEAVES_MAX (past that the membership stays, counted as a wait given up).
  */
 #define LEAVE "mls-leave:"
 #define LEAVES_MAX 64
 #define LEAVE_HEAD 24
+/* how long a generation moved on from is kept before it is left: a device that has not read
+ * its queue since the founding may still write there meanwhile, and those that moved on are
+ * then told of what they cannot read rather than missing it unseen */
+#define LEAVE_AFTER_MS (86400 * 1000LL)
 
 /* The leave record of the generation old holds (its key in key, its value in *v; *v NULL when
  * none is kept: LEAVES_MAX of them waiting, or old cannot sign). */
@@ -1695,22 +1699,24 @@ static int64_t lost_generation(struct msv_client *c, const uint8_t gid[16])
 #define GEN_JUMP (1u << 16)
 #define GEN_TAKEN_WAIT_MS 60000
 
-static uint32_t past_taken(struct msv_client *c, const uint8_t gid[16], uint32_t gen)
+static uint32_t past_taken(struct msv_client *c, const uint8_t gid[16], uint32_t gen, int *waits)
 {
     char key[KEY_MAX];
     uint8_t *v = NULL;
     size_t len = 0;
-    uint32_t taken = 0;
-    int past = 0;
+    uint32_t taken = 0, span = 0;
+    int64_t since = 0;
 
+    *waits = 0;
     if (msv_client_db_get(c->db, group_key(GEN_TAKEN, gid, key), &v, &len) == MSV_OK &&
-        len == GEN_TAKEN_VALUE) {
-        taken = msv_get_u32be(v);
-        past = taken >= gen && taken < LOST_GEN_MAX &&
-               (v[4] == 1 || msv_wall_ms() - (int64_t)msv_get_u64be(v + 5) >= GEN_TAKEN_WAIT_MS);
+        len == GEN_TAKEN_VALUE && (taken = msv_get_u32be(v)) >= gen && taken < LOST_GEN_MAX) {
+        since = msv_wall_ms() - (int64_t)msv_get_u64be(v + 5);
+        /* (a clock moved back since ends the wait rather than making it last) */
+        *waits = v[4] == 0 && since >= 0 && since < GEN_TAKEN_WAIT_MS;
+        span = LOST_GEN_MAX - 1 - taken < GEN_JUMP ? LOST_GEN_MAX - 1 - taken : GEN_JUMP;
     }
     free(v);
-    return past ? taken + 1 + randombytes_uniform(GEN_JUMP) : gen;
+    return span > 0 && !*waits ? taken + 1 + randombytes_uniform(span) : gen;
 }
 
 /* The founding of generation gen refused (how: as past_taken's): recorded, unless one refused
@@ -1871,7 +1877,7 @@ static int ext_supported(const struct msv_mls_member *m, const uint32_t *removes
 static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start, int refound,
                          int update, int quiet, int *changed, int *more)
 {
-    struct msv_mls_member *m = NULL;
+    struct msv_mls_member *m = NULL, *old = NULL;
     struct dir dir = {0};
     struct adds a = {0}, r = {0};
     uint8_t *roster = NULL, *present = NULL, *want = NULL, *commit = NULL, *welcome = NULL,
@@ -1881,7 +1887,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     struct msv_mls_sent sent = {0};
     size_t roster_len = 0, n_gone = 0, missing = 0, commit_len = 0, welcome_len = 0, n_want = 0,
            kept_len = 0, n_again = 0, n_replaced = 0, again_missing = 0, ext_len = 0;
-    int set_ext = 0;
+    int set_ext = 0, waits = 0;
     char why[300] = "", text[600], kept_key[KEY_MAX], lkey[KEY_MAX];
     uint8_t *lv = NULL;
     size_t lv_len = 0;
@@ -1931,9 +1937,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     /* founded again: a new group of the next generation, every device added anew */
     if (err == MSV_OK && refound) {
         gen = generation_of(m) + 1;
-        /* the generation it moves on from, left at the delivery service once founded */
-        err = leave_value(c, m, lkey, &lv, &lv_len);
-        msv_mls_member_free(m);
+        old = m; /* the generation it moves on from, left at the delivery service once founded */
         m = NULL;
         creating = 1;
         client_group_ctx_clear(&ctx); /* a new group, with a context of its own */
@@ -1943,9 +1947,19 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = msv_client_connect(c);
     if (err == MSV_OK)
         err = dir_load(c, gid, &dir);
-    /* past a generation someone else's group holds */
+    /* past a generation someone else's group holds; held by one that has this device in it, as
+     * another admin's founding at the same moment would, not within a minute of its refusal
+     * (its Welcome comes meanwhile): tried again later, nothing claimed or sent */
     if (err == MSV_OK && creating)
-        gen = past_taken(c, gid, gen);
+        gen = past_taken(c, gid, gen, &waits);
+    if (err == MSV_OK && waits) {
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "the MLS group's next generation is held by a group this device did not "
+                 "found, perhaps another admin's founding at the same moment: this device "
+                 "waits a minute for its Welcome before founding past it");
+        err = MSV_ERR_AGAIN;
+        goto out;
+    }
     if (err == MSV_OK && creating)
         err = member_new(c, gid, gen, &m);
     if (err == MSV_OK &&
@@ -2118,6 +2132,8 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     }
     if (err == MSV_OK)
         err = msv_mls_member_commit_merge(m);
+    if (err == MSV_OK && old != NULL)
+        err = leave_value(c, old, lkey, &lv, &lv_len);
     /* the Welcome kept with the state its commit made: both or neither */
     if (err == MSV_OK)
         err = state_save_leaving(c, gid, m, &dir,
@@ -2164,6 +2180,7 @@ out:
     free(kept);
     free(ext);
     free(lv);
+    msv_mls_member_free(old);
     client_group_ctx_clear(&ctx);
     return err;
 }
@@ -2853,11 +2870,12 @@ static int out_held(struct msv_client *c, const uint8_t gid[16])
 }
 
 /*
- * The generations this device moved on from (LEAVE records) left at the delivery service, each
- * by its own Remove proposal there, due at its time: taken, or refused for good (the group gone,
- * this device no member of it: a crash before the record went), the record goes; no answer or
- * refused for the rate, it is tried again at a later receive, backing off as a joining device
- * is (the first such failure ends the pass), and given up after MSV_MLS_JOIN_DAYS, counted.
+ * The generations this device moved on from (LEAVE records) left at the delivery service a day
+ * later, each by its own Remove proposal there, then at its time: taken, or refused (the group
+ * gone, this device no member of it: a crash before the record went; or anything else the
+ * server will not take), the record goes; no answer or refused for the rate, it is tried again
+ * at a later receive, backing off as a joining device is (the first such failure ends the
+ * pass), and given up after MSV_MLS_JOIN_DAYS, counted.
  */
 static void leaves_flush(struct msv_client *c)
 {
@@ -2874,7 +2892,11 @@ static void leaves_flush(struct msv_client *c)
                      got == MLS_ID_LEN;
         int done = !parsed;
 
-        if (parsed && !retry_due(v, now))
+        /* a day after it was moved on from (a first time over a day ahead: the clock went
+         * back), then at its time */
+        if (parsed && ((now - (int64_t)msv_get_u64be(v) < LEAVE_AFTER_MS &&
+                        (int64_t)msv_get_u64be(v) <= now + LEAVE_AFTER_MS) ||
+                       !retry_due(v, now)))
             continue;
         if (parsed && retry_expired(v, now)) {
             (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: the membership stays */
@@ -3273,7 +3295,7 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
 {
     struct msv_mls_member *m = NULL;
     uint8_t *roster = NULL, *msg = NULL, id[MLS_ID_LEN];
-    size_t roster_len = 0, msg_len = 0;
+    size_t roster_len = 0, msg_len = 0, others = 0;
     uint64_t epoch = 0, now = 0;
     struct msv_mls_sent sent = {0};
     msv_err err = mls_lock(c);
@@ -3300,6 +3322,11 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
         epoch = m->epoch;
         *gen = generation_of(m);
         mls_id(gid, *gen, id);
+        for (uint32_t i = 0; i < m->tree.n_leaves; i++) {
+            uint64_t device = 0;
+
+            others += i != m->me && leaf_device(m, i, &device);
+        }
     }
     mls_unlock(c);
     if (err == MSV_OK && !*renewed) {
@@ -3331,6 +3358,13 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
     if (err == MSV_OK && !*renewed && now <= epoch && sent.full > 0 && is_shown(pt, pt_len) &&
         full_said_due(c, gid))
         full_notice(c, gid, roster, roster_len, &sent, "a message", "; told at most hourly");
+    /* nobody at the delivery service to take it, while the tree holds other devices: they all
+     * moved on to a later generation (a founding again this device has not read yet) and left
+     * this one: taken as behind the group, so that the queue is read and the message goes
+     * again where they are, or as per-device copies, told */
+    if (err == MSV_OK && !*renewed && sent.queued == 0 && sent.full == 0 && others > 0 &&
+        now <= epoch)
+        now = epoch + 1;
     *behind = err == MSV_OK && now > epoch ? now : 0; /* the delivery service's epoch */
     msv_mls_member_free(m);
     free(roster);
