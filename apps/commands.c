@@ -933,6 +933,8 @@ void cli_own_counts_json(struct msv_client *c, json_t *j)
                         json_integer((json_int_t)msv_client_mls_rejoins_held(c)));
     json_object_set_new(j, "invitations_dropped",
                         json_integer((json_int_t)msv_client_invitations_dropped(c)));
+    json_object_set_new(j, "early_changes_dropped",
+                        json_integer((json_int_t)msv_client_early_changes_dropped(c)));
 }
 
 /*
@@ -941,12 +943,13 @@ void cli_own_counts_json(struct msv_client *c, json_t *j)
  * it could not open (sealed to a key it does not hold, or made classically to it), and the
  * connections whose publishing of its keys failed; then what its limits held back or gave up:
  * owed messages, foundings again of groups on MLS, waits of groups on MLS, commits by
- * reference not fetched, members' asks to join a group on MLS again not kept.
+ * reference not fetched, members' asks to join a group on MLS again not kept, group
+ * invitations dropped, edits and unsends of messages not here yet dropped.
  */
 static void own_counts(struct msv_client *c, json_t *j)
 {
     uint64_t reclaimed, unopenable, downgrades, unpublished, owed, held, waits, by_ref, rejoins,
-        invitations;
+        invitations, early;
 
     if (j != NULL) {
         cli_own_counts_json(c, j);
@@ -962,6 +965,7 @@ static void own_counts(struct msv_client *c, json_t *j)
     by_ref = msv_client_mls_by_ref_held(c);
     rejoins = msv_client_mls_rejoins_held(c);
     invitations = msv_client_invitations_dropped(c);
+    early = msv_client_early_changes_dropped(c);
     if (reclaimed + unopenable + downgrades + unpublished > 0)
         fprintf(cli_out,
                 "        this device: %llu prekeys of lost uploads reclaimed, %llu sealed "
@@ -969,16 +973,18 @@ static void own_counts(struct msv_client *c, json_t *j)
                 "publishings of its keys failed\n",
                 (unsigned long long)reclaimed, (unsigned long long)unopenable,
                 (unsigned long long)downgrades, (unsigned long long)unpublished);
-    if (owed + held + waits + by_ref + rejoins + invitations > 0)
+    if (owed + held + waits + by_ref + rejoins + invitations + early > 0)
         fprintf(cli_out,
                 "        this device's limits: %llu owed messages given up, %llu foundings "
                 "again of groups on MLS held back (at most hourly), %llu waits of groups on MLS "
                 "given up, %llu commits by reference not fetched (64 MiB a device an hour), "
                 "%llu asks to join a group on MLS again not kept (256 at once), %llu group "
-                "invitations dropped (20 waiting from one handle, 1,000 in all)\n",
+                "invitations dropped (20 waiting from one handle, 1,000 in all), %llu edits "
+                "and unsends of messages not here yet dropped (32 waiting from one handle, 256 "
+                "in all)\n",
                 (unsigned long long)owed, (unsigned long long)held, (unsigned long long)waits,
                 (unsigned long long)by_ref, (unsigned long long)rejoins,
-                (unsigned long long)invitations);
+                (unsigned long long)invitations, (unsigned long long)early);
 }
 
 static void print_device(const struct cli *o, struct msv_client *c, const char *handle,

@@ -8707,6 +8707,57 @@ static void test_receipt_not_queued_stays_owed(void **state)
 }
 
 /*
+ * The server holds alice's two messages to bob back until after her changes of them, and hands
+ * bob everything in the opposite order: her edit and her unsend come before their messages. bob
+ * keeps them and applies them when the messages come: the unsent one is shown unsent, its words
+ * nowhere in his history; the edited one with its new words. Before, bob dropped both changes
+ * (messages he did not have) and showed the messages as first written.
+ */
+static void test_changes_before_their_messages(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob;
+    struct msv_message_rec *m = NULL, *h = NULL;
+    uint8_t gone[16], fixed[16];
+    size_t n = 0;
+    char sql[120];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    test_acquaint(alice, bob);
+    assert_int_equal(msv_client_send(alice, to, 1, "take this back", NULL, 0, NULL, gone), MSV_OK);
+    assert_int_equal(msv_client_send(alice, to, 1, "frist words", NULL, 0, NULL, fixed), MSV_OK);
+    assert_int_equal(msv_client_unsend(alice, gone), MSV_OK);
+    assert_int_equal(msv_client_edit(alice, fixed, "first words"), MSV_OK);
+    /* bob's queue turned around, the server stopped meanwhile */
+    msv_conn_close(bob->conn);
+    bob->conn = NULL;
+    test_server_stop(&s);
+    snprintf(sql, sizeof(sql), "UPDATE queue SET id = 3000000 - id WHERE device_id = %llu;",
+             (unsigned long long)bob->device_id);
+    server_sql(&s, sql);
+    test_server_start(&s);
+    receive_now(bob);
+    assert_int_equal(msv_client_db_message_get(bob->db, gone, &m), MSV_OK);
+    assert_string_equal(m->status, "unsent");
+    assert_string_equal(m->text, "");
+    msv_messages_free(m, 1);
+    assert_int_equal(msv_client_db_message_get(bob->db, fixed, &m), MSV_OK);
+    assert_string_equal(m->text, "first words");
+    msv_messages_free(m, 1);
+    assert_int_equal(msv_client_db_history(bob->db, NULL, "take", 0, &h, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_messages_free(h, n);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    test_server_cleanup(&s);
+}
+
+/*
  * Mallory learns the id of alice's message to bob and sends alice a read
  * receipt for it (her client believes it received the message: a line in
  * her own database). Alice takes receipts from bob only.
@@ -9157,6 +9208,7 @@ int main(void)
         cmocka_unit_test(test_removed_member_waits_to_rejoin),
         cmocka_unit_test(test_receipts_only_from_recipients),
         cmocka_unit_test(test_receipt_not_queued_stays_owed),
+        cmocka_unit_test(test_changes_before_their_messages),
         cmocka_unit_test(test_reused_message_id),
         cmocka_unit_test(test_sync_from_another_account),
         cmocka_unit_test(test_hostile_profile_pointer),

@@ -22,6 +22,7 @@
 #include "missive/payload.h"
 #include "missive/util.h"
 #include "helpers.h"
+#include "util/endian.h"
 
 #define ALICE "alice@example.org"
 #define BOB "bob@example.org"
@@ -152,6 +153,135 @@ static void test_edits_in_authors_order(void **state)
     msv_message_versions_free(v, n);
     take(f, ALICE, MSV_KIND_EDIT, 3, "see you at two", f->sent_ms + 240000);
     assert_message(f, "see you at two", "edited");
+}
+
+/* A change of message target from sender, made at_ms, kept by bob's device before the message
+ * comes (client_change_keep, as its receive does). */
+static void keep_early(struct fixture *f, const char *sender, const uint8_t target[16],
+                       enum msv_payload_kind kind, uint32_t edit_number, const char *text,
+                       int64_t at_ms)
+{
+    struct msv_payload p = {.kind = kind,
+                            .text = (char *)text,
+                            .has_target = true,
+                            .edit_number = edit_number,
+                            .sent_at_ms = (uint64_t)at_ms};
+    uint8_t *pt = NULL;
+    size_t pt_len = 0;
+
+    test_fill_pattern(p.message_id, 16, (unsigned)(edit_number + 40 + kind + target[0]));
+    memcpy(p.target_id, target, 16);
+    assert_int_equal(msv_payload_encode(&p, &pt, &pt_len), MSV_OK);
+    assert_int_equal(client_change_keep(&f->c, sender, 7, target, pt, pt_len), MSV_OK);
+    free(pt);
+}
+
+static size_t early_kept(struct fixture *f)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0;
+
+    assert_int_equal(msv_client_db_settings(f->c.db, "early:", SIZE_MAX, &s, &n), MSV_OK);
+    msv_settings_free(s, n);
+    return n;
+}
+
+/* alice's message target, as bob's device stores it, then the changes kept for it applied. */
+static int arrives(struct fixture *f, const uint8_t target[16], const char *text)
+{
+    struct msv_message_rec m = {.conversation = ALICE,
+                                .sender = ALICE,
+                                .sender_device = 7,
+                                .kind = MSV_KIND_MESSAGE,
+                                .text = (char *)text,
+                                .status = "received"};
+    int applied = 0;
+
+    memcpy(m.message_id, target, 16);
+    m.sent_at_ms = m.stored_at_ms = f->sent_ms;
+    assert_int_equal(msv_client_db_message_put(f->c.db, &m), MSV_OK);
+    assert_int_equal(client_changes_apply(&f->c, target, keep_notice, f, &applied), MSV_OK);
+    return applied;
+}
+
+/*
+ * Changes that come before their message (held back by a server, or sent again after them) are
+ * kept and applied when it comes, as they would have been after it: alice's unsend wins and her
+ * edits apply in her order; mallory's unsend of alice's message changes nothing.
+ */
+static void test_changes_before_their_message(void **state)
+{
+    struct fixture *f = *state;
+    struct msv_message_rec *m = NULL;
+    uint8_t gone[16], edited[16];
+
+    test_fill_pattern(gone, 16, 91);
+    test_fill_pattern(edited, 16, 92);
+    keep_early(f, ALICE, gone, MSV_KIND_EDIT, 1, "meant otherwise", f->sent_ms + 1000);
+    keep_early(f, ALICE, gone, MSV_KIND_UNSEND, 0, NULL, f->sent_ms + 2000);
+    keep_early(f, "mallory@example.org", edited, MSV_KIND_UNSEND, 0, NULL, f->sent_ms + 1000);
+    keep_early(f, ALICE, edited, MSV_KIND_EDIT, 2, "second words", f->sent_ms + 3000);
+    keep_early(f, ALICE, edited, MSV_KIND_EDIT, 1, "first words", f->sent_ms + 2000);
+    assert_int_equal(early_kept(f), 5);
+    assert_true(arrives(f, gone, "take this back"));
+    assert_int_equal(msv_client_db_message_get(f->c.db, gone, &m), MSV_OK);
+    assert_string_equal(m->text, "");
+    assert_string_equal(m->status, "unsent");
+    msv_messages_free(m, 1);
+    assert_int_equal(search_count(f, "take"), 0);
+    assert_true(arrives(f, edited, "frist words"));
+    assert_int_equal(msv_client_db_message_get(f->c.db, edited, &m), MSV_OK);
+    assert_string_equal(m->text, "second words");
+    assert_string_equal(m->status, "edited");
+    msv_messages_free(m, 1);
+    assert_int_equal(early_kept(f), 0);
+    /* a message with nothing kept for it: nothing applied */
+    assert_false(arrives(f, (const uint8_t[16]){93}, "plain"));
+}
+
+/* At most 32 changes of one sender's wait, and 256 in all: past that the oldest goes, counted;
+ * one kept past 30 days goes at the next keep. */
+static void test_early_changes_bounded(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t target[16] = {0};
+    char who[40];
+
+    for (unsigned i = 0; i < 33; i++) {
+        target[1] = (uint8_t)i;
+        keep_early(f, ALICE, target, MSV_KIND_UNSEND, 0, NULL, f->sent_ms);
+    }
+    assert_int_equal(early_kept(f), 32);
+    assert_int_equal(msv_client_early_changes_dropped(&f->c), 1);
+    for (unsigned k = 0; k < 8; k++) {
+        snprintf(who, sizeof(who), "sender%u@example.org", k);
+        for (unsigned i = 0; i < 28; i++) {
+            target[0] = (uint8_t)(k + 1);
+            target[1] = (uint8_t)i;
+            keep_early(f, who, target, MSV_KIND_UNSEND, 0, NULL, f->sent_ms);
+        }
+    }
+    assert_int_equal(early_kept(f), 256);
+    assert_int_equal(msv_client_early_changes_dropped(&f->c), 1);
+    target[0] = 50;
+    keep_early(f, "one.more@example.org", target, MSV_KIND_UNSEND, 0, NULL, f->sent_ms);
+    assert_int_equal(early_kept(f), 256);
+    assert_int_equal(msv_client_early_changes_dropped(&f->c), 2);
+    /* every record dated 31 days back: gone at the next keep */
+    {
+        struct msv_setting *s = NULL;
+        size_t n = 0;
+
+        assert_int_equal(msv_client_db_settings(f->c.db, "early:", SIZE_MAX, &s, &n), MSV_OK);
+        for (size_t i = 0; i < n; i++) {
+            msv_put_u64be(s[i].value, msv_get_u64be(s[i].value) - 31LL * 86400 * 1000);
+            assert_int_equal(msv_client_db_set(f->c.db, s[i].key, s[i].value, s[i].len), MSV_OK);
+        }
+        msv_settings_free(s, n);
+    }
+    target[0] = 99;
+    keep_early(f, ALICE, target, MSV_KIND_UNSEND, 0, NULL, f->sent_ms);
+    assert_int_equal(early_kept(f), 1);
 }
 
 /* An unsend wins: the text, its versions and its words in the search index go; later edits fail. */
@@ -393,6 +523,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_window_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sender_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conversation_states, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_changes_before_their_message, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_early_changes_bounded, setup, teardown),
     };
 
     if (msv_init() != MSV_OK)

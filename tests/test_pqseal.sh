@@ -142,18 +142,18 @@ sqlite3 "dev-alice/alice@example.org/state.db" \
     "INSERT OR REPLACE INTO settings (key, value) VALUES ('owed-given-up', X'0000000000000002'),
      ('refoundings-held', X'0000000000000003'), ('waits-given-up', X'0000000000000001'),
      ('mls-by-ref-held', X'0000000000000004'), ('mls-rejoins-held', X'0000000000000005'),
-     ('invitations-dropped', X'0000000000000006')"
+     ('invitations-dropped', X'0000000000000006'), ('early-changes-dropped', X'0000000000000008')"
 expect 0 "alice's devices" -- as alice -o json devices
 [ "$(field '[d for d in r if d["this_device"]][0]["prekeys_reclaimed"]')" = 7 ] && ok ||
     bad "devices -o json counts reclaimed prekeys: $(cat out.txt)"
-[ "$(field '[[d["owed_given_up"], d["mls_refoundings_held"], d["mls_waits_given_up"], d["mls_by_ref_held"], d["mls_rejoins_held"], d["invitations_dropped"]] for d in r if d["this_device"]][0]')" = "[2, 3, 1, 4, 5, 6]" ] &&
+[ "$(field '[[d["owed_given_up"], d["mls_refoundings_held"], d["mls_waits_given_up"], d["mls_by_ref_held"], d["mls_rejoins_held"], d["invitations_dropped"], d["early_changes_dropped"]] for d in r if d["this_device"]][0]')" = "[2, 3, 1, 4, 5, 6, 8]" ] &&
     ok || bad "devices -o json counts what the limits gave up: $(cat out.txt)"
 [ "$(field '[d for d in r if not d["this_device"]] == [] or "prekeys_reclaimed" not in [d for d in r if not d["this_device"]][0]')" = True ] && ok ||
     bad "only this device's row has its counts: $(cat out.txt)"
 expect 0 "alice's devices, text" -- as alice devices
 grep -q "this device: 7 prekeys of lost uploads reclaimed" out.txt && ok ||
     bad "devices says it: $(cat out.txt)"
-grep -q "this device's limits: 2 owed messages given up, 3 foundings again of groups on MLS held back (at most hourly), 1 waits of groups on MLS given up, 4 commits by reference not fetched (64 MiB a device an hour), 5 asks to join a group on MLS again not kept (256 at once), 6 group invitations dropped (20 waiting from one handle, 1,000 in all)" out.txt &&
+grep -q "this device's limits: 2 owed messages given up, 3 foundings again of groups on MLS held back (at most hourly), 1 waits of groups on MLS given up, 4 commits by reference not fetched (64 MiB a device an hour), 5 asks to join a group on MLS again not kept (256 at once), 6 group invitations dropped (20 waiting from one handle, 1,000 in all), 8 edits and unsends of messages not here yet dropped (32 waiting from one handle, 256 in all)" out.txt &&
     ok || bad "devices says what the limits gave up: $(cat out.txt)"
 
 # ---- the daemon (schema 2): the refusal is a pq_refused event, not in schema 1 ----
@@ -183,7 +183,7 @@ grep -Eq '"prekeys_reclaimed": ?7' status.txt && grep -q '"sealed_unopenable"' s
     bad "status counts reclaimed prekeys: $(cat status.txt)"
 grep -Eq '"owed_given_up": ?2' status.txt && grep -Eq '"mls_refoundings_held": ?3' status.txt &&
     grep -Eq '"mls_waits_given_up": ?1' status.txt && grep -Eq '"mls_rejoins_held": ?5' status.txt &&
-    grep -Eq '"invitations_dropped": ?6' status.txt && ok || bad "status counts what the limits gave up: $(cat status.txt)"
+    grep -Eq '"invitations_dropped": ?6' status.txt && grep -Eq '"early_changes_dropped": ?8' status.txt && ok || bad "status counts what the limits gave up: $(cat status.txt)"
 daemon_schema_ok 2 status.txt && ok || bad "status in schema 2"
 daemon_schema_ok 1 ev1.txt && ok || bad "schema 1"
 kill -TERM "$daemon"

@@ -958,6 +958,9 @@ uint64_t msv_client_mls_refoundings_held(struct msv_client *c);
 uint64_t msv_client_mls_waits_given_up(struct msv_client *c);
 /* Group invitations dropped: 20 from their inviter, or 1,000 in all, waited to be accepted. */
 uint64_t msv_client_invitations_dropped(struct msv_client *c);
+/* Edits and unsends of messages not here yet that were dropped unapplied: 32 from their author,
+ * or 256 in all, waited for their message. */
+uint64_t msv_client_early_changes_dropped(struct msv_client *c);
 /* How many commits and Welcomes sent by reference were not fetched: their sending device had
  * sent more than MSV_MLS_BY_REF_HOURLY bytes by reference within the hour (told each time). */
 #define MSV_MLS_BY_REF_HOURLY ((uint64_t)64 << 20)

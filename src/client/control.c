@@ -346,6 +346,139 @@ static int is_recipient(struct msv_client *c, const struct msv_message_rec *m, c
     return err == MSV_OK || (err == MSV_ERR_NOT_FOUND && strcmp(m->conversation, handle) == 0);
 }
 
+/*
+ * "early:<hex of the target message's id><hex of 8 bytes of the change's hash>" = u64be wall ms
+ * kept || u64be sender's device || sender's handle || NUL || the change's payload: an edit or
+ * unsend of a message this device does not have yet, applied as the author's when that message
+ * is stored (client_changes_apply). A message may come after its change: a server held it back,
+ * or it was owed to this device and sent again after it. At most EARLY_PER_SENDER of one
+ * handle's and EARLY_MAX in all wait (the oldest going first, counted), each at most
+ * EARLY_KEEP_MS.
+ */
+#define EARLY "early:"
+#define EARLY_KEY_MAX (sizeof(EARLY) + 32 + 16)
+#define EARLY_MAX 256
+#define EARLY_PER_SENDER 32
+#define EARLY_KEEP_MS (30LL * 86400 * 1000)
+#define EARLY_DROPPED "early-changes-dropped"
+
+uint64_t msv_client_early_changes_dropped(struct msv_client *c)
+{
+    return client_counter(c, EARLY_DROPPED);
+}
+
+/* Reads a kept change: its time, sender's device, sender and payload (borrowed from v). */
+static int early_parse(const struct msv_setting *s, int64_t *at, uint64_t *device,
+                       const char **sender, const uint8_t **pt, size_t *pt_len)
+{
+    const uint8_t *end;
+
+    if (s->len < 17 || (end = memchr(s->value + 16, '\0', s->len - 16)) == NULL)
+        return 0;
+    *at = (int64_t)msv_get_u64be(s->value);
+    *device = msv_get_u64be(s->value + 8);
+    *sender = (const char *)s->value + 16;
+    *pt = end + 1;
+    *pt_len = s->len - (size_t)(*pt - s->value);
+    return 1;
+}
+
+msv_err client_change_keep(struct msv_client *c, const char *sender, uint64_t device,
+                           const uint8_t target[16], const uint8_t *pt, size_t pt_len)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0, live = 0, mine = 0, oldest = SIZE_MAX, oldest_mine = SIZE_MAX, len;
+    int64_t now = msv_wall_ms(), t_oldest = 0, t_mine = 0;
+    uint8_t h[8], *v = NULL;
+    char key[EARLY_KEY_MAX], hex[33], hh[17];
+    msv_err err = msv_client_db_settings(c->db, EARLY, SIZE_MAX, &s, &n);
+
+    /* what waits too long, or does not read, goes; then the sender's oldest, or anyone's, if
+     * this one would pass a bound */
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        int64_t at = 0;
+        uint64_t from = 0;
+        const char *who = NULL;
+        const uint8_t *body = NULL;
+        size_t body_len = 0;
+
+        if (!early_parse(&s[i], &at, &from, &who, &body, &body_len) || now - at > EARLY_KEEP_MS ||
+            at > now + EARLY_KEEP_MS) {
+            err = msv_client_db_unset(c->db, s[i].key);
+            continue;
+        }
+        live++;
+        if (oldest == SIZE_MAX || at < t_oldest) {
+            oldest = i;
+            t_oldest = at;
+        }
+        if (strcmp(who, sender) == 0 && (mine++ == 0 || at < t_mine)) {
+            oldest_mine = i;
+            t_mine = at;
+        }
+    }
+    if (err == MSV_OK && (mine >= EARLY_PER_SENDER || live >= EARLY_MAX)) {
+        err = msv_client_db_unset(c->db, s[mine >= EARLY_PER_SENDER ? oldest_mine : oldest].key);
+        if (err == MSV_OK)
+            err = client_counter_bump(c, EARLY_DROPPED);
+    }
+    crypto_generichash(h, sizeof(h), pt, pt_len, NULL, 0);
+    len = 16 + strlen(sender) + 1 + pt_len;
+    if (err == MSV_OK && (v = malloc(len)) == NULL)
+        err = MSV_ERR_NOMEM;
+    if (err == MSV_OK && (err = msv_hex_encode(target, 16, hex, sizeof(hex))) == MSV_OK)
+        err = msv_hex_encode(h, sizeof(h), hh, sizeof(hh));
+    if (err == MSV_OK) {
+        msv_put_u64be(v, (uint64_t)now);
+        msv_put_u64be(v + 8, device);
+        memcpy(v + 16, sender, strlen(sender) + 1);
+        memcpy(v + 16 + strlen(sender) + 1, pt, pt_len);
+        snprintf(key, sizeof(key), EARLY "%s%s", hex, hh);
+        err = msv_client_db_set(c->db, key, v, len);
+    }
+    free(v);
+    msv_settings_free(s, n);
+    return err;
+}
+
+msv_err client_changes_apply(struct msv_client *c, const uint8_t target[16],
+                             void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                             int *applied)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0;
+    char prefix[EARLY_KEY_MAX], hex[33];
+    msv_err err = msv_hex_encode(target, 16, hex, sizeof(hex));
+
+    *applied = 0;
+    snprintf(prefix, sizeof(prefix), EARLY "%s", hex);
+    if (err == MSV_OK)
+        err = msv_client_db_settings(c->db, prefix, EARLY_MAX, &s, &n);
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        struct msv_payload *p = NULL;
+        int64_t at = 0;
+        uint64_t device = 0;
+        const char *sender = NULL;
+        const uint8_t *pt = NULL;
+        size_t pt_len = 0;
+
+        /* as it would have been had it come after its message (the author's alone, within the
+         * window, the edit numbers in order); one that does not read is dropped */
+        if (early_parse(&s[i], &at, &device, &sender, &pt, &pt_len) &&
+            msv_payload_parse(pt, pt_len, &p) == MSV_OK && p->has_target &&
+            memcmp(p->target_id, target, 16) == 0 &&
+            (p->kind == MSV_KIND_EDIT || p->kind == MSV_KIND_UNSEND)) {
+            err = client_take_control(c, sender, device, p, on_message, ctx);
+            *applied = 1;
+        }
+        msv_payload_free(p);
+        if (err == MSV_OK) /* (a storage failure keeps it for the next message's receive) */
+            err = msv_client_db_unset(c->db, s[i].key);
+    }
+    msv_settings_free(s, n);
+    return err;
+}
+
 /* Applies a receipt, typing notice, edit or unsend from sender. */
 msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t device,
                             const struct msv_payload *p,

@@ -227,6 +227,14 @@ msv_err client_members_of(const char *list, char ***members, size_t *n);
 msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t device,
                             const struct msv_payload *p,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx);
+/* Keeps an edit or unsend (pt, pt_len bytes) from sender's device of a message this device does
+ * not have yet, to be applied when it comes (client_changes_apply). */
+msv_err client_change_keep(struct msv_client *c, const char *sender, uint64_t device,
+                           const uint8_t target[16], const uint8_t *pt, size_t pt_len);
+/* Applies the changes kept for message target, now stored (*applied: whether there were any). */
+msv_err client_changes_apply(struct msv_client *c, const uint8_t target[16],
+                             void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                             int *applied);
 
 /* A group this account is in, by name or id; an invitation is MSV_ERR_NOT_FOUND until accepted. */
 msv_err client_joined_group(struct msv_client *c, const char *which, struct msv_group_rec *g);

@@ -824,10 +824,10 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
                             struct incoming *from)
 {
     struct msv_payload *p = NULL;
-    struct msv_message_rec rec = {.status = "received"};
+    struct msv_message_rec rec = {.status = "received"}, *now = NULL;
     struct msv_group_rec group = {0};
     char *sender = from->sender, *text = NULL, group_conversation[40], note[600];
-    int applied = 0, request = 0, shown = 0, invitation = 0, taken = 1;
+    int applied = 0, request = 0, shown = 0, invitation = 0, taken = 1, changed = 0;
     msv_err err = msv_payload_parse(pt, pt_len, &p);
 
     if (err == MSV_OK && p->sent_at_ms != 0 &&
@@ -885,7 +885,15 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
         return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, shown if it changed */
     }
     if (p->kind != MSV_KIND_MESSAGE && p->kind != MSV_KIND_GROUP_CHANGE) {
-        err = client_take_control(c, sender, from->device, p, on_message, ctx);
+        /* an edit or unsend of a message not here yet (held back, or sent again after it):
+         * kept for it, and applied when it comes */
+        err = (p->kind == MSV_KIND_EDIT || p->kind == MSV_KIND_UNSEND) && p->has_target
+                  ? msv_client_db_message_known(c->db, p->target_id)
+                  : MSV_OK;
+        if (err == MSV_ERR_NOT_FOUND)
+            err = client_change_keep(c, sender, from->device, p->target_id, pt, pt_len);
+        else if (err == MSV_OK)
+            err = client_take_control(c, sender, from->device, p, on_message, ctx);
         msv_payload_free(p);
         return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a new message */
     }
@@ -980,8 +988,14 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
     /* a copy of this account's own message: who it went to, for their receipts */
     if (err == MSV_OK && rec.outgoing)
         err = own_copy_recipients(c, rec.message_id, p);
+    /* an edit or unsend that came before it, applied now: it is shown as it is after them */
+    if (err == MSV_OK && p->kind == MSV_KIND_MESSAGE &&
+        (err = client_changes_apply(c, rec.message_id, on_message, ctx, &changed)) == MSV_OK &&
+        changed)
+        err = msv_client_db_message_get(c->db, rec.message_id, &now);
     if (err == MSV_OK)
-        err = show_message(c, &rec, on_message, ctx, &shown);
+        err = show_message(c, now != NULL ? now : &rec, on_message, ctx, &shown);
+    msv_messages_free(now, now != NULL ? 1 : 0);
     if (err == MSV_OK && p->kind == MSV_KIND_GROUP_CHANGE && on_message != NULL) {
         struct msv_incoming in = {.kind = MSV_INCOMING_GROUP,
                                   .notice = text,
