@@ -3560,6 +3560,46 @@ static void test_sole_admin_lost_state_founds_again(void **state)
 }
 
 /*
+ * bob's laptop, not in the club (his phone gave its wait up, say), links his tablet: his phone,
+ * told by the server that the tablet was added to his account, adds it to the club at the end
+ * of its receive, as a device it approved itself (the directory lists it under bob); the tablet
+ * joins and reads the club on MLS, without writing first or waiting for an admin's change. A
+ * notice of a device the directory does not list records nothing. Before, the tablet waited
+ * for an admin's next change, or its own first message.
+ */
+static void test_device_linked_elsewhere_joins(void **state)
+{
+    struct club k;
+    struct msv_client *laptop, *tablet;
+    uint8_t id[16];
+
+    (void)state;
+    laptop = club_bob_laptop(&k);
+    assert_int_equal(msv_client_db_unset_prefix(k.bob->db, "mls-join:"), MSV_OK);
+    tablet = link_waiting(&k.s, laptop, "bob-tablet");
+    assert_int_equal(msv_client_approve_device(laptop, tablet->device_id), MSV_OK);
+    receive_now(tablet); /* its groups, from the laptop's copies, and its KeyPackages */
+    receive_now(k.bob);
+    assert_int_equal(
+        queued_mls(&k.s, tablet->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    assert_int_equal(joins_waiting(k.bob), 0); /* added: nothing waits */
+    receive_now(tablet);
+    assert_true(client_mls_is_on(tablet, k.gid));
+    receive_now(k.alice);
+    receive_now(k.carol);
+    assert_int_equal(msv_client_group_send(k.carol, "club", "hello tablet", NULL, 0, NULL, id),
+                     MSV_OK);
+    receive_now(tablet);
+    assert_sent_by(tablet, k.conversation, "hello tablet", "carol@example.org", k.carol->device_id);
+    /* a device the directory does not list (a server's made-up notice): nothing recorded */
+    assert_int_equal(client_mls_join_noticed(k.bob, 987654321), MSV_OK);
+    assert_int_equal(joins_waiting(k.bob), 0);
+    msv_client_close(tablet);
+    msv_client_close(laptop);
+    club_free(&k);
+}
+
+/*
  * bob's laptop, linked and approved, is not added by his phone (its wait given up, say): its
  * message to the club goes as per-device copies (it holds no MLS state) that ask to be added,
  * and alice's device adds it, as the verified directory lists it for bob; the laptop joins and
@@ -5002,6 +5042,7 @@ int main(void)
         cmocka_unit_test(test_two_admins_replace_at_once),
         cmocka_unit_test(test_sole_admin_lost_state_founds_again),
         cmocka_unit_test(test_linked_device_asks_to_join),
+        cmocka_unit_test(test_device_linked_elsewhere_joins),
         cmocka_unit_test(test_replacement_by_no_admin_refused),
         cmocka_unit_test(test_stale_or_misnamed_ask_changes_nothing),
         cmocka_unit_test(test_lost_generation_at_the_top),

@@ -650,6 +650,9 @@ MSV_MUST_CHECK msv_err client_mls_send(struct msv_client *c, const uint8_t gid[1
 #define MSV_MLS_JOIN_DAYS 7
 #define MSV_MLS_JOINS_MAX 16 /* devices waiting at once; the oldest is given up past it */
 MSV_MUST_CHECK msv_err client_mls_join_due(struct msv_client *c, uint64_t device_id);
+/* A device the server says was added to this account: recorded as client_mls_join_due does if
+ * the directory lists it under this account (and no other wait is pushed out for it). */
+MSV_MUST_CHECK msv_err client_mls_join_noticed(struct msv_client *c, uint64_t device_id);
 /*
  * A device removed from this account (by this device, or told by the server, whose word is
  * only the cue): the leaves of this account's devices that the verified directory no longer

@@ -2932,6 +2932,35 @@ static void leaves_flush(struct msv_client *c)
     msv_settings_free(s, n);
 }
 
+/*
+ * A device the server says was added to this account (a cue alone): recorded to be added to
+ * this device's groups on MLS as one it approved is (client_mls_join_due), if the directory
+ * lists it under this account, so that a device linked by another of the account's devices
+ * (one not in a group, say) joins that group too without waiting for an admin's change. A
+ * notice never pushes out another wait (none is recorded while MSV_MLS_JOINS_MAX do), nor
+ * starts again one recorded already.
+ */
+msv_err client_mls_join_noticed(struct msv_client *c, uint64_t device_id)
+{
+    struct msv_setting *s = NULL;
+    struct dir own = {0};
+    size_t n = 0;
+    char key[KEY_MAX];
+    msv_err err;
+
+    if (device_id == c->device_id || is_set(c, join_key(device_id, key)))
+        return MSV_OK;
+    err = msv_client_db_settings(c->db, JOIN, MSV_MLS_JOINS_MAX, &s, &n);
+    msv_settings_free(s, n);
+    if (err != MSV_OK || n >= MSV_MLS_JOINS_MAX)
+        return err;
+    err = own_devices(c, &own);
+    if (err == MSV_OK && dir_find(&own, device_id) != NULL)
+        err = record_now(c, join_key(device_id, key));
+    dir_free(&own);
+    return err;
+}
+
 void client_mls_outs(struct msv_client *c)
 {
     if (c->mls_joining)

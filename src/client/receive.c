@@ -1171,6 +1171,11 @@ static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
     if (dc->device != NULL && !dc->added && !dc->pending && dc->device->device_id != c->device_id &&
         client_mls_out_due(c, 0) != MSV_OK)
         c->why.message[0] = '\0';
+    /* added to it (approved, by any of its devices): added to this device's groups on MLS at
+     * the end of the receive, as one it approved itself (the directory decides again) */
+    if (dc->device != NULL && dc->added && !dc->pending &&
+        client_mls_join_noticed(c, dc->device->device_id) != MSV_OK)
+        c->why.message[0] = '\0';
     if (on_message != NULL && dc->device != NULL) {
         struct msv_public_identity *pub = NULL;
         char notice[400], fp[MSV_FINGERPRINT_TEXT_LEN] = "(unreadable identity)";
