@@ -8658,6 +8658,66 @@ static void test_reused_message_id(void **state)
     test_server_cleanup(&s);
 }
 
+/*
+ * mallory's message under the id of alice's reaches bob first (a server held alice's back): bob
+ * keeps alice's under an id of its own. alice's edit and unsend of it reach it there, and leave
+ * mallory's alone. Before, both were taken as about mallory's message and dropped (she is not
+ * its author): alice's message stayed as first written.
+ */
+static void test_changes_reach_a_message_under_a_reused_id(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *mallory;
+    struct msv_message_rec *m = NULL;
+    uint8_t id[16], local[16];
+    char sql[400];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    assert_int_equal(msv_client_send(alice, to, 1, "alice's words", NULL, 0, NULL, id), MSV_OK);
+    send_under_id(mallory, id, "mallory's words");
+    /* mallory's, the newest in bob's queue, put before alice's (and what comes next after
+     * both) */
+    for (struct msv_client **o = (struct msv_client *[]){alice, bob, mallory, NULL}; *o; o++) {
+        msv_conn_close((*o)->conn);
+        (*o)->conn = NULL;
+    }
+    test_server_stop(&s);
+    snprintf(sql, sizeof(sql),
+             "UPDATE queue SET id = id + 2000000 WHERE device_id = %llu;"
+             "UPDATE queue SET id = (SELECT MIN(id) FROM queue WHERE device_id = %llu) - 1"
+             " WHERE id = (SELECT MAX(id) FROM queue WHERE device_id = %llu);"
+             "UPDATE sqlite_sequence SET seq = 3000000 WHERE name = 'queue';",
+             (unsigned long long)bob->device_id, (unsigned long long)bob->device_id,
+             (unsigned long long)bob->device_id);
+    server_sql(&s, sql);
+    test_server_start(&s);
+    assert_int_equal(receive_now(bob), 2);
+    client_reused_id(id, "alice@example.org", alice->device_id, local);
+    assert_int_equal(msv_client_db_message_get(bob->db, local, &m), MSV_OK);
+    assert_string_equal(m->sender, "alice@example.org");
+    msv_messages_free(m, 1);
+    assert_int_equal(msv_client_edit(alice, id, "alice's new words"), MSV_OK);
+    receive_now(bob);
+    assert_int_equal(msv_client_db_message_get(bob->db, local, &m), MSV_OK);
+    assert_non_null(strstr(m->text, "alice's new words"));
+    msv_messages_free(m, 1);
+    assert_int_equal(msv_client_unsend(alice, id), MSV_OK);
+    receive_now(bob);
+    assert_string_equal(status_of(bob, local), "unsent");
+    assert_string_equal(status_of(bob, id), "received"); /* mallory's, as it was */
+    assert_int_equal(history_count(bob, NULL, "mallory's words"), 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
 /* Runs sql on c's own database beside it (waiting for its writes). */
 static void client_sql(struct msv_client *c, const char *sql)
 {
@@ -9209,6 +9269,7 @@ int main(void)
         cmocka_unit_test(test_receipts_only_from_recipients),
         cmocka_unit_test(test_receipt_not_queued_stays_owed),
         cmocka_unit_test(test_changes_before_their_messages),
+        cmocka_unit_test(test_changes_reach_a_message_under_a_reused_id),
         cmocka_unit_test(test_reused_message_id),
         cmocka_unit_test(test_sync_from_another_account),
         cmocka_unit_test(test_hostile_profile_pointer),

@@ -36,6 +36,7 @@ struct fixture {
     int64_t sent_ms;
     char notice[600];
     const char *status;
+    int notices; /* how many keep_notice was given */
 };
 
 static int setup(void **state)
@@ -79,6 +80,7 @@ static void keep_notice(void *ctx, const struct msv_incoming *in)
 
     snprintf(f->notice, sizeof(f->notice), "%s", in->notice ? in->notice : "");
     f->status = in->status;
+    f->notices++;
 }
 
 /* A change of the fixture's message from sender, made at_ms, as bob's device takes it. */
@@ -186,6 +188,20 @@ static size_t early_kept(struct fixture *f)
     return n;
 }
 
+/* How many kept changes are sender's. */
+static size_t early_from(struct fixture *f, const char *sender)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0, found = 0;
+
+    assert_int_equal(msv_client_db_settings(f->c.db, "early:", SIZE_MAX, &s, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++)
+        found +=
+            s[i].len > 16 + strlen(sender) && strcmp((const char *)s[i].value + 16, sender) == 0;
+    msv_settings_free(s, n);
+    return found;
+}
+
 /* alice's message target, as bob's device stores it, then the changes kept for it applied. */
 static int arrives(struct fixture *f, const uint8_t target[16], const char *text)
 {
@@ -200,14 +216,15 @@ static int arrives(struct fixture *f, const uint8_t target[16], const char *text
     memcpy(m.message_id, target, 16);
     m.sent_at_ms = m.stored_at_ms = f->sent_ms;
     assert_int_equal(msv_client_db_message_put(f->c.db, &m), MSV_OK);
-    assert_int_equal(client_changes_apply(&f->c, target, keep_notice, f, &applied), MSV_OK);
+    assert_int_equal(client_changes_apply(&f->c, target, ALICE, keep_notice, f, &applied), MSV_OK);
     return applied;
 }
 
 /*
  * Changes that come before their message (held back by a server, or sent again after them) are
- * kept and applied when it comes, as they would have been after it: alice's unsend wins and her
- * edits apply in her order; mallory's unsend of alice's message changes nothing.
+ * kept and applied when it comes, as they would have been after it: alice's unsend wins (her
+ * edit it made moot never told) and her edits apply in her order; mallory's unsend of alice's
+ * message changes nothing.
  */
 static void test_changes_before_their_message(void **state)
 {
@@ -223,7 +240,11 @@ static void test_changes_before_their_message(void **state)
     keep_early(f, ALICE, edited, MSV_KIND_EDIT, 2, "second words", f->sent_ms + 3000);
     keep_early(f, ALICE, edited, MSV_KIND_EDIT, 1, "first words", f->sent_ms + 2000);
     assert_int_equal(early_kept(f), 5);
+    f->notices = 0;
     assert_true(arrives(f, gone, "take this back"));
+    /* the unsend alone is told: the edit it made moot never is */
+    assert_int_equal(f->notices, 1);
+    assert_string_equal(f->notice, ALICE " unsent a message");
     assert_int_equal(msv_client_db_message_get(f->c.db, gone, &m), MSV_OK);
     assert_string_equal(m->text, "");
     assert_string_equal(m->status, "unsent");
@@ -234,7 +255,7 @@ static void test_changes_before_their_message(void **state)
     assert_string_equal(m->text, "second words");
     assert_string_equal(m->status, "edited");
     msv_messages_free(m, 1);
-    assert_int_equal(early_kept(f), 0);
+    assert_int_equal(early_kept(f), 1); /* mallory's, for a message of hers, until it expires */
     /* a message with nothing kept for it: nothing applied */
     assert_false(arrives(f, (const uint8_t[16]){93}, "plain"));
 }
@@ -267,6 +288,10 @@ static void test_early_changes_bounded(void **state)
     keep_early(f, "one.more@example.org", target, MSV_KIND_UNSEND, 0, NULL, f->sent_ms);
     assert_int_equal(early_kept(f), 256);
     assert_int_equal(msv_client_early_changes_dropped(&f->c), 2);
+    /* the one pushed out was of the handle holding most (alice's 32): others keep theirs */
+    assert_int_equal(early_from(f, ALICE), 31);
+    assert_int_equal(early_from(f, "one.more@example.org"), 1);
+    assert_int_equal(early_from(f, "sender0@example.org"), 28);
     /* every record dated 31 days back: gone at the next keep */
     {
         struct msv_setting *s = NULL;

@@ -210,6 +210,7 @@ struct msv_client {
     /* a commit refused, its "mls-refused:" record due once the refusal is told */
     struct client_mls_refusal mls_refusal;
     uint64_t mls_ds_epoch; /* the group's epoch a stale commit of this device was told */
+    int mls_sent_nobody;   /* the last MLS message no device took (send_once) */
     /* how long msv_client_receive() goes on while frames keep coming, beyond its quiet
      * time (0: MSV_CLIENT_RECEIVE_MAX_MS) */
     int receive_max_ms;

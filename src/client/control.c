@@ -294,7 +294,7 @@ static msv_err change_applies(struct msv_client *c, const struct msv_message_rec
     if (strcmp(target->status, "unsent") == 0)
         return MSV_OK;
     if (p->kind == MSV_KIND_EDIT &&
-        (err = msv_client_db_edit_number(c->db, p->target_id, &applied)) != MSV_OK)
+        (err = msv_client_db_edit_number(c->db, target->message_id, &applied)) != MSV_OK)
         return err;
     if (p->kind == MSV_KIND_EDIT && p->edit_number <= applied)
         return MSV_OK;
@@ -320,7 +320,7 @@ static msv_err take_change(struct msv_client *c, const char *sender,
         return err;
     in->kind = MSV_INCOMING_EDIT;
     in->conversation = target->conversation;
-    in->target = p->target_id;
+    in->target = target->message_id;
     in->status = late ? "refused" : what;
     if (late) {
         snprintf(notice, notice_len, "%s %s a message after the window: %s refused: too late",
@@ -329,9 +329,9 @@ static msv_err take_change(struct msv_client *c, const char *sender,
     }
     err = p->kind == MSV_KIND_EDIT
               ? store_edit(c, target, p->edit_number, p->text, (int64_t)p->sent_at_ms)
-              : msv_client_db_message_rewrite(c->db, p->target_id, "", "unsent");
+              : msv_client_db_message_rewrite(c->db, target->message_id, "", "unsent");
     if (err == MSV_OK && p->kind == MSV_KIND_UNSEND)
-        err = client_delete_files(c, p->target_id); /* what was received with it goes too */
+        err = client_delete_files(c, target->message_id); /* what was received with it goes too */
     snprintf(notice, notice_len, "%s %s a message%s%.200s", sender, what,
              p->kind == MSV_KIND_EDIT ? ": " : "", p->kind == MSV_KIND_EDIT ? p->text : "");
     return err;
@@ -346,14 +346,21 @@ static int is_recipient(struct msv_client *c, const struct msv_message_rec *m, c
     return err == MSV_OK || (err == MSV_ERR_NOT_FOUND && strcmp(m->conversation, handle) == 0);
 }
 
+/* client_take_control; *status (unless NULL): what an edit or unsend did ("edited",
+ * "unsent", "refused"), NULL if nothing. */
+static msv_err take_control(struct msv_client *c, const char *sender, uint64_t device,
+                            const struct msv_payload *p,
+                            void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                            const char **status);
+
 /*
- * "early:<hex of the target message's id><hex of 8 bytes of the change's hash>" = u64be wall ms
- * kept || u64be sender's device || sender's handle || NUL || the change's payload: an edit or
- * unsend of a message this device does not have yet, applied as the author's when that message
- * is stored (client_changes_apply). A message may come after its change: a server held it back,
- * or it was owed to this device and sent again after it. At most EARLY_PER_SENDER of one
- * handle's and EARLY_MAX in all wait (the oldest going first, counted), each at most
- * EARLY_KEEP_MS.
+ * "early:<hex of the target message's id><hex of 8 bytes of a hash of the sender, its device and
+ * the change>" = u64be wall ms kept || u64be sender's device || sender's handle || NUL || the
+ * change's payload: an edit or unsend of a message this device does not have yet, applied as
+ * its author's when that message is shown (client_changes_apply). A message may come after
+ * its change: a server held it back, or it was owed to this device and sent again after it. At
+ * most EARLY_PER_SENDER of one handle's and EARLY_MAX in all wait (past that the oldest of the
+ * handle holding most goes, counted), each at most EARLY_KEEP_MS.
  */
 #define EARLY "early:"
 #define EARLY_KEY_MAX (sizeof(EARLY) + 32 + 16)
@@ -367,122 +374,239 @@ uint64_t msv_client_early_changes_dropped(struct msv_client *c)
     return client_counter(c, EARLY_DROPPED);
 }
 
-/* Reads a kept change: its time, sender's device, sender and payload (borrowed from v). */
-static int early_parse(const struct msv_setting *s, int64_t *at, uint64_t *device,
-                       const char **sender, const uint8_t **pt, size_t *pt_len)
+/* A kept change as read: its time, sender's device, sender and payload (borrowed). */
+struct early {
+    int64_t at;
+    uint64_t device;
+    const char *sender;
+    const uint8_t *pt;
+    size_t pt_len;
+};
+
+static int early_parse(const struct msv_setting *s, struct early *e)
 {
     const uint8_t *end;
 
     if (s->len < 17 || (end = memchr(s->value + 16, '\0', s->len - 16)) == NULL)
         return 0;
-    *at = (int64_t)msv_get_u64be(s->value);
-    *device = msv_get_u64be(s->value + 8);
-    *sender = (const char *)s->value + 16;
-    *pt = end + 1;
-    *pt_len = s->len - (size_t)(*pt - s->value);
+    e->at = (int64_t)msv_get_u64be(s->value);
+    e->device = msv_get_u64be(s->value + 8);
+    e->sender = (const char *)s->value + 16;
+    e->pt = end + 1;
+    e->pt_len = s->len - (size_t)(e->pt - s->value);
     return 1;
+}
+
+static int early_expired(const struct early *e, int64_t now)
+{
+    return now - e->at > EARLY_KEEP_MS || e->at > now + EARLY_KEEP_MS;
+}
+
+/* The key of a change (sender's device, sender, payload) of target. */
+static msv_err early_key(const uint8_t target[16], const char *sender, uint64_t device,
+                         const uint8_t *pt, size_t pt_len, char key[EARLY_KEY_MAX])
+{
+    crypto_generichash_state st;
+    uint8_t h[8], device_be[8];
+    char hex[33], hh[17];
+    msv_err err;
+
+    msv_put_u64be(device_be, device);
+    crypto_generichash_init(&st, NULL, 0, sizeof(h));
+    crypto_generichash_update(&st, (const uint8_t *)sender, strlen(sender) + 1);
+    crypto_generichash_update(&st, device_be, sizeof(device_be));
+    crypto_generichash_update(&st, pt, pt_len);
+    crypto_generichash_final(&st, h, sizeof(h));
+    err = msv_hex_encode(target, 16, hex, sizeof(hex));
+    if (err == MSV_OK)
+        err = msv_hex_encode(h, sizeof(h), hh, sizeof(hh));
+    snprintf(key, EARLY_KEY_MAX, EARLY "%s%s", hex, hh);
+    return err;
+}
+
+/* Makes room for one more of sender's: what expired or does not read goes; then, past a bound,
+ * the oldest of sender's (its own bound) or of the handle holding most (the one in all). */
+static msv_err early_room(struct msv_client *c, const char *sender)
+{
+    struct msv_setting *s = NULL;
+    struct early *e = NULL;
+    size_t n = 0, live = 0, mine = 0, most = 0, drop = SIZE_MAX;
+    int64_t now = msv_wall_ms();
+    const char *heavy = sender;
+    msv_err err = msv_client_db_settings(c->db, EARLY, SIZE_MAX, &s, &n);
+
+    if (err == MSV_OK && (e = calloc(n + 1, sizeof(*e))) == NULL)
+        err = MSV_ERR_NOMEM;
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        if (!early_parse(&s[i], &e[i]) || early_expired(&e[i], now)) {
+            e[i].sender = NULL;
+            err = msv_client_db_unset(c->db, s[i].key);
+            continue;
+        }
+        live++;
+        mine += strcmp(e[i].sender, sender) == 0;
+    }
+    /* the handle holding most, when all are full (a flood from some pushes out only theirs) */
+    for (size_t i = 0; err == MSV_OK && mine < EARLY_PER_SENDER && live >= EARLY_MAX && i < n;
+         i++) {
+        size_t count = 0;
+
+        for (size_t k = 0; e[i].sender != NULL && k < n; k++)
+            count += e[k].sender != NULL && strcmp(e[k].sender, e[i].sender) == 0;
+        if (count > most) {
+            most = count;
+            heavy = e[i].sender;
+        }
+    }
+    for (size_t i = 0; err == MSV_OK && (mine >= EARLY_PER_SENDER || live >= EARLY_MAX) && i < n;
+         i++)
+        if (e[i].sender != NULL && strcmp(e[i].sender, heavy) == 0 &&
+            (drop == SIZE_MAX || e[i].at < e[drop].at))
+            drop = i;
+    if (err == MSV_OK && drop != SIZE_MAX) {
+        err = msv_client_db_unset(c->db, s[drop].key);
+        if (err == MSV_OK)
+            err = client_counter_bump(c, EARLY_DROPPED);
+    }
+    free(e);
+    msv_settings_free(s, n);
+    return err;
 }
 
 msv_err client_change_keep(struct msv_client *c, const char *sender, uint64_t device,
                            const uint8_t target[16], const uint8_t *pt, size_t pt_len)
 {
-    struct msv_setting *s = NULL;
-    size_t n = 0, live = 0, mine = 0, oldest = SIZE_MAX, oldest_mine = SIZE_MAX, len;
-    int64_t now = msv_wall_ms(), t_oldest = 0, t_mine = 0;
-    uint8_t h[8], *v = NULL;
-    char key[EARLY_KEY_MAX], hex[33], hh[17];
-    msv_err err = msv_client_db_settings(c->db, EARLY, SIZE_MAX, &s, &n);
+    uint8_t *v = NULL;
+    size_t len = 16 + strlen(sender) + 1 + pt_len;
+    char key[EARLY_KEY_MAX];
+    msv_err err = early_key(target, sender, device, pt, pt_len, key);
 
-    /* what waits too long, or does not read, goes; then the sender's oldest, or anyone's, if
-     * this one would pass a bound */
-    for (size_t i = 0; err == MSV_OK && i < n; i++) {
-        int64_t at = 0;
-        uint64_t from = 0;
-        const char *who = NULL;
-        const uint8_t *body = NULL;
-        size_t body_len = 0;
-
-        if (!early_parse(&s[i], &at, &from, &who, &body, &body_len) || now - at > EARLY_KEEP_MS ||
-            at > now + EARLY_KEEP_MS) {
-            err = msv_client_db_unset(c->db, s[i].key);
-            continue;
-        }
-        live++;
-        if (oldest == SIZE_MAX || at < t_oldest) {
-            oldest = i;
-            t_oldest = at;
-        }
-        if (strcmp(who, sender) == 0 && (mine++ == 0 || at < t_mine)) {
-            oldest_mine = i;
-            t_mine = at;
-        }
+    /* the same change given again: kept once, its time as it was */
+    if (err == MSV_OK && (err = msv_client_db_get(c->db, key, &v, &len)) == MSV_OK) {
+        free(v);
+        return MSV_OK;
     }
-    if (err == MSV_OK && (mine >= EARLY_PER_SENDER || live >= EARLY_MAX)) {
-        err = msv_client_db_unset(c->db, s[mine >= EARLY_PER_SENDER ? oldest_mine : oldest].key);
-        if (err == MSV_OK)
-            err = client_counter_bump(c, EARLY_DROPPED);
-    }
-    crypto_generichash(h, sizeof(h), pt, pt_len, NULL, 0);
+    if (err == MSV_ERR_NOT_FOUND)
+        err = early_room(c, sender);
     len = 16 + strlen(sender) + 1 + pt_len;
     if (err == MSV_OK && (v = malloc(len)) == NULL)
         err = MSV_ERR_NOMEM;
-    if (err == MSV_OK && (err = msv_hex_encode(target, 16, hex, sizeof(hex))) == MSV_OK)
-        err = msv_hex_encode(h, sizeof(h), hh, sizeof(hh));
     if (err == MSV_OK) {
-        msv_put_u64be(v, (uint64_t)now);
+        msv_put_u64be(v, (uint64_t)msv_wall_ms());
         msv_put_u64be(v + 8, device);
         memcpy(v + 16, sender, strlen(sender) + 1);
         memcpy(v + 16 + strlen(sender) + 1, pt, pt_len);
-        snprintf(key, sizeof(key), EARLY "%s%s", hex, hh);
         err = msv_client_db_set(c->db, key, v, len);
     }
     free(v);
-    msv_settings_free(s, n);
     return err;
 }
 
-msv_err client_changes_apply(struct msv_client *c, const uint8_t target[16],
+/* The order kept changes go in: the author's unsend alone first (its edits never shown), then
+ * edits by their number. */
+static int early_rank(const struct msv_payload *p)
+{
+    return p->kind == MSV_KIND_UNSEND
+               ? -1
+               : (int)(p->edit_number > INT32_MAX ? INT32_MAX : p->edit_number);
+}
+
+msv_err client_changes_apply(struct msv_client *c, const uint8_t target[16], const char *author,
                              void (*on_message)(void *, const struct msv_incoming *), void *ctx,
                              int *applied)
 {
     struct msv_setting *s = NULL;
+    struct msv_payload **p = NULL;
     size_t n = 0;
+    int64_t now = msv_wall_ms();
     char prefix[EARLY_KEY_MAX], hex[33];
+    int unsent = 0;
     msv_err err = msv_hex_encode(target, 16, hex, sizeof(hex));
 
     *applied = 0;
     snprintf(prefix, sizeof(prefix), EARLY "%s", hex);
     if (err == MSV_OK)
         err = msv_client_db_settings(c->db, prefix, EARLY_MAX, &s, &n);
+    if (err == MSV_OK && n > 0 && (p = calloc(n, sizeof(*p))) == NULL)
+        err = MSV_ERR_NOMEM;
+    /* the author's (another's stays, for a message of theirs under the same id, until it
+     * expires); one that expired or does not read goes */
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
-        struct msv_payload *p = NULL;
-        int64_t at = 0;
-        uint64_t device = 0;
-        const char *sender = NULL;
-        const uint8_t *pt = NULL;
-        size_t pt_len = 0;
+        struct early e;
+        int ok = early_parse(&s[i], &e) && !early_expired(&e, now) &&
+                 msv_payload_parse(e.pt, e.pt_len, &p[i]) == MSV_OK && p[i]->has_target &&
+                 memcmp(p[i]->target_id, target, 16) == 0 &&
+                 (p[i]->kind == MSV_KIND_EDIT || p[i]->kind == MSV_KIND_UNSEND);
 
-        /* as it would have been had it come after its message (the author's alone, within the
-         * window, the edit numbers in order); one that does not read is dropped */
-        if (early_parse(&s[i], &at, &device, &sender, &pt, &pt_len) &&
-            msv_payload_parse(pt, pt_len, &p) == MSV_OK && p->has_target &&
-            memcmp(p->target_id, target, 16) == 0 &&
-            (p->kind == MSV_KIND_EDIT || p->kind == MSV_KIND_UNSEND)) {
-            err = client_take_control(c, sender, device, p, on_message, ctx);
+        if (ok && strcmp(e.sender, author) != 0) {
+            msv_payload_free(p[i]);
+            p[i] = NULL;
+            continue;
+        }
+        if (!ok) {
+            msv_payload_free(p[i]);
+            p[i] = NULL;
+            err = msv_client_db_unset(c->db, s[i].key);
+        }
+    }
+    /* in their order, as they would have been taken after the message */
+    for (int done = 0; err == MSV_OK && !done;) {
+        size_t next = SIZE_MAX;
+        struct early e;
+
+        for (size_t i = 0; i < n; i++)
+            if (p[i] != NULL && (next == SIZE_MAX || early_rank(p[i]) < early_rank(p[next])))
+                next = i;
+        done = next == SIZE_MAX;
+        if (done)
+            break;
+        /* once an unsend is taken, the author's edits are moot: dropped unseen (one refused
+         * as too late leaves them to apply) */
+        if (!unsent) {
+            const char *did = NULL;
+
+            (void)early_parse(&s[next], &e);
+            err = take_control(c, e.sender, e.device, p[next], on_message, ctx, &did);
+            unsent = did != NULL && strcmp(did, "unsent") == 0;
             *applied = 1;
         }
-        msv_payload_free(p);
-        if (err == MSV_OK) /* (a storage failure keeps it for the next message's receive) */
-            err = msv_client_db_unset(c->db, s[i].key);
+        if (err == MSV_OK)
+            err = msv_client_db_unset(c->db, s[next].key);
+        msv_payload_free(p[next]);
+        p[next] = NULL;
     }
+    for (size_t i = 0; i < n && p != NULL; i++)
+        msv_payload_free(p[i]);
+    free(p);
     msv_settings_free(s, n);
     return err;
 }
 
-/* Applies a receipt, typing notice, edit or unsend from sender. */
+void client_reused_id(const uint8_t id[16], const char *sender, uint64_t device,
+                      uint8_t local_id[16])
+{
+    crypto_generichash_state h;
+    uint8_t device_be[8];
+
+    msv_put_u64be(device_be, device);
+    crypto_generichash_init(&h, (const uint8_t *)"missive: reused message id", 26, 16);
+    crypto_generichash_update(&h, id, 16);
+    crypto_generichash_update(&h, (const uint8_t *)sender, strlen(sender) + 1);
+    crypto_generichash_update(&h, device_be, sizeof(device_be));
+    crypto_generichash_final(&h, local_id, 16);
+}
+
 msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t device,
                             const struct msv_payload *p,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx)
+{
+    return take_control(c, sender, device, p, on_message, ctx, NULL);
+}
+
+static msv_err take_control(struct msv_client *c, const char *sender, uint64_t device,
+                            const struct msv_payload *p,
+                            void (*on_message)(void *, const struct msv_incoming *), void *ctx,
+                            const char **status)
 {
     struct msv_message_rec *target = NULL;
     struct msv_incoming in = {.from = sender};
@@ -491,6 +615,8 @@ msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t d
     msv_err err = MSV_OK;
 
     notice[0] = '\0';
+    if (status != NULL)
+        *status = NULL;
     if (p->kind == MSV_KIND_SESSION_RESET) {
         /* its message started a new session with this device already (X3DH) */
         if (on_message != NULL) {
@@ -512,6 +638,19 @@ msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t d
         return MSV_OK;
     if (p->has_target && msv_client_db_message_get(c->db, p->target_id, &target) != MSV_OK)
         return MSV_OK; /* about a message this device does not have */
+    /* under that id, another's message that came first: sender's own, if it has one, is kept
+     * under an id of its own (receive.c, redelivery_or_conflict) */
+    if (target != NULL && strcmp(target->sender, sender) != 0 &&
+        (p->kind == MSV_KIND_EDIT || p->kind == MSV_KIND_UNSEND)) {
+        struct msv_message_rec *own = NULL;
+        uint8_t local_id[16];
+
+        client_reused_id(p->target_id, sender, device, local_id);
+        if (msv_client_db_message_get(c->db, local_id, &own) == MSV_OK) {
+            msv_messages_free(target, 1);
+            target = own;
+        }
+    }
     switch (p->kind) {
     case MSV_KIND_RECEIPT_DELIVERED:
     case MSV_KIND_RECEIPT_READ:
@@ -549,6 +688,8 @@ msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t d
     case MSV_KIND_EDIT:
     case MSV_KIND_UNSEND:
         err = take_change(c, sender, target, p, &in, notice, sizeof(notice));
+        if (status != NULL)
+            *status = in.status;
         break;
     default:
         break;

@@ -231,10 +231,14 @@ msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t d
  * not have yet, to be applied when it comes (client_changes_apply). */
 msv_err client_change_keep(struct msv_client *c, const char *sender, uint64_t device,
                            const uint8_t target[16], const uint8_t *pt, size_t pt_len);
-/* Applies the changes kept for message target, now stored (*applied: whether there were any). */
-msv_err client_changes_apply(struct msv_client *c, const uint8_t target[16],
+/* Applies the changes kept for message target from author, its message now stored (*applied:
+ * whether there were any); another's stay. */
+msv_err client_changes_apply(struct msv_client *c, const uint8_t target[16], const char *author,
                              void (*on_message)(void *, const struct msv_incoming *), void *ctx,
                              int *applied);
+/* The id a message of sender's device is stored under when another's came first under id. */
+void client_reused_id(const uint8_t id[16], const char *sender, uint64_t device,
+                      uint8_t local_id[16]);
 
 /* A group this account is in, by name or id; an invitation is MSV_ERR_NOT_FOUND until accepted. */
 msv_err client_joined_group(struct msv_client *c, const char *which, struct msv_group_rec *g);

@@ -458,7 +458,7 @@ static msv_err state_load(struct msv_client *c, const uint8_t gid[16], struct ms
  * LEAVES_MAX (past that the membership stays, counted as a wait given up).
  */
 #define LEAVE "mls-leave:"
-#define LEAVES_MAX 64
+#define LEAVES_MAX 256
 #define LEAVE_HEAD 24
 /* how long a generation moved on from is kept before it is left: a device that has not read
  * its queue since the founding may still write there meanwhile, and those that moved on are
@@ -2132,8 +2132,10 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     }
     if (err == MSV_OK)
         err = msv_mls_member_commit_merge(m);
-    if (err == MSV_OK && old != NULL)
-        err = leave_value(c, old, lkey, &lv, &lv_len);
+    /* (its founding taken, a failure here leaves the old generation's membership, as before
+     * leaves, rather than the new state unsaved) */
+    if (err == MSV_OK && old != NULL && leave_value(c, old, lkey, &lv, &lv_len) != MSV_OK)
+        lv = NULL;
     /* the Welcome kept with the state its commit made: both or neither */
     if (err == MSV_OK)
         err = state_save_leaving(c, gid, m, &dir,
@@ -2892,11 +2894,17 @@ static void leaves_flush(struct msv_client *c)
                      got == MLS_ID_LEN;
         int done = !parsed;
 
-        /* a day after it was moved on from (a first time over a day ahead: the clock went
-         * back), then at its time */
-        if (parsed && ((now - (int64_t)msv_get_u64be(v) < LEAVE_AFTER_MS &&
-                        (int64_t)msv_get_u64be(v) <= now + LEAVE_AFTER_MS) ||
-                       !retry_due(v, now)))
+        /* a first time over a day ahead (the clock went back): dated now, so that it is left a
+         * day on rather than given up */
+        if (parsed && (int64_t)msv_get_u64be(v) > now + LEAVE_AFTER_MS) {
+            msv_put_u64be(v, (uint64_t)now);
+            msv_put_u64be(v + 8, (uint64_t)now);
+            if (msv_client_db_set(c->db, s[i].key, v, s[i].len) != MSV_OK)
+                break;
+            continue;
+        }
+        /* a day after it was moved on from, then at its time */
+        if (parsed && (now - (int64_t)msv_get_u64be(v) < LEAVE_AFTER_MS || !retry_due(v, now)))
             continue;
         if (parsed && retry_expired(v, now)) {
             (void)client_counter_bump(c, WAITS_GIVEN_UP); /* a count: the membership stays */
@@ -3387,12 +3395,13 @@ static msv_err send_once(struct msv_client *c, const uint8_t gid[16], const uint
     if (err == MSV_OK && !*renewed && now <= epoch && sent.full > 0 && is_shown(pt, pt_len) &&
         full_said_due(c, gid))
         full_notice(c, gid, roster, roster_len, &sent, "a message", "; told at most hourly");
-    /* nobody at the delivery service to take it, while the tree holds other devices: they all
-     * moved on to a later generation (a founding again this device has not read yet) and left
-     * this one: taken as behind the group, so that the queue is read and the message goes
-     * again where they are, or as per-device copies, told */
-    if (err == MSV_OK && !*renewed && sent.queued == 0 && sent.full == 0 && others > 0 &&
-        now <= epoch)
+    /* a message nobody at the delivery service took, while the tree holds other devices: they
+     * all moved on to a later generation (a founding again this device has not read yet) and
+     * left this one, or were removed: taken as behind the group, so that the queue is read and
+     * the message goes again where they are, or as per-device copies, told */
+    c->mls_sent_nobody = err == MSV_OK && !*renewed && sent.queued == 0 && sent.full == 0 &&
+                         others > 0 && now <= epoch && is_shown(pt, pt_len);
+    if (c->mls_sent_nobody)
         now = epoch + 1;
     *behind = err == MSV_OK && now > epoch ? now : 0; /* the delivery service's epoch */
     msv_mls_member_free(m);
@@ -4076,12 +4085,20 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
         snprintf(why, sizeof(why), "%s", err == MSV_ERR_AGAIN ? c->why.message : "");
         held_generation(c, gid, &epoch);
         err = behind_mark(c, gid, gen, behind);
-        snprintf(text, sizeof(text),
-                 "%sthis device is behind its MLS group (at epoch %llu, the group at %llu: "
-                 "commits it never received)%s%.300s; its messages go as per-device copies "
-                 "until it catches up or an admin founds the group again",
-                 unread ? "a message could not be read by the group: " : "",
-                 (unsigned long long)epoch, (unsigned long long)behind, why[0] ? ": " : "", why);
+        if (c->mls_sent_nobody && unread)
+            snprintf(text, sizeof(text),
+                     "no device took this device's message in the group's MLS group (they all "
+                     "left it for a later one this device has not joined, or were removed); its "
+                     "messages go as per-device copies until it catches up or an admin founds "
+                     "the group again");
+        else
+            snprintf(text, sizeof(text),
+                     "%sthis device is behind its MLS group (at epoch %llu, the group at %llu: "
+                     "commits it never received)%s%.300s; its messages go as per-device copies "
+                     "until it catches up or an admin founds the group again",
+                     unread ? "a message could not be read by the group: " : "",
+                     (unsigned long long)epoch, (unsigned long long)behind, why[0] ? ": " : "",
+                     why);
         if (err == MSV_OK && notice(c, gid, text) != MSV_OK)
             c->why.message[0] = '\0';
         *per_device = err == MSV_OK;

@@ -685,7 +685,7 @@ static msv_err show_message(struct msv_client *c, const struct msv_message_rec *
 {
     uint8_t key[32];
     struct msv_message_rec *now = NULL;
-    int claim;
+    int claim, changed = 0;
     msv_err err;
 
     *shown = 0;
@@ -700,16 +700,26 @@ static msv_err show_message(struct msv_client *c, const struct msv_message_rec *
     err = msv_client_db_message_get(c->db, m->message_id, &now);
     if (err == MSV_OK && (now->pending & MSV_MESSAGE_TO_SHOW) == 0)
         err = MSV_ERR_EXISTS;
-    if (now != NULL)
+    /* its author's edits and unsends that came before it, applied first (under the claim, and
+     * again after a crash between its storing and its showing): shown as it is after them */
+    if (err == MSV_OK && m->kind == MSV_KIND_MESSAGE &&
+        (err = client_changes_apply(c, m->message_id, m->sender, on_message, ctx, &changed)) ==
+            MSV_OK &&
+        changed) {
         msv_messages_free(now, 1);
+        now = NULL;
+        err = msv_client_db_message_get(c->db, m->message_id, &now);
+    }
     if (err == MSV_OK && on_message != NULL) {
         struct msv_incoming in = {.kind = MSV_INCOMING_MESSAGE,
-                                  .message = m,
+                                  .message = changed ? now : m,
                                   .from = m->sender,
                                   .conversation = m->conversation};
 
         on_message(ctx, &in);
     }
+    if (now != NULL)
+        msv_messages_free(now, 1);
     if (err == MSV_OK) {
         *shown = 1;
         err = msv_client_db_message_done(c->db, m->message_id, MSV_MESSAGE_TO_SHOW);
@@ -776,8 +786,6 @@ static msv_err redelivery_or_conflict(struct msv_client *c, const struct incomin
                                       size_t note_len)
 {
     struct msv_message_rec *m = NULL;
-    uint8_t device_be[8];
-    crypto_generichash_state h;
     msv_err err = msv_client_db_message_get(c->db, p->message_id, &m);
 
     memcpy(local_id, p->message_id, 16);
@@ -794,12 +802,7 @@ static msv_err redelivery_or_conflict(struct msv_client *c, const struct incomin
     snprintf(note, note_len, "\n[sent under the id of an earlier message from %s (device %llu)]",
              m->sender, (unsigned long long)m->sender_device);
     msv_messages_free(m, 1);
-    msv_put_u64be(device_be, from->device);
-    crypto_generichash_init(&h, (const uint8_t *)"missive: reused message id", 26, 16);
-    crypto_generichash_update(&h, p->message_id, 16);
-    crypto_generichash_update(&h, (const uint8_t *)from->sender, strlen(from->sender) + 1);
-    crypto_generichash_update(&h, device_be, sizeof(device_be));
-    crypto_generichash_final(&h, local_id, 16);
+    client_reused_id(p->message_id, from->sender, from->device, local_id);
     return msv_client_db_message_known(c->db, local_id) == MSV_OK ? MSV_ERR_EXISTS : MSV_OK;
 }
 
@@ -824,7 +827,7 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
                             struct incoming *from)
 {
     struct msv_payload *p = NULL;
-    struct msv_message_rec rec = {.status = "received"}, *now = NULL;
+    struct msv_message_rec rec = {.status = "received"};
     struct msv_group_rec group = {0};
     char *sender = from->sender, *text = NULL, group_conversation[40], note[600];
     int applied = 0, request = 0, shown = 0, invitation = 0, taken = 1, changed = 0;
@@ -890,8 +893,13 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
         err = (p->kind == MSV_KIND_EDIT || p->kind == MSV_KIND_UNSEND) && p->has_target
                   ? msv_client_db_message_known(c->db, p->target_id)
                   : MSV_OK;
-        if (err == MSV_ERR_NOT_FOUND)
-            err = client_change_keep(c, sender, from->device, p->target_id, pt, pt_len);
+        /* (kept, then looked for again: another process may have stored it meanwhile, having
+         * found nothing kept for it) */
+        if (err == MSV_ERR_NOT_FOUND &&
+            (err = client_change_keep(c, sender, from->device, p->target_id, pt, pt_len)) ==
+                MSV_OK &&
+            msv_client_db_message_known(c->db, p->target_id) == MSV_OK)
+            err = client_changes_apply(c, p->target_id, sender, on_message, ctx, &changed);
         else if (err == MSV_OK)
             err = client_take_control(c, sender, from->device, p, on_message, ctx);
         msv_payload_free(p);
@@ -988,14 +996,13 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
     /* a copy of this account's own message: who it went to, for their receipts */
     if (err == MSV_OK && rec.outgoing)
         err = own_copy_recipients(c, rec.message_id, p);
-    /* an edit or unsend that came before it, applied now: it is shown as it is after them */
-    if (err == MSV_OK && p->kind == MSV_KIND_MESSAGE &&
-        (err = client_changes_apply(c, rec.message_id, on_message, ctx, &changed)) == MSV_OK &&
-        changed)
-        err = msv_client_db_message_get(c->db, rec.message_id, &now);
+    /* stored under an id of its own (another's message came first under its id): its author's
+     * edits and unsends that came before it, kept under that id, applied now (those kept under
+     * its own are applied as it is shown) */
+    if (err == MSV_OK && p->kind == MSV_KIND_MESSAGE && memcmp(rec.message_id, p->message_id, 16))
+        err = client_changes_apply(c, p->message_id, sender, on_message, ctx, &changed);
     if (err == MSV_OK)
-        err = show_message(c, now != NULL ? now : &rec, on_message, ctx, &shown);
-    msv_messages_free(now, now != NULL ? 1 : 0);
+        err = show_message(c, &rec, on_message, ctx, &shown);
     if (err == MSV_OK && p->kind == MSV_KIND_GROUP_CHANGE && on_message != NULL) {
         struct msv_incoming in = {.kind = MSV_INCOMING_GROUP,
                                   .notice = text,
