@@ -997,6 +997,19 @@ static void server_sql(struct test_server *s, const char *sql)
     sqlite3_close(db);
 }
 
+/* The server stopped, sql run on its database (bob's queue reworked, say), and started again;
+ * the connections of clients (NULL-ended), ended by it, closed first. */
+static void server_redone(struct test_server *s, struct msv_client **clients, const char *sql)
+{
+    for (; *clients != NULL; clients++) {
+        msv_conn_close((*clients)->conn);
+        (*clients)->conn = NULL;
+    }
+    test_server_stop(s);
+    server_sql(s, sql);
+    test_server_start(s);
+}
+
 /* The number the stopped server's database gives for a query. */
 static long long server_count(struct test_server *s, const char *sql)
 {
@@ -8683,11 +8696,6 @@ static void test_changes_reach_a_message_under_a_reused_id(void **state)
     send_under_id(mallory, id, "mallory's words");
     /* mallory's, the newest in bob's queue, put before alice's (and what comes next after
      * both) */
-    for (struct msv_client **o = (struct msv_client *[]){alice, bob, mallory, NULL}; *o; o++) {
-        msv_conn_close((*o)->conn);
-        (*o)->conn = NULL;
-    }
-    test_server_stop(&s);
     snprintf(sql, sizeof(sql),
              "UPDATE queue SET id = id + 2000000 WHERE device_id = %llu;"
              "UPDATE queue SET id = (SELECT MIN(id) FROM queue WHERE device_id = %llu) - 1"
@@ -8695,8 +8703,7 @@ static void test_changes_reach_a_message_under_a_reused_id(void **state)
              "UPDATE sqlite_sequence SET seq = 3000000 WHERE name = 'queue';",
              (unsigned long long)bob->device_id, (unsigned long long)bob->device_id,
              (unsigned long long)bob->device_id);
-    server_sql(&s, sql);
-    test_server_start(&s);
+    server_redone(&s, (struct msv_client *[]){alice, bob, mallory, NULL}, sql);
     assert_int_equal(receive_now(bob), 2);
     client_reused_id(id, "alice@example.org", alice->device_id, local);
     assert_int_equal(msv_client_db_message_get(bob->db, local, &m), MSV_OK);
@@ -8712,6 +8719,49 @@ static void test_changes_reach_a_message_under_a_reused_id(void **state)
     assert_string_equal(status_of(bob, local), "unsent");
     assert_string_equal(status_of(bob, id), "received"); /* mallory's, as it was */
     assert_int_equal(history_count(bob, NULL, "mallory's words"), 1);
+    msv_client_close(alice);
+    msv_client_close(bob);
+    msv_client_close(mallory);
+    test_server_cleanup(&s);
+}
+
+/*
+ * The same, and alice's unsend comes before her message too (bob's queue turned around): it
+ * names an id mallory's message holds, so it is kept for alice's own, and her message, stored
+ * under an id of its own, is shown unsent, its words nowhere. Before, the unsend was taken as
+ * about mallory's message and dropped, and alice's message was shown whole.
+ */
+static void test_unsend_first_under_a_reused_id(void **state)
+{
+    const char *to[1] = {"bob@example.org"};
+    struct test_server s;
+    struct msv_client *alice, *bob, *mallory;
+    struct msv_message_rec *h = NULL;
+    uint8_t id[16], local[16];
+    size_t n = 0;
+    char sql[200];
+
+    (void)state;
+    test_server_init(&s, NULL);
+    test_server_start(&s);
+    alice = client_for(&s, "alice", "alice@example.org");
+    bob = client_for(&s, "bob", "bob@example.org");
+    mallory = client_for(&s, "mallory", "mallory@example.org");
+    assert_int_equal(msv_client_send(alice, to, 1, "alice's secret", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_unsend(alice, id), MSV_OK);
+    send_under_id(mallory, id, "mallory's words");
+    snprintf(sql, sizeof(sql),
+             "UPDATE queue SET id = 3000000 - id WHERE device_id = %llu;"
+             "UPDATE sqlite_sequence SET seq = 3000000 WHERE name = 'queue';",
+             (unsigned long long)bob->device_id);
+    server_redone(&s, (struct msv_client *[]){alice, bob, mallory, NULL}, sql);
+    receive_now(bob);
+    client_reused_id(id, "alice@example.org", alice->device_id, local);
+    assert_string_equal(status_of(bob, local), "unsent");
+    assert_string_equal(status_of(bob, id), "received"); /* mallory's */
+    assert_int_equal(msv_client_db_history(bob->db, NULL, "secret", 0, &h, &n), MSV_OK);
+    assert_int_equal(n, 0);
+    msv_messages_free(h, n);
     msv_client_close(alice);
     msv_client_close(bob);
     msv_client_close(mallory);
@@ -8794,13 +8844,9 @@ static void test_changes_before_their_messages(void **state)
     assert_int_equal(msv_client_unsend(alice, gone), MSV_OK);
     assert_int_equal(msv_client_edit(alice, fixed, "first words"), MSV_OK);
     /* bob's queue turned around, the server stopped meanwhile */
-    msv_conn_close(bob->conn);
-    bob->conn = NULL;
-    test_server_stop(&s);
     snprintf(sql, sizeof(sql), "UPDATE queue SET id = 3000000 - id WHERE device_id = %llu;",
              (unsigned long long)bob->device_id);
-    server_sql(&s, sql);
-    test_server_start(&s);
+    server_redone(&s, (struct msv_client *[]){bob, NULL}, sql);
     receive_now(bob);
     assert_int_equal(msv_client_db_message_get(bob->db, gone, &m), MSV_OK);
     assert_string_equal(m->status, "unsent");
@@ -9270,6 +9316,7 @@ int main(void)
         cmocka_unit_test(test_receipt_not_queued_stays_owed),
         cmocka_unit_test(test_changes_before_their_messages),
         cmocka_unit_test(test_changes_reach_a_message_under_a_reused_id),
+        cmocka_unit_test(test_unsend_first_under_a_reused_id),
         cmocka_unit_test(test_reused_message_id),
         cmocka_unit_test(test_sync_from_another_account),
         cmocka_unit_test(test_hostile_profile_pointer),

@@ -596,6 +596,37 @@ void client_reused_id(const uint8_t id[16], const char *sender, uint64_t device,
     crypto_generichash_final(&h, local_id, 16);
 }
 
+msv_err client_change_target(struct msv_client *c, const uint8_t target_id[16], const char *sender,
+                             uint64_t device, struct msv_message_rec **out)
+{
+    struct msv_known_device *known = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_message_get(c->db, target_id, out);
+
+    if (err != MSV_OK || strcmp((*out)->sender, sender) == 0)
+        return err;
+    /* under that id, another's message that came first: sender's own, if it has one, is kept
+     * under an id of its own (receive.c, redelivery_or_conflict), named by the device that
+     * sent it: the change's, or another of sender's */
+    if (msv_client_db_known_devices(c->db, sender, &known, &n) != MSV_OK)
+        n = 0;
+    for (size_t i = 0; i <= n; i++) {
+        struct msv_message_rec *own = NULL;
+        uint8_t local_id[16];
+
+        if (i > 0 && known[i - 1].device_id == device)
+            continue;
+        client_reused_id(target_id, sender, i == 0 ? device : known[i - 1].device_id, local_id);
+        if (msv_client_db_message_get(c->db, local_id, &own) == MSV_OK) {
+            msv_messages_free(*out, 1);
+            *out = own;
+            break;
+        }
+    }
+    msv_known_devices_free(known, n);
+    return MSV_OK;
+}
+
 msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t device,
                             const struct msv_payload *p,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx)
@@ -636,21 +667,10 @@ static msv_err take_control(struct msv_client *c, const char *sender, uint64_t d
     /* this account's own devices: only their edits and unsends, so that all of them agree */
     if (strcmp(sender, c->handle) == 0 && p->kind != MSV_KIND_EDIT && p->kind != MSV_KIND_UNSEND)
         return MSV_OK;
-    if (p->has_target && msv_client_db_message_get(c->db, p->target_id, &target) != MSV_OK)
+    if (p->has_target && (p->kind == MSV_KIND_EDIT || p->kind == MSV_KIND_UNSEND)
+            ? client_change_target(c, p->target_id, sender, device, &target) != MSV_OK
+            : p->has_target && msv_client_db_message_get(c->db, p->target_id, &target) != MSV_OK)
         return MSV_OK; /* about a message this device does not have */
-    /* under that id, another's message that came first: sender's own, if it has one, is kept
-     * under an id of its own (receive.c, redelivery_or_conflict) */
-    if (target != NULL && strcmp(target->sender, sender) != 0 &&
-        (p->kind == MSV_KIND_EDIT || p->kind == MSV_KIND_UNSEND)) {
-        struct msv_message_rec *own = NULL;
-        uint8_t local_id[16];
-
-        client_reused_id(p->target_id, sender, device, local_id);
-        if (msv_client_db_message_get(c->db, local_id, &own) == MSV_OK) {
-            msv_messages_free(target, 1);
-            target = own;
-        }
-    }
     switch (p->kind) {
     case MSV_KIND_RECEIPT_DELIVERED:
     case MSV_KIND_RECEIPT_READ:

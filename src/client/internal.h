@@ -239,6 +239,11 @@ msv_err client_changes_apply(struct msv_client *c, const uint8_t target[16], con
 /* The id a message of sender's device is stored under when another's came first under id. */
 void client_reused_id(const uint8_t id[16], const char *sender, uint64_t device,
                       uint8_t local_id[16]);
+/* The message an edit or unsend from sender's device names by target_id: the one under that id,
+ * or, when another's message holds it, sender's own kept under an id of its own (any of its
+ * known devices'), if it has one (*out then the other's). Free *out with msv_messages_free(). */
+msv_err client_change_target(struct msv_client *c, const uint8_t target_id[16], const char *sender,
+                             uint64_t device, struct msv_message_rec **out);
 
 /* A group this account is in, by name or id; an invitation is MSV_ERR_NOT_FOUND until accepted. */
 msv_err client_joined_group(struct msv_client *c, const char *which, struct msv_group_rec *g);

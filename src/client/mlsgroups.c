@@ -3997,6 +3997,7 @@ msv_err client_mls_send(struct msv_client *c, const uint8_t gid[16], const uint8
     msv_err err = msv_client_connect(c);
 
     *per_device = 0;
+    c->mls_sent_nobody = 0; /* (send_once's word, for this message alone) */
     if (err != MSV_OK)
         return err;
     admin = self_is_admin(c, gid);

@@ -689,6 +689,13 @@ static msv_err show_message(struct msv_client *c, const struct msv_message_rec *
     msv_err err;
 
     *shown = 0;
+    /* its author's edits and unsends that came before it, applied first (again after a crash
+     * between its storing and its showing, and before a showing left for later): it is shown,
+     * and kept, as it is after them */
+    if (m->kind == MSV_KIND_MESSAGE &&
+        (err = client_changes_apply(c, m->message_id, m->sender, on_message, ctx, &changed)) !=
+            MSV_OK)
+        return err;
     if (on_message == NULL && c->receiving_within > 0)
         return MSV_OK; /* nobody to tell: left to be shown by the next receive */
     /* ids are the senders' choice: claimed by a digest of the id, which no sender aims */
@@ -700,16 +707,9 @@ static msv_err show_message(struct msv_client *c, const struct msv_message_rec *
     err = msv_client_db_message_get(c->db, m->message_id, &now);
     if (err == MSV_OK && (now->pending & MSV_MESSAGE_TO_SHOW) == 0)
         err = MSV_ERR_EXISTS;
-    /* its author's edits and unsends that came before it, applied first (under the claim, and
-     * again after a crash between its storing and its showing): shown as it is after them */
-    if (err == MSV_OK && m->kind == MSV_KIND_MESSAGE &&
-        (err = client_changes_apply(c, m->message_id, m->sender, on_message, ctx, &changed)) ==
-            MSV_OK &&
-        changed) {
-        msv_messages_free(now, 1);
-        now = NULL;
-        err = msv_client_db_message_get(c->db, m->message_id, &now);
-    }
+    /* as stored now: a change applied since m was read (here, or by another process) shows */
+    changed = err == MSV_OK && (strcmp(now->status, m->status) != 0 ||
+                                strcmp(now->text ? now->text : "", m->text ? m->text : "") != 0);
     if (err == MSV_OK && on_message != NULL) {
         struct msv_incoming in = {.kind = MSV_INCOMING_MESSAGE,
                                   .message = changed ? now : m,
@@ -821,6 +821,22 @@ static msv_err append_note(char **text, const char *note)
     return MSV_OK;
 }
 
+/* Whether sender's message that a change from its device names by target_id is here (under that
+ * id, or under one of its own: client_change_target); *err a storage failure. */
+static int own_target(struct msv_client *c, const uint8_t target_id[16], const char *sender,
+                      uint64_t device, msv_err *err)
+{
+    struct msv_message_rec *t = NULL;
+    int own;
+
+    *err = client_change_target(c, target_id, sender, device, &t);
+    own = *err == MSV_OK && strcmp(t->sender, sender) == 0;
+    if (*err == MSV_ERR_NOT_FOUND)
+        *err = MSV_OK;
+    msv_messages_free(t, t != NULL ? 1 : 0);
+    return own;
+}
+
 /* Stores (and shows) one payload from->sender's device sent; MSV_ERR_EXISTS for a redelivery. */
 static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_len,
                             void (*on_message)(void *, const struct msv_incoming *), void *ctx,
@@ -888,19 +904,20 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
         return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, shown if it changed */
     }
     if (p->kind != MSV_KIND_MESSAGE && p->kind != MSV_KIND_GROUP_CHANGE) {
-        /* an edit or unsend of a message not here yet (held back, or sent again after it):
-         * kept for it, and applied when it comes */
-        err = (p->kind == MSV_KIND_EDIT || p->kind == MSV_KIND_UNSEND) && p->has_target
-                  ? msv_client_db_message_known(c->db, p->target_id)
-                  : MSV_OK;
+        /* an edit or unsend of a message of its sender's not here yet (held back, or sent again
+         * after it; another's message under its id does not count): kept for it, and applied
+         * when it comes */
+        int early = (p->kind == MSV_KIND_EDIT || p->kind == MSV_KIND_UNSEND) && p->has_target &&
+                    !own_target(c, p->target_id, sender, from->device, &err);
+
         /* (kept, then looked for again: another process may have stored it meanwhile, having
          * found nothing kept for it) */
-        if (err == MSV_ERR_NOT_FOUND &&
+        if (err == MSV_OK && early &&
             (err = client_change_keep(c, sender, from->device, p->target_id, pt, pt_len)) ==
                 MSV_OK &&
-            msv_client_db_message_known(c->db, p->target_id) == MSV_OK)
+            own_target(c, p->target_id, sender, from->device, &err))
             err = client_changes_apply(c, p->target_id, sender, on_message, ctx, &changed);
-        else if (err == MSV_OK)
+        else if (err == MSV_OK && !early)
             err = client_take_control(c, sender, from->device, p, on_message, ctx);
         msv_payload_free(p);
         return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a new message */
@@ -1036,35 +1053,42 @@ static msv_err take_message(struct msv_client *c, const Msv__Wire__Deliver *d,
  * a request to join is kept (its key is what an approval signs); an approval
  * counts the device as the account's own only if one of the account's own
  * devices signed it — the server cannot. Should recording fail, the monitor
- * warns of the device: a false alarm, never a missed one.
+ * warns of the device: a false alarm, never a missed one. 1 if the approval
+ * checked out and the device is new to this one (never counted before).
  */
-static void note_device_change(struct msv_client *c, const Msv__Wire__DeviceChange *dc)
+static int note_device_change(struct msv_client *c, const Msv__Wire__DeviceChange *dc)
 {
     const Msv__Wire__DeviceInfo *d = dc->device;
     struct msv_public_identity *approver = NULL;
-    uint8_t hash[32], msg[14 + 1 + 255 + 8 + 32], *id = NULL;
+    uint8_t hash[32], msg[14 + 1 + 255 + 8 + 32], *id = NULL, *known = NULL;
     char signer[sizeof(c->handle)];
-    size_t id_len = 0;
-    uint32_t suite = 0;
+    size_t id_len = 0, known_len = 0;
+    uint32_t suite = 0, known_suite = 0;
     msv_err err;
+    int fresh;
 
     snprintf(signer, sizeof(signer), "%s", c->handle);
     if (d->suite > 255 ||
         client_device_hash(d->suite, d->identity.data, d->identity.len, hash) != MSV_OK)
-        return;
+        return 0;
     if (dc->pending) {
         uint8_t *rec = malloc(d->identity.len + 1);
         char key[40];
 
         if (rec == NULL)
-            return;
+            return 0;
         rec[0] = (uint8_t)d->suite;
         memcpy(rec + 1, d->identity.data, d->identity.len);
         client_pending_key(d->device_id, key);
         err = msv_client_db_set(c->db, key, rec, d->identity.len + 1);
         free(rec);
-        return;
+        return 0;
     }
+    /* one this device counted as the account's already (approved before, and perhaps removed
+     * since: a removed device listed again is never new) */
+    fresh = msv_client_db_own_device_identity(c->db, d->device_id, &known_suite, &known,
+                                              &known_len) == MSV_ERR_NOT_FOUND;
+    free(known);
     err = msv_client_db_own_device_identity(c->db, dc->approver, &suite, &id, &id_len);
     if (err == MSV_OK)
         err = msv_public_identity_parse((enum msv_suite)suite, id, id_len, &approver);
@@ -1084,6 +1108,7 @@ static void note_device_change(struct msv_client *c, const Msv__Wire__DeviceChan
                                            d->identity.len, 0);
     msv_public_identity_free(approver);
     free(id);
+    return err == MSV_OK && fresh;
 }
 
 /* A notice about the account itself (docs/wire.md, "Account life"); unknown ones are ignored. */
@@ -1164,6 +1189,7 @@ static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
 {
     Msv__Wire__DeviceChange *dc =
         msv__wire__device_change__unpack(NULL, d->ciphertext.len, d->ciphertext.data);
+    int approved_now = 0;
 
     if (dc == NULL)
         return;
@@ -1172,15 +1198,17 @@ static void take_notice(struct msv_client *c, const Msv__Wire__Deliver *d,
     else if (dc->device == NULL)
         account_notice(c, dc, on_message, ctx);
     if (dc->device != NULL && dc->added)
-        note_device_change(c, dc);
+        approved_now = note_device_change(c, dc);
     /* removed from the account: its leaves in the groups on MLS committed out (at the end of
      * the receive; the server's word is only the cue: the verified directory decides) */
     if (dc->device != NULL && !dc->added && !dc->pending && dc->device->device_id != c->device_id &&
         client_mls_out_due(c, 0) != MSV_OK)
         c->why.message[0] = '\0';
-    /* added to it (approved, by any of its devices): added to this device's groups on MLS at
-     * the end of the receive, as one it approved itself (the directory decides again) */
-    if (dc->device != NULL && dc->added && !dc->pending &&
+    /* approved now by one of its devices (the approval's signature checked, and the device new
+     * to this one: never one approved before, removed since and listed again): added to this
+     * device's groups on MLS at the end of the receive, as one it approved itself (the
+     * directory decides again) */
+    if (approved_now && !dc->by_password &&
         client_mls_join_noticed(c, dc->device->device_id) != MSV_OK)
         c->why.message[0] = '\0';
     if (on_message != NULL && dc->device != NULL) {

@@ -424,16 +424,34 @@ msv_err msv_client_db_settings(struct msv_client_db *db, const char *prefix, siz
                                struct msv_setting **out, size_t *count)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_prepare(db->db,
-                                  "SELECT key, value FROM settings WHERE substr(key, 1, ?1) = ?2 "
-                                  "ORDER BY key LIMIT ?3;",
-                                  &st);
+    size_t n = strlen(prefix);
+    /* the keys from prefix up to the next prefix of its length (the key's index read as a
+     * range, not the whole table): its last byte one higher, unless it is the highest */
+    int ranged = n > 0 && (unsigned char)prefix[n - 1] < 0xff;
+    char *upper = ranged ? malloc(n + 1) : NULL;
+    msv_err err = ranged && upper == NULL
+                      ? MSV_ERR_NOMEM
+                      : msv_sql_prepare(db->db,
+                                        ranged ? "SELECT key, value FROM settings WHERE key >= ?2 "
+                                                 "AND key < ?4 AND substr(key, 1, ?1) = ?2 "
+                                                 "ORDER BY key LIMIT ?3;"
+                                               : "SELECT key, value FROM settings WHERE "
+                                                 "substr(key, 1, ?1) = ?2 ORDER BY key LIMIT ?3;",
+                                        &st);
 
-    if (err != MSV_OK)
+    if (err != MSV_OK) {
+        free(upper);
         return err;
-    sqlite3_bind_int(st, 1, (int)strlen(prefix));
+    }
+    sqlite3_bind_int(st, 1, (int)n);
     sqlite3_bind_text(st, 2, prefix, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)max);
+    if (ranged) {
+        memcpy(upper, prefix, n + 1);
+        upper[n - 1] = (char)((unsigned char)upper[n - 1] + 1);
+        sqlite3_bind_text(st, 4, upper, -1, SQLITE_TRANSIENT);
+    }
+    free(upper);
     return collect(st, sizeof(**out), read_setting, drop_settings, (void **)out, count, NULL);
 }
 
