@@ -267,6 +267,40 @@ static void test_known_devices_changes(void **state)
     assert_int_equal(changed, 1);
 }
 
+/*
+ * A device of this account the monitor alarmed on first (seen in the log before its approval was
+ * told) is counted as told of once its approval comes: its identity kept, so that the approvals
+ * it signs check out; an alarm afterwards changes nothing. Before, the alarmed row stayed, and
+ * the device's approvals never checked out.
+ */
+static void test_own_device_told_after_its_alarm(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t h[32], *id = NULL;
+    size_t len = 0;
+    uint32_t suite = 0;
+    int alarmed = -1;
+
+    memset(h, 7, sizeof(h));
+    assert_int_equal(msv_client_db_own_device_put(f->db, 9, h, 0, NULL, 0, 1), MSV_OK);
+    assert_int_equal(msv_client_db_own_device_identity(f->db, 9, &suite, &id, &len),
+                     MSV_ERR_NOT_FOUND);
+    assert_int_equal(
+        msv_client_db_own_device_put(f->db, 9, h, 3, (const uint8_t *)"key-nine", 8, 0), MSV_OK);
+    assert_int_equal(msv_client_db_own_device_get(f->db, 9, h, &alarmed), MSV_OK);
+    assert_int_equal(alarmed, 0);
+    assert_int_equal(msv_client_db_own_device_identity(f->db, 9, &suite, &id, &len), MSV_OK);
+    assert_int_equal(suite, 3);
+    assert_memory_equal(id, "key-nine", 8);
+    free(id);
+    id = NULL;
+    assert_int_equal(msv_client_db_own_device_put(f->db, 9, h, 0, NULL, 0, 1), MSV_OK);
+    assert_int_equal(msv_client_db_own_device_get(f->db, 9, h, &alarmed), MSV_OK);
+    assert_int_equal(alarmed, 0);
+    assert_int_equal(msv_client_db_own_device_identity(f->db, 9, &suite, &id, &len), MSV_OK);
+    free(id);
+}
+
 static void put_message(struct fixture *f, uint8_t id, const char *conv, const char *text)
 {
     struct msv_message_rec m = {.conversation = (char *)conv,
@@ -695,6 +729,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_contacts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_known_devices_changes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_own_device_told_after_its_alarm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_history_and_search, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unsent_versions_leave_no_trace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conversation_list, setup, teardown),

@@ -608,23 +608,29 @@ msv_err client_change_target(struct msv_client *c, const uint8_t target_id[16], 
     /* under that id, another's message that came first: sender's own, if it has one, is kept
      * under an id of its own (receive.c, redelivery_or_conflict), named by the device that
      * sent it: the change's, or another of sender's */
-    if (msv_client_db_known_devices(c->db, sender, &known, &n) != MSV_OK)
-        n = 0;
-    for (size_t i = 0; i <= n; i++) {
+    err = msv_client_db_known_devices(c->db, sender, &known, &n);
+    for (size_t i = 0; err == MSV_OK && i <= n; i++) {
         struct msv_message_rec *own = NULL;
         uint8_t local_id[16];
 
         if (i > 0 && known[i - 1].device_id == device)
             continue;
         client_reused_id(target_id, sender, i == 0 ? device : known[i - 1].device_id, local_id);
-        if (msv_client_db_message_get(c->db, local_id, &own) == MSV_OK) {
+        err = msv_client_db_message_get(c->db, local_id, &own);
+        if (err == MSV_OK) {
             msv_messages_free(*out, 1);
             *out = own;
             break;
         }
+        if (err == MSV_ERR_NOT_FOUND)
+            err = MSV_OK;
     }
     msv_known_devices_free(known, n);
-    return MSV_OK;
+    if (err != MSV_OK) { /* a storage failure: the delivery comes again */
+        msv_messages_free(*out, 1);
+        *out = NULL;
+    }
+    return err;
 }
 
 msv_err client_take_control(struct msv_client *c, const char *sender, uint64_t device,

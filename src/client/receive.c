@@ -689,20 +689,22 @@ static msv_err show_message(struct msv_client *c, const struct msv_message_rec *
     msv_err err;
 
     *shown = 0;
-    /* its author's edits and unsends that came before it, applied first (again after a crash
-     * between its storing and its showing, and before a showing left for later): it is shown,
-     * and kept, as it is after them */
-    if (m->kind == MSV_KIND_MESSAGE &&
-        (err = client_changes_apply(c, m->message_id, m->sender, on_message, ctx, &changed)) !=
-            MSV_OK)
-        return err;
-    if (on_message == NULL && c->receiving_within > 0)
-        return MSV_OK; /* nobody to tell: left to be shown by the next receive */
-    /* ids are the senders' choice: claimed by a digest of the id, which no sender aims */
+    /* ids are the senders' choice: claimed by a digest of the id, which no sender aims (another
+     * process holding it shows it, and applies what is below) */
     crypto_generichash(key, sizeof(key), m->message_id, 16, NULL, 0);
     claim = client_claim_try(c, SHOWN_CLAIMS, key, 0);
     if (claim == -2)
         return MSV_OK;
+    /* its author's edits and unsends that came before it, applied first (again after a crash
+     * between its storing and its showing, and before a showing left for later, then told to
+     * nobody): it is shown, and kept, as it is after them */
+    err = m->kind == MSV_KIND_MESSAGE
+              ? client_changes_apply(c, m->message_id, m->sender, on_message, ctx, &changed)
+              : MSV_OK;
+    if (err != MSV_OK || (on_message == NULL && c->receiving_within > 0)) {
+        client_claim_release(claim); /* nobody to tell: left to be shown by the next receive */
+        return err;
+    }
     /* a file that cannot be locked (-1) leaves the step as it was: shown, perhaps twice */
     err = msv_client_db_message_get(c->db, m->message_id, &now);
     if (err == MSV_OK && (now->pending & MSV_MESSAGE_TO_SHOW) == 0)
@@ -922,10 +924,14 @@ static msv_err take_payload(struct msv_client *c, const uint8_t *pt, size_t pt_l
         msv_payload_free(p);
         return err == MSV_OK ? MSV_ERR_EXISTS : err; /* acknowledged, not a new message */
     }
-    /* a redelivery: nothing to fetch or store again */
+    /* a redelivery: nothing to fetch or store again (its author's changes kept under its id,
+     * if it is stored under one of its own, applied: a crash may have come between) */
     if ((err = redelivery_or_conflict(c, from, p, rec.message_id, note, sizeof(note))) != MSV_OK) {
+        if (err == MSV_ERR_EXISTS && p->kind == MSV_KIND_MESSAGE &&
+            memcmp(rec.message_id, p->message_id, 16) != 0)
+            err = client_changes_apply(c, p->message_id, sender, on_message, ctx, &changed);
         msv_payload_free(p);
-        return err;
+        return err == MSV_OK ? MSV_ERR_EXISTS : err;
     }
     /* refused before anything is fetched; acknowledged, so it does not come again */
     if (p->has_group && (err = group_sender(c, sender, p, &group)) != MSV_OK) {
@@ -1060,12 +1066,12 @@ static int note_device_change(struct msv_client *c, const Msv__Wire__DeviceChang
 {
     const Msv__Wire__DeviceInfo *d = dc->device;
     struct msv_public_identity *approver = NULL;
-    uint8_t hash[32], msg[14 + 1 + 255 + 8 + 32], *id = NULL, *known = NULL;
+    uint8_t hash[32], msg[14 + 1 + 255 + 8 + 32], *id = NULL;
     char signer[sizeof(c->handle)];
-    size_t id_len = 0, known_len = 0;
-    uint32_t suite = 0, known_suite = 0;
+    size_t id_len = 0;
+    uint32_t suite = 0;
     msv_err err;
-    int fresh;
+    int fresh, alarmed = 0;
 
     snprintf(signer, sizeof(signer), "%s", c->handle);
     if (d->suite > 255 ||
@@ -1085,10 +1091,11 @@ static int note_device_change(struct msv_client *c, const Msv__Wire__DeviceChang
         return 0;
     }
     /* one this device counted as the account's already (approved before, and perhaps removed
-     * since: a removed device listed again is never new) */
-    fresh = msv_client_db_own_device_identity(c->db, d->device_id, &known_suite, &known,
-                                              &known_len) == MSV_ERR_NOT_FOUND;
-    free(known);
+     * since: a removed device listed again is never new); one the monitor alarmed on alone was
+     * never counted */
+    fresh =
+        msv_client_db_own_device_get(c->db, d->device_id, hash, &alarmed) == MSV_ERR_NOT_FOUND ||
+        alarmed;
     err = msv_client_db_own_device_identity(c->db, dc->approver, &suite, &id, &id_len);
     if (err == MSV_OK)
         err = msv_public_identity_parse((enum msv_suite)suite, id, id_len, &approver);

@@ -1559,10 +1559,15 @@ msv_err msv_client_db_own_device_put(struct msv_client_db *db, uint64_t device_i
                                      const uint8_t *identity, size_t identity_len, int alarmed)
 {
     sqlite3_stmt *st = NULL;
-    msv_err err = msv_sql_prepare(db->db,
-                                  "INSERT OR IGNORE INTO own_devices (device_id, identity_hash, "
-                                  "alarmed, suite, identity) VALUES (?, ?, ?, ?, ?);",
-                                  &st);
+    /* one told of (alarmed 0) that the monitor alarmed on first, or recorded without its
+     * identity, is counted as told of now, with its identity (its approvals then check out) */
+    msv_err err = msv_sql_prepare(
+        db->db,
+        "INSERT INTO own_devices (device_id, identity_hash, alarmed, suite, identity) "
+        "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (device_id, identity_hash) DO UPDATE SET "
+        "alarmed = 0, suite = excluded.suite, identity = COALESCE(excluded.identity, identity) "
+        "WHERE ?3 = 0 AND (alarmed <> 0 OR identity IS NULL);",
+        &st);
 
     if (err != MSV_OK)
         return err;
