@@ -477,7 +477,7 @@ msv_err client_change_keep(struct msv_client *c, const char *sender, uint64_t de
                            const uint8_t target[16], const uint8_t *pt, size_t pt_len)
 {
     uint8_t *v = NULL;
-    size_t len = 16 + strlen(sender) + 1 + pt_len;
+    size_t len = 0;
     char key[EARLY_KEY_MAX];
     msv_err err = early_key(target, sender, device, pt, pt_len, key);
 
