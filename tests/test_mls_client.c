@@ -470,8 +470,8 @@ static void test_last_resort_bounded(void **state)
 static void test_backup_strips(void **state)
 {
     static const char *const records[] = {
-        "mls-group:",  "mls-refound:", "mls-updated:", "mls-sent:",
-        "mls-behind:", "mls-founded:", "mls-follow:",  NULL};
+        "mls-group:",   "mls-refound:", "mls-updated:", "mls-sent:",      "mls-behind:",
+        "mls-founded:", "mls-follow:",  "mls-leave:",   "mls-gen-taken:", NULL};
     struct test_server s;
     struct msv_client *alice;
     size_t before;
