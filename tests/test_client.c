@@ -997,15 +997,22 @@ static void server_sql(struct test_server *s, const char *sql)
     sqlite3_close(db);
 }
 
-/* The server stopped, sql run on its database (bob's queue reworked, say), and started again;
- * the connections of clients (NULL-ended), ended by it, closed first. */
-static void server_redone(struct test_server *s, struct msv_client **clients, const char *sql)
+/* device's queue turned around (what came last is given first, as a server holding deliveries
+ * back would; what is queued next comes after all of it), the server stopped meanwhile; the
+ * connections of clients (NULL-ended), ended by it, closed first. */
+static void queue_turned_around(struct test_server *s, struct msv_client **clients, uint64_t device)
 {
+    char sql[200];
+
     for (; *clients != NULL; clients++) {
         msv_conn_close((*clients)->conn);
         (*clients)->conn = NULL;
     }
     test_server_stop(s);
+    snprintf(sql, sizeof(sql),
+             "UPDATE queue SET id = 3000000 - id WHERE device_id = %llu;"
+             "UPDATE sqlite_sequence SET seq = 3000000 WHERE name = 'queue';",
+             (unsigned long long)device);
     server_sql(s, sql);
     test_server_start(s);
 }
@@ -8684,7 +8691,6 @@ static void test_changes_reach_a_message_under_a_reused_id(void **state)
     struct msv_client *alice, *bob, *mallory;
     struct msv_message_rec *m = NULL;
     uint8_t id[16], local[16];
-    char sql[400];
 
     (void)state;
     test_server_init(&s, NULL);
@@ -8694,16 +8700,8 @@ static void test_changes_reach_a_message_under_a_reused_id(void **state)
     mallory = client_for(&s, "mallory", "mallory@example.org");
     assert_int_equal(msv_client_send(alice, to, 1, "alice's words", NULL, 0, NULL, id), MSV_OK);
     send_under_id(mallory, id, "mallory's words");
-    /* mallory's, the newest in bob's queue, put before alice's (and what comes next after
-     * both) */
-    snprintf(sql, sizeof(sql),
-             "UPDATE queue SET id = id + 2000000 WHERE device_id = %llu;"
-             "UPDATE queue SET id = (SELECT MIN(id) FROM queue WHERE device_id = %llu) - 1"
-             " WHERE id = (SELECT MAX(id) FROM queue WHERE device_id = %llu);"
-             "UPDATE sqlite_sequence SET seq = 3000000 WHERE name = 'queue';",
-             (unsigned long long)bob->device_id, (unsigned long long)bob->device_id,
-             (unsigned long long)bob->device_id);
-    server_redone(&s, (struct msv_client *[]){alice, bob, mallory, NULL}, sql);
+    /* mallory's, the newer of the two in bob's queue, given first */
+    queue_turned_around(&s, (struct msv_client *[]){alice, bob, mallory, NULL}, bob->device_id);
     assert_int_equal(receive_now(bob), 2);
     client_reused_id(id, "alice@example.org", alice->device_id, local);
     assert_int_equal(msv_client_db_message_get(bob->db, local, &m), MSV_OK);
@@ -8739,7 +8737,6 @@ static void test_unsend_first_under_a_reused_id(void **state)
     struct msv_message_rec *h = NULL;
     uint8_t id[16], local[16];
     size_t n = 0;
-    char sql[200];
 
     (void)state;
     test_server_init(&s, NULL);
@@ -8750,11 +8747,7 @@ static void test_unsend_first_under_a_reused_id(void **state)
     assert_int_equal(msv_client_send(alice, to, 1, "alice's secret", NULL, 0, NULL, id), MSV_OK);
     assert_int_equal(msv_client_unsend(alice, id), MSV_OK);
     send_under_id(mallory, id, "mallory's words");
-    snprintf(sql, sizeof(sql),
-             "UPDATE queue SET id = 3000000 - id WHERE device_id = %llu;"
-             "UPDATE sqlite_sequence SET seq = 3000000 WHERE name = 'queue';",
-             (unsigned long long)bob->device_id);
-    server_redone(&s, (struct msv_client *[]){alice, bob, mallory, NULL}, sql);
+    queue_turned_around(&s, (struct msv_client *[]){alice, bob, mallory, NULL}, bob->device_id);
     receive_now(bob);
     client_reused_id(id, "alice@example.org", alice->device_id, local);
     assert_string_equal(status_of(bob, local), "unsent");
@@ -8831,7 +8824,6 @@ static void test_changes_before_their_messages(void **state)
     struct msv_message_rec *m = NULL, *h = NULL;
     uint8_t gone[16], fixed[16];
     size_t n = 0;
-    char sql[120];
 
     (void)state;
     test_server_init(&s, NULL);
@@ -8843,10 +8835,7 @@ static void test_changes_before_their_messages(void **state)
     assert_int_equal(msv_client_send(alice, to, 1, "frist words", NULL, 0, NULL, fixed), MSV_OK);
     assert_int_equal(msv_client_unsend(alice, gone), MSV_OK);
     assert_int_equal(msv_client_edit(alice, fixed, "first words"), MSV_OK);
-    /* bob's queue turned around, the server stopped meanwhile */
-    snprintf(sql, sizeof(sql), "UPDATE queue SET id = 3000000 - id WHERE device_id = %llu;",
-             (unsigned long long)bob->device_id);
-    server_redone(&s, (struct msv_client *[]){bob, NULL}, sql);
+    queue_turned_around(&s, (struct msv_client *[]){bob, NULL}, bob->device_id);
     receive_now(bob);
     assert_int_equal(msv_client_db_message_get(bob->db, gone, &m), MSV_OK);
     assert_string_equal(m->status, "unsent");
