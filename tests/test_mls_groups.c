@@ -353,6 +353,16 @@ static void founding_again_due(struct club *k, struct msv_client *c)
 /* missived's configuration for the next club (NULL: the default one). */
 static const char *club_config = NULL;
 
+/* A missived of configuration config (NULL: the default) and alice, bob and carol on it. */
+static void club_people(struct club *k, const char *config)
+{
+    test_server_init(&k->s, config);
+    test_server_start(&k->s);
+    k->alice = test_client_for(&k->s, "alice", "alice@example.org");
+    k->bob = test_client_for(&k->s, "bob", "bob@example.org");
+    k->carol = test_client_for(&k->s, "carol", "carol@example.org");
+}
+
 /* alice's group "club" with bob and carol, on MLS, each having joined. */
 /* The KeyPackage of c's device the server would hand out last: its last-resort one. */
 static uint8_t *last_resort_kp(struct test_server *s, const struct msv_client *c, size_t *len)
@@ -388,11 +398,7 @@ static void club_on_mls_with(struct club *k, uint8_t **bob_kp, size_t *bob_kp_le
     const char *two[2] = {"bob@example.org", "carol@example.org"};
     size_t bob_kps;
 
-    test_server_init(&k->s, club_config);
-    test_server_start(&k->s);
-    k->alice = test_client_for(&k->s, "alice", "alice@example.org");
-    k->bob = test_client_for(&k->s, "bob", "bob@example.org");
-    k->carol = test_client_for(&k->s, "carol", "carol@example.org");
+    club_people(k, club_config);
     bob_kps = kp_kept(k->bob);
     if (bob_kp != NULL) {
         char sql[120];
@@ -1100,6 +1106,198 @@ static void test_self_updates(void **state)
                    k.alice->device_id);
     assert_int_equal(history_count(k.carol, k.conversation, "could not be read"), 0);
     assert_int_equal(history_count(k.carol, k.conversation, "refused"), 0);
+    club_free(&k);
+}
+
+/* c's "mls-updated:" record of the club: its last commit 8 days ago (its update due). */
+static void updated_long_ago(struct club *k, struct msv_client *c)
+{
+    uint8_t old[8];
+    char key[80];
+
+    msv_put_u64be(old, (uint64_t)(msv_wall_ms() / 1000) - 8 * 86400);
+    assert_int_equal(msv_client_db_set(c->db, club_key(k, "mls-updated:", key), old, sizeof(old)),
+                     MSV_OK);
+}
+
+/*
+ * bob only reads the club: once his leaf's update is due his receive commits it (else a device
+ * that never writes would keep its first leaf key for good: no post-compromise security for
+ * it), and the others follow.
+ */
+static void test_reader_renews_its_leaf(void **state)
+{
+    struct club k;
+    uint8_t id[16];
+    char key[80];
+
+    (void)state;
+    club_on_mls(&k);
+    updated_long_ago(&k, k.bob);
+    receive_now(k.bob);
+    assert_int_equal(
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL), 1);
+    assert_int_equal(settings_count(k.bob, "mls-key-by:"), 0);
+    assert_true(client_counter(k.bob, club_key(&k, "mls-updated:", key)) + 60 >=
+                (uint64_t)(msv_wall_ms() / 1000));
+    /* not again at the next receive */
+    receive_now(k.bob);
+    assert_int_equal(
+        queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL), 1);
+    receive_now(k.alice);
+    receive_now(k.carol);
+    assert_int_equal(
+        msv_client_group_send(k.alice, "club", "after bob's update", NULL, 0, NULL, id), MSV_OK);
+    both_read(k.bob, k.carol, k.conversation, "after bob's update", "alice@example.org",
+              k.alice->device_id);
+    assert_int_equal(history_count(k.carol, k.conversation, "refused"), 0);
+    club_free(&k);
+}
+
+/*
+ * An update due while the delivery service is past bob's epoch (a commit of alice's, his copy of
+ * it gone from his queue): refused as stale, it is tried again a quarter of an hour later, not
+ * at every receive.
+ */
+static void test_failed_update_backs_off(void **state)
+{
+    struct club k;
+    uint8_t *v = NULL;
+    size_t len = 0;
+    char key[80], sql[120];
+
+    (void)state;
+    club_on_mls(&k);
+    patched_commit(k.alice, k.gid, 0, NULL, 0, 0);
+    msv_conn_close(k.bob->conn);
+    k.bob->conn = NULL;
+    test_server_stop(&k.s);
+    snprintf(sql, sizeof(sql), "DELETE FROM queue WHERE device_id = %llu",
+             (unsigned long long)k.bob->device_id);
+    server_sql(&k.s, sql);
+    test_server_start(&k.s);
+    updated_long_ago(&k, k.bob);
+    for (int i = 0; i < 3; i++) {
+        receive_now(k.bob);
+        assert_int_equal(
+            queued_mls(&k.s, k.carol->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL),
+            1);
+        assert_int_equal(msv_client_db_get(k.bob->db, club_key(&k, "mls-key-by:", key), &v, &len),
+                         MSV_OK);
+        assert_int_equal(len, 10);
+        assert_int_equal(v[8], 1); /* the regular update */
+        assert_int_equal(v[9], 1); /* one try failed */
+        assert_true((int64_t)msv_get_u64be(v) > msv_wall_ms() + 14 * 60 * 1000);
+        free(v);
+        v = NULL;
+    }
+    club_free(&k);
+}
+
+/*
+ * carol left the club, and no admin's device has committed her removal yet: her leaf's update
+ * falling due makes no commit of hers (every member would refuse one from a leaf of no member,
+ * and an admin's device would found the group again), and its records go.
+ */
+static void test_left_member_renews_nothing(void **state)
+{
+    struct club k;
+
+    (void)state;
+    club_on_mls(&k);
+    assert_int_equal(msv_client_group_leave(k.carol, k.conversation), MSV_OK);
+    updated_long_ago(&k, k.carol);
+    receive_now(k.carol);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL), 0);
+    assert_int_equal(settings_count(k.carol, "mls-key-by:"), 0);
+    assert_int_equal(settings_count(k.carol, "mls-updated:"), 0);
+    receive_now(k.carol);
+    assert_int_equal(
+        queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL), 0);
+    club_free(&k);
+}
+
+/* Whether some node of the direct path of leaf i of m's tree resolves to more than one node. */
+static int leaf_path_unkeyed(const struct msv_mls_member *m, uint32_t i)
+{
+    uint32_t x = 2 * i, res[2];
+
+    while ((x = msv_mls_tree_parent(x, m->tree.n_leaves)) != MSV_MLS_NONE) {
+        size_t n = 0;
+        msv_err err = msv_mls_tree_resolution(&m->tree, x, res, 2, &n);
+
+        if (err == MSV_ERR_TOO_BIG || (err == MSV_OK && n > 1))
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * alice founds a group of five devices: its tree has eight leaves, and the parent of leaves 2 and
+ * 3 is blank (her founding commit keys her own path alone), so any commit encrypts to both. One
+ * of the two keys it, once, from the end of its receive (the other, finding it keyed, does not);
+ * then no leaf's path has a node resolving to more than one, and the group talks on.
+ */
+static void test_joiners_key_their_paths(void **state)
+{
+    struct club k;
+    struct msv_client *dave, *erin, *all[5];
+    const char *four[4] = {"bob@example.org", "carol@example.org", "dave@example.org",
+                           "erin@example.org"};
+    uint8_t id[16];
+
+    (void)state;
+    club_people(&k, NULL);
+    dave = test_client_for(&k.s, "dave", "dave@example.org");
+    erin = test_client_for(&k.s, "erin", "erin@example.org");
+    all[0] = k.alice, all[1] = k.bob, all[2] = k.carol, all[3] = dave, all[4] = erin;
+    for (int i = 0; i < 5; i++)
+        all[i]->mls_key_spread_ms = 1;
+    assert_int_equal(msv_client_group_create(k.alice, "club", four, 4, k.gid), MSV_OK);
+    msv_client_group_conversation(k.gid, k.conversation);
+    {
+        struct msv_mls_member *m = stored_member(k.alice, k.gid);
+
+        assert_int_equal(m->tree.n_leaves, 8);
+        assert_true(leaf_path_unkeyed(m, 2) && leaf_path_unkeyed(m, 3));
+        msv_mls_member_free(m);
+    }
+    for (int i = 1; i < 5; i++) {
+        receive_now(all[i]);
+        assert_true(client_mls_is_on(all[i], k.gid));
+        assert_int_equal(msv_client_group_accept(all[i], k.conversation), MSV_OK);
+    }
+    assert_int_equal(
+        queued_mls(&k.s, k.alice->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL), 1);
+    for (int i = 0; i < 5; i++)
+        receive_now(all[i]);
+    for (int i = 0; i < 5; i++) {
+        struct msv_mls_member *m = stored_member(all[i], k.gid);
+
+        assert_int_equal(m->epoch, 2);
+        for (uint32_t leaf = 0; leaf < 5; leaf++)
+            assert_false(leaf_path_unkeyed(m, leaf));
+        msv_mls_member_free(m);
+        assert_int_equal(settings_count(all[i], "mls-key-by:"), 0);
+    }
+    assert_int_equal(msv_client_group_send(k.alice, "club", "on a keyed tree", NULL, 0, NULL, id),
+                     MSV_OK);
+    for (int i = 1; i < 5; i++) {
+        receive_now(all[i]);
+        assert_sent_by(all[i], k.conversation, "on a keyed tree", "alice@example.org",
+                       k.alice->device_id);
+    }
+    /* and no commit more */
+    receive_now(k.alice);
+    {
+        struct msv_mls_member *m = stored_member(k.alice, k.gid);
+
+        assert_int_equal(m->epoch, 2);
+        msv_mls_member_free(m);
+    }
+    msv_client_close(dave);
+    msv_client_close(erin);
     club_free(&k);
 }
 
@@ -2163,11 +2361,7 @@ static void test_large_by_reference(void **state)
     Msv__Wire__MlsDelivery *d;
 
     (void)state;
-    test_server_init(&k.s, NULL);
-    test_server_start(&k.s);
-    k.alice = test_client_for(&k.s, "alice", "alice@example.org");
-    k.bob = test_client_for(&k.s, "bob", "bob@example.org");
-    k.carol = test_client_for(&k.s, "carol", "carol@example.org");
+    club_people(&k, NULL);
     k.alice->mls_inline_max = 300;
     assert_int_equal(msv_client_group_create(k.alice, "club", two, 2, k.gid), MSV_OK);
     msv_client_group_conversation(k.gid, k.conversation);
@@ -5007,6 +5201,10 @@ int main(void)
         cmocka_unit_test(test_two_receivers_take_mls_once),
         cmocka_unit_test(test_kept_mls_payload_taken_once),
         cmocka_unit_test(test_self_updates),
+        cmocka_unit_test(test_reader_renews_its_leaf),
+        cmocka_unit_test(test_failed_update_backs_off),
+        cmocka_unit_test(test_left_member_renews_nothing),
+        cmocka_unit_test(test_joiners_key_their_paths),
         cmocka_unit_test(test_message_crossing_a_commit),
         cmocka_unit_test(test_message_read_within_a_send_shown_later),
         cmocka_unit_test(test_message_read_within_a_send_told_to_the_owner),

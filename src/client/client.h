@@ -194,10 +194,16 @@ struct msv_client {
     /* a group on MLS: this device commits an update of its leaf before a message once this
      * long (seconds) or this many messages passed since its last commit (0: the defaults) */
     uint64_t mls_update_s, mls_update_messages;
+    /* a group on MLS whose tree has a node on this device's path that is not keyed (blank above
+     * other members, or listing unmerged leaves): this device commits from the end of a receive
+     * at a random time within half of this and all of it (milliseconds; 0: 20 seconds a leaf,
+     * from 10 minutes to a day); its leaf is renewed so too once its update is due */
+    int64_t mls_key_spread_ms;
     /* a device this one approved waits to be added to its MLS groups: tried again this often
      * (milliseconds; 0: MSV_MLS_JOIN_RETRY_MS, backing off); mls_joining while the tries run */
     int64_t mls_join_retry_ms;
     int mls_joining;
+    unsigned mls_within; /* receives made within a sync (after a commit refused as stale) */
     /* a commit or Welcome larger than this many bytes goes by reference through the attachment
      * store (0: 16 KiB, the server's default payload limit) */
     size_t mls_inline_max;

@@ -56,7 +56,9 @@ static msv_err receive_within(struct msv_client *c)
     if (c->deliveries_taken != NULL)
         return MSV_OK;
     c->receiving_within += tell == NULL;
+    c->mls_within++;
     err = msv_client_receive(c, STALE_WAIT_MS, tell, ctx, &count);
+    c->mls_within--;
     c->receiving_within -= tell == NULL;
     return err;
 }
@@ -220,6 +222,28 @@ static const char *flag_key(const uint8_t gid[16], char key[KEY_MAX])
 #define UPDATED "mls-updated:"
 #define SENT "mls-sent:"
 
+/*
+ * A commit of this device's owed from the end of a receive (keys_flush): "mls-key-by:<hex of
+ * the group id>" = u64be wall ms from which it is due || u8 why (KEY_PATH: a node of this
+ * device's direct path has a resolution of more than one node, blank above two members or
+ * listing unmerged leaves, so that every commit encrypts to each of them; KEY_RENEW: its leaf
+ * is due for its regular update and this device sends nothing) || u8 tries that failed. Any
+ * commit of this device's ends it (committed_now).
+ */
+#define KEY_BY "mls-key-by:"
+#define KEY_BY_VALUE 10
+#define KEY_PATH 0
+#define KEY_RENEW 1
+
+/* Commits owed from a receive: at most KEYS_TRIED a receive (each reads the directory for
+ * every member), at most KEYS_SCAN groups looked at; one that failed (no answer, refused as
+ * stale: the next receive reads that commit, or nothing to commit, as when a non-admin waits
+ * for an admin's removal) is tried again after 15 minutes, doubling up to a day. */
+#define KEYS_TRIED 2
+#define KEYS_SCAN 4096
+#define KEY_RETRY_MS (15 * 60 * 1000LL)
+#define KEY_RETRY_MAX_MS (86400 * 1000LL)
+
 static msv_err updated_now(struct msv_client *c, const uint8_t gid[16])
 {
     char key[KEY_MAX];
@@ -229,6 +253,15 @@ static msv_err updated_now(struct msv_client *c, const uint8_t gid[16])
     msv_put_u64be(now, (uint64_t)(msv_wall_ms() / 1000));
     err = msv_client_db_set(c->db, group_key(UPDATED, gid, key), now, sizeof(now));
     return err == MSV_OK ? msv_client_db_unset(c->db, group_key(SENT, gid, key)) : err;
+}
+
+/* A commit of this device's taken: its leaf and path are new, and no commit is owed. */
+static msv_err committed_now(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+    msv_err err = updated_now(c, gid);
+
+    return err == MSV_OK ? msv_client_db_unset(c->db, group_key(KEY_BY, gid, key)) : err;
 }
 
 /*
@@ -247,6 +280,39 @@ static int update_due(struct msv_client *c, const uint8_t gid[16])
     if (at == 0) /* a state from before the count: counted from now */
         return updated_now(c, gid) != MSV_OK;
     return now >= at + period || client_counter(c, group_key(SENT, gid, key)) >= most;
+}
+
+/* How long after period a leaf of this device's is renewed from a receive: the same for each
+ * group, and different from device to device, within a seventh of the period (at most a day),
+ * so that the devices of a group founded at once do not all commit at once a week later. */
+static uint64_t renew_offset_s(const struct msv_client *c, const uint8_t gid[16], uint64_t period)
+{
+    uint8_t in[24], h[32];
+    uint64_t spread = period / 7 < 86400 ? period / 7 : 86400;
+
+    if (spread == 0)
+        return 0;
+    msv_put_u64be(in, c->device_id);
+    memcpy(in + 8, gid, 16);
+    crypto_hash_sha256(h, in, sizeof(in));
+    return msv_get_u64be(h) % spread;
+}
+
+/*
+ * Whether this device's leaf is due for its regular update from a receive: the period and this
+ * device's offset passed since its last commit to the group (one recorded ahead of the clock
+ * counts as made now).
+ */
+static int renew_due(struct msv_client *c, const uint8_t gid[16])
+{
+    char key[KEY_MAX];
+    uint64_t period = c->mls_update_s ? c->mls_update_s : MSV_MLS_UPDATE_S;
+    uint64_t at = client_counter(c, group_key(UPDATED, gid, key));
+    uint64_t now = (uint64_t)(msv_wall_ms() / 1000);
+
+    if (at == 0 || at > now)
+        return 0;
+    return now >= at + period + renew_offset_s(c, gid, period);
 }
 
 int client_mls_is_on(struct msv_client *c, const uint8_t gid[16])
@@ -323,6 +389,90 @@ static uint32_t leaf_of(const struct msv_mls_member *m, uint64_t device)
 static int has_device(const struct msv_mls_member *m, uint64_t device)
 {
     return leaf_of(m, device) != UINT32_MAX;
+}
+
+/*
+ * Whether a node of the direct path of m's own leaf resolves to more than one node: blank above
+ * more than one member, or keyed but listing unmerged leaves (this device's, say, added by a
+ * commit without a path). Every commit then encrypts its path secrets to each of them (a group
+ * built by its founder's adds leaves every parent off the founder's path blank, so that a
+ * removal at 1,000 devices encrypts to about every leaf); this device's own commit keys them all.
+ */
+static int path_unkeyed(const struct msv_mls_member *m)
+{
+    uint32_t x = 2 * m->me, res[2];
+
+    if (m->me >= m->tree.n_leaves)
+        return 0;
+    while ((x = msv_mls_tree_parent(x, m->tree.n_leaves)) != MSV_MLS_NONE && x < m->tree.width) {
+        size_t n = 0;
+        msv_err err = msv_mls_tree_resolution(&m->tree, x, res, 2, &n);
+
+        if (err == MSV_ERR_TOO_BIG || (err == MSV_OK && n > 1))
+            return 1;
+    }
+    return 0;
+}
+
+static int is_set(struct msv_client *c, const char *key);
+
+/* A keying commit is made at a random time within the spread from when it became owed, so that
+ * the members of a group founded at once do not all commit at once (one commit is taken per
+ * epoch, and each one keys the paths of others): 20 seconds a leaf, from 10 minutes to a day
+ * (c->mls_key_spread_ms when set). */
+#define KEY_SPREAD_LEAF_MS (20 * 1000LL)
+#define KEY_SPREAD_MIN_MS (10 * 60 * 1000LL)
+#define KEY_SPREAD_MAX_MS (86400 * 1000LL)
+
+static int64_t key_spread(const struct msv_client *c, const struct msv_mls_member *m)
+{
+    int64_t spread = (int64_t)m->tree.n_leaves * KEY_SPREAD_LEAF_MS;
+
+    if (c->mls_key_spread_ms > 0)
+        return c->mls_key_spread_ms < KEY_SPREAD_MAX_MS ? c->mls_key_spread_ms : KEY_SPREAD_MAX_MS;
+    return spread < KEY_SPREAD_MIN_MS   ? KEY_SPREAD_MIN_MS
+           : spread > KEY_SPREAD_MAX_MS ? KEY_SPREAD_MAX_MS
+                                        : spread;
+}
+
+static msv_err key_by_set(struct msv_client *c, const uint8_t gid[16], int64_t due, uint8_t why,
+                          uint8_t tries)
+{
+    char key[KEY_MAX];
+    uint8_t v[KEY_BY_VALUE];
+
+    msv_put_u64be(v, (uint64_t)due);
+    v[8] = why;
+    v[9] = tries;
+    return msv_client_db_set(c->db, group_key(KEY_BY, gid, key), v, sizeof(v));
+}
+
+/*
+ * After this device joined, or took a commit, under the MLS lock: a keying commit owed (from
+ * half the spread to all of it on) when the path of its leaf is not keyed and none is owed yet,
+ * and not within KEY_GAP_MS of this device's last commit to the group (last_s, wall seconds; 0
+ * for none, as when it first joins): whatever removals, adds without a path or foundings again
+ * a member makes, this device keys its path at most once a day. Best effort: a failure to
+ * record it leaves the path for the next commit taken, or its regular update.
+ */
+#define KEY_GAP_MS (86400 * 1000LL)
+
+static void key_schedule(struct msv_client *c, const uint8_t gid[16],
+                         const struct msv_mls_member *m, uint64_t last_s)
+{
+    char key[KEY_MAX];
+    int64_t spread, due, now = msv_wall_ms(), last = (int64_t)last_s * 1000;
+    msv_err err;
+
+    if (!path_unkeyed(m) || is_set(c, group_key(KEY_BY, gid, key)))
+        return;
+    spread = key_spread(c, m);
+    due = now + spread / 2 + (int64_t)randombytes_uniform((uint32_t)(spread - spread / 2));
+    /* (a last commit ahead of the clock counts as now) */
+    if (last_s > 0 && (last < now ? last : now) + KEY_GAP_MS > due)
+        due = (last < now ? last : now) + KEY_GAP_MS;
+    err = key_by_set(c, gid, due, KEY_PATH, 0);
+    (void)err;
 }
 
 /* The roster: the handle of each device of dir that has a leaf in m's tree. */
@@ -1240,7 +1390,7 @@ static msv_err own_commit_settle(struct msv_client *c, const uint8_t gid[16], co
                                                    len - OWN_HEAD - kept_len);
             *adopted = err == MSV_OK;
             if (err == MSV_OK) /* every commit of ours updates our leaf */
-                err = updated_now(c, gid);
+                err = committed_now(c, gid);
             /* a founding again done (generation 0 is the group's first founding) */
             if (err == MSV_OK && at_epoch == 0 && at_gen > 0)
                 err = own_commit_founded(c, gid);
@@ -1874,6 +2024,39 @@ static int ext_supported(const struct msv_mls_member *m, const uint32_t *removes
     return 1;
 }
 
+/* sync_once's update: a commit made only if the one owed from a receive still is (key_due) */
+#define UPDATE_IF_DUE 2
+
+/*
+ * Under the MLS lock, m the held state: whether the commit owed from a receive still is, as read
+ * now (another process of this account made one, or failed and put it off; a commit taken since
+ * keyed the path, or a commit of this device's renewed its leaf: one no longer owed is
+ * forgotten).
+ */
+static int key_due(struct msv_client *c, const uint8_t gid[16], const struct msv_mls_member *m)
+{
+    char key[KEY_MAX];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int due, owed;
+    int64_t now = msv_wall_ms(), at;
+    msv_err err;
+
+    if (msv_client_db_get(c->db, group_key(KEY_BY, gid, key), &v, &len) != MSV_OK)
+        return 0;
+    owed = len == KEY_BY_VALUE &&
+           (v[8] == KEY_PATH ? path_unkeyed(m) : v[8] == KEY_RENEW && renew_due(c, gid));
+    at = len == KEY_BY_VALUE ? (int64_t)msv_get_u64be(v) : 0;
+    /* a time further off than any wait: the clock went back, due now */
+    due = owed && (at <= now || at - now > KEY_SPREAD_MAX_MS + KEY_RETRY_MAX_MS);
+    free(v);
+    if (!owed) {
+        err = msv_client_db_unset(c->db, key); /* else tried again, and forgotten then */
+        (void)err;
+    }
+    return due;
+}
+
 static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start, int refound,
                          int update, int quiet, int *changed, int *more)
 {
@@ -1898,7 +2081,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
      * (lost_seen records none past LOST_GEN_MAX) */
     int64_t lost = creating ? lost_generation(c, gid) : -1;
     uint32_t gen = lost >= 0 ? (uint32_t)lost + 1 : 0;
-    int admin = self_is_admin(c, gid);
+    int admin = self_is_admin(c, gid), from_receive = update == UPDATE_IF_DUE;
     const struct dir_device *own = NULL;
     struct client_group_ctx ctx = {0};
 
@@ -1912,6 +2095,14 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         admin = handle_admin(c, gid, &ctx, c->handle);
     if (creating && !start)
         return MSV_OK; /* a group of per-device copies stays so */
+    /* owed from a receive: nothing else is done from there (a sync reads every member's
+     * directory entry) when it no longer is */
+    if (err == MSV_OK && from_receive && !(update = key_due(c, gid, m))) {
+        msv_mls_member_free(m);
+        free(roster);
+        client_group_ctx_clear(&ctx);
+        return MSV_OK;
+    }
     /* only an admin founds the group's MLS group (its members refuse any other founder) */
     if (creating && !refound && !admin) {
         snprintf(c->why.message, sizeof(c->why.message),
@@ -1977,6 +2168,14 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
      * the tree holds another account's device to remove (its commit would be refused by every
      * member): an admin's commit removes it */
     own = err == MSV_OK ? dir_find(&dir, c->device_id) : NULL;
+    /* this account gone from the group (it left, or was removed): no commit of its own, and
+     * none owed any more */
+    if (err == MSV_OK && from_receive && own == NULL) {
+        err = msv_client_db_unset(c->db, group_key(KEY_BY, gid, kept_key));
+        if (err == MSV_OK)
+            err = msv_client_db_unset(c->db, group_key(UPDATED, gid, kept_key));
+        goto out;
+    }
     if (err == MSV_OK && !admin && n_gone > 0 && !own_gone(roster, roster_len, own, gone, n_gone))
         goto out;
     for (size_t i = 0; err == MSV_OK && i < dir.n; i++)
@@ -2150,7 +2349,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     if (err == MSV_OK && creating)
         err = msv_client_db_unset(c->db, group_key(GEN_TAKEN, gid, text));
     if (err == MSV_OK) /* every commit of ours updates our leaf (its UpdatePath) */
-        err = updated_now(c, gid);
+        err = committed_now(c, gid);
     /* last: a crash before this leaves the record of a state held already, whose settling
      * finishes what is above (own_commit_resolve) */
     if (err == MSV_OK)
@@ -2940,6 +3139,97 @@ static void leaves_flush(struct msv_client *c)
     msv_settings_free(s, n);
 }
 
+/* The group id of a setting key prefix || 32 hex digits. */
+static int key_gid(const char *key, const char *prefix, uint8_t gid[16])
+{
+    size_t got = 0;
+
+    return strlen(key) == strlen(prefix) + 32 &&
+           msv_hex_decode(key + strlen(prefix), gid, 16, &got) == MSV_OK && got == 16;
+}
+
+/*
+ * At the end of a receive: a leaf due for its regular update is renewed even by a device that
+ * sends nothing to its group (a send renews it before it goes: update_due), and a path not
+ * keyed (key_schedule) is keyed, each by a commit of its own (sync_with, UPDATE_IF_DUE, which
+ * looks again under the lock). A group an admin's device is to found again is left to its next
+ * send or change.
+ */
+static void keys_flush(struct msv_client *c)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0;
+    int64_t now = msv_wall_ms();
+    char key[KEY_MAX];
+    int tried = 0;
+    msv_err err = msv_client_db_settings(c->db, UPDATED, KEYS_SCAN, &s, &n);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        uint8_t gid[16];
+
+        if (!key_gid(s[i].key, UPDATED, gid) || s[i].len != 8)
+            continue;
+        /* a last commit recorded over a day ahead (the clock went back): counted from now */
+        if (msv_get_u64be(s[i].value) > (uint64_t)(now / 1000) + 86400)
+            err = updated_now(c, gid);
+        else if (renew_due(c, gid) && !is_set(c, group_key(KEY_BY, gid, key)))
+            /* the record of a group this device is no longer in on MLS goes */
+            err = client_mls_is_on(c, gid) ? key_by_set(c, gid, now, KEY_RENEW, 0)
+                                           : msv_client_db_unset(c->db, s[i].key);
+    }
+    msv_settings_free(s, n);
+    s = NULL;
+    n = 0;
+    if (err == MSV_OK)
+        err = msv_client_db_settings(c->db, KEY_BY, KEYS_SCAN, &s, &n);
+    for (size_t i = 0; err == MSV_OK && i < n && tried < KEYS_TRIED; i++) {
+        uint8_t gid[16], *v = s[i].value, *now_v = NULL;
+        size_t now_len = 0;
+        int64_t due, wait;
+        uint8_t tries;
+
+        if (!key_gid(s[i].key, KEY_BY, gid) || s[i].len != KEY_BY_VALUE) {
+            err = msv_client_db_unset(c->db, s[i].key);
+            continue;
+        }
+        due = (int64_t)msv_get_u64be(v);
+        /* a time further off than any wait: the clock went back; due now */
+        if (now < due && due - now <= KEY_SPREAD_MAX_MS + KEY_RETRY_MAX_MS)
+            continue;
+        if (!client_mls_is_on(c, gid)) {
+            err = msv_client_db_unset(c->db, s[i].key);
+            continue;
+        }
+        if (refound_due(c, gid))
+            continue;
+        tried++;
+        memset(&c->why, 0, sizeof(c->why));
+        err = sync_with(c, gid, 0, UPDATE_IF_DUE, 1, 1);
+        /* committed (committed_now) or no longer owed (key_due): the record is gone */
+        if (err == MSV_OK && !is_set(c, s[i].key))
+            continue;
+        /* put off, from the record as it is under the lock: one another process of this
+         * account put off or ended meanwhile stays as it is */
+        err = mls_lock(c);
+        if (err != MSV_OK)
+            break;
+        if (msv_client_db_get(c->db, s[i].key, &now_v, &now_len) == MSV_OK &&
+            now_len == KEY_BY_VALUE && memcmp(now_v, v, KEY_BY_VALUE) == 0) {
+            tries = v[9] < UINT8_MAX ? (uint8_t)(v[9] + 1) : v[9];
+            wait = KEY_RETRY_MS << (tries - 1 < 7 ? tries - 1 : 7);
+            wait = wait < KEY_RETRY_MAX_MS ? wait : KEY_RETRY_MAX_MS;
+            /* a quarter more at random: devices that failed together try again apart */
+            wait += (int64_t)randombytes_uniform((uint32_t)(wait / 4));
+            err = key_by_set(c, gid, now + wait, v[8], tries);
+        }
+        free(now_v);
+        mls_unlock(c);
+    }
+    if (err != MSV_OK) /* the rest at a later receive */
+        memset(&c->why, 0, sizeof(c->why));
+    msv_settings_free(s, n);
+}
+
 /*
  * A device the server says was added to this account (a cue alone): recorded to be added to
  * this device's groups on MLS as one it approved is (client_mls_join_due), if the directory
@@ -3083,6 +3373,9 @@ void client_mls_joins(struct msv_client *c)
     follows_flush(c);
     outs_flush(c, 0);
     leaves_flush(c);
+    /* not from a receive within a send (its commit would race the send's own) */
+    if (c->mls_within == 0)
+        keys_flush(c);
     if (msv_client_db_settings(c->db, JOIN, MSV_MLS_JOINS_MAX, &s, &n) != MSV_OK)
         n = 0;
     if (n > 0 && msv_client_db_groups(c->db, &g, &n_groups) != MSV_OK)
@@ -4336,8 +4629,15 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
             err = msv_client_db_unset(c->db, group_key(LOST, gid, key));
         if (err == MSV_OK && saving)
             err = msv_client_db_unset(c->db, flag_key(gid, key));
-        if (err == MSV_OK)
-            err = updated_now(c, gid); /* its leaf is new */
+        /* its leaf is new; its path keyed (a day after its last commit to a generation it
+         * held: no founding again makes it commit more often) */
+        if (err == MSV_OK && saving) {
+            uint64_t last = held >= 0 ? client_counter(c, group_key(UPDATED, gid, key)) : 0;
+
+            err = updated_now(c, gid);
+            if (err == MSV_OK)
+                key_schedule(c, gid, m, last);
+        }
         mls_unlock(c);
     }
     /* its init key would open the Welcome again: gone once joined (a last-resort one serves
@@ -4692,6 +4992,9 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
             err = state_save_with(c, gid, m, &dir, NULL, 0, group_key(TAKEN, gid, key), list,
                                   list_len);
         free(list);
+        /* a removal blanks the path of the leaf it removes: keyed again by one under it */
+        if (err == MSV_OK)
+            key_schedule(c, gid, m, client_counter(c, group_key(UPDATED, gid, key)));
     }
 out:
     /* the delivery service took it, so its epoch moved on without this device: an admin
