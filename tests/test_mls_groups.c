@@ -1239,7 +1239,7 @@ static int leaf_path_unkeyed(const struct msv_mls_member *m, uint32_t i)
  * of the two keys it, once, from the end of its receive (the other, finding it keyed, does not);
  * then no leaf's path has a node resolving to more than one, and the group talks on.
  */
-static void test_joiners_key_their_paths(void **state)
+static void joiners_key(int renewal_owed)
 {
     struct club k;
     struct msv_client *dave, *erin, *all[5];
@@ -1247,7 +1247,6 @@ static void test_joiners_key_their_paths(void **state)
                            "erin@example.org"};
     uint8_t id[16];
 
-    (void)state;
     club_people(&k, NULL);
     dave = test_client_for(&k.s, "dave", "dave@example.org");
     erin = test_client_for(&k.s, "erin", "erin@example.org");
@@ -1262,6 +1261,16 @@ static void test_joiners_key_their_paths(void **state)
         assert_int_equal(m->tree.n_leaves, 8);
         assert_true(leaf_path_unkeyed(m, 2) && leaf_path_unkeyed(m, 3));
         msv_mls_member_free(m);
+    }
+    for (int i = 1; i < 5 && renewal_owed; i++) {
+        uint8_t v[10] = {0};
+        char key[80];
+
+        msv_put_u64be(v, (uint64_t)(msv_wall_ms() - 1000));
+        v[8] = 1; /* the regular update */
+        v[9] = 1; /* tried once */
+        assert_int_equal(msv_client_db_set(all[i]->db, club_key(&k, "mls-key-by:", key), v, 10),
+                         MSV_OK);
     }
     for (int i = 1; i < 5; i++) {
         receive_now(all[i]);
@@ -1299,6 +1308,22 @@ static void test_joiners_key_their_paths(void **state)
     msv_client_close(dave);
     msv_client_close(erin);
     club_free(&k);
+}
+
+static void test_joiners_key_their_paths(void **state)
+{
+    (void)state;
+    joiners_key(0);
+}
+
+/*
+ * The same, each joiner holding a regular update owed from before (put off after a failure, due
+ * now): joining made it moot, but the path still wants its key, so it stays owed and keys it.
+ */
+static void test_renewal_owed_keys_a_new_path(void **state)
+{
+    (void)state;
+    joiners_key(1);
 }
 
 /*
@@ -5205,6 +5230,7 @@ int main(void)
         cmocka_unit_test(test_failed_update_backs_off),
         cmocka_unit_test(test_left_member_renews_nothing),
         cmocka_unit_test(test_joiners_key_their_paths),
+        cmocka_unit_test(test_renewal_owed_keys_a_new_path),
         cmocka_unit_test(test_message_crossing_a_commit),
         cmocka_unit_test(test_message_read_within_a_send_shown_later),
         cmocka_unit_test(test_message_read_within_a_send_told_to_the_owner),

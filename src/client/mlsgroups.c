@@ -393,10 +393,11 @@ static int has_device(const struct msv_mls_member *m, uint64_t device)
 
 /*
  * Whether a node of the direct path of m's own leaf resolves to more than one node: blank above
- * more than one member, or keyed but listing unmerged leaves (this device's, say, added by a
- * commit without a path). Every commit then encrypts its path secrets to each of them (a group
- * built by its founder's adds leaves every parent off the founder's path blank, so that a
- * removal at 1,000 devices encrypts to about every leaf); this device's own commit keys them all.
+ * more than one member, or keyed but listing unmerged leaves (devices added below it since it
+ * got its key, by any commit whose committer's path it is not on). Every commit then encrypts its
+ * path secrets to each of them (a group built by its founder's adds leaves every parent off the
+ * founder's path blank, so that a removal at 1,000 devices encrypts to about every leaf); this
+ * device's own commit keys them all.
  */
 static int path_unkeyed(const struct msv_mls_member *m)
 {
@@ -2024,6 +2025,23 @@ static int ext_supported(const struct msv_mls_member *m, const uint32_t *removes
     return 1;
 }
 
+/* Whether this account is in the group's signed member list. */
+static int self_member(struct msv_client *c, const uint8_t gid[16])
+{
+    struct msv_group_rec g = {0};
+    char **members = NULL;
+    size_t n = 0;
+    int member = 0;
+
+    if (msv_client_db_group_get(c->db, gid, NULL, &g) == MSV_OK &&
+        client_members_of(g.members, &members, &n) == MSV_OK)
+        for (size_t i = 0; i < n && !member; i++)
+            member = client_is_own_handle(c, members[i]);
+    free(members);
+    msv_group_clear(&g);
+    return member;
+}
+
 /* sync_once's update: a commit made only if the one owed from a receive still is (key_due) */
 #define UPDATE_IF_DUE 2
 
@@ -2044,8 +2062,8 @@ static int key_due(struct msv_client *c, const uint8_t gid[16], const struct msv
 
     if (msv_client_db_get(c->db, group_key(KEY_BY, gid, key), &v, &len) != MSV_OK)
         return 0;
-    owed = len == KEY_BY_VALUE &&
-           (v[8] == KEY_PATH ? path_unkeyed(m) : v[8] == KEY_RENEW && renew_due(c, gid));
+    /* any commit keys the path: a record of either kind is owed while it is not keyed */
+    owed = len == KEY_BY_VALUE && (path_unkeyed(m) || (v[8] == KEY_RENEW && renew_due(c, gid)));
     at = len == KEY_BY_VALUE ? (int64_t)msv_get_u64be(v) : 0;
     /* a time further off than any wait: the clock went back, due now */
     due = owed && (at <= now || at - now > KEY_SPREAD_MAX_MS + KEY_RETRY_MAX_MS);
@@ -2134,6 +2152,14 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         client_group_ctx_clear(&ctx); /* a new group, with a context of its own */
         admin = self_is_admin(c, gid);
     }
+    /* owed from a receive by a device whose account is gone from the group's signed member
+     * list (it left, or was removed): no commit of its own, and none owed any more */
+    if (err == MSV_OK && from_receive && !self_member(c, gid)) {
+        err = msv_client_db_unset(c->db, group_key(KEY_BY, gid, kept_key));
+        if (err == MSV_OK)
+            err = msv_client_db_unset(c->db, group_key(UPDATED, gid, kept_key));
+        goto out;
+    }
     if (creating || err == MSV_OK)
         err = msv_client_connect(c);
     if (err == MSV_OK)
@@ -2168,12 +2194,12 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
      * the tree holds another account's device to remove (its commit would be refused by every
      * member): an admin's commit removes it */
     own = err == MSV_OK ? dir_find(&dir, c->device_id) : NULL;
-    /* this account gone from the group (it left, or was removed): no commit of its own, and
-     * none owed any more */
+    /* a member whose device the directory does not list now (an approval it could not check,
+     * say): tried again later, nothing forgotten */
     if (err == MSV_OK && from_receive && own == NULL) {
-        err = msv_client_db_unset(c->db, group_key(KEY_BY, gid, kept_key));
-        if (err == MSV_OK)
-            err = msv_client_db_unset(c->db, group_key(UPDATED, gid, kept_key));
+        snprintf(c->why.message, sizeof(c->why.message),
+                 "the directory does not list this device among the group's");
+        err = MSV_ERR_IO;
         goto out;
     }
     if (err == MSV_OK && !admin && n_gone > 0 && !own_gone(roster, roster_len, own, gone, n_gone))
@@ -2468,6 +2494,13 @@ again:
         }
         /* read under the lock: another process of this account may have founded it again */
         refound = admin && (refound || refound_due(c, gid));
+        /* a commit owed from a receive never founds the group again (its next send or change
+         * does) */
+        if (refound && update == UPDATE_IF_DUE) {
+            mls_unlock(c);
+            err = MSV_ERR_AGAIN;
+            break;
+        }
         lately = refound && hourly ? founded_lately(c, gid) : -1;
         c->mls_ds_epoch = 0;
         if (lately < 0)
@@ -3152,30 +3185,43 @@ static int key_gid(const char *key, const char *prefix, uint8_t gid[16])
  * At the end of a receive: a leaf due for its regular update is renewed even by a device that
  * sends nothing to its group (a send renews it before it goes: update_due), and a path not
  * keyed (key_schedule) is keyed, each by a commit of its own (sync_with, UPDATE_IF_DUE, which
- * looks again under the lock). A group an admin's device is to found again is left to its next
- * send or change.
+ * looks again under the lock; a group an admin's device is to found again is left to its next
+ * send or change).
  */
 static void keys_flush(struct msv_client *c)
 {
     struct msv_setting *s = NULL;
     size_t n = 0;
     int64_t now = msv_wall_ms();
+    uint64_t period = c->mls_update_s ? c->mls_update_s : MSV_MLS_UPDATE_S;
     char key[KEY_MAX];
     int tried = 0;
     msv_err err = msv_client_db_settings(c->db, UPDATED, KEYS_SCAN, &s, &n);
 
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         uint8_t gid[16];
+        uint64_t at;
 
         if (!key_gid(s[i].key, UPDATED, gid) || s[i].len != 8)
             continue;
+        at = msv_get_u64be(s[i].value);
         /* a last commit recorded over a day ahead (the clock went back): counted from now */
-        if (msv_get_u64be(s[i].value) > (uint64_t)(now / 1000) + 86400)
+        if (at > (uint64_t)(now / 1000) + 86400) {
             err = updated_now(c, gid);
-        else if (renew_due(c, gid) && !is_set(c, group_key(KEY_BY, gid, key)))
-            /* the record of a group this device is no longer in on MLS goes */
-            err = client_mls_is_on(c, gid) ? key_by_set(c, gid, now, KEY_RENEW, 0)
-                                           : msv_client_db_unset(c->db, s[i].key);
+            continue;
+        }
+        if ((uint64_t)(now / 1000) < at + period + renew_offset_s(c, gid, period) ||
+            is_set(c, group_key(KEY_BY, gid, key)))
+            continue;
+        /* under the lock: a join another process of this account is saving makes the group's
+         * state and this record anew */
+        err = mls_lock(c);
+        if (err != MSV_OK)
+            break;
+        /* the record of a group this device is no longer in on MLS goes */
+        err = client_mls_is_on(c, gid) ? key_by_set(c, gid, now, KEY_RENEW, 0)
+                                       : msv_client_db_unset(c->db, s[i].key);
+        mls_unlock(c);
     }
     msv_settings_free(s, n);
     s = NULL;
@@ -3187,6 +3233,7 @@ static void keys_flush(struct msv_client *c)
         size_t now_len = 0;
         int64_t due, wait;
         uint8_t tries;
+        int on;
 
         if (!key_gid(s[i].key, KEY_BY, gid) || s[i].len != KEY_BY_VALUE) {
             err = msv_client_db_unset(c->db, s[i].key);
@@ -3196,11 +3243,14 @@ static void keys_flush(struct msv_client *c)
         /* a time further off than any wait: the clock went back; due now */
         if (now < due && due - now <= KEY_SPREAD_MAX_MS + KEY_RETRY_MAX_MS)
             continue;
-        if (!client_mls_is_on(c, gid)) {
+        err = mls_lock(c);
+        if (err != MSV_OK)
+            break;
+        on = client_mls_is_on(c, gid);
+        if (!on)
             err = msv_client_db_unset(c->db, s[i].key);
-            continue;
-        }
-        if (refound_due(c, gid))
+        mls_unlock(c);
+        if (!on)
             continue;
         tried++;
         memset(&c->why, 0, sizeof(c->why));
