@@ -420,6 +420,33 @@ static void epoch_step(unsigned e)
  * nothing at all without a path is refused by the committer, nothing changed (and by every
  * member: test_hostile_committer).
  */
+/*
+ * The group of five its creator made by one commit: eight leaves, the creator's path keyed by
+ * it, the parent of leaves 2 and 3 blank above both (so every commit encrypts to each), leaf 4
+ * alone in its half. Leaf 2's commit keys it: then no path has a node that resolves to more
+ * than one.
+ */
+static void test_path_unkeyed(size_t creator)
+{
+    const struct msv_mls_tree *t = &devs[creator].m->tree;
+    struct round r;
+
+    CHECK(t->n_leaves == 8, "eight leaves");
+    for (uint32_t leaf = 0; leaf < 5; leaf++)
+        CHECK(msv_mls_tree_path_unkeyed(t, leaf) == (leaf == 2 || leaf == 3),
+              "the paths of leaves 2 and 3 alone are not keyed");
+    CHECK(!msv_mls_tree_path_unkeyed(t, 8), "no such leaf");
+    memset(&r, 0, sizeof(r));
+    for (size_t i = 0; i < n_devs; i++)
+        if (in_group(i) && devs[i].m->me == 2)
+            r.committer = i;
+    play(&r);
+    for (size_t i = 0; i < n_devs; i++)
+        for (uint32_t leaf = 0; in_group(i) && leaf < 5; leaf++)
+            CHECK(!msv_mls_tree_path_unkeyed(&devs[i].m->tree, leaf),
+                  "after leaf 2's commit every path is keyed, for every member");
+}
+
 static void test_no_path(void)
 {
     struct msv_mls_commit_spec spec;
@@ -438,6 +465,8 @@ static void test_no_path(void)
         r.no_path = 1;
         r.private_message = private_message;
         play(&r);
+        CHECK(msv_mls_tree_path_unkeyed(&devs[c].m->tree, devs[r.adds[0]].m->me),
+              "a leaf added without a path is unmerged where its path is keyed");
         talk();
     }
     before = snap(devs[c].m);
@@ -1135,6 +1164,7 @@ static void run_suite(enum msv_mls_suite s)
     play(&r);
     CHECK(members() == 5, "a group of five");
     talk();
+    test_path_unkeyed(creator);
     for (unsigned e = 0; e < 24; e++) {
         epoch_step(e);
         epochs++;

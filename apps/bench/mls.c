@@ -10,6 +10,8 @@
  * commit's path secrets go to every leaf of each blank subtree; the figures
  * are the cost of a group's first commits, the largest ones. One member
  * besides the creator follows every commit (the others are leaves only).
+ * Then the same removal once the parents hold keys, and the clients' keying
+ * of a fresh tree (every device a member).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -194,6 +196,39 @@ static void keyed(size_t lo, size_t hi, size_t n, size_t *out, size_t *k)
     keyed(mid, hi, n, out, k);
 }
 
+/* n KeyPackages made, and the group name founded by the first device (mem[0]). */
+static void founded(const char *name, struct kp *kps, size_t n, struct msv_mls_member **mem)
+{
+    for (size_t i = 0; i < n; i++)
+        make_kp(&kps[i], i);
+    if (msv_mls_member_create(MSV_MLS_SUITE_X25519_AES128GCM, (const uint8_t *)name, strlen(name),
+                              kps[0].seed, (const uint8_t *)"bench-device-0", 14, NOW - 60,
+                              NOW + 86400, &mem[0]) != MSV_OK)
+        die("mls: create");
+}
+
+/* Device i joins from the Welcome of m, at leaf i (mem[i]). */
+static void joined(const struct made *m, struct kp *kps, size_t i, struct msv_mls_member **mem)
+{
+    if (msv_mls_member_join(MSV_MLS_SUITE_X25519_AES128GCM, m->welcome, m->welcome_len,
+                            kps[i].bytes, kps[i].len, kps[i].init_sk, kps[i].leaf_sk, NULL, 0, NULL,
+                            0, &mem[i]) != MSV_OK ||
+        msv_mls_member_set_signer(mem[i], kps[i].seed) != MSV_OK || mem[i]->me != i)
+        die("mls: join");
+}
+
+/* The n members' states and KeyPackages, and the arrays that held them. */
+static void members_free(struct msv_mls_member **mem, struct kp *kps, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        msv_mls_member_free(mem[i]);
+        free(kps[i].bytes);
+    }
+    sodium_memzero(kps, n * sizeof(*kps));
+    free(kps);
+    free(mem);
+}
+
 /*
  * A group of n in its steady state for the creator (leaf 0): the creator adds everyone
  * (commits of up to BATCH adds), then the leaves keyed() names commit once each (every member that
@@ -214,12 +249,7 @@ static void steady(size_t n, struct row *r)
     keyed(width / 2, width, n, who, &k); /* the creator's path: each right subtree */
     for (size_t half = width / 2; half >= 2; half /= 2)
         keyed(half / 2, half, n, who, &k);
-    for (size_t i = 0; i < n; i++)
-        make_kp(&kps[i], i);
-    if (msv_mls_member_create(MSV_MLS_SUITE_X25519_AES128GCM, (const uint8_t *)"steady", 6,
-                              kps[0].seed, (const uint8_t *)"bench-device-0", 14, NOW - 60,
-                              NOW + 86400, &mem[0]) != MSV_OK)
-        die("mls: create");
+    founded("steady", kps, n, mem);
     if (n > 2)
         who[k++] = 1; /* whose following is timed (a leaf on its own: keys nothing) */
     for (size_t first = 1; first < n; first += BATCH) {
@@ -235,11 +265,7 @@ static void steady(size_t n, struct row *r)
 
             if (i < first || i >= first + count || mem[i] != NULL)
                 continue;
-            if (msv_mls_member_join(MSV_MLS_SUITE_X25519_AES128GCM, m.welcome, m.welcome_len,
-                                    kps[i].bytes, kps[i].len, kps[i].init_sk, kps[i].leaf_sk, NULL,
-                                    0, NULL, 0, &mem[i]) != MSV_OK ||
-                msv_mls_member_set_signer(mem[i], kps[i].seed) != MSV_OK || mem[i]->me != i)
-                die("mls: join");
+            joined(&m, kps, i, mem);
         }
         made_free(&m);
     }
@@ -258,14 +284,74 @@ static void steady(size_t n, struct row *r)
     r->steady_ms = m.cpu_ms;
     r->steady_follow_ms = n > 2 ? follow(mem[1], &m) : -1; /* of 2, the other is removed */
     made_free(&m);
-    for (size_t i = 0; i < n; i++) {
-        msv_mls_member_free(mem[i]);
-        free(kps[i].bytes);
-    }
-    sodium_memzero(kps, n * sizeof(*kps));
-    free(kps);
-    free(mem);
+    members_free(mem, kps, n);
     free(who);
+}
+
+/* What the clients' keying (docs/crypto.md, "Keying the tree") gives a group of n founded at
+ * once: its keying commits, and the creator's removal after them. */
+struct keying {
+    size_t n, commits, bytes, largest, remove_commit;
+};
+
+/*
+ * A group of n built as a creator builds it, every device joining from its Welcome and following
+ * every commit; then, in a random order, each device whose path is not keyed (as its own state
+ * shows then) commits once and every other follows; then the creator removes the last leaf.
+ */
+static void keying(size_t n, struct keying *r)
+{
+    struct kp *kps = calloc(n, sizeof(*kps));
+    struct msv_mls_member **mem = calloc(n, sizeof(*mem));
+    size_t *order = calloc(n, sizeof(*order));
+    struct made m;
+
+    if (kps == NULL || mem == NULL || order == NULL)
+        die("out of memory");
+    memset(r, 0, sizeof(*r));
+    r->n = n;
+    founded("keying", kps, n, mem);
+    for (size_t first = 1; first < n; first += BATCH) {
+        size_t count = n - first < BATCH ? n - first : BATCH;
+
+        commit(mem[0], kps + first, count, UINT32_MAX, 0, &m);
+        for (size_t i = 1; i < first; i++)
+            (void)follow(mem[i], &m);
+        for (size_t i = first; i < first + count; i++)
+            joined(&m, kps, i, mem);
+        made_free(&m);
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    for (size_t i = n - 1; i > 1; i--) { /* leaves 1 .. n-1, shuffled */
+        size_t j = 1 + randombytes_uniform((uint32_t)i);
+        size_t t = order[i];
+
+        order[i] = order[j];
+        order[j] = t;
+    }
+    for (size_t k = 1; k < n; k++) {
+        size_t who = order[k];
+
+        if (!msv_mls_tree_path_unkeyed(&mem[who]->tree, mem[who]->me))
+            continue;
+        commit(mem[who], NULL, 0, UINT32_MAX, 0, &m);
+        r->commits++;
+        r->bytes += m.commit_len;
+        r->largest = m.commit_len > r->largest ? m.commit_len : r->largest;
+        for (size_t i = 0; i < n; i++)
+            if (i != who)
+                (void)follow(mem[i], &m);
+        made_free(&m);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (msv_mls_tree_path_unkeyed(&mem[i]->tree, mem[i]->me))
+            die("mls: leaf %zu's path is not keyed after the keying", i);
+    commit(mem[0], NULL, 0, (uint32_t)(n - 1), 0, &m);
+    r->remove_commit = m.commit_len;
+    made_free(&m);
+    members_free(mem, kps, n);
+    free(order);
 }
 
 static void measure(size_t n, struct row *r)
@@ -309,13 +395,20 @@ static void measure(size_t n, struct row *r)
 int bench_mls(const struct opts *o, FILE *out)
 {
     static const size_t sizes[] = {2, 10, 100, 1000, 5000};
+    /* every device follows every keying commit: about n * n / 2 commits processed, so up to
+     * 300 devices (about four minutes here) */
+    static const size_t keyed_sizes[] = {10, 100, 300};
     size_t n_sizes = o->quick ? 3 : sizeof(sizes) / sizeof(sizes[0]);
+    size_t n_keyed = o->quick ? 1 : sizeof(keyed_sizes) / sizeof(keyed_sizes[0]);
     struct row rows[sizeof(sizes) / sizeof(sizes[0])];
+    struct keying keyings[sizeof(keyed_sizes) / sizeof(keyed_sizes[0])];
 
     for (size_t i = 0; i < n_sizes; i++) {
         measure(sizes[i], &rows[i]);
         steady(sizes[i], &rows[i]);
     }
+    for (size_t i = 0; i < n_keyed; i++)
+        keying(keyed_sizes[i], &keyings[i]);
     fprintf(out, "### B3 (MLS): a group of N devices, cipher suite 1\n\n"
                  "| devices | add one: commit B, Welcome B, committer ms | add one without a path: "
                  "commit B, committer ms | remove one: commit B, "
@@ -345,5 +438,13 @@ int bench_mls(const struct opts *o, FILE *out)
                  "node it meets: the column after them, where the leaves whose commits key those "
                  "nodes committed once. CPU time of this thread; one message is one encryption "
                  "whatever the group's size.\n\n");
+    fprintf(out, "| devices | keying commits | their bytes: all, largest | then remove one: commit "
+                 "B |\n|---|---|---|---|\n");
+    for (size_t i = 0; i < n_keyed; i++)
+        fprintf(out, "| %zu | %zu | %zu, %zu | %zu |\n", keyings[i].n, keyings[i].commits,
+                keyings[i].bytes, keyings[i].largest, keyings[i].remove_commit);
+    fprintf(out, "\nThe clients' keying of a group founded at once: each device whose path has a "
+                 "node resolving to more than one commits once, in a random order, every other "
+                 "following; then the creator removes the last leaf.\n\n");
     return 0;
 }

@@ -401,18 +401,7 @@ static int has_device(const struct msv_mls_member *m, uint64_t device)
  */
 static int path_unkeyed(const struct msv_mls_member *m)
 {
-    uint32_t x = 2 * m->me, res[2];
-
-    if (m->me >= m->tree.n_leaves)
-        return 0;
-    while ((x = msv_mls_tree_parent(x, m->tree.n_leaves)) != MSV_MLS_NONE && x < m->tree.width) {
-        size_t n = 0;
-        msv_err err = msv_mls_tree_resolution(&m->tree, x, res, 2, &n);
-
-        if (err == MSV_ERR_TOO_BIG || (err == MSV_OK && n > 1))
-            return 1;
-    }
-    return 0;
+    return msv_mls_tree_path_unkeyed(&m->tree, m->me);
 }
 
 static int is_set(struct msv_client *c, const char *key);

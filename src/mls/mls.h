@@ -492,6 +492,12 @@ MSV_MUST_CHECK msv_err msv_mls_tree_hash(const struct msv_mls_tree *t, uint32_t 
 MSV_MUST_CHECK msv_err msv_mls_tree_resolution(const struct msv_mls_tree *t, uint32_t x,
                                                uint32_t *out, size_t max, size_t *n);
 /*
+ * Whether a node of the direct path of leaf resolves to more than one node
+ * (blank above more than one member, or listing unmerged leaves): every commit
+ * then encrypts to each of them, and a commit of that leaf's keys them all.
+ */
+int msv_mls_tree_path_unkeyed(const struct msv_mls_tree *t, uint32_t leaf);
+/*
  * Checks a tree as a new member must (7.9.2, 7.3): every non-blank parent
  * parent-hash valid with respect to one of its children, and every leaf's
  * signature (LeafNodeTBS, with group_id and the leaf index for update and

@@ -285,6 +285,22 @@ msv_err msv_mls_tree_resolution(const struct msv_mls_tree *t, uint32_t x, uint32
     return err;
 }
 
+int msv_mls_tree_path_unkeyed(const struct msv_mls_tree *t, uint32_t leaf)
+{
+    uint32_t x = 2 * leaf, res[2];
+
+    if (leaf >= t->n_leaves)
+        return 0;
+    while ((x = msv_mls_tree_parent(x, t->n_leaves)) != MSV_MLS_NONE && x < t->width) {
+        size_t n = 0;
+        msv_err err = msv_mls_tree_resolution(t, x, res, 2, &n);
+
+        if (err == MSV_ERR_TOO_BIG || (err == MSV_OK && n > 1))
+            return 1;
+    }
+    return 0;
+}
+
 /* ParentHash of P with co-path child s: over P's key and parent hash and s's original hash. */
 static msv_err parent_hash_of(const struct msv_mls_tree *t, uint32_t p, uint32_t s,
                               const struct exclusion *ex, uint8_t out[MSV_MLS_NH])
