@@ -415,12 +415,6 @@ static void epoch_step(unsigned e)
 }
 
 /*
- * Commits without a path (12.4): adds alone are made without one, smaller, and followed by
- * every member and joined from their Welcome (which then carries no path secret); a removal or
- * nothing at all without a path is refused by the committer, nothing changed (and by every
- * member: test_hostile_committer).
- */
-/*
  * The group of five its creator made by one commit: eight leaves, the creator's path keyed by
  * it, the parent of leaves 2 and 3 blank above both (so every commit encrypts to each), leaf 4
  * alone in its half. Leaf 2's commit keys it: then no path has a node that resolves to more
@@ -436,6 +430,9 @@ static void test_path_unkeyed(size_t creator)
         CHECK(msv_mls_tree_path_unkeyed(t, leaf) == (leaf == 2 || leaf == 3),
               "the paths of leaves 2 and 3 alone are not keyed");
     CHECK(!msv_mls_tree_path_unkeyed(t, 8), "no such leaf");
+    for (uint32_t leaf = 0; leaf < 5; leaf++)
+        CHECK(msv_mls_tree_path_blank_first(t, leaf) == (leaf == 2),
+              "leaf 2 alone is named to key the blank parent of leaves 2 and 3");
     memset(&r, 0, sizeof(r));
     for (size_t i = 0; i < n_devs; i++)
         if (in_group(i) && devs[i].m->me == 2)
@@ -447,6 +444,12 @@ static void test_path_unkeyed(size_t creator)
                   "after leaf 2's commit every path is keyed, for every member");
 }
 
+/*
+ * Commits without a path (12.4): adds alone are made without one, smaller, and followed by
+ * every member and joined from their Welcome (which then carries no path secret); a removal or
+ * nothing at all without a path is refused by the committer, nothing changed (and by every
+ * member: test_hostile_committer).
+ */
 static void test_no_path(void)
 {
     struct msv_mls_commit_spec spec;
@@ -465,8 +468,18 @@ static void test_no_path(void)
         r.no_path = 1;
         r.private_message = private_message;
         play(&r);
-        CHECK(msv_mls_tree_path_unkeyed(&devs[c].m->tree, devs[r.adds[0]].m->me),
-              "a leaf added without a path is unmerged where its path is keyed");
+        {
+            const struct msv_mls_tree *t = &devs[c].m->tree;
+            uint32_t me = devs[r.adds[0]].m->me, x = 2 * me;
+            int unmerged = 0;
+
+            while ((x = msv_mls_tree_parent(x, t->n_leaves)) != MSV_MLS_NONE)
+                for (size_t u = 0; t->nodes[x].type == 2 && u < t->nodes[x].n_unmerged; u++)
+                    unmerged |= t->nodes[x].unmerged[u] == me;
+            CHECK(unmerged && msv_mls_tree_path_unkeyed(t, me),
+                  "a leaf added without a path is unmerged where its path is keyed, so its path "
+                  "is not keyed");
+        }
         talk();
     }
     before = snap(devs[c].m);

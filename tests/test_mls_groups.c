@@ -1197,7 +1197,7 @@ static void test_failed_update_backs_off(void **state)
 /*
  * carol left the club, and no admin's device has committed her removal yet: her leaf's update
  * falling due makes no commit of hers (every member would refuse one from a leaf of no member,
- * and an admin's device would found the group again), and its records go.
+ * and an admin's device would found the group again), nor a record of one owed.
  */
 static void test_left_member_renews_nothing(void **state)
 {
@@ -1211,8 +1211,8 @@ static void test_left_member_renews_nothing(void **state)
     assert_int_equal(
         queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL), 0);
     assert_int_equal(settings_count(k.carol, "mls-key-by:"), 0);
-    assert_int_equal(settings_count(k.carol, "mls-updated:"), 0);
     receive_now(k.carol);
+    assert_int_equal(settings_count(k.carol, "mls-key-by:"), 0);
     assert_int_equal(
         queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL), 0);
     club_free(&k);
@@ -1324,6 +1324,70 @@ static void test_renewal_owed_keys_a_new_path(void **state)
 {
     (void)state;
     joiners_key(1);
+}
+
+/*
+ * alice founds a group of eight devices, which key their tree (three keying commits: one under
+ * each blank parent of two). She then removes the device at leaf 5: her commit blanks the
+ * parents of leaves 4-5 and 4-7, and the second resolves to two nodes. The device at leaf 4
+ * alone, the first beneath it, owes a commit to key it; those at leaves 6 and 7, whose paths
+ * meet it too, owe none (in a group of thousands, every leaf beneath a blanked node would).
+ */
+static void test_removal_keyed_by_one(void **state)
+{
+    static const char *const names[8] = {"alice", "bob",   "carol", "dave",
+                                         "erin",  "frank", "grace", "heidi"};
+    struct test_server s;
+    struct msv_client *all[8];
+    const char *seven[7];
+    char handles[8][40];
+    uint8_t gid[16];
+    char conversation[40];
+    int at[8], removed = -1, owing = 0;
+
+    (void)state;
+    test_server_init(&s, "[accounts]\nregister_burst = 100\nregister_rate = 100\n");
+    test_server_start(&s);
+    for (int i = 0; i < 8; i++) {
+        snprintf(handles[i], sizeof(handles[i]), "%s@example.org", names[i]);
+        all[i] = test_client_for(&s, names[i], handles[i]);
+        all[i]->mls_key_spread_ms = 1;
+        if (i > 0)
+            seven[i - 1] = handles[i];
+    }
+    assert_int_equal(msv_client_group_create(all[0], "eight", seven, 7, gid), MSV_OK);
+    msv_client_group_conversation(gid, conversation);
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < 8; i++)
+            receive_now(all[i]);
+    for (int i = 0; i < 8; i++) {
+        struct msv_mls_member *m = stored_member(all[i], gid);
+
+        assert_int_equal(m->epoch, 4); /* the founding and three keying commits */
+        for (uint32_t leaf = 0; leaf < 8; leaf++)
+            assert_false(leaf_path_unkeyed(m, leaf));
+        at[i] = (int)m->me;
+        removed = m->me == 5 ? i : removed;
+        msv_mls_member_free(m);
+        assert_int_equal(settings_count(all[i], "mls-key-by:"), 0);
+        all[i]->mls_key_spread_ms = 3600 * 1000; /* from now on recorded, not yet due */
+    }
+    assert_true(removed > 0);
+    seven[0] = handles[removed];
+    assert_int_equal(msv_client_group_change(all[0], "eight", NULL, NULL, 0, seven, 1), MSV_OK);
+    for (int i = 1; i < 8; i++) {
+        if (i == removed)
+            continue;
+        receive_now(all[i]);
+        if (settings_count(all[i], "mls-key-by:") > 0) {
+            owing++;
+            assert_int_equal(at[i], 4);
+        }
+    }
+    assert_int_equal(owing, 1);
+    for (int i = 0; i < 8; i++)
+        msv_client_close(all[i]);
+    test_server_cleanup(&s);
 }
 
 /*
@@ -5231,6 +5295,7 @@ int main(void)
         cmocka_unit_test(test_left_member_renews_nothing),
         cmocka_unit_test(test_joiners_key_their_paths),
         cmocka_unit_test(test_renewal_owed_keys_a_new_path),
+        cmocka_unit_test(test_removal_keyed_by_one),
         cmocka_unit_test(test_message_crossing_a_commit),
         cmocka_unit_test(test_message_read_within_a_send_shown_later),
         cmocka_unit_test(test_message_read_within_a_send_told_to_the_owner),

@@ -408,15 +408,18 @@ static int is_set(struct msv_client *c, const char *key);
 
 /* A keying commit is made at a random time within the spread from when it became owed, so that
  * the members of a group founded at once do not all commit at once (one commit is taken per
- * epoch, and each one keys the paths of others): 20 seconds a leaf, from 10 minutes to a day
- * (c->mls_key_spread_ms when set). */
+ * epoch, and each one keys the paths of others): 20 seconds a member device, from 10 minutes
+ * to a day (c->mls_key_spread_ms when set, up to a day). */
 #define KEY_SPREAD_LEAF_MS (20 * 1000LL)
 #define KEY_SPREAD_MIN_MS (10 * 60 * 1000LL)
 #define KEY_SPREAD_MAX_MS (86400 * 1000LL)
 
 static int64_t key_spread(const struct msv_client *c, const struct msv_mls_member *m)
 {
-    int64_t spread = (int64_t)m->tree.n_leaves * KEY_SPREAD_LEAF_MS;
+    int64_t spread = 0;
+
+    for (uint32_t i = 0; i < m->tree.n_leaves; i++) /* the members' leaves */
+        spread += m->tree.nodes[2 * i].type != 0 ? KEY_SPREAD_LEAF_MS : 0;
 
     if (c->mls_key_spread_ms > 0)
         return c->mls_key_spread_ms < KEY_SPREAD_MAX_MS ? c->mls_key_spread_ms : KEY_SPREAD_MAX_MS;
@@ -441,20 +444,24 @@ static msv_err key_by_set(struct msv_client *c, const uint8_t gid[16], int64_t d
  * After this device joined, or took a commit, under the MLS lock: a keying commit owed (from
  * half the spread to all of it on) when the path of its leaf is not keyed and none is owed yet,
  * and not within KEY_GAP_MS of this device's last commit to the group (last_s, wall seconds; 0
- * for none, as when it first joins): whatever removals, adds without a path or foundings again
- * a member makes, this device keys its path at most once a day. Best effort: a failure to
+ * for none, as when it first joins): whatever removals, adds or foundings again a member makes,
+ * this device keys its path at most once a day. After a commit taken (taken), only by the one
+ * device named to key a node the commit blanked, its first leaf that is not blank (a removal in
+ * a keyed tree blanks the removed leaf's path, which every leaf beneath it would find); a device
+ * added since a node got its key keys its own path once it joins. Best effort: a failure to
  * record it leaves the path for the next commit taken, or its regular update.
  */
 #define KEY_GAP_MS (86400 * 1000LL)
 
 static void key_schedule(struct msv_client *c, const uint8_t gid[16],
-                         const struct msv_mls_member *m, uint64_t last_s)
+                         const struct msv_mls_member *m, uint64_t last_s, int taken)
 {
     char key[KEY_MAX];
     int64_t spread, due, now = msv_wall_ms(), last = (int64_t)last_s * 1000;
     msv_err err;
 
-    if (!path_unkeyed(m) || is_set(c, group_key(KEY_BY, gid, key)))
+    if (!(taken ? msv_mls_tree_path_blank_first(&m->tree, m->me) : path_unkeyed(m)) ||
+        is_set(c, group_key(KEY_BY, gid, key)))
         return;
     spread = key_spread(c, m);
     due = now + spread / 2 + (int64_t)randombytes_uniform((uint32_t)(spread - spread / 2));
@@ -2014,18 +2021,23 @@ static int ext_supported(const struct msv_mls_member *m, const uint32_t *removes
     return 1;
 }
 
-/* Whether this account is in the group's signed member list. */
+/* Whether this account is in the group's signed member list (1), not (0), or the list could not
+ * be read (-1). */
 static int self_member(struct msv_client *c, const uint8_t gid[16])
 {
     struct msv_group_rec g = {0};
     char **members = NULL;
     size_t n = 0;
-    int member = 0;
+    int member = -1; /* the list unread */
+    msv_err err = msv_client_db_group_get(c->db, gid, NULL, &g);
 
-    if (msv_client_db_group_get(c->db, gid, NULL, &g) == MSV_OK &&
-        client_members_of(g.members, &members, &n) == MSV_OK)
+    if (err == MSV_ERR_NOT_FOUND)
+        member = 0;
+    if (err == MSV_OK && client_members_of(g.members, &members, &n) == MSV_OK) {
+        member = 0;
         for (size_t i = 0; i < n && !member; i++)
             member = client_is_own_handle(c, members[i]);
+    }
     free(members);
     msv_group_clear(&g);
     return member;
@@ -2088,7 +2100,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
      * (lost_seen records none past LOST_GEN_MAX) */
     int64_t lost = creating ? lost_generation(c, gid) : -1;
     uint32_t gen = lost >= 0 ? (uint32_t)lost + 1 : 0;
-    int admin = self_is_admin(c, gid), from_receive = update == UPDATE_IF_DUE;
+    int admin = self_is_admin(c, gid), from_receive = update == UPDATE_IF_DUE, is = 0;
     const struct dir_device *own = NULL;
     struct client_group_ctx ctx = {0};
 
@@ -2142,11 +2154,10 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         admin = self_is_admin(c, gid);
     }
     /* owed from a receive by a device whose account is gone from the group's signed member
-     * list (it left, or was removed): no commit of its own, and none owed any more */
-    if (err == MSV_OK && from_receive && !self_member(c, gid)) {
-        err = msv_client_db_unset(c->db, group_key(KEY_BY, gid, kept_key));
-        if (err == MSV_OK)
-            err = msv_client_db_unset(c->db, group_key(UPDATED, gid, kept_key));
+     * list (it left, or was removed): no commit of its own, and none owed any more (its last
+     * commit's time stays, for the day it is a member again); the list unread: later */
+    if (err == MSV_OK && from_receive && (is = self_member(c, gid)) <= 0) {
+        err = is < 0 ? MSV_ERR_IO : msv_client_db_unset(c->db, group_key(KEY_BY, gid, kept_key));
         goto out;
     }
     if (creating || err == MSV_OK)
@@ -2459,7 +2470,8 @@ static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start,
                          int quiet, int hourly)
 {
     msv_err err = MSV_OK;
-    int changed = 0, more = 0, admin = self_is_admin(c, gid);
+    int changed = 0, more = 0, admin = self_is_admin(c, gid),
+        from_receive = update == UPDATE_IF_DUE;
 
 again:
     for (int tries = 0; tries <= COMMIT_TRIES; tries++) {
@@ -2485,7 +2497,7 @@ again:
         refound = admin && (refound || refound_due(c, gid));
         /* a commit owed from a receive never founds the group again (its next send or change
          * does) */
-        if (refound && update == UPDATE_IF_DUE) {
+        if (refound && from_receive) {
             mls_unlock(c);
             err = MSV_ERR_AGAIN;
             break;
@@ -3207,9 +3219,15 @@ static void keys_flush(struct msv_client *c)
         err = mls_lock(c);
         if (err != MSV_OK)
             break;
-        /* the record of a group this device is no longer in on MLS goes */
-        err = client_mls_is_on(c, gid) ? key_by_set(c, gid, now, KEY_RENEW, 0)
-                                       : msv_client_db_unset(c->db, s[i].key);
+        /* looked at again: another process of this account may have made or put off that
+         * commit meanwhile. The record of a group this device is no longer in on MLS goes; one
+         * of a group its account left waits (every member would refuse a commit of its) */
+        if (is_set(c, group_key(KEY_BY, gid, key)) || !renew_due(c, gid))
+            err = MSV_OK;
+        else if (!client_mls_is_on(c, gid))
+            err = msv_client_db_unset(c->db, s[i].key);
+        else if (self_member(c, gid) != 0)
+            err = key_by_set(c, gid, now, KEY_RENEW, 0);
         mls_unlock(c);
     }
     msv_settings_free(s, n);
@@ -3263,6 +3281,7 @@ static void keys_flush(struct msv_client *c)
         }
         free(now_v);
         mls_unlock(c);
+        memset(&c->why, 0, sizeof(c->why)); /* told nowhere: the receive went well */
     }
     if (err != MSV_OK) /* the rest at a later receive */
         memset(&c->why, 0, sizeof(c->why));
@@ -4675,7 +4694,7 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
 
             err = updated_now(c, gid);
             if (err == MSV_OK)
-                key_schedule(c, gid, m, last);
+                key_schedule(c, gid, m, last, 0);
         }
         mls_unlock(c);
     }
@@ -5033,7 +5052,7 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
         free(list);
         /* a removal blanks the path of the leaf it removes: keyed again by one under it */
         if (err == MSV_OK)
-            key_schedule(c, gid, m, client_counter(c, group_key(UPDATED, gid, key)));
+            key_schedule(c, gid, m, client_counter(c, group_key(UPDATED, gid, key)), 1);
     }
 out:
     /* the delivery service took it, so its epoch moved on without this device: an admin

@@ -498,6 +498,12 @@ MSV_MUST_CHECK msv_err msv_mls_tree_resolution(const struct msv_mls_tree *t, uin
  */
 int msv_mls_tree_path_unkeyed(const struct msv_mls_tree *t, uint32_t leaf);
 /*
+ * Whether a node of the direct path of leaf is blank and resolves to more than
+ * one node, with leaf the first leaf beneath it that is not blank: the one
+ * device named to key it, once a removal blanked it.
+ */
+int msv_mls_tree_path_blank_first(const struct msv_mls_tree *t, uint32_t leaf);
+/*
  * Checks a tree as a new member must (7.9.2, 7.3): every non-blank parent
  * parent-hash valid with respect to one of its children, and every leaf's
  * signature (LeafNodeTBS, with group_id and the leaf index for update and

@@ -301,6 +301,31 @@ int msv_mls_tree_path_unkeyed(const struct msv_mls_tree *t, uint32_t leaf)
     return 0;
 }
 
+int msv_mls_tree_path_blank_first(const struct msv_mls_tree *t, uint32_t leaf)
+{
+    uint32_t x = 2 * leaf, res[2];
+
+    if (leaf >= t->n_leaves)
+        return 0;
+    while ((x = msv_mls_tree_parent(x, t->n_leaves)) != MSV_MLS_NONE && x < t->width) {
+        uint32_t k = msv_mls_tree_level(x), first = (x >> (k + 1)) << k, i = first;
+        size_t n = 0;
+        msv_err err;
+
+        if (t->nodes[x].type != 0)
+            continue;
+        err = msv_mls_tree_resolution(t, x, res, 2, &n);
+        if (err != MSV_ERR_TOO_BIG && (err != MSV_OK || n < 2))
+            continue;
+        /* the leaves beneath x are first .. first + 2^k - 1; leaf is one of them */
+        while (i < leaf && t->nodes[2 * i].type == 0)
+            i++;
+        if (i == leaf)
+            return 1;
+    }
+    return 0;
+}
+
 /* ParentHash of P with co-path child s: over P's key and parent hash and s's original hash. */
 static msv_err parent_hash_of(const struct msv_mls_tree *t, uint32_t p, uint32_t s,
                               const struct exclusion *ex, uint8_t out[MSV_MLS_NH])
