@@ -1218,19 +1218,11 @@ static void test_left_member_renews_nothing(void **state)
     club_free(&k);
 }
 
-/* Whether some node of the direct path of leaf i of m's tree resolves to more than one node. */
+/* Whether some node of the direct path of leaf i of m's tree resolves to more than one node
+ * (test_mls_group checks the rule itself on known trees). */
 static int leaf_path_unkeyed(const struct msv_mls_member *m, uint32_t i)
 {
-    uint32_t x = 2 * i, res[2];
-
-    while ((x = msv_mls_tree_parent(x, m->tree.n_leaves)) != MSV_MLS_NONE) {
-        size_t n = 0;
-        msv_err err = msv_mls_tree_resolution(&m->tree, x, res, 2, &n);
-
-        if (err == MSV_ERR_TOO_BIG || (err == MSV_OK && n > 1))
-            return 1;
-    }
-    return 0;
+    return msv_mls_tree_path_unkeyed(&m->tree, i);
 }
 
 /*

@@ -269,10 +269,15 @@ static msv_err committed_now(struct msv_client *c, const uint8_t gid[16])
  * (default MSV_MLS_UPDATE_S) since its last commit, or c->mls_update_messages (default
  * MSV_MLS_UPDATE_MESSAGES) messages sent since.
  */
+static uint64_t update_period(const struct msv_client *c)
+{
+    return c->mls_update_s ? c->mls_update_s : MSV_MLS_UPDATE_S;
+}
+
 static int update_due(struct msv_client *c, const uint8_t gid[16])
 {
     char key[KEY_MAX];
-    uint64_t period = c->mls_update_s ? c->mls_update_s : MSV_MLS_UPDATE_S;
+    uint64_t period = update_period(c);
     uint64_t most = c->mls_update_messages ? c->mls_update_messages : MSV_MLS_UPDATE_MESSAGES;
     uint64_t at = client_counter(c, group_key(UPDATED, gid, key));
     uint64_t now = (uint64_t)(msv_wall_ms() / 1000);
@@ -299,20 +304,24 @@ static uint64_t renew_offset_s(const struct msv_client *c, const uint8_t gid[16]
 }
 
 /*
- * Whether this device's leaf is due for its regular update from a receive: the period and this
- * device's offset passed since its last commit to the group (one recorded ahead of the clock
- * counts as made now).
+ * Whether this device's leaf is due for its regular update from a receive, its last commit to
+ * the group made at at (wall seconds): the period and this device's offset passed since (one
+ * recorded ahead of the clock counts as made now).
  */
+static int renew_due_at(const struct msv_client *c, const uint8_t gid[16], uint64_t at)
+{
+    uint64_t period = update_period(c), now = (uint64_t)(msv_wall_ms() / 1000);
+
+    if (at == 0 || at > now || now < at + period)
+        return 0;
+    return now >= at + period + renew_offset_s(c, gid, period);
+}
+
 static int renew_due(struct msv_client *c, const uint8_t gid[16])
 {
     char key[KEY_MAX];
-    uint64_t period = c->mls_update_s ? c->mls_update_s : MSV_MLS_UPDATE_S;
-    uint64_t at = client_counter(c, group_key(UPDATED, gid, key));
-    uint64_t now = (uint64_t)(msv_wall_ms() / 1000);
 
-    if (at == 0 || at > now)
-        return 0;
-    return now >= at + period + renew_offset_s(c, gid, period);
+    return renew_due_at(c, gid, client_counter(c, group_key(UPDATED, gid, key)));
 }
 
 int client_mls_is_on(struct msv_client *c, const uint8_t gid[16])
@@ -418,11 +427,10 @@ static int64_t key_spread(const struct msv_client *c, const struct msv_mls_membe
 {
     int64_t spread = 0;
 
-    for (uint32_t i = 0; i < m->tree.n_leaves; i++) /* the members' leaves */
-        spread += m->tree.nodes[2 * i].type != 0 ? KEY_SPREAD_LEAF_MS : 0;
-
     if (c->mls_key_spread_ms > 0)
         return c->mls_key_spread_ms < KEY_SPREAD_MAX_MS ? c->mls_key_spread_ms : KEY_SPREAD_MAX_MS;
+    for (uint32_t i = 0; i < m->tree.n_leaves; i++) /* the members' leaves */
+        spread += m->tree.nodes[2 * i].type != 0 ? KEY_SPREAD_LEAF_MS : 0;
     return spread < KEY_SPREAD_MIN_MS   ? KEY_SPREAD_MIN_MS
            : spread > KEY_SPREAD_MAX_MS ? KEY_SPREAD_MAX_MS
                                         : spread;
@@ -443,13 +451,14 @@ static msv_err key_by_set(struct msv_client *c, const uint8_t gid[16], int64_t d
 /*
  * After this device joined, or took a commit, under the MLS lock: a keying commit owed (from
  * half the spread to all of it on) when the path of its leaf is not keyed and none is owed yet,
- * and not within KEY_GAP_MS of this device's last commit to the group (last_s, wall seconds; 0
- * for none, as when it first joins): whatever removals, adds or foundings again a member makes,
- * this device keys its path at most once a day. After a commit taken (taken), only by the one
- * device named to key a node the commit blanked, its first leaf that is not blank (a removal in
- * a keyed tree blanks the removed leaf's path, which every leaf beneath it would find); a device
- * added since a node got its key keys its own path once it joins. Best effort: a failure to
- * record it leaves the path for the next commit taken, or its regular update.
+ * and not within KEY_GAP_MS of this device's last commit to the group (at a join, last_s, wall
+ * seconds, 0 for none, as when it first joins; after a commit taken, read here): whatever
+ * removals, adds or foundings again a member makes, this device keys its path at most once a
+ * day. After a commit taken (taken), only by the one device named to key a node the commit
+ * blanked, its first leaf that is not blank (a removal in a keyed tree blanks the removed leaf's
+ * path, which every leaf beneath it would find); a device added since a node got its key keys
+ * its own path once it joins. Best effort: a failure to record it leaves the path for the next
+ * commit taken, or its regular update.
  */
 #define KEY_GAP_MS (86400 * 1000LL)
 
@@ -457,12 +466,15 @@ static void key_schedule(struct msv_client *c, const uint8_t gid[16],
                          const struct msv_mls_member *m, uint64_t last_s, int taken)
 {
     char key[KEY_MAX];
-    int64_t spread, due, now = msv_wall_ms(), last = (int64_t)last_s * 1000;
+    int64_t spread, due, now = msv_wall_ms(), last;
     msv_err err;
 
     if (!(taken ? msv_mls_tree_path_blank_first(&m->tree, m->me) : path_unkeyed(m)) ||
         is_set(c, group_key(KEY_BY, gid, key)))
         return;
+    if (taken)
+        last_s = client_counter(c, group_key(UPDATED, gid, key));
+    last = (int64_t)last_s * 1000;
     spread = key_spread(c, m);
     due = now + spread / 2 + (int64_t)randombytes_uniform((uint32_t)(spread - spread / 2));
     /* (a last commit ahead of the clock counts as now) */
@@ -3173,15 +3185,6 @@ static void leaves_flush(struct msv_client *c)
     msv_settings_free(s, n);
 }
 
-/* The group id of a setting key prefix || 32 hex digits. */
-static int key_gid(const char *key, const char *prefix, uint8_t gid[16])
-{
-    size_t got = 0;
-
-    return strlen(key) == strlen(prefix) + 32 &&
-           msv_hex_decode(key + strlen(prefix), gid, 16, &got) == MSV_OK && got == 16;
-}
-
 /*
  * At the end of a receive: a leaf due for its regular update is renewed even by a device that
  * sends nothing to its group (a send renews it before it goes: update_due), and a path not
@@ -3194,7 +3197,6 @@ static void keys_flush(struct msv_client *c)
     struct msv_setting *s = NULL;
     size_t n = 0;
     int64_t now = msv_wall_ms();
-    uint64_t period = c->mls_update_s ? c->mls_update_s : MSV_MLS_UPDATE_S;
     char key[KEY_MAX];
     int tried = 0;
     msv_err err = msv_client_db_settings(c->db, UPDATED, KEYS_SCAN, &s, &n);
@@ -3203,7 +3205,7 @@ static void keys_flush(struct msv_client *c)
         uint8_t gid[16];
         uint64_t at;
 
-        if (!key_gid(s[i].key, UPDATED, gid) || s[i].len != 8)
+        if (!gid_of_key(s[i].key, UPDATED, gid) || s[i].len != 8)
             continue;
         at = msv_get_u64be(s[i].value);
         /* a last commit recorded over a day ahead (the clock went back): counted from now */
@@ -3211,8 +3213,7 @@ static void keys_flush(struct msv_client *c)
             err = updated_now(c, gid);
             continue;
         }
-        if ((uint64_t)(now / 1000) < at + period + renew_offset_s(c, gid, period) ||
-            is_set(c, group_key(KEY_BY, gid, key)))
+        if (!renew_due_at(c, gid, at) || is_set(c, group_key(KEY_BY, gid, key)))
             continue;
         /* under the lock: a join another process of this account is saving makes the group's
          * state and this record anew */
@@ -3242,7 +3243,7 @@ static void keys_flush(struct msv_client *c)
         uint8_t tries;
         int on;
 
-        if (!key_gid(s[i].key, KEY_BY, gid) || s[i].len != KEY_BY_VALUE) {
+        if (!gid_of_key(s[i].key, KEY_BY, gid) || s[i].len != KEY_BY_VALUE) {
             err = msv_client_db_unset(c->db, s[i].key);
             continue;
         }
@@ -5052,7 +5053,7 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
         free(list);
         /* a removal blanks the path of the leaf it removes: keyed again by one under it */
         if (err == MSV_OK)
-            key_schedule(c, gid, m, client_counter(c, group_key(UPDATED, gid, key)), 1);
+            key_schedule(c, gid, m, 0, 1);
     }
 out:
     /* the delivery service took it, so its epoch moved on without this device: an admin
