@@ -8638,6 +8638,29 @@ static void test_hostile_profile_pointer(void **state)
     test_server_cleanup(&s);
 }
 
+/* A server with alice, bob and mallory registered: mallory reuses the ids of alice's messages. */
+struct reuse {
+    struct test_server s;
+    struct msv_client *alice, *bob, *mallory;
+};
+
+static void reuse_start(struct reuse *r)
+{
+    test_server_init(&r->s, NULL);
+    test_server_start(&r->s);
+    r->alice = client_for(&r->s, "alice", "alice@example.org");
+    r->bob = client_for(&r->s, "bob", "bob@example.org");
+    r->mallory = client_for(&r->s, "mallory", "mallory@example.org");
+}
+
+static void reuse_free(struct reuse *r)
+{
+    msv_client_close(r->alice);
+    msv_client_close(r->bob);
+    msv_client_close(r->mallory);
+    test_server_cleanup(&r->s);
+}
+
 /*
  * Message ids are the sender's: mallory, who saw the id of alice's message
  * to bob, sends her own message under it. Neither is dropped as the other's
@@ -8647,35 +8670,27 @@ static void test_hostile_profile_pointer(void **state)
 static void test_reused_message_id(void **state)
 {
     const char *to[1] = {"bob@example.org"};
-    struct test_server s;
-    struct msv_client *alice, *bob, *mallory;
+    struct reuse r;
     uint8_t id[16];
 
     (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice = client_for(&s, "alice", "alice@example.org");
-    bob = client_for(&s, "bob", "bob@example.org");
-    mallory = client_for(&s, "mallory", "mallory@example.org");
-    assert_int_equal(msv_client_send(alice, to, 1, "alice's words", NULL, 0, NULL, id), MSV_OK);
-    send_under_id(mallory, id, "mallory's words");
-    assert_int_equal(receive_now(bob), 2);
-    assert_int_equal(history_count(bob, "alice@example.org", "alice's words"), 1);
-    assert_int_equal(history_count(bob, "mallory@example.org", "mallory's words"), 1);
+    reuse_start(&r);
+    assert_int_equal(msv_client_send(r.alice, to, 1, "alice's words", NULL, 0, NULL, id), MSV_OK);
+    send_under_id(r.mallory, id, "mallory's words");
+    assert_int_equal(receive_now(r.bob), 2);
+    assert_int_equal(history_count(r.bob, "alice@example.org", "alice's words"), 1);
+    assert_int_equal(history_count(r.bob, "mallory@example.org", "mallory's words"), 1);
     assert_int_equal(
-        history_count(bob, "mallory@example.org",
+        history_count(r.bob, "mallory@example.org",
                       "[sent under the id of an earlier message from alice@example.org"),
         1);
-    assert_string_equal(status_of(bob, id), "received");
+    assert_string_equal(status_of(r.bob, id), "received");
     /* mallory's message again, under the same id: a redelivery of hers, dropped */
-    send_under_id(mallory, id, "mallory's words");
-    assert_int_equal(receive_now(bob), 0);
-    assert_int_equal(history_count(bob, NULL, "mallory's words"), 1);
-    assert_int_equal(history_count(bob, NULL, "alice's words"), 1);
-    msv_client_close(alice);
-    msv_client_close(bob);
-    msv_client_close(mallory);
-    test_server_cleanup(&s);
+    send_under_id(r.mallory, id, "mallory's words");
+    assert_int_equal(receive_now(r.bob), 0);
+    assert_int_equal(history_count(r.bob, NULL, "mallory's words"), 1);
+    assert_int_equal(history_count(r.bob, NULL, "alice's words"), 1);
+    reuse_free(&r);
 }
 
 /*
@@ -8687,40 +8702,33 @@ static void test_reused_message_id(void **state)
 static void test_changes_reach_a_message_under_a_reused_id(void **state)
 {
     const char *to[1] = {"bob@example.org"};
-    struct test_server s;
-    struct msv_client *alice, *bob, *mallory;
+    struct reuse r;
     struct msv_message_rec *m = NULL;
     uint8_t id[16], local[16];
 
     (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice = client_for(&s, "alice", "alice@example.org");
-    bob = client_for(&s, "bob", "bob@example.org");
-    mallory = client_for(&s, "mallory", "mallory@example.org");
-    assert_int_equal(msv_client_send(alice, to, 1, "alice's words", NULL, 0, NULL, id), MSV_OK);
-    send_under_id(mallory, id, "mallory's words");
+    reuse_start(&r);
+    assert_int_equal(msv_client_send(r.alice, to, 1, "alice's words", NULL, 0, NULL, id), MSV_OK);
+    send_under_id(r.mallory, id, "mallory's words");
     /* mallory's, the newer of the two in bob's queue, given first */
-    queue_turned_around(&s, (struct msv_client *[]){alice, bob, mallory, NULL}, bob->device_id);
-    assert_int_equal(receive_now(bob), 2);
-    client_reused_id(id, "alice@example.org", alice->device_id, local);
-    assert_int_equal(msv_client_db_message_get(bob->db, local, &m), MSV_OK);
+    queue_turned_around(&r.s, (struct msv_client *[]){r.alice, r.bob, r.mallory, NULL},
+                        r.bob->device_id);
+    assert_int_equal(receive_now(r.bob), 2);
+    client_reused_id(id, "alice@example.org", r.alice->device_id, local);
+    assert_int_equal(msv_client_db_message_get(r.bob->db, local, &m), MSV_OK);
     assert_string_equal(m->sender, "alice@example.org");
     msv_messages_free(m, 1);
-    assert_int_equal(msv_client_edit(alice, id, "alice's new words"), MSV_OK);
-    receive_now(bob);
-    assert_int_equal(msv_client_db_message_get(bob->db, local, &m), MSV_OK);
+    assert_int_equal(msv_client_edit(r.alice, id, "alice's new words"), MSV_OK);
+    receive_now(r.bob);
+    assert_int_equal(msv_client_db_message_get(r.bob->db, local, &m), MSV_OK);
     assert_non_null(strstr(m->text, "alice's new words"));
     msv_messages_free(m, 1);
-    assert_int_equal(msv_client_unsend(alice, id), MSV_OK);
-    receive_now(bob);
-    assert_string_equal(status_of(bob, local), "unsent");
-    assert_string_equal(status_of(bob, id), "received"); /* mallory's, as it was */
-    assert_int_equal(history_count(bob, NULL, "mallory's words"), 1);
-    msv_client_close(alice);
-    msv_client_close(bob);
-    msv_client_close(mallory);
-    test_server_cleanup(&s);
+    assert_int_equal(msv_client_unsend(r.alice, id), MSV_OK);
+    receive_now(r.bob);
+    assert_string_equal(status_of(r.bob, local), "unsent");
+    assert_string_equal(status_of(r.bob, id), "received"); /* mallory's, as it was */
+    assert_int_equal(history_count(r.bob, NULL, "mallory's words"), 1);
+    reuse_free(&r);
 }
 
 /*
@@ -8732,33 +8740,26 @@ static void test_changes_reach_a_message_under_a_reused_id(void **state)
 static void test_unsend_first_under_a_reused_id(void **state)
 {
     const char *to[1] = {"bob@example.org"};
-    struct test_server s;
-    struct msv_client *alice, *bob, *mallory;
+    struct reuse r;
     struct msv_message_rec *h = NULL;
     uint8_t id[16], local[16];
     size_t n = 0;
 
     (void)state;
-    test_server_init(&s, NULL);
-    test_server_start(&s);
-    alice = client_for(&s, "alice", "alice@example.org");
-    bob = client_for(&s, "bob", "bob@example.org");
-    mallory = client_for(&s, "mallory", "mallory@example.org");
-    assert_int_equal(msv_client_send(alice, to, 1, "alice's secret", NULL, 0, NULL, id), MSV_OK);
-    assert_int_equal(msv_client_unsend(alice, id), MSV_OK);
-    send_under_id(mallory, id, "mallory's words");
-    queue_turned_around(&s, (struct msv_client *[]){alice, bob, mallory, NULL}, bob->device_id);
-    receive_now(bob);
-    client_reused_id(id, "alice@example.org", alice->device_id, local);
-    assert_string_equal(status_of(bob, local), "unsent");
-    assert_string_equal(status_of(bob, id), "received"); /* mallory's */
-    assert_int_equal(msv_client_db_history(bob->db, NULL, "secret", 0, &h, &n), MSV_OK);
+    reuse_start(&r);
+    assert_int_equal(msv_client_send(r.alice, to, 1, "alice's secret", NULL, 0, NULL, id), MSV_OK);
+    assert_int_equal(msv_client_unsend(r.alice, id), MSV_OK);
+    send_under_id(r.mallory, id, "mallory's words");
+    queue_turned_around(&r.s, (struct msv_client *[]){r.alice, r.bob, r.mallory, NULL},
+                        r.bob->device_id);
+    receive_now(r.bob);
+    client_reused_id(id, "alice@example.org", r.alice->device_id, local);
+    assert_string_equal(status_of(r.bob, local), "unsent");
+    assert_string_equal(status_of(r.bob, id), "received"); /* mallory's */
+    assert_int_equal(msv_client_db_history(r.bob->db, NULL, "secret", 0, &h, &n), MSV_OK);
     assert_int_equal(n, 0);
     msv_messages_free(h, n);
-    msv_client_close(alice);
-    msv_client_close(bob);
-    msv_client_close(mallory);
-    test_server_cleanup(&s);
+    reuse_free(&r);
 }
 
 /* Runs sql on c's own database beside it (waiting for its writes). */
