@@ -426,15 +426,15 @@ msv_err msv_client_db_settings(struct msv_client_db *db, const char *prefix, siz
     sqlite3_stmt *st = NULL;
     size_t n = strlen(prefix);
     /* the keys from prefix up to the next prefix of its length (the key's index read as a
-     * range, not the whole table): its last byte one higher, unless it is the highest */
+     * range, not the whole table): its last byte one higher, unless it is the highest. Keys
+     * compare byte by byte (BINARY), so every key in that range starts with prefix */
     int ranged = n > 0 && (unsigned char)prefix[n - 1] < 0xff;
     char *upper = ranged ? malloc(n + 1) : NULL;
     msv_err err = ranged && upper == NULL
                       ? MSV_ERR_NOMEM
                       : msv_sql_prepare(db->db,
                                         ranged ? "SELECT key, value FROM settings WHERE key >= ?2 "
-                                                 "AND key < ?4 AND substr(key, 1, ?1) = ?2 "
-                                                 "ORDER BY key LIMIT ?3;"
+                                                 "AND key < ?4 ORDER BY key LIMIT ?3;"
                                                : "SELECT key, value FROM settings WHERE "
                                                  "substr(key, 1, ?1) = ?2 ORDER BY key LIMIT ?3;",
                                         &st);
