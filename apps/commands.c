@@ -935,6 +935,10 @@ void cli_own_counts_json(struct msv_client *c, json_t *j)
                         json_integer((json_int_t)msv_client_invitations_dropped(c)));
     json_object_set_new(j, "early_changes_dropped",
                         json_integer((json_int_t)msv_client_early_changes_dropped(c)));
+    json_object_set_new(j, "mls_keyings_made",
+                        json_integer((json_int_t)msv_client_mls_keyings_made(c)));
+    json_object_set_new(j, "mls_keyings_put_off",
+                        json_integer((json_int_t)msv_client_mls_keyings_put_off(c)));
 }
 
 /*
@@ -944,12 +948,13 @@ void cli_own_counts_json(struct msv_client *c, json_t *j)
  * connections whose publishing of its keys failed; then what its limits held back or gave up:
  * owed messages, foundings again of groups on MLS, waits of groups on MLS, commits by
  * reference not fetched, members' asks to join a group on MLS again not kept, group
- * invitations dropped, edits and unsends of messages not here yet dropped.
+ * invitations dropped, edits and unsends of messages not here yet dropped; then the commits to
+ * groups on MLS its receives made (keying a path, renewing a leaf) and their tries put off.
  */
 static void own_counts(struct msv_client *c, json_t *j)
 {
     uint64_t reclaimed, unopenable, downgrades, unpublished, owed, held, waits, by_ref, rejoins,
-        invitations, early;
+        invitations, early, keyings, put_off;
 
     if (j != NULL) {
         cli_own_counts_json(c, j);
@@ -966,6 +971,8 @@ static void own_counts(struct msv_client *c, json_t *j)
     rejoins = msv_client_mls_rejoins_held(c);
     invitations = msv_client_invitations_dropped(c);
     early = msv_client_early_changes_dropped(c);
+    keyings = msv_client_mls_keyings_made(c);
+    put_off = msv_client_mls_keyings_put_off(c);
     if (reclaimed + unopenable + downgrades + unpublished > 0)
         fprintf(cli_out,
                 "        this device: %llu prekeys of lost uploads reclaimed, %llu sealed "
@@ -985,6 +992,11 @@ static void own_counts(struct msv_client *c, json_t *j)
                 (unsigned long long)owed, (unsigned long long)held, (unsigned long long)waits,
                 (unsigned long long)by_ref, (unsigned long long)rejoins,
                 (unsigned long long)invitations, (unsigned long long)early);
+    if (keyings + put_off > 0)
+        fprintf(cli_out,
+                "        this device's commits to groups on MLS from its receives: %llu made "
+                "(keying a path, renewing a leaf), %llu tries put off\n",
+                (unsigned long long)keyings, (unsigned long long)put_off);
 }
 
 static void print_device(const struct cli *o, struct msv_client *c, const char *handle,

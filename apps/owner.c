@@ -48,6 +48,11 @@
 #define MONITOR_INTERVAL_MS 300000    /* the transparency log is read this often, and on notices */
 #define EXPIRE_INTERVAL_MS 1000       /* disappearing messages are looked for this often */
 #define RETRY_MAX_MS 60000
+/* commits owed to groups on MLS from a receive: looked for again at least this long after a
+ * receive made for them that made none while one stays due, doubling up to the most; and at
+ * most the most after any look (another process's records, a clock set anew) */
+#define KEYS_FLOOR_MS 60000
+#define KEYS_MOST_MS 3600000
 
 struct inbox_item {
     json_t *json;                  /* as 'receive -o json' prints it */
@@ -109,6 +114,10 @@ struct owner {
     int said_deleted; /* the server said the account was deleted (account_gone) */
     int64_t retry_at, retry_ms, monitor_at;
     int64_t expire_at; /* when to look for disappearing messages whose time came */
+    /* when a commit owed to a group on MLS falls due (keys_plan), how long to wait while one
+     * stays due that receives do not make, and the client's count of changes last read */
+    int64_t keys_at, keys_idle_ms;
+    unsigned keys_seen;
     char last_error[300];
     owner_hook hook;
     void *hook_ctx;
@@ -1634,6 +1643,31 @@ static void answer_and_drop(struct owner *ow)
     }
 }
 
+/*
+ * When to receive for the commits owed to groups on MLS (keying a path, renewing a leaf): a
+ * receive makes them at its end, and a quiet group has nothing pushed to it. made: a receive
+ * made for them made one. One that stays due (more than a receive makes, or one no receive can
+ * make) is looked at again after keys_idle_ms, which doubles while none is made.
+ */
+static void keys_plan(struct owner *ow, int flushed, int made)
+{
+    int64_t due = msv_client_mls_keys_next(ow->c), wall = msv_wall_ms(), wait;
+
+    ow->keys_seen = ow->c->mls_keys_changed;
+    if (due > wall) {
+        ow->keys_idle_ms = KEYS_FLOOR_MS;
+        wait = due - wall < KEYS_MOST_MS ? due - wall : KEYS_MOST_MS;
+    } else {
+        if (ow->keys_idle_ms == 0 || made)
+            ow->keys_idle_ms = KEYS_FLOOR_MS;
+        wait = ow->keys_idle_ms;
+        if (flushed && !made)
+            ow->keys_idle_ms =
+                ow->keys_idle_ms < KEYS_MOST_MS / 2 ? ow->keys_idle_ms * 2 : KEYS_MOST_MS;
+    }
+    ow->keys_at = msv_mono_ms() + wait;
+}
+
 int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
 {
     struct pollfd fds[PEERS_MAX + 3];
@@ -1653,9 +1687,18 @@ int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
             fprintf(stderr, "missive: deleting disappearing messages failed; trying again\n");
         ow->expire_at = now + EXPIRE_INTERVAL_MS;
     }
+    if (ow->c->conn != NULL && now >= ow->keys_at) {
+        unsigned made = ow->c->mls_commits_made;
+
+        pump(ow); /* nothing pushed may be waiting: the receive's end makes what is due */
+        keys_plan(ow, 1, ow->c->mls_commits_made != made);
+    } else if (ow->c->mls_keys_changed != ow->keys_seen)
+        keys_plan(ow, 0, 0);
     wake = now + max_wait_ms;
     if (ow->expire_at < wake)
         wake = ow->expire_at;
+    if (ow->c->conn != NULL && ow->keys_at < wake)
+        wake = ow->keys_at;
     if (ow->c->conn == NULL && ow->retry_at < wake)
         wake = ow->retry_at;
     if (ow->c->conn != NULL && ow->monitor_at < wake)

@@ -1109,15 +1109,22 @@ static void test_self_updates(void **state)
     club_free(&k);
 }
 
+/* c's setting prefix || the club's group id set to v (u64be), then zeros to len bytes (at most
+ * 16). */
+static void club_put(struct club *k, struct msv_client *c, const char *prefix, uint64_t v,
+                     size_t len)
+{
+    uint8_t value[16] = {0};
+    char key[80];
+
+    msv_put_u64be(value, v);
+    assert_int_equal(msv_client_db_set(c->db, club_key(k, prefix, key), value, len), MSV_OK);
+}
+
 /* c's "mls-updated:" record of the club: its last commit 8 days ago (its update due). */
 static void updated_long_ago(struct club *k, struct msv_client *c)
 {
-    uint8_t old[8];
-    char key[80];
-
-    msv_put_u64be(old, (uint64_t)(msv_wall_ms() / 1000) - 8 * 86400);
-    assert_int_equal(msv_client_db_set(c->db, club_key(k, "mls-updated:", key), old, sizeof(old)),
-                     MSV_OK);
+    club_put(k, c, "mls-updated:", (uint64_t)(msv_wall_ms() / 1000) - 8 * 86400, 8);
 }
 
 /*
@@ -1140,6 +1147,8 @@ static void test_reader_renews_its_leaf(void **state)
     assert_int_equal(settings_count(k.bob, "mls-key-by:"), 0);
     assert_true(client_counter(k.bob, club_key(&k, "mls-updated:", key)) + 60 >=
                 (uint64_t)(msv_wall_ms() / 1000));
+    assert_int_equal(msv_client_mls_keyings_made(k.bob), 1);
+    assert_int_equal(msv_client_mls_keyings_put_off(k.bob), 0);
     /* not again at the next receive */
     receive_now(k.bob);
     assert_int_equal(
@@ -1151,6 +1160,54 @@ static void test_reader_renews_its_leaf(void **state)
     both_read(k.bob, k.carol, k.conversation, "after bob's update", "alice@example.org",
               k.alice->device_id);
     assert_int_equal(history_count(k.carol, k.conversation, "refused"), 0);
+    club_free(&k);
+}
+
+/* Every record of prefix in c's state unset. */
+static void settings_unset(struct msv_client *c, const char *prefix)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0;
+
+    assert_int_equal(msv_client_db_settings(c->db, prefix, SIZE_MAX, &s, &n), MSV_OK);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(msv_client_db_unset(c->db, s[i].key), MSV_OK);
+    msv_settings_free(s, n);
+}
+
+/*
+ * When bob's first commit owed from a receive falls due, which an owner that receives only
+ * when pushed waits for: his leaf's renewal (the period and his offset after his last commit),
+ * or a record's time; a record stands for its group's renewal; one set further ahead than any
+ * wait (the clock went back) is due now; none, never.
+ */
+static void test_keys_next_says_when(void **state)
+{
+    struct club k;
+    int64_t now, t = msv_wall_ms() / 1000 - 2 * 86400;
+
+    (void)state;
+    club_on_mls(&k);
+    settings_unset(k.bob, "mls-key-by:");
+    k.bob->mls_update_s = 7; /* a seventh of it: no offset */
+    club_put(&k, k.bob, "mls-updated:", (uint64_t)t, 8);
+    assert_int_equal(msv_client_mls_keys_next(k.bob), (t + 7) * 1000);
+    k.bob->mls_update_s = 0; /* a week, and an offset within a day */
+    assert_true(msv_client_mls_keys_next(k.bob) >= (t + 7 * 86400) * 1000);
+    assert_true(msv_client_mls_keys_next(k.bob) < (t + 8 * 86400) * 1000);
+    /* a record stands for the group's renewal, earlier or later */
+    now = msv_wall_ms();
+    club_put(&k, k.bob, "mls-key-by:", (uint64_t)(now + 5000), 10);
+    assert_int_equal(msv_client_mls_keys_next(k.bob), now + 5000);
+    k.bob->mls_update_s = 7;
+    club_put(&k, k.bob, "mls-key-by:", (uint64_t)(now + 86400 * 1000LL), 10);
+    assert_int_equal(msv_client_mls_keys_next(k.bob), now + 86400 * 1000LL);
+    /* three days ahead: the clock went back */
+    club_put(&k, k.bob, "mls-key-by:", (uint64_t)(now + 3 * 86400 * 1000LL), 10);
+    assert_true(msv_client_mls_keys_next(k.bob) <= msv_wall_ms());
+    settings_unset(k.bob, "mls-key-by:");
+    settings_unset(k.bob, "mls-updated:");
+    assert_int_equal(msv_client_mls_keys_next(k.bob), INT64_MAX);
     club_free(&k);
 }
 
@@ -1188,6 +1245,8 @@ static void test_failed_update_backs_off(void **state)
         assert_int_equal(v[8], 1); /* the regular update */
         assert_int_equal(v[9], 1); /* one try failed */
         assert_true((int64_t)msv_get_u64be(v) > msv_wall_ms() + 14 * 60 * 1000);
+        assert_int_equal(msv_client_mls_keyings_put_off(k.bob), 1);
+        assert_int_equal(msv_client_mls_keyings_made(k.bob), 0);
         free(v);
         v = NULL;
     }
@@ -5283,6 +5342,7 @@ int main(void)
         cmocka_unit_test(test_kept_mls_payload_taken_once),
         cmocka_unit_test(test_self_updates),
         cmocka_unit_test(test_reader_renews_its_leaf),
+        cmocka_unit_test(test_keys_next_says_when),
         cmocka_unit_test(test_failed_update_backs_off),
         cmocka_unit_test(test_left_member_renews_nothing),
         cmocka_unit_test(test_joiners_key_their_paths),

@@ -204,6 +204,11 @@ struct msv_client {
     int64_t mls_join_retry_ms;
     int mls_joining;
     unsigned mls_within; /* receives made within a sync (after a commit refused as stale) */
+    /* changed whenever a commit owed from a receive is scheduled or a commit of this device's
+     * to a group on MLS is recorded: an owner that reads msv_client_mls_keys_next reads it
+     * again then */
+    unsigned mls_keys_changed;
+    unsigned mls_commits_made; /* commits of this device's taken (committed_now) */
     /* a commit or Welcome larger than this many bytes goes by reference through the attachment
      * store (0: 16 KiB, the server's default payload limit) */
     size_t mls_inline_max;
@@ -975,6 +980,13 @@ uint64_t msv_client_mls_by_ref_held(struct msv_client *c);
 /* How many requests of a member's device to be added to a group's MLS group again were not
  * kept: 256 already waited on this admin's device (docs/crypto.md, "Joining again"). */
 uint64_t msv_client_mls_rejoins_held(struct msv_client *c);
+/* Commits owed from a receive (keying a path, renewing a leaf) made, and tries of them that
+ * failed and were put off. */
+uint64_t msv_client_mls_keyings_made(struct msv_client *c);
+uint64_t msv_client_mls_keyings_put_off(struct msv_client *c);
+/* When the first commit owed from a receive falls due, in wall milliseconds (INT64_MAX: none):
+ * a receive made then makes it. For an owner that receives only what the server pushes. */
+int64_t msv_client_mls_keys_next(struct msv_client *c);
 /*
  * Publishes this device's keys again on the open connection if publishing them failed and its
  * wait (keys_retry_at) has passed: for a process that stays connected (the daemon), which would

@@ -243,6 +243,8 @@ static const char *flag_key(const uint8_t gid[16], char key[KEY_MAX])
 #define KEYS_SCAN 4096
 #define KEY_RETRY_MS (15 * 60 * 1000LL)
 #define KEY_RETRY_MAX_MS (86400 * 1000LL)
+#define KEYINGS_MADE "mls-keyings-made"
+#define KEYINGS_PUT_OFF "mls-keyings-put-off"
 
 static msv_err updated_now(struct msv_client *c, const uint8_t gid[16])
 {
@@ -251,6 +253,7 @@ static msv_err updated_now(struct msv_client *c, const uint8_t gid[16])
     msv_err err;
 
     msv_put_u64be(now, (uint64_t)(msv_wall_ms() / 1000));
+    c->mls_keys_changed++;
     err = msv_client_db_set(c->db, group_key(UPDATED, gid, key), now, sizeof(now));
     return err == MSV_OK ? msv_client_db_unset(c->db, group_key(SENT, gid, key)) : err;
 }
@@ -261,6 +264,7 @@ static msv_err committed_now(struct msv_client *c, const uint8_t gid[16])
     char key[KEY_MAX];
     msv_err err = updated_now(c, gid);
 
+    c->mls_commits_made++;
     return err == MSV_OK ? msv_client_db_unset(c->db, group_key(KEY_BY, gid, key)) : err;
 }
 
@@ -445,6 +449,7 @@ static msv_err key_by_set(struct msv_client *c, const uint8_t gid[16], int64_t d
     msv_put_u64be(v, (uint64_t)due);
     v[8] = why;
     v[9] = tries;
+    c->mls_keys_changed++;
     return msv_client_db_set(c->db, group_key(KEY_BY, gid, key), v, sizeof(v));
 }
 
@@ -3241,6 +3246,7 @@ static void keys_flush(struct msv_client *c)
         size_t now_len = 0;
         int64_t due, wait;
         uint8_t tries;
+        unsigned made;
         int on;
 
         if (!gid_of_key(s[i].key, KEY_BY, gid) || s[i].len != KEY_BY_VALUE) {
@@ -3262,10 +3268,14 @@ static void keys_flush(struct msv_client *c)
             continue;
         tried++;
         memset(&c->why, 0, sizeof(c->why));
+        made = c->mls_commits_made;
         err = sync_with(c, gid, 0, UPDATE_IF_DUE, 1, 1);
         /* committed (committed_now) or no longer owed (key_due): the record is gone */
-        if (err == MSV_OK && !is_set(c, s[i].key))
+        if (err == MSV_OK && !is_set(c, s[i].key)) {
+            if (c->mls_commits_made != made)
+                err = client_counter_bump(c, KEYINGS_MADE);
             continue;
+        }
         /* put off, from the record as it is under the lock: one another process of this
          * account put off or ended meanwhile stays as it is */
         err = mls_lock(c);
@@ -3279,6 +3289,8 @@ static void keys_flush(struct msv_client *c)
             /* a quarter more at random: devices that failed together try again apart */
             wait += (int64_t)randombytes_uniform((uint32_t)(wait / 4));
             err = key_by_set(c, gid, now + wait, v[8], tries);
+            if (err == MSV_OK)
+                err = client_counter_bump(c, KEYINGS_PUT_OFF);
         }
         free(now_v);
         mls_unlock(c);
@@ -3414,6 +3426,65 @@ int client_mls_unusable(struct msv_client *c, const uint8_t gid[16])
     /* the mark looked for first: behind_still reads the state */
     return !client_mls_is_on(c, gid) || (is_set(c, group_key(BEHIND, gid, key)) &&
                                          !self_is_admin(c, gid) && behind_still(c, gid, &ahead));
+}
+
+uint64_t msv_client_mls_keyings_made(struct msv_client *c)
+{
+    return client_counter(c, KEYINGS_MADE);
+}
+
+uint64_t msv_client_mls_keyings_put_off(struct msv_client *c)
+{
+    return client_counter(c, KEYINGS_PUT_OFF);
+}
+
+/*
+ * The first of: each record's due time (one further off than any wait counts as due now, as
+ * keys_flush reads it), and the regular renewal (renew_due_at) of each group with none, at
+ * most KEYS_SCAN of each, as keys_flush looks at them. A group renew_due_at finds due that
+ * keys_flush leaves (its account left it) stays due: the owner waits longer each time.
+ */
+int64_t msv_client_mls_keys_next(struct msv_client *c)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0;
+    int64_t now = msv_wall_ms(), first = INT64_MAX;
+    uint64_t period = update_period(c);
+    char key[KEY_MAX];
+
+    if (msv_client_db_settings(c->db, KEY_BY, KEYS_SCAN, &s, &n) != MSV_OK)
+        n = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t due = s[i].len == KEY_BY_VALUE ? (int64_t)msv_get_u64be(s[i].value) : now;
+
+        if (due > now && due - now > KEY_SPREAD_MAX_MS + KEY_RETRY_MAX_MS)
+            due = now;
+        first = due < first ? due : first;
+    }
+    msv_settings_free(s, n);
+    s = NULL;
+    n = 0;
+    if (msv_client_db_settings(c->db, UPDATED, KEYS_SCAN, &s, &n) != MSV_OK)
+        n = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t gid[16];
+        uint64_t at;
+        int64_t due;
+
+        if (!gid_of_key(s[i].key, UPDATED, gid) || s[i].len != 8)
+            continue;
+        at = msv_get_u64be(s[i].value);
+        if (at == 0)
+            continue;
+        if (at > (uint64_t)(now / 1000) + 86400) /* keys_flush counts it from now */
+            due = now;
+        else
+            due = (int64_t)(at + period + renew_offset_s(c, gid, period)) * 1000;
+        if (due < first && !is_set(c, group_key(KEY_BY, gid, key)))
+            first = due;
+    }
+    msv_settings_free(s, n);
+    return first;
 }
 
 void client_mls_joins(struct msv_client *c)
