@@ -46,7 +46,8 @@
 #define DEFERRED_MAX 4096             /* events held while a request line runs (handle_line) */
 #define BATCH_MAX 32                  /* requests in one batch; more: one error, none run */
 #define MONITOR_INTERVAL_MS 300000    /* the transparency log is read this often, and on notices */
-#define EXPIRE_INTERVAL_MS 1000       /* disappearing messages are looked for this often */
+/* (tests only: MISSIVE_TEST_MONITOR_MS, from 1 second up, in its place) */
+#define EXPIRE_INTERVAL_MS 1000 /* disappearing messages are looked for this often */
 #define RETRY_MAX_MS 60000
 /* commits owed to groups on MLS from a receive: looked for again at least this long after a
  * receive made for them that made none while one stays due, doubling up to the most; and at
@@ -112,7 +113,7 @@ struct owner {
     json_t *deferred;
     int deferring;
     int said_deleted; /* the server said the account was deleted (account_gone) */
-    int64_t retry_at, retry_ms, monitor_at;
+    int64_t retry_at, retry_ms, monitor_at, monitor_every;
     int64_t expire_at; /* when to look for disappearing messages whose time came */
     /* when a commit owed to a group on MLS falls due (keys_plan), how long to wait while one
      * stays due that receives do not make, and the client's count of changes last read */
@@ -787,7 +788,7 @@ static void pump(struct owner *ow)
     err = msv_client_receive(c, 0, on_incoming, ow, &n);
     if (err == MSV_OK && (ow->monitor_due || msv_mono_ms() >= ow->monitor_at)) {
         ow->monitor_due = 0;
-        ow->monitor_at = msv_mono_ms() + MONITOR_INTERVAL_MS;
+        ow->monitor_at = msv_mono_ms() + ow->monitor_every;
         c->why.message[0] = '\0';
         err = msv_client_monitor(c, on_alarm, ow, &alarms);
         /* the monitor's reason (an entry not proven, say) is what the user is shown */
@@ -1551,6 +1552,13 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     ow->o = o;
     ow->c = c;
     ow->lock_fd = ow->listen_fd = -1;
+    ow->monitor_every = MONITOR_INTERVAL_MS;
+    if (getenv("MISSIVE_TEST_MONITOR_MS") != NULL) {
+        long long every = strtoll(getenv("MISSIVE_TEST_MONITOR_MS"), NULL, 10);
+
+        if (every >= 1000 && every < MONITOR_INTERVAL_MS)
+            ow->monitor_every = every;
+    }
     c->takes_deliveries = 1; /* it waits on the connection's socket for them */
     /* it takes what comes for as long as it runs: a receive that ran before it started is
      * told its connection was closed (the commands run through the owner from now on) */
@@ -1651,7 +1659,8 @@ static void answer_and_drop(struct owner *ow)
  */
 static void keys_plan(struct owner *ow, int flushed, int made)
 {
-    int64_t due = msv_client_mls_keys_next(ow->c), wall = msv_wall_ms(), wait;
+    int64_t due = msv_client_mls_keys_next(ow->c), wall = msv_wall_ms(), now = msv_mono_ms();
+    int64_t wait;
 
     ow->keys_seen = ow->c->mls_keys_changed;
     if (due > wall) {
@@ -1664,8 +1673,11 @@ static void keys_plan(struct owner *ow, int flushed, int made)
         if (flushed && !made)
             ow->keys_idle_ms =
                 ow->keys_idle_ms < KEYS_MOST_MS / 2 ? ow->keys_idle_ms * 2 : KEYS_MOST_MS;
+        /* a change read meanwhile (a commit taken) does not put off a look already planned */
+        if (!flushed && ow->keys_at > now && ow->keys_at < now + wait)
+            wait = ow->keys_at - now;
     }
-    ow->keys_at = msv_mono_ms() + wait;
+    ow->keys_at = now + wait;
 }
 
 int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
@@ -1687,11 +1699,17 @@ int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
             fprintf(stderr, "missive: deleting disappearing messages failed; trying again\n");
         ow->expire_at = now + EXPIRE_INTERVAL_MS;
     }
-    if (ow->c->conn != NULL && now >= ow->keys_at) {
-        unsigned made = ow->c->mls_commits_made;
+    /* the transparency log's read, and the commits owed to groups on MLS, fall due while
+     * nothing is pushed: a receive is made then (pump reads the log; the receive's end makes
+     * the commits) */
+    if (ow->c->conn != NULL && (now >= ow->keys_at || now >= ow->monitor_at)) {
+        unsigned made = ow->c->mls_keyings_taken;
+        int keys = now >= ow->keys_at;
 
-        pump(ow); /* nothing pushed may be waiting: the receive's end makes what is due */
-        keys_plan(ow, 1, ow->c->mls_commits_made != made);
+        pump(ow);
+        /* a receive that failed made none, and says nothing of them */
+        if (keys)
+            keys_plan(ow, ow->c->conn != NULL, ow->c->mls_keyings_taken != made);
     } else if (ow->c->mls_keys_changed != ow->keys_seen)
         keys_plan(ow, 0, 0);
     wake = now + max_wait_ms;

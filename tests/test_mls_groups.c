@@ -1270,6 +1270,8 @@ static void test_left_member_renews_nothing(void **state)
     assert_int_equal(
         queued_mls(&k.s, k.bob->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_COMMIT, NULL, NULL), 0);
     assert_int_equal(settings_count(k.carol, "mls-key-by:"), 0);
+    /* nor is one said to be due (an owner would wake for it in vain) */
+    assert_true(msv_client_mls_keys_next(k.carol) > msv_wall_ms());
     receive_now(k.carol);
     assert_int_equal(settings_count(k.carol, "mls-key-by:"), 0);
     assert_int_equal(

@@ -2,7 +2,7 @@
 # A group on MLS that stays quiet while a device's daemon runs: the commit the device owes it
 # (keying its path, docs/crypto.md "Keying the tree") falls due with nothing pushed to the
 # device, and the daemon makes it on time by itself, once; the others follow, the group goes
-# on, and the device's counts say so.
+# on, and the device's counts say so. Idle, the daemon sleeps between its timers.
 set -u
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 M=$(realpath "${1:?usage: test_mls_keys_daemon.sh MISSIVE MISSIVED}")
@@ -33,8 +33,8 @@ done
 db=dev-$who/$who@example.org/state.db
 value=$(sqlite3 "$db" "SELECT hex(value) FROM settings WHERE key = '$key'")
 [ "${#value}" = 20 ] && ok || bad "its record: '$value'"
-due=$(printf '%016X' $(($(date +%s%3N) + 4000)))
-sqlite3 "$db" "UPDATE settings SET value = X'$due${value:16:4}' WHERE key = '$key'"
+due_ms=$(($(date +%s%3N) + 6000))
+sqlite3 "$db" "UPDATE settings SET value = X'$(printf '%016X' "$due_ms")${value:16:4}' WHERE key = '$key'"
 owner=$(device_of "$who")
 srv_db=srv/missive.db
 commits_of_owner() {
@@ -43,12 +43,20 @@ commits_of_owner() {
 }
 [ "$(commits_of_owner)" = 0 ] && ok || bad "no commit of $who's yet"
 
-(exec "$M" --data-dir "dev-$who" daemon >daemon.out 2>daemon.err) &
+# (its transparency log read each second: MISSIVE_TEST_MONITOR_MS)
+(MISSIVE_TEST_MONITOR_MS=1000 exec "$M" --data-dir "dev-$who" daemon >daemon.out 2>daemon.err) &
 daemon=$!
 sock=dev-$who/$who@example.org/daemon.sock
 for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] && ok || bad "$who's daemon runs: $(cat daemon.err)"
-sleep 1
+# online (its first receive made) before the commit is due, and no commit yet
+for _ in $(seq 50); do
+    daemon_rpc "$sock" '{"jsonrpc":"2.0","id":1,"method":"status"}' >out.txt
+    [ "$(field 'r["result"]["online"]')" = True ] && break
+    sleep 0.1
+done
+[ "$(field 'r["result"]["online"]')" = True ] && [ "$(date +%s%3N)" -lt $((due_ms - 1000)) ] && ok ||
+    bad "online a second before the commit is due: $(cat out.txt)"
 [ "$(commits_of_owner)" = 0 ] && ok || bad "not before it is due"
 
 # nothing is sent to the device meanwhile: the daemon's own timer makes the commit
@@ -59,7 +67,13 @@ for _ in $(seq 150); do [ "$(commits_of_owner)" = 1 ] && break; sleep 0.1; done
 expect 0 "its counts, through the daemon" -- as "$who" -o json devices
 [ "$(field '[[d["mls_keyings_made"], d["mls_keyings_put_off"]] for d in r if d["this_device"]][0]')" = "[1, 0]" ] &&
     ok || bad "one keying made: $(cat out.txt)"
-sleep 2
+# idle: the transparency log's read each second wakes it once a second, not in a loop
+cpu() { awk '{print $14 + $15}' "/proc/$daemon/stat"; }
+before=$(cpu)
+sleep 4
+spent=$(($(cpu) - before))
+[ "$spent" -lt $(($(getconf CLK_TCK) / 2)) ] && ok ||
+    bad "an idle daemon spent $spent ticks of CPU in 4 s"
 [ "$(commits_of_owner)" = 1 ] && ok || bad "and once"
 
 # the others follow it and the group goes on, both ways

@@ -208,7 +208,7 @@ struct msv_client {
      * to a group on MLS is recorded: an owner that reads msv_client_mls_keys_next reads it
      * again then */
     unsigned mls_keys_changed;
-    unsigned mls_commits_made; /* commits of this device's taken (committed_now) */
+    unsigned mls_keyings_taken; /* commits owed from a receive taken (sync_once) */
     /* a commit or Welcome larger than this many bytes goes by reference through the attachment
      * store (0: 16 KiB, the server's default payload limit) */
     size_t mls_inline_max;

@@ -264,7 +264,6 @@ static msv_err committed_now(struct msv_client *c, const uint8_t gid[16])
     char key[KEY_MAX];
     msv_err err = updated_now(c, gid);
 
-    c->mls_commits_made++;
     return err == MSV_OK ? msv_client_db_unset(c->db, group_key(KEY_BY, gid, key)) : err;
 }
 
@@ -2393,6 +2392,14 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = msv_client_db_unset(c->db, group_key(GEN_TAKEN, gid, text));
     if (err == MSV_OK) /* every commit of ours updates our leaf (its UpdatePath) */
         err = committed_now(c, gid);
+    /* one owed from a receive, counted under the lock (a count lost to a crash here is all a
+     * crash costs) */
+    if (err == MSV_OK && from_receive) {
+        msv_err counted = client_counter_bump(c, KEYINGS_MADE);
+
+        c->mls_keyings_taken++;
+        (void)counted;
+    }
     /* last: a crash before this leaves the record of a state held already, whose settling
      * finishes what is above (own_commit_resolve) */
     if (err == MSV_OK)
@@ -3246,7 +3253,6 @@ static void keys_flush(struct msv_client *c)
         size_t now_len = 0;
         int64_t due, wait;
         uint8_t tries;
-        unsigned made;
         int on;
 
         if (!gid_of_key(s[i].key, KEY_BY, gid) || s[i].len != KEY_BY_VALUE) {
@@ -3268,14 +3274,11 @@ static void keys_flush(struct msv_client *c)
             continue;
         tried++;
         memset(&c->why, 0, sizeof(c->why));
-        made = c->mls_commits_made;
         err = sync_with(c, gid, 0, UPDATE_IF_DUE, 1, 1);
-        /* committed (committed_now) or no longer owed (key_due): the record is gone */
-        if (err == MSV_OK && !is_set(c, s[i].key)) {
-            if (c->mls_commits_made != made)
-                err = client_counter_bump(c, KEYINGS_MADE);
+        /* committed (committed_now, counted by sync_once) or no longer owed (key_due): the
+         * record is gone */
+        if (err == MSV_OK && !is_set(c, s[i].key))
             continue;
-        }
         /* put off, from the record as it is under the lock: one another process of this
          * account put off or ended meanwhile stays as it is */
         err = mls_lock(c);
@@ -3441,8 +3444,8 @@ uint64_t msv_client_mls_keyings_put_off(struct msv_client *c)
 /*
  * The first of: each record's due time (one further off than any wait counts as due now, as
  * keys_flush reads it), and the regular renewal (renew_due_at) of each group with none, at
- * most KEYS_SCAN of each, as keys_flush looks at them. A group renew_due_at finds due that
- * keys_flush leaves (its account left it) stays due: the owner waits longer each time.
+ * most KEYS_SCAN of each, as keys_flush looks at them; not a renewal due of a group this
+ * account is no longer in, which keys_flush leaves.
  */
 int64_t msv_client_mls_keys_next(struct msv_client *c)
 {
@@ -3480,7 +3483,9 @@ int64_t msv_client_mls_keys_next(struct msv_client *c)
             due = now;
         else
             due = (int64_t)(at + period + renew_offset_s(c, gid, period)) * 1000;
-        if (due < first && !is_set(c, group_key(KEY_BY, gid, key)))
+        /* one due that keys_flush leaves (its account is no longer in the group) is not */
+        if (due < first && !is_set(c, group_key(KEY_BY, gid, key)) &&
+            (due > now || self_member(c, gid) != 0))
             first = due;
     }
     msv_settings_free(s, n);
