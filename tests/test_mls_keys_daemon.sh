@@ -21,7 +21,7 @@ done
 on_mls dave quiet && ok || bad "the group is on MLS for dave: $(cat groups.txt)"
 
 # alice's founding commit keyed her own path; the node above the last two leaves is blank, and
-# each of those two devices owes a keying commit, minutes off. The first one's is brought to 4 s
+# each of those two devices owes a keying commit, minutes off. The first one's is brought to 10 s
 # from now, and its daemon starts before it falls due.
 key="mls-key-by:${gid#group:}"
 who=
@@ -33,7 +33,7 @@ done
 db=dev-$who/$who@example.org/state.db
 value=$(sqlite3 "$db" "SELECT hex(value) FROM settings WHERE key = '$key'")
 [ "${#value}" = 20 ] && ok || bad "its record: '$value'"
-due_ms=$(($(date +%s%3N) + 6000))
+due_ms=$(($(date +%s%3N) + 10000))
 sqlite3 "$db" "UPDATE settings SET value = X'$(printf '%016X' "$due_ms")${value:16:4}' WHERE key = '$key'"
 owner=$(device_of "$who")
 srv_db=srv/missive.db
@@ -55,12 +55,12 @@ for _ in $(seq 50); do
     [ "$(field 'r["result"]["online"]')" = True ] && break
     sleep 0.1
 done
-[ "$(field 'r["result"]["online"]')" = True ] && [ "$(date +%s%3N)" -lt $((due_ms - 1000)) ] && ok ||
-    bad "online a second before the commit is due: $(cat out.txt)"
+[ "$(field 'r["result"]["online"]')" = True ] && [ "$(date +%s%3N)" -lt $((due_ms - 2000)) ] && ok ||
+    bad "online two seconds before the commit is due: $(cat out.txt)"
 [ "$(commits_of_owner)" = 0 ] && ok || bad "not before it is due"
 
 # nothing is sent to the device meanwhile: the daemon's own timer makes the commit
-for _ in $(seq 150); do [ "$(commits_of_owner)" = 1 ] && break; sleep 0.1; done
+for _ in $(seq 300); do [ "$(commits_of_owner)" = 1 ] && break; sleep 0.1; done
 [ "$(commits_of_owner)" = 1 ] && ok || bad "$who's daemon made the keying commit: $(cat daemon.err)"
 [ "$(sqlite3 -cmd ".timeout 5000" "$db" "SELECT count(*) FROM settings WHERE key = '$key'")" = 0 ] &&
     ok || bad "the record of it is gone"
@@ -72,7 +72,7 @@ cpu() { awk '{print $14 + $15}' "/proc/$daemon/stat"; }
 before=$(cpu)
 sleep 4
 spent=$(($(cpu) - before))
-[ "$spent" -lt $(($(getconf CLK_TCK) / 2)) ] && ok ||
+[ "$spent" -lt "$(getconf CLK_TCK)" ] && ok ||
     bad "an idle daemon spent $spent ticks of CPU in 4 s"
 [ "$(commits_of_owner)" = 1 ] && ok || bad "and once"
 
