@@ -776,6 +776,16 @@ static void set_online(struct owner *ow, int online, const char *why)
 }
 
 /* Takes what the server pushed; on a broken connection, closes it to retry soon. */
+/* The next connection is tried after a second, then twice as long after each failure, up to
+ * a minute; a receive that goes well starts again from a second. */
+static void retry_later(struct owner *ow)
+{
+    ow->retry_ms = ow->retry_ms ? ow->retry_ms * 2 : 1000;
+    if (ow->retry_ms > RETRY_MAX_MS)
+        ow->retry_ms = RETRY_MAX_MS;
+    ow->retry_at = msv_mono_ms() + ow->retry_ms;
+}
+
 static void pump(struct owner *ow)
 {
     struct msv_client *c = ow->c;
@@ -802,17 +812,22 @@ static void pump(struct owner *ow)
      * what cannot go now stays pending, and the connection stays */
     if (err == MSV_OK && msv_client_sync_flush(c, NULL) != MSV_OK)
         snprintf(ow->last_error, sizeof(ow->last_error), "synced changes wait to be sent");
-    if (err != MSV_OK && c->conn != NULL) {
-        if (monitor_why != NULL)
-            snprintf(ow->last_error, sizeof(ow->last_error), "the transparency log: %s",
-                     monitor_why);
-        else
-            snprintf(ow->last_error, sizeof(ow->last_error), "%s", msv_strerror(err));
+    if (err == MSV_OK) {
+        ow->retry_ms = 0;
+        return;
+    }
+    /* a connection the receive closed itself (a receipt's retries gave it up) waits as any
+     * other: a server that fails every receive is not connected to again at once */
+    if (monitor_why != NULL)
+        snprintf(ow->last_error, sizeof(ow->last_error), "the transparency log: %s", monitor_why);
+    else
+        snprintf(ow->last_error, sizeof(ow->last_error), "%s", msv_strerror(err));
+    if (c->conn != NULL) {
         msv_conn_close(c->conn);
         c->conn = NULL;
-        ow->retry_at = msv_mono_ms() + 1000;
-        set_online(ow, 0, ow->last_error);
     }
+    retry_later(ow);
+    set_online(ow, 0, ow->last_error);
 }
 
 /*
@@ -850,15 +865,11 @@ static void keep_connected(struct owner *ow)
         const char *why = ow->c->why.message[0] ? ow->c->why.message : msv_strerror(err);
 
         snprintf(ow->last_error, sizeof(ow->last_error), "%s", why);
-        ow->retry_ms = ow->retry_ms ? ow->retry_ms * 2 : 1000;
-        if (ow->retry_ms > RETRY_MAX_MS)
-            ow->retry_ms = RETRY_MAX_MS;
-        ow->retry_at = msv_mono_ms() + ow->retry_ms;
+        retry_later(ow);
         set_online(ow, 0, ow->last_error);
         account_gone(ow);
         return;
     }
-    ow->retry_ms = 0;
     ow->monitor_due = 1;
     set_online(ow, 1, NULL);
     pump(ow);
@@ -1674,8 +1685,8 @@ static void keys_plan(struct owner *ow, int flushed, int made)
             ow->keys_idle_ms =
                 ow->keys_idle_ms < KEYS_MOST_MS / 2 ? ow->keys_idle_ms * 2 : KEYS_MOST_MS;
         /* a change read meanwhile (a commit taken) does not put off a look already planned */
-        if (!flushed && ow->keys_at > now && ow->keys_at < now + wait)
-            wait = ow->keys_at - now;
+        if (!flushed && ow->keys_at < now + wait)
+            wait = ow->keys_at > now ? ow->keys_at - now : 0;
     }
     ow->keys_at = now + wait;
 }
@@ -1697,7 +1708,7 @@ int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
         /* a message is gone on time while the owner runs; a failure is tried again */
         if (msv_client_expire(ow->c, on_incoming, ow, &expired) != MSV_OK)
             fprintf(stderr, "missive: deleting disappearing messages failed; trying again\n");
-        ow->expire_at = now + EXPIRE_INTERVAL_MS;
+        ow->expire_at = msv_mono_ms() + EXPIRE_INTERVAL_MS; /* from its end: never back to back */
     }
     /* the transparency log's read, and the commits owed to groups on MLS, fall due while
      * nothing is pushed: a receive is made then (pump reads the log; the receive's end makes
@@ -1712,6 +1723,7 @@ int owner_step(struct owner *ow, int extra_fd, int max_wait_ms)
             keys_plan(ow, ow->c->conn != NULL, ow->c->mls_keyings_taken != made);
     } else if (ow->c->mls_keys_changed != ow->keys_seen)
         keys_plan(ow, 0, 0);
+    now = msv_mono_ms(); /* the expiry and the receive above took time */
     wake = now + max_wait_ms;
     if (ow->expire_at < wake)
         wake = ow->expire_at;
