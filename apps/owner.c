@@ -1565,9 +1565,11 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
     ow->lock_fd = ow->listen_fd = -1;
     ow->monitor_every = MONITOR_INTERVAL_MS;
     if (getenv("MISSIVE_TEST_MONITOR_MS") != NULL) {
-        long long every = strtoll(getenv("MISSIVE_TEST_MONITOR_MS"), NULL, 10);
+        char *end = NULL;
+        long long every = strtoll(getenv("MISSIVE_TEST_MONITOR_MS"), &end, 10);
 
-        if (every >= 1000 && every < MONITOR_INTERVAL_MS)
+        /* anything but a whole number of milliseconds in range: the interval as it is */
+        if (end != NULL && *end == '\0' && every >= 1000 && every < MONITOR_INTERVAL_MS)
             ow->monitor_every = every;
     }
     c->takes_deliveries = 1; /* it waits on the connection's socket for them */
