@@ -46,8 +46,7 @@
 #define DEFERRED_MAX 4096             /* events held while a request line runs (handle_line) */
 #define BATCH_MAX 32                  /* requests in one batch; more: one error, none run */
 #define MONITOR_INTERVAL_MS 300000    /* the transparency log is read this often, and on notices */
-/* (tests only: MISSIVE_TEST_MONITOR_MS, from 1 second up, in its place) */
-#define EXPIRE_INTERVAL_MS 1000 /* disappearing messages are looked for this often */
+#define EXPIRE_INTERVAL_MS 1000       /* disappearing messages are looked for this often */
 #define RETRY_MAX_MS 60000
 /* commits owed to groups on MLS from a receive: looked for again at least this long after a
  * receive made for them that made none while one stays due, doubling up to the most; and at
@@ -775,7 +774,6 @@ static void set_online(struct owner *ow, int online, const char *why)
               NULL);
 }
 
-/* Takes what the server pushed; on a broken connection, closes it to retry soon. */
 /* The next connection is tried after a second, then twice as long after each failure, up to
  * a minute; a receive that goes well starts again from a second. */
 static void retry_later(struct owner *ow)
@@ -786,6 +784,7 @@ static void retry_later(struct owner *ow)
     ow->retry_at = msv_mono_ms() + ow->retry_ms;
 }
 
+/* Takes what the server pushed; on a broken connection, closes it to retry later. */
 static void pump(struct owner *ow)
 {
     struct msv_client *c = ow->c;
@@ -1568,7 +1567,8 @@ int owner_start(const struct cli *o, struct msv_client *c, int with_stdio, struc
         char *end = NULL;
         long long every = strtoll(getenv("MISSIVE_TEST_MONITOR_MS"), &end, 10);
 
-        /* anything but a whole number of milliseconds in range: the interval as it is */
+        /* tests only: the log read more often (anything but a whole number of milliseconds
+         * from a second up: the interval as it is) */
         if (end != NULL && *end == '\0' && every >= 1000 && every < MONITOR_INTERVAL_MS)
             ow->monitor_every = every;
     }

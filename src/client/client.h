@@ -204,9 +204,9 @@ struct msv_client {
     int64_t mls_join_retry_ms;
     int mls_joining;
     unsigned mls_within; /* receives made within a sync (after a commit refused as stale) */
-    /* changed whenever a commit owed from a receive is scheduled or a commit of this device's
-     * to a group on MLS is recorded: an owner that reads msv_client_mls_keys_next reads it
-     * again then */
+    /* changed whenever a commit owed from a receive is scheduled, or this device's last commit
+     * to a group on MLS (or its joining) is recorded: an owner that reads
+     * msv_client_mls_keys_next reads it again then */
     unsigned mls_keys_changed;
     unsigned mls_keyings_taken; /* commits owed from a receive taken (sync_once) */
     /* a commit or Welcome larger than this many bytes goes by reference through the attachment
