@@ -812,7 +812,7 @@ static void pump(struct owner *ow)
     if (err == MSV_OK && msv_client_sync_flush(c, NULL) != MSV_OK)
         snprintf(ow->last_error, sizeof(ow->last_error), "synced changes wait to be sent");
     if (err == MSV_OK) {
-        ow->retry_ms = 0;
+        ow->retry_ms = ow->retry_at = 0; /* a connection closed after this one is tried at once */
         return;
     }
     /* a connection the receive closed itself (a receipt's retries gave it up) waits as any
@@ -1126,6 +1126,12 @@ static json_t *start_receive(struct owner *ow, struct peer *p, json_t *id, json_
     if (wait != NULL)
         s = json_number_value(wait);
     p->wait_text = output != NULL && strcmp(json_string_value(output), "text") == 0;
+    /* offline, waiting out the back-off of failed receives: one asked for is tried now (a
+     * failure doubles the wait as any does) */
+    if (ow->c->conn == NULL) {
+        ow->retry_at = 0;
+        keep_connected(ow);
+    }
     pump(ow);
     if (s == 0 || in_batch) {
         json_t *r = receive_result(ow, p);
