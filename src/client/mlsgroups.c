@@ -306,18 +306,27 @@ static uint64_t renew_offset_s(const struct msv_client *c, const uint8_t gid[16]
     return msv_get_u64be(h) % spread;
 }
 
+/* When (wall seconds) this device's leaf falls due for its regular update from a receive, its
+ * last commit to the group made at at: the period and this device's offset after it. */
+static uint64_t renew_at(const struct msv_client *c, const uint8_t gid[16], uint64_t at)
+{
+    uint64_t period = update_period(c);
+
+    return at + period + renew_offset_s(c, gid, period);
+}
+
 /*
  * Whether this device's leaf is due for its regular update from a receive, its last commit to
- * the group made at at (wall seconds): the period and this device's offset passed since (one
- * recorded ahead of the clock counts as made now).
+ * the group made at at (wall seconds; one recorded ahead of the clock counts as made now). The
+ * offset's hash is left until the period has passed.
  */
 static int renew_due_at(const struct msv_client *c, const uint8_t gid[16], uint64_t at)
 {
-    uint64_t period = update_period(c), now = (uint64_t)(msv_wall_ms() / 1000);
+    uint64_t now = (uint64_t)(msv_wall_ms() / 1000);
 
-    if (at == 0 || at > now || now < at + period)
+    if (at == 0 || at > now || now < at + update_period(c))
         return 0;
-    return now >= at + period + renew_offset_s(c, gid, period);
+    return now >= renew_at(c, gid, at);
 }
 
 static int renew_due(struct msv_client *c, const uint8_t gid[16])
@@ -437,6 +446,13 @@ static int64_t key_spread(const struct msv_client *c, const struct msv_mls_membe
     return spread < KEY_SPREAD_MIN_MS   ? KEY_SPREAD_MIN_MS
            : spread > KEY_SPREAD_MAX_MS ? KEY_SPREAD_MAX_MS
                                         : spread;
+}
+
+/* A record's due time as read at now (wall ms): one further off than any wait is due now (the
+ * clock went back). */
+static int64_t key_by_due(int64_t due, int64_t now)
+{
+    return due > now && due - now > KEY_SPREAD_MAX_MS + KEY_RETRY_MAX_MS ? now : due;
 }
 
 static msv_err key_by_set(struct msv_client *c, const uint8_t gid[16], int64_t due, uint8_t why,
@@ -2082,8 +2098,7 @@ static int key_due(struct msv_client *c, const uint8_t gid[16], const struct msv
     /* any commit keys the path: a record of either kind is owed while it is not keyed */
     owed = len == KEY_BY_VALUE && (path_unkeyed(m) || (v[8] == KEY_RENEW && renew_due(c, gid)));
     at = len == KEY_BY_VALUE ? (int64_t)msv_get_u64be(v) : 0;
-    /* a time further off than any wait: the clock went back, due now */
-    due = owed && (at <= now || at - now > KEY_SPREAD_MAX_MS + KEY_RETRY_MAX_MS);
+    due = owed && key_by_due(at, now) <= now;
     free(v);
     if (!owed) {
         err = msv_client_db_unset(c->db, key); /* else tried again, and forgotten then */
@@ -3260,8 +3275,7 @@ static void keys_flush(struct msv_client *c)
             continue;
         }
         due = (int64_t)msv_get_u64be(v);
-        /* a time further off than any wait: the clock went back; due now */
-        if (now < due && due - now <= KEY_SPREAD_MAX_MS + KEY_RETRY_MAX_MS)
+        if (key_by_due(due, now) > now)
             continue;
         err = mls_lock(c);
         if (err != MSV_OK)
@@ -3452,16 +3466,14 @@ int64_t msv_client_mls_keys_next(struct msv_client *c)
     struct msv_setting *s = NULL;
     size_t n = 0;
     int64_t now = msv_wall_ms(), first = INT64_MAX;
-    uint64_t period = update_period(c);
     char key[KEY_MAX];
 
     if (msv_client_db_settings(c->db, KEY_BY, KEYS_SCAN, &s, &n) != MSV_OK)
         n = 0;
     for (size_t i = 0; i < n; i++) {
-        int64_t due = s[i].len == KEY_BY_VALUE ? (int64_t)msv_get_u64be(s[i].value) : now;
+        int64_t due =
+            s[i].len == KEY_BY_VALUE ? key_by_due((int64_t)msv_get_u64be(s[i].value), now) : now;
 
-        if (due > now && due - now > KEY_SPREAD_MAX_MS + KEY_RETRY_MAX_MS)
-            due = now;
         first = due < first ? due : first;
     }
     msv_settings_free(s, n);
@@ -3482,7 +3494,7 @@ int64_t msv_client_mls_keys_next(struct msv_client *c)
         if (at > (uint64_t)(now / 1000) + 86400) /* keys_flush counts it from now */
             due = now;
         else
-            due = (int64_t)(at + period + renew_offset_s(c, gid, period)) * 1000;
+            due = (int64_t)renew_at(c, gid, at) * 1000;
         /* one due that keys_flush leaves (its account is no longer in the group) is not */
         if (due < first && !is_set(c, group_key(KEY_BY, gid, key)) &&
             (due > now || self_member(c, gid) != 0))
