@@ -444,6 +444,122 @@ static void test_path_unkeyed(size_t creator)
                   "after leaf 2's commit every path is keyed, for every member");
 }
 
+/* How many path secrets a commit of leaf would encrypt: the resolution of each node of its
+ * copath, counted. */
+static size_t path_secrets(const struct msv_mls_tree *t, uint32_t leaf)
+{
+    uint32_t x = 2 * leaf, res[64];
+    size_t all = 0;
+
+    while (msv_mls_tree_parent(x, t->n_leaves) != MSV_MLS_NONE) {
+        size_t n = 0;
+
+        if (msv_mls_tree_resolution(t, msv_mls_tree_sibling(x, t->n_leaves), res, 64, &n) != MSV_OK)
+            fatal("resolution");
+        all += n;
+        x = msv_mls_tree_parent(x, t->n_leaves);
+    }
+    return all;
+}
+
+/*
+ * The order that keys a tree from the top (msv_mls_tree_key_order): a leaf's index with its bits
+ * reversed, the same place over the width in every tree wide enough. A group of 32 made by its
+ * creator's one commit has keys on the creator's path alone; once the leaves at places 1 to 7
+ * commit, every node of the third level and above holds a key, and no member's commit encrypts to
+ * more than 6 nodes (1 + 2 below that level, 1 each at the three above). Seven commits of the
+ * first even leaves by index leave the right half blank: a leaf of the left encrypts to its 16
+ * leaves and 4 nodes more.
+ */
+static void test_key_order(void)
+{
+    static const uint32_t of8[8] = {0, 4, 2, 6, 1, 5, 3, 7};
+    enum { N = 32 };
+    struct device d[N];
+    const uint8_t *kps[N];
+    size_t kp_lens[N];
+    struct msv_mls_member *m[N];
+
+    for (uint32_t leaf = 0; leaf < 8; leaf++) {
+        CHECK(msv_mls_tree_key_order(leaf, 8) == of8[leaf], "the bits reversed");
+        CHECK(msv_mls_tree_key_order(leaf, 16) == 2 * of8[leaf],
+              "the same place over the width in a wider tree");
+    }
+    CHECK(msv_mls_tree_key_order(0, 1) == 0 && msv_mls_tree_key_order(3, 5) == 6,
+          "a width not a power of two counts as the next one");
+    for (int by_order = 0; by_order < 2; by_order++) {
+        struct msv_mls_commit_spec spec;
+        uint8_t *commit = NULL, *welcome = NULL;
+        size_t commit_len = 0, welcome_len = 0, most = 0;
+        const char *why = NULL;
+
+        memset(d, 0, sizeof(d));
+        for (size_t i = 0; i < N; i++) {
+            randombytes_buf(d[i].seed, sizeof(d[i].seed));
+            snprintf(d[i].id, sizeof(d[i].id), "keyer-%zu", i);
+            if (msv_mls_key_package_make(suite, d[i].seed, (const uint8_t *)d[i].id,
+                                         strlen(d[i].id), NOW - 60, NOW + 86400, d[i].init_sk,
+                                         d[i].leaf_sk, &d[i].kp, &d[i].kp_len) != MSV_OK)
+                fatal("key package");
+            kps[i] = d[i].kp;
+            kp_lens[i] = d[i].kp_len;
+        }
+        if (msv_mls_member_create(suite, (const uint8_t *)"thirty-two", 10, d[0].seed,
+                                  (const uint8_t *)d[0].id, strlen(d[0].id), NOW - 60, NOW + 86400,
+                                  &m[0]) != MSV_OK)
+            fatal("create");
+        memset(&spec, 0, sizeof(spec));
+        spec.key_packages = kps + 1;
+        spec.key_package_lens = kp_lens + 1;
+        spec.n_adds = N - 1;
+        spec.now = NOW;
+        if (msv_mls_member_commit_make(m[0], &spec, &commit, &commit_len, &welcome, &welcome_len,
+                                       &why) != MSV_OK ||
+            msv_mls_member_commit_merge(m[0]) != MSV_OK)
+            fatal("founding");
+        for (size_t i = 1; i < N; i++)
+            if (msv_mls_member_join(suite, welcome, welcome_len, d[i].kp, d[i].kp_len, d[i].init_sk,
+                                    d[i].leaf_sk, NULL, 0, NULL, 0, &m[i]) != MSV_OK ||
+                msv_mls_member_set_signer(m[i], d[i].seed) != MSV_OK || m[i]->me != i)
+                fatal("join");
+        free(commit);
+        free(welcome);
+        for (uint32_t k = 1; k <= 7; k++) {
+            uint32_t who = 2 * k; /* by index: leaves 2, 4, ..., 14 */
+
+            for (uint32_t leaf = 0; by_order && leaf < N; leaf++)
+                if (msv_mls_tree_key_order(leaf, N) == k)
+                    who = leaf;
+            CHECK(msv_mls_tree_path_unkeyed(&m[who]->tree, who), "each commits to key its path");
+            memset(&spec, 0, sizeof(spec));
+            spec.now = NOW;
+            if (msv_mls_member_commit_make(m[who], &spec, &commit, &commit_len, &welcome,
+                                           &welcome_len, &why) != MSV_OK ||
+                msv_mls_member_commit_merge(m[who]) != MSV_OK)
+                fatal("keying commit");
+            for (size_t i = 0; i < N; i++)
+                if (i != who &&
+                    msv_mls_member_commit(m[i], NULL, NULL, 0, commit, commit_len) != MSV_OK)
+                    fatal("follow");
+            free(commit);
+        }
+        for (uint32_t leaf = 0; leaf < N; leaf++) {
+            size_t n = path_secrets(&m[0]->tree, leaf);
+
+            most = n > most ? n : most;
+        }
+        if (by_order)
+            CHECK(most == 6, "after seven commits in the order, at most 6 path secrets a commit");
+        else
+            CHECK(most == 4 + 16, "after seven by index, the right half is blank to the left");
+        for (size_t i = 0; i < N; i++) {
+            msv_mls_member_free(m[i]);
+            free(d[i].kp);
+        }
+        sodium_memzero(d, sizeof(d));
+    }
+}
+
 /*
  * Commits without a path (12.4): adds alone are made without one, smaller, and followed by
  * every member and joined from their Welcome (which then carries no path secret); a removal or
@@ -1178,6 +1294,7 @@ static void run_suite(enum msv_mls_suite s)
     CHECK(members() == 5, "a group of five");
     talk();
     test_path_unkeyed(creator);
+    test_key_order();
     for (unsigned e = 0; e < 24; e++) {
         epoch_step(e);
         epochs++;

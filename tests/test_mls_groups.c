@@ -1379,6 +1379,40 @@ static void test_renewal_owed_keys_a_new_path(void **state)
     joiners_key(1);
 }
 
+/* Eight people, each with one device whose keying commits fall within spread_ms, and alice's
+ * group "eight" of them all. */
+struct eight {
+    struct test_server s;
+    struct msv_client *all[8];
+    char handles[8][40];
+    uint8_t gid[16];
+};
+
+static void eight_founded(struct eight *e, int64_t spread_ms)
+{
+    static const char *const names[8] = {"alice", "bob",   "carol", "dave",
+                                         "erin",  "frank", "grace", "heidi"};
+    const char *seven[7];
+
+    test_server_init(&e->s, "[accounts]\nregister_burst = 100\nregister_rate = 100\n");
+    test_server_start(&e->s);
+    for (int i = 0; i < 8; i++) {
+        snprintf(e->handles[i], sizeof(e->handles[i]), "%s@example.org", names[i]);
+        e->all[i] = test_client_for(&e->s, names[i], e->handles[i]);
+        e->all[i]->mls_key_spread_ms = spread_ms;
+        if (i > 0)
+            seven[i - 1] = e->handles[i];
+    }
+    assert_int_equal(msv_client_group_create(e->all[0], "eight", seven, 7, e->gid), MSV_OK);
+}
+
+static void eight_free(struct eight *e)
+{
+    for (int i = 0; i < 8; i++)
+        msv_client_close(e->all[i]);
+    test_server_cleanup(&e->s);
+}
+
 /*
  * alice founds a group of eight devices, which key their tree (three keying commits: one under
  * each blank parent of two). She then removes the device at leaf 5: her commit blanks the
@@ -1388,33 +1422,18 @@ static void test_renewal_owed_keys_a_new_path(void **state)
  */
 static void test_removal_keyed_by_one(void **state)
 {
-    static const char *const names[8] = {"alice", "bob",   "carol", "dave",
-                                         "erin",  "frank", "grace", "heidi"};
-    struct test_server s;
-    struct msv_client *all[8];
-    const char *seven[7];
-    char handles[8][40];
-    uint8_t gid[16];
-    char conversation[40];
+    struct eight e;
+    struct msv_client **all = e.all;
+    const char *removed_handle[1];
     int at[8], removed = -1, owing = 0;
 
     (void)state;
-    test_server_init(&s, "[accounts]\nregister_burst = 100\nregister_rate = 100\n");
-    test_server_start(&s);
-    for (int i = 0; i < 8; i++) {
-        snprintf(handles[i], sizeof(handles[i]), "%s@example.org", names[i]);
-        all[i] = test_client_for(&s, names[i], handles[i]);
-        all[i]->mls_key_spread_ms = 1;
-        if (i > 0)
-            seven[i - 1] = handles[i];
-    }
-    assert_int_equal(msv_client_group_create(all[0], "eight", seven, 7, gid), MSV_OK);
-    msv_client_group_conversation(gid, conversation);
+    eight_founded(&e, 1);
     for (int round = 0; round < 3; round++)
         for (int i = 0; i < 8; i++)
             receive_now(all[i]);
     for (int i = 0; i < 8; i++) {
-        struct msv_mls_member *m = stored_member(all[i], gid);
+        struct msv_mls_member *m = stored_member(all[i], e.gid);
 
         assert_int_equal(m->epoch, 4); /* the founding and three keying commits */
         for (uint32_t leaf = 0; leaf < 8; leaf++)
@@ -1426,8 +1445,9 @@ static void test_removal_keyed_by_one(void **state)
         all[i]->mls_key_spread_ms = 3600 * 1000; /* from now on recorded, not yet due */
     }
     assert_true(removed > 0);
-    seven[0] = handles[removed];
-    assert_int_equal(msv_client_group_change(all[0], "eight", NULL, NULL, 0, seven, 1), MSV_OK);
+    removed_handle[0] = e.handles[removed];
+    assert_int_equal(msv_client_group_change(all[0], "eight", NULL, NULL, 0, removed_handle, 1),
+                     MSV_OK);
     for (int i = 1; i < 8; i++) {
         if (i == removed)
             continue;
@@ -1438,9 +1458,61 @@ static void test_removal_keyed_by_one(void **state)
         }
     }
     assert_int_equal(owing, 1);
-    for (int i = 0; i < 8; i++)
-        msv_client_close(all[i]);
-    test_server_cleanup(&s);
+    eight_free(&e);
+}
+
+/*
+ * alice founds a group of eight devices with a spread of 80 seconds: its first 40 are left to the
+ * joining, the rest cut in eight slots of 5 seconds, one for each place in the order that keys the
+ * tree from the top. Each joiner whose path is not keyed (leaves 2 to 7; leaf 1 shares alice's
+ * path) owes its commit within its leaf's slot: leaf 4 first (it keys the right half), then 2 and
+ * 6, then 5, 3 and 7, so that the top of the tree holds keys after the fewest commits.
+ */
+static void test_keying_in_order(void **state)
+{
+    static const uint32_t place[8] = {0, 4, 2, 6, 1, 5, 3, 7}; /* leaf 4 is first, ... */
+    struct eight e;
+    struct msv_client **all = e.all;
+    char key[80], hex[33];
+    int owing = 0;
+
+    (void)state;
+    eight_founded(&e, 80 * 1000);
+    assert_int_equal(msv_hex_encode(e.gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, sizeof(key), "mls-key-by:%s", hex);
+    for (int i = 1; i < 8; i++) {
+        int64_t before = msv_wall_ms(), after, due, from, to;
+        struct msv_mls_member *m;
+        uint8_t *v = NULL;
+        size_t len = 0;
+        uint32_t leaf;
+
+        receive_now(all[i]);
+        after = msv_wall_ms();
+        m = stored_member(all[i], e.gid);
+        leaf = m->me;
+        assert_int_equal(m->tree.n_leaves, 8);
+        assert_int_equal(msv_mls_tree_key_order(leaf, 8), place[leaf]);
+        msv_mls_member_free(m);
+        if (leaf == 1) {
+            assert_int_equal(settings_count(all[i], "mls-key-by:"), 0);
+            continue;
+        }
+        assert_int_equal(msv_client_db_get(all[i]->db, key, &v, &len), MSV_OK);
+        assert_int_equal(len, 10);
+        assert_int_equal(v[8], 0); /* a keying */
+        due = (int64_t)msv_get_u64be(v);
+        free(v);
+        from = before + 40 * 1000 + (int64_t)place[leaf] * 5000;
+        to = after + 40 * 1000 + (int64_t)(place[leaf] + 1) * 5000;
+        if (due < from || due >= to)
+            fail_msg("leaf %u: due %lld ms after its receive, its slot from %lld to %lld",
+                     (unsigned)leaf, (long long)(due - after), (long long)(from - after),
+                     (long long)(to - after));
+        owing++;
+    }
+    assert_int_equal(owing, 6);
+    eight_free(&e);
 }
 
 /*
@@ -5350,6 +5422,7 @@ int main(void)
         cmocka_unit_test(test_joiners_key_their_paths),
         cmocka_unit_test(test_renewal_owed_keys_a_new_path),
         cmocka_unit_test(test_removal_keyed_by_one),
+        cmocka_unit_test(test_keying_in_order),
         cmocka_unit_test(test_message_crossing_a_commit),
         cmocka_unit_test(test_message_read_within_a_send_shown_later),
         cmocka_unit_test(test_message_read_within_a_send_told_to_the_owner),

@@ -294,10 +294,34 @@ struct keying {
     size_t n, commits, bytes, largest, remove_commit;
 };
 
+/* Leaves 1 .. n - 1 in out[0 .. n - 2]: in the order that keys a tree of width leaves from the
+ * top (msv_mls_tree_key_order, the clients' order: docs/crypto.md, "Keying the tree"), or
+ * shuffled. */
+static void keying_order(size_t n, uint32_t width, int ordered, size_t *out)
+{
+    size_t k = 0;
+
+    for (uint32_t place = 0; ordered && place < width; place++) {
+        for (size_t leaf = 1; leaf < n; leaf++)
+            if (msv_mls_tree_key_order((uint32_t)leaf, width) == place)
+                out[k++] = leaf;
+    }
+    if (ordered)
+        return;
+    for (size_t leaf = 1; leaf < n; leaf++)
+        out[k++] = leaf;
+    for (size_t i = n - 2; i > 0; i--) {
+        size_t j = randombytes_uniform((uint32_t)i + 1), t = out[i];
+
+        out[i] = out[j];
+        out[j] = t;
+    }
+}
+
 /*
  * A group of n built as a creator builds it, every device joining from its Welcome and following
- * every commit; then, in a random order, each device whose path is not keyed (as its own state
- * shows then) commits once and every other follows; then the creator removes the last leaf.
+ * every commit; then, in the clients' order, each device whose path is not keyed (as its own
+ * state shows then) commits once and every other follows; then the creator removes the last leaf.
  */
 static void keying(size_t n, struct keying *r)
 {
@@ -321,16 +345,8 @@ static void keying(size_t n, struct keying *r)
             joined(&m, kps, i, mem);
         made_free(&m);
     }
-    for (size_t i = 0; i < n; i++)
-        order[i] = i;
-    for (size_t i = n - 1; i > 1; i--) { /* leaves 1 .. n-1, shuffled */
-        size_t j = 1 + randombytes_uniform((uint32_t)i);
-        size_t t = order[i];
-
-        order[i] = order[j];
-        order[j] = t;
-    }
-    for (size_t k = 1; k < n; k++) {
+    keying_order(n, mem[0]->tree.n_leaves, 1, order);
+    for (size_t k = 0; k + 1 < n; k++) {
         size_t who = order[k];
 
         if (!msv_mls_tree_path_unkeyed(&mem[who]->tree, mem[who]->me))
@@ -350,6 +366,102 @@ static void keying(size_t n, struct keying *r)
     commit(mem[0], NULL, 0, (uint32_t)(n - 1), 0, &m);
     r->remove_commit = m.commit_len;
     made_free(&m);
+    members_free(mem, kps, n);
+    free(order);
+}
+
+/* The removal while a group keys its tree: after how many keying commits it is measured. */
+static const size_t early_at[] = {0, 8, 16, 32, 64, 128};
+#define EARLY_AT (sizeof(early_at) / sizeof(early_at[0]))
+
+#define EARLY_REMOVED 16 /* leaves whose removal is measured, spread over the group */
+
+struct early {
+    size_t n, n_at; /* the first n_at of early_at */
+    /* the removals' commits, mean and largest: [0] in a random order, [1] in the clients' */
+    size_t mean[2][EARLY_AT], largest[2][EARLY_AT];
+    size_t keyed_bytes[2]; /* the keying commits' bytes, all */
+};
+
+/*
+ * A group of n built as a creator builds it; then, in a random order or in the clients', each
+ * device whose path is not keyed commits once, every later committer following: after the first
+ * early_at[j] of them, the sizes of the creator's removal of each of EARLY_REMOVED leaves spread
+ * over the group (each made, measured and dropped; a removal blanks the removed leaf's path, so
+ * where it is counts). Only the creator and the committers hold a state: each committer joins
+ * from its Welcome when its turn comes and follows what came since.
+ */
+static void keying_early(size_t n, int ordered, struct early *r)
+{
+    struct kp *kps = calloc(n, sizeof(*kps));
+    struct msv_mls_member **mem = calloc(n, sizeof(*mem));
+    size_t *order = calloc(n, sizeof(*order)), n_batches = (n - 1 + BATCH - 1) / BATCH, made = 0;
+    struct made *batches = calloc(n_batches, sizeof(*batches));
+    struct made *keyings = calloc(early_at[r->n_at - 1] + 1, sizeof(*keyings));
+    size_t j = 0, k = 0;
+
+    if (kps == NULL || mem == NULL || order == NULL || batches == NULL || keyings == NULL)
+        die("out of memory");
+    r->n = n;
+    founded("early", kps, n, mem);
+    for (size_t b = 0; b < n_batches; b++) {
+        size_t first = 1 + b * BATCH, count = n - first < BATCH ? n - first : BATCH;
+
+        commit(mem[0], kps + first, count, UINT32_MAX, 0, &batches[b]);
+    }
+    keying_order(n, mem[0]->tree.n_leaves, ordered, order);
+    for (;;) {
+        struct msv_mls_commit_spec spec;
+        uint32_t gone;
+        const char *why = NULL;
+        size_t who, b;
+        struct made drop;
+
+        while (j < r->n_at && early_at[j] == made) {
+            size_t all = 0;
+
+            for (size_t x = 1; x <= EARLY_REMOVED; x++) {
+                gone = (uint32_t)(x * (n - 1) / EARLY_REMOVED);
+                memset(&spec, 0, sizeof(spec));
+                spec.removes = &gone;
+                spec.n_removes = 1;
+                spec.now = NOW;
+                memset(&drop, 0, sizeof(drop));
+                if (msv_mls_member_commit_make(mem[0], &spec, &drop.commit, &drop.commit_len,
+                                               &drop.welcome, &drop.welcome_len, &why) != MSV_OK)
+                    die("mls: removal: %s", why != NULL ? why : "");
+                msv_mls_member_commit_discard(mem[0]);
+                all += drop.commit_len;
+                if (drop.commit_len > r->largest[ordered][j])
+                    r->largest[ordered][j] = drop.commit_len;
+                made_free(&drop);
+            }
+            r->mean[ordered][j++] = all / EARLY_REMOVED;
+        }
+        if (j == r->n_at || k + 1 >= n)
+            break;
+        who = order[k++];
+        if (!msv_mls_tree_path_unkeyed(&mem[0]->tree, (uint32_t)who))
+            continue; /* the tree is the same for every member: another's commit keyed it */
+        b = (who - 1) / BATCH;
+        joined(&batches[b], kps, who, mem);
+        for (size_t later = b + 1; later < n_batches; later++)
+            (void)follow(mem[who], &batches[later]);
+        for (size_t i = 0; i < made; i++)
+            (void)follow(mem[who], &keyings[i]);
+        commit(mem[who], NULL, 0, UINT32_MAX, 0, &keyings[made]);
+        r->keyed_bytes[ordered] += keyings[made].commit_len;
+        (void)follow(mem[0], &keyings[made]);
+        made++;
+    }
+    if (j < r->n_at)
+        die("mls: the group of %zu keyed itself before %zu commits", n, early_at[j]);
+    for (size_t i = 0; i < made; i++)
+        made_free(&keyings[i]);
+    for (size_t b = 0; b < n_batches; b++)
+        made_free(&batches[b]);
+    free(keyings);
+    free(batches);
     members_free(mem, kps, n);
     free(order);
 }
@@ -402,6 +514,7 @@ int bench_mls(const struct opts *o, FILE *out)
     size_t n_keyed = o->quick ? 1 : sizeof(keyed_sizes) / sizeof(keyed_sizes[0]);
     struct row rows[sizeof(sizes) / sizeof(sizes[0])];
     struct keying keyings[sizeof(keyed_sizes) / sizeof(keyed_sizes[0])];
+    struct early early;
 
     for (size_t i = 0; i < n_sizes; i++) {
         measure(sizes[i], &rows[i]);
@@ -409,6 +522,10 @@ int bench_mls(const struct opts *o, FILE *out)
     }
     for (size_t i = 0; i < n_keyed; i++)
         keying(keyed_sizes[i], &keyings[i]);
+    memset(&early, 0, sizeof(early));
+    early.n_at = o->quick ? 3 : EARLY_AT;
+    for (int ordered = 0; ordered < 2; ordered++)
+        keying_early(o->quick ? 300 : 1000, ordered, &early);
     fprintf(out, "### B3 (MLS): a group of N devices, cipher suite 1\n\n"
                  "| devices | add one: commit B, Welcome B, committer ms | add one without a path: "
                  "commit B, committer ms | remove one: commit B, "
@@ -444,7 +561,23 @@ int bench_mls(const struct opts *o, FILE *out)
         fprintf(out, "| %zu | %zu | %zu, %zu | %zu |\n", keyings[i].n, keyings[i].commits,
                 keyings[i].bytes, keyings[i].largest, keyings[i].remove_commit);
     fprintf(out, "\nThe clients' keying of a group founded at once: each device whose path has a "
-                 "node resolving to more than one commits once, in a random order, every other "
-                 "following; then the creator removes the last leaf.\n\n");
+                 "node resolving to more than one commits once, in the order that keys the tree "
+                 "from the top, every other following; then the creator removes the last leaf."
+                 "\n\n");
+    fprintf(out,
+            "| keying commits made, of a group of %zu | the creator's removal, commit B, "
+            "mean and largest: in a random order | in the clients' order |\n|---|---|---|\n",
+            early.n);
+    for (size_t j = 0; j < early.n_at; j++)
+        fprintf(out, "| %zu | %zu, %zu | %zu, %zu |\n", early_at[j], early.mean[0][j],
+                early.largest[0][j], early.mean[1][j], early.largest[1][j]);
+    fprintf(out,
+            "\nA group of the same build keying its tree, the creator's removal of each of "
+            "%d leaves spread over the group measured (and dropped) after the first "
+            "commits: the keying commits in a random order, or in the clients' "
+            "(docs/crypto.md, \"Keying the tree\"), each device whose path is not keyed "
+            "then committing once. Their bytes up to the last row: %zu in a random order, "
+            "%zu in the clients'.\n\n",
+            EARLY_REMOVED, early.keyed_bytes[0], early.keyed_bytes[1]);
     return 0;
 }

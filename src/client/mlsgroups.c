@@ -427,13 +427,17 @@ static int path_unkeyed(const struct msv_mls_member *m)
 
 static int is_set(struct msv_client *c, const char *key);
 
-/* A keying commit is made at a random time within the spread from when it became owed, so that
- * the members of a group founded at once do not all commit at once (one commit is taken per
- * epoch, and each one keys the paths of others): 20 seconds a member device, from 10 minutes
- * to a day (c->mls_key_spread_ms when set, up to a day). */
+/* A keying commit is made within the spread from when it became owed, so that the members of a
+ * group founded at once do not all commit at once (one commit is taken per epoch, and each one
+ * keys the paths of others): 20 seconds a member device, from 10 minutes to a day
+ * (c->mls_key_spread_ms when set, up to a day). The first KEY_FIRST_MS of it (at most half) are
+ * left to the founder's further adds and the members' joining; the rest is one slot for each
+ * place of the tree's leaves in the order that keys it from the top (msv_mls_tree_key_order), the
+ * commit made at a random time within its leaf's slot. */
 #define KEY_SPREAD_LEAF_MS (20 * 1000LL)
 #define KEY_SPREAD_MIN_MS (10 * 60 * 1000LL)
 #define KEY_SPREAD_MAX_MS (86400 * 1000LL)
+#define KEY_FIRST_MS (5 * 60 * 1000LL)
 
 static int64_t key_spread(const struct msv_client *c, const struct msv_mls_member *m)
 {
@@ -469,8 +473,8 @@ static msv_err key_by_set(struct msv_client *c, const uint8_t gid[16], int64_t d
 }
 
 /*
- * After this device joined, or took a commit, under the MLS lock: a keying commit owed (from
- * half the spread to all of it on) when the path of its leaf is not keyed and none is owed yet,
+ * After this device joined, or took a commit, under the MLS lock: a keying commit owed (in its
+ * leaf's slot of the spread) when the path of its leaf is not keyed and none is owed yet,
  * and not within KEY_GAP_MS of this device's last commit to the group (at a join, last_s, wall
  * seconds, 0 for none, as when it first joins; after a commit taken, read here): whatever
  * removals, adds or foundings again a member makes, this device keys its path at most once a
@@ -486,7 +490,7 @@ static void key_schedule(struct msv_client *c, const uint8_t gid[16],
                          const struct msv_mls_member *m, uint64_t last_s, int taken)
 {
     char key[KEY_MAX];
-    int64_t spread, due, now = msv_wall_ms(), last;
+    int64_t spread, first, slot, due, now = msv_wall_ms(), last;
     msv_err err;
 
     if (!(taken ? msv_mls_tree_path_blank_first(&m->tree, m->me) : path_unkeyed(m)) ||
@@ -496,7 +500,10 @@ static void key_schedule(struct msv_client *c, const uint8_t gid[16],
         last_s = client_counter(c, group_key(UPDATED, gid, key));
     last = (int64_t)last_s * 1000;
     spread = key_spread(c, m);
-    due = now + spread / 2 + (int64_t)randombytes_uniform((uint32_t)(spread - spread / 2));
+    first = spread / 2 < KEY_FIRST_MS ? spread / 2 : KEY_FIRST_MS;
+    slot = (spread - first) / (m->tree.n_leaves > 0 ? m->tree.n_leaves : 1);
+    due = now + first + (int64_t)msv_mls_tree_key_order(m->me, m->tree.n_leaves) * slot +
+          (slot > 1 ? (int64_t)randombytes_uniform((uint32_t)slot) : 0);
     /* (a last commit ahead of the clock counts as now) */
     if (last_s > 0 && (last < now ? last : now) + KEY_GAP_MS > due)
         due = (last < now ? last : now) + KEY_GAP_MS;

@@ -504,6 +504,15 @@ int msv_mls_tree_path_unkeyed(const struct msv_mls_tree *t, uint32_t leaf);
  */
 int msv_mls_tree_path_blank_first(const struct msv_mls_tree *t, uint32_t leaf);
 /*
+ * The place of leaf in the order that keys a tree of n_leaves from the top: its index with the
+ * bits reversed (over log2 of n_leaves rounded up). The leaves at places 0 .. 2^k - 1 are the
+ * first leaves of the 2^k subtrees of the k-th level below the root, so that once each of them
+ * committed, every node of that level and above holds a key (and a commit's path secrets then
+ * go to one node a level there). The place over n_leaves is the same in every tree wide enough
+ * to hold the leaf.
+ */
+uint32_t msv_mls_tree_key_order(uint32_t leaf, uint32_t n_leaves);
+/*
  * Checks a tree as a new member must (7.9.2, 7.3): every non-blank parent
  * parent-hash valid with respect to one of its children, and every leaf's
  * signature (LeafNodeTBS, with group_id and the leaf index for update and

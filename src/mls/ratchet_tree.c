@@ -326,6 +326,17 @@ int msv_mls_tree_path_blank_first(const struct msv_mls_tree *t, uint32_t leaf)
     return 0;
 }
 
+uint32_t msv_mls_tree_key_order(uint32_t leaf, uint32_t n_leaves)
+{
+    uint32_t bits = 0, place = 0;
+
+    while (bits < 32 && (1ULL << bits) < n_leaves)
+        bits++;
+    for (uint32_t b = 0; b < bits; b++)
+        place |= ((leaf >> b) & 1u) << (bits - 1 - b);
+    return place;
+}
+
 /* ParentHash of P with co-path child s: over P's key and parent hash and s's original hash. */
 static msv_err parent_hash_of(const struct msv_mls_tree *t, uint32_t p, uint32_t s,
                               const struct exclusion *ex, uint8_t out[MSV_MLS_NH])
