@@ -1379,36 +1379,46 @@ static void test_renewal_owed_keys_a_new_path(void **state)
     joiners_key(1);
 }
 
-/* Eight people, each with one device whose keying commits fall within spread_ms, and alice's
- * group "eight" of them all. */
+/* Up to ten people, each with one device whose keying commits fall within spread_ms, and alice's
+ * group "eight" of the first `founding` of them. */
+#define PEOPLE 10
+
 struct eight {
     struct test_server s;
-    struct msv_client *all[8];
-    char handles[8][40];
+    struct msv_client *all[PEOPLE];
+    char handles[PEOPLE][40];
+    int n;
     uint8_t gid[16];
 };
 
-static void eight_founded(struct eight *e, int64_t spread_ms)
+static void people_founded(struct eight *e, int n, int founding, int64_t spread_ms)
 {
-    static const char *const names[8] = {"alice", "bob",   "carol", "dave",
-                                         "erin",  "frank", "grace", "heidi"};
-    const char *seven[7];
+    static const char *const names[PEOPLE] = {"alice", "bob",   "carol", "dave", "erin",
+                                              "frank", "grace", "heidi", "ivan", "judy"};
+    const char *others[PEOPLE];
 
     test_server_init(&e->s, "[accounts]\nregister_burst = 100\nregister_rate = 100\n");
     test_server_start(&e->s);
-    for (int i = 0; i < 8; i++) {
+    e->n = n;
+    for (int i = 0; i < n; i++) {
         snprintf(e->handles[i], sizeof(e->handles[i]), "%s@example.org", names[i]);
         e->all[i] = test_client_for(&e->s, names[i], e->handles[i]);
         e->all[i]->mls_key_spread_ms = spread_ms;
         if (i > 0)
-            seven[i - 1] = e->handles[i];
+            others[i - 1] = e->handles[i];
     }
-    assert_int_equal(msv_client_group_create(e->all[0], "eight", seven, 7, e->gid), MSV_OK);
+    assert_int_equal(
+        msv_client_group_create(e->all[0], "eight", others, (size_t)founding - 1, e->gid), MSV_OK);
+}
+
+static void eight_founded(struct eight *e, int64_t spread_ms)
+{
+    people_founded(e, 8, 8, spread_ms);
 }
 
 static void eight_free(struct eight *e)
 {
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < e->n; i++)
         msv_client_close(e->all[i]);
     test_server_cleanup(&e->s);
 }
@@ -1512,6 +1522,117 @@ static void test_keying_in_order(void **state)
         owing++;
     }
     assert_int_equal(owing, 6);
+    eight_free(&e);
+}
+
+/* c's keying owed to group gid ("mls-key-by:"): when due (wall ms), why and the tries; 0 if none.
+ */
+static int key_by_of(struct msv_client *c, const uint8_t gid[16], int64_t *due, uint8_t *why,
+                     uint8_t *tries)
+{
+    char key[80], hex[33];
+    uint8_t *v = NULL;
+    size_t len = 0;
+
+    assert_int_equal(msv_hex_encode(gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, sizeof(key), "mls-key-by:%s", hex);
+    if (msv_client_db_get(c->db, key, &v, &len) != MSV_OK)
+        return 0;
+    assert_int_equal(len, 10);
+    *due = (int64_t)msv_get_u64be(v);
+    *why = v[8];
+    *tries = v[9];
+    free(v);
+    return 1;
+}
+
+static void key_by_put(struct msv_client *c, const uint8_t gid[16], int64_t due, uint8_t tries)
+{
+    char key[80], hex[33];
+    uint8_t v[10] = {0};
+
+    assert_int_equal(msv_hex_encode(gid, 16, hex, sizeof(hex)), MSV_OK);
+    snprintf(key, sizeof(key), "mls-key-by:%s", hex);
+    msv_put_u64be(v, (uint64_t)due);
+    v[9] = tries;
+    assert_int_equal(msv_client_db_set(c->db, key, v, sizeof(v)), MSV_OK);
+}
+
+/* The device of e that holds leaf in group e->gid's tree (the index in e->all), -1 if none. */
+static int at_leaf(struct eight *e, int n, uint32_t leaf)
+{
+    for (int i = 0; i < n; i++) {
+        struct msv_mls_member *m = stored_member(e->all[i], e->gid);
+        uint32_t me = m->me;
+
+        msv_mls_member_free(m);
+        if (me == leaf)
+            return i;
+    }
+    return -1;
+}
+
+/*
+ * A group founded in several commits of adds (more devices than one commit adds): the devices of
+ * the first commits owe their keyings from their join, in a narrower tree. alice founds a group
+ * of five (eight leaves: the devices at leaves 2 and 3 owe one), spread 80 s; both records are
+ * then brought to 20 s ahead, the second marked tried once. alice's next commit adds four (sixteen
+ * leaves): the untried one is counted again from it in the wider tree's slots (leaf 2's place
+ * there is 4: from 40 + 4 x 2.5 s on, within 2.5 s), so that the adds go first and every device
+ * keys in the one order; the tried one stays. A commit that adds without widening the tree
+ * moves nothing.
+ */
+static void test_keying_counted_again_when_wider(void **state)
+{
+    const char *four[4], *one[1];
+    struct eight e;
+    int x, y;
+    int64_t due, before, after, was;
+    uint8_t why, tries;
+
+    (void)state;
+    people_founded(&e, 10, 5, 80 * 1000);
+    for (int i = 1; i < 5; i++)
+        receive_now(e.all[i]);
+    x = at_leaf(&e, 5, 2);
+    y = at_leaf(&e, 5, 3);
+    assert_true(x > 0 && y > 0);
+    assert_true(key_by_of(e.all[x], e.gid, &due, &why, &tries) && why == 0 && tries == 0);
+    assert_true(key_by_of(e.all[y], e.gid, &due, &why, &tries) && why == 0 && tries == 0);
+    was = msv_wall_ms() + 20 * 1000;
+    key_by_put(e.all[x], e.gid, was, 0);
+    key_by_put(e.all[y], e.gid, was, 1);
+    for (int i = 0; i < 4; i++)
+        four[i] = e.handles[5 + i];
+    assert_int_equal(msv_client_group_change(e.all[0], "eight", NULL, four, 4, NULL, 0), MSV_OK);
+    before = msv_wall_ms();
+    receive_now(e.all[x]);
+    receive_now(e.all[y]);
+    after = msv_wall_ms();
+    {
+        struct msv_mls_member *m = stored_member(e.all[x], e.gid);
+
+        assert_int_equal(m->tree.n_leaves, 16);
+        assert_int_equal(msv_mls_tree_key_order(2, 16), 4);
+        msv_mls_member_free(m);
+    }
+    assert_true(key_by_of(e.all[x], e.gid, &due, &why, &tries) && why == 0 && tries == 0);
+    if (due < before + 40 * 1000 + 4 * 2500 || due >= after + 40 * 1000 + 5 * 2500)
+        fail_msg("leaf 2's keying due %lld ms after the wider commit", (long long)(due - after));
+    assert_true(key_by_of(e.all[y], e.gid, &due, &why, &tries) && due == was && tries == 1);
+    /* judy added: sixteen leaves still */
+    key_by_put(e.all[x], e.gid, was, 0);
+    one[0] = e.handles[9];
+    assert_int_equal(msv_client_group_change(e.all[0], "eight", NULL, one, 1, NULL, 0), MSV_OK);
+    receive_now(e.all[x]);
+    {
+        struct msv_mls_member *m = stored_member(e.all[x], e.gid);
+
+        assert_int_equal(m->tree.n_leaves, 16);
+        assert_int_equal(m->epoch, 3);
+        msv_mls_member_free(m);
+    }
+    assert_true(key_by_of(e.all[x], e.gid, &due, &why, &tries) && due == was && tries == 0);
     eight_free(&e);
 }
 
@@ -5423,6 +5544,7 @@ int main(void)
         cmocka_unit_test(test_renewal_owed_keys_a_new_path),
         cmocka_unit_test(test_removal_keyed_by_one),
         cmocka_unit_test(test_keying_in_order),
+        cmocka_unit_test(test_keying_counted_again_when_wider),
         cmocka_unit_test(test_message_crossing_a_commit),
         cmocka_unit_test(test_message_read_within_a_send_shown_later),
         cmocka_unit_test(test_message_read_within_a_send_told_to_the_owner),

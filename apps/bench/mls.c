@@ -310,7 +310,7 @@ static void keying_order(size_t n, uint32_t width, int ordered, size_t *out)
         return;
     for (size_t leaf = 1; leaf < n; leaf++)
         out[k++] = leaf;
-    for (size_t i = n - 2; i > 0; i--) {
+    for (size_t i = k > 0 ? k - 1 : 0; i > 0; i--) {
         size_t j = randombytes_uniform((uint32_t)i + 1), t = out[i];
 
         out[i] = out[j];

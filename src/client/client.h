@@ -196,7 +196,8 @@ struct msv_client {
     uint64_t mls_update_s, mls_update_messages;
     /* a group on MLS whose tree has a node on this device's path that is not keyed (blank above
      * other members, or listing unmerged leaves): this device commits from the end of a receive
-     * within this (milliseconds; 0: 20 seconds a member device, from 10 minutes to a day): after
+     * within this (milliseconds; 0: 20 seconds a leaf of the tree's width, from 10 minutes to a
+     * day): after
      * its first 5 minutes (at most half of it), at a random time within its leaf's slot, the
      * leaves' slots in the order that keys the tree from the top; its leaf is renewed so too
      * once its update is due */

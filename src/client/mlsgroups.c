@@ -429,11 +429,12 @@ static int is_set(struct msv_client *c, const char *key);
 
 /* A keying commit is made within the spread from when it became owed, so that the members of a
  * group founded at once do not all commit at once (one commit is taken per epoch, and each one
- * keys the paths of others): 20 seconds a member device, from 10 minutes to a day
- * (c->mls_key_spread_ms when set, up to a day). The first KEY_FIRST_MS of it (at most half) are
- * left to the founder's further adds and the members' joining; the rest is one slot for each
- * place of the tree's leaves in the order that keys it from the top (msv_mls_tree_key_order), the
- * commit made at a random time within its leaf's slot. */
+ * keys the paths of others): 20 seconds a leaf of the tree's width, from 10 minutes to a day
+ * (c->mls_key_spread_ms when set, up to a day), the same for every device of a tree that wide.
+ * The first KEY_FIRST_MS of it (at most half) are left to the founder's further adds and the
+ * members' joining; the rest is one slot for each place of the tree's leaves in the order that
+ * keys it from the top (msv_mls_tree_key_order), the commit made at a random time within its
+ * leaf's slot. */
 #define KEY_SPREAD_LEAF_MS (20 * 1000LL)
 #define KEY_SPREAD_MIN_MS (10 * 60 * 1000LL)
 #define KEY_SPREAD_MAX_MS (86400 * 1000LL)
@@ -441,12 +442,10 @@ static int is_set(struct msv_client *c, const char *key);
 
 static int64_t key_spread(const struct msv_client *c, const struct msv_mls_member *m)
 {
-    int64_t spread = 0;
+    int64_t spread = (int64_t)m->tree.n_leaves * KEY_SPREAD_LEAF_MS;
 
     if (c->mls_key_spread_ms > 0)
         return c->mls_key_spread_ms < KEY_SPREAD_MAX_MS ? c->mls_key_spread_ms : KEY_SPREAD_MAX_MS;
-    for (uint32_t i = 0; i < m->tree.n_leaves; i++) /* the members' leaves */
-        spread += m->tree.nodes[2 * i].type != 0 ? KEY_SPREAD_LEAF_MS : 0;
     return spread < KEY_SPREAD_MIN_MS   ? KEY_SPREAD_MIN_MS
            : spread > KEY_SPREAD_MAX_MS ? KEY_SPREAD_MAX_MS
                                         : spread;
@@ -481,22 +480,50 @@ static msv_err key_by_set(struct msv_client *c, const uint8_t gid[16], int64_t d
  * day. After a commit taken (taken), only by the one device named to key a node the commit
  * blanked, its first leaf that is not blank (a removal in a keyed tree blanks the removed leaf's
  * path, which every leaf beneath it would find); a device added since a node got its key keys
- * its own path once it joins. Best effort: a failure to record it leaves the path for the next
- * commit taken, or its regular update.
+ * its own path once it joins. After a commit taken that made the tree wider (KEY_TAKEN_WIDER: a
+ * founder's next commit of adds, in a group of more than the devices one commit adds), a keying
+ * owed, not yet due and not yet tried is counted again from now in the wider tree's slots, so
+ * that the founder's adds go first and the devices of every commit of them key the tree in one
+ * order. Best effort: a failure to record it leaves the path for the next commit taken, or its
+ * regular update.
  */
 #define KEY_GAP_MS (86400 * 1000LL)
 
+enum key_cue { KEY_JOINED, KEY_TAKEN, KEY_TAKEN_WIDER };
+
+/* Whether the keying owed in the record named key is not yet due (at now) nor tried; when it is
+ * due (wall ms) in *due. */
+static int keying_untried(struct msv_client *c, const char *key, int64_t now, int64_t *due)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int untried;
+
+    if (msv_client_db_get(c->db, key, &v, &len) != MSV_OK)
+        return 0;
+    untried = len == KEY_BY_VALUE && v[8] == KEY_PATH && v[9] == 0 &&
+              key_by_due((int64_t)msv_get_u64be(v), now) > now;
+    *due = untried ? (int64_t)msv_get_u64be(v) : 0;
+    free(v);
+    return untried;
+}
+
 static void key_schedule(struct msv_client *c, const uint8_t gid[16],
-                         const struct msv_mls_member *m, uint64_t last_s, int taken)
+                         const struct msv_mls_member *m, uint64_t last_s, enum key_cue cue)
 {
     char key[KEY_MAX];
-    int64_t spread, first, slot, due, now = msv_wall_ms(), last;
+    int64_t spread, first, slot, due, now = msv_wall_ms(), last, was = 0;
+    int again;
     msv_err err;
 
-    if (!(taken ? msv_mls_tree_path_blank_first(&m->tree, m->me) : path_unkeyed(m)) ||
-        is_set(c, group_key(KEY_BY, gid, key)))
+    group_key(KEY_BY, gid, key);
+    again = cue == KEY_TAKEN_WIDER && keying_untried(c, key, now, &was);
+    if (again ? !path_unkeyed(m)
+              : !(cue != KEY_JOINED ? msv_mls_tree_path_blank_first(&m->tree, m->me)
+                                    : path_unkeyed(m)) ||
+                    is_set(c, key))
         return;
-    if (taken)
+    if (cue != KEY_JOINED)
         last_s = client_counter(c, group_key(UPDATED, gid, key));
     last = (int64_t)last_s * 1000;
     spread = key_spread(c, m);
@@ -504,9 +531,12 @@ static void key_schedule(struct msv_client *c, const uint8_t gid[16],
     slot = (spread - first) / (m->tree.n_leaves > 0 ? m->tree.n_leaves : 1);
     due = now + first + (int64_t)msv_mls_tree_key_order(m->me, m->tree.n_leaves) * slot +
           (slot > 1 ? (int64_t)randombytes_uniform((uint32_t)slot) : 0);
-    /* (a last commit ahead of the clock counts as now) */
-    if (last_s > 0 && (last < now ? last : now) + KEY_GAP_MS > due)
+    /* (a last commit ahead of the clock counts as now); a keying counted again is owed already,
+     * and never made sooner than it was to be */
+    if (!again && last_s > 0 && (last < now ? last : now) + KEY_GAP_MS > due)
         due = (last < now ? last : now) + KEY_GAP_MS;
+    if (again && was > due)
+        due = was;
     err = key_by_set(c, gid, due, KEY_PATH, 0);
     (void)err;
 }
@@ -4790,7 +4820,7 @@ static msv_err take_welcome(struct msv_client *c, const uint8_t gid[16], uint32_
 
             err = updated_now(c, gid);
             if (err == MSV_OK)
-                key_schedule(c, gid, m, last, 0);
+                key_schedule(c, gid, m, last, KEY_JOINED);
         }
         mls_unlock(c);
     }
@@ -5146,9 +5176,10 @@ static msv_err take_commit(struct msv_client *c, const uint8_t gid[16], uint32_t
             err = state_save_with(c, gid, m, &dir, NULL, 0, group_key(TAKEN, gid, key), list,
                                   list_len);
         free(list);
-        /* a removal blanks the path of the leaf it removes: keyed again by one under it */
+        /* a removal blanks the path of the leaf it removes: keyed again by one under it; a
+         * wider tree counts the keyings owed again */
         if (err == MSV_OK)
-            key_schedule(c, gid, m, 0, 1);
+            key_schedule(c, gid, m, 0, m->tree.n_leaves > n_was ? KEY_TAKEN_WIDER : KEY_TAKEN);
     }
 out:
     /* the delivery service took it, so its epoch moved on without this device: an admin
