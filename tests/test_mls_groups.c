@@ -1379,9 +1379,9 @@ static void test_renewal_owed_keys_a_new_path(void **state)
     joiners_key(1);
 }
 
-/* Up to ten people, each with one device whose keying commits fall within spread_ms, and alice's
+/* Up to eleven people, each with one device whose keying commits fall within spread_ms, and alice's
  * group "eight" of the first `founding` of them. */
-#define PEOPLE 10
+#define PEOPLE 11
 
 struct eight {
     struct test_server s;
@@ -1393,8 +1393,8 @@ struct eight {
 
 static void people_founded(struct eight *e, int n, int founding, int64_t spread_ms)
 {
-    static const char *const names[PEOPLE] = {"alice", "bob",   "carol", "dave", "erin",
-                                              "frank", "grace", "heidi", "ivan", "judy"};
+    static const char *const names[PEOPLE] = {"alice", "bob",   "carol", "dave", "erin", "frank",
+                                              "grace", "heidi", "ivan",  "judy", "kate"};
     const char *others[PEOPLE];
 
     test_server_init(&e->s, "[accounts]\nregister_burst = 100\nregister_rate = 100\n");
@@ -1546,7 +1546,8 @@ static int key_by_of(struct msv_client *c, const uint8_t gid[16], int64_t *due, 
     return 1;
 }
 
-static void key_by_put(struct msv_client *c, const uint8_t gid[16], int64_t due, uint8_t tries)
+static void key_by_put(struct msv_client *c, const uint8_t gid[16], int64_t due, uint8_t why,
+                       uint8_t tries)
 {
     char key[80], hex[33];
     uint8_t v[10] = {0};
@@ -1554,6 +1555,7 @@ static void key_by_put(struct msv_client *c, const uint8_t gid[16], int64_t due,
     assert_int_equal(msv_hex_encode(gid, 16, hex, sizeof(hex)), MSV_OK);
     snprintf(key, sizeof(key), "mls-key-by:%s", hex);
     msv_put_u64be(v, (uint64_t)due);
+    v[8] = why;
     v[9] = tries;
     assert_int_equal(msv_client_db_set(c->db, key, v, sizeof(v)), MSV_OK);
 }
@@ -1575,64 +1577,74 @@ static int at_leaf(struct eight *e, int n, uint32_t leaf)
 /*
  * A group founded in several commits of adds (more devices than one commit adds): the devices of
  * the first commits owe their keyings from their join, in a narrower tree. alice founds a group
- * of five (eight leaves: the devices at leaves 2 and 3 owe one), spread 80 s; both records are
- * then brought to 20 s ahead, the second marked tried once. alice's next commit adds four (sixteen
- * leaves): the untried one is counted again from it in the wider tree's slots (leaf 2's place
- * there is 4: from 40 + 4 x 2.5 s on, within 2.5 s), so that the adds go first and every device
- * keys in the one order; the tried one stays. A commit that adds without widening the tree
- * moves nothing.
+ * of six (eight leaves: the devices at leaves 2 to 5 owe one), spread 400 s; their records are
+ * then brought to: leaf 2, a minute ahead; leaf 3, 390 s ahead; leaf 4, a minute ahead but
+ * counted again four times already; leaf 5, a minute ahead and tried once. alice's next commit
+ * adds four (sixteen leaves). Leaf 2's is counted again from it in the wider tree's slots (from
+ * 200 s, then 12.5 s a place: its place there is 4), so that the adds go first and every device
+ * keys in the one order, and marked counted again once; leaf 3's (place 12: due by 362.5 s) is
+ * not made sooner than it was to be; the other two stay. A commit that adds without widening the
+ * tree moves nothing.
  */
 static void test_keying_counted_again_when_wider(void **state)
 {
     const char *four[4], *one[1];
     struct eight e;
-    int x, y;
-    int64_t due, before, after, was;
+    int at[6];
+    int64_t due, before, after, soon, later;
     uint8_t why, tries;
 
     (void)state;
-    people_founded(&e, 10, 5, 80 * 1000);
-    for (int i = 1; i < 5; i++)
+    people_founded(&e, 11, 6, 400 * 1000);
+    for (int i = 1; i < 6; i++)
         receive_now(e.all[i]);
-    x = at_leaf(&e, 5, 2);
-    y = at_leaf(&e, 5, 3);
-    assert_true(x > 0 && y > 0);
-    assert_true(key_by_of(e.all[x], e.gid, &due, &why, &tries) && why == 0 && tries == 0);
-    assert_true(key_by_of(e.all[y], e.gid, &due, &why, &tries) && why == 0 && tries == 0);
-    was = msv_wall_ms() + 20 * 1000;
-    key_by_put(e.all[x], e.gid, was, 0);
-    key_by_put(e.all[y], e.gid, was, 1);
+    for (uint32_t leaf = 2; leaf < 6; leaf++) {
+        at[leaf] = at_leaf(&e, 6, leaf);
+        assert_true(at[leaf] > 0);
+        assert_true(key_by_of(e.all[at[leaf]], e.gid, &due, &why, &tries) && why == 0 &&
+                    tries == 0);
+    }
+    soon = msv_wall_ms() + 60 * 1000;
+    later = msv_wall_ms() + 390 * 1000;
+    key_by_put(e.all[at[2]], e.gid, soon, 0, 0);
+    key_by_put(e.all[at[3]], e.gid, later, 0, 0);
+    key_by_put(e.all[at[4]], e.gid, soon, 5, 0); /* counted again 4 times */
+    key_by_put(e.all[at[5]], e.gid, soon, 0, 1);
     for (int i = 0; i < 4; i++)
-        four[i] = e.handles[5 + i];
+        four[i] = e.handles[6 + i];
     assert_int_equal(msv_client_group_change(e.all[0], "eight", NULL, four, 4, NULL, 0), MSV_OK);
     before = msv_wall_ms();
-    receive_now(e.all[x]);
-    receive_now(e.all[y]);
+    for (uint32_t leaf = 2; leaf < 6; leaf++)
+        receive_now(e.all[at[leaf]]);
     after = msv_wall_ms();
     {
-        struct msv_mls_member *m = stored_member(e.all[x], e.gid);
+        struct msv_mls_member *m = stored_member(e.all[at[2]], e.gid);
 
         assert_int_equal(m->tree.n_leaves, 16);
+        assert_int_equal(m->epoch, 2);
         assert_int_equal(msv_mls_tree_key_order(2, 16), 4);
         msv_mls_member_free(m);
     }
-    assert_true(key_by_of(e.all[x], e.gid, &due, &why, &tries) && why == 0 && tries == 0);
-    if (due < before + 40 * 1000 + 4 * 2500 || due >= after + 40 * 1000 + 5 * 2500)
+    assert_true(key_by_of(e.all[at[2]], e.gid, &due, &why, &tries) && why == 2 && tries == 0);
+    if (due < before + 200 * 1000 + 4 * 12500 || due >= after + 200 * 1000 + 5 * 12500)
         fail_msg("leaf 2's keying due %lld ms after the wider commit", (long long)(due - after));
-    assert_true(key_by_of(e.all[y], e.gid, &due, &why, &tries) && due == was && tries == 1);
-    /* judy added: sixteen leaves still */
-    key_by_put(e.all[x], e.gid, was, 0);
-    one[0] = e.handles[9];
+    assert_true(key_by_of(e.all[at[3]], e.gid, &due, &why, &tries) && due == later && why == 2);
+    assert_true(key_by_of(e.all[at[4]], e.gid, &due, &why, &tries) && due == soon && why == 5);
+    assert_true(key_by_of(e.all[at[5]], e.gid, &due, &why, &tries) && due == soon && tries == 1);
+    /* kate added: sixteen leaves still */
+    soon = msv_wall_ms() + 60 * 1000;
+    key_by_put(e.all[at[2]], e.gid, soon, 0, 0);
+    one[0] = e.handles[10];
     assert_int_equal(msv_client_group_change(e.all[0], "eight", NULL, one, 1, NULL, 0), MSV_OK);
-    receive_now(e.all[x]);
+    receive_now(e.all[at[2]]);
     {
-        struct msv_mls_member *m = stored_member(e.all[x], e.gid);
+        struct msv_mls_member *m = stored_member(e.all[at[2]], e.gid);
 
         assert_int_equal(m->tree.n_leaves, 16);
         assert_int_equal(m->epoch, 3);
         msv_mls_member_free(m);
     }
-    assert_true(key_by_of(e.all[x], e.gid, &due, &why, &tries) && due == was && tries == 0);
+    assert_true(key_by_of(e.all[at[2]], e.gid, &due, &why, &tries) && due == soon && why == 0);
     eight_free(&e);
 }
 

@@ -196,11 +196,10 @@ struct msv_client {
     uint64_t mls_update_s, mls_update_messages;
     /* a group on MLS whose tree has a node on this device's path that is not keyed (blank above
      * other members, or listing unmerged leaves): this device commits from the end of a receive
-     * within this (milliseconds; 0: 20 seconds a leaf of the tree's width, from 10 minutes to a
-     * day): after
-     * its first 5 minutes (at most half of it), at a random time within its leaf's slot, the
-     * leaves' slots in the order that keys the tree from the top; its leaf is renewed so too
-     * once its update is due */
+     * within this (milliseconds; 0: 20 seconds a member device, from 10 minutes to a day):
+     * after its first 5 minutes (at most half of it), at a random time within its leaf's slot,
+     * the leaves' slots in the order that keys the tree from the top; its leaf is renewed so
+     * too once its update is due */
     int64_t mls_key_spread_ms;
     /* a device this one approved waits to be added to its MLS groups: tried again this often
      * (milliseconds; 0: MSV_MLS_JOIN_RETRY_MS, backing off); mls_joining while the tries run */

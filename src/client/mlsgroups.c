@@ -227,13 +227,18 @@ static const char *flag_key(const uint8_t gid[16], char key[KEY_MAX])
  * the group id>" = u64be wall ms from which it is due || u8 why (KEY_PATH: a node of this
  * device's direct path has a resolution of more than one node, blank above two members or
  * listing unmerged leaves, so that every commit encrypts to each of them; KEY_RENEW: its leaf
- * is due for its regular update and this device sends nothing) || u8 tries that failed. Any
- * commit of this device's ends it (committed_now).
+ * is due for its regular update and this device sends nothing; KEY_PATH_AGAIN + n - 1: such a
+ * keying counted again n times, n at most KEY_AGAIN_MAX, by commits that made the tree wider)
+ * || u8 tries that failed. Any commit of this device's ends it (committed_now).
  */
 #define KEY_BY "mls-key-by:"
 #define KEY_BY_VALUE 10
 #define KEY_PATH 0
 #define KEY_RENEW 1
+#define KEY_PATH_AGAIN 2
+/* a founding of the most devices a group holds (DEVICES_MAX, 10,000) widens the tree its
+ * first commit of CHANGES_MAX (1,000) adds made (1,024 leaves) four times */
+#define KEY_AGAIN_MAX 4
 
 /* Commits owed from a receive: at most KEYS_TRIED a receive (each reads the directory for
  * every member), at most KEYS_SCAN groups looked at; one that failed (no answer, refused as
@@ -429,12 +434,11 @@ static int is_set(struct msv_client *c, const char *key);
 
 /* A keying commit is made within the spread from when it became owed, so that the members of a
  * group founded at once do not all commit at once (one commit is taken per epoch, and each one
- * keys the paths of others): 20 seconds a leaf of the tree's width, from 10 minutes to a day
- * (c->mls_key_spread_ms when set, up to a day), the same for every device of a tree that wide.
- * The first KEY_FIRST_MS of it (at most half) are left to the founder's further adds and the
- * members' joining; the rest is one slot for each place of the tree's leaves in the order that
- * keys it from the top (msv_mls_tree_key_order), the commit made at a random time within its
- * leaf's slot. */
+ * keys the paths of others): 20 seconds a member device, from 10 minutes to a day
+ * (c->mls_key_spread_ms when set, up to a day). The first KEY_FIRST_MS of it (at most half) are
+ * left to the founder's further adds and the members' joining; the rest is one slot for each place
+ * of the tree's leaves in the order that keys it from the top (msv_mls_tree_key_order), the commit
+ * made at a random time within its leaf's slot. */
 #define KEY_SPREAD_LEAF_MS (20 * 1000LL)
 #define KEY_SPREAD_MIN_MS (10 * 60 * 1000LL)
 #define KEY_SPREAD_MAX_MS (86400 * 1000LL)
@@ -442,10 +446,12 @@ static int is_set(struct msv_client *c, const char *key);
 
 static int64_t key_spread(const struct msv_client *c, const struct msv_mls_member *m)
 {
-    int64_t spread = (int64_t)m->tree.n_leaves * KEY_SPREAD_LEAF_MS;
+    int64_t spread = 0;
 
     if (c->mls_key_spread_ms > 0)
         return c->mls_key_spread_ms < KEY_SPREAD_MAX_MS ? c->mls_key_spread_ms : KEY_SPREAD_MAX_MS;
+    for (uint32_t i = 0; i < m->tree.n_leaves; i++) /* the members' leaves */
+        spread += m->tree.nodes[2 * i].type != 0 ? KEY_SPREAD_LEAF_MS : 0;
     return spread < KEY_SPREAD_MIN_MS   ? KEY_SPREAD_MIN_MS
            : spread > KEY_SPREAD_MAX_MS ? KEY_SPREAD_MAX_MS
                                         : spread;
@@ -482,18 +488,22 @@ static msv_err key_by_set(struct msv_client *c, const uint8_t gid[16], int64_t d
  * path, which every leaf beneath it would find); a device added since a node got its key keys
  * its own path once it joins. After a commit taken that made the tree wider (KEY_TAKEN_WIDER: a
  * founder's next commit of adds, in a group of more than the devices one commit adds), a keying
- * owed, not yet due and not yet tried is counted again from now in the wider tree's slots, so
- * that the founder's adds go first and the devices of every commit of them key the tree in one
- * order. Best effort: a failure to record it leaves the path for the next commit taken, or its
+ * owed, not yet due, not yet tried and counted again fewer than KEY_AGAIN_MAX times is counted
+ * again from now in the wider tree's slots (never sooner than it was to be), so that the
+ * founder's adds go first and the devices of every commit of them key the tree in one order; a
+ * member that widens the tree again and again so puts it off by at most KEY_AGAIN_MAX spreads.
+ * Best effort: a failure to record it leaves the path for the next commit taken, or its
  * regular update.
  */
 #define KEY_GAP_MS (86400 * 1000LL)
 
 enum key_cue { KEY_JOINED, KEY_TAKEN, KEY_TAKEN_WIDER };
 
-/* Whether the keying owed in the record named key is not yet due (at now) nor tried; when it is
- * due (wall ms) in *due. */
-static int keying_untried(struct msv_client *c, const char *key, int64_t now, int64_t *due)
+/* Whether the keying owed in the record named key is not yet due (at now), nor tried, nor
+ * counted again KEY_AGAIN_MAX times; when it is due (wall ms) in *due, how many times it was
+ * counted again in *again. */
+static int keying_untried(struct msv_client *c, const char *key, int64_t now, int64_t *due,
+                          uint8_t *again)
 {
     uint8_t *v = NULL;
     size_t len = 0;
@@ -501,9 +511,12 @@ static int keying_untried(struct msv_client *c, const char *key, int64_t now, in
 
     if (msv_client_db_get(c->db, key, &v, &len) != MSV_OK)
         return 0;
-    untried = len == KEY_BY_VALUE && v[8] == KEY_PATH && v[9] == 0 &&
+    untried = len == KEY_BY_VALUE && v[9] == 0 &&
+              (v[8] == KEY_PATH ||
+               (v[8] >= KEY_PATH_AGAIN && v[8] - KEY_PATH_AGAIN + 1 < KEY_AGAIN_MAX)) &&
               key_by_due((int64_t)msv_get_u64be(v), now) > now;
     *due = untried ? (int64_t)msv_get_u64be(v) : 0;
+    *again = untried && v[8] != KEY_PATH ? (uint8_t)(v[8] - KEY_PATH_AGAIN + 1) : 0;
     free(v);
     return untried;
 }
@@ -513,11 +526,12 @@ static void key_schedule(struct msv_client *c, const uint8_t gid[16],
 {
     char key[KEY_MAX];
     int64_t spread, first, slot, due, now = msv_wall_ms(), last, was = 0;
+    uint8_t times = 0;
     int again;
     msv_err err;
 
     group_key(KEY_BY, gid, key);
-    again = cue == KEY_TAKEN_WIDER && keying_untried(c, key, now, &was);
+    again = cue == KEY_TAKEN_WIDER && keying_untried(c, key, now, &was, &times);
     if (again ? !path_unkeyed(m)
               : !(cue != KEY_JOINED ? msv_mls_tree_path_blank_first(&m->tree, m->me)
                                     : path_unkeyed(m)) ||
@@ -537,7 +551,7 @@ static void key_schedule(struct msv_client *c, const uint8_t gid[16],
         due = (last < now ? last : now) + KEY_GAP_MS;
     if (again && was > due)
         due = was;
-    err = key_by_set(c, gid, due, KEY_PATH, 0);
+    err = key_by_set(c, gid, due, again ? (uint8_t)(KEY_PATH_AGAIN + times) : KEY_PATH, 0);
     (void)err;
 }
 
