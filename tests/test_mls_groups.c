@@ -1578,12 +1578,13 @@ static int at_leaf(struct eight *e, int n, uint32_t leaf)
  * A group founded in several commits of adds (more devices than one commit adds): the devices of
  * the first commits owe their keyings from their join, in a narrower tree. alice founds a group
  * of six (eight leaves: the devices at leaves 2 to 5 owe one), spread 400 s; their records are
- * then brought to: leaf 2, a minute ahead; leaf 3, 390 s ahead; leaf 4, a minute ahead but
- * counted again four times already; leaf 5, a minute ahead and tried once. alice's next commit
- * adds four (sixteen leaves). Leaf 2's is counted again from it in the wider tree's slots (from
- * 200 s, then 12.5 s a place: its place there is 4), so that the adds go first and every device
- * keys in the one order, and marked counted again once; leaf 3's (place 12: due by 362.5 s) is
- * not made sooner than it was to be; the other two stay. A commit that adds without widening the
+ * then brought to: leaf 2, a minute ahead and counted again three times already; leaf 3, 600 s
+ * ahead; leaf 4, a minute ahead but counted again four times already; leaf 5, a minute ahead and
+ * tried once. alice's next commit adds four (sixteen leaves). Leaf 2's is counted again from it
+ * in the wider tree's slots (from 200 s, then 12.5 s a place: its place there is 4), so that the
+ * adds go first and every device keys in the one order, and marked counted again four times;
+ * leaf 3's (place 12: due by 362.5 s) is not made sooner than it was to be, and marked counted
+ * again once; the other two stay. A commit that adds without widening the
  * tree moves nothing.
  */
 static void test_keying_counted_again_when_wider(void **state)
@@ -1605,8 +1606,8 @@ static void test_keying_counted_again_when_wider(void **state)
                     tries == 0);
     }
     soon = msv_wall_ms() + 60 * 1000;
-    later = msv_wall_ms() + 390 * 1000;
-    key_by_put(e.all[at[2]], e.gid, soon, 0, 0);
+    later = msv_wall_ms() + 600 * 1000;
+    key_by_put(e.all[at[2]], e.gid, soon, 4, 0); /* counted again 3 times */
     key_by_put(e.all[at[3]], e.gid, later, 0, 0);
     key_by_put(e.all[at[4]], e.gid, soon, 5, 0); /* counted again 4 times */
     key_by_put(e.all[at[5]], e.gid, soon, 0, 1);
@@ -1625,7 +1626,7 @@ static void test_keying_counted_again_when_wider(void **state)
         assert_int_equal(msv_mls_tree_key_order(2, 16), 4);
         msv_mls_member_free(m);
     }
-    assert_true(key_by_of(e.all[at[2]], e.gid, &due, &why, &tries) && why == 2 && tries == 0);
+    assert_true(key_by_of(e.all[at[2]], e.gid, &due, &why, &tries) && why == 5 && tries == 0);
     if (due < before + 200 * 1000 + 4 * 12500 || due >= after + 200 * 1000 + 5 * 12500)
         fail_msg("leaf 2's keying due %lld ms after the wider commit", (long long)(due - after));
     assert_true(key_by_of(e.all[at[3]], e.gid, &due, &why, &tries) && due == later && why == 2);

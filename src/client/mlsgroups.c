@@ -490,8 +490,10 @@ static msv_err key_by_set(struct msv_client *c, const uint8_t gid[16], int64_t d
  * founder's next commit of adds, in a group of more than the devices one commit adds), a keying
  * owed, not yet due, not yet tried and counted again fewer than KEY_AGAIN_MAX times is counted
  * again from now in the wider tree's slots (never sooner than it was to be), so that the
- * founder's adds go first and the devices of every commit of them key the tree in one order; a
- * member that widens the tree again and again so puts it off by at most KEY_AGAIN_MAX spreads.
+ * founder's adds go first and the devices of its commits up to the last that widened the tree
+ * key it in one order (those of a later commit, in a tree as wide, count from their join with
+ * the spread of their own count of members); a member that widens the tree again and again so
+ * puts it off by at most KEY_AGAIN_MAX spreads.
  * Best effort: a failure to record it leaves the path for the next commit taken, or its
  * regular update.
  */
@@ -2146,7 +2148,7 @@ static int key_due(struct msv_client *c, const uint8_t gid[16], const struct msv
 
     if (msv_client_db_get(c->db, group_key(KEY_BY, gid, key), &v, &len) != MSV_OK)
         return 0;
-    /* any commit keys the path: a record of either kind is owed while it is not keyed */
+    /* any commit keys the path: a record of any kind is owed while it is not keyed */
     owed = len == KEY_BY_VALUE && (path_unkeyed(m) || (v[8] == KEY_RENEW && renew_due(c, gid)));
     at = len == KEY_BY_VALUE ? (int64_t)msv_get_u64be(v) : 0;
     due = owed && key_by_due(at, now) <= now;
