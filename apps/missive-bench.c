@@ -13,7 +13,7 @@
  *            Mosquitto at QoS 1 (apps/bench/net.c, as are the rest).
  *   fanout   B3: server cost per device copy, 1..10 devices and a group; and an MLS
  *            message copied by the delivery service to groups of 10..5,000 devices.
- *   mls      B3's MLS side: commits and messages in a group of 2..5,000 devices
+ *   mls      B3's MLS side: commits and messages in a group of 2..10,000 devices
  *            (apps/bench/mls.c).
  *   idle     B4: memory per idle TLS connection.
  *   queue    B5: offline queues filled, then drained.
@@ -860,7 +860,7 @@ static void usage(FILE *f)
                "  fanout   B3: server cost per device copy (1..10 devices, a group of 32 x 3),\n"
                "           and per copy of an MLS message to groups of 10..5,000 devices\n"
                "  mls      B3's MLS side: commit sizes and times, message cost, in a group\n"
-               "           of 2, 10, 100, 1,000 and 5,000 devices (in this process)\n"
+               "           of 2, 10, 100, 1,000, 5,000 and 10,000 devices (in this process)\n"
                "  idle     B4: memory per idle TLS connection (10,000 and 50,000)\n"
                "  queue    B5: 1,000 offline devices x 100 envelopes, then all reconnect\n"
                "  storage  B6: directory lookups/s; attachment MB/s vs. nginx\n"

@@ -506,7 +506,7 @@ static void measure(size_t n, struct row *r)
 
 int bench_mls(const struct opts *o, FILE *out)
 {
-    static const size_t sizes[] = {2, 10, 100, 1000, 5000};
+    static const size_t sizes[] = {2, 10, 100, 1000, 5000, 10000};
     /* every device follows every keying commit: about n * n / 2 commits processed, so up to
      * 300 devices (about four minutes here) */
     static const size_t keyed_sizes[] = {10, 100, 300};
