@@ -483,7 +483,7 @@ static msv_err key_by_set(struct msv_client *c, const uint8_t gid[16], int64_t d
  * and not within KEY_GAP_MS of this device's last commit to the group (at a join, last_s, wall
  * seconds, 0 for none, as when it first joins; after a commit taken, read here): whatever
  * removals, adds or foundings again a member makes, this device keys its path at most once a
- * day. After a commit taken (taken), only by the one device named to key a node the commit
+ * day. After a commit taken (KEY_TAKEN), only by the one device named to key a node the commit
  * blanked, its first leaf that is not blank (a removal in a keyed tree blanks the removed leaf's
  * path, which every leaf beneath it would find); a device added since a node got its key keys
  * its own path once it joins. After a commit taken that made the tree wider (KEY_TAKEN_WIDER: a
@@ -493,9 +493,8 @@ static msv_err key_by_set(struct msv_client *c, const uint8_t gid[16], int64_t d
  * founder's adds go first and the devices of its commits up to the last that widened the tree
  * key it in one order (those of a later commit, in a tree as wide, count from their join with
  * the spread of their own count of members); a member that widens the tree again and again so
- * puts it off by at most KEY_AGAIN_MAX spreads.
- * Best effort: a failure to record it leaves the path for the next commit taken, or its
- * regular update.
+ * puts it off by at most KEY_AGAIN_MAX spreads. Best effort: a failure to record it leaves the
+ * path for the next commit taken, or its regular update.
  */
 #define KEY_GAP_MS (86400 * 1000LL)
 

@@ -506,11 +506,11 @@ int msv_mls_tree_path_blank_first(const struct msv_mls_tree *t, uint32_t leaf);
 /*
  * The place of leaf in the order that keys a tree of n_leaves from the top: its index with the
  * bits reversed (over log2 of n_leaves rounded up). The leaves at places 0 .. 2^k - 1 are the
- * first leaves of the 2^k subtrees of the k-th level below the root, so that once each of them
- * committed, every node of that level and above holds a key (and a commit's path secrets then
- * go to one node a level there). For n_leaves a power of two (as every tree's), the place over
- * n_leaves is the same in every tree wide enough to hold the leaf; otherwise the place may reach
- * past n_leaves.
+ * first leaves of the 2^k subtrees k levels below the root, so that once each of them
+ * committed, the roots of those subtrees and every node above them hold keys (and a commit's
+ * path secrets then go to one node a level there). For n_leaves a power of two (as every tree's),
+ * the place over n_leaves is the same in every tree wide enough to hold the leaf; otherwise the
+ * place may reach past n_leaves.
  */
 uint32_t msv_mls_tree_key_order(uint32_t leaf, uint32_t n_leaves);
 /*
