@@ -469,17 +469,10 @@ static void test_last_resort_bounded(void **state)
  * kept beside it (each prefix of docs/crypto.md's list). */
 static void test_backup_strips(void **state)
 {
-    static const char *const records[] = {"mls-group:",
-                                          "mls-refound:",
-                                          "mls-updated:",
-                                          "mls-sent:",
-                                          "mls-behind:",
-                                          "mls-founded:",
-                                          "mls-follow:",
-                                          "mls-leave:",
-                                          "mls-gen-taken:",
-                                          "mls-key-by:",
-                                          NULL};
+    static const char *const records[] = {
+        "mls-group:",     "mls-refound:", "mls-updated:",    "mls-sent:",
+        "mls-behind:",    "mls-founded:", "mls-follow:",     "mls-leave:",
+        "mls-gen-taken:", "mls-key-by:",  "mls-members-at:", NULL};
     struct test_server s;
     struct msv_client *alice;
     size_t before;

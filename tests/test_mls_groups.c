@@ -1809,6 +1809,77 @@ static void test_added_without_key_package(void **state)
 }
 
 /*
+ * dave, added to the club on MLS while he had no KeyPackage, has no leaf; he then publishes
+ * KeyPackages and sends nothing. An admin's device looks at its group's members at most hourly
+ * from the end of a receive: alice's first receive records the look for an hour later, so nothing
+ * moves; bob's, no admin's, with its hour past, commits nothing; alice's, with its hour past,
+ * adds dave's device, which joins from the Welcome and reads the group on MLS. Looked at again
+ * within the hour, nothing more is committed.
+ */
+static void test_admin_adds_devices_hourly(void **state)
+{
+    struct club k;
+    struct msv_client *dave;
+    char key[80];
+    uint64_t epoch;
+    uint8_t id[16];
+
+    (void)state;
+    dave = club_with_dave_outside(&k);
+    assert_int_equal(msv_client_group_accept(dave, k.conversation), MSV_OK);
+    assert_int_equal(msv_mlskeys_publish(dave), MSV_OK);
+    receive_now(k.alice);
+    receive_now(k.bob);
+    {
+        struct msv_mls_member *m = stored_member(k.alice, k.gid);
+
+        epoch = m->epoch;
+        msv_mls_member_free(m);
+    }
+    assert_int_equal(
+        queued_mls(&k.s, dave->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 0);
+    time_moved_back(k.bob, club_key(&k, "mls-members-at:", key), 8, 0, 2 * 3600 * 1000LL);
+    receive_now(k.bob);
+    time_moved_back(k.alice, key, 8, 0, 3600 * 1000LL - 1000);
+    receive_now(k.alice); /* within the hour still */
+    {
+        struct msv_mls_member *m = stored_member(k.alice, k.gid);
+
+        assert_int_equal(m->epoch, epoch);
+        msv_mls_member_free(m);
+    }
+    time_moved_back(k.alice, key, 8, 0, 3600 * 1000LL);
+    receive_now(k.alice);
+    assert_int_equal(
+        queued_mls(&k.s, dave->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
+    {
+        struct msv_mls_member *m = stored_member(k.alice, k.gid);
+
+        assert_int_equal(m->epoch, epoch + 1);
+        msv_mls_member_free(m);
+    }
+    receive_now(dave);
+    assert_true(client_mls_is_on(dave, k.gid));
+    receive_now(k.bob);
+    assert_int_equal(msv_client_group_send(k.bob, "club", "on MLS for dave", NULL, 0, NULL, id),
+                     MSV_OK);
+    assert_int_equal(
+        queued_mls(&k.s, dave->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_APPLICATION, NULL, NULL),
+        1);
+    receive_now(dave);
+    assert_sent_by(dave, k.conversation, "on MLS for dave", "bob@example.org", k.bob->device_id);
+    receive_now(k.alice);
+    {
+        struct msv_mls_member *m = stored_member(k.alice, k.gid);
+
+        assert_int_equal(m->epoch, epoch + 1);
+        msv_mls_member_free(m);
+    }
+    msv_client_close(dave);
+    club_free(&k);
+}
+
+/*
  * dave, added without a KeyPackage (outside the MLS tree: sent per-device copies), deletes his
  * account: bob's messages to the club still go (on MLS to alice and carol), and bob is told
  * once in the group that dave has no account. Before, bob's send failed (dave's copy refused
@@ -5558,6 +5629,7 @@ int main(void)
         cmocka_unit_test(test_removal_keyed_by_one),
         cmocka_unit_test(test_keying_in_order),
         cmocka_unit_test(test_keying_counted_again_when_wider),
+        cmocka_unit_test(test_admin_adds_devices_hourly),
         cmocka_unit_test(test_message_crossing_a_commit),
         cmocka_unit_test(test_message_read_within_a_send_shown_later),
         cmocka_unit_test(test_message_read_within_a_send_told_to_the_owner),

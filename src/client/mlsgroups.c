@@ -3265,6 +3265,54 @@ static void leaves_flush(struct msv_client *c)
 }
 
 /*
+ * At the end of a receive, by an admin's device: the group's MLS group made to follow its members
+ * at most hourly even when no admin changes it (sync_with, quiet: a device that cannot be added
+ * is not told again each hour), so that a member's device with no leaf (linked by a device of its
+ * account that is in no such group, added before it had a KeyPackage) joins, and a leaf whose
+ * device no member has any more goes, within the hour. "mls-members-at:<hex of the group id>" =
+ * u64be wall ms of this device's last look, for each group it holds on MLS (a group seen first
+ * is looked at an hour later: not every group at once); one look a receive at most, the record
+ * set before it (one that fails waits the hour). Not a group to be founded again or behind for
+ * good (left to the next send or change, as keys_flush leaves it).
+ */
+#define MEMBERS_AT "mls-members-at:"
+#define MEMBERS_EVERY_MS (3600 * 1000LL)
+
+static int behind_still(struct msv_client *c, const uint8_t gid[16], uint64_t *ahead);
+
+static void members_flush(struct msv_client *c, int64_t now)
+{
+    struct msv_setting *s = NULL;
+    size_t n = 0;
+    msv_err err = msv_client_db_settings(c->db, UPDATED, KEYS_SCAN, &s, &n);
+
+    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+        char key[KEY_MAX];
+        uint8_t gid[16], v[8];
+        uint64_t marked = 0;
+        int64_t at;
+
+        if (!gid_of_key(s[i].key, UPDATED, gid))
+            continue;
+        group_key(MEMBERS_AT, gid, key);
+        at = (int64_t)client_counter(c, key);
+        /* (a look recorded ahead of the clock by more than the hour: the clock went back) */
+        if (at > 0 && at <= now + MEMBERS_EVERY_MS && now - at < MEMBERS_EVERY_MS)
+            continue;
+        msv_put_u64be(v, (uint64_t)now);
+        err = msv_client_db_set(c->db, key, v, sizeof(v));
+        if (err != MSV_OK || at == 0 || !client_mls_is_on(c, gid) || !self_is_admin(c, gid) ||
+            refound_due(c, gid) || behind_still(c, gid, &marked))
+            continue;
+        memset(&c->why, 0, sizeof(c->why));
+        err = sync_with(c, gid, 0, 0, 1, 1);
+        memset(&c->why, 0, sizeof(c->why)); /* told nowhere: the receive went well */
+        break;
+    }
+    msv_settings_free(s, n);
+}
+
+/*
  * At the end of a receive: a leaf due for its regular update is renewed even by a device that
  * sends nothing to its group (a send renews it before it goes: update_due), and a path not
  * keyed (key_schedule) is keyed, each by a commit of its own (sync_with, UPDATE_IF_DUE, which
@@ -3368,6 +3416,8 @@ static void keys_flush(struct msv_client *c)
     if (err != MSV_OK) /* the rest at a later receive */
         memset(&c->why, 0, sizeof(c->why));
     msv_settings_free(s, n);
+    if (err == MSV_OK && tried < KEYS_TRIED)
+        members_flush(c, now);
 }
 
 /*
@@ -3484,8 +3534,6 @@ msv_err client_mls_rejoin_asked(struct msv_client *c, const uint8_t gid[16], con
         err = rejoin_set(c, gid, device, now, 0, 0, hash);
     return err == MSV_OK ? client_mls_follow_due(c, gid) : err;
 }
-
-static int behind_still(struct msv_client *c, const uint8_t gid[16], uint64_t *ahead);
 
 int client_mls_unusable(struct msv_client *c, const uint8_t gid[16])
 {

@@ -341,11 +341,11 @@ msv_err msv_mlskeys_strip_backup_copy(struct msv_client_db *copy)
      * followed it; nor what a message gave while it was being taken (MSV_MLS_GAVE_PREFIX: the
      * message itself is in the copy once stored, and a disappearing one must not be) */
     static const char *const stripped[] = {
-        "mls-group:",  "mls-refound:",    "mls-updated:", "mls-sent:",
-        "mls-behind:", "mls-founded:",    "mls-follow:",  "mls-lost:",
-        "mls-rejoin:", "mls-full-said:",  "mls-taken:",   "mls-refused:",
-        "mls-joined:", "mls-own-commit:", "mls-welcome:", "mls-kept-welcome:",
-        "mls-leave:",  "mls-gen-taken:",  "mls-key-by:",  MSV_MLS_GAVE_PREFIX};
+        "mls-group:",        "mls-refound:", "mls-updated:",   "mls-sent:",       "mls-behind:",
+        "mls-founded:",      "mls-follow:",  "mls-lost:",      "mls-rejoin:",     "mls-full-said:",
+        "mls-taken:",        "mls-refused:", "mls-joined:",    "mls-own-commit:", "mls-welcome:",
+        "mls-kept-welcome:", "mls-leave:",   "mls-gen-taken:", "mls-key-by:",     "mls-members-at:",
+        MSV_MLS_GAVE_PREFIX};
 
     for (size_t i = 0; err == MSV_OK && i < sizeof(stripped) / sizeof(stripped[0]); i++)
         err = msv_client_db_unset_prefix(copy, stripped[i]);
