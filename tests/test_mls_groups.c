@@ -1814,7 +1814,7 @@ static void test_added_without_key_package(void **state)
  * from the end of a receive: alice's first receive records the look for an hour later, so nothing
  * moves; bob's, no admin's, with its hour past, commits nothing; alice's, with its hour past,
  * adds dave's device, which joins from the Welcome and reads the group on MLS. Looked at again
- * within the hour, nothing more is committed.
+ * an hour later, with nothing to change, nothing more is committed.
  */
 static void test_admin_adds_devices_hourly(void **state)
 {
@@ -1822,6 +1822,7 @@ static void test_admin_adds_devices_hourly(void **state)
     struct msv_client *dave;
     char key[80];
     uint64_t epoch;
+    int64_t looked;
     uint8_t id[16];
 
     (void)state;
@@ -1840,7 +1841,7 @@ static void test_admin_adds_devices_hourly(void **state)
         queued_mls(&k.s, dave->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 0);
     time_moved_back(k.bob, club_key(&k, "mls-members-at:", key), 8, 0, 2 * 3600 * 1000LL);
     receive_now(k.bob);
-    time_moved_back(k.alice, key, 8, 0, 3600 * 1000LL - 1000);
+    time_moved_back(k.alice, key, 8, 0, 3600 * 1000LL - 60 * 1000);
     receive_now(k.alice); /* within the hour still */
     {
         struct msv_mls_member *m = stored_member(k.alice, k.gid);
@@ -1868,12 +1869,21 @@ static void test_admin_adds_devices_hourly(void **state)
         1);
     receive_now(dave);
     assert_sent_by(dave, k.conversation, "on MLS for dave", "bob@example.org", k.bob->device_id);
+    /* the next look, an hour on, finds nothing to change: no commit */
+    time_moved_back(k.alice, key, 8, 0, 2 * 3600 * 1000LL);
+    looked = msv_wall_ms();
     receive_now(k.alice);
     {
         struct msv_mls_member *m = stored_member(k.alice, k.gid);
+        uint8_t *v = NULL;
+        size_t len = 0;
 
         assert_int_equal(m->epoch, epoch + 1);
         msv_mls_member_free(m);
+        assert_int_equal(msv_client_db_get(k.alice->db, key, &v, &len), MSV_OK);
+        assert_int_equal(len, 8);
+        assert_true((int64_t)msv_get_u64be(v) >= looked); /* looked at again */
+        free(v);
     }
     msv_client_close(dave);
     club_free(&k);

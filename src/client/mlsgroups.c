@@ -2129,6 +2129,9 @@ static int self_member(struct msv_client *c, const uint8_t gid[16])
 
 /* sync_once's update: a commit made only if the one owed from a receive still is (key_due) */
 #define UPDATE_IF_DUE 2
+/* sync_with's update alone: an admin's hourly look from a receive (members_flush), a commit only
+ * if something changed, and never a founding again (as UPDATE_IF_DUE) */
+#define UPDATE_LOOK 3
 
 /*
  * Under the MLS lock, m the held state: whether the commit owed from a receive still is, as read
@@ -2562,7 +2565,10 @@ static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start,
 {
     msv_err err = MSV_OK;
     int changed = 0, more = 0, admin = self_is_admin(c, gid),
-        from_receive = update == UPDATE_IF_DUE;
+        from_receive = update == UPDATE_IF_DUE || update == UPDATE_LOOK;
+
+    if (update == UPDATE_LOOK)
+        update = 0;
 
 again:
     for (int tries = 0; tries <= COMMIT_TRIES; tries++) {
@@ -3266,17 +3272,19 @@ static void leaves_flush(struct msv_client *c)
 
 /*
  * At the end of a receive, by an admin's device: the group's MLS group made to follow its members
- * at most hourly even when no admin changes it (sync_with, quiet: a device that cannot be added
- * is not told again each hour), so that a member's device with no leaf (linked by a device of its
- * account that is in no such group, added before it had a KeyPackage) joins, and a leaf whose
- * device no member has any more goes, within the hour. "mls-members-at:<hex of the group id>" =
- * u64be wall ms of this device's last look, for each group it holds on MLS (a group seen first
- * is looked at an hour later: not every group at once); one look a receive at most, the record
- * set before it (one that fails waits the hour). Not a group to be founded again or behind for
- * good (left to the next send or change, as keys_flush leaves it).
+ * at most hourly even when no admin changes it (sync_with with UPDATE_LOOK, quiet: a device that
+ * cannot be added is not told again each hour), so that a member's device with no leaf (linked by
+ * a device of its account that is in no such group, added before it had a KeyPackage) joins, and
+ * a leaf whose device no member has any more goes. "mls-members-at:<hex of the group id>" = u64be
+ * wall ms of this device's last look at the group, for each group of mls-updated: (the first
+ * KEYS_SCAN), kept as that is; written before the look, so that one that fails waits the hour; a
+ * group seen first is looked at an hour later. At most MEMBERS_LOOKS looks a receive (the rest at
+ * the next). Not a group to be founded again or behind for good (left to the next send or change,
+ * as keys_flush leaves them; sync_with checks the first again under the lock).
  */
 #define MEMBERS_AT "mls-members-at:"
 #define MEMBERS_EVERY_MS (3600 * 1000LL)
+#define MEMBERS_LOOKS 4
 
 static int behind_still(struct msv_client *c, const uint8_t gid[16], uint64_t *ahead);
 
@@ -3284,9 +3292,10 @@ static void members_flush(struct msv_client *c, int64_t now)
 {
     struct msv_setting *s = NULL;
     size_t n = 0;
+    int looks = 0;
     msv_err err = msv_client_db_settings(c->db, UPDATED, KEYS_SCAN, &s, &n);
 
-    for (size_t i = 0; err == MSV_OK && i < n; i++) {
+    for (size_t i = 0; err == MSV_OK && i < n && looks < MEMBERS_LOOKS; i++) {
         char key[KEY_MAX];
         uint8_t gid[16], v[8];
         uint64_t marked = 0;
@@ -3302,12 +3311,13 @@ static void members_flush(struct msv_client *c, int64_t now)
         msv_put_u64be(v, (uint64_t)now);
         err = msv_client_db_set(c->db, key, v, sizeof(v));
         if (err != MSV_OK || at == 0 || !client_mls_is_on(c, gid) || !self_is_admin(c, gid) ||
-            refound_due(c, gid) || behind_still(c, gid, &marked))
+            self_member(c, gid) <= 0 || refound_due(c, gid) || behind_still(c, gid, &marked))
             continue;
+        looks++;
         memset(&c->why, 0, sizeof(c->why));
-        err = sync_with(c, gid, 0, 0, 1, 1);
+        err = sync_with(c, gid, 0, UPDATE_LOOK, 1, 1);
         memset(&c->why, 0, sizeof(c->why)); /* told nowhere: the receive went well */
-        break;
+        err = MSV_OK;                       /* the other groups' looks go on */
     }
     msv_settings_free(s, n);
 }
