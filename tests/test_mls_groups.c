@@ -1808,13 +1808,42 @@ static void test_added_without_key_package(void **state)
     club_free(&k);
 }
 
+/* c's record of its last look at the club's members: when (wall ms), and the looks in a row that
+ * left a device out. */
+static int64_t members_at(struct msv_client *c, const struct club *k, uint8_t *misses)
+{
+    char key[80];
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int64_t at;
+
+    assert_int_equal(msv_client_db_get(c->db, club_key(k, "mls-members-at:", key), &v, &len),
+                     MSV_OK);
+    assert_int_equal(len, 9);
+    at = (int64_t)msv_get_u64be(v);
+    *misses = v[8];
+    free(v);
+    return at;
+}
+
+static uint64_t club_epoch(struct msv_client *c, const struct club *k)
+{
+    struct msv_mls_member *m = stored_member(c, k->gid);
+    uint64_t epoch = m->epoch;
+
+    msv_mls_member_free(m);
+    return epoch;
+}
+
 /*
- * dave, added to the club on MLS while he had no KeyPackage, has no leaf; he then publishes
- * KeyPackages and sends nothing. An admin's device looks at its group's members at most hourly
- * from the end of a receive: alice's first receive records the look for an hour later, so nothing
- * moves; bob's, no admin's, with its hour past, commits nothing; alice's, with its hour past,
- * adds dave's device, which joins from the Welcome and reads the group on MLS. Looked at again
- * an hour later, with nothing to change, nothing more is committed.
+ * dave, added to the club on MLS while he had no KeyPackage, has no leaf. An admin's device looks
+ * at its group's members at most hourly from the end of a receive: alice's first receive records
+ * the look for an hour later. Her look an hour on finds dave's device without a KeyPackage: it
+ * adds nobody, tells nothing, and waits two hours for the next (each such look claims a
+ * KeyPackage of every device of dave's account). bob's device, no admin's, commits nothing. dave
+ * then publishes KeyPackages and sends nothing: an hour later alice still waits; two hours on
+ * her look adds dave's device, which joins from the Welcome and reads bob's next message on MLS.
+ * The next look, with nothing to change, commits nothing and waits an hour again.
  */
 static void test_admin_adds_devices_hourly(void **state)
 {
@@ -1823,42 +1852,45 @@ static void test_admin_adds_devices_hourly(void **state)
     char key[80];
     uint64_t epoch;
     int64_t looked;
-    uint8_t id[16];
+    size_t told;
+    uint8_t id[16], misses = 0;
 
     (void)state;
     dave = club_with_dave_outside(&k);
     assert_int_equal(msv_client_group_accept(dave, k.conversation), MSV_OK);
-    assert_int_equal(msv_mlskeys_publish(dave), MSV_OK);
+    drop_key_packages(&k.s, dave); /* those dave published again */
     receive_now(k.alice);
     receive_now(k.bob);
-    {
-        struct msv_mls_member *m = stored_member(k.alice, k.gid);
-
-        epoch = m->epoch;
-        msv_mls_member_free(m);
-    }
+    epoch = club_epoch(k.alice, &k);
+    club_key(&k, "mls-members-at:", key);
+    (void)members_at(k.alice, &k, &misses);
+    assert_int_equal(misses, 0);
+    /* an hour on: dave's device cannot be added */
+    told = history_count(k.alice, k.conversation, "could not be added"); /* by her change */
+    time_moved_back(k.alice, key, 9, 0, 3600 * 1000LL);
+    looked = msv_wall_ms();
+    receive_now(k.alice);
+    assert_true(members_at(k.alice, &k, &misses) >= looked);
+    assert_int_equal(misses, 1);
+    assert_int_equal(club_epoch(k.alice, &k), epoch);
+    assert_int_equal(history_count(k.alice, k.conversation, "could not be added"), told);
+    time_moved_back(k.bob, key, 9, 0, 2 * 3600 * 1000LL);
+    receive_now(k.bob);
+    assert_int_equal(msv_mlskeys_publish(dave), MSV_OK);
+    /* an hour on, of the two it waits: nothing */
+    time_moved_back(k.alice, key, 9, 0, 3600 * 1000LL);
+    receive_now(k.alice);
+    assert_int_equal(club_epoch(k.alice, &k), epoch);
     assert_int_equal(
         queued_mls(&k.s, dave->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 0);
-    time_moved_back(k.bob, club_key(&k, "mls-members-at:", key), 8, 0, 2 * 3600 * 1000LL);
-    receive_now(k.bob);
-    time_moved_back(k.alice, key, 8, 0, 3600 * 1000LL - 60 * 1000);
-    receive_now(k.alice); /* within the hour still */
-    {
-        struct msv_mls_member *m = stored_member(k.alice, k.gid);
-
-        assert_int_equal(m->epoch, epoch);
-        msv_mls_member_free(m);
-    }
-    time_moved_back(k.alice, key, 8, 0, 3600 * 1000LL);
+    /* two hours on: dave's device added */
+    time_moved_back(k.alice, key, 9, 0, 3600 * 1000LL);
     receive_now(k.alice);
     assert_int_equal(
         queued_mls(&k.s, dave->device_id, MSV__WIRE__MLS_KIND__MLS_KIND_WELCOME, NULL, NULL), 1);
-    {
-        struct msv_mls_member *m = stored_member(k.alice, k.gid);
-
-        assert_int_equal(m->epoch, epoch + 1);
-        msv_mls_member_free(m);
-    }
+    assert_int_equal(club_epoch(k.alice, &k), epoch + 1);
+    (void)members_at(k.alice, &k, &misses);
+    assert_int_equal(misses, 0);
     receive_now(dave);
     assert_true(client_mls_is_on(dave, k.gid));
     receive_now(k.bob);
@@ -1870,21 +1902,12 @@ static void test_admin_adds_devices_hourly(void **state)
     receive_now(dave);
     assert_sent_by(dave, k.conversation, "on MLS for dave", "bob@example.org", k.bob->device_id);
     /* the next look, an hour on, finds nothing to change: no commit */
-    time_moved_back(k.alice, key, 8, 0, 2 * 3600 * 1000LL);
+    time_moved_back(k.alice, key, 9, 0, 3600 * 1000LL);
     looked = msv_wall_ms();
     receive_now(k.alice);
-    {
-        struct msv_mls_member *m = stored_member(k.alice, k.gid);
-        uint8_t *v = NULL;
-        size_t len = 0;
-
-        assert_int_equal(m->epoch, epoch + 1);
-        msv_mls_member_free(m);
-        assert_int_equal(msv_client_db_get(k.alice->db, key, &v, &len), MSV_OK);
-        assert_int_equal(len, 8);
-        assert_true((int64_t)msv_get_u64be(v) >= looked); /* looked at again */
-        free(v);
-    }
+    assert_true(members_at(k.alice, &k, &misses) >= looked);
+    assert_int_equal(misses, 0);
+    assert_int_equal(club_epoch(k.alice, &k), epoch + 1);
     msv_client_close(dave);
     club_free(&k);
 }

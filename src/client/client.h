@@ -211,6 +211,7 @@ struct msv_client {
      * msv_client_mls_keys_next reads it again then */
     unsigned mls_keys_changed;
     unsigned mls_keyings_taken; /* commits owed from a receive taken (sync_once) */
+    size_t mls_look_missing;    /* devices an admin's hourly look could not add (sync_once) */
     /* a commit or Welcome larger than this many bytes goes by reference through the attachment
      * store (0: 16 KiB, the server's default payload limit) */
     size_t mls_inline_max;

@@ -2186,11 +2186,18 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
      * (lost_seen records none past LOST_GEN_MAX) */
     int64_t lost = creating ? lost_generation(c, gid) : -1;
     uint32_t gen = lost >= 0 ? (uint32_t)lost + 1 : 0;
-    int admin = self_is_admin(c, gid), from_receive = update == UPDATE_IF_DUE, is = 0;
+    /* an admin's hourly look is from a receive too, but owes nothing (key_due), commits only a
+     * change, and counts no keying */
+    int look = update == UPDATE_LOOK, admin = self_is_admin(c, gid),
+        from_receive = update == UPDATE_IF_DUE || look, is = 0;
     const struct dir_device *own = NULL;
     struct client_group_ctx ctx = {0};
 
     *changed = *more = 0;
+    if (look) {
+        update = 0;
+        c->mls_look_missing = 0;
+    }
     /* an admin as every member judges its commit (handle_admin: by the signed state this device
      * holds, and by the context while it names that state or a newer one; a context that does
      * not parse, which no member's commit sets, as none) */
@@ -2202,7 +2209,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         return MSV_OK; /* a group of per-device copies stays so */
     /* owed from a receive: nothing else is done from there (a sync reads every member's
      * directory entry) when it no longer is */
-    if (err == MSV_OK && from_receive && !(update = key_due(c, gid, m))) {
+    if (err == MSV_OK && from_receive && !look && !(update = key_due(c, gid, m))) {
         msv_mls_member_free(m);
         free(roster);
         client_group_ctx_clear(&ctx);
@@ -2345,6 +2352,8 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = notice(c, gid, text);
         goto out;
     }
+    if (look)
+        c->mls_look_missing = missing;
     if (err == MSV_OK && missing > 0 && !quiet) {
         snprintf(text, sizeof(text),
                  "%zu device%s could not be added to this MLS group, which stays on MLS without "
@@ -2387,8 +2396,9 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = by_reference(c, &welcome, &welcome_len);
     if (err != MSV_OK && commit != NULL) {
         msv_mls_member_commit_discard(m);
-        /* too large, or refused by the attachment store (its quota, say): said, and why */
-        if (err != MSV_ERR_IO && err != MSV_ERR_NOMEM) {
+        /* too large, or refused by the attachment store (its quota, say): said, and why
+         * (not by an hourly look, which tries again later, backing off) */
+        if (err != MSV_ERR_IO && err != MSV_ERR_NOMEM && !look) {
             snprintf(text, sizeof(text), "%s: its %s could not go by reference (%.300s)",
                      creating ? "this group stays on per-device encryption, not MLS"
                               : "the MLS group could not follow this change",
@@ -2464,7 +2474,7 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = committed_now(c, gid);
     /* one owed from a receive, counted under the lock (a count lost to a crash here is all a
      * crash costs) */
-    if (err == MSV_OK && from_receive) {
+    if (err == MSV_OK && from_receive && !look) {
         msv_err counted = client_counter_bump(c, KEYINGS_MADE);
 
         c->mls_keyings_taken++;
@@ -2566,9 +2576,6 @@ static msv_err sync_with(struct msv_client *c, const uint8_t gid[16], int start,
     msv_err err = MSV_OK;
     int changed = 0, more = 0, admin = self_is_admin(c, gid),
         from_receive = update == UPDATE_IF_DUE || update == UPDATE_LOOK;
-
-    if (update == UPDATE_LOOK)
-        update = 0;
 
 again:
     for (int tries = 0; tries <= COMMIT_TRIES; tries++) {
@@ -3276,17 +3283,32 @@ static void leaves_flush(struct msv_client *c)
  * cannot be added is not told again each hour), so that a member's device with no leaf (linked by
  * a device of its account that is in no such group, added before it had a KeyPackage) joins, and
  * a leaf whose device no member has any more goes. "mls-members-at:<hex of the group id>" = u64be
- * wall ms of this device's last look at the group, for each group of mls-updated: (the first
- * KEYS_SCAN), kept as that is; written before the look, so that one that fails waits the hour; a
- * group seen first is looked at an hour later. At most MEMBERS_LOOKS looks a receive (the rest at
- * the next). Not a group to be founded again or behind for good (left to the next send or change,
- * as keys_flush leaves them; sync_with checks the first again under the lock).
+ * wall ms of this device's last look at the group || u8 looks in a row that left a device out
+ * (each claims a KeyPackage of every device of its account: the next look waits an hour doubled
+ * that many times, at most a day), for each group of mls-updated: (the first KEYS_SCAN), written
+ * before the look, so that one that fails waits too; a group seen first is looked at an hour
+ * later. At most MEMBERS_LOOKS looks a receive (the rest at the next), none past a failure to
+ * reach the server. Not a group whose account is no longer a member, to be founded again or
+ * behind for good (left to the next send or change, as keys_flush leaves them; sync_once checks
+ * again under the lock).
  */
 #define MEMBERS_AT "mls-members-at:"
+#define MEMBERS_VALUE 9
 #define MEMBERS_EVERY_MS (3600 * 1000LL)
+#define MEMBERS_WAIT_MAX_MS (86400 * 1000LL)
 #define MEMBERS_LOOKS 4
 
 static int behind_still(struct msv_client *c, const uint8_t gid[16], uint64_t *ahead);
+
+/* Writes the look's record (at, misses). */
+static msv_err members_at_set(struct msv_client *c, const char *key, int64_t at, uint8_t misses)
+{
+    uint8_t v[MEMBERS_VALUE];
+
+    msv_put_u64be(v, (uint64_t)at);
+    v[8] = misses;
+    return msv_client_db_set(c->db, key, v, sizeof(v));
+}
 
 static void members_flush(struct msv_client *c, int64_t now)
 {
@@ -3297,27 +3319,43 @@ static void members_flush(struct msv_client *c, int64_t now)
 
     for (size_t i = 0; err == MSV_OK && i < n && looks < MEMBERS_LOOKS; i++) {
         char key[KEY_MAX];
-        uint8_t gid[16], v[8];
+        uint8_t gid[16], *v = NULL, misses = 0;
+        size_t len = 0;
         uint64_t marked = 0;
-        int64_t at;
+        int64_t at = 0, wait = MEMBERS_EVERY_MS;
 
         if (!gid_of_key(s[i].key, UPDATED, gid))
             continue;
         group_key(MEMBERS_AT, gid, key);
-        at = (int64_t)client_counter(c, key);
-        /* (a look recorded ahead of the clock by more than the hour: the clock went back) */
-        if (at > 0 && at <= now + MEMBERS_EVERY_MS && now - at < MEMBERS_EVERY_MS)
+        if (msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len == MEMBERS_VALUE) {
+            at = (int64_t)msv_get_u64be(v);
+            misses = v[8];
+        }
+        free(v);
+        for (uint8_t k = 0; k < misses && wait < MEMBERS_WAIT_MAX_MS; k++)
+            wait *= 2;
+        wait = wait < MEMBERS_WAIT_MAX_MS ? wait : MEMBERS_WAIT_MAX_MS;
+        /* (a look recorded ahead of the clock by more than the wait: the clock went back) */
+        if (at > 0 && at <= now + wait && now - at < wait)
             continue;
-        msv_put_u64be(v, (uint64_t)now);
-        err = msv_client_db_set(c->db, key, v, sizeof(v));
+        err = members_at_set(c, key, now, misses);
         if (err != MSV_OK || at == 0 || !client_mls_is_on(c, gid) || !self_is_admin(c, gid) ||
             self_member(c, gid) <= 0 || refound_due(c, gid) || behind_still(c, gid, &marked))
             continue;
         looks++;
         memset(&c->why, 0, sizeof(c->why));
+        c->mls_look_missing = 0;
         err = sync_with(c, gid, 0, UPDATE_LOOK, 1, 1);
         memset(&c->why, 0, sizeof(c->why)); /* told nowhere: the receive went well */
-        err = MSV_OK;                       /* the other groups' looks go on */
+        /* the server out of reach: the other groups' looks at the next receive */
+        if (err == MSV_ERR_IO || err == MSV_ERR_NOMEM)
+            break;
+        /* a look that went through counts a device left out, or starts again from an hour */
+        if (err == MSV_OK)
+            misses = c->mls_look_missing == 0 ? 0
+                     : misses < UINT8_MAX     ? (uint8_t)(misses + 1)
+                                              : misses;
+        err = members_at_set(c, key, now, misses);
     }
     msv_settings_free(s, n);
 }
@@ -3426,7 +3464,7 @@ static void keys_flush(struct msv_client *c)
     if (err != MSV_OK) /* the rest at a later receive */
         memset(&c->why, 0, sizeof(c->why));
     msv_settings_free(s, n);
-    if (err == MSV_OK && tried < KEYS_TRIED)
+    if (err == MSV_OK) /* (looks have their own bound) */
         members_flush(c, now);
 }
 
