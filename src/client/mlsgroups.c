@@ -2194,10 +2194,8 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
     struct client_group_ctx ctx = {0};
 
     *changed = *more = 0;
-    if (look) {
+    if (look)
         update = 0;
-        c->mls_look_missing = 0;
-    }
     /* an admin as every member judges its commit (handle_admin: by the signed state this device
      * holds, and by the context while it names that state or a newer one; a context that does
      * not parse, which no member's commit sets, as none) */
@@ -2352,8 +2350,8 @@ static msv_err sync_once(struct msv_client *c, const uint8_t gid[16], int start,
         err = notice(c, gid, text);
         goto out;
     }
-    if (look)
-        c->mls_look_missing = missing;
+    if (look) /* (over each commit of the look: members_flush starts it from 0) */
+        c->mls_look_missing += missing;
     if (err == MSV_OK && missing > 0 && !quiet) {
         snprintf(text, sizeof(text),
                  "%zu device%s could not be added to this MLS group, which stays on MLS without "
@@ -2647,7 +2645,8 @@ again:
                  "the group's epoch kept moving on: the change was refused %d times", COMMIT_TRIES);
     /* more than one commit takes: the next (bounded: DEVICES_MAX / CHANGES_MAX of them) */
     if (err == MSV_OK && more && changed) {
-        start = update = 0;
+        start = 0;
+        update = update == UPDATE_LOOK ? UPDATE_LOOK : 0; /* a look's, checked as one */
         goto again;
     }
     return err;
@@ -3350,11 +3349,12 @@ static void members_flush(struct msv_client *c, int64_t now)
         /* the server out of reach: the other groups' looks at the next receive */
         if (err == MSV_ERR_IO || err == MSV_ERR_NOMEM)
             break;
-        /* a look that went through counts a device left out, or starts again from an hour */
-        if (err == MSV_OK)
-            misses = c->mls_look_missing == 0 ? 0
-                     : misses < UINT8_MAX     ? (uint8_t)(misses + 1)
-                                              : misses;
+        /* a look that left a device out, or failed (a claim refused, a commit too large), waits
+         * longer; one that left nobody out starts again from an hour */
+        if (err == MSV_OK && c->mls_look_missing == 0)
+            misses = 0;
+        else if (misses < UINT8_MAX)
+            misses++;
         err = members_at_set(c, key, now, misses);
     }
     msv_settings_free(s, n);
@@ -3400,9 +3400,11 @@ static void keys_flush(struct msv_client *c)
          * of a group its account left waits (every member would refuse a commit of its) */
         if (is_set(c, group_key(KEY_BY, gid, key)) || !renew_due(c, gid))
             err = MSV_OK;
-        else if (!client_mls_is_on(c, gid))
+        else if (!client_mls_is_on(c, gid)) {
             err = msv_client_db_unset(c->db, s[i].key);
-        else if (self_member(c, gid) != 0)
+            if (err == MSV_OK) /* (the admin's look at it goes with it) */
+                err = msv_client_db_unset(c->db, group_key(MEMBERS_AT, gid, key));
+        } else if (self_member(c, gid) != 0)
             err = key_by_set(c, gid, now, KEY_RENEW, 0);
         mls_unlock(c);
     }
