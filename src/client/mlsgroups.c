@@ -3283,13 +3283,13 @@ static void leaves_flush(struct msv_client *c)
  * a device of its account that is in no such group, added before it had a KeyPackage) joins, and
  * a leaf whose device no member has any more goes. "mls-members-at:<hex of the group id>" = u64be
  * wall ms of this device's last look at the group || u8 looks in a row that left a device out
- * (each claims a KeyPackage of every device of its account: the next look waits an hour doubled
- * that many times, at most a day), for each group of mls-updated: (the first KEYS_SCAN), written
- * before the look, so that one that fails waits too; a group seen first is looked at an hour
- * later. At most MEMBERS_LOOKS looks a receive (the rest at the next), none past a failure to
- * reach the server. Not a group whose account is no longer a member, to be founded again or
- * behind for good (left to the next send or change, as keys_flush leaves them; sync_once checks
- * again under the lock).
+ * or failed (each claims a KeyPackage of every device of the accounts concerned: the next look
+ * waits an hour doubled that many times, at most a day), for each group of mls-updated: (the first
+ * KEYS_SCAN), written before the look, so that one that fails waits too; a group seen first is
+ * looked at an hour later. At most MEMBERS_LOOKS looks a receive (the rest at the next), none past
+ * a failure to reach the server. Not a group whose account is no longer a member, to be founded
+ * again or behind for good (left to the next send or change, as keys_flush leaves them; sync_once
+ * checks again under the lock).
  */
 #define MEMBERS_AT "mls-members-at:"
 #define MEMBERS_VALUE 9
