@@ -464,6 +464,14 @@ static int64_t key_by_due(int64_t due, int64_t now)
     return due > now && due - now > KEY_SPREAD_MAX_MS + KEY_RETRY_MAX_MS ? now : due;
 }
 
+/* A wait of base ms doubled times times, at most max ms. */
+static int64_t doubled(int64_t base, unsigned times, int64_t max)
+{
+    while (times-- > 0 && base < max)
+        base *= 2;
+    return base < max ? base : max;
+}
+
 static msv_err key_by_set(struct msv_client *c, const uint8_t gid[16], int64_t due, uint8_t why,
                           uint8_t tries)
 {
@@ -3309,21 +3317,20 @@ static msv_err members_at_set(struct msv_client *c, const char *key, int64_t at,
     return msv_client_db_set(c->db, key, v, sizeof(v));
 }
 
-static void members_flush(struct msv_client *c, int64_t now)
+/* s: the mls-updated: records keys_flush read (those it removed of length 0). */
+static void members_flush(struct msv_client *c, int64_t now, const struct msv_setting *s, size_t n)
 {
-    struct msv_setting *s = NULL;
-    size_t n = 0;
     int looks = 0;
-    msv_err err = msv_client_db_settings(c->db, UPDATED, KEYS_SCAN, &s, &n);
+    msv_err err = MSV_OK;
 
     for (size_t i = 0; err == MSV_OK && i < n && looks < MEMBERS_LOOKS; i++) {
         char key[KEY_MAX];
         uint8_t gid[16], *v = NULL, misses = 0;
         size_t len = 0;
         uint64_t marked = 0;
-        int64_t at = 0, wait = MEMBERS_EVERY_MS;
+        int64_t at = 0, wait;
 
-        if (!gid_of_key(s[i].key, UPDATED, gid))
+        if (!gid_of_key(s[i].key, UPDATED, gid) || s[i].len != 8)
             continue;
         group_key(MEMBERS_AT, gid, key);
         if (msv_client_db_get(c->db, key, &v, &len) == MSV_OK && len == MEMBERS_VALUE) {
@@ -3331,9 +3338,7 @@ static void members_flush(struct msv_client *c, int64_t now)
             misses = v[8];
         }
         free(v);
-        for (uint8_t k = 0; k < misses && wait < MEMBERS_WAIT_MAX_MS; k++)
-            wait *= 2;
-        wait = wait < MEMBERS_WAIT_MAX_MS ? wait : MEMBERS_WAIT_MAX_MS;
+        wait = doubled(MEMBERS_EVERY_MS, misses, MEMBERS_WAIT_MAX_MS);
         /* (a look recorded ahead of the clock by more than the wait: the clock went back) */
         if (at > 0 && at <= now + wait && now - at < wait)
             continue;
@@ -3357,7 +3362,6 @@ static void members_flush(struct msv_client *c, int64_t now)
             misses++;
         err = members_at_set(c, key, now, misses);
     }
-    msv_settings_free(s, n);
 }
 
 /*
@@ -3369,13 +3373,16 @@ static void members_flush(struct msv_client *c, int64_t now)
  */
 static void keys_flush(struct msv_client *c)
 {
-    struct msv_setting *s = NULL;
-    size_t n = 0;
+    struct msv_setting *s = NULL, *upd = NULL;
+    size_t n = 0, n_upd = 0;
     int64_t now = msv_wall_ms();
     char key[KEY_MAX];
     int tried = 0;
-    msv_err err = msv_client_db_settings(c->db, UPDATED, KEYS_SCAN, &s, &n);
+    msv_err err = msv_client_db_settings(c->db, UPDATED, KEYS_SCAN, &upd, &n_upd);
 
+    /* (read once: the admin's looks go through the same records, members_flush) */
+    s = upd;
+    n = n_upd;
     for (size_t i = 0; err == MSV_OK && i < n; i++) {
         uint8_t gid[16];
         uint64_t at;
@@ -3404,11 +3411,11 @@ static void keys_flush(struct msv_client *c)
             err = msv_client_db_unset(c->db, s[i].key);
             if (err == MSV_OK) /* (the admin's look at it goes with it) */
                 err = msv_client_db_unset(c->db, group_key(MEMBERS_AT, gid, key));
+            s[i].len = 0; /* gone: no look at it */
         } else if (self_member(c, gid) != 0)
             err = key_by_set(c, gid, now, KEY_RENEW, 0);
         mls_unlock(c);
     }
-    msv_settings_free(s, n);
     s = NULL;
     n = 0;
     if (err == MSV_OK)
@@ -3451,8 +3458,7 @@ static void keys_flush(struct msv_client *c)
         if (msv_client_db_get(c->db, s[i].key, &now_v, &now_len) == MSV_OK &&
             now_len == KEY_BY_VALUE && memcmp(now_v, v, KEY_BY_VALUE) == 0) {
             tries = v[9] < UINT8_MAX ? (uint8_t)(v[9] + 1) : v[9];
-            wait = KEY_RETRY_MS << (tries - 1 < 7 ? tries - 1 : 7);
-            wait = wait < KEY_RETRY_MAX_MS ? wait : KEY_RETRY_MAX_MS;
+            wait = doubled(KEY_RETRY_MS, tries - 1u, KEY_RETRY_MAX_MS);
             /* a quarter more at random: devices that failed together try again apart */
             wait += (int64_t)randombytes_uniform((uint32_t)(wait / 4));
             err = key_by_set(c, gid, now + wait, v[8], tries);
@@ -3467,7 +3473,8 @@ static void keys_flush(struct msv_client *c)
         memset(&c->why, 0, sizeof(c->why));
     msv_settings_free(s, n);
     if (err == MSV_OK) /* (looks have their own bound) */
-        members_flush(c, now);
+        members_flush(c, now, upd, n_upd);
+    msv_settings_free(upd, n_upd);
 }
 
 /*
